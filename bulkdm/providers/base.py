@@ -1,0 +1,57 @@
+"""The interface every provider client implements; the engine sees only this and plain values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from bulkdm.outcomes import Outcome, Reconciliation
+from bulkdm.secrets import Secret
+
+__all__ = ["DmRequest", "Provider", "SenderAuth"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SenderAuth:
+    """Who sends: the account name, and for GetXAPI the sender's X session token."""
+
+    account: str
+    auth_token: Secret | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DmRequest:
+    recipient_id: str
+    sender: SenderAuth
+    text: str
+    idempotency_key: str
+    media_id: str | None = None
+
+
+class Provider(Protocol):
+    """A hosted DM API. Every method returns an :class:`Outcome`; none raises for an answer
+    the engine can act on. Exceptions (:class:`bulkdm.errors.ProviderError`) mean the run stops.
+    """
+
+    name: str
+    #: the endpoint recorded as ``source_endpoint`` in handoff records, e.g. ``POST /x/dm/{userId}``
+    send_endpoint: str
+
+    async def resolve(self, username: str, sender: SenderAuth) -> Outcome:
+        """Username to numeric user id (``value``); ``FAIL_ROW`` with ``user_not_found``."""
+        ...
+
+    async def send(self, request: DmRequest) -> Outcome:
+        """Send one DM; ``DONE`` with the message id in ``value``."""
+        ...
+
+    async def reconcile(self, request: DmRequest, since_iso: str) -> Reconciliation:
+        """Look in the conversation for ``request.text`` sent after ``since_iso``."""
+        ...
+
+    async def upload_media(self, path: Path, sender: SenderAuth, idempotency_key: str) -> Outcome:
+        """Upload a file for a DM; ``DONE`` with the media id in ``value``."""
+        ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,90 @@
+"""A campaign row as planned and as it moves through a run: plain values, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+__all__ = ["FINAL_STATES", "PlannedRow", "RowRecord", "RowState"]
+
+
+class RowState(StrEnum):
+    #: waiting to be sent (maybe after ``next_attempt_at``)
+    PENDING = "pending"
+    #: intent committed; the request may be on the wire
+    SENDING = "sending"
+    #: the request may have been delivered; settled by replay (Xquik) or history (GetXAPI)
+    UNKNOWN = "unknown"
+    SENT = "sent"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    INVALID = "invalid"
+
+
+FINAL_STATES = frozenset({RowState.SENT, RowState.FAILED, RowState.SKIPPED, RowState.INVALID})
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PlannedRow:
+    """One campaign line after planning. Invalid and skipped rows carry their reason.
+
+    ``reason`` is a short code (``invalid_json``, ``missing_variable``, ``duplicate``, ``suppressed``,
+    ``no_consent``, ...); ``field`` names the column or key at fault; ``message`` says what to fix.
+    """
+
+    line: int
+    state: RowState
+    recipient_id: str | None = None
+    recipient_username: str | None = None
+    text: str | None = None
+    text_sha256: str | None = None
+    sender: str | None = None
+    external_id: str | None = None
+    media: str | None = None
+    consent: str | None = None
+    idempotency_key: str | None = None
+    field: str | None = None
+    reason: str | None = None
+    message: str | None = None
+    duplicate_of_line: int | None = None
+
+    @property
+    def recipient_key(self) -> str | None:
+        """Canonical recipient: the id when known, else the lower-cased username."""
+        if self.recipient_id is not None:
+            return f"id:{self.recipient_id}"
+        if self.recipient_username is not None:
+            return f"u:{self.recipient_username.lower()}"
+        return None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RowRecord:
+    """A row as the checkpoint holds it during and after a run (what exports are built from)."""
+
+    id: int
+    line: int
+    state: RowState
+    recipient_id: str | None
+    recipient_username: str | None
+    text: str | None
+    sender: str | None
+    external_id: str | None
+    media: str | None
+    consent: str | None
+    idempotency_key: str | None
+    attempts: int = 0
+    message_id: str | None = None
+    media_id: str | None = None
+    #: failure or skip reason code (``x_dm_not_allowed``, ``duplicate``, ``invalid_json``, ...)
+    reason: str | None = None
+    #: the human-readable message that goes with ``reason``
+    message: str | None = None
+    #: the column or key at fault, for invalid rows
+    field: str | None = None
+    duplicate_of_line: int | None = None
+    #: ISO 8601 UTC time the DM was delivered (sent rows) or the row finished
+    sent_at: str | None = None
+    finished_at: str | None = None
+    request_id: str | None = None
+    write_action_id: str | None = None

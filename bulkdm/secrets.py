@@ -1,0 +1,55 @@
+"""Secrets read from the environment, wrapped so no repr, log line or error can show them."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Final
+
+from bulkdm.errors import ConfigError
+
+__all__ = ["MASK", "Secret", "read_secret"]
+
+MASK: Final = "********"
+
+
+class Secret:
+    """A secret string. ``str()``, ``repr()`` and formatting show a mask; ``reveal()`` the value."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret({MASK!r})"
+
+    def __str__(self) -> str:
+        return MASK
+
+    def __format__(self, spec: str) -> str:
+        return MASK
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __reduce__(self) -> str:
+        raise TypeError("a Secret cannot be pickled")
+
+
+def read_secret(variable: str, *, purpose: str, environ: Mapping[str, str] | None = None) -> Secret:
+    """Read ``variable`` from the environment; a missing or empty one is a :class:`ConfigError`."""
+    value = (os.environ if environ is None else environ).get(variable, "")
+    if not value.strip():
+        raise ConfigError(
+            f"environment variable {variable} is not set; it holds the {purpose}. "
+            f"Export it (export {variable}=...) and run again",
+            key=variable,
+        )
+    return Secret(value.strip())
