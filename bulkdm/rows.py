@@ -88,3 +88,8 @@ class RowRecord:
     finished_at: str | None = None
     request_id: str | None = None
     write_action_id: str | None = None
+    text_sha256: str | None = None
+    #: how many times a fresh idempotency key was needed (Xquik ``safeToRetry``)
+    key_rotation: int = 0
+    #: wall-clock time the current attempt took its rate slot
+    claimed_at_s: float | None = None

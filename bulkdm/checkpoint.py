@@ -1,0 +1,516 @@
+"""The checkpoint: one SQLite file holding the plan, every attempt and every outcome.
+
+One long-lived aiosqlite connection, WAL, bound parameters only. Reads go straight to the
+connection; every write goes through :meth:`Checkpoint._submit`, which groups whatever writes
+are waiting into one transaction (group commit), so durability with ``synchronous=FULL`` costs
+one fsync per batch instead of one per row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Final
+
+import aiosqlite
+
+from bulkdm.errors import CheckpointError
+from bulkdm.rows import PlannedRow, RowRecord, RowState
+from bulkdm.schema import INDEXES, MIGRATIONS, SCHEMA_VERSION
+
+__all__ = [
+    "Checkpoint",
+    "Finish",
+    "HandoffCursor",
+    "PlanMeta",
+    "PlanTotals",
+    "SenderRecord",
+    "Write",
+    "assign_recipient",
+    "attempt_result",
+    "claim",
+    "defer",
+    "finish",
+    "reassign",
+    "set_handoff_cursor",
+    "set_sender",
+    "store_media",
+    "store_user",
+    "unsettle_in_flight",
+]
+
+_SYNC_MODES: Final = frozenset({"FULL", "NORMAL", "EXTRA", "OFF"})
+_ROW_COLUMNS: Final = (
+    "id, line, state, recipient_id, recipient_username, text, sender, external_id, media, "
+    "consent, idempotency_key, attempts, message_id, media_id, reason, message, field, "
+    "duplicate_of_line, sent_at, finished_at, request_id, write_action_id, text_sha256, "
+    "key_rotation, claimed_at"
+)
+_RECORD_FIELDS: Final = tuple(f.name for f in fields(RowRecord))
+_INSERT_ROW: Final = (
+    "INSERT INTO rows (line, state, recipient_id, recipient_username, recipient_key, text, "
+    "text_sha256, sender, external_id, media, consent, idempotency_key, field, reason, message, "
+    "duplicate_of_line) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_MARK_DUPLICATES: Final = """
+WITH firsts AS (
+    SELECT recipient_key, MIN(line) AS first_line FROM rows
+    WHERE state = 'pending' AND recipient_key IS NOT NULL
+    GROUP BY recipient_key HAVING COUNT(*) > 1
+)
+UPDATE rows SET state = 'skipped', reason = 'duplicate', duplicate_of_line = firsts.first_line,
+    message = 'the same recipient as line ' || firsts.first_line || '; messaged once'
+FROM firsts
+WHERE rows.recipient_key = firsts.recipient_key AND rows.line > firsts.first_line
+    AND rows.state = 'pending'
+"""
+# A username that resolves to a recipient already active in the campaign is a duplicate. One
+# statement, so two rows resolving to the same id can never both see the other and both skip.
+_ASSIGN_RECIPIENT: Final = """
+UPDATE rows SET recipient_id = :uid, recipient_key = 'id:' || :uid,
+    state = CASE WHEN d.line IS NULL THEN state ELSE 'skipped' END,
+    reason = CASE WHEN d.line IS NULL THEN reason ELSE 'duplicate' END,
+    duplicate_of_line = d.line,
+    message = CASE WHEN d.line IS NULL THEN message
+        ELSE 'resolves to the same recipient as line ' || d.line || '; messaged once' END,
+    finish_seq = CASE WHEN d.line IS NULL THEN NULL ELSE :seq END,
+    finished_at = CASE WHEN d.line IS NULL THEN NULL ELSE :now END
+FROM (SELECT (SELECT MIN(line) FROM rows r WHERE r.recipient_id = :uid AND r.id != :id
+        AND r.state IN ('pending', 'sending', 'unknown', 'sent')) AS line) AS d
+WHERE rows.id = :id
+"""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PlanMeta:
+    """What a plan was made from; compared on every later plan or run."""
+
+    campaign: str
+    campaign_path: str
+    campaign_sha256: str
+    settings_sha256: str
+    provider: str
+    created_at: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PlanTotals:
+    pending: int
+    lookups: int
+    media_uploads: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class HandoffCursor:
+    """The handoff file holds every finished row up to ``seq``, in ``offset`` bytes."""
+
+    seq: int
+    offset: int
+    path: str | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SenderRecord:
+    account: str
+    state: str
+    until_s: float | None
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One statement for the group commit: SQL text and its bound parameters."""
+
+    sql: str
+    params: Sequence[Any] | dict[str, Any]
+
+
+class Checkpoint:
+    """The run's durable state. Create with :meth:`open`; close with :meth:`close`."""
+
+    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+        self._db = db
+        self.path = path
+        self._pending: list[tuple[Sequence[Write], asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._committed = asyncio.Event()
+        self._seq = 0
+
+    @classmethod
+    async def open(cls, path: Path, *, synchronous: str = "FULL") -> Checkpoint:
+        """Open (creating or migrating) the checkpoint at ``path``."""
+        if synchronous.upper() not in _SYNC_MODES:
+            raise CheckpointError(f"synchronous must be one of {sorted(_SYNC_MODES)}")
+        try:
+            db = await aiosqlite.connect(path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise CheckpointError(f"{path}: cannot open the checkpoint: {exc}") from exc
+        checkpoint = cls(db, path)
+        try:
+            await checkpoint._prepare(synchronous.upper())
+        except sqlite3.Error as exc:
+            await db.close()
+            raise CheckpointError(f"{path}: not a usable checkpoint: {exc}") from exc
+        except CheckpointError:
+            await db.close()
+            raise
+        return checkpoint
+
+    async def _prepare(self, synchronous: str) -> None:
+        await self._db.execute("PRAGMA busy_timeout = 10000")
+        await self._db.execute("PRAGMA journal_mode = WAL")
+        await self._db.execute(f"PRAGMA synchronous = {synchronous}")  # checked against a set
+        version = await self._scalar("PRAGMA user_version")
+        if version > SCHEMA_VERSION:
+            raise CheckpointError(
+                f"{self.path} was written by a newer bulkdm (schema {version}); upgrade bulkdm"
+            )
+        for step in range(version, SCHEMA_VERSION):
+            await self._db.executescript(
+                f"BEGIN; {MIGRATIONS[step]}; PRAGMA user_version = {step + 1}; COMMIT;"
+            )
+        for index in INDEXES.values():
+            await self._db.execute(index)
+        self._seq = await self._scalar("SELECT COALESCE(MAX(finish_seq), 0) FROM rows")
+
+    async def close(self) -> None:
+        await self.flush()
+        await self._db.close()
+
+    async def _scalar(self, sql: str, params: Sequence[Any] = ()) -> int:
+        async with self._db.execute(sql, params) as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row is not None and row[0] is not None else 0
+
+    async def _all(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
+        async with self._db.execute(sql, params) as cursor:
+            return list(await cursor.fetchall())
+
+    # -- group commit ---------------------------------------------------------------------
+
+    def next_seq(self) -> int:
+        """The next finish sequence number: the order rows reach a final state (handoff order)."""
+        self._seq += 1
+        return self._seq
+
+    async def submit(self, writes: Sequence[Write]) -> None:
+        """Apply ``writes`` atomically, grouped with other waiting writes; return once durable."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((writes, future))
+        if self._flusher is None or self._flusher.done():
+            # a task of its own: a cancelled caller must not strand the others' writes
+            self._flusher = asyncio.create_task(self._flush_loop())
+        await future
+
+    async def flush(self) -> None:
+        """Wait until every submitted write is committed."""
+        while self._flusher is not None and not self._flusher.done():
+            await asyncio.shield(self._flusher)
+
+    async def wait_commit(self) -> None:
+        """Wait for the next group commit (used by the handoff appender)."""
+        self._committed.clear()
+        await self._committed.wait()
+
+    async def _flush_loop(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                await self._commit([w for writes, _ in batch for w in writes])
+            except sqlite3.Error as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(CheckpointError(f"{self.path}: write failed: {exc}"))
+                continue
+            for _, future in batch:
+                if not future.done():
+                    future.set_result(None)
+            self._committed.set()
+
+    async def _commit(self, writes: list[Write]) -> None:
+        await self._db.execute("BEGIN IMMEDIATE")
+        try:
+            start = 0
+            while start < len(writes):
+                end = start
+                while end < len(writes) and writes[end].sql == writes[start].sql:
+                    end += 1
+                await self._db.executemany(writes[start].sql, [w.params for w in writes[start:end]])
+                start = end
+        except sqlite3.Error:
+            await self._db.execute("ROLLBACK")
+            raise
+        await self._db.execute("COMMIT")
+
+    # -- plan -----------------------------------------------------------------------------
+
+    async def plan_meta(self) -> PlanMeta | None:
+        rows = dict(await self._all("SELECT key, value FROM meta WHERE key LIKE 'plan.%'"))
+        if not rows:
+            return None
+        return PlanMeta(**{f.name: rows.get(f"plan.{f.name}", "") for f in fields(PlanMeta)})
+
+    async def has_attempts(self) -> bool:
+        return await self._scalar("SELECT EXISTS (SELECT 1 FROM attempts)") == 1
+
+    async def write_plan(self, meta: PlanMeta, batches: Iterable[Sequence[PlannedRow]]) -> None:
+        """Replace the plan with ``batches`` in one transaction, then mark duplicates."""
+        await self.flush()
+        await self._db.execute("BEGIN IMMEDIATE")
+        try:
+            await self._replace_plan(meta, batches)
+        except BaseException:
+            await self._db.execute("ROLLBACK")
+            raise
+        await self._db.execute("COMMIT")
+        self._seq = await self._scalar("SELECT COALESCE(MAX(finish_seq), 0) FROM rows")
+
+    async def _replace_plan(self, meta: PlanMeta, batches: Iterable[Sequence[PlannedRow]]) -> None:
+        for statement in ("DELETE FROM rows", "DELETE FROM attempts", "DELETE FROM meta"):
+            await self._db.execute(statement)
+        for name in INDEXES:
+            await self._db.execute(f"DROP INDEX IF EXISTS {name}")  # names are constants
+        for batch in batches:
+            await self._db.executemany(_INSERT_ROW, [_planned_params(row) for row in batch])
+        for index in INDEXES.values():
+            await self._db.execute(index)
+        await self._db.execute(_MARK_DUPLICATES)
+        await self._db.execute(
+            "UPDATE rows SET finish_seq = id, finished_at = ? WHERE state IN ('invalid', 'skipped')",
+            (meta.created_at,),
+        )
+        await self._db.executemany(
+            "INSERT INTO meta (key, value) VALUES (?, ?)",
+            [(f"plan.{f.name}", str(getattr(meta, f.name))) for f in fields(PlanMeta)],
+        )
+
+    async def state_counts(self) -> dict[str, int]:
+        return dict(await self._all("SELECT state, COUNT(*) FROM rows GROUP BY state"))
+
+    async def reason_counts(self, states: Sequence[str] = ("invalid", "skipped")) -> dict[str, int]:
+        marks = ", ".join("?" * len(states))
+        sql = f"SELECT reason, COUNT(*) FROM rows WHERE state IN ({marks}) GROUP BY reason"
+        return {str(k): v for k, v in await self._all(sql, tuple(states))}
+
+    async def sender_counts(self, state: str = "pending") -> dict[str, int]:
+        sql = "SELECT sender, COUNT(*) FROM rows WHERE state = ? GROUP BY sender"
+        return {str(k): v for k, v in await self._all(sql, (state,))}
+
+    async def plan_totals(self) -> PlanTotals:
+        pending = await self._scalar("SELECT COUNT(*) FROM rows WHERE state = 'pending'")
+        lookups = await self._scalar(
+            "SELECT COUNT(*) FROM rows WHERE state = 'pending' AND recipient_id IS NULL"
+        )
+        media = await self._scalar(
+            "SELECT COUNT(*) FROM (SELECT DISTINCT media, sender FROM rows "
+            "WHERE state = 'pending' AND media IS NOT NULL)"
+        )
+        return PlanTotals(pending=pending, lookups=lookups, media_uploads=media)
+
+    async def invalid_rows(self, limit: int | None) -> list[RowRecord]:
+        sql = f"SELECT {_ROW_COLUMNS} FROM rows WHERE state = 'invalid' ORDER BY line LIMIT ?"
+        return [_record(r) for r in await self._all(sql, (-1 if limit is None else limit,))]
+
+    # -- run: reading work ----------------------------------------------------------------
+
+    async def due_rows(self, sender: str, *, after_id: int, now_s: float, limit: int) -> list[RowRecord]:
+        """Rows of ``sender`` to work on now (pending or unknown), in id order after ``after_id``."""
+        sql = (
+            f"SELECT {_ROW_COLUMNS} FROM rows WHERE sender = ? AND state IN ('pending', 'unknown') "
+            "AND id > ? AND next_attempt_at <= ? ORDER BY id LIMIT ?"
+        )
+        return [_record(r) for r in await self._all(sql, (sender, after_id, now_s, limit))]
+
+    async def next_due_s(self, sender: str) -> float | None:
+        """When the earliest waiting row of ``sender`` is due; None when it has none left."""
+        rows = await self._all(
+            "SELECT MIN(next_attempt_at), COUNT(*) FROM rows "
+            "WHERE sender = ? AND state IN ('pending', 'unknown')",
+            (sender,),
+        )
+        return None if not rows or rows[0][1] == 0 else float(rows[0][0])
+
+    async def rows_by_state(self, states: Sequence[str], *, after_id: int, limit: int) -> list[RowRecord]:
+        marks = ", ".join("?" * len(states))
+        sql = (
+            f"SELECT {_ROW_COLUMNS} FROM rows WHERE state IN ({marks}) AND id > ? "
+            "ORDER BY id LIMIT ?"
+        )
+        return [_record(r) for r in await self._all(sql, (*states, after_id, limit))]
+
+    async def attempt_times(self, *, since_s: float) -> list[tuple[str, float]]:
+        """(sender, time) of every attempt since ``since_s``: the limiters' history on restart."""
+        sql = "SELECT sender, at_s FROM attempts WHERE at_s >= ? ORDER BY at_s"
+        return [(str(s), float(t)) for s, t in await self._all(sql, (since_s,))]
+
+    async def cached_users(self, usernames: Sequence[str]) -> dict[str, tuple[str | None, str]]:
+        """username (lower case) -> (user id or None, status) for those already resolved."""
+        if not usernames:
+            return {}
+        marks = ", ".join("?" * len(usernames))
+        sql = f"SELECT username, user_id, status FROM users WHERE username IN ({marks})"
+        return {str(u): (i, str(s)) for u, i, s in await self._all(sql, tuple(usernames))}
+
+    async def cached_media(self, path: str, sender: str) -> str | None:
+        rows = await self._all(
+            "SELECT media_id FROM media WHERE path = ? AND sender = ?", (path, sender)
+        )
+        return str(rows[0][0]) if rows else None
+
+    async def sender_records(self) -> list[SenderRecord]:
+        rows = await self._all("SELECT account, state, until_s, reason FROM senders")
+        return [SenderRecord(account=a, state=s, until_s=u, reason=r) for a, s, u, r in rows]
+
+    async def finished_after(self, seq: int, *, limit: int) -> list[tuple[int, RowRecord]]:
+        sql = (
+            f"SELECT finish_seq, {_ROW_COLUMNS} FROM rows WHERE finish_seq > ? "
+            "ORDER BY finish_seq LIMIT ?"
+        )
+        return [(int(r[0]), _record(r[1:])) for r in await self._all(sql, (seq, limit))]
+
+    async def rows_for_export(self, states: Sequence[str], *, after_id: int, limit: int) -> list[RowRecord]:
+        return await self.rows_by_state(states, after_id=after_id, limit=limit)
+
+    async def handoff_cursor(self) -> HandoffCursor:
+        rows = dict(await self._all("SELECT key, value FROM meta WHERE key LIKE 'handoff.%'"))
+        return HandoffCursor(
+            seq=int(rows.get("handoff.seq", 0)),
+            offset=int(rows.get("handoff.offset", 0)),
+            path=rows.get("handoff.path"),
+        )
+
+    async def failure_counts(self) -> dict[str, int]:
+        return await self.reason_counts(("failed",))
+
+    async def meta_value(self, key: str) -> str | None:
+        rows = await self._all("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
+
+def _planned_params(row: PlannedRow) -> tuple[Any, ...]:
+    return (
+        row.line, row.state.value, row.recipient_id, row.recipient_username, row.recipient_key,
+        row.text, row.text_sha256, row.sender, row.external_id, row.media, row.consent,
+        row.idempotency_key, row.field, row.reason, row.message, row.duplicate_of_line,
+    )
+
+
+def _record(values: Sequence[Any]) -> RowRecord:
+    data = dict(zip(_RECORD_FIELDS, values, strict=True))
+    data["state"] = RowState(data["state"])
+    return RowRecord(**data)
+
+
+# -- writes: pure builders; the engine groups them and passes them to Checkpoint.submit ------
+
+
+def claim(*, row_id: int, attempt: int, sender: str, key: str, key_rotation: int, at_s: float) -> list[Write]:
+    """The write-ahead intent: committed before the request leaves."""
+    return [
+        Write(
+            "UPDATE rows SET state = 'sending', attempts = ?, sender = ?, idempotency_key = ?, "
+            "key_rotation = ?, claimed_at = ? WHERE id = ?",
+            (attempt, sender, key, key_rotation, at_s, row_id),
+        ),
+        Write(
+            "INSERT OR REPLACE INTO attempts (row_id, attempt, sender, idempotency_key, at_s) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (row_id, attempt, sender, key, at_s),
+        ),
+    ]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Finish:
+    """A row's final state and what the provider said."""
+
+    state: RowState
+    reason: str | None = None
+    message: str | None = None
+    message_id: str | None = None
+    media_id: str | None = None
+    sent_at: str | None = None
+    request_id: str | None = None
+    write_action_id: str | None = None
+
+
+def finish(*, row_id: int, seq: int, done: Finish, finished_at: str) -> Write:
+    return Write(
+        "UPDATE rows SET state = ?, reason = ?, message = ?, message_id = ?, media_id = ?, "
+        "sent_at = ?, request_id = ?, write_action_id = ?, finished_at = ?, finish_seq = ? "
+        "WHERE id = ?",
+        (
+            done.state.value, done.reason, done.message, done.message_id, done.media_id,
+            done.sent_at, done.request_id, done.write_action_id, finished_at, seq, row_id,
+        ),
+    )
+
+
+def defer(*, row_id: int, state: RowState, due_s: float, reason: str | None, message: str | None) -> Write:
+    """Back to ``pending`` (provably not delivered) or ``unknown`` (to settle), due at ``due_s``."""
+    return Write(
+        "UPDATE rows SET state = ?, next_attempt_at = ?, reason = ?, message = ? WHERE id = ?",
+        (state.value, due_s, reason, message, row_id),
+    )
+
+
+def attempt_result(*, row_id: int, attempt: int, action: str, code: str | None) -> Write:
+    return Write(
+        "UPDATE attempts SET action = ?, code = ? WHERE row_id = ? AND attempt = ?",
+        (action, code, row_id, attempt),
+    )
+
+
+def assign_recipient(*, row_id: int, user_id: str, seq: int, now_iso: str) -> Write:
+    """Set a resolved user id; the row becomes a ``duplicate`` if that recipient is taken."""
+    return Write(_ASSIGN_RECIPIENT, {"uid": user_id, "id": row_id, "seq": seq, "now": now_iso})
+
+
+def store_user(*, username: str, user_id: str | None, status: str, at_s: float) -> Write:
+    return Write(
+        "INSERT OR REPLACE INTO users (username, user_id, status, resolved_at) VALUES (?, ?, ?, ?)",
+        (username.lower(), user_id, status, at_s),
+    )
+
+
+def store_media(*, path: str, sender: str, media_id: str, at_s: float) -> Write:
+    return Write(
+        "INSERT OR REPLACE INTO media (path, sender, media_id, uploaded_at) VALUES (?, ?, ?, ?)",
+        (path, sender, media_id, at_s),
+    )
+
+
+def set_sender(*, account: str, state: str, until_s: float | None, reason: str | None) -> Write:
+    return Write(
+        "INSERT OR REPLACE INTO senders (account, state, until_s, reason) VALUES (?, ?, ?, ?)",
+        (account, state, until_s, reason),
+    )
+
+
+def reassign(*, row_id: int, sender: str, key: str) -> Write:
+    """Move a never-delivered row to another sender (its key changes with the sender)."""
+    return Write(
+        "UPDATE rows SET sender = ?, idempotency_key = ?, key_rotation = 0 "
+        "WHERE id = ? AND state = 'pending'",
+        (sender, key, row_id),
+    )
+
+
+def set_handoff_cursor(cursor: HandoffCursor) -> list[Write]:
+    sql = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"
+    values = [("handoff.seq", str(cursor.seq)), ("handoff.offset", str(cursor.offset))]
+    if cursor.path is not None:
+        values.append(("handoff.path", cursor.path))
+    return [Write(sql, v) for v in values]
+
+
+def unsettle_in_flight() -> Write:
+    """On start: a row left in ``sending`` may have been delivered; settle it before anything."""
+    return Write(
+        "UPDATE rows SET state = 'unknown', next_attempt_at = 0, reason = 'interrupted', "
+        "message = 'the run stopped while this DM was in flight' WHERE state = 'sending'",
+        (),
+    )

@@ -1,0 +1,84 @@
+"""The checkpoint's SQL schema and its migrations, one step per ``PRAGMA user_version``."""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = ["INDEXES", "MIGRATIONS", "SCHEMA_VERSION"]
+
+_V1: Final = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE rows (
+    id INTEGER PRIMARY KEY,
+    line INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    recipient_id TEXT,
+    recipient_username TEXT,
+    recipient_key TEXT,
+    text TEXT,
+    text_sha256 TEXT,
+    sender TEXT,
+    external_id TEXT,
+    media TEXT,
+    consent TEXT,
+    idempotency_key TEXT,
+    key_rotation INTEGER NOT NULL DEFAULT 0,
+    field TEXT,
+    reason TEXT,
+    message TEXT,
+    duplicate_of_line INTEGER,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    claimed_at REAL,
+    message_id TEXT,
+    media_id TEXT,
+    request_id TEXT,
+    write_action_id TEXT,
+    sent_at TEXT,
+    finished_at TEXT,
+    finish_seq INTEGER
+);
+CREATE TABLE attempts (
+    row_id INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    sender TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    at_s REAL NOT NULL,
+    action TEXT,
+    code TEXT,
+    PRIMARY KEY (row_id, attempt)
+);
+CREATE INDEX attempts_by_time ON attempts (at_s);
+CREATE TABLE users (
+    username TEXT PRIMARY KEY,
+    user_id TEXT,
+    status TEXT NOT NULL,
+    resolved_at REAL NOT NULL
+);
+CREATE TABLE media (
+    path TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    media_id TEXT NOT NULL,
+    uploaded_at REAL NOT NULL,
+    PRIMARY KEY (path, sender)
+);
+CREATE TABLE senders (
+    account TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    until_s REAL,
+    reason TEXT
+);
+"""
+
+#: Row indexes are dropped while a plan is bulk-inserted and built again after: far faster.
+INDEXES: Final = {
+    "rows_todo": "CREATE INDEX IF NOT EXISTS rows_todo ON rows (sender, state, id)",
+    "rows_recipient_key": "CREATE INDEX IF NOT EXISTS rows_recipient_key ON rows (recipient_key)",
+    "rows_recipient_id": "CREATE INDEX IF NOT EXISTS rows_recipient_id ON rows (recipient_id)",
+    "rows_state": "CREATE INDEX IF NOT EXISTS rows_state ON rows (state)",
+    "rows_finish": "CREATE UNIQUE INDEX IF NOT EXISTS rows_finish ON rows (finish_seq)",
+}
+
+#: MIGRATIONS[n] takes a checkpoint from user_version n to n + 1.
+MIGRATIONS: Final = (_V1,)
+SCHEMA_VERSION: Final = len(MIGRATIONS)
