@@ -1,0 +1,125 @@
+"""``python -m bulkdm.sandbox``: parse flags into a :class:`SandboxConfig` and serve until a signal."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from collections.abc import Callable
+
+from bulkdm.rates import Rate, parse_duration_s, parse_rate
+from bulkdm.sandbox.app import Sandbox
+from bulkdm.sandbox.config import Faults, SandboxConfig
+
+__all__ = ["build_config", "main", "parse_args"]
+
+_DESCRIPTION = "Serve a local Xquik + GetXAPI stand-in that records every delivered DM."
+
+
+def _milliseconds(text: str) -> float:
+    try:
+        return parse_duration_s(text, default_unit="ms") * 1000
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _rate(text: str) -> Rate:
+    try:
+        return parse_rate(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number between 0 and 1") from exc
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not between 0 and 1")
+    return value
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bulkdm.sandbox", description=_DESCRIPTION)
+    add = parser.add_argument
+    add("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    add("--port", type=int, default=8787, help="port to bind; 0 picks a free one (default 8787)")
+    add("--latency", type=_milliseconds, default=0.0, help="added to each answer, e.g. 50ms")
+    add("--jitter", type=_milliseconds, default=0.0, help="latency varies by +/- this, e.g. 10ms")
+    add("--fail-rate", type=_probability, default=0.0, help="share of sends answered 5xx")
+    add("--rate-limit-rate", type=_probability, default=0.0, help="share of sends answered 429")
+    add("--drop-rate", type=_probability, default=0.0, help="share of delivered sends cut off")
+    add("--accept-rate", type=_probability, default=0.0, help="share of Xquik sends answered 202")
+    add("--seed", type=int, default=0, help="seed of the fault dice")
+    add("--legacy", action="store_true", help="Xquik answers the legacy {messageId, success}")
+    add("--key-rate", type=_rate, action="append", default=[], help="per API key, e.g. 120/60s")
+    add("--sender-rate", type=_rate, action="append", default=[], help="per sender, e.g. 15/15m")
+    add("--read-rate", type=_rate, action="append", default=[], help="reads per key, e.g. 300/1s")
+    add("--credits", type=int, default=None, help="Xquik credit balance (default unlimited)")
+    add("--api-key", action="append", default=None, help="accept only these API keys")
+    return parser.parse_args(argv)
+
+
+def build_config(args: argparse.Namespace) -> SandboxConfig:
+    faults = Faults(
+        latency_ms=args.latency,
+        jitter_ms=args.jitter,
+        fail_rate=args.fail_rate,
+        rate_limit_rate=args.rate_limit_rate,
+        accept_rate=args.accept_rate,
+        drop_rate=args.drop_rate,
+        seed=args.seed,
+    )
+    return SandboxConfig(
+        faults=faults,
+        legacy=args.legacy,
+        key_rates=tuple(args.key_rate),
+        sender_rates=tuple(args.sender_rate),
+        read_rates=tuple(args.read_rate),
+        credits=args.credits,
+        valid_api_keys=None if args.api_key is None else frozenset(args.api_key),
+    )
+
+
+async def serve(config: SandboxConfig, host: str, port: int) -> None:
+    """Serve until SIGINT or SIGTERM, printing the URLs once listening."""
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopping.set)
+    sandbox = Sandbox(config)
+    await sandbox.start(host=host, port=port)
+    try:
+        print(f"sandbox  {sandbox.root_url}", flush=True)  # noqa: T201
+        print(f"xquik    {sandbox.xquik_url}", flush=True)  # noqa: T201
+        print(f"getxapi  {sandbox.getxapi_url}", flush=True)  # noqa: T201
+        await stopping.wait()
+    finally:
+        await sandbox.stop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+    print(f"stopped; {len(sandbox.ledger)} DMs delivered", flush=True)  # noqa: T201
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the sandbox from flags; returns 0 after a clean stop, 1 if the port cannot be bound."""
+    args = parse_args(argv)
+    config = build_config(args)
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        try:
+            runner.run(serve(config, args.host, args.port))
+        except OSError as exc:
+            print(f"OSError: cannot serve on {args.host}:{args.port}: {exc}", flush=True)  # noqa: T201
+            return 1
+    return 0
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    # uvloop roughly doubles the requests a single process can answer, for benchmarks
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
