@@ -1,0 +1,287 @@
+"""A multi-window sliding-log rate limiter that is a true ceiling, and an async gate over it.
+
+:class:`WindowLimiter` is pure: it never reads a clock and never awaits. For every configured
+:class:`~bulkdm.rates.Rate` it keeps the invariant "no window of ``period_s`` (plus a small guard)
+holds more than ``count`` recorded events", including the first window of a run and the first
+window after a restart (:meth:`WindowLimiter.charge` restores the send times from the checkpoint).
+A leaky bucket such as ``aiolimiter.AsyncLimiter(10, 1.0)`` admits 19 events in its first second,
+which is why this module exists.
+
+:class:`Gate` is the async wrapper: it takes one slot from several limiters at the same instant
+(for example a sender's own windows and the API key's shared budget), sleeping on an injected
+clock until all of them allow it.
+
+Example::
+
+    sender = WindowLimiter([Rate(count=15, period_s=900.0), Rate(count=500, period_s=86400.0)])
+    api_key = WindowLimiter([Rate(count=120, period_s=60.0)])
+    sender.charge(times_already_in_checkpoint)
+    gate = Gate()
+    taken_at_s = await gate.acquire(sender, api_key, stop=stop_event)
+    if taken_at_s is None:
+        ...  # the run is stopping
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Protocol
+
+import anyio
+
+from bulkdm.rates import Rate
+
+__all__ = [
+    "DEFAULT_MAX_WAIT_S",
+    "Gate",
+    "Slot",
+    "StopEvent",
+    "WindowLimiter",
+    "default_guard_s",
+]
+
+#: the longest single sleep of :meth:`Gate.acquire` before it looks again (a rest or another
+#: acquirer may have changed the answer meanwhile)
+DEFAULT_MAX_WAIT_S = 1.0
+#: the shortest sleep: keeps a fake or coarse clock from spinning on a sub-ulp remainder
+_MIN_WAIT_S = 1e-4
+
+
+def default_guard_s(rate: Rate) -> float:
+    """The default guard for ``rate``: 2 % of its period, at most one second."""
+    return min(0.02 * rate.period_s, 1.0)
+
+
+class WindowLimiter:
+    """At most ``count`` events in any window of ``period_s + guard`` seconds, for every rate.
+
+    The guard widens each window so that jitter between the moment a slot is taken here and the
+    moment the request reaches the provider cannot put ``count + 1`` events in a window as the
+    provider measures it. ``guard_s=None`` uses :func:`default_guard_s` for each rate.
+
+    Memory is bounded: only the newest ``max(count)`` events, and only those younger than the
+    longest window, are kept.
+
+    :raises ValueError: if a guard is negative.
+    """
+
+    def __init__(self, rates: Sequence[Rate], *, guard_s: float | None = None) -> None:
+        if guard_s is not None and guard_s < 0:
+            raise ValueError(f"guard_s must be >= 0, got {guard_s}")
+        self._rates = tuple(rates)
+        self._windows_s = tuple(
+            r.period_s + (default_guard_s(r) if guard_s is None else guard_s) for r in self._rates
+        )
+        self._longest_s = max(self._windows_s, default=0.0)
+        self._cap = max((r.count for r in self._rates), default=0)
+        #: event times, ascending; ``maxlen`` drops the oldest once ``max(count)`` are held
+        self._log: deque[float] = deque(maxlen=self._cap)
+        self._rest_until_s: float | None = None
+
+    @property
+    def rates(self) -> tuple[Rate, ...]:
+        return self._rates
+
+    @property
+    def resting_until_s(self) -> float | None:
+        """The latest rest set by :meth:`rest_until` (it may already be over)."""
+        return self._rest_until_s
+
+    @property
+    def last_event_s(self) -> float | None:
+        return self._log[-1] if self._log else None
+
+    def __len__(self) -> int:
+        """How many event times are held (bounded by ``max(count)``)."""
+        return len(self._log)
+
+    def window_s(self, rate: Rate) -> float:
+        """The enforced window of ``rate``: its period plus its guard."""
+        return self._windows_s[self._index(rate)]
+
+    def next_allowed_s(self, now_s: float) -> float:
+        """The earliest time ``>= now_s`` at which one more event fits every window and any rest.
+
+        Returns ``now_s`` itself when an event fits now. Never earlier than the newest recorded
+        event: a wall clock that steps back waits for it to catch up instead of guessing.
+        """
+        allowed_s = now_s
+        if self._log:
+            allowed_s = max(allowed_s, self._log[-1])
+        if self._rest_until_s is not None:
+            allowed_s = max(allowed_s, self._rest_until_s)
+        for rate, window_s in zip(self._rates, self._windows_s, strict=True):
+            if len(self._log) >= rate.count:
+                # the count-th newest event must have left the window before another may enter
+                allowed_s = max(allowed_s, self._log[-rate.count] + window_s)
+        return allowed_s
+
+    def next_slot_in_s(self, now_s: float) -> float:
+        """Seconds until :meth:`next_allowed_s` (0.0 when an event fits now)."""
+        return self.next_allowed_s(now_s) - now_s
+
+    def record(self, at_s: float) -> None:
+        """Take a slot at ``at_s``; the caller checked :meth:`next_allowed_s` first."""
+        if self._cap == 0:
+            return
+        if not self._log or at_s >= self._log[-1]:
+            self._log.append(at_s)
+        else:
+            self._insert_late(at_s)
+        self._prune(self._log[-1])
+
+    def charge(self, times_s: Iterable[float]) -> None:
+        """Restore past events (any order), e.g. send times from the checkpoint on a restart."""
+        if self._cap == 0:
+            return
+        merged = sorted([*self._log, *times_s])
+        self._log.clear()
+        self._log.extend(merged[-self._cap :])
+        if self._log:
+            self._prune(self._log[-1])
+
+    def rest_until(self, until_s: float) -> None:
+        """Allow nothing before ``until_s`` (a Retry-After); the latest of all rests wins."""
+        if self._rest_until_s is None or until_s > self._rest_until_s:
+            self._rest_until_s = until_s
+
+    def is_resting(self, now_s: float) -> bool:
+        return self._rest_until_s is not None and now_s < self._rest_until_s
+
+    def used(self, now_s: float, rate: Rate) -> int:
+        """Events of ``rate``'s enforced window ending at ``now_s`` (at most ``rate.count`` shown
+        once more than that are held, as only the newest ``max(count)`` are kept)."""
+        start_s = now_s - self.window_s(rate)
+        end = bisect.bisect_right(self._log, now_s)
+        return end - bisect.bisect_right(self._log, start_s)
+
+    def prune(self, now_s: float) -> None:
+        """Drop events that can no longer affect any window ending at or after ``now_s``."""
+        self._prune(now_s)
+
+    def _prune(self, newest_s: float) -> None:
+        horizon_s = newest_s - self._longest_s
+        while self._log and self._log[0] <= horizon_s:
+            self._log.popleft()
+
+    def _insert_late(self, at_s: float) -> None:
+        if len(self._log) == self._cap:
+            if at_s <= self._log[0]:
+                return  # older than every event kept: it cannot be among the newest max(count)
+            self._log.popleft()
+        bisect.insort(self._log, at_s)
+
+    def _index(self, rate: Rate) -> int:
+        try:
+            return self._rates.index(rate)
+        except ValueError:
+            raise ValueError(f"{rate} is not one of this limiter's rates") from None
+
+
+class StopEvent(Protocol):
+    """What :meth:`Gate.acquire` needs of a stop signal: ``anyio.Event`` and ``asyncio.Event`` fit."""
+
+    def is_set(self) -> bool: ...
+
+    async def wait(self) -> object: ...
+
+
+class Slot(Protocol):
+    """A concurrency slot :meth:`Gate.acquire` can take, such as ``asyncio.Semaphore``."""
+
+    async def acquire(self) -> object: ...
+
+    def release(self) -> object: ...
+
+
+class Gate:
+    """Takes one slot from several :class:`WindowLimiter` objects at the same instant.
+
+    ``clock`` is wall-clock time (``time.time``) because the checkpoint stores wall-clock send
+    times and a restart must line up with them. ``sleep`` is injected so tests drive a fake clock.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        max_wait_s: float = DEFAULT_MAX_WAIT_S,
+    ) -> None:
+        if not max_wait_s > 0:
+            raise ValueError(f"max_wait_s must be > 0, got {max_wait_s}")
+        self._clock = clock
+        self._sleep = sleep
+        self._max_wait_s = max_wait_s
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self._clock
+
+    async def acquire(
+        self, *limiters: WindowLimiter, stop: StopEvent | None = None, slot: Slot | None = None
+    ) -> float | None:
+        """Wait until every limiter allows an event, record it on all of them, return its time.
+
+        With ``slot`` (e.g. the engine's concurrency ``asyncio.Semaphore``), the slot is taken
+        before the event is recorded, and the time returned is read after it was taken: a request
+        never leaves later than its recorded time because it waited for concurrency. On success
+        the caller holds the slot and must release it. The slot is not held while the rate makes
+        the caller wait, so a resting sender does not starve the others.
+
+        Returns ``None`` once ``stop`` is set; then nothing is recorded and the slot is not held.
+        """
+        held = False
+        try:
+            while stop is None or not stop.is_set():
+                now_s = self._clock()
+                allowed_s = max((lim.next_allowed_s(now_s) for lim in limiters), default=now_s)
+                if allowed_s > now_s:
+                    if held and slot is not None:
+                        slot.release()
+                        held = False
+                    wait_s = min(max(allowed_s - now_s, _MIN_WAIT_S), self._max_wait_s)
+                    await self._wait(wait_s, stop)
+                elif slot is None or held:
+                    # no await between the check and the record: atomic on the event loop
+                    for lim in limiters:
+                        lim.record(now_s)
+                    held = False  # handed to the caller
+                    return now_s
+                else:
+                    # taking it may suspend, so the rate is checked again before recording
+                    held = await self._take(slot, stop)
+            return None
+        finally:
+            if held and slot is not None:
+                slot.release()
+
+    async def _take(self, slot: Slot, stop: StopEvent | None) -> bool:
+        if stop is None:
+            await slot.acquire()
+            return True
+        taken = False
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_cancel_when_set, stop, tg.cancel_scope)
+            await slot.acquire()
+            taken = True
+            tg.cancel_scope.cancel()
+        return taken
+
+    async def _wait(self, wait_s: float, stop: StopEvent | None) -> None:
+        if stop is None:
+            await self._sleep(wait_s)
+            return
+        async with anyio.create_task_group() as tg:
+            # a set stop cancels the sleep at once rather than after up to max_wait_s
+            tg.start_soon(_cancel_when_set, stop, tg.cancel_scope)
+            await self._sleep(wait_s)
+            tg.cancel_scope.cancel()
+
+
+async def _cancel_when_set(stop: StopEvent, scope: anyio.CancelScope) -> None:
+    await stop.wait()
+    scope.cancel()
