@@ -1,0 +1,77 @@
+"""Keeps the handoff file in step with the checkpoint: each finished row once, in finish order.
+
+The checkpoint stores a cursor (the last exported finish number and the file's size after it).
+Lines are appended and fsynced first, and the cursor is committed after; a crash in between
+leaves lines the cursor does not cover, and reopening cuts the file back to the cursor, so
+after any crash and resume the file holds every finished row exactly once and no partial line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+from typing import Final
+
+from bulkdm import checkpoint as cp
+from bulkdm.checkpoint import Checkpoint, HandoffCursor
+from bulkdm.handoff import HandoffContext, HandoffLog, encode_jsonl, handoff_record, write_atomic
+
+__all__ = ["Outbox"]
+
+_PAGE: Final = 2000
+_IDLE_POLL_S: Final = 0.5
+
+
+class Outbox:
+    """The live appender of ``bulkdm run``; :meth:`follow` runs beside the engine."""
+
+    def __init__(self, checkpoint: Checkpoint, log: HandoffLog, context: HandoffContext,
+                 seq: int) -> None:
+        self._cp = checkpoint
+        self._log = log
+        self._context = context
+        self._seq = seq
+
+    @classmethod
+    async def open(cls, checkpoint: Checkpoint, path: Path, *, campaign: str, provider: str,
+                   source_endpoint: str) -> Outbox:
+        """Open the handoff file (an absolute ``path``) at the checkpoint's cursor, starting it
+        over if it was lost, edited, or the cursor belongs to another path."""
+        context = HandoffContext(campaign=campaign, provider=provider,
+                                 source_endpoint=source_endpoint)
+        cursor = await checkpoint.handoff_cursor()
+        same_file = cursor.path == str(path)
+        offset = cursor.offset if same_file else 0
+        log = await asyncio.to_thread(HandoffLog.open, path, offset) if same_file else None
+        seq = cursor.seq if log is not None else 0
+        if log is None:
+            # cannot continue where it was: write it again from the first finished row
+            await asyncio.to_thread(write_atomic, path, [])
+            log = await asyncio.to_thread(HandoffLog.open, path, 0)
+            if log is None:
+                raise OSError(f"{path}: cannot open the handoff file")
+        return cls(checkpoint, log, context, seq)
+
+    async def pump(self) -> int:
+        """Append every row finished since the cursor; returns how many lines were written."""
+        written = 0
+        while rows := await self._cp.finished_after(self._seq, limit=_PAGE):
+            data = encode_jsonl(handoff_record(row, self._context) for _, row in rows)
+            offset = await asyncio.to_thread(self._log.append_bytes, data)
+            self._seq = rows[-1][0]
+            cursor = HandoffCursor(seq=self._seq, offset=offset, path=str(self._log.path))
+            await self._cp.submit(cp.set_handoff_cursor(cursor))
+            written += len(rows)
+        return written
+
+    async def follow(self, done: asyncio.Event) -> None:
+        """Pump after every commit until ``done`` is set, then once more."""
+        while not done.is_set():
+            await self.pump()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._cp.wait_commit(), timeout=_IDLE_POLL_S)
+        await self.pump()
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._log.close)
