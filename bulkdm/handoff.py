@@ -30,6 +30,7 @@ from bulkdm.rows import RowRecord, RowState
 __all__ = [
     "CSV_COLUMNS",
     "HANDOFF_FORMAT",
+    "SEND_ENDPOINTS",
     "HandoffContext",
     "HandoffLog",
     "campaign_rows",
@@ -40,6 +41,8 @@ __all__ = [
 ]
 
 HANDOFF_FORMAT: Final = "jsonl"
+#: ``source_endpoint`` of a record, by provider name
+SEND_ENDPOINTS: Final = {"xquik": "POST /x/dm/{userId}", "getxapi": "POST /twitter/dm/send"}
 #: a spreadsheet runs a cell that starts with one of these as a formula (OWASP "CSV injection")
 _FORMULA_STARTS: Final = ("=", "+", "-", "@", "\t", "\r")
 #: final and provably not delivered: the only rows a retry campaign may hold (a pending row is

@@ -1,0 +1,559 @@
+"""The send engine: planned rows in, one durable outcome per row out, exactly once in effect.
+
+Per sender a loop reads its due rows from the checkpoint a page at a time, resolves usernames,
+takes a rate slot from the sender's and the API key's limiters together, commits the row's
+intent (state ``sending``) and only then lets the request leave. Outcomes are committed after.
+A send whose outcome is unknown is never repeated blindly: Xquik rows are replayed with the
+same idempotency key, GetXAPI rows are looked up in the conversation first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Final
+
+from bulkdm import checkpoint as cp
+from bulkdm.backoff import retry_delay_s
+from bulkdm.checkpoint import Checkpoint, Finish, Write
+from bulkdm.keys import idempotency_key
+from bulkdm.outcomes import Action, Outcome
+from bulkdm.providers.base import DmRequest, Provider, SenderAuth
+from bulkdm.ratelimit import Gate, WindowLimiter
+from bulkdm.rows import RowRecord, RowState
+from bulkdm.settings import DmNotAllowedPolicy, ProviderName, Settings
+
+__all__ = ["Engine", "FinishReason", "RunReport", "SenderState"]
+
+_PAGE: Final = 256
+_RESOLVE_CONCURRENCY: Final = 8
+#: codes that say "not performed, the key's budget is spent": not the row's fault
+_THROTTLE_CODES: Final = frozenset({"rate_limit_exceeded", "x_rate_limited", "http_429"})
+#: a sender resting longer than this ends its part of the run (the rows wait for a resume)
+_MAX_REST_WAIT_S: Final = 3600.0
+_RECONCILE_MARGIN_S: Final = 120.0
+
+
+class FinishReason(StrEnum):
+    COMPLETED = "completed"
+    INTERRUPTED = "interrupted"
+    STOPPED_BY_PROVIDER = "stopped_by_provider"
+    #: rows are left that only a resting or unusable sender could send
+    PAUSED = "paused"
+
+
+class SenderState(StrEnum):
+    READY = "ready"
+    RESTING = "resting"
+    OUT = "out"
+    DONE = "done"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunReport:
+    finish_reason: FinishReason
+    detail: str | None
+    sent_this_run: int
+
+
+class _Sender:
+    """One sender account's state for this run (its limiter and whether it can send)."""
+
+    def __init__(self, auth: SenderAuth, limiter: WindowLimiter) -> None:
+        self.auth = auth
+        self.limiter = limiter
+        self.state = SenderState.READY
+        self.note: str | None = None
+        self.sent = 0
+        self.inflight = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    @property
+    def account(self) -> str:
+        return self.auth.account
+
+    @property
+    def usable(self) -> bool:
+        return self.state is not SenderState.OUT
+
+    def started(self) -> None:
+        self.inflight += 1
+        self.idle.clear()
+
+    def ended(self) -> None:
+        self.inflight -= 1
+        if self.inflight == 0:
+            self.idle.set()
+
+
+class Engine:
+    """Sends every due row of a planned checkpoint; :meth:`run` returns why it finished."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        checkpoint: Checkpoint,
+        provider: Provider,
+        auths: Mapping[str, SenderAuth],
+        stop: asyncio.Event,
+        clock: Callable[[], float] = time.time,
+        gate: Gate | None = None,
+    ) -> None:
+        self._settings = settings
+        self._cp = checkpoint
+        self._provider = provider
+        self._stop = stop
+        self._clock = clock
+        self._gate = gate or Gate(clock=clock)
+        self._slots = asyncio.Semaphore(settings.run.concurrency)
+        self._key = WindowLimiter(settings.provider.rates)
+        self._reads = WindowLimiter(settings.provider.read_rates)
+        self._senders = {a: _Sender(auths[a], WindowLimiter(s.windows))
+                         for a, s in ((s.account, s) for s in settings.senders)}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._halt: str | None = None
+        self.counts: Counter[str] = Counter()
+        self.recent_sends_s: list[float] = []
+
+    # -- public views ------------------------------------------------------------------------
+
+    @property
+    def senders(self) -> Sequence[_Sender]:
+        return list(self._senders.values())
+
+    def next_slot_in_s(self, account: str) -> float:
+        sender, now = self._senders[account], self._clock()
+        return max(sender.limiter.next_allowed_s(now), self._key.next_allowed_s(now)) - now
+
+    # -- the run -----------------------------------------------------------------------------
+
+    async def run(self) -> RunReport:
+        """Send until every row is final, a stop is asked for, or only waiting rows remain."""
+        await self._restore()
+        sent_before = self.counts[RowState.SENT]
+        for _ in range(10_000):  # a round per wave of rows moved between senders
+            ready = [s for s in self._senders.values() if s.state is SenderState.READY]
+            await asyncio.gather(*(self._sender_loop(s) for s in ready))
+            await self._drain()
+            if self._stop.is_set() or not await self._work_left():
+                break
+        await self._drain()
+        await self._cp.flush()
+        return RunReport(
+            finish_reason=await self._finish_reason(),
+            detail=self._halt or self._waiting_note(),
+            sent_this_run=self.counts[RowState.SENT] - sent_before,
+        )
+
+    async def _restore(self) -> None:
+        now = self._clock()
+        await self._cp.submit([cp.unsettle_in_flight()])
+        self.counts.update(await self._cp.state_counts())
+        horizon_s = max((r.period_s for s in self._settings.senders for r in s.windows), default=0)
+        horizon_s = max(horizon_s, *(r.period_s for r in self._settings.provider.rates), 0.0)
+        history = await self._cp.attempt_times(since_s=now - horizon_s - 60.0)
+        for account, sender in self._senders.items():
+            sender.limiter.charge(t for a, t in history if a == account)
+        self._key.charge(t for _, t in history)
+        for record in await self._cp.sender_records():
+            sender_run = self._senders.get(record.account)
+            if sender_run is not None:
+                self._apply_sender_record(sender_run, record, now)
+
+    def _apply_sender_record(self, sender: _Sender, record: cp.SenderRecord, now_s: float) -> None:
+        if record.state == SenderState.OUT:
+            sender.state, sender.note = SenderState.OUT, record.reason
+        elif record.until_s is not None and record.until_s > now_s:
+            sender.limiter.rest_until(record.until_s)
+            sender.note = f"{record.reason} until {_iso(record.until_s)}"
+
+    async def _drain(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks))
+
+    async def _work_left(self) -> bool:
+        counts = await self._cp.state_counts()
+        if not counts.get(RowState.PENDING) and not counts.get(RowState.UNKNOWN):
+            return False
+        for sender in self._senders.values():
+            if sender.usable and await self._cp.next_due_s(sender.account) is not None:
+                if sender.state is SenderState.DONE:
+                    sender.state = SenderState.READY
+                return sender.state is SenderState.READY or any(
+                    s.state is SenderState.READY for s in self._senders.values()
+                )
+        return False
+
+    async def _finish_reason(self) -> FinishReason:
+        if self._halt is not None:
+            return FinishReason.STOPPED_BY_PROVIDER
+        if self._stop.is_set():
+            return FinishReason.INTERRUPTED
+        counts = await self._cp.state_counts()
+        left = counts.get(RowState.PENDING, 0) + counts.get(RowState.UNKNOWN, 0)
+        return FinishReason.PAUSED if left else FinishReason.COMPLETED
+
+    def _waiting_note(self) -> str | None:
+        notes = [f"{s.account}: {s.note}" for s in self._senders.values()
+                 if s.note and s.state is not SenderState.READY]
+        return "; ".join(notes) or None
+
+    # -- one sender ---------------------------------------------------------------------------
+
+    async def _sender_loop(self, sender: _Sender) -> None:
+        after_id = 0
+        while not self._stop.is_set() and sender.usable:
+            rows = await self._cp.due_rows(
+                sender.account, after_id=after_id, now_s=self._clock(), limit=_PAGE
+            )
+            if rows:
+                after_id = rows[-1].id
+                await self._work_page(rows, sender)
+                continue
+            await sender.idle.wait()
+            due_s = await self._cp.next_due_s(sender.account)
+            if due_s is None:
+                sender.state = SenderState.DONE
+                return
+            after_id = 0
+            if not await self._wait_until(due_s, sender):
+                return
+
+    async def _wait_until(self, due_s: float, sender: _Sender) -> bool:
+        """Sleep until ``due_s`` unless stopped; False ends this sender's part of the run."""
+        wait_s = due_s - self._clock()
+        if wait_s > _MAX_REST_WAIT_S:
+            sender.state = SenderState.RESTING
+            return False
+        if wait_s > 0:
+            await self._sleep(wait_s)
+        return not self._stop.is_set()
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout=max(0.0, seconds))
+
+    async def _work_page(self, rows: list[RowRecord], sender: _Sender) -> None:
+        rows = await self._resolve_page(rows, sender)
+        for row in rows:
+            if self._stop.is_set() or sender.state is not SenderState.READY:
+                return
+            await self._work_row(row, sender)
+
+    async def _work_row(self, row: RowRecord, sender: _Sender) -> None:
+        if row.state is RowState.UNKNOWN and not await self._settle_unknown(row, sender):
+            return
+        if row.recipient_id is None or row.state not in (RowState.PENDING, RowState.UNKNOWN):
+            return
+        media_id = await self._media_id(row, sender) if row.media else None
+        if row.media and media_id is None:
+            return
+        at_s = await self._take_slot(sender)
+        if at_s is None:
+            return
+        attempt = row.attempts + 1
+        key = (row.idempotency_key or "").partition("-r")[0]
+        if row.key_rotation:
+            key = f"{key}-r{row.key_rotation}"
+        await self._cp.submit(cp.claim(
+            row_id=row.id, attempt=attempt, sender=sender.account, key=key,
+            key_rotation=row.key_rotation, at_s=at_s,
+        ))
+        self._move(row.state, RowState.SENDING)
+        sender.started()
+        request = DmRequest(recipient_id=row.recipient_id, sender=sender.auth, text=row.text or "",
+                            idempotency_key=key, media_id=media_id)
+        claimed = replace(row, attempts=attempt, state=RowState.SENDING, idempotency_key=key)
+        task = asyncio.create_task(
+            self._send(claimed, sender, request, replay=row.state is RowState.UNKNOWN)
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _take_slot(self, sender: _Sender) -> float | None:
+        """A concurrency slot and a rate slot at one instant; the time is the attempt's time.
+
+        The gate takes the concurrency slot before it records the rate slot, so a send never
+        leaves later than the time its rate slot was recorded at (plus the claim's commit).
+        """
+        return await self._gate.acquire(sender.limiter, self._key, stop=self._stop,
+                                        slot=self._slots)
+
+    # -- a send and what follows ---------------------------------------------------------------
+
+    async def _send(
+        self, row: RowRecord, sender: _Sender, request: DmRequest, *, replay: bool
+    ) -> None:
+        try:
+            outcome = await self._provider.send(request)
+        finally:
+            self._slots.release()
+        try:
+            if outcome.action is Action.VERIFY and replay and outcome.http_status is not None:
+                # the replay's answer is the original, still ambiguous, action: look it up
+                await self._after_replay_ambiguous(row, sender, request, outcome)
+            else:
+                await self._cp.submit(await self._after_send(row, sender, request, outcome))
+        finally:
+            sender.ended()
+
+    async def _after_send(
+        self, row: RowRecord, sender: _Sender, request: DmRequest, outcome: Outcome
+    ) -> list[Write]:
+        writes = [cp.attempt_result(row_id=row.id, attempt=row.attempts,
+                                    action=outcome.action.value, code=outcome.code)]
+        action = outcome.action
+        if action is Action.DONE:
+            sender.sent += 1
+            self.recent_sends_s.append(self._clock())
+            return [*writes, self._finish_sent(row, outcome, request.media_id)]
+        if action is Action.FAIL_ROW:
+            return [*writes, *await self._refused(row, sender, outcome)]
+        if action in (Action.REST_SENDER, Action.DROP_SENDER, Action.STOP_RUN):
+            return [*writes, *self._sender_problem(row, sender, outcome)]
+        return [*writes, *await self._retry_later(row, outcome)]
+
+    def _finish_sent(self, row: RowRecord, outcome: Outcome, media_id: str | None) -> Write:
+        done = Finish(state=RowState.SENT, message_id=outcome.value, media_id=media_id,
+                      sent_at=outcome.sent_at or _iso(self._clock()),
+                      request_id=outcome.request_id, write_action_id=outcome.write_action_id)
+        return self._finish(row, done)
+
+    def _finish(self, row: RowRecord, done: Finish) -> Write:
+        self._move(row.state, done.state)
+        return cp.finish(row_id=row.id, seq=self._cp.next_seq(), done=done,
+                         finished_at=_iso(self._clock()))
+
+    def _fail(self, row: RowRecord, code: str | None, message: str | None) -> Write:
+        return self._finish(row, Finish(state=RowState.FAILED, reason=code or "failed",
+                                        message=message))
+
+    def _defer(self, row: RowRecord, state: RowState, delay_s: float, outcome: Outcome) -> Write:
+        self._move(row.state, state)
+        return cp.defer(row_id=row.id, state=state, due_s=self._clock() + delay_s,
+                        reason=outcome.code, message=outcome.message)
+
+    async def _refused(self, row: RowRecord, sender: _Sender, outcome: Outcome) -> list[Write]:
+        policy = self._settings.run.on_dm_not_allowed
+        if outcome.code == "x_dm_not_allowed" and policy is DmNotAllowedPolicy.NEXT_SENDER:
+            tried = set(await self._cp.senders_tried(row.id))
+            other = next((s for s in self._senders.values()
+                          if s.usable and s.account not in tried), None)
+            if other is not None:
+                # refused before delivery: provably not sent, so another sender may try
+                return [self._defer(row, RowState.PENDING, 0.0, outcome),
+                        cp.reassign(row_id=row.id, sender=other.account,
+                                    key=self._key_for(row, other.account))]
+        return [self._fail(row, outcome.code, outcome.message)]
+
+    def _sender_problem(self, row: RowRecord, sender: _Sender, outcome: Outcome) -> list[Write]:
+        now = self._clock()
+        if outcome.action is Action.STOP_RUN:
+            self._halt = f"{outcome.code}: {outcome.message}" if outcome.message else outcome.code
+            self._stop.set()
+            return [self._defer(row, RowState.PENDING, 0.0, outcome)]
+        if outcome.action is Action.DROP_SENDER:
+            sender.state, sender.note = SenderState.OUT, outcome.code
+            task = asyncio.create_task(self._move_rows_from(sender))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return [self._defer(row, RowState.PENDING, 0.0, outcome),
+                    cp.set_sender(account=sender.account, state=SenderState.OUT,
+                                  until_s=None, reason=outcome.code)]
+        until_s = now + (outcome.retry_after_s or 60.0)
+        sender.limiter.rest_until(until_s)
+        sender.note = f"{outcome.code} until {_iso(until_s)}"
+        return [self._defer(row, RowState.PENDING, until_s - now, outcome),
+                cp.set_sender(account=sender.account, state=SenderState.RESTING,
+                              until_s=until_s, reason=outcome.code)]
+
+    async def _retry_later(self, row: RowRecord, outcome: Outcome) -> list[Write]:
+        if outcome.code in _THROTTLE_CODES and outcome.retry_after_s:
+            self._key.rest_until(self._clock() + outcome.retry_after_s)
+        failures = await self._cp.failures(row.id, exclude_codes=tuple(_THROTTLE_CODES))
+        if failures >= self._settings.retry.max_attempts:
+            if outcome.action is Action.VERIFY:
+                return [self._fail(row, "outcome_unknown",
+                                   f"{outcome.code}: may have been delivered; check the "
+                                   "conversation before sending again")]
+            return [self._fail(row, outcome.code, f"gave up after {failures} attempts: "
+                                                  f"{outcome.message or outcome.code}")]
+        delay_s = retry_delay_s(failures, self._settings.retry, retry_after_s=outcome.retry_after_s)
+        if outcome.action is Action.VERIFY:
+            return [self._defer(row, RowState.UNKNOWN, max(delay_s, 1.0), outcome)]
+        writes = [self._defer(row, RowState.PENDING, delay_s, outcome)]
+        if outcome.new_key:
+            writes.append(cp.rotate_key(row_id=row.id))
+        return writes
+
+    # -- settling unknown outcomes ---------------------------------------------------------------
+
+    async def _settle_unknown(self, row: RowRecord, sender: _Sender) -> bool:
+        """True when the row may be sent now (Xquik replays with the same key; GetXAPI after
+        the conversation shows the message is not there)."""
+        if self._settings.provider.name is ProviderName.XQUIK:
+            return True
+        found = await self._reconcile(row, sender)
+        if found is None:
+            return False
+        return not found
+
+    async def _reconcile(self, row: RowRecord, sender: _Sender) -> bool | None:
+        """Look the row's text up in the conversation; record it as sent when it is there."""
+        if await self._gate.acquire(self._reads, stop=self._stop) is None:
+            return None
+        first_s = await self._cp.first_attempt_s(row.id) or self._clock()
+        request = DmRequest(recipient_id=row.recipient_id or "", sender=sender.auth,
+                            text=row.text or "", idempotency_key=row.idempotency_key or "")
+        result = await self._provider.reconcile(request, _iso(first_s - _RECONCILE_MARGIN_S))
+        if result.found is None:
+            outcome = result.outcome or Outcome(action=Action.RETRY, code="history_unavailable")
+            await self._cp.submit([self._defer(row, RowState.UNKNOWN,
+                                               outcome.retry_after_s or 5.0, outcome)])
+            return None
+        if result.found:
+            done = Finish(state=RowState.SENT, message_id=result.message_id,
+                          sent_at=result.sent_at or _iso(first_s), reason="reconciled",
+                          message="found in the conversation after an unknown outcome")
+            await self._cp.submit([self._finish(row, done)])
+            sender.sent += 1
+        return result.found
+
+    async def _after_replay_ambiguous(
+        self, row: RowRecord, sender: _Sender, request: DmRequest, outcome: Outcome
+    ) -> None:
+        writes = [cp.attempt_result(row_id=row.id, attempt=row.attempts,
+                                    action=outcome.action.value, code=outcome.code)]
+        found = await self._reconcile(row, sender)
+        if found is False:
+            # the server's record stays ambiguous but the DM is not there: a new key may go
+            writes += [self._defer(row, RowState.PENDING, 0.0, outcome),
+                       cp.rotate_key(row_id=row.id)]
+        await self._cp.submit(writes)
+
+    # -- usernames and media ------------------------------------------------------------------------
+
+    async def _resolve_page(self, rows: list[RowRecord], sender: _Sender) -> list[RowRecord]:
+        wanted = sorted({r.recipient_username.lower() for r in rows
+                         if r.recipient_id is None and r.recipient_username})
+        if not wanted:
+            return rows
+        known = await self._cp.cached_users(wanted)
+        missing = [u for u in wanted if u not in known]
+        limit = asyncio.Semaphore(_RESOLVE_CONCURRENCY)
+
+        async def resolve(username: str) -> tuple[str, Outcome]:
+            async with limit:
+                if await self._gate.acquire(self._reads, stop=self._stop) is None:
+                    return username, Outcome(action=Action.RETRY, code="stopped")
+                return username, await self._provider.resolve(username, sender.auth)
+
+        outcomes = dict(await asyncio.gather(*(resolve(u) for u in missing)))
+        writes = self._user_writes(outcomes)
+        for username, outcome in outcomes.items():
+            if outcome.action in (Action.DONE, Action.FAIL_ROW):
+                known[username] = (outcome.value, "ok" if outcome.ok else outcome.code or "failed")
+        writes += self._recipient_writes(rows, known, outcomes)
+        await self._cp.submit(writes)
+        return await self._cp.rows_by_ids([r.id for r in rows])
+
+    def _user_writes(self, outcomes: Mapping[str, Outcome]) -> list[Write]:
+        now = self._clock()
+        return [cp.store_user(username=u, user_id=o.value, at_s=now,
+                              status="ok" if o.ok else o.code or "failed")
+                for u, o in outcomes.items() if o.action in (Action.DONE, Action.FAIL_ROW)]
+
+    def _recipient_writes(
+        self, rows: list[RowRecord], known: Mapping[str, tuple[str | None, str]],
+        outcomes: Mapping[str, Outcome],
+    ) -> list[Write]:
+        writes: list[Write] = []
+        for row in rows:
+            if row.recipient_id is not None or not row.recipient_username:
+                continue
+            username = row.recipient_username.lower()
+            user_id, status = known.get(username, (None, ""))
+            if user_id is not None and status == "ok":
+                writes.append(cp.assign_recipient(row_id=row.id, user_id=user_id,
+                                                  seq=self._cp.next_seq(), now_iso=_iso(self._clock())))
+            elif status:
+                message = f"@{row.recipient_username} could not be resolved ({status})"
+                writes.append(self._fail(row, status, message))
+            else:
+                outcome = outcomes.get(username, Outcome(action=Action.RETRY))
+                writes.append(cp.defer(row_id=row.id, state=row.state,
+                                       due_s=self._clock() + (outcome.retry_after_s or 5.0),
+                                       reason=outcome.code, message=outcome.message))
+        return writes
+
+    async def _media_id(self, row: RowRecord, sender: _Sender) -> str | None:
+        path = row.media or ""
+        cached = await self._cp.cached_media(path, sender.account)
+        if cached is not None:
+            return cached
+        if await self._gate.acquire(self._key, stop=self._stop) is None:
+            return None
+        digest = await asyncio.to_thread(_file_sha256, path)
+        key = idempotency_key(campaign=self._settings.campaign.name, recipient_key="media:" + path,
+                              sender=sender.account, text_digest=digest)
+        outcome = await self._provider.upload_media(Path(path), sender.auth, key)
+        if outcome.ok and outcome.value:
+            await self._cp.submit([cp.store_media(path=path, sender=sender.account,
+                                                  media_id=outcome.value, at_s=self._clock())])
+            return outcome.value
+        if outcome.action is Action.FAIL_ROW:
+            await self._cp.submit([self._fail(row, outcome.code, outcome.message)])
+        else:
+            await self._cp.submit([cp.defer(row_id=row.id, state=row.state,
+                                            due_s=self._clock() + (outcome.retry_after_s or 30.0),
+                                            reason=outcome.code, message=outcome.message)])
+        return None
+
+    # -- moving rows off an unusable sender ----------------------------------------------------------
+
+    async def _move_rows_from(self, gone: _Sender) -> None:
+        await gone.idle.wait()
+        targets = [s for s in self._senders.values() if s.usable]
+        if not targets:
+            return
+        after_id, turn = 0, 0
+        while rows := await self._cp.rows_of_sender(gone.account, (RowState.PENDING,),
+                                                    after_id=after_id, limit=_PAGE):
+            writes = []
+            for row in rows:
+                target = targets[turn % len(targets)]
+                turn += 1
+                writes.append(cp.reassign(row_id=row.id, sender=target.account,
+                                          key=self._key_for(row, target.account)))
+            await self._cp.submit(writes)
+            after_id = rows[-1].id
+
+    def _key_for(self, row: RowRecord, sender: str) -> str:
+        recipient = f"id:{row.recipient_id}" if row.recipient_id else \
+            f"u:{(row.recipient_username or '').lower()}"
+        return idempotency_key(campaign=self._settings.campaign.name, recipient_key=recipient,
+                               sender=sender, text_digest=row.text_sha256 or "")
+
+    def _move(self, before: RowState, after: RowState) -> None:
+        self.counts[before] -= 1
+        self.counts[after] += 1
+
+
+def _file_sha256(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _iso(epoch_s: float) -> str:
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z"
+    )

@@ -1,0 +1,95 @@
+"""``bulkdm status``: what a checkpoint holds, readable while a run holds it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+
+from bulkdm.checkpoint import Checkpoint, SenderRecord
+from bulkdm.progress import format_duration
+
+__all__ = ["SenderStatus", "Status", "read_status", "status_text"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SenderStatus:
+    account: str
+    waiting: int
+    state: str
+    reason: str | None
+    next_due_at: str | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Status:
+    campaign: str
+    provider: str
+    counts: dict[str, int]
+    failures_by_code: dict[str, int]
+    skipped_by_reason: dict[str, int]
+    senders: list[SenderStatus]
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+async def read_status(checkpoint: Checkpoint) -> Status:
+    meta = await checkpoint.plan_meta()
+    counts = await checkpoint.state_counts()
+    records = {r.account: r for r in await checkpoint.sender_records()}
+    waiting = await checkpoint.sender_counts("pending")
+    for account, n in (await checkpoint.sender_counts("unknown")).items():
+        waiting[account] = waiting.get(account, 0) + n
+    senders = []
+    now_s = time.time()
+    for account in sorted(set(waiting) | set(records)):
+        record = records.get(account)
+        due_s = await checkpoint.next_due_s(account)
+        if record is not None and record.until_s is not None and due_s is not None:
+            due_s = max(due_s, record.until_s)
+        senders.append(SenderStatus(
+            account=account, waiting=waiting.get(account, 0),
+            state=_sender_state(record, now_s),
+            reason=record.reason if record else None,
+            next_due_at=_iso(due_s) if due_s else None,
+        ))
+    return Status(
+        campaign=meta.campaign if meta else "", provider=meta.provider if meta else "",
+        counts=counts, failures_by_code=await checkpoint.failure_counts(),
+        skipped_by_reason=await checkpoint.reason_counts(("skipped",)), senders=senders,
+    )
+
+
+def status_text(status: Status) -> str:
+    total = sum(status.counts.values())
+    lines = [f"campaign {status.campaign} ({status.provider}): {total} rows"]
+    lines.append("  " + ", ".join(f"{k} {v}" for k, v in sorted(status.counts.items())))
+    if status.failures_by_code:
+        lines.append("failed by code: " + ", ".join(
+            f"{k} {v}" for k, v in sorted(status.failures_by_code.items(), key=lambda kv: -kv[1])))
+    if status.skipped_by_reason:
+        lines.append("skipped by reason: " + ", ".join(
+            f"{k} {v}" for k, v in sorted(status.skipped_by_reason.items())))
+    now_s = time.time()
+    for sender in status.senders:
+        when = ""
+        if sender.next_due_at:
+            due_s = datetime.fromisoformat(sender.next_due_at).timestamp()
+            when = "now" if due_s <= now_s else f"in {format_duration(due_s - now_s)}"
+            when = f", next {when}"
+        why = f" ({sender.reason})" if sender.reason else ""
+        lines.append(f"  sender {sender.account}: {sender.state}{why}, {sender.waiting} left{when}")
+    return "\n".join(lines)
+
+
+def _sender_state(record: SenderRecord | None, now_s: float) -> str:
+    if record is not None and record.state == "out":
+        return "out"
+    if record is not None and record.until_s is not None and record.until_s > now_s:
+        return "resting"
+    return "ready"
+
+
+def _iso(epoch_s: float) -> str:
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

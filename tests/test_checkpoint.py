@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bulkdm import checkpoint as cp
+from bulkdm.checkpoint import Checkpoint, Finish, Write
+from bulkdm.errors import CheckpointError, CheckpointLockedError
+from bulkdm.rows import PlannedRow, RowState
+from bulkdm.runlock import RunLock
+from bulkdm.schema import SCHEMA_VERSION
+from tests.enginekit import planned, write_plan
+
+
+async def test_new_file_is_migrated_and_reopens(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    await (await Checkpoint.open(path)).close()
+    await (await Checkpoint.open(path)).close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(CheckpointError, match="newer bulkdm"):
+        await Checkpoint.open(path)
+
+
+async def test_a_file_that_is_not_sqlite_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    path.write_bytes(b"not a database at all" * 100)
+    with pytest.raises(CheckpointError, match="not a usable checkpoint"):
+        await Checkpoint.open(path)
+
+
+async def test_plan_marks_duplicates_and_replaces(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    rows = [planned(1, sender="a", recipient_id="7"), planned(2, sender="a", username="Bob"),
+            planned(3, sender="a", recipient_id="7"), planned(4, sender="a", username="bob"),
+            PlannedRow(line=5, state=RowState.INVALID, field="text", reason="empty_text")]
+    await write_plan(path, rows)
+    await write_plan(path, rows)  # a second plan replaces the first, it does not add to it
+    checkpoint = await Checkpoint.open(path)
+    try:
+        assert await checkpoint.state_counts() == {"pending": 2, "skipped": 2, "invalid": 1}
+        skipped = await checkpoint.rows_by_state(["skipped"], after_id=0, limit=10)
+        assert [(r.line, r.duplicate_of_line, r.reason) for r in skipped] == [
+            (3, 1, "duplicate"), (4, 2, "duplicate")]
+        finished = await checkpoint.finished_after(0, limit=10)
+        assert sorted(r.line for _, r in finished) == [3, 4, 5]
+    finally:
+        await checkpoint.close()
+
+
+async def test_group_commit_makes_every_write_durable(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    await write_plan(path, [planned(i, sender="a", recipient_id=str(i)) for i in range(1, 201)])
+    checkpoint = await Checkpoint.open(path)
+    rows = await checkpoint.due_rows("a", after_id=0, now_s=1e12, limit=500)
+    await asyncio.gather(*(checkpoint.submit(cp.claim(row_id=r.id, attempt=1, sender="a",
+                                                       key="k", key_rotation=0, at_s=float(r.id)))
+                           for r in rows))
+    await checkpoint.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT COUNT(*) FROM rows WHERE state = 'sending'").fetchone()[0] == 200
+        assert db.execute("SELECT COUNT(*) FROM attempts").fetchone()[0] == 200
+
+
+async def test_a_failed_batch_raises_and_the_next_one_commits(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    await write_plan(path, [planned(1, sender="a", recipient_id="1")])
+    checkpoint = await Checkpoint.open(path)
+    try:
+        with pytest.raises(CheckpointError, match="write failed"):
+            await checkpoint.submit([Write("INSERT INTO nowhere VALUES (?)", (1,))])
+        row = (await checkpoint.due_rows("a", after_id=0, now_s=1e12, limit=1))[0]
+        await checkpoint.submit([cp.finish(row_id=row.id, seq=checkpoint.next_seq(),
+                                           done=Finish(state=RowState.SENT, message_id="m"),
+                                           finished_at="now")])
+        assert await checkpoint.state_counts() == {"sent": 1}
+    finally:
+        await checkpoint.close()
+
+
+async def test_two_usernames_resolving_to_one_id_skip_exactly_one(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    await write_plan(path, [planned(1, sender="a", username="x1"),
+                            planned(2, sender="b", username="x2")])
+    checkpoint = await Checkpoint.open(path)
+    try:
+        rows = await checkpoint.rows_by_state(["pending"], after_id=0, limit=10)
+        await asyncio.gather(*(checkpoint.submit([cp.assign_recipient(
+            row_id=r.id, user_id="99", seq=checkpoint.next_seq(), now_iso="now")]) for r in rows))
+        assert await checkpoint.state_counts() == {"pending": 1, "skipped": 1}
+    finally:
+        await checkpoint.close()
+
+
+async def test_in_flight_rows_become_unknown_on_start(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    await write_plan(path, [planned(1, sender="a", recipient_id="1")])
+    checkpoint = await Checkpoint.open(path)
+    try:
+        row = (await checkpoint.due_rows("a", after_id=0, now_s=1e12, limit=1))[0]
+        await checkpoint.submit(cp.claim(row_id=row.id, attempt=1, sender="a", key="k",
+                                         key_rotation=0, at_s=100.0))
+        await checkpoint.submit([cp.unsettle_in_flight()])
+        assert await checkpoint.state_counts() == {"unknown": 1}
+        assert await checkpoint.attempt_times(since_s=50.0) == [("a", 100.0)]
+    finally:
+        await checkpoint.close()
+
+
+def test_run_lock_names_the_holder_and_survives_kill_9(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    with subprocess.Popen(
+        [sys.executable, "-c", ("import sys, time\nfrom pathlib import Path\n"
+         "from bulkdm.runlock import RunLock\n"
+         "with RunLock(Path(sys.argv[1])):\n    print('held', flush=True)\n    time.sleep(60)"),
+         str(path)], stdout=subprocess.PIPE, text=True) as holder:
+        try:
+            assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+            with pytest.raises(CheckpointLockedError, match=f"pid {holder.pid}"), RunLock(path):
+                pass
+        finally:
+            os.kill(holder.pid, signal.SIGKILL)
+            holder.wait(timeout=10)
+    with RunLock(path):  # the kernel dropped the dead holder's lock
+        pass
