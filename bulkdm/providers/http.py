@@ -1,0 +1,306 @@
+"""The one door to the network for both providers: a session, a request helper, and the wire.
+
+:class:`HttpClient` sends a request and hands back an :class:`Answer` (status, headers, body
+bytes) or, when no answer came, a transport :class:`Outcome`. aiohttp's exceptions stop here and
+keep the one distinction exactly-once depends on:
+
+* the request never left (connection refused, DNS, connect timeout): ``RETRY``;
+* it may have been delivered (a timeout or a cut connection after the request was written):
+  ``VERIFY`` for a write, ``RETRY`` for a read (a read has nothing to deliver twice).
+
+"Written" is observed, not guessed: a trace hook flags the request once aiohttp starts writing
+its headers. The module also reads the wire formats both providers share: JSON fields, the
+``Retry-After`` family, ISO 8601 timestamps.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Final
+
+import aiohttp
+import orjson
+
+from bulkdm.outcomes import Action, Outcome
+from bulkdm.secrets import MASK
+
+__all__ = [
+    "MAX_MESSAGE_CHARS",
+    "Answer",
+    "HttpClient",
+    "JsonObject",
+    "bool_field",
+    "number_field",
+    "object_field",
+    "parse_iso",
+    "redact",
+    "retry_after_s",
+    "text_field",
+    "transport_outcome",
+]
+
+JsonObject = Mapping[str, object]
+
+#: connections beyond ``concurrency``: reads (lookups, history, polls) must not wait on sends
+EXTRA_CONNECTIONS: Final = 4
+#: a connect that takes longer than this is a dead host, whatever the request timeout
+MAX_CONNECT_TIMEOUT_S: Final = 10.0
+#: provider texts copied into an Outcome are cut to this length
+MAX_MESSAGE_CHARS: Final = 300
+
+_log = logging.getLogger("bulkdm.providers")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Answer:
+    """An HTTP answer, fully read. ``headers`` has lower-cased names."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    def json_object(self) -> JsonObject | None:
+        """The body as a JSON object, or None when it is empty, not JSON or not an object."""
+        try:
+            value = orjson.loads(self.body)
+        except orjson.JSONDecodeError:
+            return None
+        return value if isinstance(value, dict) else None
+
+
+@dataclass(slots=True)
+class _Dispatch:
+    """Set by the trace hook once aiohttp starts writing the request."""
+
+    written: bool = False
+
+
+async def _on_headers_sent(
+    session: aiohttp.ClientSession,
+    context: SimpleNamespace,
+    params: aiohttp.TraceRequestHeadersSentParams,
+) -> None:
+    flag = context.trace_request_ctx
+    if isinstance(flag, _Dispatch):
+        flag.written = True
+
+
+class HttpClient:
+    """One aiohttp session and connection pool for a whole run; see :meth:`open`."""
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self._session = session
+
+    @classmethod
+    def open(cls, *, concurrency: int, request_timeout_s: float) -> HttpClient:
+        """A client whose pool holds ``concurrency`` sends plus a few reads.
+
+        Call it inside the running event loop (aiohttp binds the session to it).
+        """
+        trace = aiohttp.TraceConfig()
+        trace.on_request_headers_sent.append(_on_headers_sent)
+        timeout = aiohttp.ClientTimeout(
+            total=request_timeout_s,
+            sock_connect=min(MAX_CONNECT_TIMEOUT_S, request_timeout_s),
+        )
+        connector = aiohttp.TCPConnector(limit=max(1, concurrency) + EXTRA_CONNECTIONS)
+        session = aiohttp.ClientSession(
+            connector=connector, timeout=timeout, trace_configs=[trace], raise_for_status=False
+        )
+        return cls(session)
+
+    def __repr__(self) -> str:
+        return f"HttpClient(closed={self._session.closed})"
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        write: bool,
+        json_body: object = None,
+        form: aiohttp.FormData | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> Answer | Outcome:
+        """Send one request and read the whole answer; a transport failure is an Outcome.
+
+        ``write`` says whether the request changes something (a DM, an upload): only then can a
+        failure after the request was written mean "maybe done".
+        """
+        dispatch = _Dispatch()
+        data: bytes | aiohttp.FormData | None = form
+        all_headers = dict(headers)
+        if json_body is not None:
+            data = orjson.dumps(json_body)
+            all_headers["Content-Type"] = "application/json"
+        started_s = time.monotonic()
+        try:
+            async with self._session.request(
+                method,
+                url,
+                headers=all_headers,
+                data=data,
+                params=params,
+                trace_request_ctx=dispatch,
+            ) as response:
+                answer = await _read(response)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            outcome = transport_outcome(exc, written=dispatch.written, write=write)
+            _log.debug("%s %s -> %s (%s)", method, _path(url), outcome.code, outcome.action)
+            return outcome
+        elapsed_ms = (time.monotonic() - started_s) * 1000
+        _log.debug("%s %s -> %d in %.0f ms", method, _path(url), answer.status, elapsed_ms)
+        return answer
+
+    async def aclose(self) -> None:
+        await self._session.close()
+
+
+async def _read(response: aiohttp.ClientResponse) -> Answer:
+    body = await response.read()
+    headers = {name.lower(): value for name, value in response.headers.items()}
+    return Answer(status=response.status, headers=headers, body=body)
+
+
+def _path(url: str) -> str:
+    # logs name the endpoint, never a query string (it may carry names) or any header
+    return url.split("?", 1)[0]
+
+
+def transport_outcome(exc: BaseException, *, written: bool, write: bool) -> Outcome:
+    """What a failed exchange means for delivery (see the module docstring).
+
+    Connector errors are checked first: they subclass the OS and timeout errors below, and say
+    for certain that no byte of the request left.
+    """
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        code, certain = "connect_timeout", True
+    elif isinstance(exc, aiohttp.ClientConnectorError):
+        code, certain = "connect_failed", True
+    elif isinstance(exc, TimeoutError):
+        code, certain = "timeout", False
+    elif isinstance(exc, aiohttp.ClientConnectionError):
+        # server disconnected, connection reset, an OS error on the socket
+        code, certain = "connection_lost", False
+    elif isinstance(exc, aiohttp.ClientPayloadError):
+        code, certain = "truncated_answer", False
+    else:
+        code, certain = "client_error", False
+    never_left = certain or not written
+    maybe_done = write and not never_left
+    reason = str(exc) or type(exc).__name__
+    if maybe_done:
+        message = f"{reason}; the request was sent and may have been delivered"
+    else:
+        message = f"{reason}; the request was not delivered" if never_left else reason
+    return Outcome(
+        action=Action.VERIFY if maybe_done else Action.RETRY,
+        code=code,
+        message=message[:MAX_MESSAGE_CHARS],
+    )
+
+
+# -- the wire formats ----------------------------------------------------------------------------
+
+
+def text_field(obj: JsonObject | None, name: str) -> str | None:
+    """A string field, or a number written as one (ids); None when absent, empty or otherwise."""
+    value = None if obj is None else obj.get(name)
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    return value if isinstance(value, str) and value else None
+
+
+def bool_field(obj: JsonObject | None, name: str) -> bool | None:
+    value = None if obj is None else obj.get(name)
+    return value if isinstance(value, bool) else None
+
+
+def number_field(obj: JsonObject | None, name: str) -> float | None:
+    value = None if obj is None else obj.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def object_field(obj: JsonObject | None, name: str) -> JsonObject | None:
+    value = None if obj is None else obj.get(name)
+    return value if isinstance(value, dict) else None
+
+
+def retry_after_s(
+    headers: Mapping[str, str], body: JsonObject | None, *, now_s: float | None = None
+) -> float | None:
+    """The longest wait any of the server's hints asks for, in seconds; None if it gave none.
+
+    Reads the ``Retry-After`` header (seconds or an HTTP date), ``retry-after-ms`` (which
+    Xquik's SDK honours) and the body's ``retryAfter`` (s) and ``retryAfterMs``. The longest wins:
+    waiting a little too long costs time, too short costs another refusal.
+    """
+    hints = [
+        _header_seconds(headers.get("retry-after"), now_s),
+        _scaled(_number(headers.get("retry-after-ms")), 0.001),
+        number_field(body, "retryAfter"),
+        _scaled(number_field(body, "retryAfterMs"), 0.001),
+    ]
+    found = [hint for hint in hints if hint is not None and hint >= 0]
+    return max(found) if found else None
+
+
+def _header_seconds(value: str | None, now_s: float | None) -> float | None:
+    if value is None:
+        return None
+    seconds = _number(value)
+    if seconds is not None:
+        return seconds
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - (time.time() if now_s is None else now_s))
+
+
+def _number(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value.strip())
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _scaled(value: float | None, factor: float) -> float | None:
+    return None if value is None else value * factor
+
+
+def parse_iso(value: object) -> datetime | None:
+    """An ISO 8601 timestamp (``...Z`` or with an offset) as an aware UTC datetime, or None."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def redact(text: str, *secrets: str) -> str:
+    """``text`` with every secret value masked: provider texts are copied into outcomes and logs,
+    and a provider that echoes a token must not put it there."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, MASK)
+    return text
