@@ -35,6 +35,7 @@ __all__ = [
     "defer",
     "finish",
     "reassign",
+    "rotate_key",
     "set_handoff_cursor",
     "set_sender",
     "store_media",
@@ -341,6 +342,41 @@ class Checkpoint:
         )
         return [_record(r) for r in await self._all(sql, (*states, after_id, limit))]
 
+    async def rows_by_ids(self, ids: Sequence[int]) -> list[RowRecord]:
+        if not ids:
+            return []
+        marks = ", ".join("?" * len(ids))
+        sql = f"SELECT {_ROW_COLUMNS} FROM rows WHERE id IN ({marks}) ORDER BY id"
+        return [_record(r) for r in await self._all(sql, tuple(ids))]
+
+    async def rows_of_sender(
+        self, sender: str, states: Sequence[str], *, after_id: int, limit: int
+    ) -> list[RowRecord]:
+        marks = ", ".join("?" * len(states))
+        sql = (
+            f"SELECT {_ROW_COLUMNS} FROM rows WHERE sender = ? AND state IN ({marks}) AND id > ? "
+            "ORDER BY id LIMIT ?"
+        )
+        return [_record(r) for r in await self._all(sql, (sender, *states, after_id, limit))]
+
+    async def senders_tried(self, row_id: int) -> list[str]:
+        return [str(r[0]) for r in await self._all(
+            "SELECT DISTINCT sender FROM attempts WHERE row_id = ?", (row_id,)
+        )]
+
+    async def failures(self, row_id: int, *, exclude_codes: Sequence[str]) -> int:
+        """Attempts of a row that failed for a reason that counts against its retry budget."""
+        marks = ", ".join("?" * len(exclude_codes)) or "''"
+        return await self._scalar(
+            f"SELECT COUNT(*) FROM attempts WHERE row_id = ? AND action IN ('retry', 'verify') "
+            f"AND COALESCE(code, '') NOT IN ({marks})",
+            (row_id, *exclude_codes),
+        )
+
+    async def first_attempt_s(self, row_id: int) -> float | None:
+        rows = await self._all("SELECT MIN(at_s) FROM attempts WHERE row_id = ?", (row_id,))
+        return float(rows[0][0]) if rows and rows[0][0] is not None else None
+
     async def attempt_times(self, *, since_s: float) -> list[tuple[str, float]]:
         """(sender, time) of every attempt since ``since_s``: the limiters' history on restart."""
         sql = "SELECT sender, at_s FROM attempts WHERE at_s >= ? ORDER BY at_s"
@@ -481,6 +517,11 @@ def store_media(*, path: str, sender: str, media_id: str, at_s: float) -> Write:
         "INSERT OR REPLACE INTO media (path, sender, media_id, uploaded_at) VALUES (?, ?, ?, ?)",
         (path, sender, media_id, at_s),
     )
+
+
+def rotate_key(*, row_id: int) -> Write:
+    """The next attempt needs a fresh key (the provider said the old one may not be reused)."""
+    return Write("UPDATE rows SET key_rotation = key_rotation + 1 WHERE id = ?", (row_id,))
 
 
 def set_sender(*, account: str, state: str, until_s: float | None, reason: str | None) -> Write:
