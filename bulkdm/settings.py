@@ -6,12 +6,20 @@ only the *names* of the environment variables that hold them (see :mod:`bulkdm.s
 
 from __future__ import annotations
 
+import hashlib
+import re
+import tomllib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
-from bulkdm.rates import Rate
+import orjson
+
+from bulkdm.errors import ConfigError
+from bulkdm.rates import Rate, parse_duration_s, parse_rate
+from bulkdm.template import TemplateProblem, compile_template
 
 __all__ = [
     "DEFAULT_BASE_URLS",
@@ -24,6 +32,9 @@ __all__ = [
     "RunSettings",
     "SenderSettings",
     "Settings",
+    "load_settings",
+    "settings_fingerprint",
+    "settings_path",
 ]
 
 
@@ -53,6 +64,8 @@ class CampaignSettings:
     template: str | None = None
     suppression: tuple[Path, ...] = ()
     require_consent: bool = False
+    #: CSV only: the field separator; ``None`` sniffs it from the header line
+    delimiter: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -126,3 +139,345 @@ class Settings:
 
     def sender(self, account: str) -> SenderSettings | None:
         return next((s for s in self.senders if s.account == account), None)
+
+
+# -- the loader ---------------------------------------------------------------------------------
+
+_T = TypeVar("_T")
+_ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SECTIONS: Final = ("campaign", "provider", "senders", "retry", "costs", "run")
+_DELIMITER_NAMES: Final = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";"}
+#: where a value came from when a flag set it
+COMMAND_LINE: Final = "command line"
+
+
+class _Table:
+    """One TOML table being read: typed getters that name the key on error, then :meth:`done`."""
+
+    def __init__(self, data: object, prefix: str, where: Callable[[str], str]) -> None:
+        self.prefix = prefix
+        self._where = where
+        if not isinstance(data, dict):
+            raise self.error("", "must be a table")
+        self._data: dict[str, object] = dict(data)
+
+    def error(self, key: str, message: str) -> ConfigError:
+        full = f"{self.prefix}.{key}" if key else self.prefix
+        return ConfigError(message, source=self._where(full), key=full)
+
+    def take(self, key: str, kind: type[_T] | tuple[type, ...], default: _T, what: str) -> _T:
+        value = self._data.pop(key, default)
+        # a TOML boolean is an int to Python; never accept one for a number
+        if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
+            raise self.error(key, f"must be {what}, not {value!r}")
+        return value  # type: ignore[return-value]  # checked just above
+
+    def text(self, key: str, default: str) -> str:
+        value = self.take(key, str, default, "a string").strip()
+        if not value or not value.isprintable():
+            raise self.error(key, "must be a non-empty string of printable characters")
+        return value
+
+    def has(self, key: str) -> bool:
+        return key in self._data
+
+    def optional_text(self, key: str) -> str | None:
+        return self.text(key, "-") if key in self._data else None
+
+    def integer(self, key: str, default: int, *, minimum: int, maximum: int = 2**31) -> int:
+        value = self.take(key, int, default, "an integer")
+        if not minimum <= value <= maximum:
+            raise self.error(key, f"must be between {minimum} and {maximum}, not {value}")
+        return value
+
+    def number(self, key: str, default: float) -> float:
+        value = float(self.take(key, (int, float), default, "a number"))
+        if value < 0:
+            raise self.error(key, f"must not be negative, not {value}")
+        return value
+
+    def duration_s(self, key: str, default_s: float) -> float:
+        value = self.take(key, (str, int, float), default_s, 'a duration such as "30s"')
+        try:
+            seconds = parse_duration_s(value) if isinstance(value, str) else float(value)
+        except ValueError as exc:
+            raise self.error(key, str(exc)) from exc
+        if seconds < 0:
+            raise self.error(key, "must not be negative")
+        return seconds
+
+    def rates(self, key: str, default: tuple[Rate, ...]) -> tuple[Rate, ...]:
+        if key not in self._data:
+            return default
+        texts = self.texts(key, 'a rate such as "15/15m" or a list of them')
+        if not texts:
+            raise self.error(key, "needs at least one rate")
+        try:
+            return tuple(parse_rate(text) for text in texts)
+        except ValueError as exc:
+            raise self.error(key, str(exc)) from exc
+
+    def texts(self, key: str, what: str) -> tuple[str, ...]:
+        value = self._data.pop(key, [])
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            raise self.error(key, f"must be {what}")
+        return tuple(items)
+
+    def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.take(key, str, default, "a string")
+        if value not in choices:
+            raise self.error(key, f"must be one of {', '.join(choices)}, not {value!r}")
+        return value
+
+    def env_name(self, key: str, default: str | None) -> str | None:
+        value = self.optional_text(key) if default is None else self.text(key, default)
+        if value is not None and not _ENV_NAME.fullmatch(value):
+            raise self.error(key, f"{value!r} is not an environment variable name")
+        return value
+
+    def done(self) -> None:
+        """Every key must have been read: anything left is unknown (a typo, most likely)."""
+        if self._data:
+            key = min(self._data)
+            raise self.error(key, "unknown key; check the spelling against the documentation")
+
+
+def settings_path(campaign_path: Path, config_path: Path | None = None) -> Path | None:
+    """``config_path`` if given (it must exist), else ``NAME.toml`` beside the campaign if any."""
+    if config_path is not None:
+        if not config_path.is_file():
+            raise ConfigError("the settings file does not exist", source=config_path)
+        return config_path
+    beside = campaign_path.with_suffix(".toml")
+    return beside if beside.is_file() else None
+
+
+def load_settings(
+    campaign_path: Path,
+    *,
+    config_path: Path | None = None,
+    overrides: Mapping[str, object] | None = None,
+) -> Settings:
+    """Read the settings for ``campaign_path``: the TOML file, then ``overrides`` over it.
+
+    ``overrides`` maps dotted keys (``"provider.base_url"``) to values, as flags give them;
+    ``None`` values are ignored. Secrets are not read here.
+
+    :raises ConfigError: naming the file (or the command line) and the key at fault.
+    """
+    source = settings_path(campaign_path, config_path)
+    data = _read_toml(source) if source is not None else {}
+    given = {key: value for key, value in (overrides or {}).items() if value is not None}
+    _apply_overrides(data, given)
+
+    def where(key: str) -> str:
+        if key in given:
+            return COMMAND_LINE
+        return str(source) if source is not None else f"{campaign_path} (no settings file)"
+
+    unknown = sorted(set(data) - set(_SECTIONS))
+    if unknown:
+        raise ConfigError("unknown section", source=where(unknown[0]), key=unknown[0])
+    base_dir = (source or campaign_path).parent
+    campaign = _Table(data.get("campaign", {}), "campaign", where)
+    provider = _provider(_Table(data.get("provider", {}), "provider", where))
+    return Settings(
+        campaign=_campaign(campaign, campaign_path, base_dir),
+        provider=provider,
+        senders=_senders(data.get("senders", []), provider.name, where),
+        retry=_retry(_Table(data.get("retry", {}), "retry", where)),
+        costs=_costs(_Table(data.get("costs", {}), "costs", where)),
+        run=_run(_Table(data.get("run", {}), "run", where)),
+        source=source,
+    )
+
+
+def _read_toml(path: Path) -> dict[str, object]:
+    try:
+        with path.open("rb") as stream:
+            return tomllib.load(stream)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the settings file: {exc.strerror}", source=path) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", source=path) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError("not UTF-8; save the settings file as UTF-8", source=path) from exc
+
+
+def _apply_overrides(data: dict[str, object], overrides: Mapping[str, object]) -> None:
+    for dotted, value in overrides.items():
+        section, _, key = dotted.partition(".")
+        if section not in _SECTIONS or section == "senders" or not key:
+            raise ConfigError(
+                "cannot be set from the command line", source=COMMAND_LINE, key=dotted
+            )
+        table = data.get(section, {})
+        data[section] = {**table, key: value} if isinstance(table, dict) else table
+
+
+def _campaign(table: _Table, campaign_path: Path, base_dir: Path) -> CampaignSettings:
+    name = table.text("name", campaign_path.stem)
+    template = table.optional_text("template")
+    if template is not None:
+        compiled = compile_template(template)
+        if isinstance(compiled, TemplateProblem):
+            raise table.error("template", compiled.message)
+    suppression = tuple(
+        base_dir / entry for entry in table.texts("suppression", "a file name or a list of them")
+    )
+    for path in suppression:
+        if not path.is_file():
+            raise table.error("suppression", f"the suppression file {path} does not exist")
+    settings = CampaignSettings(
+        name=name,
+        template=template,
+        suppression=suppression,
+        require_consent=table.take("require_consent", bool, False, "true or false"),
+        delimiter=_delimiter(table),
+    )
+    table.done()
+    return settings
+
+
+def _delimiter(table: _Table) -> str | None:
+    value = table.take("delimiter", (str, type(None)), None, 'a character such as ";" or "tab"')
+    if value is None:
+        return None
+    value = _DELIMITER_NAMES.get(value.lower(), value)
+    if len(value) != 1 or value in "\"\r\n" or value.isalnum():
+        raise table.error("delimiter", f'{value!r} cannot separate fields; use ",", ";" or "tab"')
+    return value
+
+
+def _provider(table: _Table) -> ProviderSettings:
+    name = ProviderName(table.choice("name", "xquik", tuple(ProviderName)))
+    base_url = table.text("base_url", DEFAULT_BASE_URLS[name]).rstrip("/")
+    if not base_url.startswith(("http://", "https://")):
+        raise table.error("base_url", f"{base_url!r} must start with http:// or https://")
+    defaults = ProviderSettings()
+    settings = ProviderSettings(
+        name=name,
+        base_url=base_url,
+        api_key_env=table.env_name("api_key_env", DEFAULT_API_KEY_ENV[name]) or "",
+        rates=table.rates("rate", defaults.rates),
+        read_rates=table.rates("read_rate", defaults.read_rates),
+        request_timeout_s=table.duration_s("request_timeout", defaults.request_timeout_s),
+        poll_timeout_s=table.duration_s("poll_timeout", defaults.poll_timeout_s),
+    )
+    table.done()
+    return settings
+
+
+def _senders(
+    data: object, provider: ProviderName, where: Callable[[str], str]
+) -> tuple[SenderSettings, ...]:
+    if not isinstance(data, list) or not data:
+        raise ConfigError(
+            "add at least one [[senders]] table with the account to send from",
+            source=where("senders"),
+            key="senders",
+        )
+    senders: list[SenderSettings] = []
+    for number, entry in enumerate(data, start=1):
+        sender = _sender(_Table(entry, f"senders[{number}]", where), provider)
+        if any(s.account == sender.account for s in senders):
+            raise ConfigError(
+                f"the account {sender.account!r} is listed twice",
+                source=where(f"senders[{number}].account"),
+                key=f"senders[{number}].account",
+            )
+        senders.append(sender)
+    return tuple(senders)
+
+
+def _sender(table: _Table, provider: ProviderName) -> SenderSettings:
+    if not table.has("account"):
+        raise table.error("account", "is required: the account this sender acts as")
+    defaults = SenderSettings(account="-")
+    settings = SenderSettings(
+        account=table.text("account", "-").removeprefix("@"),
+        rates=table.rates("rate", defaults.rates),
+        daily_cap=table.integer("daily_cap", defaults.daily_cap or 500, minimum=1),
+        auth_token_env=table.env_name("auth_token_env", None),
+    )
+    if settings.auth_token_env is not None and provider is not ProviderName.GETXAPI:
+        raise table.error("auth_token_env", "is for GetXAPI senders only; remove it")
+    table.done()
+    return settings
+
+
+def _retry(table: _Table) -> RetrySettings:
+    defaults = RetrySettings()
+    settings = RetrySettings(
+        max_attempts=table.integer("max_attempts", defaults.max_attempts, minimum=1, maximum=100),
+        base_delay_s=table.duration_s("base_delay", defaults.base_delay_s),
+        max_delay_s=table.duration_s("max_delay", defaults.max_delay_s),
+    )
+    if settings.max_delay_s < settings.base_delay_s:
+        raise table.error("max_delay", "must not be shorter than base_delay")
+    table.done()
+    return settings
+
+
+def _costs(table: _Table) -> CostSettings:
+    defaults = CostSettings()
+    settings = CostSettings(
+        xquik_credit_usd=table.number("credit_price", defaults.xquik_credit_usd),
+        xquik_dm_credits=table.integer("dm_credits", defaults.xquik_dm_credits, minimum=0),
+        xquik_media_credits=table.integer("media_credits", defaults.xquik_media_credits, minimum=0),
+        xquik_lookup_credits=table.integer(
+            "lookup_credits", defaults.xquik_lookup_credits, minimum=0
+        ),
+        getxapi_dm_usd=table.number("getxapi_dm_price", defaults.getxapi_dm_usd),
+        getxapi_lookup_usd=table.number("getxapi_lookup_price", defaults.getxapi_lookup_usd),
+    )
+    table.done()
+    return settings
+
+
+def _run(table: _Table) -> RunSettings:
+    defaults = RunSettings()
+    policies = tuple(DmNotAllowedPolicy)
+    policy = table.choice("on_dm_not_allowed", defaults.on_dm_not_allowed, policies)
+    synchronous = table.take("synchronous", str, defaults.synchronous, '"FULL" or "NORMAL"')
+    if synchronous.upper() not in ("FULL", "NORMAL"):
+        raise table.error("synchronous", f'must be "FULL" or "NORMAL", not {synchronous!r}')
+    settings = RunSettings(
+        concurrency=table.integer("concurrency", defaults.concurrency, minimum=1, maximum=10_000),
+        on_dm_not_allowed=DmNotAllowedPolicy(policy),
+        synchronous=synchronous.upper(),
+        stop_grace_s=table.duration_s("stop_grace", defaults.stop_grace_s),
+        progress_interval_s=table.duration_s("progress_interval", defaults.progress_interval_s),
+    )
+    table.done()
+    return settings
+
+
+def settings_fingerprint(settings: Settings) -> str:
+    """SHA-256 of the settings that shape the plan, suppression file *contents* included.
+
+    Rates, caps, costs, retries and run options are left out on purpose: they change how fast a
+    campaign goes, not which rows it sends or what they say, so they may change between resumes.
+
+    :raises ConfigError: a suppression file cannot be read.
+    """
+    campaign = settings.campaign
+    material = {
+        "campaign": campaign.name,
+        "template": campaign.template,
+        "require_consent": campaign.require_consent,
+        "delimiter": campaign.delimiter,
+        "suppression": [_file_digest(path) for path in campaign.suppression],
+        "provider": settings.provider.name.value,
+        "senders": [sender.account for sender in settings.senders],
+    }
+    return hashlib.sha256(orjson.dumps(material, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def _file_digest(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as exc:
+        message = f"cannot read {path}: {exc.strerror}"
+        raise ConfigError(message, key="campaign.suppression") from exc

@@ -1,0 +1,355 @@
+"""Campaign files, streamed: JSONL (one object a line) or CSV (a header row, then records).
+
+The file is read in binary and each physical line is checked before it is decoded, so an
+over-long line, a NUL byte, invalid UTF-8 or malformed JSON becomes a :class:`RowError` for that
+line, never an exception. Memory stays flat: at most one line (1 MiB) or one CSV record is held.
+Every byte read also goes through SHA-256, so the file's fingerprint costs no second pass.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, BinaryIO, Final, Self
+
+import orjson
+
+from bulkdm.errors import CampaignFileError
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
+__all__ = [
+    "MAX_LINE_BYTES",
+    "CampaignFormat",
+    "CampaignReader",
+    "RawRow",
+    "RowError",
+    "campaign_format",
+    "file_sha256",
+]
+
+#: a longer line is an invalid row (a DM is at most 10,000 characters; no honest row needs more)
+MAX_LINE_BYTES: Final = 1 << 20
+_BOM: Final = b"\xef\xbb\xbf"
+_READ_CHUNK: Final = 1 << 16
+_DELIMITERS: Final = (",", ";", "\t")
+
+
+class CampaignFormat(StrEnum):
+    JSONL = "jsonl"
+    CSV = "csv"
+
+
+_SUFFIXES: Final = {
+    ".jsonl": CampaignFormat.JSONL,
+    ".ndjson": CampaignFormat.JSONL,
+    ".csv": CampaignFormat.CSV,
+    ".tsv": CampaignFormat.CSV,
+}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RawRow:
+    """One record as read: its first physical line and its fields (JSON values or CSV text)."""
+
+    line: int
+    fields: dict[str, object]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RowError:
+    """A line that is not a usable record. ``field`` is ``None`` when the whole line is bad."""
+
+    file: str
+    line: int
+    field: str | None
+    reason: str
+    message: str
+
+
+def campaign_format(path: Path) -> CampaignFormat:
+    """The format from the file name: ``.jsonl``/``.ndjson`` or ``.csv``/``.tsv``."""
+    found = _SUFFIXES.get(path.suffix.lower())
+    if found is None:
+        raise CampaignFileError(path, "unknown campaign file type; name it .jsonl or .csv")
+    return found
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a whole file, read in chunks."""
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as stream:
+            while chunk := stream.read(_READ_CHUNK * 16):
+                digest.update(chunk)
+    except OSError as exc:
+        raise CampaignFileError(path, exc.strerror or str(exc)) from exc
+    return digest.hexdigest()
+
+
+class _HashingRaw(io.RawIOBase):
+    """A raw file that feeds every byte it reads to a hash (below the buffer: whole chunks)."""
+
+    def __init__(self, raw: io.FileIO) -> None:
+        self._raw = raw
+        self.digest = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        view = memoryview(buffer)
+        count = self._raw.readinto(view) or 0
+        self.digest.update(view[:count])
+        return count
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+def _physical_lines(stream: BinaryIO) -> Iterator[bytes | None]:
+    """Each line with its terminator; ``None`` for a line over :data:`MAX_LINE_BYTES`."""
+    limit = MAX_LINE_BYTES + 2  # room for the content and "\r\n"
+    while chunk := stream.readline(limit):
+        if len(chunk) > MAX_LINE_BYTES and len(chunk.rstrip(b"\r\n")) > MAX_LINE_BYTES:
+            while chunk and not chunk.endswith(b"\n"):  # skip (and hash) the rest of it
+                chunk = stream.readline(_READ_CHUNK)
+            yield None
+            continue
+        yield chunk
+
+
+class CampaignReader:
+    """Stream a campaign file as :class:`RawRow` and :class:`RowError` values, in line order.
+
+    Example::
+
+        with CampaignReader(Path("welcome.jsonl")) as reader:
+            for item in reader:
+                ...
+            fingerprint = reader.sha256()
+
+    :param delimiter: CSV only; sniffed from the header line (``,`` ``;`` or tab) when ``None``.
+    :raises CampaignFileError: the file cannot be opened, or its name or CSV header is unusable.
+    """
+
+    def __init__(self, path: Path, *, delimiter: str | None = None) -> None:
+        self.path = path
+        self.format = campaign_format(path)
+        self._delimiter = delimiter
+        try:
+            raw = io.FileIO(path, "r")
+        except OSError as exc:
+            raise CampaignFileError(path, exc.strerror or str(exc)) from exc
+        self._raw = _HashingRaw(raw)
+        self._stream = io.BufferedReader(self._raw, buffer_size=_READ_CHUNK)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def sha256(self) -> str:
+        """SHA-256 of the bytes read so far: the whole file once iteration has finished."""
+        return self._raw.digest.hexdigest()
+
+    def __iter__(self) -> Iterator[RawRow | RowError]:
+        if self.format is CampaignFormat.JSONL:
+            return _jsonl_rows(self._stream, str(self.path))
+        return _csv_rows(self._stream, str(self.path), self._delimiter)
+
+
+# -- JSONL ------------------------------------------------------------------------------------
+
+
+def _jsonl_rows(stream: BinaryIO, file: str) -> Iterator[RawRow | RowError]:
+    for line, raw in enumerate(_physical_lines(stream), start=1):
+        if raw is None:
+            yield _too_long(file, line)
+            continue
+        if line == 1 and raw.startswith(_BOM):
+            raw = raw[len(_BOM) :]
+        if raw.isspace() or not raw:
+            continue
+        yield _json_record(raw, file, line)
+
+
+def _json_record(raw: bytes, file: str, line: int) -> RawRow | RowError:
+    if b"\x00" in raw:
+        return RowError(
+            file=file,
+            line=line,
+            field=None,
+            reason="nul_byte",
+            message="the line holds a NUL byte; remove it",
+        )
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return _json_problem(raw, file, line, exc)
+    if not isinstance(value, dict):
+        return RowError(
+            file=file,
+            line=line,
+            field=None,
+            reason="not_an_object",
+            message=f"each line must be a JSON object, not {type(value).__name__}",
+        )
+    if b"\\u0000" not in raw:  # a raw NUL was refused above; only the escape is left
+        return RawRow(line=line, fields=value)
+    for key, item in value.items():
+        if isinstance(item, str) and "\x00" in item:
+            return RowError(
+                file=file,
+                line=line,
+                field=key,
+                reason="nul_byte",
+                message=f"{key!r} holds a NUL character (\\u0000); remove it",
+            )
+    return RawRow(line=line, fields=value)
+
+
+def _json_problem(raw: bytes, file: str, line: int, exc: orjson.JSONDecodeError) -> RowError:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return RowError(
+            file=file,
+            line=line,
+            field=None,
+            reason="invalid_utf8",
+            message=f"not UTF-8 at byte {bad.start + 1}; save the file as UTF-8",
+        )
+    return RowError(
+        file=file,
+        line=line,
+        field=None,
+        reason="invalid_json",
+        message=f"malformed JSON at character {exc.pos + 1}: {exc.msg}",
+    )
+
+
+def _too_long(file: str, line: int) -> RowError:
+    return RowError(
+        file=file,
+        line=line,
+        field=None,
+        reason="line_too_long",
+        message=f"the line is longer than {MAX_LINE_BYTES} bytes",
+    )
+
+
+# -- CSV --------------------------------------------------------------------------------------
+
+
+class _TextLines:
+    """Decoded physical lines for :mod:`csv`; what was wrong with a line is kept aside."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        #: (line, reason, message) for lines read but not yet claimed by a record
+        self.problems: list[tuple[int, str, str]] = []
+
+    def __iter__(self) -> Iterator[str]:
+        for line, raw in enumerate(_physical_lines(self._stream), start=1):
+            if raw is None:
+                self.problems.append((line, "line_too_long", _too_long("", line).message))
+                yield "\n"  # a stand-in so the csv module still counts the line
+                continue
+            if line == 1 and raw.startswith(_BOM):
+                raw = raw[len(_BOM) :]
+            if b"\x00" in raw:
+                self.problems.append((line, "nul_byte", "the line holds a NUL byte; remove it"))
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as bad:
+                message = f"not UTF-8 at byte {bad.start + 1}; save the file as UTF-8"
+                self.problems.append((line, "invalid_utf8", message))
+                yield raw.decode("utf-8", "replace")
+
+    def take_problems(self) -> list[tuple[int, str, str]]:
+        taken, self.problems = self.problems, []
+        return taken
+
+
+def _sniff_delimiter(header: str) -> str:
+    counts = [header.count(candidate) for candidate in _DELIMITERS]
+    best = max(counts)
+    return _DELIMITERS[counts.index(best)] if best else ","
+
+
+def _csv_rows(stream: BinaryIO, file: str, delimiter: str | None) -> Iterator[RawRow | RowError]:
+    text = _TextLines(stream)
+    lines = iter(text)
+    first = next(lines, None)
+    if first is None:
+        return
+    chosen = delimiter or _sniff_delimiter(first)
+    reader = csv.reader(itertools.chain([first], lines), delimiter=chosen)
+    header = _csv_header(reader, text, file, chosen)
+    while True:
+        start = reader.line_num + 1
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            text.take_problems()
+            yield RowError(
+                file=file, line=start, field=None, reason="bad_csv", message=f"CSV error: {exc}"
+            )
+            continue
+        item = _csv_record(record, header, text.take_problems(), file, start)
+        if item is not None:
+            yield item
+
+
+def _csv_header(reader: Iterator[list[str]], text: _TextLines, file: str, sep: str) -> list[str]:
+    try:
+        header = [name.strip() for name in next(reader)]
+    except csv.Error as exc:
+        raise CampaignFileError(file, f"the header row is not valid CSV: {exc}") from exc
+    problems = text.take_problems()
+    if problems:
+        line, _, message = problems[0]
+        raise CampaignFileError(file, f"line {line}: the header row is unusable: {message}")
+    if "" in header:
+        raise CampaignFileError(file, f"the header row has an empty column name ({sep!r} split)")
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise CampaignFileError(file, f"the header names {', '.join(repeated)} more than once")
+    return header
+
+
+def _csv_record(
+    record: list[str], header: list[str], problems: list[tuple[int, str, str]], file: str, line: int
+) -> RawRow | RowError | None:
+    if problems:
+        at, reason, message = problems[0]
+        return RowError(file=file, line=at, field=None, reason=reason, message=message)
+    if not record or record == [""]:
+        return None  # a blank line
+    if len(record) != len(header):
+        return RowError(
+            file=file,
+            line=line,
+            field=None,
+            reason="wrong_field_count",
+            message=f"{len(record)} fields where the header has {len(header)}",
+        )
+    return RawRow(line=line, fields=dict(zip(header, record, strict=True)))

@@ -1,0 +1,399 @@
+"""The plan: campaign rows and settings in, one :class:`PlannedRow` per campaign line out.
+
+Each row is checked (recipient, text, sender, media), then skipped if suppressed or, when the
+campaign requires it, without consent; the rest get a sender and an idempotency key. Duplicates
+are marked by the checkpoint in SQL after the rows are stored, so memory does not grow with the
+campaign. :func:`ensure_plan` is the entry point for commands: it plans only when needed.
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final
+
+import anyio.to_thread
+
+from bulkdm.campaign import CampaignReader, RawRow, RowError, campaign_format, file_sha256
+from bulkdm.checkpoint import Checkpoint, PlanMeta
+from bulkdm.errors import CampaignFileError, CheckpointMismatchError, ConfigError
+from bulkdm.keys import idempotency_key, text_sha256
+from bulkdm.recipients import (
+    Recipient,
+    RecipientProblem,
+    canonical_id,
+    canonical_username,
+    parse_recipient,
+)
+from bulkdm.report import PlanReport, build_report
+from bulkdm.rows import PlannedRow, RowState
+from bulkdm.settings import ProviderName, Settings, settings_fingerprint
+from bulkdm.template import Template, TemplateProblem, compile_template, render
+
+__all__ = [
+    "BATCH_ROWS",
+    "MAX_TEXT_CHARS",
+    "RESERVED_FIELDS",
+    "Planner",
+    "Suppression",
+    "ensure_plan",
+    "load_suppression",
+    "plan_batches",
+]
+
+#: X refuses longer direct messages
+MAX_TEXT_CHARS: Final = 10_000
+BATCH_ROWS: Final = 2_000
+_INTEGER_FIELDS: Final = frozenset({"recipient_id", "external_id"})
+RESERVED_FIELDS: Final = (
+    # external_id first: an invalid row still carries it to the output
+    "external_id",
+    "recipient_username",
+    "recipient_id",
+    "text",
+    "sender",
+    "media",
+    "consent",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Problem:
+    field: str | None
+    reason: str
+    message: str
+
+
+_SUPPRESSED: Final = _Problem("recipient", "suppressed", "the recipient is on a suppression list")
+_NO_CONSENT: Final = _Problem(
+    "consent", "no_consent", "the campaign requires consent and the row has none"
+)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Suppression:
+    """Recipients never to message: user ids and lower-cased usernames."""
+
+    user_ids: frozenset[str] = frozenset()
+    usernames: frozenset[str] = frozenset()
+
+    def __contains__(self, recipient: Recipient) -> bool:
+        if recipient.user_id is not None and recipient.user_id in self.user_ids:
+            return True
+        return recipient.username is not None and recipient.username.lower() in self.usernames
+
+
+def load_suppression(paths: Sequence[Path]) -> Suppression:
+    """Read suppression files: one username (``@`` optional) or user id a line; ``#`` comments.
+
+    :raises ConfigError: a file cannot be read, or a line is neither a username nor an id.
+    """
+    user_ids: set[str] = set()
+    usernames: set[str] = set()
+    for path in paths:
+        try:
+            lines = path.read_text(encoding="utf-8-sig").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read the suppression file: {exc}", source=path) from exc
+        for number, line in enumerate(lines, start=1):
+            entry = line.partition("#")[0].strip()
+            if not entry:
+                continue
+            if entry.isdigit() and (user_id := canonical_id(entry)) is not None:
+                user_ids.add(user_id)
+            elif (username := canonical_username(entry)) is not None:
+                usernames.add(username.lower())
+            else:
+                message = f"line {number}: {entry!r} is neither an X username nor a user id"
+                raise ConfigError(message, source=path, key="campaign.suppression")
+    return Suppression(user_ids=frozenset(user_ids), usernames=frozenset(usernames))
+
+
+def _not_text(key: str, value: object) -> str | _Problem:
+    """A reserved field whose JSON value is not a string: exact integers become text."""
+    if isinstance(value, int) and not isinstance(value, bool) and key in _INTEGER_FIELDS:
+        return str(value)  # JSON integers are exact in Python; keep them as text
+    if isinstance(value, float) and key == "recipient_id":
+        return _Problem(
+            key,
+            "bad_recipient_id",
+            "a JSON number with a fraction or over 20 digits is not exact; "
+            "write the id as a string",
+        )
+    return _Problem(key, "bad_field", f"{key} must be a string, not {type(value).__name__}")
+
+
+class Planner:
+    """Plans rows one by one, in line order (the sender rotation depends on that order)."""
+
+    def __init__(self, settings: Settings, *, campaign_dir: Path, suppression: Suppression) -> None:
+        self._settings = settings
+        self._campaign = settings.campaign.name
+        self._campaign_dir = campaign_dir
+        self._suppression = suppression
+        self._senders = itertools.cycle([s.account for s in settings.senders])
+        template = settings.campaign.template
+        compiled = None if template is None else compile_template(template)
+        self._template = compiled if isinstance(compiled, Template) else None
+        self._media_found: dict[str, bool] = {}
+
+    def plan(self, item: RawRow | RowError) -> PlannedRow:
+        """The planned row for one campaign item."""
+        if isinstance(item, RowError):
+            return _invalid(item.line, _Problem(item.field, item.reason, item.message))
+        fields = item.fields
+        values: dict[str, str | None] = {}
+        for key in RESERVED_FIELDS:
+            value = fields.get(key)
+            if value.__class__ is str:  # the common case, kept fast: a million rows a plan
+                values[key] = value.strip() or None  # a str
+            elif value is None:
+                values[key] = None
+            else:
+                text = _not_text(key, value)
+                if isinstance(text, _Problem):
+                    return _invalid(item.line, text, external_id=values.get("external_id"))
+                values[key] = text
+        return self._plan_values(item, values)
+
+    def _plan_values(self, item: RawRow, values: dict[str, str | None]) -> PlannedRow:
+        external_id = values["external_id"]
+        recipient = parse_recipient(values["recipient_id"], values["recipient_username"])
+        if isinstance(recipient, RecipientProblem):
+            problem = _Problem(recipient.field, recipient.reason, recipient.message)
+            return _invalid(item.line, problem, external_id=external_id)
+        text = self._text(values["text"], item.fields)
+        if isinstance(text, _Problem):
+            return _invalid(item.line, text, external_id=external_id)
+        sender = self._pinned_sender(values["sender"])
+        if isinstance(sender, _Problem):
+            return _invalid(item.line, sender, external_id=external_id)
+        media = self._media(values["media"])
+        if isinstance(media, _Problem):
+            return _invalid(item.line, media, external_id=external_id)
+        return self._planned(item.line, recipient, text, sender, media, values)
+
+    def _planned(
+        self,
+        line: int,
+        recipient: Recipient,
+        text: str,
+        sender: str | None,
+        media: str | None,
+        values: dict[str, str | None],
+    ) -> PlannedRow:
+        digest = text_sha256(text)
+        skip = self._skip(recipient, values["consent"])
+        key = None
+        if skip is None:
+            sender = sender if sender is not None else next(self._senders)
+            key = idempotency_key(
+                campaign=self._campaign,
+                recipient_key=recipient.key,
+                sender=sender,
+                text_digest=digest,
+            )
+        # built once, not copied with dataclasses.replace: this runs a million times a plan
+        return PlannedRow(
+            line=line,
+            state=RowState.PENDING if skip is None else RowState.SKIPPED,
+            recipient_id=recipient.user_id,
+            recipient_username=recipient.username,
+            text=text,
+            text_sha256=digest,
+            sender=sender if skip is None else None,
+            external_id=values["external_id"],
+            media=media,
+            consent=values["consent"],
+            idempotency_key=key,
+            field=None if skip is None else skip.field,
+            reason=None if skip is None else skip.reason,
+            message=None if skip is None else skip.message,
+        )
+
+    def _skip(self, recipient: Recipient, consent: str | None) -> _Problem | None:
+        if recipient in self._suppression:
+            return _SUPPRESSED
+        if consent is None and self._settings.campaign.require_consent:
+            return _NO_CONSENT
+        return None
+
+    def _text(self, own: str | None, variables: dict[str, object]) -> str | _Problem:
+        if own is not None:
+            compiled = compile_template(own)
+        elif self._template is not None:
+            compiled = self._template
+        else:
+            return _Problem(
+                "text",
+                "missing_text",
+                "the row has no text and the campaign has no template; add either",
+            )
+        if isinstance(compiled, TemplateProblem):
+            return _Problem("text", compiled.reason, compiled.message)
+        rendered = render(compiled, variables)
+        if isinstance(rendered, TemplateProblem):
+            return _Problem(rendered.variable, rendered.reason, rendered.message)
+        if not rendered.strip():
+            return _Problem("text", "empty_text", "the message text is empty")
+        if len(rendered) > MAX_TEXT_CHARS:
+            return _Problem(
+                "text",
+                "text_too_long",
+                f"the text has {len(rendered)} characters; X allows {MAX_TEXT_CHARS}",
+            )
+        return rendered
+
+    def _pinned_sender(self, sender: str | None) -> str | None | _Problem:
+        if sender is None:
+            return None
+        account = sender.removeprefix("@")
+        if self._settings.sender(account) is None:
+            known = ", ".join(s.account for s in self._settings.senders)
+            return _Problem(
+                "sender",
+                "unknown_sender",
+                f"{sender!r} is not one of the configured senders ({known})",
+            )
+        return account
+
+    def _media(self, media: str | None) -> str | None | _Problem:
+        if media is None:
+            return None
+        if self._settings.provider.name is not ProviderName.XQUIK:
+            return _Problem(
+                "media",
+                "media_unsupported",
+                f"{self._settings.provider.name} cannot attach media; remove it",
+            )
+        path = str((self._campaign_dir / media).resolve())
+        found = self._media_found.get(path)
+        if found is None:
+            found = self._media_found[path] = Path(path).is_file()
+        if not found:
+            return _Problem("media", "media_not_found", f"the media file {path} does not exist")
+        return path
+
+
+def _invalid(line: int, problem: _Problem, *, external_id: str | None = None) -> PlannedRow:
+    return PlannedRow(
+        line=line,
+        state=RowState.INVALID,
+        field=problem.field,
+        reason=problem.reason,
+        message=problem.message,
+        external_id=external_id,
+    )
+
+
+def plan_batches(
+    items: Iterable[RawRow | RowError], planner: Planner, *, batch_rows: int = BATCH_ROWS
+) -> Iterator[list[PlannedRow]]:
+    """Plan ``items`` lazily, ``batch_rows`` at a time."""
+    iterator = iter(items)
+    while batch := [planner.plan(item) for item in itertools.islice(iterator, batch_rows)]:
+        yield batch
+
+
+def _verified(
+    batches: Iterator[list[PlannedRow]],
+    reader: CampaignReader,
+    sha256: str,
+) -> Iterator[list[PlannedRow]]:
+    # the plan is stored under the fingerprint taken before reading: prove it is the same file
+    yield from batches
+    if reader.sha256() != sha256:
+        raise CampaignFileError(reader.path, "the file changed while it was planned; plan again")
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    # planned rows hold no reference cycles, and the cyclic collector would otherwise rescan
+    # each batch again and again: about 15 % of a million-row plan (see benchmarks/plan_bench.py)
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Inputs:
+    campaign_path: str
+    campaign_sha256: str
+    settings_sha256: str
+
+
+def _fingerprints(campaign_path: Path, settings: Settings) -> _Inputs:
+    campaign_format(campaign_path)  # an unknown file type fails before any reading
+    return _Inputs(
+        campaign_path=str(campaign_path.resolve()),
+        campaign_sha256=file_sha256(campaign_path),
+        settings_sha256=settings_fingerprint(settings),
+    )
+
+
+async def ensure_plan(
+    campaign_path: Path,
+    settings: Settings,
+    checkpoint: Checkpoint,
+    *,
+    delimiter: str | None = None,
+    errors_limit: int | None = 20,
+) -> PlanReport:
+    """Plan ``campaign_path`` into ``checkpoint`` unless the same plan is there; report it.
+
+    The stored plan is kept when the campaign file's and the settings' fingerprints match, and
+    replaced when they differ and nothing was attempted yet. Planning runs on the event loop
+    (it is most of what a ``plan`` command does); hashing runs in a worker thread.
+
+    :raises CheckpointMismatchError: they differ and rows were already attempted.
+    :raises CampaignFileError, ConfigError: the campaign or a suppression file cannot be read.
+    """
+    if delimiter is not None:
+        settings = replace(settings, campaign=replace(settings.campaign, delimiter=delimiter))
+    inputs = await anyio.to_thread.run_sync(_fingerprints, campaign_path, settings)
+    old = await checkpoint.plan_meta()
+    same = old is not None and (old.campaign_sha256, old.settings_sha256) == (
+        inputs.campaign_sha256,
+        inputs.settings_sha256,
+    )
+    if same:
+        return await build_report(
+            checkpoint, settings, errors_limit=errors_limit, status="unchanged"
+        )
+    if old is not None and await checkpoint.has_attempts():
+        raise _mismatch(checkpoint, old, inputs.campaign_sha256)
+    meta = PlanMeta(
+        campaign=settings.campaign.name,
+        campaign_path=inputs.campaign_path,
+        campaign_sha256=inputs.campaign_sha256,
+        settings_sha256=inputs.settings_sha256,
+        provider=settings.provider.name.value,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    suppression = await anyio.to_thread.run_sync(load_suppression, settings.campaign.suppression)
+    planner = Planner(settings, campaign_dir=campaign_path.parent, suppression=suppression)
+    with CampaignReader(campaign_path, delimiter=settings.campaign.delimiter) as reader:
+        batches = _verified(plan_batches(reader, planner), reader, inputs.campaign_sha256)
+        with _gc_paused():
+            await checkpoint.write_plan(meta, batches)
+    status = "planned" if old is None else "replaced"
+    return await build_report(checkpoint, settings, errors_limit=errors_limit, status=status)
+
+
+def _mismatch(
+    checkpoint: Checkpoint, old: PlanMeta, campaign_sha256: str
+) -> CheckpointMismatchError:
+    changed = "the campaign file" if old.campaign_sha256 != campaign_sha256 else "the settings"
+    return CheckpointMismatchError(
+        f"{checkpoint.path}: {changed} changed since the plan was made and sending has begun; "
+        "finish the run with the original file and settings, or plan into a new --checkpoint"
+    )

@@ -1,0 +1,220 @@
+from __future__ import annotations
+
+import hashlib
+import tracemalloc
+from pathlib import Path
+
+import orjson
+import pytest
+
+from bulkdm.campaign import MAX_LINE_BYTES, CampaignReader, RawRow, RowError, file_sha256
+from bulkdm.errors import CampaignFileError
+
+
+def read_all(path: Path, delimiter: str | None = None) -> list[RawRow | RowError]:
+    with CampaignReader(path, delimiter=delimiter) as reader:
+        items = list(reader)
+        assert reader.sha256() == hashlib.sha256(path.read_bytes()).hexdigest()
+    return items
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+# -- JSONL ------------------------------------------------------------------------------------
+
+
+def test_jsonl_rows_keep_their_line_numbers_across_blank_lines(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "c.jsonl",
+        b'{"recipient_username": "ana", "first_name": "Ana"}\n\n   \n{"recipient_id": "42"}\n',
+    )
+    assert read_all(path) == [
+        RawRow(line=1, fields={"recipient_username": "ana", "first_name": "Ana"}),
+        RawRow(line=4, fields={"recipient_id": "42"}),
+    ]
+
+
+def test_a_malformed_json_line_in_the_middle_is_one_row_error(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "c.jsonl",
+        b'{"recipient_username": "ana"}\n{"recipient_username": "bob",\n{"recipient_id": 7}\n',
+    )
+    first, bad, last = read_all(path)
+    assert first == RawRow(line=1, fields={"recipient_username": "ana"})
+    assert isinstance(bad, RowError)
+    assert (bad.file, bad.line, bad.field, bad.reason) == (str(path), 2, None, "invalid_json")
+    assert bad.message.startswith("malformed JSON at character")
+    assert last == RawRow(line=3, fields={"recipient_id": 7})
+
+
+def test_a_19_digit_json_number_stays_exact(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.jsonl", b'{"recipient_id": 1234567890123456789}\n')
+    [row] = read_all(path)
+    assert isinstance(row, RawRow)
+    assert row.fields["recipient_id"] == 1234567890123456789
+    assert str(row.fields["recipient_id"]) == "1234567890123456789"
+
+
+@pytest.mark.parametrize(
+    ("line", "reason", "field"),
+    [
+        (b'{"text": "a\x00b"}', "nul_byte", None),
+        (b'{"text": "a\\u0000b"}', "nul_byte", "text"),
+        (b'{"text": "caf\xe9"}', "invalid_utf8", None),
+        (b'["not", "an", "object"]', "not_an_object", None),
+        (b"42", "not_an_object", None),
+    ],
+)
+def test_bad_jsonl_lines_are_row_errors_and_reading_goes_on(
+    tmp_path: Path, line: bytes, reason: str, field: str | None
+) -> None:
+    path = write(tmp_path / "c.jsonl", line + b'\n{"recipient_id": "1"}\n')
+    bad, good = read_all(path)
+    assert isinstance(bad, RowError)
+    assert (bad.line, bad.field, bad.reason) == (1, field, reason)
+    assert good == RawRow(line=2, fields={"recipient_id": "1"})
+
+
+def test_an_over_long_line_is_a_row_error_and_the_next_line_is_read(tmp_path: Path) -> None:
+    fits = b'{"text": "' + b"a" * (MAX_LINE_BYTES - 12) + b'"}'
+    assert len(fits) == MAX_LINE_BYTES
+    too_long = b'{"text": "' + b"b" * (3 * MAX_LINE_BYTES) + b'"}'
+    path = write(tmp_path / "c.jsonl", fits + b"\r\n" + too_long + b'\n{"recipient_id": "5"}')
+    ok, bad, last = read_all(path)
+    assert isinstance(ok, RawRow) and ok.line == 1
+    assert isinstance(bad, RowError)
+    assert (bad.line, bad.reason) == (2, "line_too_long")
+    assert last == RawRow(line=3, fields={"recipient_id": "5"})
+
+
+def test_a_byte_order_mark_before_jsonl_is_ignored(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.jsonl", b'\xef\xbb\xbf{"recipient_id": "1"}\n')
+    assert read_all(path) == [RawRow(line=1, fields={"recipient_id": "1"})]
+
+
+def test_memory_stays_flat_while_streaming_a_large_file(tmp_path: Path) -> None:
+    record = orjson.dumps({"recipient_username": "user_name", "text": "x" * 200}) + b"\n"
+    path = write(tmp_path / "big.jsonl", record * 100_000)  # about 23 MB
+    tracemalloc.start()
+    try:
+        with CampaignReader(path) as reader:
+            count = sum(1 for _ in reader)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert count == 100_000
+    assert peak < 2_000_000, f"peak {peak} bytes: the reader holds more than a few rows"
+
+
+# -- CSV --------------------------------------------------------------------------------------
+
+EXCEL_CSV = (
+    b"\xef\xbb\xbfrecipient_username;text;external_id\r\n"
+    b'ana;"Hi Ana,\r\nsee you; soon";E1\r\n'
+    b'bob;"He said ""hi"", then left";E2\r\n'
+)
+
+
+def test_csv_with_bom_crlf_quoted_newlines_and_semicolons(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.csv", EXCEL_CSV)
+    assert read_all(path) == [
+        RawRow(
+            line=2,
+            fields={
+                "recipient_username": "ana",
+                "text": "Hi Ana,\r\nsee you; soon",
+                "external_id": "E1",
+            },
+        ),
+        RawRow(
+            line=4,
+            fields={
+                "recipient_username": "bob",
+                "text": 'He said "hi", then left',
+                "external_id": "E2",
+            },
+        ),
+    ]
+
+
+@pytest.mark.parametrize("separator", [",", ";", "\t"])
+def test_the_csv_delimiter_is_sniffed_from_the_header(tmp_path: Path, separator: str) -> None:
+    header = separator.join(["recipient_username", "first_name", "text"])
+    row = separator.join(["ana", "Ana", '"Hi, {first_name}; ok"'])
+    path = write(tmp_path / "c.csv", f"{header}\n{row}\n".encode())
+    assert read_all(path) == [
+        RawRow(
+            line=2,
+            fields={
+                "recipient_username": "ana",
+                "first_name": "Ana",
+                "text": "Hi, {first_name}; ok",
+            },
+        )
+    ]
+
+
+def test_an_explicit_delimiter_wins_over_sniffing(tmp_path: Path) -> None:
+    # the header has more commas than pipes; --delimiter "|" still splits on pipes
+    path = write(tmp_path / "c.csv", b"recipient_username|text\nana|Hi, you, there\n")
+    assert read_all(path, delimiter="|") == [
+        RawRow(line=2, fields={"recipient_username": "ana", "text": "Hi, you, there"})
+    ]
+
+
+def test_bad_csv_records_are_row_errors_and_the_rest_is_read(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "c.csv",
+        b"recipient_username,text\n"
+        b"ana,caf\xe9\n"  # Latin-1, not UTF-8
+        b"bob,a\x00b\n"
+        b"cid,hi,extra\n"
+        b"\n"
+        b"dee," + b"x" * (MAX_LINE_BYTES + 1) + b"\n"
+        b'eve,"two\nlines"\n',
+    )
+    items = read_all(path)
+    assert [(i.line, i.reason) for i in items if isinstance(i, RowError)] == [
+        (2, "invalid_utf8"),
+        (3, "nul_byte"),
+        (4, "wrong_field_count"),
+        (6, "line_too_long"),
+    ]
+    assert items[-1] == RawRow(line=7, fields={"recipient_username": "eve", "text": "two\nlines"})
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        (b"recipient_username,text,text\n", "the header names text more than once"),
+        (b"recipient_username,,text\n", "empty column name"),
+        (b"recipient_\xff,text\n", "line 1: the header row is unusable"),
+    ],
+)
+def test_an_unusable_csv_header_stops_the_command(
+    tmp_path: Path, header: bytes, message: str
+) -> None:
+    path = write(tmp_path / "c.csv", header + b"a,b,c\n")
+    with pytest.raises(CampaignFileError, match=message), CampaignReader(path) as reader:
+        list(reader)
+
+
+def test_an_empty_csv_file_has_no_rows(tmp_path: Path) -> None:
+    assert read_all(write(tmp_path / "c.csv", b"")) == []
+
+
+@pytest.mark.parametrize("name", ["campaign.txt", "missing.jsonl"])
+def test_a_file_that_cannot_be_a_campaign_is_an_error(tmp_path: Path, name: str) -> None:
+    (tmp_path / "campaign.txt").write_text("x")
+    with pytest.raises(CampaignFileError):
+        CampaignReader(tmp_path / name)
+
+
+def test_file_sha256_matches_the_streaming_hash(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.csv", EXCEL_CSV)
+    with CampaignReader(path) as reader:
+        list(reader)
+        assert reader.sha256() == file_sha256(path)

@@ -1,0 +1,283 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bulkdm.errors import ConfigError
+from bulkdm.rates import Rate
+from bulkdm.settings import (
+    CampaignSettings,
+    CostSettings,
+    DmNotAllowedPolicy,
+    ProviderName,
+    ProviderSettings,
+    RetrySettings,
+    RunSettings,
+    SenderSettings,
+    Settings,
+    load_settings,
+    settings_fingerprint,
+)
+
+ISSUE_EXAMPLE = """
+[campaign]
+name = "welcome-2026-11"          # default: the campaign file's stem
+template = "Hi {first_name}, ..." # for rows without text
+suppression = ["do-not-contact.txt"]  # files of usernames or ids never messaged
+require_consent = false
+[provider]
+name = "xquik"                    # xquik | getxapi
+base_url = "http://127.0.0.1:8787/api/v1"
+api_key_env = "XQUIK_API_KEY"
+rate = "120/60s"
+[[senders]]
+account = "myxaccount"
+rate = "15/15m"
+daily_cap = 500
+# auth_token_env = "X_AUTH_TOKEN_MYX"   # GetXAPI only
+"""
+
+MINIMAL = '[[senders]]\naccount = "me"\n'
+
+
+@pytest.fixture
+def campaign(tmp_path: Path) -> Path:
+    path = tmp_path / "welcome.jsonl"
+    path.write_text("")
+    (tmp_path / "do-not-contact.txt").write_text("@spam\n")
+    return path
+
+
+def beside(campaign: Path, text: str) -> Path:
+    path = campaign.with_suffix(".toml")
+    path.write_text(text)
+    return path
+
+
+def test_the_example_from_the_issue_loads(campaign: Path) -> None:
+    source = beside(campaign, ISSUE_EXAMPLE)
+    assert load_settings(campaign) == Settings(
+        campaign=CampaignSettings(
+            name="welcome-2026-11",
+            template="Hi {first_name}, ...",
+            suppression=(campaign.parent / "do-not-contact.txt",),
+        ),
+        provider=ProviderSettings(
+            base_url="http://127.0.0.1:8787/api/v1", rates=(Rate(count=120, period_s=60.0),)
+        ),
+        senders=(SenderSettings(account="myxaccount", rates=(Rate(count=15, period_s=900.0),)),),
+        source=source,
+    )
+
+
+def test_every_section_and_key(campaign: Path) -> None:
+    beside(
+        campaign,
+        """
+[campaign]
+delimiter = "tab"
+require_consent = true
+[provider]
+name = "getxapi"
+rate = ["100/60s", "5000/1d"]
+read_rate = "50/1s"
+request_timeout = "10s"
+poll_timeout = 90
+[[senders]]
+account = "@one"
+rate = ["15/15m", "100/1h"]
+daily_cap = 300
+auth_token_env = "X_AUTH_TOKEN_ONE"
+[[senders]]
+account = "two"
+[retry]
+max_attempts = 3
+base_delay = "500ms"
+max_delay = "2m"
+[costs]
+credit_price = 0.0002
+dm_credits = 12
+media_credits = 11
+lookup_credits = 2
+getxapi_dm_price = 0.003
+getxapi_lookup_price = 0.0015
+[run]
+concurrency = 8
+on_dm_not_allowed = "next_sender"
+synchronous = "normal"
+stop_grace = "1m"
+progress_interval = "5s"
+""",
+    )
+    settings = load_settings(campaign)
+    assert settings.campaign == CampaignSettings(
+        name="welcome", delimiter="\t", require_consent=True
+    )
+    assert settings.provider == ProviderSettings(
+        name=ProviderName.GETXAPI,
+        base_url="https://api.getxapi.com",
+        api_key_env="GETXAPI_API_KEY",
+        rates=(Rate(count=100, period_s=60.0), Rate(count=5000, period_s=86400.0)),
+        read_rates=(Rate(count=50, period_s=1.0),),
+        request_timeout_s=10.0,
+        poll_timeout_s=90.0,
+    )
+    assert settings.senders == (
+        SenderSettings(
+            account="one",
+            rates=(Rate(count=15, period_s=900.0), Rate(count=100, period_s=3600.0)),
+            daily_cap=300,
+            auth_token_env="X_AUTH_TOKEN_ONE",
+        ),
+        SenderSettings(account="two"),
+    )
+    assert settings.retry == RetrySettings(max_attempts=3, base_delay_s=0.5, max_delay_s=120.0)
+    assert settings.costs == CostSettings(
+        xquik_credit_usd=0.0002,
+        xquik_dm_credits=12,
+        xquik_media_credits=11,
+        xquik_lookup_credits=2,
+        getxapi_dm_usd=0.003,
+        getxapi_lookup_usd=0.0015,
+    )
+    assert settings.run == RunSettings(
+        concurrency=8,
+        on_dm_not_allowed=DmNotAllowedPolicy.NEXT_SENDER,
+        synchronous="NORMAL",
+        stop_grace_s=60.0,
+        progress_interval_s=5.0,
+    )
+
+
+def test_config_flag_wins_over_the_file_beside_the_campaign(campaign: Path, tmp_path: Path) -> None:
+    beside(campaign, '[campaign]\nname = "beside"\n' + MINIMAL)
+    other = tmp_path / "elsewhere" / "other.toml"
+    other.parent.mkdir()
+    other.write_text('[campaign]\nname = "other"\n' + MINIMAL)
+    settings = load_settings(campaign, config_path=other)
+    assert (settings.campaign.name, settings.source) == ("other", other)
+
+
+def test_a_missing_config_file_is_an_error(campaign: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist") as caught:
+        load_settings(campaign, config_path=tmp_path / "nope.toml")
+    assert caught.value.source == str(tmp_path / "nope.toml")
+
+
+def test_without_any_settings_file_the_senders_are_missing(campaign: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[\[senders\]\]") as caught:
+        load_settings(campaign)
+    assert caught.value.key == "senders"
+
+
+def test_suppression_paths_are_relative_to_the_settings_file(
+    campaign: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "conf" / "s.toml"
+    config.parent.mkdir()
+    (config.parent / "dnc.txt").write_text("someone\n")
+    config.write_text('[campaign]\nsuppression = "dnc.txt"\n' + MINIMAL)
+    assert load_settings(campaign, config_path=config).campaign.suppression == (
+        config.parent / "dnc.txt",
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "message"),
+    [
+        ('[campaign]\nnmae = "x"\n', "campaign.nmae", "unknown key"),
+        ('[campain]\nname = "x"\n', "campain", "unknown section"),
+        ('[provider]\nname = "twitter"\n', "provider.name", "must be one of xquik, getxapi"),
+        ('[provider]\nrate = "120 per minute"\n', "provider.rate", "not a rate"),
+        ('[provider]\nrate = "0/60s"\n', "provider.rate", "must both be positive"),
+        ('[provider]\nbase_url = "ftp://x"\n', "provider.base_url", "http://"),
+        ('[provider]\napi_key_env = "MY KEY"\n', "provider.api_key_env", "not an environment"),
+        ('[retry]\nbase_delay = "soon"\n', "retry.base_delay", "not a duration"),
+        ("[retry]\nmax_attempts = true\n", "retry.max_attempts", "must be an integer"),
+        ('[retry]\nbase_delay = "1m"\nmax_delay = "1s"\n', "retry.max_delay", "shorter"),
+        ("[run]\nconcurrency = 0\n", "run.concurrency", "between 1 and"),
+        ('[run]\nsynchronous = "OFF"\n', "run.synchronous", "FULL"),
+        ('[run]\non_dm_not_allowed = "retry"\n', "run.on_dm_not_allowed", "next_sender"),
+        ('[campaign]\ntemplate = "Hi {a.b}"\n', "campaign.template", "is not allowed"),
+        ('[campaign]\nsuppression = ["gone.txt"]\n', "campaign.suppression", "does not exist"),
+        ('[campaign]\ndelimiter = "ab"\n', "campaign.delimiter", "cannot separate"),
+        ('[campaign]\nrequire_consent = "yes"\n', "campaign.require_consent", "true or false"),
+        ("[costs]\ncredit_price = -1\n", "costs.credit_price", "negative"),
+    ],
+)
+def test_bad_values_name_the_key_and_the_file(
+    campaign: Path, text: str, key: str, message: str
+) -> None:
+    source = beside(campaign, text + MINIMAL)
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_settings(campaign)
+    assert (caught.value.source, caught.value.key) == (str(source), key)
+    assert str(caught.value).startswith(f"{source}, key {key!r}: ")
+
+
+@pytest.mark.parametrize(
+    ("senders", "key", "message"),
+    [
+        ('[[senders]]\nrate = "1/1s"\n', "senders[1].account", "is required"),
+        ('[[senders]]\naccount = "a"\n[[senders]]\naccount = "a"\n', "senders[2].account", "twice"),
+        ('[[senders]]\naccount = "a"\ndaily_cap = 0\n', "senders[1].daily_cap", "between 1"),
+        (
+            '[[senders]]\naccount = "a"\nauth_token_env = "T"\n',
+            "senders[1].auth_token_env",
+            "GetXAPI",
+        ),
+        ('[[senders]]\naccount = "a"\nlimit = 3\n', "senders[1].limit", "unknown key"),
+        ('senders = "a"\n', "senders", "at least one"),
+    ],
+)
+def test_bad_senders_name_the_entry(campaign: Path, senders: str, key: str, message: str) -> None:
+    beside(campaign, senders)
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_settings(campaign)
+    assert caught.value.key == key
+
+
+def test_a_file_that_is_not_toml_is_named(campaign: Path) -> None:
+    source = beside(campaign, "[campaign\nname = 1\n")
+    with pytest.raises(ConfigError, match="not valid TOML") as caught:
+        load_settings(campaign)
+    assert caught.value.source == str(source)
+
+
+def test_flags_override_the_file_and_their_errors_say_so(campaign: Path) -> None:
+    beside(campaign, '[campaign]\nname = "from-file"\n' + MINIMAL)
+    overrides = {"campaign.name": "from-flag", "provider.base_url": None, "run.concurrency": 3}
+    settings = load_settings(campaign, overrides=overrides)
+    assert (settings.campaign.name, settings.run.concurrency) == ("from-flag", 3)
+    assert settings.provider.base_url == "https://xquik.com/api/v1"  # None means "not given"
+    with pytest.raises(ConfigError, match="command line") as caught:
+        load_settings(campaign, overrides={"provider.base_url": "nope"})
+    assert caught.value.key == "provider.base_url"
+
+
+def test_the_provider_choice_changes_the_defaults(campaign: Path) -> None:
+    beside(campaign, '[provider]\nname = "getxapi"\n' + MINIMAL)
+    provider = load_settings(campaign).provider
+    assert (provider.base_url, provider.api_key_env) == (
+        "https://api.getxapi.com",
+        "GETXAPI_API_KEY",
+    )
+
+
+def test_the_fingerprint_follows_what_shapes_the_plan(campaign: Path) -> None:
+    dnc = campaign.parent / "do-not-contact.txt"
+    beside(campaign, ISSUE_EXAMPLE)
+    first = settings_fingerprint(load_settings(campaign))
+    assert settings_fingerprint(load_settings(campaign)) == first
+    # pace and run options may change between resumes without replanning
+    beside(
+        campaign,
+        ISSUE_EXAMPLE.replace('rate = "15/15m"', 'rate = "5/15m"') + "[run]\nconcurrency = 2\n",
+    )
+    assert settings_fingerprint(load_settings(campaign)) == first
+    beside(campaign, ISSUE_EXAMPLE.replace("Hi {first_name}", "Hello {first_name}"))
+    assert settings_fingerprint(load_settings(campaign)) != first
+    beside(campaign, ISSUE_EXAMPLE)
+    dnc.write_text("@spam\n@more\n")
+    assert settings_fingerprint(load_settings(campaign)) != first
