@@ -182,17 +182,14 @@ class Engine:
             await asyncio.gather(*list(self._tasks))
 
     async def _work_left(self) -> bool:
-        counts = await self._cp.state_counts()
-        if not counts.get(RowState.PENDING) and not counts.get(RowState.UNKNOWN):
-            return False
+        """Wake senders that finished before rows were moved to them; True if any woke."""
+        woke = False
         for sender in self._senders.values():
-            if sender.usable and await self._cp.next_due_s(sender.account) is not None:
-                if sender.state is SenderState.DONE:
-                    sender.state = SenderState.READY
-                return sender.state is SenderState.READY or any(
-                    s.state is SenderState.READY for s in self._senders.values()
-                )
-        return False
+            due_s = await self._cp.next_due_s(sender.account)
+            if sender.state is SenderState.DONE and due_s is not None:
+                sender.state = SenderState.READY
+                woke = True
+        return woke
 
     async def _finish_reason(self) -> FinishReason:
         if self._halt is not None:
@@ -212,7 +209,7 @@ class Engine:
 
     async def _sender_loop(self, sender: _Sender) -> None:
         after_id = 0
-        while not self._stop.is_set() and sender.usable:
+        while not self._stop.is_set() and sender.state is SenderState.READY:
             rows = await self._cp.due_rows(
                 sender.account, after_id=after_id, now_s=self._clock(), limit=_PAGE
             )
@@ -260,6 +257,11 @@ class Engine:
             return
         at_s = await self._take_slot(sender)
         if at_s is None:
+            if not self._stop.is_set():
+                next_s = max(sender.limiter.next_allowed_s(self._clock()),
+                             self._key.next_allowed_s(self._clock()))
+                sender.state = SenderState.RESTING
+                sender.note = sender.note or f"next slot at {_iso(next_s)} (rate or daily cap)"
             return
         attempt = row.attempts + 1
         key = (row.idempotency_key or "").partition("-r")[0]
@@ -287,7 +289,8 @@ class Engine:
         leaves later than the time its rate slot was recorded at (plus the claim's commit).
         """
         return await self._gate.acquire(sender.limiter, self._key, stop=self._stop,
-                                        slot=self._slots)
+                                        slot=self._slots,
+                                        deadline_s=self._clock() + _MAX_REST_WAIT_S)
 
     # -- a send and what follows ---------------------------------------------------------------
 

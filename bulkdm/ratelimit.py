@@ -196,6 +196,8 @@ class Slot(Protocol):
 
     def release(self) -> object: ...
 
+    def locked(self) -> bool: ...
+
 
 class Gate:
     """Takes one slot from several :class:`WindowLimiter` objects at the same instant.
@@ -222,7 +224,11 @@ class Gate:
         return self._clock
 
     async def acquire(
-        self, *limiters: WindowLimiter, stop: StopEvent | None = None, slot: Slot | None = None
+        self,
+        *limiters: WindowLimiter,
+        stop: StopEvent | None = None,
+        slot: Slot | None = None,
+        deadline_s: float | None = None,
     ) -> float | None:
         """Wait until every limiter allows an event, record it on all of them, return its time.
 
@@ -232,13 +238,17 @@ class Gate:
         the caller holds the slot and must release it. The slot is not held while the rate makes
         the caller wait, so a resting sender does not starve the others.
 
-        Returns ``None`` once ``stop`` is set; then nothing is recorded and the slot is not held.
+        Returns ``None`` once ``stop`` is set, or at once when the next allowed time is after
+        ``deadline_s`` (a sender resting for a day should not hold its caller for a day); then
+        nothing is recorded and the slot is not held.
         """
         held = False
         try:
             while stop is None or not stop.is_set():
                 now_s = self._clock()
                 allowed_s = max((lim.next_allowed_s(now_s) for lim in limiters), default=now_s)
+                if deadline_s is not None and allowed_s > deadline_s:
+                    break
                 if allowed_s > now_s:
                     if held and slot is not None:
                         slot.release()
@@ -260,7 +270,8 @@ class Gate:
                 slot.release()
 
     async def _take(self, slot: Slot, stop: StopEvent | None) -> bool:
-        if stop is None:
+        if stop is None or not slot.locked():
+            # a free slot is taken without suspending: no task group on the hot path
             await slot.acquire()
             return True
         taken = False

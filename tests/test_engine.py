@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from pathlib import Path
 
-from bulkdm.engine import FinishReason
+from bulkdm.checkpoint import Checkpoint
+from bulkdm.engine import Engine, FinishReason
+from bulkdm.providers import SenderAuth, open_provider
+from bulkdm.rates import Rate
 from bulkdm.sandbox import Faults, SandboxConfig, running_sandbox
-from bulkdm.settings import ProviderName
+from bulkdm.secrets import Secret
+from bulkdm.settings import DmNotAllowedPolicy, ProviderName, RunSettings
 from tests.enginekit import planned, run_engine, settings_for, states, write_plan
 
 
@@ -49,3 +54,75 @@ async def test_getxapi_reconciles_dropped_sends(tmp_path: Path) -> None:
     assert report.finish_reason is FinishReason.COMPLETED, report
     assert len(delivered) == 30 and set(delivered.values()) == {1}
     assert all(state == "sent" for state, _ in (await states(path)).values())
+
+
+async def test_a_sender_needing_reauth_hands_its_rows_to_a_healthy_one(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    await write_plan(path, [planned(i + 1, sender="reauth_a" if i % 2 else "alice",
+                                    recipient_id=str(9000 + i)) for i in range(10)])
+    async with running_sandbox() as sb:
+        report = await run_engine(settings_for(sb, senders=("alice", "reauth_a")), path)
+        senders = Counter(d.sender for d in sb.ledger)
+        delivered = Counter(d.recipient_id for d in sb.ledger)
+    assert report.finish_reason is FinishReason.COMPLETED
+    assert senders == {"alice": 10}
+    assert len(delivered) == 10 and set(delivered.values()) == {1}
+
+
+async def test_next_sender_policy_retries_a_refusal_from_another_account(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    await write_plan(path, [planned(1, sender="alice", username="closed_zed")])
+    async with running_sandbox() as sb:
+        settings = settings_for(sb, senders=("alice", "vip_b"),
+                                run=RunSettings(concurrency=4,
+                                                on_dm_not_allowed=DmNotAllowedPolicy.NEXT_SENDER))
+        report = await run_engine(settings, path)
+        assert [d.sender for d in sb.ledger] == ["vip_b"]
+    assert report.finish_reason is FinishReason.COMPLETED
+    assert (await states(path))[1] == ("sent", None)
+
+
+async def test_daily_limit_rests_the_sender_and_pauses_the_run(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    await write_plan(path, [planned(i + 1, sender="daily_d", recipient_id=str(8000 + i))
+                            for i in range(6)])
+    async with running_sandbox() as sb:
+        report = await run_engine(settings_for(sb, senders=("daily_d",),
+                                               run=RunSettings(concurrency=1)), path)
+        assert len(sb.ledger) == 3
+    assert report.finish_reason is FinishReason.PAUSED
+    assert report.detail is not None and "x_daily_limit" in report.detail
+    assert Counter(state for state, _ in (await states(path)).values()) == {"sent": 3, "pending": 3}
+
+
+async def test_bad_api_key_stops_the_run_and_sends_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    await write_plan(path, [planned(1, sender="alice", recipient_id="1")])
+    async with running_sandbox(SandboxConfig(valid_api_keys=frozenset({"another"}))) as sb:
+        report = await run_engine(settings_for(sb), path)
+        assert sb.ledger == []
+    assert report.finish_reason is FinishReason.STOPPED_BY_PROVIDER
+    assert report.detail is not None and "unauthenticated" in report.detail
+    assert (await states(path))[1][0] == "pending"
+
+
+async def test_a_restart_charges_the_limiter_with_recorded_sends(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    await write_plan(path, [planned(i + 1, sender="alice", recipient_id=str(6000 + i))
+                            for i in range(3)])
+    slow = (Rate(count=3, period_s=600.0),)
+    async with running_sandbox() as sb:
+        await run_engine(settings_for(sb, sender_rates=slow), path)
+        stopped = asyncio.Event()
+        stopped.set()
+        checkpoint = await Checkpoint.open(path)
+        provider = await open_provider(settings_for(sb).provider, Secret("k"))
+        try:
+            engine = Engine(settings=settings_for(sb, sender_rates=slow), checkpoint=checkpoint,
+                            provider=provider, auths={"alice": SenderAuth(account="alice")},
+                            stop=stopped)
+            await engine.run()
+            assert engine.next_slot_in_s("alice") > 590
+        finally:
+            await provider.aclose()
+            await checkpoint.close()
