@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.metadata import version
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from bulkdm.errors import BulkdmError
+from bulkdm.errors import BulkdmError, CheckpointError, ConfigError
 from bulkdm.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from bulkdm.checkpoint import Checkpoint
 
 __all__ = [
     "COMMANDS",
@@ -115,8 +120,175 @@ PLAN: Final = Command(
     handler=_plan,
 )
 
+# -- run --------------------------------------------------------------------------------------
+
+
+def _run_arguments(parser: argparse.ArgumentParser) -> None:
+    add_campaign_arguments(parser)
+    parser.add_argument("--out", type=Path, metavar="FILE",
+                        help="handoff JSONL file (default: NAME.handoff.jsonl beside the campaign)")
+    parser.add_argument("--sandbox", action="store_true",
+                        help="send to a local sandbox started for this run (nothing reaches X)")
+    parser.add_argument("--concurrency", type=int, metavar="N",
+                        help="requests in flight at once (default: [run] concurrency, 64)")
+    parser.add_argument("--progress", choices=("auto", "live", "plain", "none"), default="auto",
+                        help="live table on a terminal, a line every few seconds otherwise")
+
+
+async def _run(args: argparse.Namespace) -> int:
+    from bulkdm.runner import RunOptions, run_campaign
+
+    settings = settings_from_args(args)
+    if args.concurrency is not None:
+        if args.concurrency < 1:
+            raise ConfigError("--concurrency must be at least 1", source="command line")
+        settings = replace(settings, run=replace(settings.run, concurrency=args.concurrency))
+    options = RunOptions(
+        campaign=args.campaign, checkpoint=_absolute(checkpoint_path(args)),
+        out=_absolute(args.out or _beside(args.campaign, ".handoff.jsonl")),
+        sandbox=args.sandbox, progress=None if args.progress == "auto" else args.progress,
+        delimiter=args.delimiter,
+    )
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    return await run_campaign(options, settings, stream=sys.stdout, stop=stop)
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+
+    def interrupt() -> None:
+        if stop.is_set():
+            # a second Ctrl-C leaves at once; the next run settles what was in flight
+            print("\nstopped at once; run the same command to settle and resume", file=sys.stderr)
+            os._exit(130)
+        print("\nstopping: in-flight sends finish first (Ctrl-C again to quit at once)",
+              file=sys.stderr)
+        stop.set()
+
+    loop.add_signal_handler(signal.SIGINT, interrupt)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+
+
+RUN: Final = Command(
+    name="run",
+    help="plan if needed, then send; the same command resumes after any interruption",
+    add_arguments=_run_arguments,
+    handler=_run,
+)
+
+
+# -- status and export ----------------------------------------------------------------------------
+
+
+def _target_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("target", type=Path, metavar="CAMPAIGN|CHECKPOINT",
+                        help="a campaign file (its checkpoint is NAME.bulkdm.sqlite) or a checkpoint")
+
+
+def _checkpoint_of(target: Path) -> Path:
+    if target.name.endswith((".sqlite", ".db")):
+        return target
+    return _beside(target, ".bulkdm.sqlite")
+
+
+async def _open_existing(target: Path) -> Checkpoint:
+    from bulkdm.checkpoint import Checkpoint
+
+    path = _checkpoint_of(target)
+    if not await asyncio.to_thread(path.is_file):
+        raise CheckpointError(f"{path}: no checkpoint here; plan or run the campaign first")
+    return await Checkpoint.open(path)
+
+
+def _status_arguments(parser: argparse.ArgumentParser) -> None:
+    _target_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="print the status as one JSON object")
+
+
+async def _status(args: argparse.Namespace) -> int:
+    import orjson
+
+    from bulkdm.status import read_status, status_text
+
+    checkpoint = await _open_existing(args.target)
+    try:
+        status = await read_status(checkpoint)
+    finally:
+        await checkpoint.close()
+    print(orjson.dumps(status.to_dict()).decode() if args.json else status_text(status))
+    return 0
+
+
+def _export_arguments(parser: argparse.ArgumentParser) -> None:
+    _target_arguments(parser)
+    parser.add_argument("--out", type=Path, metavar="FILE",
+                        help="output file (default: NAME.export.jsonl or .csv beside the campaign)")
+    parser.add_argument("--format", choices=("jsonl", "csv"), default="jsonl",
+                        help="JSONL handoff records, or CSV for CRM import (formula cells neutralised)")
+    parser.add_argument("--status", action="append", metavar="STATE",
+                        choices=("sent", "failed", "skipped", "invalid", "pending", "unknown"),
+                        help="only rows in this state (repeat for several; default: finished rows)")
+    parser.add_argument("--as-campaign", action="store_true",
+                        help="write the rows as a new campaign file, e.g. failed rows to retry")
+
+
+async def _export(args: argparse.Namespace) -> int:
+    from bulkdm.export import ExportFormat, export_rows
+
+    fmt = ExportFormat.CAMPAIGN if args.as_campaign else ExportFormat(args.format)
+    suffix = {ExportFormat.CAMPAIGN: ".retry.jsonl", ExportFormat.CSV: ".export.csv"}.get(
+        fmt, ".export.jsonl")
+    stem = args.target.name.split(".")[0]
+    out = args.out or args.target.with_name(stem + suffix)
+    checkpoint = await _open_existing(args.target)
+    try:
+        count = await export_rows(checkpoint, out, fmt=fmt, states=args.status or ())
+    except ValueError as exc:
+        raise ConfigError(str(exc), source="command line", key="--as-campaign") from exc
+    finally:
+        await checkpoint.close()
+    print(f"wrote {count} rows to {out}")
+    return 0
+
+
+STATUS: Final = Command(name="status", help="show a checkpoint: counts, senders, failures, what is left",
+                        add_arguments=_status_arguments, handler=_status)
+EXPORT: Final = Command(name="export", help="rebuild handoff records (JSONL or CSV) from a checkpoint",
+                        add_arguments=_export_arguments, handler=_export)
+
+
+# -- sandbox --------------------------------------------------------------------------------------
+
+
+def _sandbox_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("options", nargs=argparse.REMAINDER,
+                        help="sandbox options: --port 8787 --latency 50ms --fail-rate 0.01 "
+                             "--drop-rate 0.01 ... (bulkdm sandbox -- --help lists them all)")
+
+
+async def _sandbox(args: argparse.Namespace) -> int:
+    from bulkdm.sandbox.cli import build_config, parse_args, serve
+
+    options = parse_args([o for o in args.options if o != "--"])
+    await serve(build_config(options), options.host, options.port)
+    return 0
+
+
+SANDBOX: Final = Command(name="sandbox", help="serve the local Xquik + GetXAPI sandbox",
+                         add_arguments=_sandbox_arguments, handler=_sandbox)
+
+
+def _beside(campaign: Path, suffix: str) -> Path:
+    return campaign.with_name(campaign.name.split(".")[0] + suffix)
+
+
+def _absolute(path: Path) -> Path:
+    return Path(os.path.abspath(path))
+
+
 #: every subcommand, in the order ``--help`` lists them; add more here
-COMMANDS: Final[tuple[Command, ...]] = (PLAN,)
+COMMANDS: Final[tuple[Command, ...]] = (PLAN, RUN, STATUS, EXPORT, SANDBOX)
 
 
 def build_parser(commands: Sequence[Command] = COMMANDS) -> argparse.ArgumentParser:

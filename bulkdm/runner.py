@@ -1,0 +1,204 @@
+"""``bulkdm run``: plan if needed, then send, keeping the handoff file and the display in step."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, replace
+from enum import IntEnum
+from pathlib import Path
+from typing import Final, TextIO
+
+from bulkdm.checkpoint import Checkpoint
+from bulkdm.engine import Engine, FinishReason, RunReport
+from bulkdm.errors import BulkdmError
+from bulkdm.outbox import Outbox
+from bulkdm.planner import ensure_plan
+from bulkdm.progress import Progress, SenderView, Snapshot, make_progress, summary_text
+from bulkdm.providers import open_provider
+from bulkdm.providers.base import Provider, SenderAuth
+from bulkdm.runlock import RunLock
+from bulkdm.sandbox import SandboxConfig, running_sandbox
+from bulkdm.secrets import Secret, read_secret
+from bulkdm.settings import ProviderName, RunSettings, Settings
+
+__all__ = ["ExitCode", "RunOptions", "run_campaign"]
+
+_SANDBOX_KEY: Final = "sandbox-key"
+_DISPLAY_PERIOD_S: Final = 0.25
+_RATE_WINDOW_S: Final = 10.0
+
+
+class ExitCode(IntEnum):
+    DONE = 0
+    ERROR = 1
+    USAGE = 2
+    DONE_WITH_FAILURES = 3
+    STOPPED = 4
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunOptions:
+    campaign: Path
+    checkpoint: Path
+    out: Path
+    sandbox: bool = False
+    progress: str | None = None
+    delimiter: str | None = None
+
+
+async def run_campaign(
+    options: RunOptions,
+    settings: Settings,
+    *,
+    stream: TextIO,
+    stop: asyncio.Event,
+    environ: Mapping[str, str] | None = None,
+) -> ExitCode:
+    """Plan (if the checkpoint has no plan yet) and send; the same call resumes a run."""
+    with RunLock(options.checkpoint):
+        checkpoint = await Checkpoint.open(options.checkpoint, synchronous=settings.run.synchronous)
+        try:
+            await ensure_plan(options.campaign, settings, checkpoint, delimiter=options.delimiter)
+            async with _provider(settings, options, environ) as (live, provider, auths):
+                return await _send_all(options, live, checkpoint, provider, auths, stream, stop)
+        finally:
+            await checkpoint.close()
+
+
+@contextlib.asynccontextmanager
+async def _provider(
+    settings: Settings, options: RunOptions, environ: Mapping[str, str] | None
+) -> AsyncIterator[tuple[Settings, Provider, dict[str, SenderAuth]]]:
+    async with contextlib.AsyncExitStack() as stack:
+        if options.sandbox:
+            sandbox = await stack.enter_async_context(running_sandbox(SandboxConfig()))
+            url = sandbox.xquik_url if settings.provider.name is ProviderName.XQUIK \
+                else sandbox.getxapi_url
+            settings = replace(settings, provider=replace(settings.provider, base_url=url))
+            api_key = Secret(_SANDBOX_KEY)
+        else:
+            api_key = read_secret(settings.provider.api_key_env, purpose="provider API key",
+                                  environ=environ)
+        auths = _sender_auths(settings, sandbox=options.sandbox, environ=environ)
+        provider = await open_provider(settings.provider, api_key,
+                                       concurrency=settings.run.concurrency)
+        stack.push_async_callback(provider.aclose)
+        yield settings, provider, auths
+
+
+def _sender_auths(
+    settings: Settings, *, sandbox: bool, environ: Mapping[str, str] | None
+) -> dict[str, SenderAuth]:
+    auths = {}
+    for sender in settings.senders:
+        token = None
+        if settings.provider.name is ProviderName.GETXAPI:
+            if sandbox:
+                token = Secret(f"tok-{sender.account}")
+            else:
+                variable = sender.auth_token_env or f"X_AUTH_TOKEN_{sender.account.upper()}"
+                token = read_secret(variable, purpose=f"X session token of {sender.account}",
+                                    environ=environ)
+        auths[sender.account] = SenderAuth(account=sender.account, auth_token=token)
+    return auths
+
+
+async def _send_all(
+    options: RunOptions, settings: Settings, checkpoint: Checkpoint, provider: Provider,
+    auths: dict[str, SenderAuth], stream: TextIO, stop: asyncio.Event,
+) -> ExitCode:
+    engine = Engine(settings=settings, checkpoint=checkpoint, provider=provider, auths=auths,
+                    stop=stop)
+    outbox = await Outbox.open(checkpoint, options.out, campaign=settings.campaign.name,
+                               provider=settings.provider.name.value,
+                               source_endpoint=provider.send_endpoint)
+    display = make_progress(stream, interval_s=settings.run.progress_interval_s,
+                            force=options.progress)
+    started_s = time.monotonic()
+    done = asyncio.Event()
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(outbox.follow(done))
+            tasks.create_task(_show(engine, settings, display, started_s, done))
+            try:
+                report = await _run_with_grace(engine, settings.run, stop)
+            finally:
+                done.set()
+    except* BulkdmError as group:
+        # one task's error ends the run; show it, not the group that carried it
+        raise group.exceptions[0] from None
+    finally:
+        await outbox.close()
+    final = _snapshot(engine, settings, started_s)
+    display.close(final)
+    failures = await checkpoint.failure_counts()
+    stream.write(summary_text(final, finish_reason=report.finish_reason.value,
+                              failures_by_code=failures,
+                              resume_command=None if report.finish_reason is FinishReason.COMPLETED
+                              else _resume_command(options)) + "\n")
+    if report.detail:
+        stream.write(f"note: {report.detail}\n")
+    stream.flush()
+    return _exit_code(report, final)
+
+
+async def _run_with_grace(engine: Engine, run: RunSettings, stop: asyncio.Event) -> RunReport:
+    """Run the engine; once a stop is asked for, in-flight sends get ``stop_grace_s`` to end."""
+    task = asyncio.create_task(engine.run())
+    await asyncio.wait([task, asyncio.create_task(stop.wait())],
+                       return_when=asyncio.FIRST_COMPLETED)
+    if not task.done():
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), timeout=run.stop_grace_s)
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            # rows still in flight stay "sending": the next run settles them before anything
+            return RunReport(finish_reason=FinishReason.INTERRUPTED,
+                             detail="in-flight sends did not finish in time; the next run "
+                                    "settles them", sent_this_run=0)
+    return task.result()
+
+
+async def _show(engine: Engine, settings: Settings, display: Progress, started_s: float,
+                done: asyncio.Event) -> None:
+    while not done.is_set():
+        display.update(_snapshot(engine, settings, started_s))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), timeout=_DISPLAY_PERIOD_S)
+
+
+def _snapshot(engine: Engine, settings: Settings, started_s: float) -> Snapshot:
+    now = time.time()
+    recent = [t for t in engine.recent_sends_s if t >= now - _RATE_WINDOW_S]
+    engine.recent_sends_s[:] = recent
+    elapsed_s = time.monotonic() - started_s
+    rate = len(recent) / min(_RATE_WINDOW_S, max(elapsed_s, 1e-3))
+    counts = {k: v for k, v in engine.counts.items() if v}
+    left = sum(counts.get(s, 0) for s in ("pending", "sending", "unknown"))
+    senders = [SenderView(account=s.account, state=s.state.value, sent=s.sent,
+                          next_slot_in_s=max(0.0, engine.next_slot_in_s(s.account))
+                          if s.usable else None, note=s.note)
+               for s in engine.senders]
+    return Snapshot(campaign=settings.campaign.name, counts=counts, total=sum(counts.values()),
+                    rate_per_s=rate, eta_s=left / rate if rate > 0 else None,
+                    elapsed_s=elapsed_s, senders=senders)
+
+
+def _resume_command(options: RunOptions) -> str:
+    parts = ["bulkdm", "run", str(options.campaign), "--checkpoint", str(options.checkpoint)]
+    if options.sandbox:
+        parts.append("--sandbox")
+    return " ".join(parts)
+
+
+def _exit_code(report: RunReport, final: Snapshot) -> ExitCode:
+    if report.finish_reason is not FinishReason.COMPLETED:
+        return ExitCode.STOPPED
+    if final.counts.get("failed") or final.counts.get("invalid"):
+        return ExitCode.DONE_WITH_FAILURES
+    return ExitCode.DONE
