@@ -260,13 +260,19 @@ class Checkpoint:
     async def write_plan(self, meta: PlanMeta, batches: Iterable[Sequence[PlannedRow]]) -> None:
         """Replace the plan with ``batches`` in one transaction, then mark duplicates."""
         await self.flush()
-        await self._db.execute("BEGIN IMMEDIATE")
+        # A bulk load through the WAL writes every page twice (log, then checkpoint); a rollback
+        # journal writes it once. Without exclusive access the mode stays WAL, which is correct.
+        await self._db.execute("PRAGMA journal_mode = DELETE")
         try:
-            await self._replace_plan(meta, batches)
-        except BaseException:
-            await self._db.execute("ROLLBACK")
-            raise
-        await self._db.execute("COMMIT")
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                await self._replace_plan(meta, batches)
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+            await self._db.execute("COMMIT")
+        finally:
+            await self._db.execute("PRAGMA journal_mode = WAL")
         self._seq = await self._scalar("SELECT COALESCE(MAX(finish_seq), 0) FROM rows")
 
     async def _replace_plan(self, meta: PlanMeta, batches: Iterable[Sequence[PlannedRow]]) -> None:
