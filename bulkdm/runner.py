@@ -19,6 +19,7 @@ from bulkdm.planner import ensure_plan
 from bulkdm.progress import Progress, SenderView, Snapshot, make_progress, summary_text
 from bulkdm.providers import open_provider
 from bulkdm.providers.base import Provider, SenderAuth
+from bulkdm.report import format_report
 from bulkdm.runlock import RunLock
 from bulkdm.sandbox import SandboxConfig, running_sandbox
 from bulkdm.secrets import Secret, read_secret
@@ -61,7 +62,11 @@ async def run_campaign(
     with RunLock(options.checkpoint):
         checkpoint = await Checkpoint.open(options.checkpoint, synchronous=settings.run.synchronous)
         try:
-            await ensure_plan(options.campaign, settings, checkpoint, delimiter=options.delimiter)
+            report = await ensure_plan(options.campaign, settings, checkpoint,
+                                       delimiter=options.delimiter)
+            if report.status != "unchanged":
+                # a new plan's invalid rows are shown before anything is sent
+                stream.write(format_report(report) + "\n\n")
             async with _provider(settings, options, environ) as (live, provider, auths):
                 return await _send_all(options, live, checkpoint, provider, auths, stream, stop)
         finally:
@@ -167,7 +172,8 @@ async def _run_with_grace(engine: Engine, run: RunSettings, stop: asyncio.Event)
 async def _show(engine: Engine, settings: Settings, display: Progress, started_s: float,
                 done: asyncio.Event) -> None:
     while not done.is_set():
-        display.update(_snapshot(engine, settings, started_s))
+        if engine.counts:  # empty until the engine has read the checkpoint
+            display.update(_snapshot(engine, settings, started_s))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(done.wait(), timeout=_DISPLAY_PERIOD_S)
 
