@@ -25,6 +25,7 @@ from bulkdm.providers.http import (
     parse_iso,
     redact,
     retry_after_s,
+    search_messages,
     text_field,
 )
 from bulkdm.secrets import Secret
@@ -254,23 +255,11 @@ def _page(answer: Answer | Outcome) -> JsonObject | Outcome:
 def _search(
     page: JsonObject, request: DmRequest, own_id: str, since: datetime | None
 ) -> tuple[Reconciliation | None, bool]:
-    """(the match if any, whether the page reached messages older than ``since``)."""
-    older = False
-    messages = page.get("messages")
-    for item in messages if isinstance(messages, list) else ():
-        if not isinstance(item, dict):
-            continue
-        created = parse_iso(item.get("createdAt"))
-        if created is not None and since is not None and created < since:
-            older = True
-            continue
-        if (
+    def is_ours(item: JsonObject) -> bool:
+        return (
             text_field(item, "senderId") == own_id
             and text_field(item, "recipientId") == request.recipient_id
             and item.get("text") == request.text
-        ):
-            found = Reconciliation(
-                found=True, message_id=text_field(item, "id"), sent_at=text_field(item, "createdAt")
-            )
-            return found, older
-    return None, older
+        )
+
+    return search_messages(page.get("messages"), since, is_ours)

@@ -19,7 +19,7 @@ import email.utils
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -28,7 +28,7 @@ from typing import Final
 import aiohttp
 import orjson
 
-from bulkdm.outcomes import Action, Outcome
+from bulkdm.outcomes import Action, Outcome, Reconciliation
 from bulkdm.secrets import MASK
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "parse_iso",
     "redact",
     "retry_after_s",
+    "search_messages",
     "text_field",
     "transport_outcome",
 ]
@@ -304,3 +305,27 @@ def redact(text: str, *secrets: str) -> str:
         if secret:
             text = text.replace(secret, MASK)
     return text
+
+
+def search_messages(
+    messages: object, since: datetime | None, is_ours: Callable[[JsonObject], bool]
+) -> tuple[Reconciliation | None, bool]:
+    """Look through one history page (newest first) for a message ``is_ours`` accepts.
+
+    Returns the match if any, and whether the page reached messages older than ``since`` (then
+    later pages cannot hold it either).
+    """
+    older = False
+    for item in messages if isinstance(messages, list) else ():
+        if not isinstance(item, dict):
+            continue
+        created = parse_iso(item.get("createdAt"))
+        if created is not None and since is not None and created < since:
+            older = True
+            continue
+        if is_ours(item):
+            found = Reconciliation(
+                found=True, message_id=text_field(item, "id"), sent_at=text_field(item, "createdAt")
+            )
+            return found, older
+    return None, older

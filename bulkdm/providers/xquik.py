@@ -32,6 +32,7 @@ from bulkdm.providers.http import (
     parse_iso,
     redact,
     retry_after_s,
+    search_messages,
     text_field,
 )
 from bulkdm.secrets import Secret
@@ -304,24 +305,13 @@ class XquikProvider:
 def _search(
     messages: list[object], request: DmRequest, since: datetime | None
 ) -> tuple[Reconciliation | None, bool]:
-    """(the match if any, whether the page reached messages older than ``since``)."""
-    older = False
-    for item in messages:
-        if not isinstance(item, dict):
-            continue
-        created = parse_iso(item.get("createdAt"))
-        if created is not None and since is not None and created < since:
-            older = True
-            continue
-        if (
-            text_field(item, "senderId") != request.recipient_id
-            and item.get("text") == request.text
-        ):
-            found = Reconciliation(
-                found=True, message_id=text_field(item, "id"), sent_at=text_field(item, "createdAt")
-            )
-            return found, older
-    return None, older
+    def is_ours(item: JsonObject) -> bool:
+        # the account's own messages: anything the recipient did not send
+        return text_field(item, "senderId") != request.recipient_id and (
+            item.get("text") == request.text
+        )
+
+    return search_messages(messages, since, is_ours)
 
 
 async def _read_media(path: Path) -> bytes | Outcome:
