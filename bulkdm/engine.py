@@ -95,6 +95,21 @@ class _Sender:
             self.idle.set()
 
 
+class _SentAt:
+    """When a send's request left: its rate slot is counted from then, not from when it was
+    taken. The intent's commit comes in between, and on Python 3.11 aiohttp writes the body in
+    a task of its own, after whatever else is ready on the loop: both vary with load."""
+
+    def __init__(self, taken_s: float, limiters: tuple[WindowLimiter, ...]) -> None:
+        self.at_s = taken_s
+        self._limiters = limiters
+
+    def move(self, now_s: float) -> None:
+        for limiter in self._limiters:
+            limiter.shift(self.at_s, now_s)
+        self.at_s = max(self.at_s, now_s)
+
+
 class Engine:
     """Sends every due row of a planned checkpoint; :meth:`run` returns why it finished."""
 
@@ -116,9 +131,9 @@ class Engine:
         self._clock = clock
         self._gate = gate or Gate(clock=clock)
         self._slots = asyncio.Semaphore(settings.run.concurrency)
-        self._key = WindowLimiter(settings.provider.rates)
+        self._key = WindowLimiter(settings.provider.rates, smooth=True)
         self._reads = WindowLimiter(settings.provider.read_rates)
-        self._senders = {a: _Sender(auths[a], WindowLimiter(s.windows))
+        self._senders = {a: _Sender(auths[a], WindowLimiter(s.windows, smooth=True))
                          for a, s in ((s.account, s) for s in settings.senders)}
         self._tasks: set[asyncio.Task[None]] = set()
         self._halt: str | None = None
@@ -140,6 +155,20 @@ class Engine:
     async def run(self) -> RunReport:
         """Send until every row is final, a stop is asked for, or only waiting rows remain."""
         await self._restore()
+        waker = asyncio.create_task(self._wake_slot_waiters())
+        try:
+            return await self._rounds()
+        finally:
+            waker.cancel()
+
+    async def _wake_slot_waiters(self) -> None:
+        await self._stop.wait()
+        # senders waiting for a concurrency slot see the stop when they get one; no new send
+        # starts after a stop, so the extra permits are never used for one
+        for _ in range(self._settings.run.concurrency):
+            self._slots.release()
+
+    async def _rounds(self) -> RunReport:
         sent_before = self.counts[RowState.SENT]
         for _ in range(10_000):  # a round per wave of rows moved between senders
             ready = [s for s in self._senders.values() if s.state is SenderState.READY]
@@ -161,7 +190,10 @@ class Engine:
         self.counts.update(await self._cp.state_counts())
         horizon_s = max((r.period_s for s in self._settings.senders for r in s.windows), default=0)
         horizon_s = max(horizon_s, *(r.period_s for r in self._settings.provider.rates), 0.0)
-        history = await self._cp.attempt_times(since_s=now - horizon_s - 60.0)
+        # an attempt that was in flight when the run stopped may have left at any time up to
+        # now: count it from now, which can only make the windows stricter
+        history = [(a, t if settled else now)
+                   for a, t, settled in await self._cp.attempt_times(since_s=now - horizon_s - 60.0)]
         for account, sender in self._senders.items():
             sender.limiter.charge(t for a, t in history if a == account)
         self._key.charge(t for _, t in history)
@@ -267,17 +299,18 @@ class Engine:
         key = (row.idempotency_key or "").partition("-r")[0]
         if row.key_rotation:
             key = f"{key}-r{row.key_rotation}"
-        await self._cp.submit(cp.claim(
-            row_id=row.id, attempt=attempt, sender=sender.account, key=key,
-            key_rotation=row.key_rotation, at_s=at_s,
-        ))
+        intent = cp.claim(row_id=row.id, attempt=attempt, sender=sender.account, key=key,
+                          key_rotation=row.key_rotation, at_s=at_s)
         self._move(row.state, RowState.SENDING)
         sender.started()
         request = DmRequest(recipient_id=row.recipient_id, sender=sender.auth, text=row.text or "",
                             idempotency_key=key, media_id=media_id)
-        claimed = replace(row, attempts=attempt, state=RowState.SENDING, idempotency_key=key)
+        claimed = replace(row, attempts=attempt, state=RowState.SENDING, idempotency_key=key,
+                          claimed_at_s=at_s)
+        # the sender goes on to its next row while this one's intent commits (grouped with
+        # others); the request itself waits for that commit
         task = asyncio.create_task(
-            self._send(claimed, sender, request, replay=row.state is RowState.UNKNOWN)
+            self._send(claimed, sender, request, intent, replay=row.state is RowState.UNKNOWN)
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -295,13 +328,18 @@ class Engine:
     # -- a send and what follows ---------------------------------------------------------------
 
     async def _send(
-        self, row: RowRecord, sender: _Sender, request: DmRequest, *, replay: bool
+        self, row: RowRecord, sender: _Sender, request: DmRequest, intent: list[Write], *,
+        replay: bool,
     ) -> None:
         try:
-            outcome = await self._provider.send(request)
-        finally:
-            self._slots.release()
-        try:
+            try:
+                await self._cp.submit(intent)  # durable before the request leaves
+                sent = _SentAt(row.claimed_at_s or 0.0, (self._key, sender.limiter))
+                sent.move(self._clock())
+                outcome = await self._provider.send(replace(request, on_sent=sent.move))
+            finally:
+                self._slots.release()
+            row = replace(row, claimed_at_s=sent.at_s)
             if outcome.action is Action.VERIFY and replay and outcome.http_status is not None:
                 # the replay's answer is the original, still ambiguous, action: look it up
                 await self._after_replay_ambiguous(row, sender, request, outcome)
@@ -314,7 +352,8 @@ class Engine:
         self, row: RowRecord, sender: _Sender, request: DmRequest, outcome: Outcome
     ) -> list[Write]:
         writes = [cp.attempt_result(row_id=row.id, attempt=row.attempts,
-                                    action=outcome.action.value, code=outcome.code)]
+                                    action=outcome.action.value, code=outcome.code,
+                                    sent_at_s=row.claimed_at_s)]
         action = outcome.action
         if action is Action.DONE:
             sender.sent += 1
@@ -436,7 +475,8 @@ class Engine:
         self, row: RowRecord, sender: _Sender, request: DmRequest, outcome: Outcome
     ) -> None:
         writes = [cp.attempt_result(row_id=row.id, attempt=row.attempts,
-                                    action=outcome.action.value, code=outcome.code)]
+                                    action=outcome.action.value, code=outcome.code,
+                                    sent_at_s=row.claimed_at_s)]
         found = await self._reconcile(row, sender)
         if found is False:
             # the server's record stays ambiguous but the DM is not there: a new key may go

@@ -61,6 +61,8 @@ class WindowLimiter:
     The guard widens each window so that jitter between the moment a slot is taken here and the
     moment the request reaches the provider cannot put ``count + 1`` events in a window as the
     provider measures it. ``guard_s=None`` uses :func:`default_guard_s` for each rate.
+    ``smooth=True`` also keeps events at least ``period/count`` apart (of the least strict rate):
+    the same pace, without bursts.
 
     Memory is bounded: only the newest ``max(count)`` events, and only those younger than the
     longest window, are kept.
@@ -68,9 +70,17 @@ class WindowLimiter:
     :raises ValueError: if a guard is negative.
     """
 
-    def __init__(self, rates: Sequence[Rate], *, guard_s: float | None = None) -> None:
+    def __init__(
+        self, rates: Sequence[Rate], *, guard_s: float | None = None, smooth: bool = False
+    ) -> None:
         if guard_s is not None and guard_s < 0:
             raise ValueError(f"guard_s must be >= 0, got {guard_s}")
+        # smooth: events at least period/count apart (the least strict rate's), so a window's
+        # count is spread over it instead of leaving in one burst. Bursts from many senders at
+        # once queue up at the provider, and that queueing is jitter the guard has to absorb.
+        self._spacing_s = (
+            min((r.period_s / r.count for r in rates), default=0.0) if smooth else 0.0
+        )
         self._rates = tuple(rates)
         self._windows_s = tuple(
             r.period_s + (default_guard_s(r) if guard_s is None else guard_s) for r in self._rates
@@ -110,7 +120,7 @@ class WindowLimiter:
         """
         allowed_s = now_s
         if self._log:
-            allowed_s = max(allowed_s, self._log[-1])
+            allowed_s = max(allowed_s, self._log[-1] + self._spacing_s)
         if self._rest_until_s is not None:
             allowed_s = max(allowed_s, self._rest_until_s)
         for rate, window_s in zip(self._rates, self._windows_s, strict=True):
@@ -132,6 +142,19 @@ class WindowLimiter:
         else:
             self._insert_late(at_s)
         self._prune(self._log[-1])
+
+    def shift(self, from_s: float, to_s: float) -> None:
+        """Move the event taken at ``from_s`` to ``to_s``: the moment its request really left.
+
+        A slot is taken before the intent is committed; the commit takes a few milliseconds that
+        vary with load, so the windows are counted from the send, not from the grant.
+        """
+        if self._cap == 0 or to_s <= from_s:
+            return
+        index = bisect.bisect_left(self._log, from_s)
+        if index < len(self._log) and self._log[index] == from_s:
+            del self._log[index]
+            self.record(to_s)
 
     def charge(self, times_s: Iterable[float]) -> None:
         """Restore past events (any order), e.g. send times from the checkpoint on a restart."""
@@ -270,17 +293,14 @@ class Gate:
                 slot.release()
 
     async def _take(self, slot: Slot, stop: StopEvent | None) -> bool:
-        if stop is None or not slot.locked():
-            # a free slot is taken without suspending: no task group on the hot path
-            await slot.acquire()
-            return True
-        taken = False
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_cancel_when_set, stop, tg.cancel_scope)
-            await slot.acquire()
-            taken = True
-            tg.cancel_scope.cancel()
-        return taken
+        # Waiting for a slot needs no watcher task: a slot frees when a request in flight ends,
+        # and whoever sets ``stop`` while callers wait releases the slot to wake them (the
+        # engine does). Building a cancel scope per send cost more than the send's own logic.
+        await slot.acquire()
+        if stop is not None and stop.is_set():
+            slot.release()
+            return False
+        return True
 
     async def _wait(self, wait_s: float, stop: StopEvent | None) -> None:
         if stop is None:

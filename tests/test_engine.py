@@ -108,9 +108,8 @@ async def test_bad_api_key_stops_the_run_and_sends_nothing(tmp_path: Path) -> No
 
 async def test_a_restart_charges_the_limiter_with_recorded_sends(tmp_path: Path) -> None:
     path = tmp_path / "c.sqlite"
-    await write_plan(path, [planned(i + 1, sender="alice", recipient_id=str(6000 + i))
-                            for i in range(3)])
-    slow = (Rate(count=3, period_s=600.0),)
+    await write_plan(path, [planned(1, sender="alice", recipient_id="6000")])
+    slow = (Rate(count=1, period_s=600.0),)
     async with running_sandbox() as sb:
         await run_engine(settings_for(sb, sender_rates=slow), path)
         stopped = asyncio.Event()

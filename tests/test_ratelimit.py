@@ -411,9 +411,9 @@ async def test_stop_while_waiting_for_the_slot_returns_none_and_holds_nothing() 
         tg.start_soon(waiter)
         await anyio.wait_all_tasks_blocked()
         stop.set()
+        slots.release()  # as the engine does on stop: wake whoever waits for a slot
     assert results == [None]
     assert len(lim) == 0
-    slots.release()
     assert not slots.locked()  # the waiter did not keep a slot
 
 
@@ -457,3 +457,40 @@ async def test_concurrent_acquirers_with_a_slot_never_exceed_rate_or_concurrency
     assert len(taken) == 80
     assert peak <= 3
     assert max_in_window(taken, 1.0, closed=True) <= 5
+
+
+def test_shift_moves_an_event_to_when_its_request_left() -> None:
+    lim = WindowLimiter([Rate(count=2, period_s=1.0)], guard_s=0.0)
+    lim.record(10.0)
+    lim.record(10.0)
+    lim.shift(10.0, 10.3)
+    # the window holds 10.0 and 10.3: a third fits once 10.0 leaves it, a fourth after 10.3
+    assert lim.next_allowed_s(10.5) == 11.0
+    lim.record(11.0)
+    assert lim.next_allowed_s(11.0) == 11.3
+
+
+def test_shift_of_an_unknown_time_changes_nothing() -> None:
+    lim = WindowLimiter([Rate(count=1, period_s=1.0)], guard_s=0.0)
+    lim.record(5.0)
+    lim.shift(4.0, 6.0)
+    assert lim.next_allowed_s(5.0) == 6.0
+
+
+def test_smooth_spreads_a_window_over_its_period_at_the_same_pace() -> None:
+    lim = WindowLimiter([Rate(count=5, period_s=1.0)], guard_s=0.02, smooth=True)
+    now, times = 0.0, []
+    for _ in range(11):
+        now = lim.next_allowed_s(now)
+        lim.record(now)
+        times.append(round(now, 6))
+    assert times[:5] == [0.0, 0.2, 0.4, 0.6, 0.8]  # no burst
+    assert times[5] == 1.02 and times[10] == 2.04  # the window (and its guard) still rules
+
+
+def test_smooth_spacing_follows_the_least_strict_rate() -> None:
+    # 15/15m and a 500/1d cap: one a minute, not one every 173 s
+    lim = WindowLimiter([Rate(count=15, period_s=900.0), Rate(count=500, period_s=86400.0)],
+                        smooth=True)
+    lim.record(0.0)
+    assert lim.next_allowed_s(0.0) == 60.0

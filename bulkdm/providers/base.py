@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -27,6 +28,8 @@ class DmRequest:
     text: str
     idempotency_key: str
     media_id: str | None = None
+    #: called with the wall-clock time the request's body reached the socket
+    on_sent: Callable[[float], None] | None = field(default=None, compare=False)
 
 
 class Provider(Protocol):

@@ -8,6 +8,7 @@ media, so :meth:`GetXapiProvider.upload_media` refuses.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -69,9 +70,13 @@ class GetXapiProvider:
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._api_key.reveal()}", "Accept": "application/json"}
 
-    async def _post(self, path: str, body: dict[str, object], *, write: bool) -> Answer | Outcome:
+    async def _post(
+        self, path: str, body: dict[str, object], *, write: bool,
+        on_sent: Callable[[float], None] | None = None,
+    ) -> Answer | Outcome:
         return await self._http.request(
-            "POST", self._base + path, headers=self._headers(), json_body=body, write=write
+            "POST", self._base + path, headers=self._headers(), json_body=body, write=write,
+            on_sent=on_sent,
         )
 
     # -- send --------------------------------------------------------------------------------
@@ -88,7 +93,7 @@ class GetXapiProvider:
             "recipient_id": request.recipient_id,
             "text": request.text,
         }
-        answer = await self._post("/twitter/dm/send", body, write=True)
+        answer = await self._post("/twitter/dm/send", body, write=True, on_sent=request.on_sent)
         if isinstance(answer, Outcome):
             return answer
         return self._scrub(_send_result(answer), token)

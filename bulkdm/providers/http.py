@@ -78,9 +78,13 @@ class Answer:
 
 @dataclass(slots=True)
 class _Dispatch:
-    """Set by the trace hook once aiohttp starts writing the request."""
+    """Set by the trace hooks as aiohttp writes the request."""
 
     written: bool = False
+    #: told the wall-clock time the body reached the socket (the engine's rate windows count
+    #: from then: on Python 3.11 aiohttp writes the body in a task of its own, which runs after
+    #: everything else that is ready on the loop)
+    on_sent: Callable[[float], None] | None = None
 
 
 async def _on_headers_sent(
@@ -91,6 +95,17 @@ async def _on_headers_sent(
     flag = context.trace_request_ctx
     if isinstance(flag, _Dispatch):
         flag.written = True
+
+
+async def _on_chunk_sent(
+    session: aiohttp.ClientSession,
+    context: SimpleNamespace,
+    params: aiohttp.TraceRequestChunkSentParams,
+) -> None:
+    dispatch = context.trace_request_ctx
+    if isinstance(dispatch, _Dispatch) and dispatch.on_sent is not None:
+        on_sent, dispatch.on_sent = dispatch.on_sent, None  # once, at the first chunk
+        on_sent(time.time())
 
 
 class HttpClient:
@@ -107,6 +122,7 @@ class HttpClient:
         """
         trace = aiohttp.TraceConfig()
         trace.on_request_headers_sent.append(_on_headers_sent)
+        trace.on_request_chunk_sent.append(_on_chunk_sent)
         timeout = aiohttp.ClientTimeout(
             total=request_timeout_s,
             sock_connect=min(MAX_CONNECT_TIMEOUT_S, request_timeout_s),
@@ -130,13 +146,14 @@ class HttpClient:
         json_body: object = None,
         form: aiohttp.FormData | None = None,
         params: Mapping[str, str] | None = None,
+        on_sent: Callable[[float], None] | None = None,
     ) -> Answer | Outcome:
         """Send one request and read the whole answer; a transport failure is an Outcome.
 
         ``write`` says whether the request changes something (a DM, an upload): only then can a
         failure after the request was written mean "maybe done".
         """
-        dispatch = _Dispatch()
+        dispatch = _Dispatch(on_sent=on_sent)
         data: bytes | aiohttp.FormData | None = form
         all_headers = dict(headers)
         if json_body is not None:

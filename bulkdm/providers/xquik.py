@@ -108,6 +108,7 @@ class XquikProvider:
             headers=self._headers(request.idempotency_key),
             json_body=body,
             write=True,
+            on_sent=request.on_sent,
         )
         return self._scrub(await self._write_result(answer, _DM))
 
