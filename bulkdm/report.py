@@ -111,10 +111,16 @@ class PlanReport:
 
 
 def send_time_s(count: int, windows: Sequence[Rate]) -> float:
-    """Seconds from the first to the last of ``count`` sends under every window (burst at t=0)."""
-    if count <= 0:
+    """Seconds from the first to the last of ``count`` sends under every window.
+
+    The engine spaces sends ``period/count`` apart (of the least strict window) and keeps every
+    window's count, so the slower of the two bounds rules.
+    """
+    if count <= 0 or not windows:
         return 0.0
-    return max((math.ceil(count / w.count) - 1) * w.period_s for w in windows) if windows else 0.0
+    spaced_s = (count - 1) * min(w.period_s / w.count for w in windows)
+    windowed_s = max((math.ceil(count / w.count) - 1) * w.period_s for w in windows)
+    return max(spaced_s, windowed_s)
 
 
 def estimate_duration(settings: Settings, pending_by_sender: Mapping[str, int]) -> DurationEstimate:

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
@@ -417,9 +418,10 @@ async def test_a_change_after_sending_began_is_refused(
     ("count", "windows", "seconds"),
     [
         (0, [Rate(count=15, period_s=900)], 0.0),
-        (15, [Rate(count=15, period_s=900)], 0.0),
+        (1, [Rate(count=15, period_s=900)], 0.0),
+        (15, [Rate(count=15, period_s=900)], 14 * 60.0),  # spread: one a minute
         (16, [Rate(count=15, period_s=900)], 900.0),
-        (500, [Rate(count=15, period_s=900), Rate(count=500, period_s=86400)], 33 * 900.0),
+        (500, [Rate(count=15, period_s=900), Rate(count=500, period_s=86400)], 499 * 60.0),
         (501, [Rate(count=15, period_s=900), Rate(count=500, period_s=86400)], 86400.0),
     ],
 )
@@ -442,8 +444,10 @@ def test_the_duration_is_the_slowest_sender_or_the_shared_key() -> None:
         "sender a",
         "30m",
     )
-    busy_key = estimate_duration(settings, {"a": 15, "b": 15})
-    assert (busy_key.seconds, busy_key.bound_by) == (2 * 60.0, "api key")
+    fast = (Rate(count=100, period_s=60.0),)
+    fast_senders = replace(settings, senders=tuple(replace(s, rates=fast) for s in settings.senders))
+    busy_key = estimate_duration(fast_senders, {"a": 15, "b": 16})
+    assert (busy_key.seconds, busy_key.bound_by) == (3 * 60.0, "api key")
 
 
 def test_costs_follow_the_provider_price_list() -> None:
@@ -541,7 +545,7 @@ def test_cli_plan_errors_lists_all_and_json_is_one_object(workdir: Path) -> None
         "credits": 55,
         "usd": 0.00825,
     }
-    assert report["duration"]["seconds"] == 0.0
+    assert report["duration"]["seconds"] == 120.0  # three rows of one sender, a minute apart
     assert len(report["invalid_rows"]) == 25
     assert report["invalid_rows"][0] == {
         "line": 6,
