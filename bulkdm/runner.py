@@ -186,7 +186,9 @@ def _snapshot(engine: Engine, settings: Settings, started_s: float) -> Snapshot:
     rate = len(recent) / min(_RATE_WINDOW_S, max(elapsed_s, 1e-3))
     counts = {k: v for k, v in engine.counts.items() if v}
     left = sum(counts.get(s, 0) for s in ("pending", "sending", "unknown"))
-    senders = [SenderView(account=s.account, state=s.state.value, sent=s.sent,
+    senders = [SenderView(account=s.account, sent=s.sent,
+                          state="resting" if s.usable and s.limiter.is_resting(now)
+                          else s.state.value,
                           next_slot_in_s=max(0.0, engine.next_slot_in_s(s.account))
                           if s.usable else None, note=s.note)
                for s in engine.senders]
