@@ -17,6 +17,7 @@ __all__ = [
     "canonical_username",
     "parse_recipient",
     "recipient_key",
+    "recipient_values",
 ]
 
 _USERNAME: Final = re.compile(r"[A-Za-z0-9_]{1,15}")
@@ -74,6 +75,19 @@ def recipient_key(*, user_id: str | None, username: str | None) -> str:
 
 def parse_recipient(user_id: str | None, username: str | None) -> Recipient | RecipientProblem:
     """Validate a row's ``recipient_id`` and ``recipient_username`` (``None`` when absent)."""
+    found = recipient_values(user_id, username)
+    if isinstance(found, RecipientProblem):
+        return found
+    return Recipient(user_id=found[0], username=found[1])
+
+
+def recipient_values(
+    user_id: str | None, username: str | None
+) -> tuple[str | None, str | None] | RecipientProblem:
+    """:func:`parse_recipient` as a plain ``(user_id, username)`` pair, for the planner's bulk path.
+
+    A frozen :class:`Recipient` costs about 0.3 µs to build, a tenth of planning a row.
+    """
     if user_id is None and username is None:
         return RecipientProblem(
             field="recipient_username",
@@ -94,4 +108,4 @@ def parse_recipient(user_id: str | None, username: str | None) -> Recipient | Re
             reason="bad_username",
             message=f"{username!r} is not an X username (1-15 letters, digits or _)",
         )
-    return Recipient(user_id=canonical_user_id, username=canonical_name)
+    return canonical_user_id, canonical_name

@@ -116,7 +116,7 @@ async def test_in_flight_rows_become_unknown_on_start(tmp_path: Path) -> None:
                                          key_rotation=0, at_s=100.0))
         await checkpoint.submit([cp.unsettle_in_flight()])
         assert await checkpoint.state_counts() == {"unknown": 1}
-        assert await checkpoint.attempt_times(since_s=50.0) == [("a", 100.0)]
+        assert await checkpoint.attempt_times(since_s=50.0) == [("a", 100.0, False)]
     finally:
         await checkpoint.close()
 
