@@ -1,0 +1,272 @@
+"""Shared pieces of the benchmark suite: the sandbox process, campaign files, plans, results.
+
+Everything here talks to 127.0.0.1 only. A sandbox is a child process in its own process group,
+always killed (the whole group) when its ``with`` block ends, whatever happened inside.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+REPO = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+API_KEY = "bench-key"
+API_KEY_ENV = "BULKDM_BENCH_API_KEY"
+#: a rate so high it never binds (the overhead runs), as the settings file writes it
+UNBOUNDED_RATE = "1000000000/1s"
+_T = TypeVar("_T")
+
+
+# -- results ---------------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class Target:
+    """One line of the report: a measured figure, its goal and whether it was met.
+
+    ``passed`` is None for an informational figure (no goal).
+    """
+
+    key: str
+    label: str
+    figure: str
+    goal: str = ""
+    passed: bool | None = None
+    detail: str = ""
+
+    def line(self) -> str:
+        verdict = {True: "PASS", False: "FAIL", None: "info"}[self.passed]
+        goal = f"  (goal {self.goal})" if self.goal else ""
+        detail = f"\n      {self.detail}" if self.detail else ""
+        return f"[{verdict}] {self.key:<22} {self.label}: {self.figure}{goal}{detail}"
+
+
+@dataclass(kw_only=True)
+class Section:
+    name: str
+    targets: list[Target] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, target: Target) -> Target:
+        self.targets.append(target)
+        print(target.line(), flush=True)
+        return target
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+        print(f"       {text}", flush=True)
+
+
+# -- event loops -------------------------------------------------------------------------------
+
+
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """``asyncio`` (the default loop) or ``uvloop``; None means asyncio's own default."""
+    if name == "uvloop":
+        import uvloop
+
+        factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+        return factory
+    if name != "asyncio":
+        raise ValueError(f"unknown event loop {name!r}")
+    return None
+
+
+def has_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def run_on(loop: str, main: Coroutine[Any, Any, _T]) -> _T:
+    """Run ``main`` to completion on a fresh event loop of the kind ``loop`` names."""
+    with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
+        return runner.run(main)
+
+
+# -- CPU accounting ------------------------------------------------------------------------------
+
+
+def thread_cpu_s(native_id: int) -> float:
+    """User + system CPU seconds of one thread of this process (Linux ``/proc``); 0 elsewhere."""
+    try:
+        stat = Path(f"/proc/self/task/{native_id}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# -- the sandbox process ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class SandboxProc:
+    root_url: str
+    xquik_url: str
+    process: subprocess.Popen[bytes]
+
+    def ledger(self, *, page_timeout_s: float = 30.0) -> list[dict[str, Any]]:
+        """Every delivery so far, read over ``GET /_sandbox/ledger`` a page at a time."""
+        deliveries: list[dict[str, Any]] = []
+        for _ in range(10_000):  # bounded: each page returns everything after the offset
+            url = f"{self.root_url}/_sandbox/ledger?offset={len(deliveries)}"
+            with urllib.request.urlopen(url, timeout=page_timeout_s) as answer:
+                page = orjson.loads(answer.read())
+            deliveries.extend(page["deliveries"])
+            if not page["deliveries"] or len(deliveries) >= page["total"]:
+                break
+        return deliveries
+
+    def ledger_total(self) -> int:
+        # offset past any real length: the page is empty, "total" is the count
+        url = f"{self.root_url}/_sandbox/ledger?offset=999999999999"
+        with urllib.request.urlopen(url, timeout=10.0) as answer:
+            return int(orjson.loads(answer.read())["total"])
+
+    def cpu_s(self) -> float:
+        """CPU seconds the sandbox process has used so far (Linux ``/proc``)."""
+        try:
+            stat = Path(f"/proc/{self.process.pid}/stat").read_text()
+        except OSError:
+            return 0.0
+        fields = stat.rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def sandbox_process(*flags: str, start_timeout_s: float = 20.0) -> Iterator[SandboxProc]:
+    """``python -m bulkdm.sandbox --port 0 FLAGS`` in its own process group, killed on exit."""
+    command = [PYTHON, "-m", "bulkdm.sandbox", "--host", "127.0.0.1", "--port", "0", *flags]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        urls = _read_urls(process, start_timeout_s)
+        yield SandboxProc(root_url=urls["sandbox"], xquik_url=urls["xquik"], process=process)
+    finally:
+        _kill_group(process)
+
+
+def _read_urls(process: subprocess.Popen[bytes], timeout_s: float) -> dict[str, str]:
+    assert process.stdout is not None
+    deadline = time.monotonic() + timeout_s
+    urls: dict[str, str] = {}
+    while len(urls) < 3 and time.monotonic() < deadline:
+        line = process.stdout.readline().decode()
+        if not line:
+            break
+        name, _, url = line.strip().partition(" ")
+        if url.strip().startswith("http://127.0.0.1:"):
+            urls[name] = url.strip()
+    if len(urls) < 3:
+        raise RuntimeError(f"the sandbox did not start (exit code {process.poll()})")
+    return urls
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=5.0)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=5.0)
+    if process.stdout is not None:
+        process.stdout.close()
+
+
+# -- campaigns, settings and plans -----------------------------------------------------------
+
+
+def sender_names(count: int) -> list[str]:
+    return [f"bench{n:03d}" for n in range(count)]
+
+
+def write_campaign(path: Path, rows: int, *, first_id: int = 10_000_000) -> None:
+    """A JSONL campaign of ``rows`` distinct numeric recipients (no lookups needed)."""
+    chunk = 50_000
+    with path.open("wb") as out:
+        for start in range(0, rows, chunk):
+            out.write(b"".join(
+                orjson.dumps({"recipient_id": str(first_id + n), "first_name": f"N{n}"})
+                + b"\n" for n in range(start, min(rows, start + chunk))))
+
+
+def write_settings(
+    path: Path, *, base_url: str, senders: Sequence[str], sender_rate: str = UNBOUNDED_RATE,
+    key_rate: str = UNBOUNDED_RATE, concurrency: int = 64, synchronous: str = "FULL",
+) -> None:
+    """The settings file of a benchmark campaign (Xquik, API key from ``API_KEY_ENV``)."""
+    blocks = "".join(
+        f'[[senders]]\naccount = "{s}"\nrate = "{sender_rate}"\ndaily_cap = 2000000000\n\n'
+        for s in senders)
+    path.write_text(
+        '[campaign]\nname = "bench"\ntemplate = "Hello {first_name}, your plan is ready."\n\n'
+        f'[provider]\nname = "xquik"\nbase_url = "{base_url}"\nrate = "{key_rate}"\n'
+        f'read_rate = "{UNBOUNDED_RATE}"\napi_key_env = "{API_KEY_ENV}"\n'
+        'request_timeout = "30s"\n\n'
+        f"{blocks}"
+        '[retry]\nmax_attempts = 5\nbase_delay = "50ms"\nmax_delay = "1s"\n\n'
+        f'[run]\nconcurrency = {concurrency}\nsynchronous = "{synchronous}"\n'
+        'stop_grace = "10s"\nprogress_interval = "1000s"\n',
+        encoding="utf-8")
+
+
+def bench_env() -> dict[str, str]:
+    return {**os.environ, API_KEY_ENV: API_KEY, "PYTHONUNBUFFERED": "1"}
+
+
+def plan_checkpoint(campaign: Path, settings: Path, checkpoint: Path, *,
+                    timeout_s: float = 600.0) -> float:
+    """``bulkdm plan`` in a subprocess; returns its wall time in seconds."""
+    command = [PYTHON, "-m", "bulkdm", "plan", str(campaign), "--config", str(settings),
+               "--checkpoint", str(checkpoint), "--json"]
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, check=False,
+                          timeout=timeout_s, env=bench_env())
+    if done.returncode != 0:
+        raise RuntimeError(f"bulkdm plan failed ({done.returncode}): {done.stderr[-2000:]}")
+    return time.perf_counter() - started
+
+
+def copy_checkpoint(source: Path, target: Path) -> None:
+    """A fresh copy of a planned checkpoint (the plan is closed, so it is one file)."""
+    for suffix in ("", "-wal", "-shm"):
+        stale = Path(str(target) + suffix)
+        if stale.exists():
+            stale.unlink()
+    shutil.copyfile(source, target)
+
+
+def windows_over(times_s: Sequence[float], count: int, period_s: float) -> int:
+    """How many deliveries close a window of ``period_s`` holding more than ``count``.
+
+    ``times_s`` ascending. A window is half-open, ``(t - period_s, t]``, as a provider measures it.
+    """
+    over, start = 0, 0
+    for end, at_s in enumerate(times_s):
+        while times_s[start] <= at_s - period_s:
+            start += 1
+        if end - start + 1 > count:
+            over += 1
+    return over
