@@ -417,12 +417,18 @@ class Checkpoint:
         rows = await self._all("SELECT MIN(at_s) FROM attempts WHERE row_id = ?", (row_id,))
         return float(rows[0][0]) if rows and rows[0][0] is not None else None
 
-    async def attempt_times(self, *, since_s: float) -> list[tuple[str, float, bool]]:
-        """(sender, time, settled) of every attempt since ``since_s``: the limiters' history on
-        a restart. An attempt without a result was in flight when the run stopped; its time is
-        when its slot was taken, and the request may have left later."""
-        sql = "SELECT sender, at_s, action IS NOT NULL FROM attempts WHERE at_s >= ? ORDER BY at_s"
-        return [(str(s), float(t), bool(d)) for s, t, d in await self._all(sql, (since_s,))]
+    async def attempt_times(
+        self, sender: str | None, *, since_s: float, limit: int
+    ) -> list[tuple[float, bool]]:
+        """(time, settled) of the newest ``limit`` attempts since ``since_s``, of one sender or
+        (``None``) of all: a limiter's history on a restart, bounded by what it can hold. An
+        attempt without a result was in flight when the run stopped; its time is when its slot
+        was taken, and the request may have left later."""
+        where = "at_s >= ?" if sender is None else "sender = ? AND at_s >= ?"
+        params = (since_s, limit) if sender is None else (sender, since_s, limit)
+        sql = (f"SELECT at_s, action IS NOT NULL FROM attempts WHERE {where} "
+               "ORDER BY at_s DESC LIMIT ?")
+        return [(float(t), bool(d)) for t, d in await self._all(sql, params)]
 
     async def cached_users(self, usernames: Sequence[str]) -> dict[str, tuple[str | None, str]]:
         """username (lower case) -> (user id or None, status) for those already resolved."""

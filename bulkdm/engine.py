@@ -188,19 +188,21 @@ class Engine:
         now = self._clock()
         await self._cp.submit([cp.unsettle_in_flight()])
         self.counts.update(await self._cp.state_counts())
-        horizon_s = max((r.period_s for s in self._settings.senders for r in s.windows), default=0)
-        horizon_s = max(horizon_s, *(r.period_s for r in self._settings.provider.rates), 0.0)
-        # an attempt that was in flight when the run stopped may have left at any time up to
-        # now: count it from now, which can only make the windows stricter
-        history = [(a, t if settled else now)
-                   for a, t, settled in await self._cp.attempt_times(since_s=now - horizon_s - 60.0)]
         for account, sender in self._senders.items():
-            sender.limiter.charge(t for a, t in history if a == account)
-        self._key.charge(t for _, t in history)
+            sender.limiter.charge(await self._history(account, sender.limiter, now))
+        self._key.charge(await self._history(None, self._key, now))
         for record in await self._cp.sender_records():
             sender_run = self._senders.get(record.account)
             if sender_run is not None:
                 self._apply_sender_record(sender_run, record, now)
+
+    async def _history(self, account: str | None, limiter: WindowLimiter, now: float) -> list[float]:
+        since_s = now - max((limiter.window_s(r) for r in limiter.rates), default=0.0)
+        cap = max((r.count for r in limiter.rates), default=0)
+        attempts = await self._cp.attempt_times(account, since_s=since_s, limit=cap)
+        # an attempt that was in flight when the run stopped may have left at any time up to
+        # now: count it from now, which can only make the windows stricter
+        return [t if settled else now for t, settled in attempts]
 
     def _apply_sender_record(self, sender: _Sender, record: cp.SenderRecord, now_s: float) -> None:
         if record.state == SenderState.OUT:

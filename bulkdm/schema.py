@@ -87,5 +87,8 @@ INDEXES: Final = {
 LOAD_LATE_INDEXES: Final = frozenset({"rows_recipient_id"})
 
 #: MIGRATIONS[n] takes a checkpoint from user_version n to n + 1.
-MIGRATIONS: Final = (_V1,)
+#: v2: a restart reads each sender's newest attempts, not every attempt of the last day
+_V2: Final = "CREATE INDEX attempts_by_sender ON attempts (sender, at_s);"
+
+MIGRATIONS: Final = (_V1, _V2)
 SCHEMA_VERSION: Final = len(MIGRATIONS)

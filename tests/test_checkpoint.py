@@ -15,7 +15,7 @@ from bulkdm.checkpoint import Checkpoint, Finish, Write
 from bulkdm.errors import CheckpointError, CheckpointLockedError
 from bulkdm.rows import PlannedRow, RowState
 from bulkdm.runlock import RunLock
-from bulkdm.schema import SCHEMA_VERSION
+from bulkdm.schema import MIGRATIONS, SCHEMA_VERSION
 from tests.enginekit import planned, write_plan
 
 
@@ -26,6 +26,22 @@ async def test_new_file_is_migrated_and_reopens(tmp_path: Path) -> None:
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_a_version_1_checkpoint_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    with sqlite3.connect(path) as db:
+        db.executescript(MIGRATIONS[0] + "PRAGMA user_version = 1;")
+        db.execute("INSERT INTO rows (line, state) VALUES (1, 'pending')")
+    checkpoint = await Checkpoint.open(path)
+    try:
+        assert await checkpoint.state_counts() == {"pending": 1}
+    finally:
+        await checkpoint.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        names = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert "attempts_by_sender" in names
 
 
 async def test_newer_schema_is_refused(tmp_path: Path) -> None:
@@ -116,7 +132,8 @@ async def test_in_flight_rows_become_unknown_on_start(tmp_path: Path) -> None:
                                          key_rotation=0, at_s=100.0))
         await checkpoint.submit([cp.unsettle_in_flight()])
         assert await checkpoint.state_counts() == {"unknown": 1}
-        assert await checkpoint.attempt_times(since_s=50.0) == [("a", 100.0, False)]
+        assert await checkpoint.attempt_times("a", since_s=50.0, limit=10) == [(100.0, False)]
+        assert await checkpoint.attempt_times(None, since_s=150.0, limit=10) == []
     finally:
         await checkpoint.close()
 
