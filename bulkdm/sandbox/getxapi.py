@@ -150,14 +150,10 @@ class GetXapiRoutes:
     # -- reads -------------------------------------------------------------------------------
 
     async def dm_list(self, request: web.Request) -> web.StreamResponse:
-        opened = await self._open(request, windows_are_writes=False)
-        if isinstance(opened, web.Response):
-            return opened
-        body, sender = opened
-        refusal = self._reader_refusal(sender)
-        if refusal is not None:
-            return refusal
-        user_id = self._state.directory.sender_id(sender)
+        reader = await self._reader(request)
+        if isinstance(reader, web.Response):
+            return reader
+        body, user_id = reader
         page = _page(self._state.ledger.involving(user_id), body)
         if page is None:
             return _error(400, "Invalid cursor")
@@ -174,14 +170,10 @@ class GetXapiRoutes:
         )
 
     async def dm_conversation(self, request: web.Request) -> web.StreamResponse:
-        opened = await self._open(request, windows_are_writes=False)
-        if isinstance(opened, web.Response):
-            return opened
-        body, sender = opened
-        refusal = self._reader_refusal(sender)
-        if refusal is not None:
-            return refusal
-        user_id = self._state.directory.sender_id(sender)
+        reader = await self._reader(request)
+        if isinstance(reader, web.Response):
+            return reader
+        body, user_id = reader
         pair = _conversation_pair(body.get("conversation_id"), user_id)
         if isinstance(pair, web.Response):
             return pair
@@ -201,6 +193,17 @@ class GetXapiRoutes:
                 "users": {uid: self._brief_user(uid) for uid in pair},
             }
         )
+
+    async def _reader(self, request: web.Request) -> tuple[dict[str, Any], str] | web.Response:
+        """The body and the reading sender's own user id, or the answer that refuses them."""
+        opened = await self._open(request, windows_are_writes=False)
+        if isinstance(opened, web.Response):
+            return opened
+        body, sender = opened
+        refusal = self._reader_refusal(sender)
+        if refusal is not None:
+            return refusal
+        return body, self._state.directory.sender_id(sender)
 
     def _reader_refusal(self, sender: str) -> web.Response | None:
         refusal = self._state.directory.sender_refusal(sender)
