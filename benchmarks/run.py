@@ -103,7 +103,8 @@ def _summary(sections: list[Section], crashed: list[str], *, smoke: bool, elapse
     print(f"\n== summary ({elapsed_s:.0f} s)")
     for target in targets:
         print(target.line())
-    print(f"{passed} passed, {len(failed)} failed"
+    # worded apart from a test runner's "N passed, N failed": CI reads that line as test results
+    print(f"targets met: {passed}; not met: {len(failed)}"
           + (f" ({', '.join(failed)})" if failed else "")
           + (f", crashed: {', '.join(crashed)}" if crashed else ""))
     if crashed:
