@@ -318,11 +318,8 @@ class Engine:
         task.add_done_callback(self._tasks.discard)
 
     async def _take_slot(self, sender: _Sender) -> float | None:
-        """A concurrency slot and a rate slot at one instant; the time is the attempt's time.
-
-        The gate takes the concurrency slot before it records the rate slot, so a send never
-        leaves later than the time its rate slot was recorded at (plus the claim's commit).
-        """
+        """A concurrency slot and a rate slot at one instant (None: stopped, or resting past
+        the run). The rate slot is later moved to when the request reaches the socket."""
         return await self._gate.acquire(sender.limiter, self._key, stop=self._stop,
                                         slot=self._slots,
                                         deadline_s=self._clock() + _MAX_REST_WAIT_S)
