@@ -455,9 +455,6 @@ class Checkpoint:
         )
         return [(int(r[0]), _record(r[1:])) for r in await self._all(sql, (seq, limit))]
 
-    async def rows_for_export(self, states: Sequence[str], *, after_id: int, limit: int) -> list[RowRecord]:
-        return await self.rows_by_state(states, after_id=after_id, limit=limit)
-
     async def handoff_cursor(self) -> HandoffCursor:
         rows = dict(await self._all("SELECT key, value FROM meta WHERE key LIKE 'handoff.%'"))
         return HandoffCursor(
@@ -468,10 +465,6 @@ class Checkpoint:
 
     async def failure_counts(self) -> dict[str, int]:
         return await self.reason_counts(("failed",))
-
-    async def meta_value(self, key: str) -> str | None:
-        rows = await self._all("SELECT value FROM meta WHERE key = ?", (key,))
-        return str(rows[0][0]) if rows else None
 
 
 @functools.cache
