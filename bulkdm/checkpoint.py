@@ -56,7 +56,6 @@ _ROW_COLUMNS: Final = (
     "duplicate_of_line, sent_at, finished_at, request_id, write_action_id, text_sha256, "
     "key_rotation, claimed_at"
 )
-_RECORD_FIELDS: Final = tuple(f.name for f in fields(RowRecord))
 #: The columns a plan fills, in the order of :data:`RowParams`.
 _PLAN_COLUMNS: Final = (
     "line", "state", "recipient_id", "recipient_username", "recipient_key", "text", "text_sha256",
@@ -200,8 +199,8 @@ class Checkpoint:
         return int(row[0]) if row is not None and row[0] is not None else 0
 
     async def _all(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
-        async with self._db.execute(sql, params) as cursor:
-            return list(await cursor.fetchall())
+        # one trip to SQLite's thread (a cursor's execute, fetch and close are three)
+        return list(await self._db.execute_fetchall(sql, params))
 
     # -- group commit ---------------------------------------------------------------------
 
@@ -532,9 +531,7 @@ def _apply(db: sqlite3.Connection, writes: list[Write]) -> None:
 
 
 def _record(values: Sequence[Any]) -> RowRecord:
-    data = dict(zip(_RECORD_FIELDS, values, strict=True))
-    data["state"] = RowState(data["state"])
-    return RowRecord(**data)
+    return RowRecord(values[0], values[1], RowState(values[2]), *values[3:])
 
 
 # -- writes: pure builders; the engine groups them and passes them to Checkpoint.submit ------

@@ -58,9 +58,13 @@ class PlannedRow:
         return None
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, slots=True)
 class RowRecord:
-    """A row as the checkpoint holds it during and after a run (what exports are built from)."""
+    """A row as the checkpoint holds it during and after a run (what exports are built from).
+
+    Fields are in the checkpoint's column order: it builds records positionally, a page at a
+    time on the send path. Everyone else names them.
+    """
 
     id: int
     line: int

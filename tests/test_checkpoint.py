@@ -6,6 +6,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ import pytest
 from bulkdm import checkpoint as cp
 from bulkdm.checkpoint import Checkpoint, Finish, Write
 from bulkdm.errors import CheckpointError, CheckpointLockedError
-from bulkdm.rows import PlannedRow, RowState
+from bulkdm.rows import PlannedRow, RowRecord, RowState
 from bulkdm.runlock import RunLock
 from bulkdm.schema import MIGRATIONS, SCHEMA_VERSION
 from tests.enginekit import planned, write_plan
@@ -154,3 +155,11 @@ def test_run_lock_names_the_holder_and_survives_kill_9(tmp_path: Path) -> None:
             holder.wait(timeout=10)
     with RunLock(path):  # the kernel dropped the dead holder's lock
         pass
+
+
+def test_row_columns_are_in_row_record_field_order() -> None:
+    # the checkpoint builds records positionally: a field added to one and not the other, or
+    # in another place, would shift every value after it
+    columns = [c.strip() for c in cp._ROW_COLUMNS.split(",")]
+    names = [f.name for f in fields(RowRecord)]
+    assert columns == [n.removesuffix("_s") if n == "claimed_at_s" else n for n in names]
