@@ -15,7 +15,7 @@ import hashlib
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -305,15 +305,15 @@ class Engine:
                           key_rotation=row.key_rotation, at_s=at_s)
         self._move(row.state, RowState.SENDING)
         sender.started()
-        request = DmRequest(recipient_id=row.recipient_id, sender=sender.auth, text=row.text or "",
-                            idempotency_key=key, media_id=media_id)
-        claimed = replace(row, attempts=attempt, state=RowState.SENDING, idempotency_key=key,
-                          claimed_at_s=at_s)
+        claimed = RowRecord(
+            row.id, row.line, RowState.SENDING, row.recipient_id, row.recipient_username,
+            row.text, sender.account, row.external_id, row.media, row.consent, key, attempt,
+            text_sha256=row.text_sha256, key_rotation=row.key_rotation, claimed_at_s=at_s,
+        )
         # the sender goes on to its next row while this one's intent commits (grouped with
         # others); the request itself waits for that commit
-        task = asyncio.create_task(
-            self._send(claimed, sender, request, intent, replay=row.state is RowState.UNKNOWN)
-        )
+        task = asyncio.create_task(self._send(claimed, sender, media_id, intent,
+                                              replay=row.state is RowState.UNKNOWN))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -327,32 +327,35 @@ class Engine:
     # -- a send and what follows ---------------------------------------------------------------
 
     async def _send(
-        self, row: RowRecord, sender: _Sender, request: DmRequest, intent: list[Write], *,
+        self, row: RowRecord, sender: _Sender, media_id: str | None, intent: list[Write], *,
         replay: bool,
     ) -> None:
+        sent = _SentAt(row.claimed_at_s or 0.0, (self._key, sender.limiter))
+        request = DmRequest(recipient_id=row.recipient_id or "", sender=sender.auth,
+                            text=row.text or "", idempotency_key=row.idempotency_key or "",
+                            media_id=media_id, on_sent=sent.move)
         try:
             try:
                 await self._cp.submit(intent)  # durable before the request leaves
-                sent = _SentAt(row.claimed_at_s or 0.0, (self._key, sender.limiter))
-                sent.move(self._clock())
-                outcome = await self._provider.send(replace(request, on_sent=sent.move))
+                outcome = await self._provider.send(request)
             finally:
                 self._slots.release()
-            row = replace(row, claimed_at_s=sent.at_s)
             if outcome.action is Action.VERIFY and replay and outcome.http_status is not None:
                 # the replay's answer is the original, still ambiguous, action: look it up
-                await self._after_replay_ambiguous(row, sender, request, outcome)
+                await self._after_replay_ambiguous(row, sender, request, outcome, sent.at_s)
             else:
-                await self._cp.submit(await self._after_send(row, sender, request, outcome))
+                await self._cp.submit(
+                    await self._after_send(row, sender, request, outcome, sent.at_s))
         finally:
             sender.ended()
 
     async def _after_send(
-        self, row: RowRecord, sender: _Sender, request: DmRequest, outcome: Outcome
+        self, row: RowRecord, sender: _Sender, request: DmRequest, outcome: Outcome,
+        sent_at_s: float,
     ) -> list[Write]:
         writes = [cp.attempt_result(row_id=row.id, attempt=row.attempts,
                                     action=outcome.action.value, code=outcome.code,
-                                    sent_at_s=row.claimed_at_s)]
+                                    sent_at_s=sent_at_s)]
         action = outcome.action
         if action is Action.DONE:
             sender.sent += 1
@@ -471,11 +474,12 @@ class Engine:
         return result.found
 
     async def _after_replay_ambiguous(
-        self, row: RowRecord, sender: _Sender, request: DmRequest, outcome: Outcome
+        self, row: RowRecord, sender: _Sender, request: DmRequest, outcome: Outcome,
+        sent_at_s: float,
     ) -> None:
         writes = [cp.attempt_result(row_id=row.id, attempt=row.attempts,
                                     action=outcome.action.value, code=outcome.code,
-                                    sent_at_s=row.claimed_at_s)]
+                                    sent_at_s=sent_at_s)]
         found = await self._reconcile(row, sender)
         if found is False:
             # the server's record stays ambiguous but the DM is not there: a new key may go
