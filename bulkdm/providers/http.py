@@ -61,7 +61,7 @@ _log = logging.getLogger("bulkdm.providers")
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Answer:
-    """An HTTP answer, fully read. ``headers`` has lower-cased names."""
+    """An HTTP answer, fully read. ``headers`` answers to lower-case names (any case for aiohttp's)."""
 
     status: int
     headers: Mapping[str, str]
@@ -184,8 +184,8 @@ class HttpClient:
 
 async def _read(response: aiohttp.ClientResponse) -> Answer:
     body = await response.read()
-    headers = {name.lower(): value for name, value in response.headers.items()}
-    return Answer(status=response.status, headers=headers, body=body)
+    # aiohttp's headers answer to any case of a name: no copy per answer
+    return Answer(status=response.status, headers=response.headers, body=body)
 
 
 def _path(url: str) -> str:
