@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.bare_loop import BareResult, bare_loop
+from benchmarks.bare_loop import BareResult, bare_loop, provider_loop
 from benchmarks.common import (
     Section,
     Target,
@@ -144,6 +144,15 @@ def _bare(shape: _Shape, *, loop: str, latency: str | None = None) -> BareResult
     return result
 
 
+def _client_only(shape: _Shape, *, loop: str) -> BareResult:
+    with sandbox_process() as sandbox:
+        result = run_on(loop, provider_loop(sandbox.xquik_url, rows=shape.rows,
+                                            concurrency=shape.concurrency, senders=shape.senders))
+    if result.errors or result.sends != shape.rows:
+        raise RuntimeError(f"provider loop: {result.sends} sent, {result.errors} errors")
+    return result
+
+
 def _mean_rate(runs: list[_EngineRun]) -> float:
     return statistics.fmean(r.rate for r in runs)
 
@@ -162,10 +171,12 @@ def run_overhead(section: Section, sizes: OverheadSizes, folder: Path) -> dict[s
     bare_rates: dict[str, float] = {}
     for loop in loops:
         bares: list[BareResult] = []
+        clients: list[BareResult] = []
         full: list[_EngineRun] = []
         normal: list[_EngineRun] = []
         for _ in range(sizes.reps):  # interleaved, so drift hits all of them alike
             bares.append(_bare(common, loop=loop))
+            clients.append(_client_only(common, loop=loop))
             full.append(_engine(plans, folder, common, loop=loop, synchronous="FULL"))
             if loop == "asyncio":
                 normal.append(_engine(plans, folder, common, loop=loop, synchronous="NORMAL"))
@@ -187,6 +198,7 @@ def run_overhead(section: Section, sizes: OverheadSizes, folder: Path) -> dict[s
             figure=f"{_cpu_per_1000(full):.3f} / {bare_cpu:.3f} "
                    f"({_cpu_per_1000(full) / bare_cpu:.1f}x); SQLite thread "
                    f"{sqlite_share:.0%} of the engine's CPU"))
+        _split(section, loop, bare_rate, clients, _mean_rate(full), figures)
         figures[f"cpu_{loop}"] = _cpu_per_1000(full)
         figures[f"bare_cpu_{loop}"] = bare_cpu
         figures[f"sqlite_share_{loop}"] = sqlite_share
@@ -203,6 +215,19 @@ def run_overhead(section: Section, sizes: OverheadSizes, folder: Path) -> dict[s
     _extras(section, plans, folder, sizes, bare_rates["asyncio"], figures)
     _latency(section, plans, folder, sizes, bare_rates["asyncio"], figures)
     return figures
+
+
+def _split(section: Section, loop: str, bare_rate: float, clients: list[BareResult],
+           engine_rate: float, figures: dict[str, float]) -> None:
+    """Where the distance to the bare loop is: bulkdm's HTTP client alone, then the engine."""
+    client_rate = statistics.fmean(c.rate for c in clients)
+    client_cpu = 1000 * sum(c.cpu_s for c in clients) / sum(c.sends for c in clients)
+    figures[f"client_{loop}"] = client_rate / bare_rate
+    section.add(Target(
+        key=f"client-only[{loop}]",
+        label="bulkdm's Xquik client alone (no engine), and the engine next to it",
+        figure=f"client {client_rate / bare_rate:.2f}x of bare ({client_rate:,.0f} sends/s, "
+               f"CPU/1k {client_cpu:.3f}); engine {engine_rate / client_rate:.2f}x of the client"))
 
 
 def _extras(section: Section, plans: _Plans, folder: Path, sizes: OverheadSizes,
