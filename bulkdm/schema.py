@@ -70,10 +70,12 @@ CREATE TABLE senders (
 );
 """
 
-#: Only what the run's queries need: due rows per sender, a resolved id's other rows, and the
-#: handoff order (partial: most rows have no id collision to find or no finish number yet).
+#: Only what the run's queries need: rows by state (due rows per sender, and the counts and
+#: lists a report or a resume reads: with the state first they are ranges, not table scans), a
+#: resolved id's other rows, and the handoff order (partial: most rows have no id collision to
+#: find or no finish number yet).
 INDEXES: Final = {
-    "rows_todo": "CREATE INDEX IF NOT EXISTS rows_todo ON rows (sender, state, id)",
+    "rows_state": "CREATE INDEX IF NOT EXISTS rows_state ON rows (state, sender, id)",
     "rows_recipient_id": "CREATE INDEX IF NOT EXISTS rows_recipient_id ON rows (recipient_id) "
     "WHERE recipient_id IS NOT NULL",
     "rows_finish": "CREATE UNIQUE INDEX IF NOT EXISTS rows_finish ON rows (finish_seq) "
@@ -90,5 +92,8 @@ LOAD_LATE_INDEXES: Final = frozenset({"rows_recipient_id"})
 #: v2: a restart reads each sender's newest attempts, not every attempt of the last day
 _V2: Final = "CREATE INDEX attempts_by_sender ON attempts (sender, at_s);"
 
-MIGRATIONS: Final = (_V1, _V2)
+#: v3: rows_todo (sender, state, id) gives way to rows_state (state, sender, id), built on open
+_V3: Final = "DROP INDEX IF EXISTS rows_todo;"
+
+MIGRATIONS: Final = (_V1, _V2, _V3)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
