@@ -187,7 +187,13 @@ class Checkpoint:
             )
         for index in INDEXES.values():
             await self._db.execute(index)
-        self._seq = await self._scalar("SELECT COALESCE(MAX(finish_seq), 0) FROM rows")
+        self._seq = await self._last_seq()
+
+    async def _last_seq(self) -> int:
+        # the WHERE lets SQLite read the answer from the rows_finish index instead of the table
+        return await self._scalar(
+            "SELECT COALESCE(MAX(finish_seq), 0) FROM rows WHERE finish_seq IS NOT NULL"
+        )
 
     async def close(self) -> None:
         await self.flush()
@@ -278,7 +284,7 @@ class Checkpoint:
             await self._db.execute("COMMIT")
         finally:
             await self._db.execute("PRAGMA journal_mode = WAL")
-        self._seq = await self._scalar("SELECT COALESCE(MAX(finish_seq), 0) FROM rows")
+        self._seq = await self._last_seq()
 
     async def _replace_plan(self, meta: PlanMeta, batches: Iterable[Sequence[RowParams]]) -> None:
         for statement in ("DELETE FROM rows", "DELETE FROM attempts", "DELETE FROM meta"):
@@ -340,14 +346,13 @@ class Checkpoint:
         return {str(k): v for k, v in await self._all(sql, (state,))}
 
     async def plan_totals(self) -> PlanTotals:
-        pending = await self._scalar("SELECT COUNT(*) FROM rows WHERE state = 'pending'")
-        lookups = await self._scalar(
-            "SELECT COUNT(*) FROM rows WHERE state = 'pending' AND recipient_id IS NULL"
+        # one pass over the pending rows (a fresh plan's are nearly all of them)
+        found = await self._all(
+            "SELECT COUNT(*), COALESCE(SUM(recipient_id IS NULL), 0), "
+            "COUNT(DISTINCT CASE WHEN media IS NOT NULL THEN json_array(media, sender) END) "
+            "FROM rows WHERE state = 'pending'"
         )
-        media = await self._scalar(
-            "SELECT COUNT(*) FROM (SELECT DISTINCT media, sender FROM rows "
-            "WHERE state = 'pending' AND media IS NOT NULL)"
-        )
+        pending, lookups, media = found[0]
         return PlanTotals(pending=pending, lookups=lookups, media_uploads=media)
 
     async def invalid_rows(self, limit: int | None) -> list[RowRecord]:

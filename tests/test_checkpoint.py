@@ -6,7 +6,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
@@ -166,3 +166,25 @@ def test_row_columns_are_in_row_record_field_order() -> None:
     columns = [c.strip() for c in cp._ROW_COLUMNS.split(",")]
     names = [f.name for f in fields(RowRecord)]
     assert columns == [n.removesuffix("_s") if n == "claimed_at_s" else n for n in names]
+
+
+async def test_plan_totals_count_pending_rows_lookups_and_one_upload_per_file_and_sender(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "c.sqlite"
+    rows = [
+        replace(planned(1, sender="a", recipient_id="1"), media="/m/pic.png"),
+        replace(planned(2, sender="a", username="bo"), media="/m/pic.png"),  # same upload
+        replace(planned(3, sender="b", recipient_id="3"), media="/m/pic.png"),  # other sender
+        replace(planned(4, sender="a", username="cy"), media="/m/other.png"),
+        planned(5, sender="b", username="di"),
+        planned(6, sender="b", recipient_id="6"),
+        replace(planned(7, sender="a", username="ed"), state=RowState.INVALID, media="/m/x.png"),
+    ]
+    await write_plan(path, rows)
+    checkpoint = await Checkpoint.open(path)
+    try:
+        totals = await checkpoint.plan_totals()
+    finally:
+        await checkpoint.close()
+    assert (totals.pending, totals.lookups, totals.media_uploads) == (6, 3, 3)
