@@ -305,10 +305,14 @@ class Engine:
                           key_rotation=row.key_rotation, at_s=at_s)
         self._move(row.state, RowState.SENDING)
         sender.started()
+        # what the send and its outcome read of the row (not a dataclasses.replace: a send
+        # builds one record, not three copies)
         claimed = RowRecord(
-            row.id, row.line, RowState.SENDING, row.recipient_id, row.recipient_username,
-            row.text, sender.account, row.external_id, row.media, row.consent, key, attempt,
-            text_sha256=row.text_sha256, key_rotation=row.key_rotation, claimed_at_s=at_s,
+            id=row.id, line=row.line, state=RowState.SENDING, recipient_id=row.recipient_id,
+            recipient_username=row.recipient_username, text=row.text, sender=sender.account,
+            external_id=row.external_id, media=row.media, consent=row.consent,
+            idempotency_key=key, attempts=attempt, text_sha256=row.text_sha256,
+            key_rotation=row.key_rotation, claimed_at_s=at_s,
         )
         # the sender goes on to its next row while this one's intent commits (grouped with
         # others); the request itself waits for that commit
