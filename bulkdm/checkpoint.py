@@ -653,10 +653,12 @@ def set_handoff_cursor(cursor: HandoffCursor) -> list[Write]:
     return [Write(sql, v) for v in values]
 
 
-def unsettle_in_flight() -> Write:
-    """On start: a row left in ``sending`` may have been delivered; settle it before anything."""
+def unsettle_in_flight(*, settle_after_s: float = 0.0) -> Write:
+    """On start: a row left in ``sending`` may have been delivered; it is settled before it is
+    sent again, ``settle_after_s`` after its attempt took its slot."""
     return Write(
-        "UPDATE rows SET state = 'unknown', next_attempt_at = 0, reason = 'interrupted', "
-        "message = 'the run stopped while this DM was in flight' WHERE state = 'sending'",
-        (),
+        "UPDATE rows SET state = 'unknown', next_attempt_at = COALESCE(claimed_at, 0) + ?, "
+        "reason = 'interrupted', message = 'the run stopped while this DM was in flight' "
+        "WHERE state = 'sending'",
+        (settle_after_s,),
     )

@@ -137,6 +137,10 @@ class Engine:
                          for a, s in ((s.account, s) for s in settings.senders)}
         self._tasks: set[asyncio.Task[None]] = set()
         self._halt: str | None = None
+        # a replay under the same key (Xquik) is safe at once; a lookup (GetXAPI) waits for
+        # anything the provider may still deliver
+        self._settle_after_s = (settings.retry.settle_after_s
+                                if settings.provider.name is ProviderName.GETXAPI else 0.0)
         self.counts: Counter[str] = Counter()
         self.recent_sends_s: list[float] = []
 
@@ -186,7 +190,7 @@ class Engine:
 
     async def _restore(self) -> None:
         now = self._clock()
-        await self._cp.submit([cp.unsettle_in_flight()])
+        await self._cp.submit([cp.unsettle_in_flight(settle_after_s=self._settle_after_s)])
         self.counts.update(await self._cp.state_counts())
         for account, sender in self._senders.items():
             sender.limiter.charge(await self._history(account, sender.limiter, now))
@@ -344,7 +348,8 @@ class Engine:
                 outcome = await self._provider.send(request)
             finally:
                 self._slots.release()
-            if outcome.action is Action.VERIFY and replay and outcome.http_status is not None:
+            if (outcome.action is Action.VERIFY and replay and outcome.http_status is not None
+                    and self._settings.provider.name is ProviderName.XQUIK):
                 # the replay's answer is the original, still ambiguous, action: look it up
                 await self._after_replay_ambiguous(row, sender, request, outcome, sent.at_s)
             else:
@@ -438,7 +443,8 @@ class Engine:
                                                   f"{outcome.message or outcome.code}")]
         delay_s = retry_delay_s(failures, self._settings.retry, retry_after_s=outcome.retry_after_s)
         if outcome.action is Action.VERIFY:
-            return [self._defer(row, RowState.UNKNOWN, max(delay_s, 1.0), outcome)]
+            return [self._defer(row, RowState.UNKNOWN,
+                                max(delay_s, 1.0, self._settle_after_s), outcome)]
         writes = [self._defer(row, RowState.PENDING, delay_s, outcome)]
         if outcome.new_key:
             writes.append(cp.rotate_key(row_id=row.id))

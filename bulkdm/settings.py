@@ -101,6 +101,10 @@ class RetrySettings:
     max_attempts: int = 5
     base_delay_s: float = 1.0
     max_delay_s: float = 300.0
+    #: GetXAPI: how long after a send with an unknown outcome its conversation is read. The
+    #: provider may still deliver a request the client gave up on; reading too soon and finding
+    #: nothing would send the DM twice (GetXAPI has no idempotency key to catch it)
+    settle_after_s: float = 120.0
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -413,6 +417,7 @@ def _retry(table: _Table) -> RetrySettings:
         max_attempts=table.integer("max_attempts", defaults.max_attempts, minimum=1, maximum=100),
         base_delay_s=table.duration_s("base_delay", defaults.base_delay_s),
         max_delay_s=table.duration_s("max_delay", defaults.max_delay_s),
+        settle_after_s=table.duration_s("settle_after", defaults.settle_after_s),
     )
     if settings.max_delay_s < settings.base_delay_s:
         raise table.error("max_delay", "must not be shorter than base_delay")

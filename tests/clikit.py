@@ -40,7 +40,7 @@ def write_campaign(folder: Path, rows: Sequence[Mapping[str, object]], *, url: s
         f'[provider]\nname = "{provider}"\nbase_url = "{url}"\nrate = "100000/1s"\n'
         f'api_key_env = "{"XQUIK_API_KEY" if provider == "xquik" else "GETXAPI_API_KEY"}"\n\n'
         f"{sender_blocks}\n[retry]\nmax_attempts = 6\nbase_delay = \"10ms\"\n"
-        f'max_delay = "100ms"\n\n[run]\nconcurrency = 8\n{extra}\n',
+        f'max_delay = "100ms"\nsettle_after = "50ms"\n\n[run]\nconcurrency = 8\n{extra}\n',
         encoding="utf-8")
     return campaign
 

@@ -45,7 +45,8 @@ def settings_for(
                                   read_rates=FAST, request_timeout_s=2.0, poll_timeout_s=5.0),
         senders=tuple(SenderSettings(account=a, rates=sender_rates, daily_cap=None)
                       for a in senders),
-        retry=retry or RetrySettings(max_attempts=4, base_delay_s=0.01, max_delay_s=0.05),
+        retry=retry or RetrySettings(max_attempts=4, base_delay_s=0.01, max_delay_s=0.05,
+                                     settle_after_s=0.05),
         run=run or RunSettings(concurrency=8),
     )
 

@@ -134,8 +134,11 @@ async def test_in_flight_rows_become_unknown_on_start(tmp_path: Path) -> None:
         row = (await checkpoint.due_rows("a", after_id=0, now_s=1e12, limit=1))[0]
         await checkpoint.submit(cp.claim(row_id=row.id, attempt=1, sender="a", key="k",
                                          key_rotation=0, at_s=100.0))
-        await checkpoint.submit([cp.unsettle_in_flight()])
+        await checkpoint.submit([cp.unsettle_in_flight(settle_after_s=30.0)])
         assert await checkpoint.state_counts() == {"unknown": 1}
+        # not looked at again until it had time to settle after it left
+        assert await checkpoint.due_rows("a", after_id=0, now_s=129.0, limit=1) == []
+        assert await checkpoint.next_due_s("a") == 130.0
         assert await checkpoint.attempt_times("a", since_s=50.0, limit=10) == [(100.0, False)]
         assert await checkpoint.attempt_times(None, since_s=150.0, limit=10) == []
     finally:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 from bulkdm.checkpoint import Checkpoint
@@ -54,6 +55,27 @@ async def test_getxapi_reconciles_dropped_sends(tmp_path: Path) -> None:
     assert report.finish_reason is FinishReason.COMPLETED, report
     assert len(delivered) == 30 and set(delivered.values()) == {1}
     assert all(state == "sent" for state, _ in (await states(path)).values())
+
+
+async def test_getxapi_waits_for_a_late_delivery_before_it_looks_and_sends_once(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "c.sqlite"
+    await write_plan(path, [planned(i + 1, sender="alice", recipient_id=str(7100 + i))
+                            for i in range(3)])
+    # the provider delivers each DM 1.5 s after it arrives; the client gives up after 0.3 s.
+    # Looked up before that, a DM is not in the conversation yet and would be sent again.
+    config = SandboxConfig(faults=Faults(late_rate=1.0, late_ms=1500))
+    async with running_sandbox(config) as sb:
+        base = settings_for(sb, provider=ProviderName.GETXAPI)
+        settings = replace(base, provider=replace(base.provider, request_timeout_s=0.3),
+                           retry=replace(base.retry, settle_after_s=2.0))
+        report = await run_engine(settings, path)
+        await asyncio.sleep(1.6)  # a second send would be delivered by now
+        delivered = Counter(d.recipient_id for d in sb.ledger)
+    assert report.finish_reason is FinishReason.COMPLETED, report
+    assert delivered == {str(7100 + i): 1 for i in range(3)}
+    assert set((await states(path)).values()) == {("sent", "reconciled")}
 
 
 async def test_a_sender_needing_reauth_hands_its_rows_to_a_healthy_one(tmp_path: Path) -> None:

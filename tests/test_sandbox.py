@@ -743,6 +743,22 @@ async def test_dropped_send_disconnects_with_no_answer_but_is_delivered(
     assert delivered == 2
 
 
+async def test_late_getxapi_send_is_delivered_after_the_client_gave_up(
+    session: aiohttp.ClientSession,
+) -> None:
+    faults = Faults(late_rate=1.0, late_ms=400)
+    async with running_sandbox(SandboxConfig(faults=faults)) as sandbox:
+        body = {"auth_token": "tok-bob", "recipient_id": "5", "text": "hey"}
+        with pytest.raises(TimeoutError):
+            await call(session, "POST", f"{sandbox.getxapi_url}/twitter/dm/send", headers=GX,
+                       json=body, timeout=aiohttp.ClientTimeout(total=0.1))
+        at_give_up = len(sandbox.ledger)
+        await asyncio.sleep(0.6)
+        later = [(d.sender, d.recipient_id) for d in sandbox.ledger]
+    assert at_give_up == 0
+    assert later == [("bob", "5")]
+
+
 async def test_injected_429_and_5xx_deliver_nothing(session: aiohttp.ClientSession) -> None:
     async with running_sandbox(SandboxConfig(faults=Faults(rate_limit_rate=1.0))) as sandbox:
         limited = await xq_send(session, sandbox, "123456789")

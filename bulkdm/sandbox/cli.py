@@ -52,6 +52,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--rate-limit-rate", type=_probability, default=0.0, help="share of sends answered 429")
     add("--drop-rate", type=_probability, default=0.0, help="share of delivered sends cut off")
     add("--accept-rate", type=_probability, default=0.0, help="share of Xquik sends answered 202")
+    add("--late-rate", type=_probability, default=0.0,
+        help="share of GetXAPI sends delivered --late after they arrive, never answered")
+    add("--late", type=_milliseconds, default=0.0, help="how late, e.g. 5s")
     add("--seed", type=int, default=0, help="seed of the fault dice")
     add("--legacy", action="store_true", help="Xquik answers the legacy {messageId, success}")
     add("--key-rate", type=_rate, action="append", default=[], help="per API key, e.g. 120/60s")
@@ -70,6 +73,8 @@ def build_config(args: argparse.Namespace) -> SandboxConfig:
         rate_limit_rate=args.rate_limit_rate,
         accept_rate=args.accept_rate,
         drop_rate=args.drop_rate,
+        late_rate=args.late_rate,
+        late_ms=args.late,
         seed=args.seed,
     )
     return SandboxConfig(

@@ -29,6 +29,12 @@ class Faults:
     rate_limit_rate: float = 0
     accept_rate: float = 0
     drop_rate: float = 0
+    #: GetXAPI sends only: this share of sends is held without an answer, delivered
+    #: ``late_ms`` after it arrived, and then its connection is cut (a provider finishing a
+    #: request the client may have given up on; drawn after ``fail_rate``, instead of the
+    #: delivery and ``drop_rate``)
+    late_rate: float = 0
+    late_ms: float = 0
     #: a 202-accepted Xquik action turns terminal on this poll of ``GET /x/write-actions/{id}``
     accept_polls: int = 1
     seed: int = 0

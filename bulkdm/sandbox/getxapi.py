@@ -9,6 +9,7 @@ carry no ``Retry-After`` (none is documented).
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
@@ -93,7 +94,26 @@ class GetXapiRoutes:
         refusal = self._send_refusal(sender, recipient, text)
         if refusal is not None:
             return refusal
+        if self._state.dice.late():
+            return await self._deliver_late(request, sender, recipient, text)
         return self._deliver(request, sender, recipient, text)
+
+    async def _deliver_late(
+        self, request: web.Request, sender: str, recipient_id: str, text: str
+    ) -> web.Response:
+        loop = asyncio.get_running_loop()
+        delivered: asyncio.Future[None] = loop.create_future()
+
+        def deliver() -> None:
+            self._state.deliver(provider="getxapi", sender=sender, recipient_id=recipient_id,
+                                text=text)
+            if not delivered.done():
+                delivered.set_result(None)
+
+        # a timer, not this handler: the DM is delivered even if the client hangs up first
+        loop.call_later(self._state.dice.faults.late_ms / 1000, deliver)
+        await delivered
+        return cut_connection(request)
 
     def _recipient(self, body: dict[str, Any]) -> str | web.Response:
         """The recipient's id, from ``recipient_id`` or else ``recipient_username``."""
