@@ -271,7 +271,14 @@ class Engine:
             sender.state = SenderState.RESTING
             return False
         if wait_s > 0:
+            # say why a sender with rows left sends nothing (a retry's delay, or unknown
+            # outcomes settling), unless it already says something more precise
+            waiting = f"next rows due at {_iso(due_s)} (retries, unknown outcomes settling)"
+            if sender.note is None:
+                sender.note = waiting
             await self._sleep(wait_s)
+            if sender.note == waiting:
+                sender.note = None
         return not self._stop.is_set()
 
     async def _sleep(self, seconds: float) -> None:

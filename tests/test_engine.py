@@ -70,12 +70,30 @@ async def test_getxapi_waits_for_a_late_delivery_before_it_looks_and_sends_once(
         base = settings_for(sb, provider=ProviderName.GETXAPI)
         settings = replace(base, provider=replace(base.provider, request_timeout_s=0.3),
                            retry=replace(base.retry, settle_after_s=2.0))
-        report = await run_engine(settings, path)
+        checkpoint = await Checkpoint.open(path)
+        provider = await open_provider(settings.provider, Secret("k"))
+        try:
+            engine = Engine(settings=settings, checkpoint=checkpoint, provider=provider,
+                            auths={"alice": SenderAuth(account="alice", auth_token=Secret("t"))},
+                            stop=asyncio.Event())
+            run = asyncio.create_task(engine.run())
+            for _ in range(100):  # until all three wait to settle (about 0.3 s)
+                if engine.counts["unknown"] == 3 and engine.senders[0].note:
+                    break
+                await asyncio.sleep(0.02)
+            waiting_note = engine.senders[0].note
+            report = await run
+        finally:
+            await provider.aclose()
+            await checkpoint.close()
         await asyncio.sleep(1.6)  # a second send would be delivered by now
         delivered = Counter(d.recipient_id for d in sb.ledger)
     assert report.finish_reason is FinishReason.COMPLETED, report
     assert delivered == {str(7100 + i): 1 for i in range(3)}
     assert set((await states(path)).values()) == {("sent", "reconciled")}
+    # the progress display says why the sender sends nothing meanwhile, and the note goes after
+    assert waiting_note is not None and "unknown outcomes settling" in waiting_note
+    assert engine.senders[0].note is None
 
 
 async def test_a_sender_needing_reauth_hands_its_rows_to_a_healthy_one(tmp_path: Path) -> None:
