@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -71,18 +72,26 @@ async def write_plan(path: Path, rows: Sequence[PlannedRow]) -> None:
         await checkpoint.close()
 
 
-async def run_engine(settings: Settings, path: Path, *, stop: asyncio.Event | None = None) -> RunReport:
+@contextlib.asynccontextmanager
+async def open_engine(
+    settings: Settings, path: Path, *, stop: asyncio.Event | None = None
+) -> AsyncIterator[Engine]:
+    """An engine over the checkpoint at ``path``, for a test that watches it while it runs."""
     checkpoint = await Checkpoint.open(path)
     provider = await open_provider(settings.provider, Secret("test-key"), concurrency=8)
     auths = {s.account: SenderAuth(account=s.account, auth_token=Secret(f"tok-{s.account}"))
              for s in settings.senders}
     try:
-        engine = Engine(settings=settings, checkpoint=checkpoint, provider=provider, auths=auths,
-                        stop=stop or asyncio.Event())
-        return await engine.run()
+        yield Engine(settings=settings, checkpoint=checkpoint, provider=provider, auths=auths,
+                     stop=stop or asyncio.Event())
     finally:
         await provider.aclose()
         await checkpoint.close()
+
+
+async def run_engine(settings: Settings, path: Path, *, stop: asyncio.Event | None = None) -> RunReport:
+    async with open_engine(settings, path, stop=stop) as engine:
+        return await engine.run()
 
 
 async def states(path: Path) -> dict[int, tuple[str, str | None]]:

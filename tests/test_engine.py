@@ -5,14 +5,11 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
-from bulkdm.checkpoint import Checkpoint
-from bulkdm.engine import Engine, FinishReason
-from bulkdm.providers import SenderAuth, open_provider
+from bulkdm.engine import FinishReason
 from bulkdm.rates import Rate
 from bulkdm.sandbox import Faults, SandboxConfig, running_sandbox
-from bulkdm.secrets import Secret
 from bulkdm.settings import DmNotAllowedPolicy, ProviderName, RunSettings
-from tests.enginekit import planned, run_engine, settings_for, states, write_plan
+from tests.enginekit import open_engine, planned, run_engine, settings_for, states, write_plan
 
 
 async def test_sends_each_row_once_and_records_outcomes(tmp_path: Path) -> None:
@@ -70,12 +67,7 @@ async def test_getxapi_waits_for_a_late_delivery_before_it_looks_and_sends_once(
         base = settings_for(sb, provider=ProviderName.GETXAPI)
         settings = replace(base, provider=replace(base.provider, request_timeout_s=0.3),
                            retry=replace(base.retry, settle_after_s=2.0))
-        checkpoint = await Checkpoint.open(path)
-        provider = await open_provider(settings.provider, Secret("k"))
-        try:
-            engine = Engine(settings=settings, checkpoint=checkpoint, provider=provider,
-                            auths={"alice": SenderAuth(account="alice", auth_token=Secret("t"))},
-                            stop=asyncio.Event())
+        async with open_engine(settings, path) as engine:
             run = asyncio.create_task(engine.run())
             for _ in range(100):  # until all three wait to settle (about 0.3 s)
                 if engine.counts["unknown"] == 3 and engine.senders[0].note:
@@ -83,9 +75,6 @@ async def test_getxapi_waits_for_a_late_delivery_before_it_looks_and_sends_once(
                 await asyncio.sleep(0.02)
             waiting_note = engine.senders[0].note
             report = await run
-        finally:
-            await provider.aclose()
-            await checkpoint.close()
         await asyncio.sleep(1.6)  # a second send would be delivered by now
         delivered = Counter(d.recipient_id for d in sb.ledger)
     assert report.finish_reason is FinishReason.COMPLETED, report
@@ -154,14 +143,6 @@ async def test_a_restart_charges_the_limiter_with_recorded_sends(tmp_path: Path)
         await run_engine(settings_for(sb, sender_rates=slow), path)
         stopped = asyncio.Event()
         stopped.set()
-        checkpoint = await Checkpoint.open(path)
-        provider = await open_provider(settings_for(sb).provider, Secret("k"))
-        try:
-            engine = Engine(settings=settings_for(sb, sender_rates=slow), checkpoint=checkpoint,
-                            provider=provider, auths={"alice": SenderAuth(account="alice")},
-                            stop=stopped)
+        async with open_engine(settings_for(sb, sender_rates=slow), path, stop=stopped) as engine:
             await engine.run()
             assert engine.next_slot_in_s("alice") > 590
-        finally:
-            await provider.aclose()
-            await checkpoint.close()
