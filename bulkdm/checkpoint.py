@@ -60,12 +60,13 @@ _ROW_COLUMNS: Final = (
 _PLAN_COLUMNS: Final = (
     "line", "state", "recipient_id", "recipient_username", "recipient_key", "text", "text_sha256",
     "sender", "external_id", "media", "consent", "idempotency_key", "field", "reason", "message",
-    "duplicate_of_line",
+    "duplicate_of_line", "original",
 )
 #: One ``rows`` insert: the values of :data:`_PLAN_COLUMNS`, in that order.
 RowParams: TypeAlias = tuple[
     int, str, str | None, str | None, str | None, str | None, str | None, str | None,
     str | None, str | None, str | None, str | None, str | None, str | None, str | None, int | None,
+    str | None,
 ]
 #: Most rows one INSERT statement takes (SQLite's limit on bound values may be lower).
 _MAX_ROWS_PER_INSERT: Final = 2048
@@ -108,6 +109,8 @@ class PlanMeta:
     settings_sha256: str
     provider: str
     created_at: str
+    #: the settings file the plan was made with ("" when none, or for a plan made before v0.1)
+    settings_path: str = ""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -388,6 +391,14 @@ class Checkpoint:
         )
         return [_record(r) for r in await self._all(sql, (*states, after_id, limit))]
 
+    async def originals(self, ids: Sequence[int]) -> dict[int, str]:
+        """The original fields (JSON objects) of those of ``ids`` that were invalid when read."""
+        if not ids:
+            return {}
+        marks = ", ".join("?" * len(ids))
+        sql = f"SELECT id, original FROM rows WHERE id IN ({marks}) AND original IS NOT NULL"
+        return {int(i): str(o) for i, o in await self._all(sql, tuple(ids))}
+
     async def rows_by_ids(self, ids: Sequence[int]) -> list[RowRecord]:
         if not ids:
             return []
@@ -494,6 +505,7 @@ def row_params(row: PlannedRow) -> RowParams:
         row.line, row.state.value, row.recipient_id, row.recipient_username, row.recipient_key,
         row.text, row.text_sha256, row.sender, row.external_id, row.media, row.consent,
         row.idempotency_key, row.field, row.reason, row.message, row.duplicate_of_line,
+        row.original,
     )
 
 
@@ -517,7 +529,7 @@ def pending_params(
     """
     return (
         line, "pending", recipient_id, recipient_username, recipient_key, text, text_sha256,
-        sender, external_id, media, consent, idempotency_key, None, None, None, None,
+        sender, external_id, media, consent, idempotency_key, None, None, None, None, None,
     )
 
 

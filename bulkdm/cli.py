@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from bulkdm.errors import BulkdmError, CheckpointError, ConfigError
-from bulkdm.settings import Settings, load_settings
+from bulkdm.settings import COMMAND_LINE, Settings, load_settings
 
 if TYPE_CHECKING:
     from bulkdm.checkpoint import Checkpoint
@@ -36,6 +36,7 @@ __all__ = [
 
 HELP_CONFIG: Final = "settings file (default: NAME.toml beside the campaign file)"
 HELP_CHECKPOINT: Final = "checkpoint file (default: NAME.bulkdm.sqlite beside the campaign file)"
+_CHECKPOINT_SUFFIX: Final = ".bulkdm.sqlite"
 HELP_DELIMITER: Final = 'CSV field separator: ",", ";" or "tab" (default: sniffed from the header)'
 
 
@@ -189,7 +190,7 @@ def _target_arguments(parser: argparse.ArgumentParser) -> None:
 def _checkpoint_of(target: Path) -> Path:
     if target.name.endswith((".sqlite", ".db")):
         return target
-    return _beside(target, ".bulkdm.sqlite")
+    return _beside(target, _CHECKPOINT_SUFFIX)
 
 
 async def _open_existing(target: Path) -> Checkpoint:
@@ -223,33 +224,72 @@ async def _status(args: argparse.Namespace) -> int:
 def _export_arguments(parser: argparse.ArgumentParser) -> None:
     _target_arguments(parser)
     parser.add_argument("--out", type=Path, metavar="FILE",
-                        help="output file (default: NAME.export.jsonl or .csv beside the campaign)")
-    parser.add_argument("--format", choices=("jsonl", "csv"), default="jsonl",
-                        help="JSONL handoff records, or CSV for CRM import (formula cells neutralised)")
-    parser.add_argument("--status", action="append", metavar="STATE",
+                        help="output file, or - for stdout (default: NAME.export.jsonl, .csv or "
+                             ".xlsx beside the campaign; NAME.retry.jsonl with --as-campaign)")
+    parser.add_argument("--format", choices=("jsonl", "csv", "xlsx"),
+                        help="jsonl: handoff records for programs; csv: exact cells for a CRM "
+                             "import; xlsx: a workbook for people (default: from --out's "
+                             "extension, else jsonl)")
+    parser.add_argument("--status", action="extend", nargs="+", metavar="STATE",
                         choices=("sent", "failed", "skipped", "invalid", "pending", "unknown"),
-                        help="only rows in this state (repeat for several; default: finished rows)")
+                        help="only rows in these states (default: every finished row)")
     parser.add_argument("--as-campaign", action="store_true",
-                        help="write the rows as a new campaign file, e.g. failed rows to retry")
+                        help="write the rows as a new campaign file (JSONL or CSV) to retry or "
+                             "fix them; invalid rows keep every field they were read with")
+    parser.add_argument("--delimiter", metavar="CHAR", default=",",
+                        help='CSV field separator: ",", ";" (German-locale Excel), "tab" or "|"')
+    parser.add_argument("--bom", action="store_true",
+                        help="CSV: start with a UTF-8 BOM (Excel needs it for non-Latin text)")
+    parser.add_argument("--formula-safe", action="store_true",
+                        help="CSV for a spreadsheet: prefix ' to cells starting = + - @ (the "
+                             "cell then differs from what was sent; do not use for a CRM)")
 
 
 async def _export(args: argparse.Namespace) -> int:
-    from bulkdm.export import ExportFormat, export_rows
+    from bulkdm.export import CsvOptions, ExportFormat, export_rows, format_of
+    from bulkdm.handoff import CSV_DELIMITERS
 
-    fmt = ExportFormat.CAMPAIGN if args.as_campaign else ExportFormat(args.format)
-    suffix = {ExportFormat.CAMPAIGN: ".retry.jsonl", ExportFormat.CSV: ".export.csv"}.get(
-        fmt, ".export.jsonl")
-    stem = args.target.name.split(".")[0]
-    out = args.out or args.target.with_name(stem + suffix)
+    to_stdout = args.out is not None and str(args.out) == "-"
+    fmt = ExportFormat(args.format) if args.format else (
+        None if to_stdout else format_of(args.out)) or ExportFormat.JSONL
+    delimiter = CSV_DELIMITERS.get(args.delimiter.lower())
+    if delimiter is None:
+        raise ConfigError(f"{args.delimiter!r} cannot separate fields; use one of "
+                          f"{', '.join(CSV_DELIMITERS)}", source=COMMAND_LINE, key="--delimiter")
+    stem = _campaign_stem(args.target)
+    suffix = ".retry" if args.as_campaign else ".export"
+    out = args.out or args.target.with_name(f"{stem}{suffix}.{fmt.value}")
     checkpoint = await _open_existing(args.target)
     try:
-        count = await export_rows(checkpoint, out, fmt=fmt, states=args.status or ())
+        count = await export_rows(
+            checkpoint, sys.stdout.buffer if to_stdout else out, fmt=fmt,
+            states=args.status or (), as_campaign=args.as_campaign,
+            csv=CsvOptions(delimiter=delimiter, bom=args.bom, formula_safe=args.formula_safe))
+        meta = await checkpoint.plan_meta()
     except ValueError as exc:
-        raise ConfigError(str(exc), source="command line", key="--as-campaign") from exc
+        raise ConfigError(str(exc), source=COMMAND_LINE, key="--as-campaign") from exc
     finally:
         await checkpoint.close()
-    print(f"wrote {count} rows to {out}")
+    where = "stdout" if to_stdout else str(out)
+    print(f"wrote {count} rows to {where}", file=sys.stderr if to_stdout else sys.stdout)
+    if args.as_campaign and not to_stdout and count:
+        config = meta.settings_path if meta is not None else ""
+        hint = f" --config {_shown(Path(config))}" if config else " --config SETTINGS.toml"
+        print(f"run them with: bulkdm run {_shown(out)}{hint}")
     return 0
+
+
+def _campaign_stem(target: Path) -> str:
+    """``customers`` for ``customers.jsonl`` and for its checkpoint ``customers.bulkdm.sqlite``."""
+    name = target.name
+    return name.removesuffix(_CHECKPOINT_SUFFIX) if name.endswith(_CHECKPOINT_SUFFIX) else (
+        target.stem)
+
+
+def _shown(path: Path) -> str:
+    """A path as a person would type it here: relative to the current directory when inside it."""
+    relative = os.path.relpath(os.path.abspath(path))
+    return relative if not relative.startswith("..") else str(os.path.abspath(path))
 
 
 STATUS: Final = Command(name="status", help="show a checkpoint: counts, senders, failures, what is left",
@@ -280,7 +320,9 @@ SANDBOX: Final = Command(name="sandbox", help="serve the local Xquik + GetXAPI s
 
 
 def _beside(campaign: Path, suffix: str) -> Path:
-    return campaign.with_name(campaign.name.split(".")[0] + suffix)
+    # the stem, as the checkpoint's name uses: customers.retry.jsonl has files of its own,
+    # and must not take (and cut back) customers.jsonl's checkpoint or handoff file
+    return campaign.with_name(campaign.stem + suffix)
 
 
 def _absolute(path: Path) -> Path:

@@ -1,71 +1,168 @@
-"""``bulkdm export``: rebuild handoff outputs from a checkpoint, atomically."""
+"""``bulkdm export``: rebuild handoff outputs from a checkpoint, atomically.
+
+Which form goes where: JSONL for programs (the handoff records), CSV for a CRM import (exact
+cells, RFC 4180), ``.xlsx`` for people (text cells, real dates, nothing that runs), and
+``as_campaign`` for a new campaign file of the rows to retry or fix (JSONL or CSV).
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
+import functools
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Final
+from typing import Any, BinaryIO, Final, TypeVar
+
+import orjson
 
 from bulkdm.checkpoint import Checkpoint
 from bulkdm.errors import CheckpointError
 from bulkdm.handoff import (
     SEND_ENDPOINTS,
     HandoffContext,
+    RetryItem,
+    campaign_csv_rows,
     campaign_rows,
     csv_rows,
     encode_jsonl,
     handoff_record,
     write_atomic,
 )
-from bulkdm.rows import FINAL_STATES, RowRecord
+from bulkdm.rows import FINAL_STATES, RowRecord, RowState
 
-__all__ = ["ExportFormat", "export_rows"]
+__all__ = ["CsvOptions", "ExportFormat", "export_rows", "format_of"]
 
 _PAGE: Final = 2000
+_T = TypeVar("_T")
 
 
 class ExportFormat(StrEnum):
     JSONL = "jsonl"
     CSV = "csv"
-    CAMPAIGN = "campaign"
+    XLSX = "xlsx"
+
+
+_SUFFIXES: Final = {
+    ".jsonl": ExportFormat.JSONL,
+    ".ndjson": ExportFormat.JSONL,
+    ".csv": ExportFormat.CSV,
+    ".tsv": ExportFormat.CSV,
+    ".xlsx": ExportFormat.XLSX,
+}
+
+
+def format_of(out: Path | None) -> ExportFormat | None:
+    """The format a file name asks for (``big.xlsx``: XLSX), or ``None`` when it names none."""
+    return None if out is None else _SUFFIXES.get(out.suffix.lower())
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CsvOptions:
+    """How a CSV export is written (see :func:`~bulkdm.handoff.csv_rows`)."""
+
+    delimiter: str = ","
+    bom: bool = False
+    formula_safe: bool = False
 
 
 async def export_rows(
-    checkpoint: Checkpoint, out: Path, *, fmt: ExportFormat, states: Sequence[str] = ()
+    checkpoint: Checkpoint,
+    out: Path | BinaryIO,
+    *,
+    fmt: ExportFormat,
+    states: Sequence[str] = (),
+    as_campaign: bool = False,
+    csv: CsvOptions = CsvOptions(),
 ) -> int:
     """Write the rows in ``states`` (default: every finished row) to ``out``; returns the count.
 
-    The file is written to a temporary name and renamed, so a reader never sees half of it.
+    ``out`` is a path or an open binary stream (stdout). A path is written to a temporary name
+    and renamed, so a reader never sees half of it. ``as_campaign`` writes a campaign file
+    (JSONL or CSV) instead of handoff records.
+
+    :raises ValueError: ``as_campaign`` with XLSX, or with a row that may reach its recipient
+        again (see :func:`~bulkdm.handoff.campaign_rows`).
     """
     meta = await checkpoint.plan_meta()
     if meta is None:
         raise CheckpointError(f"{checkpoint.path} holds no plan yet; run `bulkdm plan` first")
-    wanted = tuple(states) or tuple(sorted(FINAL_STATES))
     context = HandoffContext(campaign=meta.campaign, provider=meta.provider,
                              source_endpoint=SEND_ENDPOINTS.get(meta.provider, ""))
-    loop = asyncio.get_running_loop()
-    count = 0
+    reader = _Pages(checkpoint, tuple(states) or tuple(sorted(FINAL_STATES)))
+    if as_campaign:
+        chunks = _campaign_chunks(reader, fmt, csv)
+    else:
+        chunks = _record_chunks((handoff_record(r, context) for r in reader.rows()), fmt, csv)
+    await asyncio.to_thread(_writer(out), chunks)
+    return reader.count
 
-    def rows() -> Iterator[RowRecord]:
-        # runs in the writer's thread: each page is read on the event loop, so memory stays flat
-        nonlocal count
+
+class _Pages:
+    """The rows of some states, a page at a time, read from the writer's thread."""
+
+    def __init__(self, checkpoint: Checkpoint, states: tuple[str, ...]) -> None:
+        self._checkpoint = checkpoint
+        self._states = states
+        self._loop = asyncio.get_running_loop()
+        self.count = 0
+
+    def _wait(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
+        # each page is read on the event loop, so memory stays flat
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    def pages(self) -> Iterator[list[RowRecord]]:
         after_id = 0
-        while page := asyncio.run_coroutine_threadsafe(
-            checkpoint.rows_by_state(wanted, after_id=after_id, limit=_PAGE), loop
-        ).result():
-            count += len(page)
-            yield from page
+        while page := self._wait(
+            self._checkpoint.rows_by_state(self._states, after_id=after_id, limit=_PAGE)
+        ):
+            self.count += len(page)
+            yield page
             after_id = page[-1].id
 
-    def chunks() -> Iterator[bytes]:
-        if fmt is ExportFormat.CAMPAIGN:
-            return campaign_rows(rows())
-        records = (handoff_record(row, context) for row in rows())
-        if fmt is ExportFormat.CSV:
-            return csv_rows(records)
-        return (encode_jsonl([record]) for record in records)
+    def rows(self) -> Iterator[RowRecord]:
+        for page in self.pages():
+            yield from page
 
-    await asyncio.to_thread(write_atomic, out, chunks())
-    return count
+    def retry_items(self) -> Iterator[RetryItem]:
+        """Each row with the fields it was read with, when it was invalid."""
+        for page in self.pages():
+            invalid = [row.id for row in page if row.state is RowState.INVALID]
+            originals = self._wait(self._checkpoint.originals(invalid))
+            for row in page:
+                found = originals.get(row.id)
+                yield row, None if found is None else orjson.loads(found)
+
+
+def _campaign_chunks(reader: _Pages, fmt: ExportFormat, csv: CsvOptions) -> Iterator[bytes]:
+    if fmt is ExportFormat.XLSX:
+        raise ValueError("a campaign file is JSONL or CSV; use --format jsonl or csv")
+    if fmt is ExportFormat.CSV:
+        return campaign_csv_rows(reader.retry_items(), delimiter=csv.delimiter, bom=csv.bom)
+    return campaign_rows(reader.retry_items())
+
+
+def _record_chunks(
+    records: Iterator[dict[str, object]], fmt: ExportFormat, csv: CsvOptions
+) -> Iterator[bytes]:
+    if fmt is ExportFormat.CSV:
+        return csv_rows(records, delimiter=csv.delimiter, bom=csv.bom,
+                        formula_safe=csv.formula_safe)
+    if fmt is ExportFormat.XLSX:
+        from bulkdm.workbook import xlsx_bytes  # openpyxl is loaded only for a workbook
+
+        return xlsx_bytes(records)
+    return (encode_jsonl([record]) for record in records)
+
+
+def _writer(out: Path | BinaryIO) -> Callable[[Iterable[bytes]], None]:
+    if isinstance(out, Path):
+        return functools.partial(write_atomic, out)
+
+    def write(data: Iterable[bytes]) -> None:
+        for chunk in data:
+            out.write(chunk)
+        out.flush()
+
+    return write

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, Final, Self
+from typing import BinaryIO, Final, Self, TypeAlias
 
 import orjson
 
@@ -29,14 +29,21 @@ from bulkdm.rows import RowRecord, RowState
 
 __all__ = [
     "CSV_COLUMNS",
+    "CSV_DELIMITERS",
+    "ERROR_FIELD",
     "HANDOFF_FORMAT",
     "SEND_ENDPOINTS",
     "HandoffContext",
     "HandoffLog",
+    "RetryItem",
+    "campaign_csv_rows",
+    "campaign_fields",
     "campaign_rows",
     "csv_rows",
     "encode_jsonl",
+    "flat_cell",
     "handoff_record",
+    "retryable",
     "write_atomic",
 ]
 
@@ -54,9 +61,11 @@ _NEW_FILE_MODE: Final = 0o644
 CSV_COLUMNS: Final = (
     "record_type", "send_status", "message_id", "user_id", "recipient_username", "account",
     "text", "media_id", "media_ids", "sent_at", "finished_at", "campaign", "line", "external_id",
-    "idempotency_key", "provider", "source_endpoint", "attempts", "error_code", "error_message",
-    "error_field",
+    "consent", "idempotency_key", "provider", "source_endpoint", "attempts", "error_code",
+    "error_message", "error_field",
 )  # fmt: skip
+#: ``--delimiter`` names of the CSV export's field separators
+CSV_DELIMITERS: Final = {",": ",", ";": ";", "tab": "\t", "\t": "\t", "|": "|"}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -99,6 +108,7 @@ def handoff_record(row: RowRecord, ctx: HandoffContext) -> dict[str, object]:
         "campaign": ctx.campaign,
         "line": row.line,
         "external_id": _id(row.external_id),
+        "consent": row.consent,
         "recipient_username": row.recipient_username,
         "idempotency_key": row.idempotency_key,
         "provider": ctx.provider,
@@ -279,16 +289,28 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def csv_rows(records: Iterable[Mapping[str, object]], *, bom: bool = False) -> Iterator[bytes]:
-    """CSV for CRM import: the header, then one row per record, UTF-8, ``\\r\\n`` line ends.
+def csv_rows(
+    records: Iterable[Mapping[str, object]],
+    *,
+    delimiter: str = ",",
+    bom: bool = False,
+    formula_safe: bool = False,
+) -> Iterator[bytes]:
+    """CSV for CRM import (RFC 4180): the header, then one row per record, UTF-8, ``\\r\\n``.
 
     Columns are :data:`CSV_COLUMNS` (``media_ids`` joined with ``;``, ``error`` split into
-    ``error_code``/``error_message``/``error_field``). Any cell that starts with ``=``, ``+``,
-    ``-``, ``@``, a tab or a carriage return gets a leading ``'`` so a spreadsheet shows it as text
-    instead of running it as a formula. ``bom=True`` prefixes a UTF-8 BOM for Excel.
+    ``error_code``/``error_message``/``error_field``). Every cell holds exactly what the record
+    holds, so a CRM stores what was sent. ``formula_safe=True`` is for a file a person opens in a
+    spreadsheet: a cell that starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return
+    gets a leading ``'`` so it is shown as text instead of run as a formula (and the cell no
+    longer equals the text sent). ``bom=True`` prefixes a UTF-8 BOM, which Excel needs to read
+    UTF-8; ``delimiter`` is ``,`` by default (``;`` for a spreadsheet set to a German locale).
     """
+    cell = _neutralise if formula_safe else _same
     buffer = io.StringIO()
-    writer = csv.writer(buffer, quoting=csv.QUOTE_MINIMAL, lineterminator="\r\n")
+    writer = csv.writer(
+        buffer, delimiter=delimiter, quoting=csv.QUOTE_MINIMAL, lineterminator="\r\n"
+    )
 
     def encoded(cells: Iterable[str]) -> bytes:
         writer.writerow(cells)
@@ -299,10 +321,11 @@ def csv_rows(records: Iterable[Mapping[str, object]], *, bom: bool = False) -> I
 
     yield (b"\xef\xbb\xbf" if bom else b"") + encoded(CSV_COLUMNS)
     for record in records:
-        yield encoded(_neutralise(_csv_cell(record, column)) for column in CSV_COLUMNS)
+        yield encoded(cell(flat_cell(record, column)) for column in CSV_COLUMNS)
 
 
-def _csv_cell(record: Mapping[str, object], column: str) -> str:
+def flat_cell(record: Mapping[str, object], column: str) -> str:
+    """The text of one :data:`CSV_COLUMNS` column of a record (``""`` for a missing value)."""
     if column.startswith("error_"):
         error = record.get("error")
         value = error.get(column.removeprefix("error_")) if isinstance(error, Mapping) else None
@@ -314,29 +337,54 @@ def _csv_cell(record: Mapping[str, object], column: str) -> str:
     return "" if value is None else str(value)
 
 
+def _same(cell: str) -> str:
+    return cell
+
+
 def _neutralise(cell: str) -> str:
     return "'" + cell if cell.startswith(_FORMULA_STARTS) else cell
 
 
-def campaign_rows(rows: Iterable[RowRecord]) -> Iterator[bytes]:
-    """The rows as a new campaign JSONL file, e.g. failed rows to retry (``--as-campaign``).
+#: the column of a retry or fix file that says why the row is in it (an unused template
+#: variable when the file runs; replaced, not kept, when the file is exported again)
+ERROR_FIELD: Final = "bulkdm_error"
+_CAMPAIGN_COLUMNS: Final = (
+    "recipient_username", "recipient_id", "text", "external_id", "consent", "media",
+)  # fmt: skip
+#: a retry or fix row: the row, and for an invalid row its fields as read (else ``None``)
+RetryItem: TypeAlias = tuple[RowRecord, Mapping[str, object] | None]
 
-    Each line holds only campaign fields: ``recipient_id`` and/or ``recipient_username``,
-    ``text``, ``external_id``, ``media``, ``consent`` (absent ones are left out). No error or
-    status field is added, since every extra field of a campaign row becomes a template variable.
-    ``sender`` is left out so the retry may go through any sender. The text is the text as it was
-    rendered, with ``{`` and ``}`` doubled so the planner does not render it a second time.
 
-    :raises ValueError: for a row that is not failed, skipped or invalid: a sent, sending or
-        unknown row may have been delivered, and a pending one still belongs to the running
-        campaign; either could reach its recipient twice.
+def retryable(row: RowRecord) -> bool:
+    """Whether a row may go into a new campaign: final and provably not delivered.
+
+    A pending row still belongs to the running campaign, and a sending or unknown one may have
+    reached its recipient; either could reach them twice. The one predicate for this: change it
+    here, and every retry path follows.
     """
-    for row in rows:
-        if row.state not in _RETRYABLE:
-            raise ValueError(
-                f"line {row.line} is {row.state.value}: only failed, skipped or invalid rows can "
-                "go into a new campaign (anything else could reach its recipient twice)"
-            )
+    return row.state in _RETRYABLE
+
+
+def campaign_fields(row: RowRecord, original: Mapping[str, object] | None) -> dict[str, object]:
+    """One row of a retry or fix file: the campaign fields, and why the row is there.
+
+    An invalid row keeps every field it was read with (``original``), so fixing the file is
+    editing the field the error names. Another row gets ``recipient_id`` and/or
+    ``recipient_username``, ``text``, ``external_id``, ``media``, ``consent`` (absent ones left
+    out); ``sender`` is left out so the retry may go through any sender, and the text is the
+    text as it was rendered, with ``{`` and ``}`` doubled so the planner does not render it a
+    second time. :data:`ERROR_FIELD` says what went wrong.
+
+    :raises ValueError: for a row that is not :func:`retryable`.
+    """
+    if not retryable(row):
+        raise ValueError(
+            f"line {row.line} is {row.state.value}: only failed, skipped or invalid rows can "
+            "go into a new campaign (anything else could reach its recipient twice)"
+        )
+    if original is not None:
+        line = {key: value for key, value in original.items() if key != ERROR_FIELD}
+    else:
         fields = {
             "recipient_id": _id(row.recipient_id),
             "recipient_username": row.recipient_username,
@@ -346,7 +394,50 @@ def campaign_rows(rows: Iterable[RowRecord]) -> Iterator[bytes]:
             "consent": row.consent,
         }
         line = {key: value for key, value in fields.items() if value is not None}
-        yield orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
+    error = _error(row)
+    where = f" ({error['field']})" if "field" in error else ""
+    line[ERROR_FIELD] = f"line {row.line}: {error['code']}{where}: {error['message']}"
+    return line
+
+
+def campaign_rows(items: Iterable[RetryItem]) -> Iterator[bytes]:
+    """The rows as a new campaign JSONL file (``--as-campaign``): :func:`campaign_fields`."""
+    for row, original in items:
+        yield orjson.dumps(campaign_fields(row, original), option=orjson.OPT_APPEND_NEWLINE)
+
+
+def campaign_csv_rows(
+    items: Iterable[RetryItem], *, delimiter: str = ",", bom: bool = False
+) -> Iterator[bytes]:
+    """The rows as a new campaign CSV file (``--as-campaign --format csv``), cells exact.
+
+    The header is the campaign columns, then every other field an invalid row was read with, in
+    the order first met, then :data:`ERROR_FIELD`. The header needs every row first, so the rows
+    are held in memory: a retry file is the rows that did not go, not the campaign.
+    """
+    lines = [campaign_fields(row, original) for row, original in items]
+    extra = dict.fromkeys(key for line in lines for key in line)
+    header: list[str] = [c for c in _CAMPAIGN_COLUMNS if c in extra]
+    header += [k for k in extra if k not in _CAMPAIGN_COLUMNS and k != ERROR_FIELD]
+    header.append(ERROR_FIELD)
+    buffer = io.StringIO()
+    writer = csv.writer(
+        buffer, delimiter=delimiter, quoting=csv.QUOTE_MINIMAL, lineterminator="\r\n"
+    )
+    writer.writerow(header)
+    for line in lines:
+        writer.writerow(_campaign_cell(line.get(key)) for key in header)
+    yield (b"\xef\xbb\xbf" if bom else b"") + buffer.getvalue().encode("utf-8")
+
+
+def _campaign_cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return orjson.dumps(value).decode()
 
 
 def _escape_braces(text: str) -> str:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Final, TypeAlias, cast
 
 import anyio.to_thread
+import orjson
 
 from bulkdm.campaign import CampaignReader, RawRow, RowError, campaign_format, file_sha256
 from bulkdm.checkpoint import Checkpoint, PlanMeta, RowParams, pending_params, row_params
@@ -180,22 +181,28 @@ class Planner:
             return row_params(_invalid(item.line, _Problem(item.field, item.reason, item.message)))
         values = _reserved(item.fields)
         if isinstance(values, tuple):
-            return row_params(_invalid(item.line, values[0], external_id=values[1]))
+            return self._invalid_row(item, values[0], values[1])
         external_id, username, user_id, own_text, pinned, media, consent = values
         recipient = recipient_values(user_id, username)
         if isinstance(recipient, RecipientProblem):
             problem = _Problem(recipient.field, recipient.reason, recipient.message)
-            return row_params(_invalid(item.line, problem, external_id=external_id))
+            return self._invalid_row(item, problem, external_id)
         text = self._text(own_text, item.fields)
         if isinstance(text, _Problem):
-            return row_params(_invalid(item.line, text, external_id=external_id))
+            return self._invalid_row(item, text, external_id)
         sender = None if pinned is None else self._pinned_sender(pinned)
         if isinstance(sender, _Problem):
-            return row_params(_invalid(item.line, sender, external_id=external_id))
+            return self._invalid_row(item, sender, external_id)
         path = None if media is None else self._media(media)
         if isinstance(path, _Problem):
-            return row_params(_invalid(item.line, path, external_id=external_id))
+            return self._invalid_row(item, path, external_id)
         return self._planned(item.line, *recipient, text, sender, path, external_id, consent)
+
+    @staticmethod
+    def _invalid_row(item: RawRow, problem: _Problem, external_id: str | None) -> RowParams:
+        # the fields as read go with the row, so a fix file holds all of them (export --as-campaign)
+        original = orjson.dumps(item.fields).decode()
+        return row_params(_invalid(item.line, problem, external_id=external_id, original=original))
 
     def _planned(
         self,
@@ -295,7 +302,9 @@ class Planner:
         return path
 
 
-def _invalid(line: int, problem: _Problem, *, external_id: str | None = None) -> PlannedRow:
+def _invalid(
+    line: int, problem: _Problem, *, external_id: str | None = None, original: str | None = None
+) -> PlannedRow:
     return PlannedRow(
         line=line,
         state=RowState.INVALID,
@@ -303,6 +312,7 @@ def _invalid(line: int, problem: _Problem, *, external_id: str | None = None) ->
         reason=problem.reason,
         message=problem.message,
         external_id=external_id,
+        original=original,
     )
 
 
@@ -393,6 +403,7 @@ async def ensure_plan(
         settings_sha256=inputs.settings_sha256,
         provider=settings.provider.name.value,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        settings_path="" if settings.source is None else str(settings.source.resolve()),
     )
     suppression = await anyio.to_thread.run_sync(load_suppression, settings.campaign.suppression)
     planner = Planner(settings, campaign_dir=campaign_path.parent, suppression=suppression)

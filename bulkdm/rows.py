@@ -47,6 +47,8 @@ class PlannedRow:
     reason: str | None = None
     message: str | None = None
     duplicate_of_line: int | None = None
+    #: an invalid row's fields as read (a JSON object), for a fix file
+    original: str | None = None
 
     @property
     def recipient_key(self) -> str | None:

@@ -95,5 +95,9 @@ _V2: Final = "CREATE INDEX attempts_by_sender ON attempts (sender, at_s);"
 #: v3: rows_todo (sender, state, id) gives way to rows_state (state, sender, id), built on open
 _V3: Final = "DROP INDEX IF EXISTS rows_todo;"
 
-MIGRATIONS: Final = (_V1, _V2, _V3)
+#: v4 (exports, retry and fix files): an invalid row keeps its original fields as read (a JSON
+#: object), so a fix file holds every field of the row and fixing it is editing one field
+_V4_ORIGINAL: Final = "ALTER TABLE rows ADD COLUMN original TEXT;"
+
+MIGRATIONS: Final = (_V1, _V2, _V3, _V4_ORIGINAL)
 SCHEMA_VERSION: Final = len(MIGRATIONS)

@@ -271,14 +271,16 @@ def load_settings(
     :raises ConfigError: naming the file (or the command line) and the key at fault.
     """
     source = settings_path(campaign_path, config_path)
-    data = _read_toml(source) if source is not None else {}
+    if source is None:  # every campaign needs [[senders]], which only a file can give
+        raise _no_settings(campaign_path)
+    data = _read_toml(source)
     given = {key: value for key, value in (overrides or {}).items() if value is not None}
     _apply_overrides(data, given)
 
     def where(key: str) -> str:
         if key in given:
             return COMMAND_LINE
-        return str(source) if source is not None else f"{campaign_path} (no settings file)"
+        return str(source)
 
     unknown = sorted(set(data) - set(_SECTIONS))
     if unknown:
@@ -295,6 +297,30 @@ def load_settings(
         run=_run(_Table(data.get("run", {}), "run", where)),
         source=source,
     )
+
+
+def _no_settings(campaign_path: Path) -> ConfigError:
+    beside = campaign_path.with_suffix(".toml")
+    guess = _settings_guess(campaign_path)
+    hint = f"pass --config {guess}" if guess is not None else "pass --config FILE"
+    return ConfigError(
+        f"no settings file: {beside.name} does not exist beside it; {hint}, or write "
+        f"{beside.name} (README: Settings)",
+        source=campaign_path,
+    )
+
+
+def _settings_guess(campaign_path: Path) -> Path | None:
+    """The settings a derived file most likely goes with: ``customers.toml`` for
+    ``customers.retry.jsonl``; else the only ``.toml`` file in the folder."""
+    first = campaign_path.with_name(campaign_path.name.split(".")[0] + ".toml")
+    if first.is_file():
+        return first
+    try:
+        found = sorted(campaign_path.parent.glob("*.toml"))
+    except OSError:
+        return None
+    return found[0] if len(found) == 1 else None
 
 
 def _read_toml(path: Path) -> dict[str, object]:

@@ -12,8 +12,10 @@ import pytest
 
 from bulkdm.handoff import (
     CSV_COLUMNS,
+    ERROR_FIELD,
     HandoffContext,
     HandoffLog,
+    campaign_csv_rows,
     campaign_rows,
     csv_rows,
     encode_jsonl,
@@ -68,6 +70,7 @@ def test_sent_record() -> None:
         "campaign": "welcome",
         "line": 3,
         "external_id": "crm-17",
+        "consent": None,
         "recipient_username": "jack",
         "idempotency_key": KEY,
         "provider": "xquik",
@@ -369,13 +372,27 @@ def test_csv_flattens_media_ids_and_error() -> None:
 
 
 @pytest.mark.parametrize("lead", ["=", "+", "-", "@", "\t", "\r"])
-def test_csv_neutralises_formula_cells(lead: str) -> None:
+def test_formula_safe_csv_neutralises_formula_cells(lead: str) -> None:
     text = f'{lead}HYPERLINK("http://evil","x")'
     records = [handoff_record(row(text=text, external_id=f"{lead}1+1"), XQUIK)]
-    (parsed,) = parse_csv(b"".join(csv_rows(records)))
+    (parsed,) = parse_csv(b"".join(csv_rows(records, formula_safe=True)))
     assert parsed["text"] == "'" + text
     assert parsed["external_id"] == f"'{lead}1+1"
     assert parsed["account"] == "myxaccount"
+
+
+@pytest.mark.parametrize("text", ["-20% today only", "=SUM(A1)", "+1 555", "@team hi"])
+def test_csv_for_crms_holds_exactly_what_was_sent(text: str) -> None:
+    records = [handoff_record(row(text=text, consent="opted_in:2026-10-01"), XQUIK)]
+    (parsed,) = parse_csv(b"".join(csv_rows(records)))
+    assert parsed["text"] == text
+    assert parsed["consent"] == "opted_in:2026-10-01"
+
+
+def test_csv_delimiter_is_chosen() -> None:
+    data = b"".join(csv_rows([handoff_record(row(text="a;b"), XQUIK)], delimiter=";"))
+    (parsed,) = csv.DictReader(io.StringIO(data.decode(), newline=""), delimiter=";")
+    assert parsed["text"] == "a;b" and parsed["external_id"] == "crm-17"
 
 
 def test_csv_plain_cells_are_untouched() -> None:
@@ -412,7 +429,7 @@ def test_unicode_round_trips_in_jsonl_and_csv(text: str) -> None:
 def test_campaign_rows_keep_only_campaign_fields() -> None:
     failed = row(state=RowState.FAILED, message_id=None, reason="x_dm_not_allowed",
                  media="/data/a.png", consent="2026-01-01", text="Hi {{ok}} {name}")  # fmt: skip
-    (line,) = list(campaign_rows([failed]))
+    (line,) = list(campaign_rows([(failed, None)]))
     assert line.endswith(b"\n")
     assert orjson.loads(line) == {
         "recipient_id": "44196397",
@@ -421,17 +438,35 @@ def test_campaign_rows_keep_only_campaign_fields() -> None:
         "external_id": "crm-17",
         "media": "/data/a.png",
         "consent": "2026-01-01",
+        ERROR_FIELD: "line 3: x_dm_not_allowed: x dm not allowed",
     }
 
 
 def test_campaign_rows_leave_out_absent_fields() -> None:
     invalid = row(state=RowState.INVALID, recipient_id=None, text=None, external_id=None,
                   recipient_username="jack")  # fmt: skip
-    assert orjson.loads(next(iter(campaign_rows([invalid])))) == {"recipient_username": "jack"}
+    line = orjson.loads(next(iter(campaign_rows([(invalid, None)]))))
+    assert line == {"recipient_username": "jack", ERROR_FIELD: "line 3: invalid: invalid"}
+
+
+def test_an_invalid_row_keeps_every_field_it_was_read_with() -> None:
+    invalid = row(state=RowState.INVALID, recipient_id=None, text=None, reason="missing_variable",
+                  field="company", message="the template needs {company}; the row has none")
+    original = {"recipient_username": "jack", "text": "Hi {first} at {company}", "first": "J",
+                "external_id": "00123", "tier": 2, ERROR_FIELD: "an old reason"}
+    line = orjson.loads(next(iter(campaign_rows([(invalid, original)]))))
+    assert line == {**original, ERROR_FIELD: "line 3: missing_variable (company): the template "
+                    "needs {company}; the row has none"}
+    data = b"".join(campaign_csv_rows([(invalid, original)], delimiter=";"))
+    (parsed,) = csv.DictReader(io.StringIO(data.decode(), newline=""), delimiter=";")
+    assert list(parsed) == ["recipient_username", "text", "external_id", "first", "tier",
+                            ERROR_FIELD]
+    assert parsed["text"] == "Hi {first} at {company}" and parsed["tier"] == "2"
+    assert parsed["external_id"] == "00123"
 
 
 @pytest.mark.parametrize("state", [RowState.SENT, RowState.SENDING, RowState.UNKNOWN,
                                    RowState.PENDING])  # fmt: skip
 def test_campaign_rows_refuse_rows_that_may_reach_the_recipient(state: RowState) -> None:
     with pytest.raises(ValueError, match="twice"):
-        list(campaign_rows([row(state=state)]))
+        list(campaign_rows([(row(state=state), None)]))

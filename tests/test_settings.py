@@ -167,10 +167,20 @@ def test_a_missing_config_file_is_an_error(campaign: Path, tmp_path: Path) -> No
     assert caught.value.source == str(tmp_path / "nope.toml")
 
 
-def test_without_any_settings_file_the_senders_are_missing(campaign: Path) -> None:
-    with pytest.raises(ConfigError, match=r"\[\[senders\]\]") as caught:
+def test_without_any_settings_file_the_error_says_which_to_write_or_pass(campaign: Path) -> None:
+    with pytest.raises(ConfigError, match="no settings file: welcome.toml does not exist") as caught:
         load_settings(campaign)
-    assert caught.value.key == "senders"
+    assert "pass --config FILE" in str(caught.value)
+    assert caught.value.source == str(campaign)
+
+
+def test_a_derived_campaign_without_settings_is_told_which_to_pass(tmp_path: Path) -> None:
+    (tmp_path / "customers.toml").write_text('[[senders]]\naccount = "a"\n', encoding="utf-8")
+    (tmp_path / "other.toml").write_text("", encoding="utf-8")
+    retry = tmp_path / "customers.retry.jsonl"
+    retry.write_text("{}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=f"pass --config {tmp_path / 'customers.toml'}"):
+        load_settings(retry)
 
 
 def test_suppression_paths_are_relative_to_the_settings_file(

@@ -1,0 +1,172 @@
+"""``bulkdm export`` end to end: the real CLI in a subprocess after a real run against the sandbox;
+the files are read back with the libraries their users read them with (openpyxl, DuckDB)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import sqlite3
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import orjson
+from openpyxl import load_workbook
+
+from bulkdm.checkpoint import Checkpoint
+from bulkdm.sandbox import Faults, SandboxConfig, running_sandbox
+from bulkdm.schema import MIGRATIONS, SCHEMA_VERSION
+from tests.clikit import bulkdm, handoff_lines, write_campaign
+
+ROWS: list[dict[str, object]] = [
+    {"recipient_id": "1893726451029384192", "external_id": "00123", "consent": "opted_in:2026-10-01",
+     "text": "-20% today only, {first_name}", "first_name": "Amy"},
+    {"recipient_username": "ben", "external_id": "9007199254740993", "consent": "form:42",
+     "text": "=HYPERLINK(\"http://x\",\"y\") مرحبا 👋"},
+    {"recipient_username": "cat", "first_name": "Cat", "text": '@team "quoted", a;b\nline two'},
+    {"recipient_username": "nf_gone", "first_name": "Gil", "external_id": "c-4"},
+]
+ID_COLUMNS = ("message_id", "user_id", "external_id", "idempotency_key")
+
+
+async def _sent_campaign(folder: Path) -> tuple[Path, dict[int, dict[str, object]]]:
+    async with running_sandbox() as sb:
+        campaign = write_campaign(folder, ROWS, url=sb.xquik_url)
+        done = await bulkdm("run", str(campaign), "--progress", "none")
+    assert done.code == 3, done.stdout + done.stderr  # one recipient does not exist
+    records = {int(str(r["line"])): r for r in handoff_lines(folder / "camp.handoff.jsonl")}
+    return campaign, records
+
+
+async def test_xlsx_export_shows_every_id_and_text_exactly(tmp_path: Path) -> None:
+    campaign, records = await _sent_campaign(tmp_path)
+    out = tmp_path / "big.xlsx"
+    done = await bulkdm("export", str(campaign), "--out", str(out))  # the format from the name
+    assert done.code == 0, done.stderr
+    book = load_workbook(out)
+    assert book.sheetnames == ["dm_send"]
+    sheet = book["dm_send"]
+    assert sheet.freeze_panes == "A2"
+    header = [c.value for c in sheet[1]]
+    for cells in sheet.iter_rows(min_row=2):
+        row = dict(zip(header, cells, strict=True))
+        record = records[int(str(row["line"].value))]
+        for column in ID_COLUMNS:
+            if record[column] is not None:
+                assert row[column].data_type == "s" and row[column].value == record[column]
+        assert row["text"].data_type == "s" and row["text"].value == record["text"]
+        assert row["consent"].value == record["consent"]
+        assert isinstance(row["finished_at"].value, datetime)
+        if record["send_status"] == "sent":
+            assert isinstance(row["sent_at"].value, datetime)
+            sent = datetime.fromisoformat(str(record["sent_at"])).replace(tzinfo=None)
+            assert abs((row["sent_at"].value - sent).total_seconds()) < 0.001
+    assert sheet.max_row == len(ROWS) + 1
+    assert all(c.data_type != "f" for r in sheet.iter_rows() for c in r)  # nothing runs
+
+
+async def test_crm_csv_loads_in_duckdb_with_ids_as_text_and_texts_exact(tmp_path: Path) -> None:
+    campaign, records = await _sent_campaign(tmp_path)
+    out = tmp_path / "crm.csv"
+    done = await bulkdm("export", str(campaign), "--format", "csv", "--delimiter", ";",
+                        "--out", str(out))
+    assert done.code == 0, done.stderr
+    assert not out.read_bytes().startswith(b"\xef\xbb\xbf")  # a BOM only when asked for
+    types = dict.fromkeys((*ID_COLUMNS, "text", "consent"), "VARCHAR")
+    with duckdb.connect() as db:
+        relation = db.read_csv(str(out), header=True, sep=";", quotechar='"', escapechar='"',
+                               dtype=types)
+        names = relation.columns
+        loaded = [dict(zip(names, values, strict=True)) for values in relation.fetchall()]
+    assert len(loaded) == len(ROWS)
+    for row in loaded:
+        record = records[int(row["line"])]
+        for column in (*ID_COLUMNS, "text", "consent"):
+            assert row[column] == record[column], column
+        assert str(row["text"]).encode() == str(record["text"]).encode()  # byte-identical
+    assert {r["text"] for r in loaded} >= {"-20% today only, Amy", '@team "quoted", a;b\nline two'}
+
+
+async def test_formula_safe_csv_and_bom_are_opt_in(tmp_path: Path) -> None:
+    campaign, _ = await _sent_campaign(tmp_path)
+    out = tmp_path / "sheet.csv"
+    done = await bulkdm("export", str(campaign), "--out", str(out), "--bom", "--formula-safe")
+    assert done.code == 0, done.stderr
+    data = out.read_bytes()
+    assert data.startswith(b"\xef\xbb\xbf")
+    texts = {r["text"] for r in csv.DictReader(io.StringIO(data.decode("utf-8-sig"), newline=""))}
+    assert "'-20% today only, Amy" in texts
+
+
+async def test_out_dash_writes_to_stdout(tmp_path: Path) -> None:
+    campaign, records = await _sent_campaign(tmp_path)
+    done = await bulkdm("export", str(campaign), "--out", "-", "--status", "sent", "failed")
+    assert done.code == 0, done.stderr
+    assert not (tmp_path / "-").exists()
+    lines = [orjson.loads(line) for line in done.stdout.splitlines()]
+    assert sorted(r["line"] for r in lines) == sorted(records)
+    assert "wrote 4 rows to stdout" in done.stderr
+
+
+async def test_a_v3_checkpoint_gains_the_original_column(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    with sqlite3.connect(path) as db:
+        db.executescript("".join(step + ";" for step in MIGRATIONS[:3]) + "PRAGMA user_version = 3;")
+        db.execute("INSERT INTO rows (line, state) VALUES (1, 'invalid')")
+    checkpoint = await Checkpoint.open(path)
+    try:
+        assert await checkpoint.originals([1]) == {}
+    finally:
+        await checkpoint.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        columns = [r[1] for r in db.execute("PRAGMA table_info(rows)")]
+    assert "original" in columns
+
+
+async def test_retry_file_of_failed_rows_runs_with_the_readme_command(tmp_path: Path) -> None:
+    rows = [{"recipient_username": f"user{i}", "first_name": f"U{i}"} for i in range(3)]
+    async with running_sandbox(SandboxConfig(faults=Faults(fail_rate=1.0))) as sb:
+        campaign = write_campaign(tmp_path, rows, url=sb.xquik_url)
+        first = await bulkdm("run", str(campaign), "--progress", "none")
+        assert first.code == 3, first.stdout + first.stderr
+        exported = await bulkdm("export", str(campaign), "--status", "failed", "--as-campaign")
+        assert exported.code == 0, exported.stderr
+        retry = tmp_path / "camp.retry.jsonl"
+        assert f"run them with: bulkdm run {retry} --config {tmp_path / 'camp.toml'}" in (
+            exported.stdout)
+        alone = await bulkdm("run", str(retry), "--progress", "none")
+        sb.reconfigure(SandboxConfig())
+        again = await bulkdm("run", str(retry), "--config", str(tmp_path / "camp.toml"),
+                             "--progress", "none")
+        delivered = sorted(d.text for d in sb.ledger)
+    assert alone.code == 1 and f"pass --config {tmp_path / 'camp.toml'}" in alone.stderr
+    assert again.code == 0, again.stdout + again.stderr
+    assert delivered == ["Hello U0", "Hello U1", "Hello U2"]
+    assert len(handoff_lines(tmp_path / "camp.handoff.jsonl")) == 3  # the first run's file kept
+
+
+async def test_fix_file_of_invalid_rows_is_fixed_by_editing_one_field(tmp_path: Path) -> None:
+    rows: list[dict[str, object]] = [
+        {"recipient_username": "amy", "first_name": "Amy", "external_id": "c-1", "tier": "gold"},
+        {"recipient_username": "ben", "text": "Hi {nickname}", "external_id": "c-2"},
+        {"recipient_username": "@@bad", "first_name": "Cy", "external_id": "c-3"},
+    ]
+    async with running_sandbox() as sb:
+        campaign = write_campaign(tmp_path, rows, url=sb.xquik_url)
+        await bulkdm("run", str(campaign), "--progress", "none")
+        fix = tmp_path / "fix.csv"
+        exported = await bulkdm("export", str(campaign), "--status", "failed", "invalid",
+                                "--as-campaign", "--out", str(fix))
+        assert exported.code == 0, exported.stderr
+        data = fix.read_bytes().decode("utf-8")
+        assert data.startswith("recipient_username,text,external_id,first_name,bulkdm_error\r\n")
+        fixed = data.replace('"Hi {nickname}"', "Hi Ben").replace("Hi {nickname}", "Hi Ben")
+        fix.write_text(fixed.replace("@@bad", "cy"), encoding="utf-8", newline="")
+        again = await bulkdm("run", str(fix), "--config", str(tmp_path / "camp.toml"),
+                             "--progress", "none")
+        texts = sorted(d.text for d in sb.ledger)
+    assert again.code == 0, again.stdout + again.stderr
+    assert texts == ["Hello Amy", "Hello Cy", "Hi Ben"]
+    fixed_records = handoff_lines(tmp_path / "fix.handoff.jsonl")
+    assert sorted(str(r["external_id"]) for r in fixed_records) == ["c-2", "c-3"]
