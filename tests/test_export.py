@@ -125,7 +125,9 @@ async def test_a_v3_checkpoint_gains_the_original_column(tmp_path: Path) -> None
 
 
 async def test_retry_file_of_failed_rows_runs_with_the_readme_command(tmp_path: Path) -> None:
-    rows = [{"recipient_username": f"user{i}", "first_name": f"U{i}"} for i in range(3)]
+    rows: list[dict[str, object]] = [
+        {"recipient_username": f"user{i}", "first_name": f"U{i}"} for i in range(3)]
+    rows.append({"recipient_username": "@@bad", "first_name": "X"})  # invalid: not retried
     async with running_sandbox(SandboxConfig(faults=Faults(fail_rate=1.0))) as sb:
         campaign = write_campaign(tmp_path, rows, url=sb.xquik_url)
         first = await bulkdm("run", str(campaign), "--progress", "none")
@@ -143,7 +145,8 @@ async def test_retry_file_of_failed_rows_runs_with_the_readme_command(tmp_path: 
     assert alone.code == 1 and f"pass --config {tmp_path / 'camp.toml'}" in alone.stderr
     assert again.code == 0, again.stdout + again.stderr
     assert delivered == ["Hello U0", "Hello U1", "Hello U2"]
-    assert len(handoff_lines(tmp_path / "camp.handoff.jsonl")) == 3  # the first run's file kept
+    assert len(handoff_lines(tmp_path / "camp.handoff.jsonl")) == 4  # the first run's file kept
+    assert len(handoff_lines(tmp_path / "camp.retry.handoff.jsonl")) == 3
 
 
 async def test_fix_file_of_invalid_rows_is_fixed_by_editing_one_field(tmp_path: Path) -> None:
