@@ -150,6 +150,11 @@ class Engine:
     def senders(self) -> Sequence[_Sender]:
         return list(self._senders.values())
 
+    @property
+    def api_key_limiter(self) -> WindowLimiter:
+        """The API key's budget, shared by every sender (read it; the engine records in it)."""
+        return self._key
+
     def next_slot_in_s(self, account: str) -> float:
         sender, now = self._senders[account], self._clock()
         return max(sender.limiter.next_allowed_s(now), self._key.next_allowed_s(now)) - now

@@ -8,6 +8,7 @@ gives the closing report.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -45,13 +46,17 @@ _STATE_STYLES: Final = {
     RowState.SENT: "green", RowState.FAILED: "red", RowState.SKIPPED: "yellow",
     RowState.INVALID: "magenta", RowState.UNKNOWN: "cyan",
 }  # fmt: skip
-_SENDER_STATES: Final = ("ready", "resting", "out", "done")
-_SENDER_STYLES: Final = {"ready": "green", "resting": "yellow", "out": "red", "done": "dim"}
+_SENDER_STATES: Final = ("ready", "waiting", "resting", "out", "done")
+_SENDER_STYLES: Final = {
+    "ready": "green", "waiting": "cyan", "resting": "yellow", "out": "red", "done": "dim",
+}  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class SenderView:
-    """One sender as shown: ``state`` is ``ready``, ``resting``, ``out`` or ``done``."""
+    """One sender as shown: ``state`` is ``ready``, ``waiting`` (for a rate window or its
+    pace: ``note`` says which, until when), ``resting``, ``out`` or ``done``. ``sent`` counts
+    this run's sends."""
 
     account: str
     state: str
@@ -63,7 +68,9 @@ class SenderView:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Snapshot:
-    """The run at one moment. ``counts`` maps :class:`~bulkdm.rows.RowState` values to rows."""
+    """The run at one moment. ``counts`` maps :class:`~bulkdm.rows.RowState` values to rows of
+    the whole campaign (earlier runs included); each sender's ``sent`` is this run's. ``eta_s``
+    counts the waits for rate windows (see :mod:`bulkdm.waits`)."""
 
     campaign: str
     counts: Mapping[str, int]
@@ -139,9 +146,13 @@ class _PlainProgress:
 class _LiveProgress:
     def __init__(self, stream: TextIO, *, clock: Callable[[], float]) -> None:
         console = Console(file=stream, force_terminal=True)
-        # no stdout/stderr redirection: that would swap sys.stdout for the whole process
+        # no stdout redirection: that would swap sys.stdout for the whole process. stderr on the
+        # same screen (the Ctrl-C notice) goes through the live display, printed above it: a
+        # line written past it would shift the frame, and the next redraw would leave its title
+        # and bar behind
         self._live = Live(
-            console=console, auto_refresh=False, redirect_stdout=False, redirect_stderr=False
+            console=console, auto_refresh=False, redirect_stdout=False,
+            redirect_stderr=stream.isatty() and sys.stderr.isatty(),
         )
         self._clock = clock
         self._last_s: float | None = None
@@ -232,7 +243,8 @@ def summary_text(
 ) -> str:
     """The end-of-run report: why it ended, rows by state, failures by code, senders, next step."""
     lines = [
-        f"Campaign {final.campaign!r}: {finish_reason} after {format_duration(final.elapsed_s)}"
+        f"Campaign {final.campaign!r}: {finish_reason} after {format_duration(final.elapsed_s)}",
+        "Rows (whole campaign, earlier runs included):",
     ]
     width = max((len(s.value) for s in _STATE_ORDER), default=0)
     for state in _STATE_ORDER:
@@ -252,7 +264,7 @@ def summary_text(
         code_width = max(len(code) for code, _ in ranked)
         lines += [f"  {code:<{code_width}}  {n:>7}" for code, n in ranked]
     if final.senders:
-        lines.append("Senders:")
+        lines.append("Senders (this run):")
         lines += [_summary_sender(view) for view in final.senders]
     if resume_command is not None:
         lines.append(f"To resume: {resume_command}")
@@ -261,7 +273,7 @@ def summary_text(
 
 def _summary_sender(view: SenderView) -> str:
     note = f" ({view.note})" if view.note else ""
-    return f"  {view.account}: {view.sent} sent, {view.state}{note}"
+    return f"  {view.account}: {view.sent} sent this run, {view.state}{note}"
 
 
 def format_rate(per_s: float) -> str:

@@ -129,6 +129,21 @@ class WindowLimiter:
                 allowed_s = max(allowed_s, self._log[-rate.count] + window_s)
         return allowed_s
 
+    def holds(self, now_s: float) -> list[tuple[str, float]]:
+        """What keeps the next event from ``now_s``: ``(what, until_s)`` for every limit that
+        allows it only later, latest first. ``what`` is ``"rest"`` (a Retry-After), ``"pace"``
+        (the ``period/count`` spacing) or a rate such as ``"5/1m"`` whose window is full. Pure,
+        like :meth:`next_allowed_s` (whose answer is the first ``until_s``, or ``now_s``)."""
+        found: list[tuple[str, float]] = []
+        if self._rest_until_s is not None and self._rest_until_s > now_s:
+            found.append(("rest", self._rest_until_s))
+        if self._log and self._log[-1] + self._spacing_s > now_s:
+            found.append(("pace", self._log[-1] + self._spacing_s))
+        for rate, window_s in zip(self._rates, self._windows_s, strict=True):
+            if len(self._log) >= rate.count and self._log[-rate.count] + window_s > now_s:
+                found.append((str(rate), self._log[-rate.count] + window_s))
+        return sorted(found, key=lambda item: -item[1])
+
     def next_slot_in_s(self, now_s: float) -> float:
         """Seconds until :meth:`next_allowed_s` (0.0 when an event fits now)."""
         return self.next_allowed_s(now_s) - now_s

@@ -5,31 +5,50 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, replace
 from enum import IntEnum
 from pathlib import Path
-from typing import Final, TextIO
+from typing import Final, Protocol, TextIO
 
 from bulkdm.checkpoint import Checkpoint
-from bulkdm.engine import Engine, FinishReason, RunReport
+from bulkdm.engine import Engine, FinishReason, RunReport, SenderState
 from bulkdm.errors import BulkdmError
 from bulkdm.outbox import Outbox
 from bulkdm.planner import ensure_plan
 from bulkdm.progress import Progress, SenderView, Snapshot, make_progress, summary_text
 from bulkdm.providers import open_provider
 from bulkdm.providers.base import Provider, SenderAuth
+from bulkdm.ratelimit import WindowLimiter
 from bulkdm.report import format_report
 from bulkdm.runlock import RunLock
 from bulkdm.sandbox import SandboxConfig, running_sandbox
 from bulkdm.secrets import Secret, read_secret
 from bulkdm.settings import ProviderName, RunSettings, Settings
+from bulkdm.waits import time_left_s, wait_reason
 
 __all__ = ["ExitCode", "RunOptions", "run_campaign"]
 
 _SANDBOX_KEY: Final = "sandbox-key"
 _DISPLAY_PERIOD_S: Final = 0.25
 _RATE_WINDOW_S: Final = 10.0
+#: how often the display counts the rows left per sender in the checkpoint
+_LEFT_RECOUNT_S: Final = 5.0
+_LEFT_STATES: Final = ("pending", "unknown", "sending")
+
+
+class _SenderLike(Protocol):
+    """What the display reads of an engine's sender."""
+
+    @property
+    def account(self) -> str: ...
+    @property
+    def usable(self) -> bool: ...
+    state: SenderState
+    note: str | None
+    sent: int
+    limiter: WindowLimiter
 
 
 class ExitCode(IntEnum):
@@ -127,7 +146,7 @@ async def _send_all(
     try:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(outbox.follow(done))
-            tasks.create_task(_show(engine, settings, display, started_s, done))
+            tasks.create_task(_show(engine, settings, checkpoint, display, started_s, done))
             try:
                 report = await _run_with_grace(engine, settings.run, stop)
             finally:
@@ -137,7 +156,9 @@ async def _send_all(
         raise group.exceptions[0] from None
     finally:
         await outbox.close()
-    final = _snapshot(engine, settings, started_s)
+    left = _RowsLeft()
+    await left.refresh(checkpoint, engine, force=True)
+    final = _snapshot(engine, settings, started_s, left.now(engine))
     display.close(final)
     failures = await checkpoint.failure_counts()
     stream.write(summary_text(final, finish_reason=report.finish_reason.value,
@@ -169,32 +190,79 @@ async def _run_with_grace(engine: Engine, run: RunSettings, stop: asyncio.Event)
     return task.result()
 
 
-async def _show(engine: Engine, settings: Settings, display: Progress, started_s: float,
-                done: asyncio.Event) -> None:
+async def _show(engine: Engine, settings: Settings, checkpoint: Checkpoint, display: Progress,
+                started_s: float, done: asyncio.Event) -> None:
+    left = _RowsLeft()
     while not done.is_set():
         if engine.counts:  # empty until the engine has read the checkpoint
-            display.update(_snapshot(engine, settings, started_s))
+            await left.refresh(checkpoint, engine)
+            display.update(_snapshot(engine, settings, started_s, left.now(engine)))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(done.wait(), timeout=_DISPLAY_PERIOD_S)
 
 
-def _snapshot(engine: Engine, settings: Settings, started_s: float) -> Snapshot:
+class _RowsLeft:
+    """Rows left per sender for the ETA: counted in the checkpoint every few seconds (one
+    indexed query a state), less what each sender sent since."""
+
+    def __init__(self) -> None:
+        self._counted: dict[str, int] = {}
+        self._sent_then: dict[str, int] = {}
+        self._counted_at_s: float | None = None
+
+    async def refresh(self, checkpoint: Checkpoint, engine: Engine, *, force: bool = False) -> None:
+        now_s = time.monotonic()
+        if not force and self._counted_at_s is not None \
+                and now_s - self._counted_at_s < _LEFT_RECOUNT_S:
+            return
+        counted: Counter[str] = Counter()
+        for state in _LEFT_STATES:
+            counted.update(await checkpoint.sender_counts(state))
+        self._counted = dict(counted)
+        self._sent_then = {s.account: s.sent for s in engine.senders}
+        self._counted_at_s = now_s
+
+    def now(self, engine: Engine) -> dict[str, int]:
+        left = dict(self._counted)
+        for sender in engine.senders:
+            since = sender.sent - self._sent_then.get(sender.account, sender.sent)
+            left[sender.account] = max(0, left.get(sender.account, 0) - since)
+        return left
+
+
+def _snapshot(
+    engine: Engine, settings: Settings, started_s: float, left_by_sender: Mapping[str, int]
+) -> Snapshot:
     now = time.time()
     recent = [t for t in engine.recent_sends_s if t >= now - _RATE_WINDOW_S]
     engine.recent_sends_s[:] = recent
     elapsed_s = time.monotonic() - started_s
     rate = len(recent) / min(_RATE_WINDOW_S, max(elapsed_s, 1e-3))
     counts = {k: v for k, v in engine.counts.items() if v}
-    left = sum(counts.get(s, 0) for s in ("pending", "sending", "unknown"))
-    senders = [SenderView(account=s.account, sent=s.sent,
-                          state="resting" if s.usable and s.limiter.is_resting(now)
-                          else s.state.value,
-                          next_slot_in_s=max(0.0, engine.next_slot_in_s(s.account))
-                          if s.usable else None, note=s.note)
-               for s in engine.senders]
+    senders = [_sender_view(engine, s, now) for s in engine.senders]
+    waits = {v.account: v.next_slot_in_s for v in senders if v.next_slot_in_s is not None}
+    eta_s = time_left_s(settings, left_by_sender, first_wait_s=waits,
+                        api_key_wait_s=engine.api_key_limiter.next_slot_in_s(now))
     return Snapshot(campaign=settings.campaign.name, counts=counts, total=sum(counts.values()),
-                    rate_per_s=rate, eta_s=left / rate if rate > 0 else None,
-                    elapsed_s=elapsed_s, senders=senders)
+                    rate_per_s=rate, eta_s=eta_s, elapsed_s=elapsed_s, senders=senders)
+
+
+def _sender_view(engine: Engine, sender: _SenderLike, now_s: float) -> SenderView:
+    """A sender as shown, with why it waits (which window, until when) when its note is empty."""
+    state = sender.state.value
+    if not sender.usable:
+        return SenderView(account=sender.account, state=state, sent=sender.sent,
+                          next_slot_in_s=None, note=sender.note)
+    reason = wait_reason(sender.limiter, engine.api_key_limiter, now_s)
+    if sender.limiter.is_resting(now_s):
+        state = "resting"
+    elif state == "ready" and reason is not None:
+        state = "waiting"
+    note = sender.note
+    if note is None and reason is not None and state != "done":
+        note = reason.text(now_s)
+    return SenderView(account=sender.account, state=state, sent=sender.sent,
+                      next_slot_in_s=max(0.0, engine.next_slot_in_s(sender.account)), note=note)
 
 
 def _resume_command(options: RunOptions) -> str:

@@ -193,7 +193,9 @@ def test_summary_text() -> None:
     assert any("2 row(s) may have been delivered" in line for line in lines)
     codes = lines[lines.index("Failures by code:") + 1 :][:2]
     assert codes == ["  x_dm_not_allowed       10", "  user_not_found          2"]
-    assert "  bob: 500 sent, resting (x_daily_limit until 14:02)" in lines
+    assert lines[1] == "Rows (whole campaign, earlier runs included):"
+    assert "Senders (this run):" in lines
+    assert "  bob: 500 sent this run, resting (x_daily_limit until 14:02)" in lines
     assert lines[-1] == "To resume: bulkdm run welcome.toml"
     assert text.endswith("\n")
 
@@ -206,5 +208,7 @@ def test_summary_text_of_a_clean_finish() -> None:
         resume_command=None,
     )
     assert text == (
-        "Campaign 'welcome': finished after 4m12s\n  sent          10 of 10\n  failed         0\n"
+        "Campaign 'welcome': finished after 4m12s\n"
+        "Rows (whole campaign, earlier runs included):\n"
+        "  sent          10 of 10\n  failed         0\n"
     )

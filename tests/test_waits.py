@@ -1,0 +1,86 @@
+"""Why a sender waits, and the time left, as pure functions of the limiters at a given ``now``."""
+
+from __future__ import annotations
+
+from bulkdm.ratelimit import WindowLimiter
+from bulkdm.rates import Rate, parse_rate
+from bulkdm.report import estimate_duration
+from bulkdm.settings import CampaignSettings, ProviderSettings, SenderSettings, Settings
+from bulkdm.waits import WaitReason, time_left_s, wait_reason
+
+ISSUE_RATES = (parse_rate("1/1s"), parse_rate("5/1m"))  # the issue's ["1/1s", "5/1m"]
+KEY_RATES = (Rate(count=100_000, period_s=1.0),)
+
+
+def clock(epoch_s: float) -> str:
+    return f"t={epoch_s:g}"
+
+
+def sender_after_five_sends() -> WindowLimiter:
+    limiter = WindowLimiter(ISSUE_RATES, smooth=True)
+    at_s = 0.0
+    for _ in range(5):
+        at_s = limiter.next_allowed_s(at_s)  # one a second and a guard of 20 ms
+        limiter.record(at_s)
+    return limiter
+
+
+def test_a_full_window_is_named_with_when_it_frees() -> None:
+    sender, key = sender_after_five_sends(), WindowLimiter(KEY_RATES)
+    reason = wait_reason(sender, key, 11.0)
+    # the 5/1m window (61 s with its 1 s guard) frees when the first of the five leaves it
+    assert reason == WaitReason(who="sender", what="5/1m", until_s=61.0)
+    assert reason.text(11.0, clock=clock) == "5/1m window full until t=61 (50s)"
+    assert sender.next_allowed_s(11.0) == reason.until_s  # the same answer as the limiter's
+
+
+def test_the_pace_between_sends_is_not_worth_a_note_unless_long() -> None:
+    sender, key = WindowLimiter(ISSUE_RATES, smooth=True), WindowLimiter(KEY_RATES)
+    sender.record(0.0)
+    assert wait_reason(sender, key, 0.5) is None  # one a second: just the pace
+    slow = WindowLimiter((parse_rate("12/1m"),), smooth=True)  # one every 5 s
+    slow.record(0.0)
+    reason = wait_reason(slow, key, 1.0)
+    assert reason is not None and reason.text(1.0, clock=clock) == (
+        "pacing: next send until t=5 (4s)")
+
+
+def test_a_rest_and_the_api_key_are_named() -> None:
+    sender, key = WindowLimiter(ISSUE_RATES, smooth=True), WindowLimiter((parse_rate("2/1m"),))
+    key.record(0.0)
+    key.record(1.0)
+    reason = wait_reason(sender, key, 2.0)
+    assert reason is not None and reason.text(2.0, clock=clock) == (
+        "api key 2/1m window full until t=61 (59s)")
+    sender.rest_until(300.0)
+    rest = wait_reason(sender, key, 2.0)
+    assert rest is not None and rest.text(2.0, clock=clock) == (
+        "resting (Retry-After) until t=300 (4m58s)")
+
+
+def settings(*accounts: str) -> Settings:
+    return Settings(
+        campaign=CampaignSettings(name="c"),
+        provider=ProviderSettings(rates=KEY_RATES),
+        senders=tuple(SenderSettings(account=a, rates=ISSUE_RATES, daily_cap=None)
+                      for a in accounts),
+    )
+
+
+def test_time_left_starts_at_the_plans_estimate_and_counts_waits() -> None:
+    both = settings("a", "b")
+    left = {"a": 12, "b": 7}
+    plan = estimate_duration(both, left).seconds
+    assert plan == 2 * 60.0  # 12 rows at 5 a minute: the third minute's window
+    assert time_left_s(both, left, first_wait_s={"a": 0.0, "b": 0.0}) == plan
+    waiting = time_left_s(both, left, first_wait_s={"a": 49.0, "b": 0.0})
+    assert waiting == plan + 49.0  # the 5/1m window's wait is in the ETA
+    # the API key's wait holds every sender
+    assert time_left_s(both, left, first_wait_s={"a": 0, "b": 0}, api_key_wait_s=200.0) == (
+        200.0 + estimate_duration(both, left).api_key_s)
+
+
+def test_time_left_of_nothing_and_of_rows_no_sender_can_send() -> None:
+    one = settings("a", "b")
+    assert time_left_s(one, {"a": 0}, first_wait_s={"a": 3.0}) == 0.0
+    assert time_left_s(one, {"a": 3, "b": 2}, first_wait_s={"a": 0.0}) is None  # b is out
