@@ -15,6 +15,9 @@ __all__ = ["SenderStatus", "Status", "read_status", "status_text"]
 @dataclass(frozen=True, kw_only=True, slots=True)
 class SenderStatus:
     account: str
+    #: rows this sender delivered, over every run of the campaign
+    sent: int
+    #: rows left to it (pending, or unknown and to be settled)
     waiting: int
     state: str
     reason: str | None
@@ -38,19 +41,21 @@ async def read_status(checkpoint: Checkpoint) -> Status:
     meta = await checkpoint.plan_meta()
     counts = await checkpoint.state_counts()
     records = {r.account: r for r in await checkpoint.sender_records()}
+    sent = await checkpoint.sender_counts("sent")
     waiting = await checkpoint.sender_counts("pending")
     for account, n in (await checkpoint.sender_counts("unknown")).items():
         waiting[account] = waiting.get(account, 0) + n
     senders = []
     now_s = time.time()
-    for account in sorted(set(waiting) | set(records)):
+    # every sender the campaign used, also once it is done: one with rows sent and none left
+    for account in sorted(set(waiting) | set(records) | set(sent)):
         record = records.get(account)
         due_s = await checkpoint.next_due_s(account)
         if record is not None and record.until_s is not None and due_s is not None:
             due_s = max(due_s, record.until_s)
         senders.append(SenderStatus(
-            account=account, waiting=waiting.get(account, 0),
-            state=_sender_state(record, now_s),
+            account=account, sent=sent.get(account, 0), waiting=waiting.get(account, 0),
+            state=_sender_state(record, now_s, waiting=waiting.get(account, 0)),
             reason=record.reason if record else None,
             next_due_at=_iso(due_s) if due_s else None,
         ))
@@ -79,13 +84,16 @@ def status_text(status: Status) -> str:
             when = "now" if due_s <= now_s else f"in {format_duration(due_s - now_s)}"
             when = f", next {when}"
         why = f" ({sender.reason})" if sender.reason else ""
-        lines.append(f"  sender {sender.account}: {sender.state}{why}, {sender.waiting} left{when}")
+        lines.append(f"  sender {sender.account}: {sender.state}{why}, {sender.sent} sent, "
+                     f"{sender.waiting} left{when}")
     return "\n".join(lines)
 
 
-def _sender_state(record: SenderRecord | None, now_s: float) -> str:
+def _sender_state(record: SenderRecord | None, now_s: float, *, waiting: int) -> str:
     if record is not None and record.state == "out":
         return "out"
+    if not waiting:
+        return "done"
     if record is not None and record.until_s is not None and record.until_s > now_s:
         return "resting"
     return "ready"

@@ -173,3 +173,13 @@ async def test_fix_file_of_invalid_rows_is_fixed_by_editing_one_field(tmp_path: 
     assert texts == ["Hello Amy", "Hello Cy", "Hi Ben"]
     fixed_records = handoff_lines(tmp_path / "fix.handoff.jsonl")
     assert sorted(str(r["external_id"]) for r in fixed_records) == ["c-2", "c-3"]
+
+
+async def test_status_after_completion_lists_the_senders(tmp_path: Path) -> None:
+    campaign, _ = await _sent_campaign(tmp_path)
+    done = await bulkdm("status", str(campaign))
+    assert done.code == 0, done.stderr
+    assert "  sender alice: done, 3 sent, 0 left" in done.stdout.splitlines()
+    as_json = orjson.loads((await bulkdm("status", str(campaign), "--json")).stdout)
+    assert as_json["senders"] == [{"account": "alice", "sent": 3, "waiting": 0, "state": "done",
+                                   "reason": None, "next_due_at": None}]
