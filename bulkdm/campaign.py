@@ -42,6 +42,8 @@ _BOM: Final = b"\xef\xbb\xbf"
 _BACKSLASH: Final = ord("\\")  # no escape in a line, so no \u0000 escape either
 _READ_CHUNK: Final = 1 << 16
 _DELIMITERS: Final = (",", ";", "\t")
+#: a CSV header needs one of these: without it no row could say whom to message
+_RECIPIENT_COLUMNS: Final = frozenset({"recipient_username", "recipient_id"})
 
 
 class CampaignFormat(StrEnum):
@@ -339,7 +341,22 @@ def _csv_header(reader: Iterator[list[str]], text: _TextLines, file: str, sep: s
     repeated = sorted({name for name in header if header.count(name) > 1})
     if repeated:
         raise CampaignFileError(file, f"the header names {', '.join(repeated)} more than once")
+    if not _RECIPIENT_COLUMNS.intersection(header):
+        # one clear error, not a missing_recipient on every row
+        raise CampaignFileError(file, _no_recipient_column(header))
     return header
+
+
+def _no_recipient_column(header: list[str]) -> str:
+    found = ", ".join(header)
+    near = [name for name in header if _canonical_column(name) in _RECIPIENT_COLUMNS]
+    hint = f"; rename {near[0]!r} to {_canonical_column(near[0])!r}" if near else (
+        "; name the column recipient_username or recipient_id")
+    return f"no recipient column; found: {found}{hint}"
+
+
+def _canonical_column(name: str) -> str:
+    return name.strip().lower().replace(" ", "_").lstrip("@")
 
 
 def _csv_record(

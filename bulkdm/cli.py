@@ -1,7 +1,7 @@
 """The command line: parse arguments, load settings, run one async command, map errors to codes.
 
-Exit codes: 0 done; 1 a :class:`BulkdmError` (printed as ``Kind: message`` on stderr); 2 a usage
-error (argparse). Each subcommand is a :class:`Command` in :data:`COMMANDS`: a name, its help, a
+Exit codes: 0 done; 1 a :class:`BulkdmError` (printed as ``error: message`` on stderr); 2 a
+usage error (argparse); ``plan`` exits 3 when no row is valid. Each subcommand is a :class:`Command` in :data:`COMMANDS`: a name, its help, a
 function that adds its arguments and an async handler that returns the exit code.
 """
 
@@ -76,7 +76,16 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         "provider.name": args.provider,
         "provider.base_url": args.base_url,
     }
-    return load_settings(args.campaign, config_path=args.config, overrides=overrides)
+    if not Path(args.campaign).is_file():
+        # before the settings: their error would hide that the campaign itself is missing
+        from bulkdm.errors import CampaignFileError
+
+        missing = "is a directory" if Path(args.campaign).is_dir() else "no such file"
+        raise CampaignFileError(args.campaign, missing)
+    settings = load_settings(args.campaign, config_path=args.config, overrides=overrides)
+    for warning in settings.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return settings
 
 
 def checkpoint_path(args: argparse.Namespace) -> Path:
@@ -111,7 +120,8 @@ async def _plan(args: argparse.Namespace) -> int:
     finally:
         await checkpoint.close()
     print(report.to_json() if args.json else format_report(report))
-    return 0
+    # nothing to send because every row is invalid: a script must not go on to `run`
+    return 3 if report.rows.read and not report.rows.valid else 0
 
 
 PLAN: Final = Command(
@@ -357,7 +367,8 @@ def main(argv: Sequence[str] | None = None, *, commands: Sequence[Command] = COM
     try:
         return asyncio.run(_call(handler, args))
     except BulkdmError as exc:
-        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        # what went wrong and where, as a person reads it; the class name is no help there
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("Interrupted", file=sys.stderr)

@@ -276,15 +276,15 @@ class Planner:
         return rendered
 
     def _pinned_sender(self, sender: str) -> str | _Problem:
-        account = sender.removeprefix("@")
-        if self._settings.sender(account) is None:
+        configured = self._settings.sender(sender)  # in any case, as X handles are
+        if configured is None:
             known = ", ".join(s.account for s in self._settings.senders)
             return _Problem(
                 "sender",
                 "unknown_sender",
                 f"{sender!r} is not one of the configured senders ({known})",
             )
-        return account
+        return configured.account
 
     def _media(self, media: str) -> str | _Problem:
         if self._settings.provider.name is not ProviderName.XQUIK:

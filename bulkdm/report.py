@@ -236,22 +236,28 @@ def _counts_text(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{name} {count}" for name, count in counts.items())
 
 
+_PLAN_STATUS: Final = {
+    "planned": "new plan",
+    "replaced": "plan replaced (the campaign or settings changed; nothing was sent yet)",
+    "unchanged": "plan unchanged",
+}
+
+
 def format_report(report: PlanReport) -> str:
     """The report as text for a terminal."""
     rows, cost, duration = report.rows, report.cost, report.duration
     file = Path(report.campaign_path).name
     credits = f"{cost.credits} credits: " if cost.credits is not None else ""
     lines = [
-        f"campaign {report.campaign} ({file}, provider {report.provider}), plan {report.status}",
+        (
+            f"campaign {report.campaign} ({file}, provider {report.provider}), "
+            f"{_PLAN_STATUS.get(report.status, report.status)}"
+        ),
         f"checkpoint      {report.checkpoint_path}",
         f"rows read       {rows.read}",
         f"valid           {rows.valid}  (to send {rows.pending})",
         f"invalid         {rows.invalid}  {_counts_text(report.invalid_by_reason)}".rstrip(),
         f"skipped         {rows.skipped}  {_counts_text(report.skipped_by_reason)}".rstrip(),
-        (
-            f"  duplicates {rows.duplicates}, suppressed {rows.suppressed}, "
-            f"no consent {rows.no_consent}"
-        ),
         f"per sender      {_counts_text(report.senders)}",
         (
             f"estimated cost  ${cost.usd:.4f} ({credits}DMs {cost.dms}, "

@@ -6,10 +6,11 @@ only the *names* of the environment variables that hold them (see :mod:`bulkdm.s
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -140,9 +141,13 @@ class Settings:
     run: RunSettings = field(default_factory=RunSettings)
     #: the TOML file these came from, if any
     source: Path | None = None
+    #: values that are allowed but probably wrong (printed by the commands, never fatal)
+    warnings: tuple[str, ...] = ()
 
     def sender(self, account: str) -> SenderSettings | None:
-        return next((s for s in self.senders if s.account == account), None)
+        """The sender named ``account``, in any case: X handles are case-insensitive."""
+        wanted = account.removeprefix("@").casefold()
+        return next((s for s in self.senders if s.account.casefold() == wanted), None)
 
 
 # -- the loader ---------------------------------------------------------------------------------
@@ -244,7 +249,8 @@ class _Table:
         """Every key must have been read: anything left is unknown (a typo, most likely)."""
         if self._data:
             key = min(self._data)
-            raise self.error(key, "unknown key; check the spelling against the documentation")
+            known = _KNOWN_KEYS.get(self.prefix.split("[")[0], ())
+            raise self.error(key, "unknown key; " + _did_you_mean(key, known))
 
 
 def settings_path(campaign_path: Path, config_path: Path | None = None) -> Path | None:
@@ -284,7 +290,8 @@ def load_settings(
 
     unknown = sorted(set(data) - set(_SECTIONS))
     if unknown:
-        raise ConfigError("unknown section", source=where(unknown[0]), key=unknown[0])
+        raise ConfigError("unknown section; " + _did_you_mean(unknown[0], _SECTIONS),
+                          source=where(unknown[0]), key=unknown[0])
     base_dir = (source or campaign_path).parent
     campaign = _Table(data.get("campaign", {}), "campaign", where)
     provider = _provider(_Table(data.get("provider", {}), "provider", where))
@@ -296,6 +303,7 @@ def load_settings(
         costs=_costs(_Table(data.get("costs", {}), "costs", where)),
         run=_run(_Table(data.get("run", {}), "run", where)),
         source=source,
+        warnings=_warnings(data, source),
     )
 
 
@@ -321,6 +329,41 @@ def _settings_guess(campaign_path: Path) -> Path | None:
     except OSError:
         return None
     return found[0] if len(found) == 1 else None
+
+
+#: the keys each table knows, for "did you mean" (the readers above are the authority)
+_KNOWN_KEYS: Final = {
+    "campaign": ("name", "template", "suppression", "require_consent", "delimiter"),
+    "provider": ("name", "base_url", "api_key_env", "rate", "read_rate", "request_timeout",
+                 "poll_timeout"),
+    "senders": ("account", "rate", "daily_cap", "auth_token_env"),
+    "retry": ("max_attempts", "base_delay", "max_delay", "settle_after"),
+    "costs": ("credit_price", "dm_credits", "media_credits", "lookup_credits",
+              "getxapi_dm_price", "getxapi_lookup_price"),
+    "run": ("concurrency", "on_dm_not_allowed", "synchronous", "stop_grace", "progress_interval"),
+}
+#: X allows about this many DMs a day per account; more risks the account
+X_DAILY_DMS: Final = 500
+
+
+def _did_you_mean(key: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(key.rpartition(".")[2], known, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean {close[0]!r}?"
+    return f"known keys: {', '.join(known)}"
+
+
+def _warnings(data: Mapping[str, object], source: Path | None) -> tuple[str, ...]:
+    found = []
+    senders = data.get("senders")
+    for number, entry in enumerate(senders if isinstance(senders, list) else [], start=1):
+        cap = entry.get("daily_cap") if isinstance(entry, dict) else None
+        if isinstance(cap, int) and cap > X_DAILY_DMS:
+            found.append(
+                f"{source}, key 'senders[{number}].daily_cap': {cap} is over the about "
+                f"{X_DAILY_DMS} DMs a day X allows an account; it may be restricted"
+            )
+    return tuple(found)
 
 
 def _read_toml(path: Path) -> dict[str, object]:
@@ -411,7 +454,7 @@ def _senders(
     senders: list[SenderSettings] = []
     for number, entry in enumerate(data, start=1):
         sender = _sender(_Table(entry, f"senders[{number}]", where), provider)
-        if any(s.account == sender.account for s in senders):
+        if any(s.account.casefold() == sender.account.casefold() for s in senders):
             raise ConfigError(
                 f"the account {sender.account!r} is listed twice",
                 source=where(f"senders[{number}].account"),

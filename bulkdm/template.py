@@ -1,4 +1,6 @@
-"""Strict ``{name}`` templates: plain variable names only, every one of them required.
+"""Strict ``{name}`` templates: plain variable names only, every one of them required unless
+it has a default: ``{company|there}`` is ``there`` when the row has no ``company`` value (as
+mail-merge tools write it).
 
 ``str.format`` would let ``{user.__class__}`` or ``{items[0]}`` reach into Python objects and
 ``{x!r}`` / ``{x:>99999}`` change or blow up the text, so those forms are refused, not rendered.
@@ -25,6 +27,8 @@ class Template:
     variables: tuple[str, ...]
     #: the source with each placeholder as ``{}`` and literal braces doubled
     pattern: str
+    #: per variable, the text used when the row has no value (``{name|default}``), else None
+    defaults: tuple[str | None, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -51,22 +55,26 @@ def compile_template(source: str) -> Template | TemplateProblem:
             message=f"{exc}; write {{{{ and }}}} for literal braces",
         )
     names: list[str] = []
+    defaults: list[str | None] = []
     pattern: list[str] = []
-    for literal, name, spec, conversion in parsed:
+    for literal, field, spec, conversion in parsed:
         pattern.append(literal.replace("{", "{{").replace("}", "}}"))
-        if name is None:
+        if field is None:
             continue
+        name, bar, default = field.partition("|")
         if not _plain_name(name) or spec or conversion:
             suffix = (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
             return TemplateProblem(
                 reason="bad_placeholder",
-                message=f"{{{name}{suffix}}} is not allowed: only plain names such as "
+                message=f"{{{field}{suffix}}} is not allowed: only plain names such as "
                 "{first_name} are",
                 variable=name,
             )
         names.append(name)
+        defaults.append(default if bar else None)
         pattern.append("{}")
-    return Template(source=source, variables=tuple(names), pattern="".join(pattern))
+    return Template(source=source, variables=tuple(names), pattern="".join(pattern),
+                    defaults=tuple(defaults))
 
 
 def _as_text(value: object) -> str | None:
@@ -82,10 +90,15 @@ def _as_text(value: object) -> str | None:
 def render(template: Template, variables: Mapping[str, object]) -> str | TemplateProblem:
     """Fill every placeholder from ``variables``; a missing, null or blank one is a problem."""
     values: list[str] = []
-    for name in template.variables:
+    for index, name in enumerate(template.variables):
         value = variables.get(name)
         if value.__class__ is str and value and not value.isspace():
             values.append(value)  # a non-blank str
+            continue
+        if template.defaults and (default := template.defaults[index]) is not None and (
+            value is None or isinstance(value, str)
+        ):
+            values.append(default)  # no value (missing, null or blank): {name|default}
             continue
         text = _variable_text(name, value)
         if isinstance(text, TemplateProblem):
