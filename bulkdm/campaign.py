@@ -79,6 +79,8 @@ class RowError:
     field: str | None
     reason: str
     message: str
+    #: the line as written, when it is text but not a JSON object (kept for a fix file)
+    raw: str | None = None
 
 
 def campaign_format(path: Path) -> CampaignFormat:
@@ -217,6 +219,7 @@ def _json_record(raw: bytes, file: str, line: int) -> RawRow | RowError:
             field=None,
             reason="not_an_object",
             message=f"each line must be a JSON object, not {type(value).__name__}",
+            raw=raw.decode("utf-8", "replace").rstrip("\r\n"),
         )
     if _BACKSLASH not in raw or b"\\u0000" not in raw:  # a raw NUL was refused above
         return RawRow(line, value)
@@ -234,7 +237,7 @@ def _json_record(raw: bytes, file: str, line: int) -> RawRow | RowError:
 
 def _json_problem(raw: bytes, file: str, line: int, exc: orjson.JSONDecodeError) -> RowError:
     try:
-        raw.decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as bad:
         return RowError(
             file=file,
@@ -249,6 +252,7 @@ def _json_problem(raw: bytes, file: str, line: int, exc: orjson.JSONDecodeError)
         field=None,
         reason="invalid_json",
         message=f"malformed JSON at character {exc.pos + 1}: {exc.msg}",
+        raw=text.rstrip("\r\n"),
     )
 
 

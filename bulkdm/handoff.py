@@ -32,6 +32,7 @@ __all__ = [
     "CSV_DELIMITERS",
     "ERROR_FIELD",
     "HANDOFF_FORMAT",
+    "RAW_LINE",
     "SEND_ENDPOINTS",
     "HandoffContext",
     "HandoffLog",
@@ -345,6 +346,8 @@ def _neutralise(cell: str) -> str:
     return "'" + cell if cell.startswith(_FORMULA_STARTS) else cell
 
 
+#: an invalid row's original when its line was not a JSON object: ``{RAW_LINE: the line}``
+RAW_LINE: Final = "bulkdm_line"
 #: the column of a retry or fix file that says why the row is in it (an unused template
 #: variable when the file runs; replaced, not kept, when the file is exported again)
 ERROR_FIELD: Final = "bulkdm_error"
@@ -369,7 +372,8 @@ def campaign_fields(row: RowRecord, original: Mapping[str, object] | None) -> di
     """One row of a retry or fix file: the campaign fields, and why the row is there.
 
     An invalid row keeps every field it was read with (``original``), so fixing the file is
-    editing the field the error names. Another row gets ``recipient_id`` and/or
+    editing the field the error names (a line that was not a JSON object has its text under
+    :data:`RAW_LINE`; :func:`campaign_rows` writes it back as it was). Another row gets ``recipient_id`` and/or
     ``recipient_username``, ``text``, ``external_id``, ``media``, ``consent`` (absent ones left
     out); ``sender`` is left out so the retry may go through any sender, and the text is the
     text as it was rendered, with ``{`` and ``}`` doubled so the planner does not render it a
@@ -403,6 +407,10 @@ def campaign_fields(row: RowRecord, original: Mapping[str, object] | None) -> di
 def campaign_rows(items: Iterable[RetryItem]) -> Iterator[bytes]:
     """The rows as a new campaign JSONL file (``--as-campaign``): :func:`campaign_fields`."""
     for row, original in items:
+        if original is not None and set(original) == {RAW_LINE} and retryable(row):
+            # malformed JSON comes back as it was written: fixing it is editing that line
+            yield str(original[RAW_LINE]).encode() + b"\n"
+            continue
         yield orjson.dumps(campaign_fields(row, original), option=orjson.OPT_APPEND_NEWLINE)
 
 

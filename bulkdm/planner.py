@@ -26,6 +26,7 @@ import orjson
 from bulkdm.campaign import CampaignReader, RawRow, RowError, campaign_format, file_sha256
 from bulkdm.checkpoint import Checkpoint, PlanMeta, RowParams, pending_params, row_params
 from bulkdm.errors import CampaignFileError, CheckpointMismatchError, ConfigError
+from bulkdm.handoff import RAW_LINE
 from bulkdm.keys import idempotency_keys, text_sha256
 from bulkdm.recipients import (
     Recipient,
@@ -178,7 +179,10 @@ class Planner:
     def plan(self, item: RawRow | RowError) -> RowParams:
         """The insert values (see :func:`~bulkdm.checkpoint.row_params`) of one campaign item."""
         if isinstance(item, RowError):
-            return row_params(_invalid(item.line, _Problem(item.field, item.reason, item.message)))
+            problem = _Problem(item.field, item.reason, item.message)
+            # a line that is not a JSON object keeps its text, so a fix file can hold it
+            original = None if item.raw is None else orjson.dumps({RAW_LINE: item.raw}).decode()
+            return row_params(_invalid(item.line, problem, original=original))
         values = _reserved(item.fields)
         if isinstance(values, tuple):
             return self._invalid_row(item, values[0], values[1])

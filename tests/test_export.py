@@ -155,22 +155,40 @@ async def test_fix_file_of_invalid_rows_is_fixed_by_editing_one_field(tmp_path: 
         {"recipient_username": "ben", "text": "Hi {nickname}", "external_id": "c-2"},
         {"recipient_username": "@@bad", "first_name": "Cy", "external_id": "c-3"},
     ]
+    settings = str(tmp_path / "camp.toml")
     async with running_sandbox() as sb:
         campaign = write_campaign(tmp_path, rows, url=sb.xquik_url)
+        with campaign.open("ab") as file:  # and a line that is not JSON
+            file.write(b'{"recipient_username": "dot", "first_name": "Dot"\n')
         await bulkdm("run", str(campaign), "--progress", "none")
         fix = tmp_path / "fix.csv"
         exported = await bulkdm("export", str(campaign), "--status", "failed", "invalid",
                                 "--as-campaign", "--out", str(fix))
         assert exported.code == 0, exported.stderr
-        data = fix.read_bytes().decode("utf-8")
-        assert data.startswith("recipient_username,text,external_id,first_name,bulkdm_error\r\n")
-        fixed = data.replace('"Hi {nickname}"', "Hi Ben").replace("Hi {nickname}", "Hi Ben")
-        fix.write_text(fixed.replace("@@bad", "cy"), encoding="utf-8", newline="")
-        again = await bulkdm("run", str(fix), "--config", str(tmp_path / "camp.toml"),
-                             "--progress", "none")
+        header, *lines = list(csv.reader(io.StringIO(fix.read_bytes().decode(), newline="")))
+        assert header == ["recipient_username", "text", "external_id", "first_name",
+                          "bulkdm_line", "bulkdm_error"]
+        ben, cy, dot = (dict(zip(header, line, strict=True)) for line in lines)
+        assert ben["text"] == "Hi {nickname}" and cy["first_name"] == "Cy"
+        assert dot["bulkdm_line"] == '{"recipient_username": "dot", "first_name": "Dot"'
+        ben["text"] = "Hi Ben"  # each fix is one field
+        cy["recipient_username"] = "cy"
+        with fix.open("w", encoding="utf-8", newline="") as file:
+            writer = csv.DictWriter(file, header, lineterminator="\r\n")
+            writer.writeheader()
+            writer.writerows([ben, cy])  # Dot is fixed in the JSONL fix file below
+        again = await bulkdm("run", str(fix), "--config", settings, "--progress", "none")
+        fix_jsonl = tmp_path / "dot.jsonl"
+        assert (await bulkdm("export", str(campaign), "--status", "invalid", "--as-campaign",
+                             "--out", str(fix_jsonl))).code == 0
+        last = fix_jsonl.read_bytes().splitlines()[-1]
+        assert last == b'{"recipient_username": "dot", "first_name": "Dot"'  # as it was written
+        fix_jsonl.write_bytes(last + b"}\n")
+        from_jsonl = await bulkdm("run", str(fix_jsonl), "--config", settings, "--progress", "none")
         texts = sorted(d.text for d in sb.ledger)
     assert again.code == 0, again.stdout + again.stderr
-    assert texts == ["Hello Amy", "Hello Cy", "Hi Ben"]
+    assert from_jsonl.code == 0, from_jsonl.stdout + from_jsonl.stderr
+    assert texts == ["Hello Amy", "Hello Cy", "Hello Dot", "Hi Ben"]
     fixed_records = handoff_lines(tmp_path / "fix.handoff.jsonl")
     assert sorted(str(r["external_id"]) for r in fixed_records) == ["c-2", "c-3"]
 

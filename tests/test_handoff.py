@@ -13,6 +13,7 @@ import pytest
 from bulkdm.handoff import (
     CSV_COLUMNS,
     ERROR_FIELD,
+    RAW_LINE,
     HandoffContext,
     HandoffLog,
     campaign_csv_rows,
@@ -470,3 +471,12 @@ def test_an_invalid_row_keeps_every_field_it_was_read_with() -> None:
 def test_campaign_rows_refuse_rows_that_may_reach_the_recipient(state: RowState) -> None:
     with pytest.raises(ValueError, match="twice"):
         list(campaign_rows([(row(state=state), None)]))
+
+
+def test_a_malformed_json_line_comes_back_as_written() -> None:
+    invalid = row(state=RowState.INVALID, recipient_id=None, text=None, reason="invalid_json")
+    broken = '{"recipient_username": "hal", "first_name": "Hal"'
+    assert list(campaign_rows([(invalid, {RAW_LINE: broken})])) == [broken.encode() + b"\n"]
+    data = b"".join(campaign_csv_rows([(invalid, {RAW_LINE: broken})]))
+    (parsed,) = parse_csv(data)
+    assert parsed[RAW_LINE] == broken and parsed[ERROR_FIELD].startswith("line 3: invalid_json")
