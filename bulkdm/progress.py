@@ -188,7 +188,8 @@ def _senders_brief(senders: Sequence[SenderView]) -> str:
         return ""
     by_state = {state: sum(1 for s in senders if s.state == state) for state in _SENDER_STATES}
     text = "senders: " + ", ".join(f"{n} {state}" for state, n in by_state.items() if n)
-    waits = [s.next_slot_in_s for s in senders if s.state != "out" and s.next_slot_in_s]
+    waits = [s.next_slot_in_s for s in senders
+             if s.state not in ("out", "done") and s.next_slot_in_s and s.next_slot_in_s >= 1.0]
     if not by_state["ready"] and waits:
         # nothing can send now: say when something can, so a quiet log does not look stuck
         text += f", next slot in {format_duration(min(waits))}"

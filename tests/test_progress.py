@@ -212,3 +212,12 @@ def test_summary_text_of_a_clean_finish() -> None:
         "Rows (whole campaign, earlier runs included):\n"
         "  sent          10 of 10\n  failed         0\n"
     )
+
+
+def test_done_senders_do_not_announce_a_next_slot() -> None:
+    done = [SenderView(account="a", state="done", sent=3, next_slot_in_s=0.4),
+            SenderView(account="b", state="done", sent=2, next_slot_in_s=30.0)]
+    assert plain_line(snap(senders=done)).endswith("| senders: 2 done")
+    waiting = [SenderView(account="a", state="waiting", sent=3, next_slot_in_s=49.0,
+                          note="5/1m window full until 14:02:05 (49s)")]
+    assert plain_line(snap(senders=waiting)).endswith("| senders: 1 waiting, next slot in 49s")
