@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import sys
 
 import pytest
 
@@ -221,3 +222,22 @@ def test_done_senders_do_not_announce_a_next_slot() -> None:
     waiting = [SenderView(account="a", state="waiting", sent=3, next_slot_in_s=49.0,
                           note="5/1m window full until 14:02:05 (49s)")]
     assert plain_line(snap(senders=waiting)).endswith("| senders: 1 waiting, next slot in 49s")
+
+
+def test_a_notice_on_the_same_terminal_is_printed_above_the_live_frame(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    screen, stderr = FakeTty(), FakeTty()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    progress = make_progress(screen, interval_s=1.0, force="live", clock=lambda: 0.0)
+    progress.update(snap())
+    sys.stderr.write("\nstopping: in-flight sends finish first\n")  # as cli prints the Ctrl-C notice
+    progress.close(snap())
+    out = screen.getvalue()
+    # it went through the live display (which clears its frame, prints the line and draws the
+    # frame again below it), not around it: a line written past the frame shifted it, and the
+    # redraw left the old title and bar behind
+    assert stderr.getvalue() == ""
+    notice = out.index("stopping: in-flight sends finish first")
+    assert out.rindex("\x1b[2K", 0, notice) > out.index("welcome")  # the frame was cleared
+    assert out.index("welcome", notice) > notice  # and drawn again below the notice
