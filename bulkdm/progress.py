@@ -188,11 +188,15 @@ def _senders_brief(senders: Sequence[SenderView]) -> str:
         return ""
     by_state = {state: sum(1 for s in senders if s.state == state) for state in _SENDER_STATES}
     text = "senders: " + ", ".join(f"{n} {state}" for state, n in by_state.items() if n)
-    waits = [s.next_slot_in_s for s in senders
-             if s.state not in ("out", "done") and s.next_slot_in_s and s.next_slot_in_s >= 1.0]
-    if not by_state["ready"] and waits:
-        # nothing can send now: say when something can, so a quiet log does not look stuck
-        text += f", next slot in {format_duration(min(waits))}"
+    waiting = [s for s in senders if s.state not in ("out", "done")
+               and s.next_slot_in_s is not None and s.next_slot_in_s >= 1.0]
+    if not by_state["ready"] and waiting:
+        # nothing can send now: say when something can, and why, so a quiet log does not look
+        # stuck
+        first = min(waiting, key=lambda s: s.next_slot_in_s or 0.0)
+        text += f", next slot in {format_duration(first.next_slot_in_s or 0.0)}"
+        if first.note:
+            text += f" ({first.account}: {first.note})"
     return text
 
 

@@ -146,7 +146,8 @@ async def _send_all(
     try:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(outbox.follow(done))
-            tasks.create_task(_show(engine, settings, checkpoint, display, started_s, done))
+            counted = checkpoint if options.progress != "none" else None
+            tasks.create_task(_show(engine, settings, counted, display, started_s, done))
             try:
                 report = await _run_with_grace(engine, settings.run, stop)
             finally:
@@ -190,12 +191,15 @@ async def _run_with_grace(engine: Engine, run: RunSettings, stop: asyncio.Event)
     return task.result()
 
 
-async def _show(engine: Engine, settings: Settings, checkpoint: Checkpoint, display: Progress,
-                started_s: float, done: asyncio.Event) -> None:
+async def _show(engine: Engine, settings: Settings, checkpoint: Checkpoint | None,
+                display: Progress, started_s: float, done: asyncio.Event) -> None:
+    """Hand the display a snapshot every quarter second; ``checkpoint`` is where the rows left
+    are counted for the ETA (``None`` when nothing is shown: no query then)."""
     left = _RowsLeft()
     while not done.is_set():
         if engine.counts:  # empty until the engine has read the checkpoint
-            await left.refresh(checkpoint, engine)
+            if checkpoint is not None:
+                await left.refresh(checkpoint, engine)
             display.update(_snapshot(engine, settings, started_s, left.now(engine)))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(done.wait(), timeout=_DISPLAY_PERIOD_S)

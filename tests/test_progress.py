@@ -221,7 +221,8 @@ def test_done_senders_do_not_announce_a_next_slot() -> None:
     assert plain_line(snap(senders=done)).endswith("| senders: 2 done")
     waiting = [SenderView(account="a", state="waiting", sent=3, next_slot_in_s=49.0,
                           note="5/1m window full until 14:02:05 (49s)")]
-    assert plain_line(snap(senders=waiting)).endswith("| senders: 1 waiting, next slot in 49s")
+    assert plain_line(snap(senders=waiting)).endswith(
+        "| senders: 1 waiting, next slot in 49s (a: 5/1m window full until 14:02:05 (49s))")
 
 
 def test_a_notice_on_the_same_terminal_is_printed_above_the_live_frame(

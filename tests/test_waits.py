@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from bulkdm.ratelimit import WindowLimiter
 from bulkdm.rates import Rate, parse_rate
 from bulkdm.report import estimate_duration
+from bulkdm.sandbox import running_sandbox
 from bulkdm.settings import CampaignSettings, ProviderSettings, SenderSettings, Settings
 from bulkdm.waits import WaitReason, time_left_s, wait_reason
+from tests.clikit import bulkdm, write_campaign
 
 ISSUE_RATES = (parse_rate("1/1s"), parse_rate("5/1m"))  # the issue's ["1/1s", "5/1m"]
 KEY_RATES = (Rate(count=100_000, period_s=1.0),)
@@ -84,3 +88,21 @@ def test_time_left_of_nothing_and_of_rows_no_sender_can_send() -> None:
     one = settings("a", "b")
     assert time_left_s(one, {"a": 0}, first_wait_s={"a": 3.0}) == 0.0
     assert time_left_s(one, {"a": 3, "b": 2}, first_wait_s={"a": 0.0}) is None  # b is out
+
+
+async def test_a_run_says_which_window_a_waiting_sender_waits_for(tmp_path: Path) -> None:
+    rows = [{"recipient_id": str(70_000 + i), "first_name": "x"} for i in range(6)]
+    async with running_sandbox() as sb:
+        campaign = write_campaign(tmp_path, rows, url=sb.xquik_url)
+        config = campaign.with_suffix(".toml")
+        text = config.read_text(encoding="utf-8")
+        # one every 200 ms, and 3 in any 3 s: the third send fills the window for about 2.6 s
+        text = text.replace('rate = "1000/1s"', 'rate = ["1/200ms", "3/3s"]')
+        config.write_text(text + 'progress_interval = "100ms"\n', encoding="utf-8")
+        done = await bulkdm("run", str(campaign), "--progress", "plain")
+    assert done.code == 0, done.stdout + done.stderr
+    waits = [line for line in done.stdout.splitlines() if "1 waiting" in line]
+    assert waits, done.stdout
+    assert any("(alice: 3/3s window full until " in line for line in waits), waits
+    # the ETA counts the wait: never "--" while rows are left, though nothing is sent meanwhile
+    assert not any("ETA --" in line for line in waits), waits
