@@ -23,6 +23,7 @@ from bulkdm.settings import COMMAND_LINE, Settings, load_settings
 
 if TYPE_CHECKING:
     from bulkdm.checkpoint import Checkpoint
+    from bulkdm.export import CsvOptions, ExportFormat
 
 __all__ = [
     "COMMANDS",
@@ -246,8 +247,9 @@ def _export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--as-campaign", action="store_true",
                         help="write the rows as a new campaign file (JSONL or CSV) to retry or "
                              "fix them; invalid rows keep every field they were read with")
-    parser.add_argument("--delimiter", metavar="CHAR", default=",",
-                        help='CSV field separator: ",", ";" (German-locale Excel), "tab" or "|"')
+    parser.add_argument("--delimiter", metavar="CHAR",
+                        help='CSV field separator: ",", ";" (German-locale Excel), "tab" or "|" '
+                             '(default: ",", or tab for an --out ending .tsv)')
     parser.add_argument("--bom", action="store_true",
                         help="CSV: start with a UTF-8 BOM (Excel needs it for non-Latin text)")
     parser.add_argument("--formula-safe", action="store_true",
@@ -256,16 +258,12 @@ def _export_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def _export(args: argparse.Namespace) -> int:
-    from bulkdm.export import CsvOptions, ExportFormat, export_rows, format_of
-    from bulkdm.handoff import CSV_DELIMITERS
+    from bulkdm.export import ExportFormat, export_rows, format_of
 
     to_stdout = args.out is not None and str(args.out) == "-"
     fmt = ExportFormat(args.format) if args.format else (
         None if to_stdout else format_of(args.out)) or ExportFormat.JSONL
-    delimiter = CSV_DELIMITERS.get(args.delimiter.lower())
-    if delimiter is None:
-        raise ConfigError(f"{args.delimiter!r} cannot separate fields; use one of "
-                          f"{', '.join(CSV_DELIMITERS)}", source=COMMAND_LINE, key="--delimiter")
+    csv = _csv_options(args, fmt)
     stem = _campaign_stem(args.target)
     suffix = ".retry" if args.as_campaign else ".export"
     out = args.out or args.target.with_name(f"{stem}{suffix}.{fmt.value}")
@@ -273,8 +271,7 @@ async def _export(args: argparse.Namespace) -> int:
     try:
         count = await export_rows(
             checkpoint, sys.stdout.buffer if to_stdout else out, fmt=fmt,
-            states=args.status or (), as_campaign=args.as_campaign,
-            csv=CsvOptions(delimiter=delimiter, bom=args.bom, formula_safe=args.formula_safe))
+            states=args.status or (), as_campaign=args.as_campaign, csv=csv)
         meta = await checkpoint.plan_meta()
     except ValueError as exc:
         raise ConfigError(str(exc), source=COMMAND_LINE, key="--as-campaign") from exc
@@ -287,6 +284,26 @@ async def _export(args: argparse.Namespace) -> int:
         hint = f" --config {_shown(Path(config))}" if config else " --config SETTINGS.toml"
         print(f"run them with: bulkdm run {_shown(out)}{hint}")
     return 0
+
+
+def _csv_options(args: argparse.Namespace, fmt: ExportFormat) -> CsvOptions:
+    """The CSV flags, checked: they are refused for another format rather than ignored."""
+    from bulkdm.export import CsvOptions, ExportFormat
+    from bulkdm.handoff import CSV_DELIMITERS
+
+    given = [flag for flag, value in (("--delimiter", args.delimiter), ("--bom", args.bom),
+                                      ("--formula-safe", args.formula_safe)) if value]
+    if fmt is not ExportFormat.CSV and given:
+        raise ConfigError(f"is for CSV exports, not {fmt.value}", source=COMMAND_LINE,
+                          key=given[0])
+    # a .tsv file is tab-separated unless told otherwise
+    tsv = args.out is not None and Path(args.out).suffix.lower() == ".tsv"
+    name = args.delimiter or ("tab" if tsv else ",")
+    delimiter = CSV_DELIMITERS.get(name.lower())
+    if delimiter is None:
+        raise ConfigError(f"{name!r} cannot separate fields; use one of "
+                          f"{', '.join(CSV_DELIMITERS)}", source=COMMAND_LINE, key="--delimiter")
+    return CsvOptions(delimiter=delimiter, bom=args.bom, formula_safe=args.formula_safe)
 
 
 def _campaign_stem(target: Path) -> str:

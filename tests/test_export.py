@@ -201,3 +201,13 @@ async def test_status_after_completion_lists_the_senders(tmp_path: Path) -> None
     as_json = orjson.loads((await bulkdm("status", str(campaign), "--json")).stdout)
     assert as_json["senders"] == [{"account": "alice", "sent": 3, "waiting": 0, "state": "done",
                                    "reason": None, "next_due_at": None}]
+
+
+async def test_csv_flags_are_refused_for_other_formats_and_tsv_is_tabbed(tmp_path: Path) -> None:
+    campaign, _ = await _sent_campaign(tmp_path)
+    refused = await bulkdm("export", str(campaign), "--out", str(tmp_path / "x.xlsx"), "--bom")
+    assert refused.code == 1
+    assert refused.stderr == "error: command line, key '--bom': is for CSV exports, not xlsx\n"
+    tsv = tmp_path / "x.tsv"
+    assert (await bulkdm("export", str(campaign), "--out", str(tsv))).code == 0
+    assert tsv.read_bytes().startswith(b"record_type\tsend_status\t")
