@@ -191,22 +191,34 @@ class Planner:
         if isinstance(recipient, RecipientProblem):
             problem = _Problem(recipient.field, recipient.reason, recipient.message)
             return self._invalid_row(item, problem, external_id)
+        # from here on the recipient is known: an invalid row still names them in its records
         text = self._text(own_text, item.fields)
         if isinstance(text, _Problem):
-            return self._invalid_row(item, text, external_id)
+            return self._invalid_row(item, text, external_id, recipient, consent)
         sender = None if pinned is None else self._pinned_sender(pinned)
         if isinstance(sender, _Problem):
-            return self._invalid_row(item, sender, external_id)
+            return self._invalid_row(item, sender, external_id, recipient, consent)
         path = None if media is None else self._media(media)
         if isinstance(path, _Problem):
-            return self._invalid_row(item, path, external_id)
+            return self._invalid_row(item, path, external_id, recipient, consent)
         return self._planned(item.line, *recipient, text, sender, path, external_id, consent)
 
     @staticmethod
-    def _invalid_row(item: RawRow, problem: _Problem, external_id: str | None) -> RowParams:
+    def _invalid_row(
+        item: RawRow,
+        problem: _Problem,
+        external_id: str | None,
+        recipient: tuple[str | None, str | None] = (None, None),
+        consent: str | None = None,
+    ) -> RowParams:
         # the fields as read go with the row, so a fix file holds all of them (export --as-campaign)
         original = orjson.dumps(item.fields).decode()
-        return row_params(_invalid(item.line, problem, external_id=external_id, original=original))
+        return row_params(
+            replace(
+                _invalid(item.line, problem, external_id=external_id, original=original),
+                recipient_id=recipient[0], recipient_username=recipient[1], consent=consent,
+            )
+        )
 
     def _planned(
         self,

@@ -191,6 +191,13 @@ async def test_fix_file_of_invalid_rows_is_fixed_by_editing_one_field(tmp_path: 
     assert texts == ["Hello Amy", "Hello Cy", "Hello Dot", "Hi Ben"]
     fixed_records = handoff_lines(tmp_path / "fix.handoff.jsonl")
     assert sorted(str(r["external_id"]) for r in fixed_records) == ["c-2", "c-3"]
+    # the first run's record of the row that only missed {nickname} still names its recipient
+    (ben_record,) = [r for r in handoff_lines(tmp_path / "camp.handoff.jsonl")
+                     if r["external_id"] == "c-2"]
+    assert (ben_record["send_status"], ben_record["recipient_username"]) == ("invalid", "ben")
+    assert ben_record["error"] == {"code": "missing_variable", "field": "nickname",
+                                   "message": "the text uses {nickname} but the row has no "
+                                              "'nickname' value"}
 
 
 async def test_status_after_completion_lists_the_senders(tmp_path: Path) -> None:
