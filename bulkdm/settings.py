@@ -169,12 +169,15 @@ class _Table:
         if not isinstance(data, dict):
             raise self.error("", "must be a table")
         self._data: dict[str, object] = dict(data)
+        #: every key a reader asked for: the known keys, for "did you mean"
+        self._asked: list[str] = []
 
     def error(self, key: str, message: str) -> ConfigError:
         full = f"{self.prefix}.{key}" if key else self.prefix
         return ConfigError(message, source=self._where(full), key=full)
 
     def take(self, key: str, kind: type[_T] | tuple[type, ...], default: _T, what: str) -> _T:
+        self._asked.append(key)
         value = self._data.pop(key, default)
         # a TOML boolean is an int to Python; never accept one for a number
         if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
@@ -188,10 +191,11 @@ class _Table:
         return value
 
     def has(self, key: str) -> bool:
+        self._asked.append(key)
         return key in self._data
 
     def optional_text(self, key: str) -> str | None:
-        return self.text(key, "-") if key in self._data else None
+        return self.text(key, "-") if self.has(key) else None
 
     def integer(self, key: str, default: int, *, minimum: int, maximum: int = 2**31) -> int:
         value = self.take(key, int, default, "an integer")
@@ -216,7 +220,7 @@ class _Table:
         return seconds
 
     def rates(self, key: str, default: tuple[Rate, ...]) -> tuple[Rate, ...]:
-        if key not in self._data:
+        if not self.has(key):
             return default
         texts = self.texts(key, 'a rate such as "15/15m" or a list of them')
         if not texts:
@@ -227,6 +231,7 @@ class _Table:
             raise self.error(key, str(exc)) from exc
 
     def texts(self, key: str, what: str) -> tuple[str, ...]:
+        self._asked.append(key)
         value = self._data.pop(key, [])
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
@@ -249,7 +254,7 @@ class _Table:
         """Every key must have been read: anything left is unknown (a typo, most likely)."""
         if self._data:
             key = min(self._data)
-            known = _KNOWN_KEYS.get(self.prefix.split("[")[0], ())
+            known = tuple(dict.fromkeys(self._asked))
             raise self.error(key, "unknown key; " + _did_you_mean(key, known))
 
 
@@ -331,17 +336,6 @@ def _settings_guess(campaign_path: Path) -> Path | None:
     return found[0] if len(found) == 1 else None
 
 
-#: the keys each table knows, for "did you mean" (the readers above are the authority)
-_KNOWN_KEYS: Final = {
-    "campaign": ("name", "template", "suppression", "require_consent", "delimiter"),
-    "provider": ("name", "base_url", "api_key_env", "rate", "read_rate", "request_timeout",
-                 "poll_timeout"),
-    "senders": ("account", "rate", "daily_cap", "auth_token_env"),
-    "retry": ("max_attempts", "base_delay", "max_delay", "settle_after"),
-    "costs": ("credit_price", "dm_credits", "media_credits", "lookup_credits",
-              "getxapi_dm_price", "getxapi_lookup_price"),
-    "run": ("concurrency", "on_dm_not_allowed", "synchronous", "stop_grace", "progress_interval"),
-}
 #: X allows about this many DMs a day per account; more risks the account
 X_DAILY_DMS: Final = 500
 
