@@ -16,6 +16,7 @@ from openpyxl import load_workbook
 from bulkdm.checkpoint import Checkpoint
 from bulkdm.sandbox import Faults, SandboxConfig, running_sandbox
 from bulkdm.schema import MIGRATIONS, SCHEMA_VERSION
+from bulkdm.workbook import xlsx_bytes
 from tests.clikit import bulkdm, handoff_lines, write_campaign
 
 ROWS: list[dict[str, object]] = [
@@ -218,3 +219,15 @@ async def test_csv_flags_are_refused_for_other_formats_and_tsv_is_tabbed(tmp_pat
     tsv = tmp_path / "x.tsv"
     assert (await bulkdm("export", str(campaign), "--out", str(tsv))).code == 0
     assert tsv.read_bytes().startswith(b"record_type\tsend_status\t")
+
+
+def test_xlsx_of_no_rows_has_the_header_and_a_control_character_is_replaced() -> None:
+    empty = load_workbook(io.BytesIO(b"".join(xlsx_bytes([]))))
+    assert empty.sheetnames == ["dm_send"]
+    assert next(empty["dm_send"].iter_rows(values_only=True))[:3] == (
+        "record_type", "send_status", "message_id")
+    record = {"record_type": "dm_send", "text": "bell\x07 and\ttab\nline", "line": 1}
+    book = load_workbook(io.BytesIO(b"".join(xlsx_bytes([record]))))
+    header, values = list(book["dm_send"].iter_rows(values_only=True))
+    row = dict(zip(header, values, strict=True))
+    assert row["text"] == "bell\ufffd and\ttab\nline" and row["line"] == 1
