@@ -109,7 +109,8 @@ class PlanMeta:
     settings_sha256: str
     provider: str
     created_at: str
-    #: the settings file the plan was made with ("" when none, or for a plan made before v0.1)
+    #: the settings file the plan was made with ("" when none, or in a plan stored before it
+    #: was recorded)
     settings_path: str = ""
 
 
