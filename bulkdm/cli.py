@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from bulkdm.errors import BulkdmError, CheckpointError, ConfigError
+from bulkdm.naming import CHECKPOINT_SUFFIX, HANDOFF_SUFFIX, beside, checkpoint_of
 from bulkdm.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -82,8 +83,7 @@ def checkpoint_path(args: argparse.Namespace) -> Path:
     """``--checkpoint``, or ``NAME.bulkdm.sqlite`` beside the campaign file."""
     if args.checkpoint is not None:
         return Path(args.checkpoint)
-    campaign = Path(args.campaign)
-    return campaign.with_name(f"{campaign.stem}.bulkdm.sqlite")
+    return beside(Path(args.campaign), CHECKPOINT_SUFFIX)
 
 
 # -- plan -------------------------------------------------------------------------------------
@@ -145,7 +145,7 @@ async def _run(args: argparse.Namespace) -> int:
         settings = replace(settings, run=replace(settings.run, concurrency=args.concurrency))
     options = RunOptions(
         campaign=args.campaign, checkpoint=_absolute(checkpoint_path(args)),
-        out=_absolute(args.out or _beside(args.campaign, ".handoff.jsonl")),
+        out=_absolute(args.out or beside(args.campaign, HANDOFF_SUFFIX)),
         sandbox=args.sandbox, progress=None if args.progress == "auto" else args.progress,
         delimiter=args.delimiter,
     )
@@ -186,16 +186,10 @@ def _target_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a campaign file (its checkpoint is NAME.bulkdm.sqlite) or a checkpoint")
 
 
-def _checkpoint_of(target: Path) -> Path:
-    if target.name.endswith((".sqlite", ".db")):
-        return target
-    return _beside(target, ".bulkdm.sqlite")
-
-
 async def _open_existing(target: Path) -> Checkpoint:
     from bulkdm.checkpoint import Checkpoint
 
-    path = _checkpoint_of(target)
+    path = checkpoint_of(target)
     if not await asyncio.to_thread(path.is_file):
         raise CheckpointError(f"{path}: no checkpoint here; plan or run the campaign first")
     return await Checkpoint.open(path)
@@ -239,8 +233,7 @@ async def _export(args: argparse.Namespace) -> int:
     fmt = ExportFormat.CAMPAIGN if args.as_campaign else ExportFormat(args.format)
     suffix = {ExportFormat.CAMPAIGN: ".retry.jsonl", ExportFormat.CSV: ".export.csv"}.get(
         fmt, ".export.jsonl")
-    stem = args.target.name.split(".")[0]
-    out = args.out or args.target.with_name(stem + suffix)
+    out = args.out or beside(args.target, suffix)
     checkpoint = await _open_existing(args.target)
     try:
         count = await export_rows(checkpoint, out, fmt=fmt, states=args.status or ())
@@ -277,10 +270,6 @@ async def _sandbox(args: argparse.Namespace) -> int:
 
 SANDBOX: Final = Command(name="sandbox", help="serve the local Xquik + GetXAPI sandbox",
                          add_arguments=_sandbox_arguments, handler=_sandbox)
-
-
-def _beside(campaign: Path, suffix: str) -> Path:
-    return campaign.with_name(campaign.name.split(".")[0] + suffix)
 
 
 def _absolute(path: Path) -> Path:
