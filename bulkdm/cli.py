@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shlex
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -147,11 +148,39 @@ async def _run(args: argparse.Namespace) -> int:
         campaign=args.campaign, checkpoint=_absolute(checkpoint_path(args)),
         out=_absolute(args.out or beside(args.campaign, HANDOFF_SUFFIX)),
         sandbox=args.sandbox, progress=None if args.progress == "auto" else args.progress,
-        delimiter=args.delimiter,
+        delimiter=args.delimiter, resume_command=_resume_command(args),
     )
     stop = asyncio.Event()
     _stop_on_signals(stop)
     return await run_campaign(options, settings, stream=sys.stdout, stop=stop)
+
+
+#: ``run`` flags that act once and are left out of the command that resumes
+_ONE_SHOT: Final = frozenset({"help", "amend"})
+
+
+def _resume_command(args: argparse.Namespace) -> str:
+    """The ``run`` command that continues this one, shell-quoted: every flag given, with paths
+    made absolute, and the checkpoint and handoff file named, so it works from any folder."""
+    parser = argparse.ArgumentParser(add_help=False)
+    _run_arguments(parser)
+    given = {**vars(args), "checkpoint": checkpoint_path(args),
+             "out": args.out or beside(args.campaign, HANDOFF_SUFFIX)}
+    words = ["bulkdm", "run"]
+    for action in parser._actions:
+        value = given.get(action.dest)
+        if action.dest in _ONE_SHOT or value is None or value == action.default:
+            continue
+        text = _absolute(value) if isinstance(value, Path) else value
+        if not action.option_strings:
+            words.append(str(text))
+        elif isinstance(action, argparse.BooleanOptionalAction):
+            words.append(action.option_strings[0 if value else 1])
+        elif action.nargs == 0:  # store_true
+            words.append(action.option_strings[0])
+        else:
+            words += [action.option_strings[0], str(text)]
+    return shlex.join(words)
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:

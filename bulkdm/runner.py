@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shlex
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, replace
@@ -48,6 +49,8 @@ class RunOptions:
     sandbox: bool = False
     progress: str | None = None
     delimiter: str | None = None
+    #: the command that resumes this run, as the summary prints it (default: built from these)
+    resume_command: str | None = None
 
 
 async def run_campaign(
@@ -198,10 +201,12 @@ def _snapshot(engine: Engine, settings: Settings, started_s: float) -> Snapshot:
 
 
 def _resume_command(options: RunOptions) -> str:
+    if options.resume_command is not None:
+        return options.resume_command
     parts = ["bulkdm", "run", str(options.campaign), "--checkpoint", str(options.checkpoint)]
     if options.sandbox:
         parts.append("--sandbox")
-    return " ".join(parts)
+    return shlex.join(parts)
 
 
 def _exit_code(report: RunReport, final: Snapshot) -> ExitCode:
