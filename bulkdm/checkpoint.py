@@ -108,6 +108,8 @@ class PlanMeta:
     settings_sha256: str
     provider: str
     created_at: str
+    #: random, made at the first plan, kept by every later one ("" in checkpoints made before)
+    campaign_id: str = ""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -34,6 +35,7 @@ from bulkdm.recipients import (
     recipient_key,
     recipient_values,
 )
+from bulkdm.registry import CampaignEntry, earlier_campaigns, record_campaign, registry_path
 from bulkdm.report import PlanReport, build_report
 from bulkdm.rows import PlannedRow, RowState
 from bulkdm.settings import ProviderName, Settings, settings_fingerprint
@@ -48,6 +50,7 @@ __all__ = [
     "ensure_plan",
     "load_suppression",
     "plan_batches",
+    "planned_settings",
 ]
 
 #: X refuses longer direct messages
@@ -168,7 +171,7 @@ class Planner:
             suppression.user_ids or suppression.usernames
         )
         self._next_sender = itertools.cycle([s.account for s in settings.senders]).__next__
-        self._key = idempotency_keys(settings.campaign.name)
+        self._key = idempotency_keys(settings.campaign.key_scope)
         template = settings.campaign.template
         compiled = None if template is None else compile_template(template)
         self._template = compiled if isinstance(compiled, Template) else None
@@ -386,6 +389,9 @@ async def ensure_plan(
         )
     if old is not None and await checkpoint.has_attempts():
         raise _mismatch(checkpoint, old, inputs.campaign_sha256)
+    # a replan keeps the campaign's identity (and so its keys); a first plan makes one
+    campaign_id = old.campaign_id if old is not None and old.campaign_id else uuid.uuid4().hex
+    settings = replace(settings, campaign=replace(settings.campaign, campaign_id=campaign_id))
     meta = PlanMeta(
         campaign=settings.campaign.name,
         campaign_path=inputs.campaign_path,
@@ -393,6 +399,7 @@ async def ensure_plan(
         settings_sha256=inputs.settings_sha256,
         provider=settings.provider.name.value,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        campaign_id=campaign_id,
     )
     suppression = await anyio.to_thread.run_sync(load_suppression, settings.campaign.suppression)
     planner = Planner(settings, campaign_dir=campaign_path.parent, suppression=suppression)
@@ -401,7 +408,36 @@ async def ensure_plan(
         with _gc_paused():
             await checkpoint.write_plan_params(meta, batches)
     status = "planned" if old is None else "replaced"
-    return await build_report(checkpoint, settings, errors_limit=errors_limit, status=status)
+    report = await build_report(checkpoint, settings, errors_limit=errors_limit, status=status)
+    if old is not None and old.campaign_id:
+        return report
+    notes = await anyio.to_thread.run_sync(_register, meta, checkpoint.path)
+    return replace(report, notes=report.notes + notes)
+
+
+def _register(meta: PlanMeta, checkpoint_path: Path) -> tuple[str, ...]:
+    """Record a new campaign identity; say so when its name was used before (its keys differ,
+    so recipients that campaign messaged get this one's messages too)."""
+    path = registry_path()
+    notes = [
+        f"the name {meta.campaign!r} was used before by another campaign (checkpoint "
+        f"{entry.checkpoint}, planned {entry.planned_at}); this plan is a new campaign with its "
+        "own idempotency keys, so a recipient that campaign messaged gets this one's message "
+        "too. To change or continue that campaign instead, use its checkpoint (plan --amend)"
+        for entry in earlier_campaigns(meta.campaign, path)[-1:]
+        if entry.campaign_id != meta.campaign_id
+    ]
+    entry = CampaignEntry(name=meta.campaign, campaign_id=meta.campaign_id,
+                          checkpoint=str(checkpoint_path.resolve()), planned_at=meta.created_at)
+    problem = record_campaign(entry, path)
+    return (*notes, *([problem] if problem else []))
+
+
+async def planned_settings(settings: Settings, checkpoint: Checkpoint) -> Settings:
+    """``settings`` with the campaign identity of the plan in ``checkpoint`` (its keys' scope)."""
+    meta = await checkpoint.plan_meta()
+    campaign_id = meta.campaign_id if meta is not None and meta.campaign_id else None
+    return replace(settings, campaign=replace(settings.campaign, campaign_id=campaign_id))
 
 
 def _mismatch(

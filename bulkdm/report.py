@@ -102,6 +102,8 @@ class PlanReport:
     duration: DurationEstimate
     #: the first invalid rows by line (all of them with ``--errors``)
     invalid_rows: tuple[InvalidRow, ...]
+    #: what the plan wants the user to know, e.g. a campaign name used before
+    notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -261,6 +263,7 @@ def format_report(report: PlanReport) -> str:
         + (f" (bound by {duration.bound_by})" if duration.bound_by else ""),
     ]
     lines += _invalid_lines(report, file)
+    lines += [f"note: {note}" for note in report.notes]
     return "\n".join(lines)
 
 

@@ -16,7 +16,7 @@ from bulkdm.checkpoint import Checkpoint
 from bulkdm.engine import Engine, FinishReason, RunReport
 from bulkdm.errors import BulkdmError
 from bulkdm.outbox import Outbox
-from bulkdm.planner import ensure_plan
+from bulkdm.planner import ensure_plan, planned_settings
 from bulkdm.progress import Progress, SenderView, Snapshot, make_progress, summary_text
 from bulkdm.providers import open_provider
 from bulkdm.providers.base import Provider, SenderAuth
@@ -70,6 +70,7 @@ async def run_campaign(
             if report.status != "unchanged":
                 # a new plan's invalid rows are shown before anything is sent
                 stream.write(format_report(report) + "\n\n")
+            settings = await planned_settings(settings, checkpoint)
             async with _provider(settings, options, environ) as (live, provider, auths):
                 return await _send_all(options, live, checkpoint, provider, auths, stream, stop)
         finally:

@@ -17,6 +17,7 @@ from typing import Final, TypeVar
 
 import orjson
 
+from bulkdm import keys
 from bulkdm.errors import ConfigError
 from bulkdm.naming import beside, campaign_stem
 from bulkdm.rates import Rate, parse_duration_s, parse_rate
@@ -67,6 +68,14 @@ class CampaignSettings:
     require_consent: bool = False
     #: CSV only: the field separator; ``None`` sniffs it from the header line
     delimiter: str | None = None
+    #: the checkpoint's campaign identity (set from the checkpoint, never from a file): see
+    #: :func:`bulkdm.keys.key_scope`
+    campaign_id: str | None = None
+
+    @property
+    def key_scope(self) -> str:
+        """What every idempotency key of this campaign is derived from."""
+        return keys.key_scope(self.name, self.campaign_id)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

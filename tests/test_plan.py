@@ -12,7 +12,7 @@ import pytest
 
 from bulkdm.checkpoint import Checkpoint, claim
 from bulkdm.errors import CheckpointMismatchError
-from bulkdm.keys import idempotency_key, text_sha256
+from bulkdm.keys import idempotency_key, key_scope, text_sha256
 from bulkdm.planner import MAX_TEXT_CHARS, ensure_plan
 from bulkdm.rates import Rate
 from bulkdm.recipients import Recipient, RecipientProblem, parse_recipient
@@ -149,8 +149,11 @@ async def test_a_valid_row_is_planned_with_its_key_and_sender(
     )
     assert (row.text, row.text_sha256, row.sender) == ("Hi Ana!", digest, "one")
     assert (row.external_id, row.consent) == ("77", "opted_in:2026-10-01")
+    meta = await checkpoint.plan_meta()
+    assert meta is not None and len(meta.campaign_id) == 32  # the campaign's identity
     assert row.idempotency_key == idempotency_key(
-        campaign="welcome", recipient_key="u:ana", sender="one", text_digest=digest
+        campaign=key_scope("welcome", meta.campaign_id), recipient_key="u:ana", sender="one",
+        text_digest=digest,
     )
 
 
