@@ -25,6 +25,7 @@ from bulkdm.rows import PlannedRow, RowRecord, RowState
 from bulkdm.schema import INDEXES, LOAD_LATE_INDEXES, MIGRATIONS, SCHEMA_VERSION
 
 __all__ = [
+    "UNSENT_STATES",
     "Checkpoint",
     "Finish",
     "HandoffCursor",
@@ -33,6 +34,10 @@ __all__ = [
     "RowParams",
     "SenderRecord",
     "Write",
+    "amend_insert",
+    "amend_line",
+    "amend_remove",
+    "amend_update",
     "assign_recipient",
     "attempt_result",
     "claim",
@@ -43,6 +48,7 @@ __all__ = [
     "rotate_key",
     "row_params",
     "set_handoff_cursor",
+    "set_plan_meta",
     "set_sender",
     "store_media",
     "store_user",
@@ -664,3 +670,50 @@ def unsettle_in_flight(*, settle_after_s: float = 0.0) -> Write:
         "WHERE state = 'sending'",
         (settle_after_s,),
     )
+
+
+# -- amend: a changed campaign applied to a running plan (see bulkdm/amend.py) ----------------
+
+#: rows an amend may rewrite: never attempted, or provably not delivered
+UNSENT_STATES: Final = ("pending", "skipped", "invalid")
+_UNSENT_SQL: Final = "('pending', 'skipped', 'invalid')"
+
+
+def amend_insert(*, params: RowParams, seq: int | None, finished_at: str | None) -> Write:
+    """A row the amended file added (``seq``: its finish number when it is final at once)."""
+    marks = ", ".join("?" * (len(_PLAN_COLUMNS) + 2))
+    return Write(
+        f"INSERT INTO rows ({', '.join(_PLAN_COLUMNS)}, finish_seq, finished_at) VALUES ({marks})",
+        (*params, seq, finished_at),
+    )
+
+
+def amend_update(*, row_id: int, params: RowParams, seq: int | None, finished_at: str | None) -> Write:
+    """Replan an unsent row in place; a row that has left the unsent states is not touched."""
+    columns = ", ".join(f"{name} = ?" for name in _PLAN_COLUMNS)
+    return Write(
+        f"UPDATE rows SET {columns}, key_rotation = 0, next_attempt_at = 0, finish_seq = ?, "
+        f"finished_at = ? WHERE id = ? AND state IN {_UNSENT_SQL}",
+        (*params, seq, finished_at, row_id),
+    )
+
+
+def amend_remove(*, row_id: int, seq: int, finished_at: str) -> Write:
+    """An unsent row no longer in the campaign file: skipped, with the reason, never dropped."""
+    return Write(
+        "UPDATE rows SET state = 'skipped', reason = 'removed', field = NULL, "
+        "message = 'removed from the campaign file by an amend; not sent', "
+        f"duplicate_of_line = NULL, finish_seq = ?, finished_at = ? WHERE id = ? "
+        f"AND state IN {_UNSENT_SQL}",
+        (seq, finished_at, row_id),
+    )
+
+
+def amend_line(*, row_id: int, line: int) -> Write:
+    """An unchanged row that moved to another line of the file."""
+    return Write("UPDATE rows SET line = ? WHERE id = ?", (line, row_id))
+
+
+def set_plan_meta(meta: PlanMeta) -> list[Write]:
+    sql = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"
+    return [Write(sql, (f"plan.{f.name}", str(getattr(meta, f.name)))) for f in fields(PlanMeta)]

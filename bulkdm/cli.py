@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shlex
 import signal
@@ -61,6 +62,11 @@ def add_campaign_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--provider", choices=("xquik", "getxapi"), help="the DM API to use")
     parser.add_argument("--base-url", metavar="URL", help="the provider's API base URL")
     parser.add_argument(
+        "--amend", action="store_true",
+        help="apply an edited campaign file or settings to this checkpoint's campaign: unsent "
+             "rows follow the file, sent rows stay sent and are never sent again",
+    )
+    parser.add_argument(
         "--require-consent",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -101,15 +107,18 @@ async def _plan(args: argparse.Namespace) -> int:
     from bulkdm.checkpoint import Checkpoint
     from bulkdm.planner import ensure_plan
     from bulkdm.report import format_report
+    from bulkdm.runlock import RunLock
 
     settings = settings_from_args(args)
-    checkpoint = await Checkpoint.open(checkpoint_path(args), synchronous=settings.run.synchronous)
-    try:
-        report = await ensure_plan(
-            args.campaign, settings, checkpoint, errors_limit=None if args.errors else 20
-        )
-    finally:
-        await checkpoint.close()
+    path = checkpoint_path(args)
+    # an amend rewrites rows, so no run may hold the checkpoint meanwhile
+    with RunLock(path) if args.amend else contextlib.nullcontext():
+        checkpoint = await Checkpoint.open(path, synchronous=settings.run.synchronous)
+        try:
+            report = await ensure_plan(args.campaign, settings, checkpoint, amend=args.amend,
+                                       errors_limit=None if args.errors else 20)
+        finally:
+            await checkpoint.close()
     print(report.to_json() if args.json else format_report(report))
     return 0
 
@@ -148,7 +157,7 @@ async def _run(args: argparse.Namespace) -> int:
         campaign=args.campaign, checkpoint=_absolute(checkpoint_path(args)),
         out=_absolute(args.out or beside(args.campaign, HANDOFF_SUFFIX)),
         sandbox=args.sandbox, progress=None if args.progress == "auto" else args.progress,
-        delimiter=args.delimiter, resume_command=_resume_command(args),
+        delimiter=args.delimiter, resume_command=_resume_command(args), amend=args.amend,
     )
     stop = asyncio.Event()
     _stop_on_signals(stop)

@@ -23,6 +23,7 @@ from typing import Final, TypeAlias, cast
 
 import anyio.to_thread
 
+from bulkdm.amend import PlannedLine, amend_checkpoint
 from bulkdm.campaign import CampaignReader, RawRow, RowError, campaign_format, file_sha256
 from bulkdm.checkpoint import Checkpoint, PlanMeta, RowParams, pending_params, row_params
 from bulkdm.errors import CampaignFileError, CheckpointMismatchError, ConfigError
@@ -365,14 +366,16 @@ async def ensure_plan(
     *,
     delimiter: str | None = None,
     errors_limit: int | None = 20,
+    amend: bool = False,
 ) -> PlanReport:
     """Plan ``campaign_path`` into ``checkpoint`` unless the same plan is there; report it.
 
     The stored plan is kept when the campaign file's and the settings' fingerprints match, and
-    replaced when they differ and nothing was attempted yet. Planning runs on the event loop
-    (it is most of what a ``plan`` command does); hashing runs in a worker thread.
+    replaced when they differ and nothing was attempted yet. When rows were attempted, ``amend``
+    applies the change to the running campaign (see :mod:`bulkdm.amend`). Planning runs on the
+    event loop (it is most of what a ``plan`` command does); hashing runs in a worker thread.
 
-    :raises CheckpointMismatchError: they differ and rows were already attempted.
+    :raises CheckpointMismatchError: they differ, rows were already attempted, and not ``amend``.
     :raises CampaignFileError, ConfigError: the campaign or a suppression file cannot be read.
     """
     if delimiter is not None:
@@ -388,7 +391,10 @@ async def ensure_plan(
             checkpoint, settings, errors_limit=errors_limit, status="unchanged"
         )
     if old is not None and await checkpoint.has_attempts():
-        raise _mismatch(checkpoint, old, inputs.campaign_sha256)
+        if not amend:
+            raise _mismatch(checkpoint, old, inputs.campaign_sha256)
+        return await _amend(campaign_path, settings, checkpoint, old, inputs,
+                            errors_limit=errors_limit)
     # a replan keeps the campaign's identity (and so its keys); a first plan makes one
     campaign_id = old.campaign_id if old is not None and old.campaign_id else uuid.uuid4().hex
     settings = replace(settings, campaign=replace(settings.campaign, campaign_id=campaign_id))
@@ -445,6 +451,37 @@ def _mismatch(
 ) -> CheckpointMismatchError:
     changed = "the campaign file" if old.campaign_sha256 != campaign_sha256 else "the settings"
     return CheckpointMismatchError(
-        f"{checkpoint.path}: {changed} changed since the plan was made and sending has begun; "
-        "finish the run with the original file and settings, or plan into a new --checkpoint"
+        f"{checkpoint.path}: {changed} changed since the plan was made and sending has begun. "
+        "To apply the change to this campaign, add --amend (`bulkdm plan --amend` shows what "
+        "it changes): rows already sent stay sent and are never sent again. Or restore the "
+        "original file and settings"
     )
+
+
+async def _amend(
+    campaign_path: Path, settings: Settings, checkpoint: Checkpoint, old: PlanMeta,
+    inputs: _Inputs, *, errors_limit: int | None,
+) -> PlanReport:
+    campaign_id = old.campaign_id or None  # a checkpoint without an identity keeps its keys
+    settings = replace(settings, campaign=replace(settings.campaign, campaign_id=campaign_id))
+    meta = PlanMeta(
+        campaign=settings.campaign.name, campaign_path=inputs.campaign_path,
+        campaign_sha256=inputs.campaign_sha256, settings_sha256=inputs.settings_sha256,
+        provider=settings.provider.name.value,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"), campaign_id=old.campaign_id,
+    )
+    suppression = await anyio.to_thread.run_sync(load_suppression, settings.campaign.suppression)
+    planner = Planner(settings, campaign_dir=campaign_path.parent, suppression=suppression)
+    with CampaignReader(campaign_path, delimiter=settings.campaign.delimiter) as reader:
+        planned = [PlannedLine(planner.plan(item), _pinned(item)) for item in reader]
+        if reader.sha256() != inputs.campaign_sha256:
+            raise CampaignFileError(reader.path, "the file changed while it was planned; plan again")
+    summary = await amend_checkpoint(checkpoint, meta, planned,
+                                     senders=frozenset(s.account for s in settings.senders))
+    report = await build_report(checkpoint, settings, errors_limit=errors_limit, status="amended")
+    return replace(report, notes=tuple(summary.lines()))
+
+
+def _pinned(item: RawRow | RowError) -> str | None:
+    sender = item.fields.get("sender") if isinstance(item, RawRow) else None
+    return sender.strip().removeprefix("@") or None if isinstance(sender, str) else None

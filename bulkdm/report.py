@@ -87,7 +87,8 @@ class InvalidRow:
 class PlanReport:
     """What ``bulkdm plan`` prints; :meth:`to_json` gives the same as one JSON object."""
 
-    #: ``planned`` (first plan), ``replaced`` (inputs changed, nothing sent) or ``unchanged``
+    #: ``planned`` (first plan), ``replaced`` (inputs changed, nothing sent), ``amended``
+    #: (inputs changed after sending began, ``--amend``) or ``unchanged``
     status: str
     campaign: str
     campaign_path: str

@@ -51,6 +51,8 @@ class RunOptions:
     delimiter: str | None = None
     #: the command that resumes this run, as the summary prints it (default: built from these)
     resume_command: str | None = None
+    #: apply an edited campaign file or settings to the running campaign (``run --amend``)
+    amend: bool = False
 
 
 async def run_campaign(
@@ -66,7 +68,7 @@ async def run_campaign(
         checkpoint = await Checkpoint.open(options.checkpoint, synchronous=settings.run.synchronous)
         try:
             report = await ensure_plan(options.campaign, settings, checkpoint,
-                                       delimiter=options.delimiter)
+                                       delimiter=options.delimiter, amend=options.amend)
             if report.status != "unchanged":
                 # a new plan's invalid rows are shown before anything is sent
                 stream.write(format_report(report) + "\n\n")
