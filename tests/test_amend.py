@@ -96,3 +96,32 @@ async def test_amend_mid_campaign_replans_only_unsent_rows(tmp_path: Path) -> No
     assert len(lines) == len(by_id) == 9  # every row once: 8 planned (one removed, still shown) + 1 added
     assert by_id[removed["external_id"]]["error"]["code"] == "removed"  # type: ignore[index]
     assert by_id[opted_out["external_id"]]["error"]["code"] == "suppressed"  # type: ignore[index]
+
+
+async def test_an_opt_out_added_mid_campaign_applies_at_once(tmp_path: Path) -> None:
+    rows = _rows(6, 72_000)
+    async with running_sandbox() as sb:
+        campaign = write_campaign(tmp_path, rows, url=sb.xquik_url, sender_rate="3/1s")
+        settings = tmp_path / "camp.toml"
+        settings.write_text(settings.read_text(encoding="utf-8").replace(
+            "[campaign]\n", '[campaign]\nsuppression = ["optout.txt"]\n'), encoding="utf-8")
+        optout = tmp_path / "optout.txt"
+        optout.write_text("", encoding="utf-8")
+        stopped = await kill_when(await start("run", str(campaign), "--progress", "none"),
+                                  lambda: len(sb.ledger) >= 2, signum=signal.SIGINT)
+        assert stopped.code == 4, stopped.stdout + stopped.stderr
+        sent = {d.recipient_id for d in sb.ledger}
+        opted_out = next(str(r["recipient_id"]) for r in rows if r["recipient_id"] not in sent)
+        optout.write_text(f"{opted_out}  # asked to stop\n", encoding="utf-8")
+        refused = await bulkdm("run", str(campaign), "--progress", "none")
+        amended = await bulkdm("run", str(campaign), "--amend", "--progress", "none")
+        delivered = Counter(d.recipient_id for d in sb.ledger)
+    assert refused.code == 1 and "the settings changed" in refused.stderr, refused.stderr
+    assert "--amend" in refused.stderr
+    assert amended.code == 0, amended.stdout + amended.stderr
+    assert "1 changed (planned again)" in amended.stdout, amended.stdout
+    assert "1 newly suppressed" in amended.stdout
+    assert delivered == Counter({str(r["recipient_id"]) for r in rows} - {opted_out})
+    lines = handoff_lines(tmp_path / "camp.handoff.jsonl")
+    assert len(lines) == 6
+    assert [r["error"]["code"] for r in lines if r["user_id"] == opted_out] == ["suppressed"]  # type: ignore[index]
