@@ -125,3 +125,21 @@ async def test_an_opt_out_added_mid_campaign_applies_at_once(tmp_path: Path) -> 
     lines = handoff_lines(tmp_path / "camp.handoff.jsonl")
     assert len(lines) == 6
     assert [r["error"]["code"] for r in lines if r["user_id"] == opted_out] == ["suppressed"]  # type: ignore[index]
+
+
+async def test_a_fixed_invalid_row_is_sent_and_the_handoff_file_rewritten(tmp_path: Path) -> None:
+    rows = _rows(3, 73_000)
+    broken = [*rows[:1], {**rows[1], "recipient_id": "not-an-id"}, *rows[2:]]
+    async with running_sandbox() as sb:
+        campaign = write_campaign(tmp_path, broken, url=sb.xquik_url)
+        first = await bulkdm("run", str(campaign), "--progress", "none")
+        assert first.code == 3, first.stdout + first.stderr  # done, with an invalid row
+        _write(campaign, rows)
+        amended = await bulkdm("run", str(campaign), "--amend", "--progress", "none")
+        delivered = Counter(d.recipient_id for d in sb.ledger)
+    assert amended.code == 0, amended.stdout + amended.stderr
+    assert "0 added, 1 changed" in amended.stdout, amended.stdout
+    assert delivered == Counter(str(r["recipient_id"]) for r in rows)
+    lines = handoff_lines(tmp_path / "camp.handoff.jsonl")
+    assert sorted((r["external_id"], r["send_status"]) for r in lines) == [
+        ("c-0", "sent"), ("c-1", "sent"), ("c-2", "sent")]  # the stale "invalid" line is gone
