@@ -34,6 +34,7 @@ __all__ = [
     "build_parser",
     "checkpoint_path",
     "main",
+    "resume_command",
     "settings_from_args",
 ]
 
@@ -157,7 +158,7 @@ async def _run(args: argparse.Namespace) -> int:
         campaign=args.campaign, checkpoint=_absolute(checkpoint_path(args)),
         out=_absolute(args.out or beside(args.campaign, HANDOFF_SUFFIX)),
         sandbox=args.sandbox, progress=None if args.progress == "auto" else args.progress,
-        delimiter=args.delimiter, resume_command=_resume_command(args), amend=args.amend,
+        delimiter=args.delimiter, resume_command=resume_command(args), amend=args.amend,
     )
     stop = asyncio.Event()
     _stop_on_signals(stop)
@@ -168,7 +169,7 @@ async def _run(args: argparse.Namespace) -> int:
 _ONE_SHOT: Final = frozenset({"help", "amend"})
 
 
-def _resume_command(args: argparse.Namespace) -> str:
+def resume_command(args: argparse.Namespace) -> str:
     """The ``run`` command that continues this one, shell-quoted: every flag given, with paths
     made absolute, and the checkpoint and handoff file named, so it works from any folder."""
     parser = argparse.ArgumentParser(add_help=False)

@@ -3,11 +3,16 @@ The real CLI in a subprocess, the sandbox over 127.0.0.1, paths with spaces."""
 
 from __future__ import annotations
 
+import os
 import shlex
 import signal
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
+from bulkdm.cli import build_parser, checkpoint_path, resume_command
+from bulkdm.naming import HANDOFF_SUFFIX, beside
 from bulkdm.sandbox import running_sandbox
 from tests.clikit import bulkdm, handoff_lines, kill_when, start
 
@@ -59,3 +64,31 @@ async def test_the_printed_command_resumes_the_same_campaign(tmp_path: Path) -> 
     assert delivered == Counter(ids)  # each once: the same checkpoint, the same URL
     assert sorted(str(r["user_id"]) for r in handoff_lines(out)) == ids
     assert not (folder / "customers.handoff.jsonl").exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", "a b/c.retry.jsonl", "--progress", "none"],
+    ["run", "c.csv", "--config", "x.toml", "--delimiter", "tab", "--name", "it's mine",
+     "--provider", "getxapi", "--base-url", "http://127.0.0.1:1/v1", "--no-require-consent",
+     "--sandbox", "--concurrency", "3", "--out", "o.jsonl", "--checkpoint", "k.db"],
+    ["run", "c.jsonl", "--require-consent", "--amend"],
+])
+def test_every_run_flag_survives_the_resume_command(argv: list[str], tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    parser = build_parser()
+    given = parser.parse_args(argv)
+    words = shlex.split(resume_command(given))
+    assert words[:2] == ["bulkdm", "run"]
+    again = parser.parse_args(words[1:])
+    expected = {**vars(given), "amend": False}  # --amend acts once
+    for name in ("campaign", "config", "checkpoint", "out"):
+        value = getattr(again, name)
+        assert value is None or value.is_absolute()
+        if expected[name] is not None:
+            expected[name] = Path(os.path.abspath(expected[name]))
+    expected["checkpoint"] = again.checkpoint  # named even when it was the default
+    expected["out"] = again.out
+    assert vars(again) == expected
+    assert again.checkpoint == Path(os.path.abspath(checkpoint_path(given)))
+    assert again.out == Path(os.path.abspath(given.out or beside(given.campaign, HANDOFF_SUFFIX)))
