@@ -96,7 +96,8 @@ class _Row:
 
     record: RowRecord | None
     new: PlannedLine | None = None
-    #: "unchanged", "changed", "added", "removed" or "kept" (in play, left as it is)
+    #: "unchanged", "changed", "added", "removed", "kept" (in play, left as it is) or "gone"
+    #: (removed by an earlier amend)
     fate: str = "unchanged"
     #: the line of the row it repeats (it ends ``skipped``, ``duplicate``), once marked
     duplicate_of: int | None = None
@@ -107,7 +108,7 @@ def diff_plan(
 ) -> tuple[list[_Row], AmendSummary]:
     """Match the new plan to the old rows; every row with its fate, and the summary."""
     rows = [_Row(record) for record in old]
-    live = [r for r in rows if not _is_removed(r.record)]
+    live = [(r.record, r) for r in rows if r.record is not None and not _is_removed(r.record)]
     by_identity = _numbered(live)
     unmatched: list[PlannedLine] = []
     seen: dict[str, int] = {}
@@ -119,11 +120,17 @@ def diff_plan(
             unmatched.append(planned)
         else:
             row.new = planned
-    matched = {id(r) for r in rows if r.new is not None}
-    by_line = {r.record.line: r for r in live if id(r) not in matched and r.record is not None
-               and r.record.state in _UNSENT}
+    # a row an earlier amend removed comes back when the file has it again; what the identity
+    # missed may be an edited recipient: the unsent row on the same line
+    removed: dict[str, list[_Row]] = {}
+    for row in rows:
+        if row.record is not None and _is_removed(row.record):
+            removed.setdefault(_record_identity(row.record), []).append(row)
+    by_line = {record.line: row for record, row in live
+               if row.new is None and record.state in _UNSENT}
     for planned in unmatched:
-        row = by_line.pop(planned.params[_LINE], None)
+        again = removed.get(_identity_of(planned.params))
+        row = again.pop(0) if again else by_line.pop(planned.params[_LINE], None)
         if row is None:
             rows.append(_Row(None, planned, fate="added"))
         else:
@@ -133,14 +140,12 @@ def diff_plan(
     return rows, _summary(rows, [k for k in kept if k is not None])
 
 
-def _numbered(live: list[_Row]) -> dict[tuple[str, int], _Row]:
+def _numbered(live: list[tuple[RowRecord, _Row]]) -> dict[tuple[str, int], _Row]:
     # the n-th row of an identity, in line order, matches the n-th of the new file
     numbered: dict[tuple[str, int], _Row] = {}
     seen: dict[str, int] = {}
-    for row in sorted(live, key=lambda r: (r.record.line, r.record.id) if r.record else (0, 0)):
-        assert row.record is not None
-        identity = _identity(row.record.external_id, row.record.recipient_username,
-                             row.record.recipient_id, row.record.line)
+    for record, row in sorted(live, key=lambda pair: (pair[0].line, pair[0].id)):
+        identity = _record_identity(record)
         seen[identity] = seen.get(identity, -1) + 1
         numbered[(identity, seen[identity])] = row
     return numbered
@@ -156,6 +161,11 @@ def _identity(external_id: object, username: object, user_id: object, line: int)
     return f"line {line}"
 
 
+def _record_identity(record: RowRecord) -> str:
+    return _identity(record.external_id, record.recipient_username, record.recipient_id,
+                     record.line)
+
+
 def _identity_of(params: RowParams) -> str:
     return _identity(params[_EXT], params[_UNAME], params[_UID], params[_LINE])
 
@@ -169,10 +179,10 @@ def _fate(row: _Row, senders: frozenset[str]) -> KeptRow | None:
     record, new = row.record, row.new
     if record is None:
         return None  # added
-    identity = _identity(record.external_id, record.recipient_username, record.recipient_id,
-                         record.line)
+    identity = _record_identity(record)
     if new is None:
         if _is_removed(record):
+            row.fate = "gone"
             return None
         if record.state in _UNSENT:
             row.fate = "removed"

@@ -52,3 +52,12 @@ def test_sent_rows_are_kept_and_listed_unsent_ones_follow_the_file() -> None:
     assert [(k.identity, k.state) for k in summary.kept] == [("external_id a", "sent"),
                                                             ("external_id b", "unknown")]
     assert (summary.changed, summary.removed) == (1, 1)  # jhon -> john on its line; dee gone
+
+
+def test_a_removed_row_put_back_is_planned_again_not_added() -> None:
+    old = [_old(1, 1, "ana", "hi"),
+           _old(2, 2, "ben", "hi", RowState.SKIPPED, reason="removed")]
+    rows, summary = diff_plan(old, [_new(1, "ana", "hi"), _new(2, "ben", "hi")], senders=SENDERS)
+    assert [r.fate for r in rows] == ["unchanged", "changed"]
+    assert (summary.added, summary.changed) == (0, 1)
+    assert diff_plan(old, [_new(1, "ana", "hi")], senders=SENDERS)[0][1].fate == "gone"
