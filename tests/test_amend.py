@@ -10,6 +10,7 @@ from pathlib import Path
 
 import orjson
 
+from bulkdm.runlock import RunLock
 from bulkdm.sandbox import running_sandbox
 from tests.clikit import bulkdm, env_for, handoff_lines, kill_when, start, write_campaign
 
@@ -143,3 +144,12 @@ async def test_a_fixed_invalid_row_is_sent_and_the_handoff_file_rewritten(tmp_pa
     lines = handoff_lines(tmp_path / "camp.handoff.jsonl")
     assert sorted((r["external_id"], r["send_status"]) for r in lines) == [
         ("c-0", "sent"), ("c-1", "sent"), ("c-2", "sent")]  # the stale "invalid" line is gone
+
+
+async def test_plan_amend_waits_for_no_run(tmp_path: Path) -> None:
+    campaign = write_campaign(tmp_path, _rows(2, 74_000), url="http://127.0.0.1:9/api/v1")
+    with RunLock(tmp_path / "camp.bulkdm.sqlite"):  # as a run holds it
+        refused = await bulkdm("plan", str(campaign), "--amend")
+        looked = await bulkdm("plan", str(campaign))  # not an amend: as before
+    assert refused.code == 1 and "in use by another run" in refused.stderr, refused.stderr
+    assert looked.code == 0, looked.stderr
