@@ -61,3 +61,10 @@ def test_a_removed_row_put_back_is_planned_again_not_added() -> None:
     assert [r.fate for r in rows] == ["unchanged", "changed"]
     assert (summary.added, summary.changed) == (0, 1)
     assert diff_plan(old, [_new(1, "ana", "hi")], senders=SENDERS)[0][1].fate == "gone"
+
+
+def test_an_added_row_for_a_recipient_already_sent_is_a_duplicate() -> None:
+    old = [_old(1, 1, "ana", "hi", RowState.SENT, external_id="a")]
+    rows, _ = diff_plan(old, [_new(1, "ana", "hi", external_id="a"),
+                              _new(2, "ana", "hello", external_id="b")], senders=SENDERS)
+    assert [(r.fate, r.duplicate_of) for r in rows] == [("unchanged", None), ("added", 1)]
