@@ -83,8 +83,9 @@ class AmendSummary:
         ]
         if self.kept:
             more = f" (first {limit})" if len(self.kept) > limit else ""
-            lines.append(f"{len(self.kept)} edited rows were already sent or attempted and are "
-                         f"kept as they are, never sent again{more}:")
+            rows = "1 edited row was" if len(self.kept) == 1 else f"{len(self.kept)} edited rows were"
+            lines.append(f"{rows} already sent or attempted, and kept as it was: never sent "
+                         f"again{more}:")
             lines += [f"  line {k.line} ({k.identity}): {k.state}; {k.change}"
                       for k in self.kept[:limit]]
         return lines
@@ -197,7 +198,7 @@ def _fate(row: _Row, senders: frozenset[str]) -> KeptRow | None:
     if _message_view(record) == _message_view_new(new):
         return None
     row.fate = "kept"
-    return KeptRow(line=record.line, identity=identity, state=record.state.value,
+    return KeptRow(line=new.params[_LINE], identity=identity, state=record.state.value,
                    change="its recipient, text or media changed in the file")
 
 
@@ -332,8 +333,9 @@ def _writes(rows: list[_Row], checkpoint: Checkpoint, now_iso: str) -> tuple[lis
         elif row.fate == "removed" and record is not None:
             writes.append(cp.amend_remove(row_id=record.id, seq=checkpoint.next_seq(),
                                           finished_at=now_iso))
-        elif row.fate == "unchanged" and record is not None and row.new is not None \
+        elif row.fate in ("unchanged", "kept") and record is not None and row.new is not None \
                 and row.new.params[_LINE] != record.line:
+            # the line follows the file, also for a row kept as it was sent
             writes.append(cp.amend_line(row_id=record.id, line=row.new.params[_LINE]))
         if record is not None and row.fate in ("changed", "removed") \
                 and record.state in (RowState.SKIPPED, RowState.INVALID):

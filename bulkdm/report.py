@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 #: reasons a valid row is skipped rather than sent; every other reason marks an invalid row
-SKIP_REASONS: Final = frozenset({"duplicate", "suppressed", "no_consent"})
+SKIP_REASONS: Final = frozenset({"duplicate", "suppressed", "no_consent", "removed"})
 _DAY_S: Final = 86_400
 
 
@@ -52,6 +52,9 @@ class RowCounts:
     duplicates: int
     suppressed: int
     no_consent: int
+    #: rows an amend found no longer in the campaign file (skipped, never sent); not counted in
+    #: ``read`` or ``skipped``
+    removed: int = 0
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -196,10 +199,11 @@ async def build_report(
     senders = await checkpoint.sender_counts()
     totals = await checkpoint.plan_totals()
     invalid_rows = await checkpoint.invalid_rows(errors_limit)
+    removed = reasons.pop("removed", 0)
     read, invalid, skipped = (
-        sum(states.values()),
+        sum(states.values()) - removed,
         states.get("invalid", 0),
-        states.get("skipped", 0),
+        states.get("skipped", 0) - removed,
     )
     return PlanReport(
         status=status,
@@ -216,6 +220,7 @@ async def build_report(
             duplicates=reasons.get("duplicate", 0),
             suppressed=reasons.get("suppressed", 0),
             no_consent=reasons.get("no_consent", 0),
+            removed=removed,
         ),
         invalid_by_reason=_sorted({k: v for k, v in reasons.items() if k not in SKIP_REASONS}),
         skipped_by_reason=_sorted({k: v for k, v in reasons.items() if k in SKIP_REASONS}),
@@ -255,6 +260,8 @@ def format_report(report: PlanReport) -> str:
             f"  duplicates {rows.duplicates}, suppressed {rows.suppressed}, "
             f"no consent {rows.no_consent}"
         ),
+        *([f"removed         {rows.removed}  (no longer in the campaign file; not sent)"]
+          if rows.removed else []),
         f"per sender      {_counts_text(report.senders)}",
         (
             f"estimated cost  ${cost.usd:.4f} ({credits}DMs {cost.dms}, "

@@ -46,7 +46,7 @@ async def test_an_edit_after_a_run_is_refused_then_amended_without_resending(
     assert "--amend" in refused.stderr and "new --checkpoint" not in refused.stderr
     assert amended.code == 0, amended.stdout + amended.stderr
     assert "amend: 1 added, 0 changed" in amended.stdout, amended.stdout
-    assert "line 4 (external_id c-3): sent; its recipient, text or media changed" \
+    assert "line 5 (external_id c-3): sent; its recipient, text or media changed" \
         in amended.stdout
     assert delivered == Counter({**{str(r["recipient_id"]): 1 for r in rows}, "70999": 1})
     lines = handoff_lines(tmp_path / "camp.handoff.jsonl")
@@ -153,3 +153,20 @@ async def test_plan_amend_waits_for_no_run(tmp_path: Path) -> None:
         looked = await bulkdm("plan", str(campaign))  # not an amend: as before
     assert refused.code == 1 and "in use by another run" in refused.stderr, refused.stderr
     assert looked.code == 0, looked.stderr
+
+
+async def test_the_report_counts_a_removed_row_apart(tmp_path: Path) -> None:
+    rows = _rows(3, 75_000)
+    async with running_sandbox() as sb:
+        campaign = write_campaign(tmp_path, rows, url=sb.xquik_url, sender_rate="1/1s")
+        stopped = await kill_when(await start("run", str(campaign), "--progress", "none"),
+                                  lambda: len(sb.ledger) >= 1, signum=signal.SIGINT)
+        assert stopped.code == 4, stopped.stdout + stopped.stderr
+        sent = {d.recipient_id for d in sb.ledger}
+        _write(campaign, [r for r in rows if r["recipient_id"] in sent])
+        planned = await bulkdm("plan", str(campaign), "--amend", "--json")
+    assert planned.code == 0, planned.stderr
+    report = orjson.loads(planned.stdout)
+    assert report["status"] == "amended"
+    assert report["rows"]["read"] == len(sent) and report["rows"]["removed"] == 3 - len(sent)
+    assert report["rows"]["skipped"] == 0 and report["invalid_by_reason"] == {}

@@ -538,6 +538,7 @@ def test_cli_plan_errors_lists_all_and_json_is_one_object(workdir: Path) -> None
         "duplicates": 0,
         "suppressed": 0,
         "no_consent": 0,
+        "removed": 0,
     }
     assert report["invalid_by_reason"] == {"bad_username": 25}
     assert report["senders"] == {"one": 3, "two": 2}
