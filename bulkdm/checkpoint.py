@@ -43,6 +43,7 @@ __all__ = [
     "claim",
     "defer",
     "finish",
+    "own_handoff",
     "pending_params",
     "reassign",
     "rotate_key",
@@ -55,6 +56,8 @@ __all__ = [
     "unsettle_in_flight",
 ]
 
+#: meta key prefix of every handoff file the checkpoint has written
+_OWNED: Final = "handoff.owned:"
 _SYNC_MODES: Final = frozenset({"FULL", "NORMAL", "EXTRA", "OFF"})
 _ROW_COLUMNS: Final = (
     "id, line, state, recipient_id, recipient_username, text, sender, external_id, media, "
@@ -295,7 +298,12 @@ class Checkpoint:
         self._seq = await self._last_seq()
 
     async def _replace_plan(self, meta: PlanMeta, batches: Iterable[Sequence[RowParams]]) -> None:
-        for statement in ("DELETE FROM rows", "DELETE FROM attempts", "DELETE FROM meta"):
+        # the handoff file stays this checkpoint's; the next run writes it again from the start
+        for statement in (
+            "DELETE FROM rows", "DELETE FROM attempts",
+            "DELETE FROM meta WHERE key NOT LIKE 'handoff.%'",
+            "UPDATE meta SET value = '0' WHERE key IN ('handoff.seq', 'handoff.offset')",
+        ):
             await self._db.execute(statement)
         for name in LOAD_LATE_INDEXES:
             await self._db.execute(f"DROP INDEX IF EXISTS {name}")  # names are constants
@@ -476,6 +484,12 @@ class Checkpoint:
             offset=int(rows.get("handoff.offset", 0)),
             path=rows.get("handoff.path"),
         )
+
+    async def wrote_handoff(self, path: str) -> bool:
+        """Whether this checkpoint has written the handoff file ``path`` (see :func:`own_handoff`)."""
+        return await self._scalar(
+            "SELECT EXISTS (SELECT 1 FROM meta WHERE key = ?)", (_OWNED + path,)
+        ) == 1
 
     async def failure_counts(self) -> dict[str, int]:
         return await self.reason_counts(("failed",))
@@ -659,6 +673,11 @@ def set_handoff_cursor(cursor: HandoffCursor) -> list[Write]:
     if cursor.path is not None:
         values.append(("handoff.path", cursor.path))
     return [Write(sql, v) for v in values]
+
+
+def own_handoff(path: str) -> Write:
+    """Record that this checkpoint writes the handoff file ``path`` (so it may rewrite it)."""
+    return Write("INSERT OR REPLACE INTO meta (key, value) VALUES (?, '1')", (_OWNED + path,))
 
 
 def unsettle_in_flight(*, settle_after_s: float = 0.0) -> Write:

@@ -49,7 +49,9 @@ class Outbox:
                                  source_endpoint=source_endpoint)
         cursor = await checkpoint.handoff_cursor()
         same_file = cursor.path == str(path)
-        if not same_file:
+        if same_file:
+            await checkpoint.submit([cp.own_handoff(str(path))])  # also in older checkpoints
+        else:
             await _claim_file(checkpoint, path)
         offset = cursor.offset if same_file else 0
         log = await asyncio.to_thread(HandoffLog.open, path, offset) if same_file else None
@@ -87,19 +89,21 @@ class Outbox:
 
 
 async def _claim_file(checkpoint: Checkpoint, path: Path) -> None:
-    """Make ``path`` this checkpoint's handoff file, unless it holds another's records.
+    """Make ``path`` this checkpoint's handoff file, unless it holds records of a checkpoint
+    other than this one (one that never wrote it).
 
     The path is recorded before the file is touched, so after any crash the checkpoint still
     knows the file is its own and never takes it for a stranger's.
     """
     size = await asyncio.to_thread(_size, path)
-    if size:
+    if size and not await checkpoint.wrote_handoff(str(path)):
         raise CheckpointError(
             f"{path} holds handoff records that {checkpoint.path} did not write (another "
             "campaign's handoff file?); it was left as it is. Pass --out with a new file, or "
             "move that file away if it is this campaign's"
         )
-    await checkpoint.submit(cp.set_handoff_cursor(HandoffCursor(seq=0, offset=0, path=str(path))))
+    cursor = HandoffCursor(seq=0, offset=0, path=str(path))
+    await checkpoint.submit([cp.own_handoff(str(path)), *cp.set_handoff_cursor(cursor)])
 
 
 def _size(path: Path) -> int:

@@ -66,3 +66,29 @@ async def test_another_campaigns_handoff_file_is_refused_and_left_alone(tmp_path
     assert "did not write" in refused.stderr and "--out" in refused.stderr
     assert handoff.read_bytes() == before
     assert delivered == 3  # refused before anything was sent
+
+
+async def test_a_checkpoint_may_go_back_to_a_handoff_file_it_wrote(tmp_path: Path) -> None:
+    rows: list[dict[str, object]] = [{"recipient_id": str(67_000 + i), "first_name": "a"}
+                                     for i in range(2)]
+    other = tmp_path / "other.jsonl"
+    async with running_sandbox() as sb:
+        campaign = _campaign(tmp_path, "c", rows, sb.xquik_url)
+        first = await bulkdm("run", str(campaign), "--out", str(other), "--progress", "none")
+        second = await bulkdm("run", str(campaign), "--progress", "none")
+        third = await bulkdm("run", str(campaign), "--out", str(other), "--progress", "none")
+    assert (first.code, second.code, third.code) == (0, 0, 0), third.stderr
+    assert len(handoff_lines(other)) == len(handoff_lines(tmp_path / "c.handoff.jsonl")) == 2
+
+
+async def test_a_replan_before_any_send_keeps_its_handoff_file(tmp_path: Path) -> None:
+    rows: list[dict[str, object]] = [{"recipient_username": "bad name!", "first_name": "a"}]
+    campaign = _campaign(tmp_path, "c", rows, "http://127.0.0.1:9/api/v1")
+    first = await bulkdm("run", str(campaign), "--progress", "none")
+    assert first.code == 3, first.stdout + first.stderr  # nothing to send: one invalid row
+    campaign.write_bytes(b'{"recipient_username": "also bad!", "first_name": "b"}\n'
+                         b'{"recipient_username": "bad again!", "first_name": "c"}\n')
+    again = await bulkdm("run", str(campaign), "--progress", "none")
+    assert again.code == 3, again.stdout + again.stderr
+    lines = handoff_lines(tmp_path / "c.handoff.jsonl")
+    assert [(r["line"], r["send_status"]) for r in lines] == [(1, "invalid"), (2, "invalid")]
