@@ -25,6 +25,7 @@ from bulkdm.rows import PlannedRow, RowRecord, RowState
 from bulkdm.schema import INDEXES, LOAD_LATE_INDEXES, MIGRATIONS, SCHEMA_VERSION
 
 __all__ = [
+    "UNSENT_STATES",
     "Checkpoint",
     "Finish",
     "HandoffCursor",
@@ -33,22 +34,30 @@ __all__ = [
     "RowParams",
     "SenderRecord",
     "Write",
+    "amend_insert",
+    "amend_line",
+    "amend_remove",
+    "amend_update",
     "assign_recipient",
     "attempt_result",
     "claim",
     "defer",
     "finish",
+    "own_handoff",
     "pending_params",
     "reassign",
     "rotate_key",
     "row_params",
     "set_handoff_cursor",
+    "set_plan_meta",
     "set_sender",
     "store_media",
     "store_user",
     "unsettle_in_flight",
 ]
 
+#: meta key prefix of every handoff file the checkpoint has written
+_OWNED: Final = "handoff.owned:"
 _SYNC_MODES: Final = frozenset({"FULL", "NORMAL", "EXTRA", "OFF"})
 _ROW_COLUMNS: Final = (
     "id, line, state, recipient_id, recipient_username, text, sender, external_id, media, "
@@ -112,6 +121,8 @@ class PlanMeta:
     #: the settings file the plan was made with ("" when none, or in a plan stored before it
     #: was recorded)
     settings_path: str = ""
+    #: random, made at the first plan, kept by every later one ("" in checkpoints made before)
+    campaign_id: str = ""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -291,7 +302,12 @@ class Checkpoint:
         self._seq = await self._last_seq()
 
     async def _replace_plan(self, meta: PlanMeta, batches: Iterable[Sequence[RowParams]]) -> None:
-        for statement in ("DELETE FROM rows", "DELETE FROM attempts", "DELETE FROM meta"):
+        # the handoff file stays this checkpoint's; the next run writes it again from the start
+        for statement in (
+            "DELETE FROM rows", "DELETE FROM attempts",
+            "DELETE FROM meta WHERE key NOT LIKE 'handoff.%'",
+            "UPDATE meta SET value = '0' WHERE key IN ('handoff.seq', 'handoff.offset')",
+        ):
             await self._db.execute(statement)
         for name in LOAD_LATE_INDEXES:
             await self._db.execute(f"DROP INDEX IF EXISTS {name}")  # names are constants
@@ -481,6 +497,12 @@ class Checkpoint:
             path=rows.get("handoff.path"),
         )
 
+    async def wrote_handoff(self, path: str) -> bool:
+        """Whether this checkpoint has written the handoff file ``path`` (see :func:`own_handoff`)."""
+        return await self._scalar(
+            "SELECT EXISTS (SELECT 1 FROM meta WHERE key = ?)", (_OWNED + path,)
+        ) == 1
+
     async def failure_counts(self) -> dict[str, int]:
         return await self.reason_counts(("failed",))
 
@@ -666,6 +688,11 @@ def set_handoff_cursor(cursor: HandoffCursor) -> list[Write]:
     return [Write(sql, v) for v in values]
 
 
+def own_handoff(path: str) -> Write:
+    """Record that this checkpoint writes the handoff file ``path`` (so it may rewrite it)."""
+    return Write("INSERT OR REPLACE INTO meta (key, value) VALUES (?, '1')", (_OWNED + path,))
+
+
 def unsettle_in_flight(*, settle_after_s: float = 0.0) -> Write:
     """On start: a row left in ``sending`` may have been delivered; it is settled before it is
     sent again, ``settle_after_s`` after its attempt took its slot."""
@@ -675,3 +702,50 @@ def unsettle_in_flight(*, settle_after_s: float = 0.0) -> Write:
         "WHERE state = 'sending'",
         (settle_after_s,),
     )
+
+
+# -- amend: a changed campaign applied to a running plan (see bulkdm/amend.py) ----------------
+
+#: rows an amend may rewrite: never attempted, or provably not delivered
+UNSENT_STATES: Final = ("pending", "skipped", "invalid")
+_UNSENT_SQL: Final = "('pending', 'skipped', 'invalid')"
+
+
+def amend_insert(*, params: RowParams, seq: int | None, finished_at: str | None) -> Write:
+    """A row the amended file added (``seq``: its finish number when it is final at once)."""
+    marks = ", ".join("?" * (len(_PLAN_COLUMNS) + 2))
+    return Write(
+        f"INSERT INTO rows ({', '.join(_PLAN_COLUMNS)}, finish_seq, finished_at) VALUES ({marks})",
+        (*params, seq, finished_at),
+    )
+
+
+def amend_update(*, row_id: int, params: RowParams, seq: int | None, finished_at: str | None) -> Write:
+    """Replan an unsent row in place; a row that has left the unsent states is not touched."""
+    columns = ", ".join(f"{name} = ?" for name in _PLAN_COLUMNS)
+    return Write(
+        f"UPDATE rows SET {columns}, key_rotation = 0, next_attempt_at = 0, finish_seq = ?, "
+        f"finished_at = ? WHERE id = ? AND state IN {_UNSENT_SQL}",
+        (*params, seq, finished_at, row_id),
+    )
+
+
+def amend_remove(*, row_id: int, seq: int, finished_at: str) -> Write:
+    """An unsent row no longer in the campaign file: skipped, with the reason, never dropped."""
+    return Write(
+        "UPDATE rows SET state = 'skipped', reason = 'removed', field = NULL, "
+        "message = 'removed from the campaign file by an amend; not sent', "
+        f"duplicate_of_line = NULL, finish_seq = ?, finished_at = ? WHERE id = ? "
+        f"AND state IN {_UNSENT_SQL}",
+        (seq, finished_at, row_id),
+    )
+
+
+def amend_line(*, row_id: int, line: int) -> Write:
+    """An unchanged row that moved to another line of the file."""
+    return Write("UPDATE rows SET line = ? WHERE id = ?", (line, row_id))
+
+
+def set_plan_meta(meta: PlanMeta) -> list[Write]:
+    sql = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"
+    return [Write(sql, (f"plan.{f.name}", str(getattr(meta, f.name)))) for f in fields(PlanMeta)]

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import shlex
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from bulkdm.errors import BulkdmError, CheckpointError, ConfigError
+from bulkdm.naming import CHECKPOINT_SUFFIX, HANDOFF_SUFFIX, beside, checkpoint_of
 from bulkdm.settings import COMMAND_LINE, Settings, load_settings
 
 if TYPE_CHECKING:
@@ -32,12 +35,12 @@ __all__ = [
     "build_parser",
     "checkpoint_path",
     "main",
+    "resume_command",
     "settings_from_args",
 ]
 
 HELP_CONFIG: Final = "settings file (default: NAME.toml beside the campaign file)"
 HELP_CHECKPOINT: Final = "checkpoint file (default: NAME.bulkdm.sqlite beside the campaign file)"
-_CHECKPOINT_SUFFIX: Final = ".bulkdm.sqlite"
 HELP_DELIMITER: Final = 'CSV field separator: ",", ";" or "tab" (default: sniffed from the header)'
 
 
@@ -60,6 +63,11 @@ def add_campaign_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", help="campaign name (default: the campaign file's stem)")
     parser.add_argument("--provider", choices=("xquik", "getxapi"), help="the DM API to use")
     parser.add_argument("--base-url", metavar="URL", help="the provider's API base URL")
+    parser.add_argument(
+        "--amend", action="store_true",
+        help="apply an edited campaign file or settings to this checkpoint's campaign: unsent "
+             "rows follow the file, sent rows stay sent and are never sent again",
+    )
     parser.add_argument(
         "--require-consent",
         action=argparse.BooleanOptionalAction,
@@ -93,8 +101,7 @@ def checkpoint_path(args: argparse.Namespace) -> Path:
     """``--checkpoint``, or ``NAME.bulkdm.sqlite`` beside the campaign file."""
     if args.checkpoint is not None:
         return Path(args.checkpoint)
-    campaign = Path(args.campaign)
-    return campaign.with_name(f"{campaign.stem}.bulkdm.sqlite")
+    return beside(Path(args.campaign), CHECKPOINT_SUFFIX)
 
 
 # -- plan -------------------------------------------------------------------------------------
@@ -111,15 +118,18 @@ async def _plan(args: argparse.Namespace) -> int:
     from bulkdm.checkpoint import Checkpoint
     from bulkdm.planner import ensure_plan
     from bulkdm.report import format_report
+    from bulkdm.runlock import RunLock
 
     settings = settings_from_args(args)
-    checkpoint = await Checkpoint.open(checkpoint_path(args), synchronous=settings.run.synchronous)
-    try:
-        report = await ensure_plan(
-            args.campaign, settings, checkpoint, errors_limit=None if args.errors else 20
-        )
-    finally:
-        await checkpoint.close()
+    path = checkpoint_path(args)
+    # an amend rewrites rows, so no run may hold the checkpoint meanwhile
+    with RunLock(path) if args.amend else contextlib.nullcontext():
+        checkpoint = await Checkpoint.open(path, synchronous=settings.run.synchronous)
+        try:
+            report = await ensure_plan(args.campaign, settings, checkpoint, amend=args.amend,
+                                       errors_limit=None if args.errors else 20)
+        finally:
+            await checkpoint.close()
     print(report.to_json() if args.json else format_report(report))
     # nothing to send because every row is invalid: a script must not go on to `run`
     return 3 if report.rows.read and not report.rows.valid else 0
@@ -157,13 +167,41 @@ async def _run(args: argparse.Namespace) -> int:
         settings = replace(settings, run=replace(settings.run, concurrency=args.concurrency))
     options = RunOptions(
         campaign=args.campaign, checkpoint=_absolute(checkpoint_path(args)),
-        out=_absolute(args.out or _beside(args.campaign, ".handoff.jsonl")),
+        out=_absolute(args.out or beside(args.campaign, HANDOFF_SUFFIX)),
         sandbox=args.sandbox, progress=None if args.progress == "auto" else args.progress,
-        delimiter=args.delimiter,
+        delimiter=args.delimiter, resume_command=resume_command(args), amend=args.amend,
     )
     stop = asyncio.Event()
     _stop_on_signals(stop)
     return await run_campaign(options, settings, stream=sys.stdout, stop=stop)
+
+
+#: ``run`` flags that act once and are left out of the command that resumes
+_ONE_SHOT: Final = frozenset({"help", "amend"})
+
+
+def resume_command(args: argparse.Namespace) -> str:
+    """The ``run`` command that continues this one, shell-quoted: every flag given, with paths
+    made absolute, and the checkpoint and handoff file named, so it works from any folder."""
+    parser = argparse.ArgumentParser(add_help=False)
+    _run_arguments(parser)
+    given = {**vars(args), "checkpoint": checkpoint_path(args),
+             "out": args.out or beside(args.campaign, HANDOFF_SUFFIX)}
+    words = ["bulkdm", "run"]
+    for action in parser._actions:
+        value = given.get(action.dest)
+        if action.dest in _ONE_SHOT or value is None or value == action.default:
+            continue
+        text = _absolute(value) if isinstance(value, Path) else value
+        if not action.option_strings:
+            words.append(str(text))
+        elif isinstance(action, argparse.BooleanOptionalAction):
+            words.append(action.option_strings[0 if value else 1])
+        elif action.nargs == 0:  # store_true
+            words.append(action.option_strings[0])
+        else:
+            words += [action.option_strings[0], str(text)]
+    return shlex.join(words)
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:
@@ -198,16 +236,10 @@ def _target_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a campaign file (its checkpoint is NAME.bulkdm.sqlite) or a checkpoint")
 
 
-def _checkpoint_of(target: Path) -> Path:
-    if target.name.endswith((".sqlite", ".db")):
-        return target
-    return _beside(target, _CHECKPOINT_SUFFIX)
-
-
 async def _open_existing(target: Path) -> Checkpoint:
     from bulkdm.checkpoint import Checkpoint
 
-    path = _checkpoint_of(target)
+    path = checkpoint_of(target)
     if not await asyncio.to_thread(path.is_file):
         raise CheckpointError(f"{path}: no checkpoint here; plan or run the campaign first")
     return await Checkpoint.open(path)
@@ -264,9 +296,8 @@ async def _export(args: argparse.Namespace) -> int:
     fmt = ExportFormat(args.format) if args.format else (
         None if to_stdout else format_of(args.out)) or ExportFormat.JSONL
     csv = _csv_options(args, fmt)
-    stem = _campaign_stem(args.target)
     suffix = ".retry" if args.as_campaign else ".export"
-    out = args.out or args.target.with_name(f"{stem}{suffix}.{fmt.value}")
+    out = args.out or beside(args.target, f"{suffix}.{fmt.value}")
     checkpoint = await _open_existing(args.target)
     try:
         count = await export_rows(
@@ -306,13 +337,6 @@ def _csv_options(args: argparse.Namespace, fmt: ExportFormat) -> CsvOptions:
     return CsvOptions(delimiter=delimiter, bom=args.bom, formula_safe=args.formula_safe)
 
 
-def _campaign_stem(target: Path) -> str:
-    """``customers`` for ``customers.jsonl`` and for its checkpoint ``customers.bulkdm.sqlite``."""
-    name = target.name
-    return name.removesuffix(_CHECKPOINT_SUFFIX) if name.endswith(_CHECKPOINT_SUFFIX) else (
-        target.stem)
-
-
 def _shown(path: Path) -> str:
     """A path as a person would type it here: relative to the current directory when inside it."""
     relative = os.path.relpath(os.path.abspath(path))
@@ -344,12 +368,6 @@ async def _sandbox(args: argparse.Namespace) -> int:
 
 SANDBOX: Final = Command(name="sandbox", help="serve the local Xquik + GetXAPI sandbox",
                          add_arguments=_sandbox_arguments, handler=_sandbox)
-
-
-def _beside(campaign: Path, suffix: str) -> Path:
-    # the stem, as the checkpoint's name uses: customers.retry.jsonl has files of its own,
-    # and must not take (and cut back) customers.jsonl's checkpoint or handoff file
-    return campaign.with_name(campaign.stem + suffix)
 
 
 def _absolute(path: Path) -> Path:

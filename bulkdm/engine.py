@@ -572,7 +572,7 @@ class Engine:
         if await self._gate.acquire(self._key, stop=self._stop) is None:
             return None
         digest = await asyncio.to_thread(_file_sha256, path)
-        key = idempotency_key(campaign=self._settings.campaign.name, recipient_key="media:" + path,
+        key = idempotency_key(campaign=self._settings.campaign.key_scope, recipient_key="media:" + path,
                               sender=sender.account, text_digest=digest)
         outcome = await self._provider.upload_media(Path(path), sender.auth, key)
         if outcome.ok and outcome.value:
@@ -609,7 +609,7 @@ class Engine:
     def _key_for(self, row: RowRecord, sender: str) -> str:
         recipient = f"id:{row.recipient_id}" if row.recipient_id else \
             f"u:{(row.recipient_username or '').lower()}"
-        return idempotency_key(campaign=self._settings.campaign.name, recipient_key=recipient,
+        return idempotency_key(campaign=self._settings.campaign.key_scope, recipient_key=recipient,
                                sender=sender, text_digest=row.text_sha256 or "")
 
     def _move(self, before: RowState, after: RowState) -> None:

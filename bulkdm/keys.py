@@ -5,9 +5,19 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 
-__all__ = ["idempotency_key", "idempotency_keys", "text_sha256"]
+__all__ = ["idempotency_key", "idempotency_keys", "key_scope", "text_sha256"]
 
 _SEP = "\x1f"
+
+
+def key_scope(name: str, campaign_id: str | None) -> str:
+    """The campaign part of every key: the name and the checkpoint's campaign identity.
+
+    The identity is random, made at a checkpoint's first plan and kept by every replan, amend
+    and resume, so a campaign's keys are deterministic while a new campaign with the same name
+    gets new ones. A checkpoint planned before identities existed has none, and keeps its keys.
+    """
+    return name if not campaign_id else f"{name}\x1e{campaign_id}"
 
 
 def text_sha256(text: str) -> str:

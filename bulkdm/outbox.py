@@ -15,6 +15,7 @@ from typing import Final
 
 from bulkdm import checkpoint as cp
 from bulkdm.checkpoint import Checkpoint, HandoffCursor
+from bulkdm.errors import CheckpointError
 from bulkdm.handoff import HandoffContext, HandoffLog, encode_jsonl, handoff_record, write_atomic
 
 __all__ = ["Outbox"]
@@ -39,11 +40,19 @@ class Outbox:
     async def open(cls, checkpoint: Checkpoint, path: Path, *, campaign: str, provider: str,
                    source_endpoint: str) -> Outbox:
         """Open the handoff file (an absolute ``path``) at the checkpoint's cursor, starting it
-        over if it was lost, edited, or the cursor belongs to another path."""
+        over if it was lost or edited.
+
+        :raises CheckpointError: ``path`` holds records this checkpoint did not write (another
+            campaign's handoff file); it is left as it is.
+        """
         context = HandoffContext(campaign=campaign, provider=provider,
                                  source_endpoint=source_endpoint)
         cursor = await checkpoint.handoff_cursor()
         same_file = cursor.path == str(path)
+        if same_file:
+            await checkpoint.submit([cp.own_handoff(str(path))])  # also in older checkpoints
+        else:
+            await _claim_file(checkpoint, path)
         offset = cursor.offset if same_file else 0
         log = await asyncio.to_thread(HandoffLog.open, path, offset) if same_file else None
         seq = cursor.seq if log is not None else 0
@@ -77,3 +86,28 @@ class Outbox:
 
     async def close(self) -> None:
         await asyncio.to_thread(self._log.close)
+
+
+async def _claim_file(checkpoint: Checkpoint, path: Path) -> None:
+    """Make ``path`` this checkpoint's handoff file, unless it holds records of a checkpoint
+    other than this one (one that never wrote it).
+
+    The path is recorded before the file is touched, so after any crash the checkpoint still
+    knows the file is its own and never takes it for a stranger's.
+    """
+    size = await asyncio.to_thread(_size, path)
+    if size and not await checkpoint.wrote_handoff(str(path)):
+        raise CheckpointError(
+            f"{path} holds handoff records that {checkpoint.path} did not write (another "
+            "campaign's handoff file?); it was left as it is. Pass --out with a new file, or "
+            "move that file away if it is this campaign's"
+        )
+    cursor = HandoffCursor(seq=0, offset=0, path=str(path))
+    await checkpoint.submit([cp.own_handoff(str(path)), *cp.set_handoff_cursor(cursor)])
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0

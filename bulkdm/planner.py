@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -23,6 +24,7 @@ from typing import Final, TypeAlias, cast
 import anyio.to_thread
 import orjson
 
+from bulkdm.amend import PlannedLine, amend_checkpoint
 from bulkdm.campaign import CampaignReader, RawRow, RowError, campaign_format, file_sha256
 from bulkdm.checkpoint import Checkpoint, PlanMeta, RowParams, pending_params, row_params
 from bulkdm.errors import CampaignFileError, CheckpointMismatchError, ConfigError
@@ -36,6 +38,7 @@ from bulkdm.recipients import (
     recipient_key,
     recipient_values,
 )
+from bulkdm.registry import CampaignEntry, earlier_campaigns, record_campaign, registry_path
 from bulkdm.report import PlanReport, build_report
 from bulkdm.rows import PlannedRow, RowState
 from bulkdm.settings import ProviderName, Settings, settings_fingerprint
@@ -50,6 +53,7 @@ __all__ = [
     "ensure_plan",
     "load_suppression",
     "plan_batches",
+    "planned_settings",
 ]
 
 #: X refuses longer direct messages
@@ -170,7 +174,7 @@ class Planner:
             suppression.user_ids or suppression.usernames
         )
         self._next_sender = itertools.cycle([s.account for s in settings.senders]).__next__
-        self._key = idempotency_keys(settings.campaign.name)
+        self._key = idempotency_keys(settings.campaign.key_scope)
         template = settings.campaign.template
         compiled = None if template is None else compile_template(template)
         self._template = compiled if isinstance(compiled, Template) else None
@@ -388,14 +392,16 @@ async def ensure_plan(
     *,
     delimiter: str | None = None,
     errors_limit: int | None = 20,
+    amend: bool = False,
 ) -> PlanReport:
     """Plan ``campaign_path`` into ``checkpoint`` unless the same plan is there; report it.
 
     The stored plan is kept when the campaign file's and the settings' fingerprints match, and
-    replaced when they differ and nothing was attempted yet. Planning runs on the event loop
-    (it is most of what a ``plan`` command does); hashing runs in a worker thread.
+    replaced when they differ and nothing was attempted yet. When rows were attempted, ``amend``
+    applies the change to the running campaign (see :mod:`bulkdm.amend`). Planning runs on the
+    event loop (it is most of what a ``plan`` command does); hashing runs in a worker thread.
 
-    :raises CheckpointMismatchError: they differ and rows were already attempted.
+    :raises CheckpointMismatchError: they differ, rows were already attempted, and not ``amend``.
     :raises CampaignFileError, ConfigError: the campaign or a suppression file cannot be read.
     """
     if delimiter is not None:
@@ -411,7 +417,13 @@ async def ensure_plan(
             checkpoint, settings, errors_limit=errors_limit, status="unchanged"
         )
     if old is not None and await checkpoint.has_attempts():
-        raise _mismatch(checkpoint, old, inputs.campaign_sha256)
+        if not amend:
+            raise _mismatch(checkpoint, old, inputs.campaign_sha256)
+        return await _amend(campaign_path, settings, checkpoint, old, inputs,
+                            errors_limit=errors_limit)
+    # a replan keeps the campaign's identity (and so its keys); a first plan makes one
+    campaign_id = old.campaign_id if old is not None and old.campaign_id else uuid.uuid4().hex
+    settings = replace(settings, campaign=replace(settings.campaign, campaign_id=campaign_id))
     meta = PlanMeta(
         campaign=settings.campaign.name,
         campaign_path=inputs.campaign_path,
@@ -420,6 +432,7 @@ async def ensure_plan(
         provider=settings.provider.name.value,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         settings_path="" if settings.source is None else str(settings.source.resolve()),
+        campaign_id=campaign_id,
     )
     suppression = await anyio.to_thread.run_sync(load_suppression, settings.campaign.suppression)
     planner = Planner(settings, campaign_dir=campaign_path.parent, suppression=suppression)
@@ -428,7 +441,36 @@ async def ensure_plan(
         with _gc_paused():
             await checkpoint.write_plan_params(meta, batches)
     status = "planned" if old is None else "replaced"
-    return await build_report(checkpoint, settings, errors_limit=errors_limit, status=status)
+    report = await build_report(checkpoint, settings, errors_limit=errors_limit, status=status)
+    if old is not None and old.campaign_id:
+        return report
+    notes = await anyio.to_thread.run_sync(_register, meta, checkpoint.path)
+    return replace(report, notes=report.notes + notes)
+
+
+def _register(meta: PlanMeta, checkpoint_path: Path) -> tuple[str, ...]:
+    """Record a new campaign identity; say so when its name was used before (its keys differ,
+    so recipients that campaign messaged get this one's messages too)."""
+    path = registry_path()
+    notes = [
+        f"the name {meta.campaign!r} was used before by another campaign (checkpoint "
+        f"{entry.checkpoint}, planned {entry.planned_at}); this plan is a new campaign with its "
+        "own idempotency keys, so a recipient that campaign messaged gets this one's message "
+        "too. To change or continue that campaign instead, use its checkpoint (plan --amend)"
+        for entry in earlier_campaigns(meta.campaign, path)[-1:]
+        if entry.campaign_id != meta.campaign_id
+    ]
+    entry = CampaignEntry(name=meta.campaign, campaign_id=meta.campaign_id,
+                          checkpoint=str(checkpoint_path.resolve()), planned_at=meta.created_at)
+    problem = record_campaign(entry, path)
+    return (*notes, *([problem] if problem else []))
+
+
+async def planned_settings(settings: Settings, checkpoint: Checkpoint) -> Settings:
+    """``settings`` with the campaign identity of the plan in ``checkpoint`` (its keys' scope)."""
+    meta = await checkpoint.plan_meta()
+    campaign_id = meta.campaign_id if meta is not None and meta.campaign_id else None
+    return replace(settings, campaign=replace(settings.campaign, campaign_id=campaign_id))
 
 
 def _mismatch(
@@ -436,6 +478,37 @@ def _mismatch(
 ) -> CheckpointMismatchError:
     changed = "the campaign file" if old.campaign_sha256 != campaign_sha256 else "the settings"
     return CheckpointMismatchError(
-        f"{checkpoint.path}: {changed} changed since the plan was made and sending has begun; "
-        "finish the run with the original file and settings, or plan into a new --checkpoint"
+        f"{checkpoint.path}: {changed} changed since the plan was made and sending has begun. "
+        "To apply the change to this campaign, add --amend (`bulkdm plan --amend` shows what "
+        "it changes): rows already sent stay sent and are never sent again. Or restore the "
+        "original file and settings"
     )
+
+
+async def _amend(
+    campaign_path: Path, settings: Settings, checkpoint: Checkpoint, old: PlanMeta,
+    inputs: _Inputs, *, errors_limit: int | None,
+) -> PlanReport:
+    campaign_id = old.campaign_id or None  # a checkpoint without an identity keeps its keys
+    settings = replace(settings, campaign=replace(settings.campaign, campaign_id=campaign_id))
+    meta = PlanMeta(
+        campaign=settings.campaign.name, campaign_path=inputs.campaign_path,
+        campaign_sha256=inputs.campaign_sha256, settings_sha256=inputs.settings_sha256,
+        provider=settings.provider.name.value,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"), campaign_id=old.campaign_id,
+    )
+    suppression = await anyio.to_thread.run_sync(load_suppression, settings.campaign.suppression)
+    planner = Planner(settings, campaign_dir=campaign_path.parent, suppression=suppression)
+    with CampaignReader(campaign_path, delimiter=settings.campaign.delimiter) as reader:
+        planned = [PlannedLine(planner.plan(item), _pinned(item)) for item in reader]
+        if reader.sha256() != inputs.campaign_sha256:
+            raise CampaignFileError(reader.path, "the file changed while it was planned; plan again")
+    summary = await amend_checkpoint(checkpoint, meta, planned,
+                                     senders=frozenset(s.account for s in settings.senders))
+    report = await build_report(checkpoint, settings, errors_limit=errors_limit, status="amended")
+    return replace(report, notes=tuple(summary.lines()))
+
+
+def _pinned(item: RawRow | RowError) -> str | None:
+    sender = item.fields.get("sender") if isinstance(item, RawRow) else None
+    return sender.strip().removeprefix("@") or None if isinstance(sender, str) else None

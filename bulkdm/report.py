@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 #: reasons a valid row is skipped rather than sent; every other reason marks an invalid row
-SKIP_REASONS: Final = frozenset({"duplicate", "suppressed", "no_consent"})
+SKIP_REASONS: Final = frozenset({"duplicate", "suppressed", "no_consent", "removed"})
 _DAY_S: Final = 86_400
 
 
@@ -52,6 +52,9 @@ class RowCounts:
     duplicates: int
     suppressed: int
     no_consent: int
+    #: rows an amend found no longer in the campaign file (skipped, never sent); not counted in
+    #: ``read`` or ``skipped``
+    removed: int = 0
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -87,7 +90,8 @@ class InvalidRow:
 class PlanReport:
     """What ``bulkdm plan`` prints; :meth:`to_json` gives the same as one JSON object."""
 
-    #: ``planned`` (first plan), ``replaced`` (inputs changed, nothing sent) or ``unchanged``
+    #: ``planned`` (first plan), ``replaced`` (inputs changed, nothing sent), ``amended``
+    #: (inputs changed after sending began, ``--amend``) or ``unchanged``
     status: str
     campaign: str
     campaign_path: str
@@ -102,6 +106,8 @@ class PlanReport:
     duration: DurationEstimate
     #: the first invalid rows by line (all of them with ``--errors``)
     invalid_rows: tuple[InvalidRow, ...]
+    #: what the plan wants the user to know, e.g. a campaign name used before
+    notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -193,10 +199,11 @@ async def build_report(
     senders = await checkpoint.sender_counts()
     totals = await checkpoint.plan_totals()
     invalid_rows = await checkpoint.invalid_rows(errors_limit)
+    removed = reasons.pop("removed", 0)
     read, invalid, skipped = (
-        sum(states.values()),
+        sum(states.values()) - removed,
         states.get("invalid", 0),
-        states.get("skipped", 0),
+        states.get("skipped", 0) - removed,
     )
     return PlanReport(
         status=status,
@@ -213,6 +220,7 @@ async def build_report(
             duplicates=reasons.get("duplicate", 0),
             suppressed=reasons.get("suppressed", 0),
             no_consent=reasons.get("no_consent", 0),
+            removed=removed,
         ),
         invalid_by_reason=_sorted({k: v for k, v in reasons.items() if k not in SKIP_REASONS}),
         skipped_by_reason=_sorted({k: v for k, v in reasons.items() if k in SKIP_REASONS}),
@@ -258,6 +266,8 @@ def format_report(report: PlanReport) -> str:
         f"valid           {rows.valid}  (to send {rows.pending})",
         f"invalid         {rows.invalid}  {_counts_text(report.invalid_by_reason)}".rstrip(),
         f"skipped         {rows.skipped}  {_counts_text(report.skipped_by_reason)}".rstrip(),
+        *([f"removed         {rows.removed}  (no longer in the campaign file; not sent)"]
+          if rows.removed else []),
         f"per sender      {_counts_text(report.senders)}",
         (
             f"estimated cost  ${cost.usd:.4f} ({credits}DMs {cost.dms}, "
@@ -267,6 +277,7 @@ def format_report(report: PlanReport) -> str:
         + (f" (bound by {duration.bound_by})" if duration.bound_by else ""),
     ]
     lines += _invalid_lines(report, file)
+    lines += [f"note: {note}" for note in report.notes]
     return "\n".join(lines)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shlex
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
@@ -16,7 +17,7 @@ from bulkdm.checkpoint import Checkpoint
 from bulkdm.engine import Engine, FinishReason, RunReport, SenderState
 from bulkdm.errors import BulkdmError
 from bulkdm.outbox import Outbox
-from bulkdm.planner import ensure_plan
+from bulkdm.planner import ensure_plan, planned_settings
 from bulkdm.progress import Progress, SenderView, Snapshot, make_progress, summary_text
 from bulkdm.providers import open_provider
 from bulkdm.providers.base import Provider, SenderAuth
@@ -67,6 +68,10 @@ class RunOptions:
     sandbox: bool = False
     progress: str | None = None
     delimiter: str | None = None
+    #: the command that resumes this run, as the summary prints it (default: built from these)
+    resume_command: str | None = None
+    #: apply an edited campaign file or settings to the running campaign (``run --amend``)
+    amend: bool = False
 
 
 async def run_campaign(
@@ -82,10 +87,11 @@ async def run_campaign(
         checkpoint = await Checkpoint.open(options.checkpoint, synchronous=settings.run.synchronous)
         try:
             report = await ensure_plan(options.campaign, settings, checkpoint,
-                                       delimiter=options.delimiter)
+                                       delimiter=options.delimiter, amend=options.amend)
             if report.status != "unchanged":
                 # a new plan's invalid rows are shown before anything is sent
                 stream.write(format_report(report) + "\n\n")
+            settings = await planned_settings(settings, checkpoint)
             async with _provider(settings, options, environ) as (live, provider, auths):
                 return await _send_all(options, live, checkpoint, provider, auths, stream, stop)
         finally:
@@ -270,10 +276,12 @@ def _sender_view(engine: Engine, sender: _SenderLike, now_s: float) -> SenderVie
 
 
 def _resume_command(options: RunOptions) -> str:
+    if options.resume_command is not None:
+        return options.resume_command
     parts = ["bulkdm", "run", str(options.campaign), "--checkpoint", str(options.checkpoint)]
     if options.sandbox:
         parts.append("--sandbox")
-    return " ".join(parts)
+    return shlex.join(parts)
 
 
 def _exit_code(report: RunReport, final: Snapshot) -> ExitCode:

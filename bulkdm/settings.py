@@ -18,7 +18,9 @@ from typing import Final, TypeVar
 
 import orjson
 
+from bulkdm import keys
 from bulkdm.errors import ConfigError
+from bulkdm.naming import beside, campaign_stem
 from bulkdm.rates import Rate, parse_duration_s, parse_rate
 from bulkdm.template import TemplateProblem, compile_template
 
@@ -67,6 +69,14 @@ class CampaignSettings:
     require_consent: bool = False
     #: CSV only: the field separator; ``None`` sniffs it from the header line
     delimiter: str | None = None
+    #: the checkpoint's campaign identity (set from the checkpoint, never from a file): see
+    #: :func:`bulkdm.keys.key_scope`
+    campaign_id: str | None = None
+
+    @property
+    def key_scope(self) -> str:
+        """What every idempotency key of this campaign is derived from."""
+        return keys.key_scope(self.name, self.campaign_id)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -264,8 +274,8 @@ def settings_path(campaign_path: Path, config_path: Path | None = None) -> Path 
         if not config_path.is_file():
             raise ConfigError("the settings file does not exist", source=config_path)
         return config_path
-    beside = campaign_path.with_suffix(".toml")
-    return beside if beside.is_file() else None
+    default = beside(campaign_path, ".toml")
+    return default if default.is_file() else None
 
 
 def load_settings(
@@ -384,7 +394,7 @@ def _apply_overrides(data: dict[str, object], overrides: Mapping[str, object]) -
 
 
 def _campaign(table: _Table, campaign_path: Path, base_dir: Path) -> CampaignSettings:
-    name = table.text("name", campaign_path.stem)
+    name = table.text("name", campaign_stem(campaign_path))
     template = table.optional_text("template")
     if template is not None:
         compiled = compile_template(template)

@@ -12,7 +12,7 @@ import pytest
 
 from bulkdm.checkpoint import Checkpoint, claim
 from bulkdm.errors import CheckpointMismatchError
-from bulkdm.keys import idempotency_key, text_sha256
+from bulkdm.keys import idempotency_key, key_scope, text_sha256
 from bulkdm.planner import MAX_TEXT_CHARS, ensure_plan
 from bulkdm.rates import Rate
 from bulkdm.recipients import Recipient, RecipientProblem, parse_recipient
@@ -149,8 +149,11 @@ async def test_a_valid_row_is_planned_with_its_key_and_sender(
     )
     assert (row.text, row.text_sha256, row.sender) == ("Hi Ana!", digest, "one")
     assert (row.external_id, row.consent) == ("77", "opted_in:2026-10-01")
+    meta = await checkpoint.plan_meta()
+    assert meta is not None and len(meta.campaign_id) == 32  # the campaign's identity
     assert row.idempotency_key == idempotency_key(
-        campaign="welcome", recipient_key="u:ana", sender="one", text_digest=digest
+        campaign=key_scope("welcome", meta.campaign_id), recipient_key="u:ana", sender="one",
+        text_digest=digest,
     )
 
 
@@ -407,7 +410,8 @@ async def test_a_change_after_sending_began_is_refused(
         (workdir / "c.toml").write_text(SETTINGS.replace("Hi {first_name}!", "Hello {first_name}!"))
     with pytest.raises(CheckpointMismatchError, match=f"{named} changed") as caught:
         await ensure_plan(campaign, load_settings(campaign), checkpoint)
-    assert "new --checkpoint" in str(caught.value)
+    # the way out it names keeps the campaign's state; a new checkpoint would send it all again
+    assert "--amend" in str(caught.value) and "new --checkpoint" not in str(caught.value)
     assert [r.state for r in await all_rows(checkpoint)] == [RowState.SENDING]
 
 
@@ -534,6 +538,7 @@ def test_cli_plan_errors_lists_all_and_json_is_one_object(workdir: Path) -> None
         "duplicates": 0,
         "suppressed": 0,
         "no_consent": 0,
+        "removed": 0,
     }
     assert report["invalid_by_reason"] == {"bad_username": 25}
     assert report["senders"] == {"one": 3, "two": 2}

@@ -1,0 +1,94 @@
+"""Which files a campaign gets: one naming rule for every command, and a handoff file that
+another campaign's checkpoint never rewrites. The real CLI, the sandbox over 127.0.0.1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bulkdm.naming import beside, campaign_stem, checkpoint_of
+from bulkdm.sandbox import running_sandbox
+from tests.clikit import bulkdm, handoff_lines, write_campaign
+
+
+def _campaign(folder: Path, name: str, rows: list[dict[str, object]], url: str) -> Path:
+    """``NAME.jsonl`` and ``NAME.toml`` in ``folder``, written by :func:`write_campaign`."""
+    scratch = folder / f"_{name}"
+    scratch.mkdir()
+    written = write_campaign(scratch, rows, url=url)
+    campaign = written.rename(folder / f"{name}.jsonl")
+    (scratch / "camp.toml").rename(folder / f"{name}.toml")
+    return campaign
+
+
+def test_the_name_is_the_file_name_without_its_last_suffix() -> None:
+    assert campaign_stem(Path("c.retry.jsonl")) == "c.retry"
+    assert campaign_stem(Path("c.retry.bulkdm.sqlite")) == "c.retry"
+    assert beside(Path("d/c.retry.jsonl"), ".handoff.jsonl") == Path("d/c.retry.handoff.jsonl")
+    assert checkpoint_of(Path("c.retry.jsonl")) == Path("c.retry.bulkdm.sqlite")
+    assert checkpoint_of(Path("x.db")) == Path("x.db")
+
+
+async def test_a_two_dot_campaign_has_its_own_handoff_status_and_export(tmp_path: Path) -> None:
+    first_rows: list[dict[str, object]] = [
+        {"recipient_id": str(61_000 + i), "first_name": "a"} for i in range(10)]
+    retry_rows: list[dict[str, object]] = [
+        {"recipient_id": str(62_000 + i), "first_name": "b"} for i in range(2)]
+    async with running_sandbox() as sb:
+        first = _campaign(tmp_path, "c", first_rows, sb.xquik_url)
+        retry = _campaign(tmp_path, "c.retry", retry_rows, sb.xquik_url)
+        done = await bulkdm("run", str(first), "--progress", "none")
+        assert done.code == 0, done.stdout + done.stderr
+        handoff = tmp_path / "c.handoff.jsonl"
+        before = handoff.read_bytes()
+        again = await bulkdm("run", str(retry), "--progress", "none")
+        assert again.code == 0, again.stdout + again.stderr
+    assert handoff.read_bytes() == before and len(handoff_lines(handoff)) == 10
+    assert len(handoff_lines(tmp_path / "c.retry.handoff.jsonl")) == 2
+    status = await bulkdm("status", str(retry))
+    assert status.code == 0 and ": 2 rows" in status.stdout, status.stdout
+    exported = await bulkdm("export", str(retry))
+    assert exported.code == 0, exported.stderr
+    assert len(handoff_lines(tmp_path / "c.retry.export.jsonl")) == 2
+
+
+async def test_another_campaigns_handoff_file_is_refused_and_left_alone(tmp_path: Path) -> None:
+    rows: list[dict[str, object]] = [{"recipient_id": str(63_000 + i), "first_name": "a"}
+                                     for i in range(3)]
+    async with running_sandbox() as sb:
+        first = _campaign(tmp_path, "c", rows, sb.xquik_url)
+        other = _campaign(tmp_path, "d", rows[:1], sb.xquik_url)
+        assert (await bulkdm("run", str(first), "--progress", "none")).code == 0
+        handoff = tmp_path / "c.handoff.jsonl"
+        before = handoff.read_bytes()
+        refused = await bulkdm("run", str(other), "--out", str(handoff), "--progress", "none")
+        delivered = len(sb.ledger)
+    assert refused.code == 1, refused.stdout + refused.stderr
+    assert "did not write" in refused.stderr and "--out" in refused.stderr
+    assert handoff.read_bytes() == before
+    assert delivered == 3  # refused before anything was sent
+
+
+async def test_a_checkpoint_may_go_back_to_a_handoff_file_it_wrote(tmp_path: Path) -> None:
+    rows: list[dict[str, object]] = [{"recipient_id": str(67_000 + i), "first_name": "a"}
+                                     for i in range(2)]
+    other = tmp_path / "other.jsonl"
+    async with running_sandbox() as sb:
+        campaign = _campaign(tmp_path, "c", rows, sb.xquik_url)
+        first = await bulkdm("run", str(campaign), "--out", str(other), "--progress", "none")
+        second = await bulkdm("run", str(campaign), "--progress", "none")
+        third = await bulkdm("run", str(campaign), "--out", str(other), "--progress", "none")
+    assert (first.code, second.code, third.code) == (0, 0, 0), third.stderr
+    assert len(handoff_lines(other)) == len(handoff_lines(tmp_path / "c.handoff.jsonl")) == 2
+
+
+async def test_a_replan_before_any_send_keeps_its_handoff_file(tmp_path: Path) -> None:
+    rows: list[dict[str, object]] = [{"recipient_username": "bad name!", "first_name": "a"}]
+    campaign = _campaign(tmp_path, "c", rows, "http://127.0.0.1:9/api/v1")
+    first = await bulkdm("run", str(campaign), "--progress", "none")
+    assert first.code == 3, first.stdout + first.stderr  # nothing to send: one invalid row
+    campaign.write_bytes(b'{"recipient_username": "also bad!", "first_name": "b"}\n'
+                         b'{"recipient_username": "bad again!", "first_name": "c"}\n')
+    again = await bulkdm("run", str(campaign), "--progress", "none")
+    assert again.code == 3, again.stdout + again.stderr
+    lines = handoff_lines(tmp_path / "c.handoff.jsonl")
+    assert [(r["line"], r["send_status"]) for r in lines] == [(1, "invalid"), (2, "invalid")]
