@@ -23,7 +23,7 @@ from typing import Final
 
 from bulkdm import checkpoint as cp
 from bulkdm.backoff import retry_delay_s
-from bulkdm.checkpoint import Checkpoint, Finish, Write
+from bulkdm.checkpoint import Checkpoint, Expect, Finish, Write
 from bulkdm.keys import idempotency_key
 from bulkdm.outcomes import Action, Outcome
 from bulkdm.providers.base import DmRequest, Provider, SenderAuth
@@ -190,7 +190,7 @@ class Engine:
 
     async def _restore(self) -> None:
         now = self._clock()
-        await self._cp.submit([cp.unsettle_in_flight(settle_after_s=self._settle_after_s)])
+        await self._submit([cp.unsettle_in_flight(settle_after_s=self._settle_after_s)])
         self.counts.update(await self._cp.state_counts())
         for account, sender in self._senders.items():
             sender.limiter.charge(await self._history(account, sender.limiter, now))
@@ -312,9 +312,10 @@ class Engine:
         key = (row.idempotency_key or "").partition("-r")[0]
         if row.key_rotation:
             key = f"{key}-r{row.key_rotation}"
+        # conditional on the row as this loop read it: a row moved meanwhile (its sender dropped
+        # while this loop waited for a slot) is refused, and a refused claim is not sent
         intent = cp.claim(row_id=row.id, attempt=attempt, sender=sender.account, key=key,
-                          key_rotation=row.key_rotation, at_s=at_s)
-        self._move(row.state, RowState.SENDING)
+                          key_rotation=row.key_rotation, at_s=at_s, expect=_expect(row))
         sender.started()
         # what the send and its outcome read of the row (not a dataclasses.replace: a send
         # builds one record, not three copies)
@@ -351,7 +352,8 @@ class Engine:
                             media_id=media_id, on_sent=sent.move)
         try:
             try:
-                await self._cp.submit(intent)  # durable before the request leaves
+                if not await self._submit(intent):  # durable before the request leaves
+                    return  # another sender or run has the row: never sent from here
                 outcome = await self._provider.send(request)
             finally:
                 self._slots.release()
@@ -360,8 +362,7 @@ class Engine:
                 # the replay's answer is the original, still ambiguous, action: look it up
                 await self._after_replay_ambiguous(row, sender, request, outcome, sent.at_s)
             else:
-                await self._cp.submit(
-                    await self._after_send(row, sender, request, outcome, sent.at_s))
+                await self._submit(await self._after_send(row, sender, request, outcome, sent.at_s))
         finally:
             sender.ended()
 
@@ -390,18 +391,16 @@ class Engine:
         return self._finish(row, done)
 
     def _finish(self, row: RowRecord, done: Finish) -> Write:
-        self._move(row.state, done.state)
         return cp.finish(row_id=row.id, seq=self._cp.next_seq(), done=done,
-                         finished_at=_iso(self._clock()))
+                         finished_at=_iso(self._clock()), expect=_expect(row))
 
     def _fail(self, row: RowRecord, code: str | None, message: str | None) -> Write:
         return self._finish(row, Finish(state=RowState.FAILED, reason=code or "failed",
                                         message=message))
 
     def _defer(self, row: RowRecord, state: RowState, delay_s: float, outcome: Outcome) -> Write:
-        self._move(row.state, state)
         return cp.defer(row_id=row.id, state=state, due_s=self._clock() + delay_s,
-                        reason=outcome.code, message=outcome.message)
+                        reason=outcome.code, message=outcome.message, expect=_expect(row))
 
     async def _refused(self, row: RowRecord, sender: _Sender, outcome: Outcome) -> list[Write]:
         policy = self._settings.run.on_dm_not_allowed
@@ -413,7 +412,8 @@ class Engine:
                 # refused before delivery: provably not sent, so another sender may try
                 return [self._defer(row, RowState.PENDING, 0.0, outcome),
                         cp.reassign(row_id=row.id, sender=other.account,
-                                    key=self._key_for(row, other.account))]
+                                    key=self._key_for(row, other.account),
+                                    from_sender=row.sender)]
         return [self._fail(row, outcome.code, outcome.message)]
 
     def _sender_problem(self, row: RowRecord, sender: _Sender, outcome: Outcome) -> list[Write]:
@@ -479,15 +479,15 @@ class Engine:
         result = await self._provider.reconcile(request, _iso(first_s - _RECONCILE_MARGIN_S))
         if result.found is None:
             outcome = result.outcome or Outcome(action=Action.RETRY, code="history_unavailable")
-            await self._cp.submit([self._defer(row, RowState.UNKNOWN,
-                                               outcome.retry_after_s or 5.0, outcome)])
+            await self._submit([self._defer(row, RowState.UNKNOWN,
+                                            outcome.retry_after_s or 5.0, outcome)])
             return None
         if result.found:
             done = Finish(state=RowState.SENT, message_id=result.message_id,
                           sent_at=result.sent_at or _iso(first_s), reason="reconciled",
                           message="found in the conversation after an unknown outcome")
-            await self._cp.submit([self._finish(row, done)])
-            sender.sent += 1
+            if await self._submit([self._finish(row, done)]):
+                sender.sent += 1
         return result.found
 
     async def _after_replay_ambiguous(
@@ -502,7 +502,7 @@ class Engine:
             # the server's record stays ambiguous but the DM is not there: a new key may go
             writes += [self._defer(row, RowState.PENDING, 0.0, outcome),
                        cp.rotate_key(row_id=row.id)]
-        await self._cp.submit(writes)
+        await self._submit(writes)
 
     # -- usernames and media ------------------------------------------------------------------------
 
@@ -527,7 +527,8 @@ class Engine:
             if outcome.action in (Action.DONE, Action.FAIL_ROW):
                 known[username] = (outcome.value, "ok" if outcome.ok else outcome.code or "failed")
         writes += self._recipient_writes(rows, known, outcomes)
-        await self._cp.submit(writes)
+        # one submission each: a row another sender took meanwhile refuses only its own write
+        await asyncio.gather(*(self._submit([write]) for write in writes))
         return await self._cp.rows_by_ids([r.id for r in rows])
 
     def _user_writes(self, outcomes: Mapping[str, Outcome]) -> list[Write]:
@@ -556,7 +557,8 @@ class Engine:
                 outcome = outcomes.get(username, Outcome(action=Action.RETRY))
                 writes.append(cp.defer(row_id=row.id, state=row.state,
                                        due_s=self._clock() + (outcome.retry_after_s or 5.0),
-                                       reason=outcome.code, message=outcome.message))
+                                       reason=outcome.code, message=outcome.message,
+                                       expect=_expect(row)))
         return writes
 
     async def _media_id(self, row: RowRecord, sender: _Sender) -> str | None:
@@ -571,15 +573,16 @@ class Engine:
                               sender=sender.account, text_digest=digest)
         outcome = await self._provider.upload_media(Path(path), sender.auth, key)
         if outcome.ok and outcome.value:
-            await self._cp.submit([cp.store_media(path=path, sender=sender.account,
+            await self._submit([cp.store_media(path=path, sender=sender.account,
                                                   media_id=outcome.value, at_s=self._clock())])
             return outcome.value
         if outcome.action is Action.FAIL_ROW:
-            await self._cp.submit([self._fail(row, outcome.code, outcome.message)])
+            await self._submit([self._fail(row, outcome.code, outcome.message)])
         else:
-            await self._cp.submit([cp.defer(row_id=row.id, state=row.state,
-                                            due_s=self._clock() + (outcome.retry_after_s or 30.0),
-                                            reason=outcome.code, message=outcome.message)])
+            await self._submit([cp.defer(row_id=row.id, state=row.state,
+                                         due_s=self._clock() + (outcome.retry_after_s or 30.0),
+                                         reason=outcome.code, message=outcome.message,
+                                         expect=_expect(row))])
         return None
 
     # -- moving rows off an unusable sender ----------------------------------------------------------
@@ -597,8 +600,9 @@ class Engine:
                 target = targets[turn % len(targets)]
                 turn += 1
                 writes.append(cp.reassign(row_id=row.id, sender=target.account,
-                                          key=self._key_for(row, target.account)))
-            await self._cp.submit(writes)
+                                          key=self._key_for(row, target.account),
+                                          from_sender=gone.account))
+            await self._submit(writes)
             after_id = rows[-1].id
 
     def _key_for(self, row: RowRecord, sender: str) -> str:
@@ -607,9 +611,20 @@ class Engine:
         return idempotency_key(campaign=self._settings.campaign.name, recipient_key=recipient,
                                sender=sender, text_digest=row.text_sha256 or "")
 
-    def _move(self, before: RowState, after: RowState) -> None:
-        self.counts[before] -= 1
-        self.counts[after] += 1
+    async def _submit(self, writes: Sequence[Write]) -> bool:
+        """Submit ``writes``; once they applied, count the row state changes they made."""
+        applied = await self._cp.submit(writes)
+        if applied:
+            for write in writes:
+                if write.moves is not None:
+                    self.counts[write.moves[0]] -= 1
+                    self.counts[write.moves[1]] += 1
+        return applied
+
+
+def _expect(row: RowRecord) -> Expect:
+    """The row as the engine read it: a claim, finish or defer applies only to that row."""
+    return Expect(state=row.state, sender=row.sender)
 
 
 def _file_sha256(path: str) -> str:
