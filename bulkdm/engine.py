@@ -25,7 +25,7 @@ from bulkdm import checkpoint as cp
 from bulkdm.backoff import retry_delay_s
 from bulkdm.checkpoint import Checkpoint, Expect, Finish, Write
 from bulkdm.keys import idempotency_key
-from bulkdm.outcomes import Action, Outcome
+from bulkdm.outcomes import Action, Outcome, Reconciliation
 from bulkdm.providers.base import DmRequest, Provider, SenderAuth
 from bulkdm.ratelimit import Gate, WindowLimiter
 from bulkdm.rows import RowRecord, RowState
@@ -464,44 +464,52 @@ class Engine:
         the conversation shows the message is not there)."""
         if self._settings.provider.name is ProviderName.XQUIK:
             return True
-        found = await self._reconcile(row, sender)
-        if found is None:
+        result = await self._look_up(row, sender)
+        if result is None:
             return False
-        return not found
+        if result.found is None:
+            outcome = result.outcome or Outcome(action=Action.RETRY, code="history_unavailable")
+            await self._submit([self._defer(row, RowState.UNKNOWN,
+                                            outcome.retry_after_s or 5.0, outcome)])
+            return False
+        if result.found:
+            await self._submit([self._found(row, sender, result)])
+            return False
+        return True
 
-    async def _reconcile(self, row: RowRecord, sender: _Sender) -> bool | None:
-        """Look the row's text up in the conversation; record it as sent when it is there."""
+    async def _look_up(self, row: RowRecord, sender: _Sender) -> Reconciliation | None:
+        """Read the conversation for the row's text (None: stopped before the read)."""
         if await self._gate.acquire(self._reads, stop=self._stop) is None:
             return None
         first_s = await self._cp.first_attempt_s(row.id) or self._clock()
         request = DmRequest(recipient_id=row.recipient_id or "", sender=sender.auth,
                             text=row.text or "", idempotency_key=row.idempotency_key or "")
-        result = await self._provider.reconcile(request, _iso(first_s - _RECONCILE_MARGIN_S))
-        if result.found is None:
-            outcome = result.outcome or Outcome(action=Action.RETRY, code="history_unavailable")
-            await self._submit([self._defer(row, RowState.UNKNOWN,
-                                            outcome.retry_after_s or 5.0, outcome)])
-            return None
-        if result.found:
-            done = Finish(state=RowState.SENT, message_id=result.message_id,
-                          sent_at=result.sent_at or _iso(first_s), reason="reconciled",
-                          message="found in the conversation after an unknown outcome")
-            if await self._submit([self._finish(row, done)]):
-                sender.sent += 1
-        return result.found
+        return await self._provider.reconcile(request, _iso(first_s - _RECONCILE_MARGIN_S))
+
+    def _found(self, row: RowRecord, sender: _Sender, result: Reconciliation) -> Write:
+        """The row is in the conversation: record it as sent (counted once it applies)."""
+        sender.sent += 1
+        return self._finish(row, Finish(
+            state=RowState.SENT, message_id=result.message_id,
+            sent_at=result.sent_at or _iso(self._clock()),
+            reason="reconciled", message="found in the conversation after an unknown outcome"))
 
     async def _after_replay_ambiguous(
         self, row: RowRecord, sender: _Sender, request: DmRequest, outcome: Outcome,
         sent_at_s: float,
     ) -> None:
+        """An Xquik replay answered with the original action, still not terminal. The history
+        may already show the DM; if not, the row stays ``unknown`` and is replayed later under
+        the SAME key: only Xquik's ``safeToRetry`` allows a new one (providers.md), and an
+        action still pending may yet deliver."""
         writes = [cp.attempt_result(row_id=row.id, attempt=row.attempts,
                                     action=outcome.action.value, code=outcome.code,
                                     sent_at_s=sent_at_s)]
-        found = await self._reconcile(row, sender)
-        if found is False:
-            # the server's record stays ambiguous but the DM is not there: a new key may go
-            writes += [self._defer(row, RowState.PENDING, 0.0, outcome),
-                       cp.rotate_key(row_id=row.id)]
+        result = await self._look_up(row, sender)
+        if result is not None and result.found:
+            writes.append(self._found(row, sender, result))
+        else:
+            writes += await self._retry_later(row, outcome)
         await self._submit(writes)
 
     # -- usernames and media ------------------------------------------------------------------------

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from pathlib import Path
 
-from bulkdm.sandbox import SandboxConfig, running_sandbox
+from bulkdm.sandbox import Faults, SandboxConfig, running_sandbox
 from tests.clikit import bulkdm, env_for, handoff_lines, write_campaign
 
 
@@ -27,3 +28,27 @@ async def test_a_dropped_senders_loop_never_claims_a_row_another_sender_has(tmp_
     lines = handoff_lines(tmp_path / "camp.handoff.jsonl")
     assert sorted(r["line"] for r in lines) == list(range(1, 21))  # type: ignore[type-var]
     assert " 20 of 20" in done.stdout, done.stdout
+
+
+def _set(campaign: Path, before: str, after: str) -> None:
+    toml = campaign.with_suffix(".toml")
+    text = toml.read_text(encoding="utf-8")
+    assert before in text
+    toml.write_text(text.replace(before, after, 1), encoding="utf-8")
+
+
+async def test_a_send_x_confirms_slowly_is_never_sent_under_a_new_key(tmp_path: Path) -> None:
+    # every send is answered 202 and confirmed (delivered) 8 s later; bulkdm polls for 2 s
+    rows = [{"recipient_id": str(61_000 + i), "first_name": "x"} for i in range(5)]
+    config = SandboxConfig(faults=Faults(accept_rate=1.0, accept_after_ms=8000))
+    async with running_sandbox(config) as sb:
+        campaign = write_campaign(tmp_path, rows, url=sb.xquik_url)
+        _set(campaign, 'rate = "100000/1s"\n', 'rate = "100000/1s"\npoll_timeout = "2s"\n')
+        _set(campaign, "max_attempts = 6", "max_attempts = 20")
+        done = await bulkdm("run", str(campaign), "--progress", "none")
+        await asyncio.sleep(8.5)  # anything sent under a second key would be confirmed by now
+        keys = {d.idempotency_key for d in sb.ledger}
+        delivered = Counter(d.recipient_id for d in sb.ledger)
+    assert delivered == Counter(r["recipient_id"] for r in rows), (delivered, keys)  # once each
+    assert not any("-r" in (k or "") for k in keys), keys
+    assert done.code == 0, done.stdout + done.stderr
