@@ -444,8 +444,11 @@ class Checkpoint:
             (row_id, *exclude_codes),
         )
 
-    async def first_attempt_s(self, row_id: int) -> float | None:
-        rows = await self._all("SELECT MIN(at_s) FROM attempts WHERE row_id = ?", (row_id,))
+    async def first_attempt_s(self, row_id: int, sender: str) -> float | None:
+        """When ``sender``'s first attempt at the row took its slot (its request left later)."""
+        rows = await self._all(
+            "SELECT MIN(at_s) FROM attempts WHERE row_id = ? AND sender = ?", (row_id, sender)
+        )
         return float(rows[0][0]) if rows and rows[0][0] is not None else None
 
     async def attempt_times(

@@ -39,7 +39,6 @@ _RESOLVE_CONCURRENCY: Final = 8
 _THROTTLE_CODES: Final = frozenset({"rate_limit_exceeded", "x_rate_limited", "http_429"})
 #: a sender resting longer than this ends its part of the run (the rows wait for a resume)
 _MAX_REST_WAIT_S: Final = 3600.0
-_RECONCILE_MARGIN_S: Final = 120.0
 
 
 class FinishReason(StrEnum):
@@ -481,10 +480,13 @@ class Engine:
         """Read the conversation for the row's text (None: stopped before the read)."""
         if await self._gate.acquire(self._reads, stop=self._stop) is None:
             return None
-        first_s = await self._cp.first_attempt_s(row.id) or self._clock()
+        # only this sender's messages created after its first attempt left (less the clock
+        # skew allowance): an older DM with the same text is another campaign's
+        first_s = await self._cp.first_attempt_s(row.id, sender.account) or self._clock()
         request = DmRequest(recipient_id=row.recipient_id or "", sender=sender.auth,
                             text=row.text or "", idempotency_key=row.idempotency_key or "")
-        return await self._provider.reconcile(request, _iso(first_s - _RECONCILE_MARGIN_S))
+        since_s = first_s - self._settings.retry.clock_skew_s
+        return await self._provider.reconcile(request, _iso(since_s))
 
     def _found(self, row: RowRecord, sender: _Sender, result: Reconciliation) -> Write:
         """The row is in the conversation: record it as sent (counted once it applies)."""

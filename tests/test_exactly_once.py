@@ -52,3 +52,27 @@ async def test_a_send_x_confirms_slowly_is_never_sent_under_a_new_key(tmp_path: 
     assert delivered == Counter(r["recipient_id"] for r in rows), (delivered, keys)  # once each
     assert not any("-r" in (k or "") for k in keys), keys
     assert done.code == 0, done.stdout + done.stderr
+
+
+async def test_reconciliation_never_takes_an_earlier_campaigns_dm_for_ours(tmp_path: Path) -> None:
+    # a first campaign sends "Hello x" to ten recipients; a second one, with the same template,
+    # meets 5xx answers and reads the conversations: the first campaign's DMs are not its own
+    rows = [{"recipient_id": str(62_000 + i), "first_name": "x"} for i in range(10)]
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    async with running_sandbox() as sb:
+        earlier = write_campaign(first, rows, url=sb.getxapi_url, provider="getxapi")
+        assert (await bulkdm("run", str(earlier), "--progress", "none")).code == 0
+        sb.reconfigure(SandboxConfig(faults=Faults(fail_rate=0.5, seed=3)))
+        campaign = write_campaign(second, rows, url=sb.getxapi_url, provider="getxapi")
+        # the sandbox shares this machine's clock; the default allowance (5 s) would also
+        # cover the first campaign, sent a moment ago
+        _set(campaign, 'settle_after = "50ms"', 'settle_after = "50ms"\nclock_skew = "100ms"')
+        done = await bulkdm("run", str(campaign), "--progress", "none")
+        delivered = Counter(d.recipient_id for d in sb.ledger)
+        ids = {d.message_id for d in sb.ledger[len(rows):]}
+    assert done.code == 0, done.stdout + done.stderr
+    assert delivered == Counter(r["recipient_id"] for r in rows + rows), delivered  # two each
+    lines = handoff_lines(second / "camp.handoff.jsonl")
+    assert {r["message_id"] for r in lines} == ids  # the second campaign's own DMs
