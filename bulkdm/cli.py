@@ -243,12 +243,16 @@ async def _export(args: argparse.Namespace) -> int:
     out = args.out or args.target.with_name(stem + suffix)
     checkpoint = await _open_existing(args.target)
     try:
-        count = await export_rows(checkpoint, out, fmt=fmt, states=args.status or ())
+        exported = await export_rows(checkpoint, out, fmt=fmt, states=args.status or ())
     except ValueError as exc:
         raise ConfigError(str(exc), source="command line", key="--as-campaign") from exc
     finally:
         await checkpoint.close()
-    print(f"wrote {count} rows to {out}")
+    print(f"wrote {exported.count} rows to {out}")
+    if exported.unsettled:
+        print(f"left out {exported.unsettled} failed row(s) with reason outcome_unknown: they may "
+              "have been delivered. Look at each conversation before sending to them again "
+              f"(`bulkdm export {args.target} --status failed` lists them)")
     return 0
 
 

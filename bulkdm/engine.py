@@ -439,16 +439,13 @@ class Engine:
     async def _retry_later(self, row: RowRecord, outcome: Outcome) -> list[Write]:
         if outcome.code in _THROTTLE_CODES and outcome.retry_after_s:
             self._key.rest_until(self._clock() + outcome.retry_after_s)
-        failures = await self._cp.failures(row.id, exclude_codes=tuple(_THROTTLE_CODES))
-        if failures >= self._settings.retry.max_attempts:
-            if outcome.action is Action.VERIFY:
-                return [self._fail(row, "outcome_unknown",
-                                   f"{outcome.code}: may have been delivered; check the "
-                                   "conversation before sending again")]
+        failures = await self._failures(row)
+        if failures >= self._settings.retry.max_attempts and outcome.action is not Action.VERIFY:
             return [self._fail(row, outcome.code, f"gave up after {failures} attempts: "
                                                   f"{outcome.message or outcome.code}")]
         delay_s = retry_delay_s(failures, self._settings.retry, retry_after_s=outcome.retry_after_s)
         if outcome.action is Action.VERIFY:
+            # with the budget spent too: settled (one look at the conversation) before it fails
             return [self._defer(row, RowState.UNKNOWN,
                                 max(delay_s, 1.0, self._settle_after_s), outcome)]
         writes = [self._defer(row, RowState.PENDING, delay_s, outcome)]
@@ -458,10 +455,15 @@ class Engine:
 
     # -- settling unknown outcomes ---------------------------------------------------------------
 
+    async def _failures(self, row: RowRecord) -> int:
+        return await self._cp.failures(row.id, exclude_codes=tuple(_THROTTLE_CODES))
+
     async def _settle_unknown(self, row: RowRecord, sender: _Sender) -> bool:
         """True when the row may be sent now (Xquik replays with the same key; GetXAPI after
-        the conversation shows the message is not there)."""
-        if self._settings.provider.name is ProviderName.XQUIK:
+        the conversation shows the message is not there). A row whose retry budget is spent
+        is settled and never sent again: sent if the conversation has it, else failed."""
+        spent = await self._failures(row) >= self._settings.retry.max_attempts
+        if self._settings.provider.name is ProviderName.XQUIK and not spent:
             return True
         result = await self._look_up(row, sender)
         if result is None:
@@ -474,7 +476,22 @@ class Engine:
         if result.found:
             await self._submit([self._found(row, sender, result)])
             return False
+        if spent:
+            await self._submit([self._given_up(row)])
+            return False
         return True
+
+    def _given_up(self, row: RowRecord) -> Write:
+        """A row out of attempts whose DM is not in the conversation. GetXAPI: provably not
+        delivered, so it fails with its last error (safe to retry). Xquik: the action may still
+        be pending, so it fails ``outcome_unknown`` (never offered for a retry)."""
+        if self._settings.provider.name is ProviderName.XQUIK:
+            return self._fail(row, "outcome_unknown",
+                              f"{row.reason}: may have been delivered (the write action is not "
+                              "settled); check the conversation before sending again")
+        return self._fail(row, row.reason, f"gave up after {row.attempts} attempts "
+                                           f"({row.reason}); the conversation shows it was not "
+                                           "delivered")
 
     async def _look_up(self, row: RowRecord, sender: _Sender) -> Reconciliation | None:
         """Read the conversation for the row's text (None: stopped before the read)."""

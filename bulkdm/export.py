@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Final
@@ -17,11 +18,12 @@ from bulkdm.handoff import (
     csv_rows,
     encode_jsonl,
     handoff_record,
+    may_have_been_delivered,
     write_atomic,
 )
-from bulkdm.rows import FINAL_STATES, RowRecord
+from bulkdm.rows import FINAL_STATES, RowRecord, RowState
 
-__all__ = ["ExportFormat", "export_rows"]
+__all__ = ["ExportFormat", "Exported", "export_rows"]
 
 _PAGE: Final = 2000
 
@@ -32,12 +34,22 @@ class ExportFormat(StrEnum):
     CAMPAIGN = "campaign"
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Exported:
+    #: rows written
+    count: int
+    #: failed rows left out of a retry campaign because they may have been delivered
+    unsettled: int
+
+
 async def export_rows(
     checkpoint: Checkpoint, out: Path, *, fmt: ExportFormat, states: Sequence[str] = ()
-) -> int:
-    """Write the rows in ``states`` (default: every finished row) to ``out``; returns the count.
+) -> Exported:
+    """Write the rows in ``states`` (default: every finished row) to ``out``.
 
-    The file is written to a temporary name and renamed, so a reader never sees half of it.
+    The file is written to a temporary name and renamed, so a reader never sees half of it. A
+    retry campaign (``fmt`` CAMPAIGN) leaves out failed rows whose DM may have been delivered
+    (``outcome_unknown``) and counts them: sending those again could reach a recipient twice.
     """
     meta = await checkpoint.plan_meta()
     if meta is None:
@@ -46,18 +58,22 @@ async def export_rows(
     context = HandoffContext(campaign=meta.campaign, provider=meta.provider,
                              source_endpoint=SEND_ENDPOINTS.get(meta.provider, ""))
     loop = asyncio.get_running_loop()
-    count = 0
+    count = unsettled = 0
 
     def rows() -> Iterator[RowRecord]:
         # runs in the writer's thread: each page is read on the event loop, so memory stays flat
-        nonlocal count
+        nonlocal count, unsettled
         after_id = 0
         while page := asyncio.run_coroutine_threadsafe(
             checkpoint.rows_by_state(wanted, after_id=after_id, limit=_PAGE), loop
         ).result():
+            after_id = page[-1].id
+            if fmt is ExportFormat.CAMPAIGN:
+                kept = [r for r in page if not _unsettled_failure(r)]
+                unsettled += len(page) - len(kept)
+                page = kept
             count += len(page)
             yield from page
-            after_id = page[-1].id
 
     def chunks() -> Iterator[bytes]:
         if fmt is ExportFormat.CAMPAIGN:
@@ -68,4 +84,8 @@ async def export_rows(
         return (encode_jsonl([record]) for record in records)
 
     await asyncio.to_thread(write_atomic, out, chunks())
-    return count
+    return Exported(count=count, unsettled=unsettled)
+
+
+def _unsettled_failure(row: RowRecord) -> bool:
+    return row.state is RowState.FAILED and may_have_been_delivered(row)

@@ -31,12 +31,14 @@ __all__ = [
     "CSV_COLUMNS",
     "HANDOFF_FORMAT",
     "SEND_ENDPOINTS",
+    "UNSETTLED_REASON",
     "HandoffContext",
     "HandoffLog",
     "campaign_rows",
     "csv_rows",
     "encode_jsonl",
     "handoff_record",
+    "may_have_been_delivered",
     "write_atomic",
 ]
 
@@ -48,6 +50,8 @@ _FORMULA_STARTS: Final = ("=", "+", "-", "@", "\t", "\r")
 #: final and provably not delivered: the only rows a retry campaign may hold (a pending row is
 #: still the running campaign's, and a sending or unknown one may have reached the recipient)
 _RETRYABLE: Final = frozenset({RowState.FAILED, RowState.SKIPPED, RowState.INVALID})
+#: the reason of a failed row whose DM may have been delivered (its outcome was never settled)
+UNSETTLED_REASON: Final = "outcome_unknown"
 #: new files get this mode: the records hold no secret, and a CRM importer may run as another user
 _NEW_FILE_MODE: Final = 0o644
 
@@ -318,6 +322,12 @@ def _neutralise(cell: str) -> str:
     return "'" + cell if cell.startswith(_FORMULA_STARTS) else cell
 
 
+def may_have_been_delivered(row: RowRecord) -> bool:
+    """True unless the row is final and provably not delivered (so it may go into a retry)."""
+    return row.state not in _RETRYABLE or (
+        row.state is RowState.FAILED and row.reason == UNSETTLED_REASON)
+
+
 def campaign_rows(rows: Iterable[RowRecord]) -> Iterator[bytes]:
     """The rows as a new campaign JSONL file, e.g. failed rows to retry (``--as-campaign``).
 
@@ -327,15 +337,17 @@ def campaign_rows(rows: Iterable[RowRecord]) -> Iterator[bytes]:
     ``sender`` is left out so the retry may go through any sender. The text is the text as it was
     rendered, with ``{`` and ``}`` doubled so the planner does not render it a second time.
 
-    :raises ValueError: for a row that is not failed, skipped or invalid: a sent, sending or
-        unknown row may have been delivered, and a pending one still belongs to the running
-        campaign; either could reach its recipient twice.
+    :raises ValueError: for a row that is not failed, skipped or invalid, or failed with
+        ``outcome_unknown``: a sent, sending or unknown row or an unsettled failure may have been
+        delivered, and a pending one still belongs to the running campaign; either could reach
+        its recipient twice.
     """
     for row in rows:
-        if row.state not in _RETRYABLE:
+        if may_have_been_delivered(row):
+            state = UNSETTLED_REASON if row.state is RowState.FAILED else row.state.value
             raise ValueError(
-                f"line {row.line} is {row.state.value}: only failed, skipped or invalid rows can "
-                "go into a new campaign (anything else could reach its recipient twice)"
+                f"line {row.line} is {state}: only failed (and settled), skipped or invalid rows "
+                "can go into a new campaign (anything else could reach its recipient twice)"
             )
         fields = {
             "recipient_id": _id(row.recipient_id),

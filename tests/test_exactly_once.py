@@ -6,8 +6,14 @@ import asyncio
 from collections import Counter
 from pathlib import Path
 
+import orjson
+
+from bulkdm import checkpoint as cp
+from bulkdm.checkpoint import Checkpoint, Expect, Finish
+from bulkdm.rows import RowState
 from bulkdm.sandbox import Faults, SandboxConfig, running_sandbox
 from tests.clikit import bulkdm, env_for, handoff_lines, write_campaign
+from tests.enginekit import planned, write_plan
 
 
 async def test_a_dropped_senders_loop_never_claims_a_row_another_sender_has(tmp_path: Path) -> None:
@@ -76,3 +82,54 @@ async def test_reconciliation_never_takes_an_earlier_campaigns_dm_for_ours(tmp_p
     assert delivered == Counter(r["recipient_id"] for r in rows + rows), delivered  # two each
     lines = handoff_lines(second / "camp.handoff.jsonl")
     assert {r["message_id"] for r in lines} == ids  # the second campaign's own DMs
+
+
+async def test_a_row_that_may_have_been_delivered_is_settled_before_it_fails(
+    tmp_path: Path,
+) -> None:
+    # each send is either refused with a 5xx (not delivered) or delivered and cut off; with
+    # max_attempts = 2, a row whose last attempt was cut off must be looked up, not failed
+    rows = [{"recipient_id": str(63_000 + i), "first_name": "x"} for i in range(12)]
+    config = SandboxConfig(faults=Faults(fail_rate=0.5, drop_rate=1.0, seed=4))
+    async with running_sandbox(config) as sb:
+        campaign = write_campaign(tmp_path, rows, url=sb.getxapi_url, provider="getxapi")
+        _set(campaign, "max_attempts = 6", "max_attempts = 2")
+        done = await bulkdm("run", str(campaign), "--progress", "none")
+        delivered = Counter(d.recipient_id for d in sb.ledger)
+    assert set(delivered.values()) == {1}, delivered
+    lines = handoff_lines(tmp_path / "camp.handoff.jsonl")
+    status = {str(r["user_id"]): r["send_status"] for r in lines}
+    assert {u for u, s in status.items() if s == "sent"} == set(delivered), done.stdout
+    failed = {u for u, s in status.items() if s == "failed"}
+    assert failed and failed == {r["recipient_id"] for r in rows} - set(delivered)
+    assert "outcome_unknown" not in done.stdout
+    # what the retry recipe exports are the rows the conversation shows were never delivered
+    retry = tmp_path / "retry.jsonl"
+    exported = await bulkdm("export", str(campaign), "--status", "failed", "--as-campaign",
+                            "--out", str(retry))
+    assert exported.code == 0, exported.stderr
+    assert {orjson.loads(line)["recipient_id"] for line in retry.read_bytes().splitlines()} == failed
+
+
+async def test_a_retry_export_leaves_out_rows_that_may_have_been_delivered(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "c.bulkdm.sqlite"
+    await write_plan(path, [planned(1, sender="a", recipient_id="1"),
+                            planned(2, sender="a", recipient_id="2")])
+    checkpoint = await Checkpoint.open(path)
+    try:
+        pending = Expect(state=RowState.PENDING, sender="a")
+        for row_id, reason in ((1, "outcome_unknown"), (2, "http_503")):
+            done = Finish(state=RowState.FAILED, reason=reason)
+            assert await checkpoint.submit([cp.finish(
+                row_id=row_id, seq=checkpoint.next_seq(), done=done, finished_at="now",
+                expect=pending)])
+    finally:
+        await checkpoint.close()
+    retry = tmp_path / "retry.jsonl"
+    exported = await bulkdm("export", str(path), "--status", "failed", "--as-campaign",
+                            "--out", str(retry))
+    assert exported.code == 0, exported.stderr
+    assert [orjson.loads(line)["recipient_id"] for line in retry.read_bytes().splitlines()] == ["2"]
+    assert "left out 1 failed row(s) with reason outcome_unknown" in exported.stdout

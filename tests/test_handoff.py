@@ -435,3 +435,8 @@ def test_campaign_rows_leave_out_absent_fields() -> None:
 def test_campaign_rows_refuse_rows_that_may_reach_the_recipient(state: RowState) -> None:
     with pytest.raises(ValueError, match="twice"):
         list(campaign_rows([row(state=state)]))
+
+
+def test_campaign_rows_refuse_a_failure_that_may_have_been_delivered() -> None:
+    with pytest.raises(ValueError, match="outcome_unknown"):
+        list(campaign_rows([row(state=RowState.FAILED, reason="outcome_unknown")]))
