@@ -71,6 +71,8 @@ class _Sender:
         self.limiter = limiter
         self.state = SenderState.READY
         self.note: str | None = None
+        #: the note of the last failed lookup, upload or read, cleared by a success
+        self.call_note: str | None = None
         self.sent = 0
         self.inflight = 0
         self.idle = asyncio.Event()
@@ -83,6 +85,11 @@ class _Sender:
     @property
     def usable(self) -> bool:
         return self.state is not SenderState.OUT
+
+    def call_succeeded(self) -> None:
+        if self.note is not None and self.note == self.call_note:
+            self.note = None
+        self.call_note = None
 
     def started(self) -> None:
         self.inflight += 1
@@ -140,6 +147,8 @@ class Engine:
         # anything the provider may still deliver
         self._settle_after_s = (settings.retry.settle_after_s
                                 if settings.provider.name is ProviderName.GETXAPI else 0.0)
+        #: failed lookups, uploads and reads per row id in this run (their retry budget)
+        self._call_failures: Counter[int] = Counter()
         self.counts: Counter[str] = Counter()
         self.recent_sends_s: list[float] = []
 
@@ -416,25 +425,51 @@ class Engine:
         return [self._fail(row, outcome.code, outcome.message)]
 
     def _sender_problem(self, row: RowRecord, sender: _Sender, outcome: Outcome) -> list[Write]:
+        """STOP_RUN, DROP_SENDER or REST_SENDER from a send, lookup, upload or read: the call
+        was not performed, so the row goes back to where it was (a claimed row to pending)."""
         now = self._clock()
+        back = RowState.PENDING if row.state is RowState.SENDING else row.state
         if outcome.action is Action.STOP_RUN:
-            self._halt = f"{outcome.code}: {outcome.message}" if outcome.message else outcome.code
+            if self._halt is None:
+                self._halt = (f"{outcome.code}: {outcome.message}" if outcome.message
+                              else outcome.code)
             self._stop.set()
-            return [self._defer(row, RowState.PENDING, 0.0, outcome)]
+            return [self._defer(row, back, 0.0, outcome)]
         if outcome.action is Action.DROP_SENDER:
-            sender.state, sender.note = SenderState.OUT, outcome.code
-            task = asyncio.create_task(self._move_rows_from(sender))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-            return [self._defer(row, RowState.PENDING, 0.0, outcome),
-                    cp.set_sender(account=sender.account, state=SenderState.OUT,
-                                  until_s=None, reason=outcome.code)]
+            writes = [self._defer(row, back, 0.0, outcome)]
+            if sender.state is not SenderState.OUT:  # once, however many calls said so
+                sender.state, sender.note = SenderState.OUT, outcome.code
+                task = asyncio.create_task(self._move_rows_from(sender))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                writes.append(cp.set_sender(account=sender.account, state=SenderState.OUT,
+                                            until_s=None, reason=outcome.code))
+            return writes
         until_s = now + (outcome.retry_after_s or 60.0)
         sender.limiter.rest_until(until_s)
         sender.note = f"{outcome.code} until {_iso(until_s)}"
-        return [self._defer(row, RowState.PENDING, until_s - now, outcome),
+        return [self._defer(row, back, until_s - now, outcome),
                 cp.set_sender(account=sender.account, state=SenderState.RESTING,
                               until_s=until_s, reason=outcome.code)]
+
+    def _call_failed(self, row: RowRecord, sender: _Sender, outcome: Outcome, what: str) -> list[Write]:
+        """A lookup, media upload or conversation read for ``row`` that did not succeed, acted
+        on as a send's outcome is: the sender and run actions apply, and retries are bounded by
+        ``max_attempts`` (counted per row in this run), then the row ends in a final state."""
+        detail = f"{outcome.code}: {outcome.message}" if outcome.message else outcome.code
+        sender.note = sender.call_note = f"{what} failed ({detail})"  # shown in the display
+        if outcome.action in (Action.STOP_RUN, Action.DROP_SENDER, Action.REST_SENDER):
+            return self._sender_problem(row, sender, outcome)
+        self._call_failures[row.id] += 1
+        tries = self._call_failures[row.id]
+        if tries >= self._settings.retry.max_attempts:
+            if row.state is RowState.UNKNOWN:
+                return [self._fail(row, "outcome_unknown",
+                                   f"may have been delivered; the {what} failed {tries} times "
+                                   f"({detail}); check the conversation before sending again")]
+            return [self._fail(row, outcome.code, f"{what} gave up after {tries} tries: {detail}")]
+        delay_s = retry_delay_s(tries, self._settings.retry, retry_after_s=outcome.retry_after_s)
+        return [self._defer(row, row.state, delay_s, outcome)]
 
     async def _retry_later(self, row: RowRecord, outcome: Outcome) -> list[Write]:
         if outcome.code in _THROTTLE_CODES and outcome.retry_after_s:
@@ -470,9 +505,9 @@ class Engine:
             return False
         if result.found is None:
             outcome = result.outcome or Outcome(action=Action.RETRY, code="history_unavailable")
-            await self._submit([self._defer(row, RowState.UNKNOWN,
-                                            outcome.retry_after_s or 5.0, outcome)])
+            await self._submit(self._call_failed(row, sender, outcome, "conversation read"))
             return False
+        sender.call_succeeded()
         if result.found:
             await self._submit([self._found(row, sender, result)])
             return False
@@ -552,8 +587,9 @@ class Engine:
         writes = self._user_writes(outcomes)
         for username, outcome in outcomes.items():
             if outcome.action in (Action.DONE, Action.FAIL_ROW):
+                sender.call_succeeded()
                 known[username] = (outcome.value, "ok" if outcome.ok else outcome.code or "failed")
-        writes += self._recipient_writes(rows, known, outcomes)
+        writes += self._recipient_writes(rows, known, outcomes, sender)
         # one submission each: a row another sender took meanwhile refuses only its own write
         await asyncio.gather(*(self._submit([write]) for write in writes))
         return await self._cp.rows_by_ids([r.id for r in rows])
@@ -566,7 +602,7 @@ class Engine:
 
     def _recipient_writes(
         self, rows: list[RowRecord], known: Mapping[str, tuple[str | None, str]],
-        outcomes: Mapping[str, Outcome],
+        outcomes: Mapping[str, Outcome], sender: _Sender,
     ) -> list[Write]:
         writes: list[Write] = []
         for row in rows:
@@ -580,12 +616,9 @@ class Engine:
             elif status:
                 message = f"@{row.recipient_username} could not be resolved ({status})"
                 writes.append(self._fail(row, status, message))
-            else:
+            elif not self._stop.is_set():  # a stopped lookup says nothing about the row
                 outcome = outcomes.get(username, Outcome(action=Action.RETRY))
-                writes.append(cp.defer(row_id=row.id, state=row.state,
-                                       due_s=self._clock() + (outcome.retry_after_s or 5.0),
-                                       reason=outcome.code, message=outcome.message,
-                                       expect=_expect(row)))
+                writes += self._call_failed(row, sender, outcome, "username lookup")
         return writes
 
     async def _media_id(self, row: RowRecord, sender: _Sender) -> str | None:
@@ -600,16 +633,14 @@ class Engine:
                               sender=sender.account, text_digest=digest)
         outcome = await self._provider.upload_media(Path(path), sender.auth, key)
         if outcome.ok and outcome.value:
+            sender.call_succeeded()
             await self._submit([cp.store_media(path=path, sender=sender.account,
-                                                  media_id=outcome.value, at_s=self._clock())])
+                                               media_id=outcome.value, at_s=self._clock())])
             return outcome.value
         if outcome.action is Action.FAIL_ROW:
             await self._submit([self._fail(row, outcome.code, outcome.message)])
         else:
-            await self._submit([cp.defer(row_id=row.id, state=row.state,
-                                         due_s=self._clock() + (outcome.retry_after_s or 30.0),
-                                         reason=outcome.code, message=outcome.message,
-                                         expect=_expect(row))])
+            await self._submit(self._call_failed(row, sender, outcome, "media upload"))
         return None
 
     # -- moving rows off an unusable sender ----------------------------------------------------------

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
+import pytest
 
 from bulkdm import checkpoint as cp
 from bulkdm.checkpoint import Checkpoint, Expect, Finish
+from bulkdm.engine import FinishReason
 from bulkdm.rows import RowState
 from bulkdm.sandbox import Faults, SandboxConfig, running_sandbox
-from tests.clikit import bulkdm, env_for, handoff_lines, write_campaign
-from tests.enginekit import planned, write_plan
+from bulkdm.settings import ProviderName
+from tests.clikit import Done, bulkdm, env_for, finish, handoff_lines, start, write_campaign
+from tests.enginekit import open_engine, planned, settings_for, states, write_plan
 
 
 async def test_a_dropped_senders_loop_never_claims_a_row_another_sender_has(tmp_path: Path) -> None:
@@ -133,3 +138,81 @@ async def test_a_retry_export_leaves_out_rows_that_may_have_been_delivered(
     assert exported.code == 0, exported.stderr
     assert [orjson.loads(line)["recipient_id"] for line in retry.read_bytes().splitlines()] == ["2"]
     assert "left out 1 failed row(s) with reason outcome_unknown" in exported.stdout
+
+
+def _dead_url(provider: ProviderName) -> str:
+    """A base URL where nothing listens (a port that was free a moment ago)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}" + ("/api/v1" if provider is ProviderName.XQUIK else "")
+
+
+async def _bounded(*args: str, env: dict[str, str], timeout_s: float) -> Done:
+    """The CLI's result, or a failure (after killing it) if it runs longer than ``timeout_s``."""
+    process = await start(*args, env=env)
+    try:
+        return await finish(process, timeout_s=timeout_s)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise AssertionError(f"bulkdm {' '.join(args)} still ran after {timeout_s} s") from None
+
+
+USERNAMES = [{"recipient_username": f"user{i}", "first_name": "x"} for i in range(3)]
+
+
+async def test_username_rows_with_a_revoked_key_stop_the_run_with_the_reason(
+    tmp_path: Path,
+) -> None:
+    async with running_sandbox() as sb:
+        campaign = write_campaign(tmp_path, USERNAMES, url=sb.xquik_url)
+        env = {**env_for(), "XQUIK_API_KEY": "bad-revoked-key"}
+        done = await _bounded("run", str(campaign), "--progress", "none", env=env, timeout_s=20)
+        assert sb.ledger == []
+    assert done.code == 4, done.stdout + done.stderr
+    assert "unauthenticated" in done.stdout
+    assert "bad-revoked-key" not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("provider", ["xquik", "getxapi"])
+async def test_a_run_with_nothing_listening_ends_with_the_rows_failed(
+    tmp_path: Path, provider: str
+) -> None:
+    url = _dead_url(ProviderName(provider))
+    campaign = write_campaign(tmp_path, USERNAMES, url=url, provider=provider)
+    done = await _bounded("run", str(campaign), "--progress", "none", env=env_for(),
+                          timeout_s=30)
+    assert done.code == 3, done.stdout + done.stderr
+    lines = handoff_lines(tmp_path / "camp.handoff.jsonl")
+    assert [r["send_status"] for r in lines] == ["failed"] * 3
+    assert all("username lookup gave up" in str(r["error"]) for r in lines), lines
+
+
+async def test_unknown_rows_whose_conversation_cannot_be_read_end_and_say_why(
+    tmp_path: Path,
+) -> None:
+    # rows a crash left in flight, and a provider that no longer answers: each conversation
+    # read fails; the rows end as outcome_unknown (never sent again) and the sender says why
+    path = tmp_path / "c.sqlite"
+    await write_plan(path, [planned(i, sender="alice", recipient_id=str(64_000 + i))
+                            for i in (1, 2)])
+    checkpoint = await Checkpoint.open(path)
+    try:
+        for row in await checkpoint.due_rows("alice", after_id=0, now_s=1e12, limit=10):
+            assert await checkpoint.submit(cp.claim(
+                row_id=row.id, attempt=1, sender="alice", key=row.idempotency_key or "",
+                key_rotation=0, at_s=1.0, expect=Expect(state=row.state, sender="alice")))
+    finally:
+        await checkpoint.close()
+    async with running_sandbox() as sb:
+        base = settings_for(sb, provider=ProviderName.GETXAPI)
+    settings = replace(base, provider=replace(base.provider, base_url=_dead_url(
+        ProviderName.GETXAPI)))
+    async with open_engine(settings, path) as engine:
+        report = await asyncio.wait_for(engine.run(), timeout=30)
+        note = engine.senders[0].note
+    assert report.finish_reason is FinishReason.COMPLETED, report
+    assert {s for s, _ in (await states(path)).values()} == {"failed"}
+    assert {r for _, r in (await states(path)).values()} == {"outcome_unknown"}
+    assert note is not None and note.startswith("conversation read failed"), note
