@@ -403,6 +403,11 @@ class Checkpoint:
         )
         return None if not rows or rows[0][1] == 0 else float(rows[0][0])
 
+    async def due_s(self, row_id: int) -> float | None:
+        """When the row is due for its next attempt or settling (None: no such row)."""
+        rows = await self._all("SELECT next_attempt_at FROM rows WHERE id = ?", (row_id,))
+        return float(rows[0][0]) if rows and rows[0][0] is not None else None
+
     async def rows_by_state(self, states: Sequence[str], *, after_id: int, limit: int) -> list[RowRecord]:
         marks = ", ".join("?" * len(states))
         # +state: walk the table in id order (one pass for a whole export) instead of

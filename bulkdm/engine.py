@@ -206,7 +206,7 @@ class Engine:
         for record in await self._cp.sender_records():
             sender_run = self._senders.get(record.account)
             if sender_run is not None:
-                self._apply_sender_record(sender_run, record, now)
+                await self._submit(self._apply_sender_record(sender_run, record, now))
 
     async def _history(self, account: str | None, limiter: WindowLimiter, now: float) -> list[float]:
         since_s = now - max((limiter.window_s(r) for r in limiter.rates), default=0.0)
@@ -216,12 +216,20 @@ class Engine:
         # now: count it from now, which can only make the windows stricter
         return [t if settled else now for t, settled in attempts]
 
-    def _apply_sender_record(self, sender: _Sender, record: cp.SenderRecord, now_s: float) -> None:
+    def _apply_sender_record(
+        self, sender: _Sender, record: cp.SenderRecord, now_s: float
+    ) -> list[Write]:
         if record.state == SenderState.OUT:
-            sender.state, sender.note = SenderState.OUT, record.reason
-        elif record.until_s is not None and record.until_s > now_s:
+            # health is checked again on every run: an account fixed since (re-authorised)
+            # sends, settling its own unknown rows first; one still broken is dropped again by
+            # its first call
+            sender.note = sender.call_note = f"out in an earlier run ({record.reason}); trying again"
+            return [cp.set_sender(account=sender.account, state=SenderState.READY, until_s=None,
+                                  reason=None)]
+        if record.until_s is not None and record.until_s > now_s:
             sender.limiter.rest_until(record.until_s)
             sender.note = f"{record.reason} until {_iso(record.until_s)}"
+        return []
 
     async def _drain(self) -> None:
         while self._tasks:
@@ -310,7 +318,7 @@ class Engine:
             return
         at_s = await self._take_slot(sender)
         if at_s is None:
-            if not self._stop.is_set():
+            if not self._stop.is_set() and sender.state is SenderState.READY:
                 next_s = max(sender.limiter.next_allowed_s(self._clock()),
                              self._key.next_allowed_s(self._clock()))
                 sender.state = SenderState.RESTING
@@ -384,6 +392,7 @@ class Engine:
         action = outcome.action
         if action is Action.DONE:
             sender.sent += 1
+            sender.call_succeeded()
             self.recent_sends_s.append(self._clock())
             return [*writes, self._finish_sent(row, outcome, request.media_id)]
         if action is Action.FAIL_ROW:
@@ -647,6 +656,8 @@ class Engine:
 
     async def _move_rows_from(self, gone: _Sender) -> None:
         await gone.idle.wait()
+        await self._settle_rows_of(gone)
+        await gone.idle.wait()
         targets = [s for s in self._senders.values() if s.usable]
         if not targets:
             return
@@ -662,6 +673,44 @@ class Engine:
                                           from_sender=gone.account))
             await self._submit(writes)
             after_id = rows[-1].id
+
+    async def _settle_rows_of(self, gone: _Sender) -> None:
+        """An out sender's ``unknown`` rows are settled before anything moves them: Xquik
+        replays each under its own key (a refusal proves it was never dispatched, and the row
+        goes back to pending); GetXAPI reads the sender's own conversation. What cannot be
+        settled stays ``unknown`` with its sender, for a later run."""
+        after_id = 0
+        while not self._stop.is_set() and (rows := await self._cp.rows_of_sender(
+                gone.account, (RowState.UNKNOWN,), after_id=after_id, limit=_PAGE)):
+            after_id = rows[-1].id
+            for row in rows:
+                wait_s = (await self._cp.due_s(row.id) or 0.0) - self._clock()
+                if wait_s > _MAX_REST_WAIT_S:
+                    continue  # settled by a later run
+                await self._sleep(wait_s)
+                if self._stop.is_set():
+                    return
+                [row] = await self._cp.rows_by_ids([row.id])  # as it is now, after the wait
+                if row.state is not RowState.UNKNOWN or row.sender != gone.account:
+                    continue
+                if self._settings.provider.name is ProviderName.XQUIK:
+                    await self._work_row(row, gone)
+                else:
+                    await self._settle_by_reading(row, gone)
+
+    async def _settle_by_reading(self, row: RowRecord, gone: _Sender) -> None:
+        result = await self._look_up(row, gone)
+        if result is None:
+            return
+        if result.found is None:
+            code = result.outcome.code if result.outcome else "history_unavailable"
+            gone.note = f"{gone.note or 'out'}; its unknown rows wait to be settled ({code})"
+        elif result.found:
+            await self._submit([self._found(row, gone, result)])
+        else:
+            absent = Outcome(action=Action.RETRY, code="not_delivered",
+                             message="not in the conversation of its sender, which is out")
+            await self._submit([self._defer(row, RowState.PENDING, 0.0, absent)])
 
     def _key_for(self, row: RowRecord, sender: str) -> str:
         recipient = f"id:{row.recipient_id}" if row.recipient_id else \

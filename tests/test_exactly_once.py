@@ -14,6 +14,7 @@ import pytest
 from bulkdm import checkpoint as cp
 from bulkdm.checkpoint import Checkpoint, Expect, Finish
 from bulkdm.engine import FinishReason
+from bulkdm.rates import Rate
 from bulkdm.rows import RowState
 from bulkdm.sandbox import Faults, SandboxConfig, running_sandbox
 from bulkdm.settings import ProviderName
@@ -216,3 +217,47 @@ async def test_unknown_rows_whose_conversation_cannot_be_read_end_and_say_why(
     assert {s for s, _ in (await states(path)).values()} == {"failed"}
     assert {r for _, r in (await states(path)).values()} == {"outcome_unknown"}
     assert note is not None and note.startswith("conversation read failed"), note
+
+
+async def test_a_sender_out_in_an_earlier_run_is_tried_again(tmp_path: Path) -> None:
+    rows = [{"recipient_id": str(65_000 + i), "first_name": "x"} for i in range(5)]
+    async with running_sandbox() as sb:
+        campaign = write_campaign(tmp_path, rows, url=sb.getxapi_url, provider="getxapi")
+        # the token of a session X logged out (the sandbox answers 401 to reauth* tokens)
+        broken = await bulkdm("run", str(campaign), "--progress", "none",
+                              env={**env_for(), "TOK_ALICE": "tok-reauth-alice"})
+        assert broken.code == 4 and sb.ledger == [], broken.stdout
+        fixed = await bulkdm("run", str(campaign), "--progress", "none")  # re-authorised
+        delivered = Counter(d.recipient_id for d in sb.ledger)
+    assert fixed.code == 0, fixed.stdout + fixed.stderr
+    assert delivered == Counter(r["recipient_id"] for r in rows)
+
+
+async def test_an_out_senders_unknown_rows_are_settled_with_its_own_key_then_moved(
+    tmp_path: Path,
+) -> None:
+    # reauth1's five rows were in flight when a run died; its replays (same key) are refused
+    # before dispatch, which proves them undelivered, so they move to steady and are sent
+    path = tmp_path / "c.sqlite"
+    mine = [planned(i, sender="reauth1", recipient_id=str(66_000 + i)) for i in range(1, 6)]
+    theirs = [planned(i, sender="steady", recipient_id=str(66_000 + i)) for i in range(6, 11)]
+    await write_plan(path, mine + theirs)
+    checkpoint = await Checkpoint.open(path)
+    try:
+        for row in await checkpoint.due_rows("reauth1", after_id=0, now_s=1e12, limit=10):
+            assert await checkpoint.submit(cp.claim(
+                row_id=row.id, attempt=1, sender="reauth1", key=row.idempotency_key or "",
+                key_rotation=0, at_s=1.0, expect=Expect(state=row.state, sender="reauth1")))
+    finally:
+        await checkpoint.close()
+    async with running_sandbox() as sb:
+        base = settings_for(sb, senders=("reauth1", "steady"))
+        slow = replace(base.senders[0], rates=(Rate(count=2, period_s=1.0),))
+        settings = replace(base, senders=(slow, base.senders[1]))
+        async with open_engine(settings, path) as engine:
+            report = await asyncio.wait_for(engine.run(), timeout=30)
+        delivered = Counter(d.recipient_id for d in sb.ledger)
+        senders = {d.sender for d in sb.ledger}
+    assert report.finish_reason is FinishReason.COMPLETED, report
+    assert delivered == Counter(str(66_000 + i) for i in range(1, 11))
+    assert senders == {"steady"}
