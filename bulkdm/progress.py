@@ -181,7 +181,9 @@ def _senders_brief(senders: Sequence[SenderView]) -> str:
     if not by_state["ready"] and waits:
         # nothing can send now: say when something can, so a quiet log does not look stuck
         text += f", next slot in {format_duration(min(waits))}"
-    return text
+    # a ready sender's note says why it sends nothing (a failing lookup, a refused connection)
+    notes = [f"{s.account}: {s.note}" for s in senders if s.state == "ready" and s.note]
+    return "; ".join([text, *notes])
 
 
 def live_view(snap: Snapshot) -> RenderableType:

@@ -182,9 +182,10 @@ async def test_a_run_with_nothing_listening_ends_with_the_rows_failed(
 ) -> None:
     url = _dead_url(ProviderName(provider))
     campaign = write_campaign(tmp_path, USERNAMES, url=url, provider=provider)
-    done = await _bounded("run", str(campaign), "--progress", "none", env=env_for(),
+    done = await _bounded("run", str(campaign), "--progress", "plain", env=env_for(),
                           timeout_s=30)
     assert done.code == 3, done.stdout + done.stderr
+    assert "alice: username lookup failed (" in done.stdout + done.stderr  # the display says why
     lines = handoff_lines(tmp_path / "camp.handoff.jsonl")
     assert [r["send_status"] for r in lines] == ["failed"] * 3
     assert all("username lookup gave up" in str(r["error"]) for r in lines), lines

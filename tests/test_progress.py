@@ -208,3 +208,10 @@ def test_summary_text_of_a_clean_finish() -> None:
     assert text == (
         "Campaign 'welcome': finished after 4m12s\n  sent          10 of 10\n  failed         0\n"
     )
+
+
+def test_plain_line_shows_why_a_ready_sender_sends_nothing() -> None:
+    failing = (SenderView(account="a", state="ready", sent=0, next_slot_in_s=0.0,
+                          note="username lookup failed (connection_refused)"),)
+    assert plain_line(snap(senders=failing)).endswith(
+        "| senders: 1 ready; a: username lookup failed (connection_refused)")
