@@ -529,13 +529,13 @@ class Engine:
         """A row out of attempts whose DM is not in the conversation. GetXAPI: provably not
         delivered, so it fails with its last error (safe to retry). Xquik: the action may still
         be pending, so it fails ``outcome_unknown`` (never offered for a retry)."""
+        last = row.reason or "failed"
         if self._settings.provider.name is ProviderName.XQUIK:
             return self._fail(row, "outcome_unknown",
-                              f"{row.reason}: may have been delivered (the write action is not "
+                              f"{last}: may have been delivered (the write action is not "
                               "settled); check the conversation before sending again")
-        return self._fail(row, row.reason, f"gave up after {row.attempts} attempts "
-                                           f"({row.reason}); the conversation shows it was not "
-                                           "delivered")
+        return self._fail(row, last, f"gave up after {row.attempts} attempts ({last}); the "
+                                     "conversation shows it was not delivered")
 
     async def _look_up(self, row: RowRecord, sender: _Sender) -> Reconciliation | None:
         """Read the conversation for the row's text (None: stopped before the read)."""
