@@ -74,7 +74,7 @@ async def test_a_send_x_confirms_slowly_is_never_sent_under_a_new_key(tmp_path: 
 async def test_reconciliation_never_takes_an_earlier_campaigns_dm_for_ours(tmp_path: Path) -> None:
     # a first campaign sends "Hello x" to ten recipients; a second one, with the same template,
     # meets 5xx answers and reads the conversations: the first campaign's DMs are not its own
-    rows = [{"recipient_id": str(62_000 + i), "first_name": "x"} for i in range(10)]
+    rows = [{"recipient_id": str(62_000 + i), "first_name": "x"} for i in range(16)]
     first, second = tmp_path / "first", tmp_path / "second"
     first.mkdir()
     second.mkdir()
@@ -100,7 +100,9 @@ async def test_a_row_that_may_have_been_delivered_is_settled_before_it_fails(
 ) -> None:
     # each send is either refused with a 5xx (not delivered) or delivered and cut off; with
     # max_attempts = 2, a row whose last attempt was cut off must be looked up, not failed
-    rows = [{"recipient_id": str(63_000 + i), "first_name": "x"} for i in range(12)]
+    # 24 rows: each has both kinds of history (refused twice; refused, then delivered) with
+    # odds of 1 in 4, so a run without one of them is a 1-in-1000 event
+    rows = [{"recipient_id": str(63_000 + i), "first_name": "x"} for i in range(24)]
     config = SandboxConfig(faults=Faults(fail_rate=0.5, drop_rate=1.0, seed=4))
     async with running_sandbox(config) as sb:
         campaign = write_campaign(tmp_path, rows, url=sb.getxapi_url, provider="getxapi")
