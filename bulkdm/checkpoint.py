@@ -13,7 +13,7 @@ import functools
 import sqlite3
 from collections.abc import Iterable, Sequence
 from contextlib import closing
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from itertools import chain
 from pathlib import Path
 from typing import Any, Final, TypeAlias
@@ -27,6 +27,7 @@ from bulkdm.schema import INDEXES, LOAD_LATE_INDEXES, MIGRATIONS, SCHEMA_VERSION
 __all__ = [
     "UNSENT_STATES",
     "Checkpoint",
+    "Expect",
     "Finish",
     "HandoffCursor",
     "PlanMeta",
@@ -151,10 +152,28 @@ class SenderRecord:
 
 @dataclass(frozen=True, slots=True)
 class Write:
-    """One statement for the group commit: SQL text and its bound parameters."""
+    """One statement for the group commit: SQL text and its bound parameters.
+
+    ``expect_rows`` makes it conditional: the statement must change exactly that many rows, or
+    the whole submission it belongs to is undone (and :meth:`Checkpoint.submit` returns False)
+    while the other submissions of the batch commit. ``moves`` is the row state change it makes
+    (before, after), for the submitter's counters once it applied.
+    """
 
     sql: str
     params: Sequence[Any] | dict[str, Any]
+    expect_rows: int | None = None
+    moves: tuple[str, str] | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Expect:
+    """What a row must still be for a claim, finish or defer to apply: its state and owner as
+    the writer read them. A row moved meanwhile (another sender took it, a sender was dropped)
+    refuses the write, so a lost claim is never sent."""
+
+    state: RowState
+    sender: str | None
 
 
 class Checkpoint:
@@ -163,7 +182,7 @@ class Checkpoint:
     def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
         self._db = db
         self.path = path
-        self._pending: list[tuple[Sequence[Write], asyncio.Future[None]]] = []
+        self._pending: list[tuple[Sequence[Write], asyncio.Future[bool]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._seq = 0
 
@@ -230,14 +249,18 @@ class Checkpoint:
         self._seq += 1
         return self._seq
 
-    async def submit(self, writes: Sequence[Write]) -> None:
-        """Apply ``writes`` atomically, grouped with other waiting writes; return once durable."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    async def submit(self, writes: Sequence[Write]) -> bool:
+        """Apply ``writes`` atomically, grouped with other waiting writes; return once durable.
+
+        False when a conditional write (``expect_rows``) found the row changed: then none of
+        ``writes`` applied, and the other submissions of the batch are not affected.
+        """
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._pending.append((writes, future))
         if self._flusher is None or self._flusher.done():
             # a task of its own: a cancelled caller must not strand the others' writes
             self._flusher = asyncio.create_task(self._flush_loop())
-        await future
+        return await future
 
     async def flush(self) -> None:
         """Wait until every submitted write is committed."""
@@ -248,21 +271,23 @@ class Checkpoint:
         while self._pending:
             batch, self._pending = self._pending, []
             try:
-                await self._commit([w for writes, _ in batch for w in writes])
+                applied = await self._commit([writes for writes, _ in batch])
             except sqlite3.Error as exc:
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(CheckpointError(f"{self.path}: write failed: {exc}"))
                 continue
-            for _, future in batch:
+            for (_, future), done in zip(batch, applied, strict=True):
                 if not future.done():
-                    future.set_result(None)
+                    future.set_result(done)
 
-    async def _commit(self, writes: list[Write]) -> None:
+    async def _commit(self, batch: list[Sequence[Write]]) -> list[bool]:
         # The whole transaction in one call on the connection's thread: one round trip per group
         # commit instead of one per statement (each costs ~150 us here). aiosqlite has no public
         # call for this; _execute is what all its public methods use (0.17 to 0.22 at least).
-        await self._db._execute(_apply, self._db._conn, writes)  # type: ignore[no-untyped-call]
+        applied: list[bool] = await self._db._execute(  # type: ignore[no-untyped-call]
+            _apply, self._db._conn, batch)
+        return applied
 
     # -- plan -----------------------------------------------------------------------------
 
@@ -398,6 +423,11 @@ class Checkpoint:
         )
         return None if not rows or rows[0][1] == 0 else float(rows[0][0])
 
+    async def due_s(self, row_id: int) -> float | None:
+        """When the row is due for its next attempt or settling (None: no such row)."""
+        rows = await self._all("SELECT next_attempt_at FROM rows WHERE id = ?", (row_id,))
+        return float(rows[0][0]) if rows and rows[0][0] is not None else None
+
     async def rows_by_state(self, states: Sequence[str], *, after_id: int, limit: int) -> list[RowRecord]:
         marks = ", ".join("?" * len(states))
         # +state: walk the table in id order (one pass for a whole export) instead of
@@ -447,8 +477,11 @@ class Checkpoint:
             (row_id, *exclude_codes),
         )
 
-    async def first_attempt_s(self, row_id: int) -> float | None:
-        rows = await self._all("SELECT MIN(at_s) FROM attempts WHERE row_id = ?", (row_id,))
+    async def first_attempt_s(self, row_id: int, sender: str) -> float | None:
+        """When ``sender``'s first attempt at the row took its slot (its request left later)."""
+        rows = await self._all(
+            "SELECT MIN(at_s) FROM attempts WHERE row_id = ? AND sender = ?", (row_id, sender)
+        )
         return float(rows[0][0]) if rows and rows[0][0] is not None else None
 
     async def attempt_times(
@@ -556,20 +589,50 @@ def pending_params(
     )
 
 
-def _apply(db: sqlite3.Connection, writes: list[Write]) -> None:
+def _apply(db: sqlite3.Connection, batch: list[Sequence[Write]]) -> list[bool]:
+    """One transaction for a batch of submissions; whether each applied, in order."""
+    applied: list[bool] = []
+    plain: list[Write] = []
     db.execute("BEGIN IMMEDIATE")
     try:
-        start = 0
-        while start < len(writes):
-            end = start
-            while end < len(writes) and writes[end].sql == writes[start].sql:
-                end += 1
-            db.executemany(writes[start].sql, [w.params for w in writes[start:end]])
-            start = end
+        for writes in batch:
+            if all(w.expect_rows is None for w in writes):
+                plain.extend(writes)  # grouped with its neighbours into executemany calls
+                applied.append(True)
+                continue
+            _execute_grouped(db, plain)
+            plain = []
+            applied.append(_apply_conditional(db, writes))
+        _execute_grouped(db, plain)
     except sqlite3.Error:
         db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
+    return applied
+
+
+def _execute_grouped(db: sqlite3.Connection, writes: list[Write]) -> None:
+    start = 0
+    while start < len(writes):
+        end = start
+        while end < len(writes) and writes[end].sql == writes[start].sql:
+            end += 1
+        db.executemany(writes[start].sql, [w.params for w in writes[start:end]])
+        start = end
+
+
+def _apply_conditional(db: sqlite3.Connection, writes: Sequence[Write]) -> bool:
+    """One submission in a savepoint: undone (False) at the first write whose row count is not
+    what it expects; the writes after it never run."""
+    db.execute("SAVEPOINT conditional")
+    for write in writes:
+        changed = db.execute(write.sql, write.params).rowcount
+        if write.expect_rows is not None and changed != write.expect_rows:
+            db.execute("ROLLBACK TO conditional")
+            db.execute("RELEASE conditional")
+            return False
+    db.execute("RELEASE conditional")
+    return True
 
 
 def _record(values: Sequence[Any]) -> RowRecord:
@@ -579,16 +642,25 @@ def _record(values: Sequence[Any]) -> RowRecord:
 # -- writes: pure builders; the engine groups them and passes them to Checkpoint.submit ------
 
 
-def claim(*, row_id: int, attempt: int, sender: str, key: str, key_rotation: int, at_s: float) -> list[Write]:
-    """The write-ahead intent: committed before the request leaves."""
+def claim(
+    *, row_id: int, attempt: int, sender: str, key: str, key_rotation: int, at_s: float,
+    expect: Expect,
+) -> list[Write]:
+    """The write-ahead intent: committed before the request leaves. Conditional: it applies
+    only while the row is still ``expect`` with ``attempt - 1`` attempts, so of two claims on
+    one row exactly one wins; a claim that loses must not be sent."""
     return [
         Write(
             "UPDATE rows SET state = 'sending', attempts = ?, sender = ?, idempotency_key = ?, "
-            "key_rotation = ?, claimed_at = ? WHERE id = ?",
-            (attempt, sender, key, key_rotation, at_s, row_id),
+            "key_rotation = ?, claimed_at = ? "
+            "WHERE id = ? AND state = ? AND sender IS ? AND attempts = ?",
+            (attempt, sender, key, key_rotation, at_s, row_id, expect.state.value, expect.sender,
+             attempt - 1),
+            expect_rows=1,
+            moves=(expect.state.value, RowState.SENDING.value),
         ),
         Write(
-            "INSERT OR REPLACE INTO attempts (row_id, attempt, sender, idempotency_key, at_s) "
+            "INSERT INTO attempts (row_id, attempt, sender, idempotency_key, at_s) "
             "VALUES (?, ?, ?, ?, ?)",
             (row_id, attempt, sender, key, at_s),
         ),
@@ -609,23 +681,34 @@ class Finish:
     write_action_id: str | None = None
 
 
-def finish(*, row_id: int, seq: int, done: Finish, finished_at: str) -> Write:
+def finish(*, row_id: int, seq: int, done: Finish, finished_at: str, expect: Expect) -> Write:
+    """The row's final state; conditional on the row still being ``expect``."""
     return Write(
         "UPDATE rows SET state = ?, reason = ?, message = ?, message_id = ?, media_id = ?, "
         "sent_at = ?, request_id = ?, write_action_id = ?, finished_at = ?, finish_seq = ? "
-        "WHERE id = ?",
+        "WHERE id = ? AND state = ? AND sender IS ?",
         (
             done.state.value, done.reason, done.message, done.message_id, done.media_id,
             done.sent_at, done.request_id, done.write_action_id, finished_at, seq, row_id,
+            expect.state.value, expect.sender,
         ),
+        expect_rows=1,
+        moves=(expect.state.value, done.state.value),
     )
 
 
-def defer(*, row_id: int, state: RowState, due_s: float, reason: str | None, message: str | None) -> Write:
-    """Back to ``pending`` (provably not delivered) or ``unknown`` (to settle), due at ``due_s``."""
+def defer(
+    *, row_id: int, state: RowState, due_s: float, reason: str | None, message: str | None,
+    expect: Expect,
+) -> Write:
+    """Back to ``pending`` (provably not delivered) or ``unknown`` (to settle), due at ``due_s``;
+    conditional on the row still being ``expect``."""
     return Write(
-        "UPDATE rows SET state = ?, next_attempt_at = ?, reason = ?, message = ? WHERE id = ?",
-        (state.value, due_s, reason, message, row_id),
+        "UPDATE rows SET state = ?, next_attempt_at = ?, reason = ?, message = ? "
+        "WHERE id = ? AND state = ? AND sender IS ?",
+        (state.value, due_s, reason, message, row_id, expect.state.value, expect.sender),
+        expect_rows=1,
+        moves=(expect.state.value, state.value),
     )
 
 
@@ -671,12 +754,13 @@ def set_sender(*, account: str, state: str, until_s: float | None, reason: str |
     )
 
 
-def reassign(*, row_id: int, sender: str, key: str) -> Write:
-    """Move a never-delivered row to another sender (its key changes with the sender)."""
+def reassign(*, row_id: int, sender: str, key: str, from_sender: str | None) -> Write:
+    """Move a never-delivered row to another sender (its key changes with the sender); only a
+    row still ``pending`` with ``from_sender`` moves (a row claimed meanwhile stays)."""
     return Write(
         "UPDATE rows SET sender = ?, idempotency_key = ?, key_rotation = 0 "
-        "WHERE id = ? AND state = 'pending'",
-        (sender, key, row_id),
+        "WHERE id = ? AND state = 'pending' AND sender IS ?",
+        (sender, key, row_id, from_sender),
     )
 
 

@@ -300,7 +300,7 @@ async def _export(args: argparse.Namespace) -> int:
     out = args.out or beside(args.target, f"{suffix}.{fmt.value}")
     checkpoint = await _open_existing(args.target)
     try:
-        count = await export_rows(
+        exported = await export_rows(
             checkpoint, sys.stdout.buffer if to_stdout else out, fmt=fmt,
             states=args.status or (), as_campaign=args.as_campaign, csv=csv)
         meta = await checkpoint.plan_meta()
@@ -309,8 +309,13 @@ async def _export(args: argparse.Namespace) -> int:
     finally:
         await checkpoint.close()
     where = "stdout" if to_stdout else str(out)
-    print(f"wrote {count} rows to {where}", file=sys.stderr if to_stdout else sys.stdout)
-    if args.as_campaign and not to_stdout and count:
+    print(f"wrote {exported.count} rows to {where}", file=sys.stderr if to_stdout else sys.stdout)
+    if exported.unsettled:
+        print(f"left out {exported.unsettled} failed row(s) with reason outcome_unknown: they may "
+              "have been delivered. Look at each conversation before sending to them again "
+              f"(`bulkdm export {_shown(args.target)} --status failed` lists them)",
+              file=sys.stderr if to_stdout else sys.stdout)
+    if args.as_campaign and not to_stdout and exported.count:
         config = meta.settings_path if meta is not None else ""
         hint = f" --config {_shown(Path(config))}" if config else " --config SETTINGS.toml"
         print(f"run them with: bulkdm run {_shown(out)}{hint}")

@@ -23,9 +23,9 @@ from typing import Final
 
 from bulkdm import checkpoint as cp
 from bulkdm.backoff import retry_delay_s
-from bulkdm.checkpoint import Checkpoint, Finish, Write
+from bulkdm.checkpoint import Checkpoint, Expect, Finish, Write
 from bulkdm.keys import idempotency_key
-from bulkdm.outcomes import Action, Outcome
+from bulkdm.outcomes import Action, Outcome, Reconciliation
 from bulkdm.providers.base import DmRequest, Provider, SenderAuth
 from bulkdm.ratelimit import Gate, WindowLimiter
 from bulkdm.rows import RowRecord, RowState
@@ -39,7 +39,6 @@ _RESOLVE_CONCURRENCY: Final = 8
 _THROTTLE_CODES: Final = frozenset({"rate_limit_exceeded", "x_rate_limited", "http_429"})
 #: a sender resting longer than this ends its part of the run (the rows wait for a resume)
 _MAX_REST_WAIT_S: Final = 3600.0
-_RECONCILE_MARGIN_S: Final = 120.0
 
 
 class FinishReason(StrEnum):
@@ -72,6 +71,8 @@ class _Sender:
         self.limiter = limiter
         self.state = SenderState.READY
         self.note: str | None = None
+        #: the note of the last failed lookup, upload or read, cleared by a success
+        self.call_note: str | None = None
         self.sent = 0
         self.inflight = 0
         self.idle = asyncio.Event()
@@ -84,6 +85,11 @@ class _Sender:
     @property
     def usable(self) -> bool:
         return self.state is not SenderState.OUT
+
+    def call_succeeded(self) -> None:
+        if self.note is not None and self.note == self.call_note:
+            self.note = None
+        self.call_note = None
 
     def started(self) -> None:
         self.inflight += 1
@@ -141,6 +147,8 @@ class Engine:
         # anything the provider may still deliver
         self._settle_after_s = (settings.retry.settle_after_s
                                 if settings.provider.name is ProviderName.GETXAPI else 0.0)
+        #: failed lookups, uploads and reads per row id in this run (their retry budget)
+        self._call_failures: Counter[int] = Counter()
         self.counts: Counter[str] = Counter()
         self.recent_sends_s: list[float] = []
 
@@ -195,7 +203,7 @@ class Engine:
 
     async def _restore(self) -> None:
         now = self._clock()
-        await self._cp.submit([cp.unsettle_in_flight(settle_after_s=self._settle_after_s)])
+        await self._submit([cp.unsettle_in_flight(settle_after_s=self._settle_after_s)])
         self.counts.update(await self._cp.state_counts())
         for account, sender in self._senders.items():
             sender.limiter.charge(await self._history(account, sender.limiter, now))
@@ -203,7 +211,7 @@ class Engine:
         for record in await self._cp.sender_records():
             sender_run = self._senders.get(record.account)
             if sender_run is not None:
-                self._apply_sender_record(sender_run, record, now)
+                await self._submit(self._apply_sender_record(sender_run, record, now))
 
     async def _history(self, account: str | None, limiter: WindowLimiter, now: float) -> list[float]:
         since_s = now - max((limiter.window_s(r) for r in limiter.rates), default=0.0)
@@ -213,12 +221,20 @@ class Engine:
         # now: count it from now, which can only make the windows stricter
         return [t if settled else now for t, settled in attempts]
 
-    def _apply_sender_record(self, sender: _Sender, record: cp.SenderRecord, now_s: float) -> None:
+    def _apply_sender_record(
+        self, sender: _Sender, record: cp.SenderRecord, now_s: float
+    ) -> list[Write]:
         if record.state == SenderState.OUT:
-            sender.state, sender.note = SenderState.OUT, record.reason
-        elif record.until_s is not None and record.until_s > now_s:
+            # health is checked again on every run: an account fixed since (re-authorised)
+            # sends, settling its own unknown rows first; one still broken is dropped again by
+            # its first call
+            sender.note = sender.call_note = f"out in an earlier run ({record.reason}); trying again"
+            return [cp.set_sender(account=sender.account, state=SenderState.READY, until_s=None,
+                                  reason=None)]
+        if record.until_s is not None and record.until_s > now_s:
             sender.limiter.rest_until(record.until_s)
             sender.note = f"{record.reason} until {_iso(record.until_s)}"
+        return []
 
     async def _drain(self) -> None:
         while self._tasks:
@@ -307,7 +323,7 @@ class Engine:
             return
         at_s = await self._take_slot(sender)
         if at_s is None:
-            if not self._stop.is_set():
+            if not self._stop.is_set() and sender.state is SenderState.READY:
                 next_s = max(sender.limiter.next_allowed_s(self._clock()),
                              self._key.next_allowed_s(self._clock()))
                 sender.state = SenderState.RESTING
@@ -317,9 +333,10 @@ class Engine:
         key = (row.idempotency_key or "").partition("-r")[0]
         if row.key_rotation:
             key = f"{key}-r{row.key_rotation}"
+        # conditional on the row as this loop read it: a row moved meanwhile (its sender dropped
+        # while this loop waited for a slot) is refused, and a refused claim is not sent
         intent = cp.claim(row_id=row.id, attempt=attempt, sender=sender.account, key=key,
-                          key_rotation=row.key_rotation, at_s=at_s)
-        self._move(row.state, RowState.SENDING)
+                          key_rotation=row.key_rotation, at_s=at_s, expect=_expect(row))
         sender.started()
         # what the send and its outcome read of the row (not a dataclasses.replace: a send
         # builds one record, not three copies)
@@ -356,7 +373,8 @@ class Engine:
                             media_id=media_id, on_sent=sent.move)
         try:
             try:
-                await self._cp.submit(intent)  # durable before the request leaves
+                if not await self._submit(intent):  # durable before the request leaves
+                    return  # another sender or run has the row: never sent from here
                 outcome = await self._provider.send(request)
             finally:
                 self._slots.release()
@@ -365,8 +383,7 @@ class Engine:
                 # the replay's answer is the original, still ambiguous, action: look it up
                 await self._after_replay_ambiguous(row, sender, request, outcome, sent.at_s)
             else:
-                await self._cp.submit(
-                    await self._after_send(row, sender, request, outcome, sent.at_s))
+                await self._submit(await self._after_send(row, sender, request, outcome, sent.at_s))
         finally:
             sender.ended()
 
@@ -380,6 +397,7 @@ class Engine:
         action = outcome.action
         if action is Action.DONE:
             sender.sent += 1
+            sender.call_succeeded()
             self.recent_sends_s.append(self._clock())
             return [*writes, self._finish_sent(row, outcome, request.media_id)]
         if action is Action.FAIL_ROW:
@@ -395,18 +413,16 @@ class Engine:
         return self._finish(row, done)
 
     def _finish(self, row: RowRecord, done: Finish) -> Write:
-        self._move(row.state, done.state)
         return cp.finish(row_id=row.id, seq=self._cp.next_seq(), done=done,
-                         finished_at=_iso(self._clock()))
+                         finished_at=_iso(self._clock()), expect=_expect(row))
 
     def _fail(self, row: RowRecord, code: str | None, message: str | None) -> Write:
         return self._finish(row, Finish(state=RowState.FAILED, reason=code or "failed",
                                         message=message))
 
     def _defer(self, row: RowRecord, state: RowState, delay_s: float, outcome: Outcome) -> Write:
-        self._move(row.state, state)
         return cp.defer(row_id=row.id, state=state, due_s=self._clock() + delay_s,
-                        reason=outcome.code, message=outcome.message)
+                        reason=outcome.code, message=outcome.message, expect=_expect(row))
 
     async def _refused(self, row: RowRecord, sender: _Sender, outcome: Outcome) -> list[Write]:
         policy = self._settings.run.on_dm_not_allowed
@@ -418,43 +434,67 @@ class Engine:
                 # refused before delivery: provably not sent, so another sender may try
                 return [self._defer(row, RowState.PENDING, 0.0, outcome),
                         cp.reassign(row_id=row.id, sender=other.account,
-                                    key=self._key_for(row, other.account))]
+                                    key=self._key_for(row, other.account),
+                                    from_sender=row.sender)]
         return [self._fail(row, outcome.code, outcome.message)]
 
     def _sender_problem(self, row: RowRecord, sender: _Sender, outcome: Outcome) -> list[Write]:
+        """STOP_RUN, DROP_SENDER or REST_SENDER from a send, lookup, upload or read: the call
+        was not performed, so the row goes back to where it was (a claimed row to pending)."""
         now = self._clock()
+        back = RowState.PENDING if row.state is RowState.SENDING else row.state
         if outcome.action is Action.STOP_RUN:
-            self._halt = f"{outcome.code}: {outcome.message}" if outcome.message else outcome.code
+            if self._halt is None:
+                self._halt = (f"{outcome.code}: {outcome.message}" if outcome.message
+                              else outcome.code)
             self._stop.set()
-            return [self._defer(row, RowState.PENDING, 0.0, outcome)]
+            return [self._defer(row, back, 0.0, outcome)]
         if outcome.action is Action.DROP_SENDER:
-            sender.state, sender.note = SenderState.OUT, outcome.code
-            task = asyncio.create_task(self._move_rows_from(sender))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-            return [self._defer(row, RowState.PENDING, 0.0, outcome),
-                    cp.set_sender(account=sender.account, state=SenderState.OUT,
-                                  until_s=None, reason=outcome.code)]
+            writes = [self._defer(row, back, 0.0, outcome)]
+            if sender.state is not SenderState.OUT:  # once, however many calls said so
+                sender.state, sender.note = SenderState.OUT, outcome.code
+                task = asyncio.create_task(self._move_rows_from(sender))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                writes.append(cp.set_sender(account=sender.account, state=SenderState.OUT,
+                                            until_s=None, reason=outcome.code))
+            return writes
         until_s = now + (outcome.retry_after_s or 60.0)
         sender.limiter.rest_until(until_s)
         sender.note = f"{outcome.code} until {_iso(until_s)}"
-        return [self._defer(row, RowState.PENDING, until_s - now, outcome),
+        return [self._defer(row, back, until_s - now, outcome),
                 cp.set_sender(account=sender.account, state=SenderState.RESTING,
                               until_s=until_s, reason=outcome.code)]
+
+    def _call_failed(self, row: RowRecord, sender: _Sender, outcome: Outcome, what: str) -> list[Write]:
+        """A lookup, media upload or conversation read for ``row`` that did not succeed, acted
+        on as a send's outcome is: the sender and run actions apply, and retries are bounded by
+        ``max_attempts`` (counted per row in this run), then the row ends in a final state."""
+        detail = f"{outcome.code}: {outcome.message}" if outcome.message else outcome.code
+        sender.note = sender.call_note = f"{what} failed ({detail})"  # shown in the display
+        if outcome.action in (Action.STOP_RUN, Action.DROP_SENDER, Action.REST_SENDER):
+            return self._sender_problem(row, sender, outcome)
+        self._call_failures[row.id] += 1
+        tries = self._call_failures[row.id]
+        if tries >= self._settings.retry.max_attempts:
+            if row.state is RowState.UNKNOWN:
+                return [self._fail(row, "outcome_unknown",
+                                   f"may have been delivered; the {what} failed {tries} times "
+                                   f"({detail}); check the conversation before sending again")]
+            return [self._fail(row, outcome.code, f"{what} gave up after {tries} tries: {detail}")]
+        delay_s = retry_delay_s(tries, self._settings.retry, retry_after_s=outcome.retry_after_s)
+        return [self._defer(row, row.state, delay_s, outcome)]
 
     async def _retry_later(self, row: RowRecord, outcome: Outcome) -> list[Write]:
         if outcome.code in _THROTTLE_CODES and outcome.retry_after_s:
             self._key.rest_until(self._clock() + outcome.retry_after_s)
-        failures = await self._cp.failures(row.id, exclude_codes=tuple(_THROTTLE_CODES))
-        if failures >= self._settings.retry.max_attempts:
-            if outcome.action is Action.VERIFY:
-                return [self._fail(row, "outcome_unknown",
-                                   f"{outcome.code}: may have been delivered; check the "
-                                   "conversation before sending again")]
+        failures = await self._failures(row)
+        if failures >= self._settings.retry.max_attempts and outcome.action is not Action.VERIFY:
             return [self._fail(row, outcome.code, f"gave up after {failures} attempts: "
                                                   f"{outcome.message or outcome.code}")]
         delay_s = retry_delay_s(failures, self._settings.retry, retry_after_s=outcome.retry_after_s)
         if outcome.action is Action.VERIFY:
+            # with the budget spent too: settled (one look at the conversation) before it fails
             return [self._defer(row, RowState.UNKNOWN,
                                 max(delay_s, 1.0, self._settle_after_s), outcome)]
         writes = [self._defer(row, RowState.PENDING, delay_s, outcome)]
@@ -464,50 +504,81 @@ class Engine:
 
     # -- settling unknown outcomes ---------------------------------------------------------------
 
+    async def _failures(self, row: RowRecord) -> int:
+        return await self._cp.failures(row.id, exclude_codes=tuple(_THROTTLE_CODES))
+
     async def _settle_unknown(self, row: RowRecord, sender: _Sender) -> bool:
         """True when the row may be sent now (Xquik replays with the same key; GetXAPI after
-        the conversation shows the message is not there)."""
-        if self._settings.provider.name is ProviderName.XQUIK:
+        the conversation shows the message is not there). A row whose retry budget is spent
+        is settled and never sent again: sent if the conversation has it, else failed."""
+        spent = await self._failures(row) >= self._settings.retry.max_attempts
+        if self._settings.provider.name is ProviderName.XQUIK and not spent:
             return True
-        found = await self._reconcile(row, sender)
-        if found is None:
+        result = await self._look_up(row, sender)
+        if result is None:
             return False
-        return not found
-
-    async def _reconcile(self, row: RowRecord, sender: _Sender) -> bool | None:
-        """Look the row's text up in the conversation; record it as sent when it is there."""
-        if await self._gate.acquire(self._reads, stop=self._stop) is None:
-            return None
-        first_s = await self._cp.first_attempt_s(row.id) or self._clock()
-        request = DmRequest(recipient_id=row.recipient_id or "", sender=sender.auth,
-                            text=row.text or "", idempotency_key=row.idempotency_key or "")
-        result = await self._provider.reconcile(request, _iso(first_s - _RECONCILE_MARGIN_S))
         if result.found is None:
             outcome = result.outcome or Outcome(action=Action.RETRY, code="history_unavailable")
-            await self._cp.submit([self._defer(row, RowState.UNKNOWN,
-                                               outcome.retry_after_s or 5.0, outcome)])
-            return None
+            await self._submit(self._call_failed(row, sender, outcome, "conversation read"))
+            return False
+        sender.call_succeeded()
         if result.found:
-            done = Finish(state=RowState.SENT, message_id=result.message_id,
-                          sent_at=result.sent_at or _iso(first_s), reason="reconciled",
-                          message="found in the conversation after an unknown outcome")
-            await self._cp.submit([self._finish(row, done)])
-            sender.sent += 1
-        return result.found
+            await self._submit([self._found(row, sender, result)])
+            return False
+        if spent:
+            await self._submit([self._given_up(row)])
+            return False
+        return True
+
+    def _given_up(self, row: RowRecord) -> Write:
+        """A row out of attempts whose DM is not in the conversation. GetXAPI: provably not
+        delivered, so it fails with its last error (safe to retry). Xquik: the action may still
+        be pending, so it fails ``outcome_unknown`` (never offered for a retry)."""
+        last = row.reason or "failed"
+        if self._settings.provider.name is ProviderName.XQUIK:
+            return self._fail(row, "outcome_unknown",
+                              f"{last}: may have been delivered (the write action is not "
+                              "settled); check the conversation before sending again")
+        return self._fail(row, last, f"gave up after {row.attempts} attempts ({last}); the "
+                                     "conversation shows it was not delivered")
+
+    async def _look_up(self, row: RowRecord, sender: _Sender) -> Reconciliation | None:
+        """Read the conversation for the row's text (None: stopped before the read)."""
+        if await self._gate.acquire(self._reads, stop=self._stop) is None:
+            return None
+        # only this sender's messages created after its first attempt left (less the clock
+        # skew allowance): an older DM with the same text is another campaign's
+        first_s = await self._cp.first_attempt_s(row.id, sender.account) or self._clock()
+        request = DmRequest(recipient_id=row.recipient_id or "", sender=sender.auth,
+                            text=row.text or "", idempotency_key=row.idempotency_key or "")
+        since_s = first_s - self._settings.retry.clock_skew_s
+        return await self._provider.reconcile(request, _iso(since_s))
+
+    def _found(self, row: RowRecord, sender: _Sender, result: Reconciliation) -> Write:
+        """The row is in the conversation: record it as sent (counted once it applies)."""
+        sender.sent += 1
+        return self._finish(row, Finish(
+            state=RowState.SENT, message_id=result.message_id,
+            sent_at=result.sent_at or _iso(self._clock()),
+            reason="reconciled", message="found in the conversation after an unknown outcome"))
 
     async def _after_replay_ambiguous(
         self, row: RowRecord, sender: _Sender, request: DmRequest, outcome: Outcome,
         sent_at_s: float,
     ) -> None:
+        """An Xquik replay answered with the original action, still not terminal. The history
+        may already show the DM; if not, the row stays ``unknown`` and is replayed later under
+        the SAME key: only Xquik's ``safeToRetry`` allows a new one (providers.md), and an
+        action still pending may yet deliver."""
         writes = [cp.attempt_result(row_id=row.id, attempt=row.attempts,
                                     action=outcome.action.value, code=outcome.code,
                                     sent_at_s=sent_at_s)]
-        found = await self._reconcile(row, sender)
-        if found is False:
-            # the server's record stays ambiguous but the DM is not there: a new key may go
-            writes += [self._defer(row, RowState.PENDING, 0.0, outcome),
-                       cp.rotate_key(row_id=row.id)]
-        await self._cp.submit(writes)
+        result = await self._look_up(row, sender)
+        if result is not None and result.found:
+            writes.append(self._found(row, sender, result))
+        else:
+            writes += await self._retry_later(row, outcome)
+        await self._submit(writes)
 
     # -- usernames and media ------------------------------------------------------------------------
 
@@ -530,9 +601,11 @@ class Engine:
         writes = self._user_writes(outcomes)
         for username, outcome in outcomes.items():
             if outcome.action in (Action.DONE, Action.FAIL_ROW):
+                sender.call_succeeded()
                 known[username] = (outcome.value, "ok" if outcome.ok else outcome.code or "failed")
-        writes += self._recipient_writes(rows, known, outcomes)
-        await self._cp.submit(writes)
+        writes += self._recipient_writes(rows, known, outcomes, sender)
+        # one submission each: a row another sender took meanwhile refuses only its own write
+        await asyncio.gather(*(self._submit([write]) for write in writes))
         return await self._cp.rows_by_ids([r.id for r in rows])
 
     def _user_writes(self, outcomes: Mapping[str, Outcome]) -> list[Write]:
@@ -543,7 +616,7 @@ class Engine:
 
     def _recipient_writes(
         self, rows: list[RowRecord], known: Mapping[str, tuple[str | None, str]],
-        outcomes: Mapping[str, Outcome],
+        outcomes: Mapping[str, Outcome], sender: _Sender,
     ) -> list[Write]:
         writes: list[Write] = []
         for row in rows:
@@ -557,11 +630,9 @@ class Engine:
             elif status:
                 message = f"@{row.recipient_username} could not be resolved ({status})"
                 writes.append(self._fail(row, status, message))
-            else:
+            elif not self._stop.is_set():  # a stopped lookup says nothing about the row
                 outcome = outcomes.get(username, Outcome(action=Action.RETRY))
-                writes.append(cp.defer(row_id=row.id, state=row.state,
-                                       due_s=self._clock() + (outcome.retry_after_s or 5.0),
-                                       reason=outcome.code, message=outcome.message))
+                writes += self._call_failed(row, sender, outcome, "username lookup")
         return writes
 
     async def _media_id(self, row: RowRecord, sender: _Sender) -> str | None:
@@ -576,20 +647,21 @@ class Engine:
                               sender=sender.account, text_digest=digest)
         outcome = await self._provider.upload_media(Path(path), sender.auth, key)
         if outcome.ok and outcome.value:
-            await self._cp.submit([cp.store_media(path=path, sender=sender.account,
-                                                  media_id=outcome.value, at_s=self._clock())])
+            sender.call_succeeded()
+            await self._submit([cp.store_media(path=path, sender=sender.account,
+                                               media_id=outcome.value, at_s=self._clock())])
             return outcome.value
         if outcome.action is Action.FAIL_ROW:
-            await self._cp.submit([self._fail(row, outcome.code, outcome.message)])
+            await self._submit([self._fail(row, outcome.code, outcome.message)])
         else:
-            await self._cp.submit([cp.defer(row_id=row.id, state=row.state,
-                                            due_s=self._clock() + (outcome.retry_after_s or 30.0),
-                                            reason=outcome.code, message=outcome.message)])
+            await self._submit(self._call_failed(row, sender, outcome, "media upload"))
         return None
 
     # -- moving rows off an unusable sender ----------------------------------------------------------
 
     async def _move_rows_from(self, gone: _Sender) -> None:
+        await gone.idle.wait()
+        await self._settle_rows_of(gone)
         await gone.idle.wait()
         targets = [s for s in self._senders.values() if s.usable]
         if not targets:
@@ -602,9 +674,48 @@ class Engine:
                 target = targets[turn % len(targets)]
                 turn += 1
                 writes.append(cp.reassign(row_id=row.id, sender=target.account,
-                                          key=self._key_for(row, target.account)))
-            await self._cp.submit(writes)
+                                          key=self._key_for(row, target.account),
+                                          from_sender=gone.account))
+            await self._submit(writes)
             after_id = rows[-1].id
+
+    async def _settle_rows_of(self, gone: _Sender) -> None:
+        """An out sender's ``unknown`` rows are settled before anything moves them: Xquik
+        replays each under its own key (a refusal proves it was never dispatched, and the row
+        goes back to pending); GetXAPI reads the sender's own conversation. What cannot be
+        settled stays ``unknown`` with its sender, for a later run."""
+        after_id = 0
+        while not self._stop.is_set() and (rows := await self._cp.rows_of_sender(
+                gone.account, (RowState.UNKNOWN,), after_id=after_id, limit=_PAGE)):
+            after_id = rows[-1].id
+            for row in rows:
+                wait_s = (await self._cp.due_s(row.id) or 0.0) - self._clock()
+                if wait_s > _MAX_REST_WAIT_S:
+                    continue  # settled by a later run
+                await self._sleep(wait_s)
+                if self._stop.is_set():
+                    return
+                [row] = await self._cp.rows_by_ids([row.id])  # as it is now, after the wait
+                if row.state is not RowState.UNKNOWN or row.sender != gone.account:
+                    continue
+                if self._settings.provider.name is ProviderName.XQUIK:
+                    await self._work_row(row, gone)
+                else:
+                    await self._settle_by_reading(row, gone)
+
+    async def _settle_by_reading(self, row: RowRecord, gone: _Sender) -> None:
+        result = await self._look_up(row, gone)
+        if result is None:
+            return
+        if result.found is None:
+            code = result.outcome.code if result.outcome else "history_unavailable"
+            gone.note = f"{gone.note or 'out'}; its unknown rows wait to be settled ({code})"
+        elif result.found:
+            await self._submit([self._found(row, gone, result)])
+        else:
+            absent = Outcome(action=Action.RETRY, code="not_delivered",
+                             message="not in the conversation of its sender, which is out")
+            await self._submit([self._defer(row, RowState.PENDING, 0.0, absent)])
 
     def _key_for(self, row: RowRecord, sender: str) -> str:
         recipient = f"id:{row.recipient_id}" if row.recipient_id else \
@@ -612,9 +723,20 @@ class Engine:
         return idempotency_key(campaign=self._settings.campaign.key_scope, recipient_key=recipient,
                                sender=sender, text_digest=row.text_sha256 or "")
 
-    def _move(self, before: RowState, after: RowState) -> None:
-        self.counts[before] -= 1
-        self.counts[after] += 1
+    async def _submit(self, writes: Sequence[Write]) -> bool:
+        """Submit ``writes``; once they applied, count the row state changes they made."""
+        applied = await self._cp.submit(writes)
+        if applied:
+            for write in writes:
+                if write.moves is not None:
+                    self.counts[write.moves[0]] -= 1
+                    self.counts[write.moves[1]] += 1
+        return applied
+
+
+def _expect(row: RowRecord) -> Expect:
+    """The row as the engine read it: a claim, finish or defer applies only to that row."""
+    return Expect(state=row.state, sender=row.sender)
 
 
 def _file_sha256(path: str) -> str:

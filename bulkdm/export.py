@@ -28,11 +28,12 @@ from bulkdm.handoff import (
     csv_rows,
     encode_jsonl,
     handoff_record,
+    retryable,
     write_atomic,
 )
 from bulkdm.rows import FINAL_STATES, RowRecord, RowState
 
-__all__ = ["CsvOptions", "ExportFormat", "export_rows", "format_of"]
+__all__ = ["CsvOptions", "ExportFormat", "Exported", "export_rows", "format_of"]
 
 _PAGE: Final = 2000
 _T = TypeVar("_T")
@@ -67,6 +68,14 @@ class CsvOptions:
     formula_safe: bool = False
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Exported:
+    #: rows written
+    count: int
+    #: failed rows left out of a retry campaign because they may have been delivered
+    unsettled: int
+
+
 async def export_rows(
     checkpoint: Checkpoint,
     out: Path | BinaryIO,
@@ -75,12 +84,14 @@ async def export_rows(
     states: Sequence[str] = (),
     as_campaign: bool = False,
     csv: CsvOptions = CsvOptions(),
-) -> int:
-    """Write the rows in ``states`` (default: every finished row) to ``out``; returns the count.
+) -> Exported:
+    """Write the rows in ``states`` (default: every finished row) to ``out``.
 
     ``out`` is a path or an open binary stream (stdout). A path is written to a temporary name
     and renamed, so a reader never sees half of it. ``as_campaign`` writes a campaign file
-    (JSONL or CSV) instead of handoff records.
+    (JSONL or CSV) instead of handoff records; it leaves out failed rows whose DM may have been
+    delivered (``outcome_unknown``) and counts them: sending those again could reach a recipient
+    twice.
 
     :raises ValueError: ``as_campaign`` with XLSX, or with a row that may reach its recipient
         again (see :func:`~bulkdm.handoff.campaign_rows`).
@@ -96,7 +107,7 @@ async def export_rows(
     else:
         chunks = _record_chunks((handoff_record(r, context) for r in reader.rows()), fmt, csv)
     await asyncio.to_thread(_writer(out), chunks)
-    return reader.count
+    return Exported(count=reader.count - reader.unsettled, unsettled=reader.unsettled)
 
 
 class _Pages:
@@ -107,6 +118,8 @@ class _Pages:
         self._states = states
         self._loop = asyncio.get_running_loop()
         self.count = 0
+        #: failed rows left out of a retry campaign because they may have been delivered
+        self.unsettled = 0
 
     def _wait(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
         # each page is read on the event loop, so memory stays flat
@@ -131,6 +144,9 @@ class _Pages:
             invalid = [row.id for row in page if row.state is RowState.INVALID]
             originals = self._wait(self._checkpoint.originals(invalid))
             for row in page:
+                if row.state is RowState.FAILED and not retryable(row):
+                    self.unsettled += 1
+                    continue
                 found = originals.get(row.id)
                 yield row, None if found is None else orjson.loads(found)
 

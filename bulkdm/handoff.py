@@ -34,6 +34,7 @@ __all__ = [
     "HANDOFF_FORMAT",
     "RAW_LINE",
     "SEND_ENDPOINTS",
+    "UNSETTLED_REASON",
     "HandoffContext",
     "HandoffLog",
     "RetryItem",
@@ -56,6 +57,8 @@ _FORMULA_STARTS: Final = ("=", "+", "-", "@", "\t", "\r")
 #: final and provably not delivered: the only rows a retry campaign may hold (a pending row is
 #: still the running campaign's, and a sending or unknown one may have reached the recipient)
 _RETRYABLE: Final = frozenset({RowState.FAILED, RowState.SKIPPED, RowState.INVALID})
+#: the reason of a failed row whose DM may have been delivered (its outcome was never settled)
+UNSETTLED_REASON: Final = "outcome_unknown"
 #: new files get this mode: the records hold no secret, and a CRM importer may run as another user
 _NEW_FILE_MODE: Final = 0o644
 
@@ -361,11 +364,13 @@ RetryItem: TypeAlias = tuple[RowRecord, Mapping[str, object] | None]
 def retryable(row: RowRecord) -> bool:
     """Whether a row may go into a new campaign: final and provably not delivered.
 
-    A pending row still belongs to the running campaign, and a sending or unknown one may have
-    reached its recipient; either could reach them twice. The one predicate for this: change it
+    A pending row still belongs to the running campaign, and a sending or unknown one, or one
+    failed as ``outcome_unknown`` (never settled), may have reached its recipient; either could
+    reach them twice. The one predicate for this: change it
     here, and every retry path follows.
     """
-    return row.state in _RETRYABLE
+    return row.state in _RETRYABLE and not (
+        row.state is RowState.FAILED and row.reason == UNSETTLED_REASON)
 
 
 def campaign_fields(row: RowRecord, original: Mapping[str, object] | None) -> dict[str, object]:
@@ -382,9 +387,10 @@ def campaign_fields(row: RowRecord, original: Mapping[str, object] | None) -> di
     :raises ValueError: for a row that is not :func:`retryable`.
     """
     if not retryable(row):
+        state = UNSETTLED_REASON if row.state is RowState.FAILED else row.state.value
         raise ValueError(
-            f"line {row.line} is {row.state.value}: only failed, skipped or invalid rows can "
-            "go into a new campaign (anything else could reach its recipient twice)"
+            f"line {row.line} is {state}: only failed (and settled), skipped or invalid rows "
+            "can go into a new campaign (anything else could reach its recipient twice)"
         )
     if original is not None:
         line = {key: value for key, value in original.items() if key != ERROR_FIELD}

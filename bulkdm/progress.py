@@ -197,7 +197,9 @@ def _senders_brief(senders: Sequence[SenderView]) -> str:
         text += f", next slot in {format_duration(first.next_slot_in_s or 0.0)}"
         if first.note:
             text += f" ({first.account}: {first.note})"
-    return text
+    # a ready sender's note says why it sends nothing (a failing lookup, a refused connection)
+    notes = [f"{s.account}: {s.note}" for s in senders if s.state == "ready" and s.note]
+    return "; ".join([text, *notes])
 
 
 def live_view(snap: Snapshot) -> RenderableType:

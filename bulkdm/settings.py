@@ -116,6 +116,10 @@ class RetrySettings:
     #: provider may still deliver a request the client gave up on; reading too soon and finding
     #: nothing would send the DM twice (GetXAPI has no idempotency key to catch it)
     settle_after_s: float = 120.0
+    #: how far the provider's clock may run behind ours: a conversation read for an unknown
+    #: outcome takes only this sender's messages created after our first attempt left, less
+    #: this allowance (an earlier DM with the same text is another campaign's, not ours)
+    clock_skew_s: float = 5.0
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -491,6 +495,7 @@ def _retry(table: _Table) -> RetrySettings:
         base_delay_s=table.duration_s("base_delay", defaults.base_delay_s),
         max_delay_s=table.duration_s("max_delay", defaults.max_delay_s),
         settle_after_s=table.duration_s("settle_after", defaults.settle_after_s),
+        clock_skew_s=table.duration_s("clock_skew", defaults.clock_skew_s),
     )
     if settings.max_delay_s < settings.base_delay_s:
         raise table.error("max_delay", "must not be shorter than base_delay")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bulkdm import checkpoint as cp
-from bulkdm.checkpoint import Checkpoint, Finish, Write
+from bulkdm.checkpoint import Checkpoint, Expect, Finish, Write
 from bulkdm.errors import CheckpointError, CheckpointLockedError
 from bulkdm.rows import PlannedRow, RowRecord, RowState
 from bulkdm.runlock import RunLock
@@ -87,8 +87,9 @@ async def test_group_commit_makes_every_write_durable(tmp_path: Path) -> None:
     await write_plan(path, [planned(i, sender="a", recipient_id=str(i)) for i in range(1, 201)])
     checkpoint = await Checkpoint.open(path)
     rows = await checkpoint.due_rows("a", after_id=0, now_s=1e12, limit=500)
-    await asyncio.gather(*(checkpoint.submit(cp.claim(row_id=r.id, attempt=1, sender="a",
-                                                       key="k", key_rotation=0, at_s=float(r.id)))
+    await asyncio.gather(*(checkpoint.submit(cp.claim(
+        row_id=r.id, attempt=1, sender="a", key="k", key_rotation=0, at_s=float(r.id),
+        expect=Expect(state=RowState.PENDING, sender="a")))
                            for r in rows))
     await checkpoint.close()
     with sqlite3.connect(path) as db:
@@ -106,7 +107,8 @@ async def test_a_failed_batch_raises_and_the_next_one_commits(tmp_path: Path) ->
         row = (await checkpoint.due_rows("a", after_id=0, now_s=1e12, limit=1))[0]
         await checkpoint.submit([cp.finish(row_id=row.id, seq=checkpoint.next_seq(),
                                            done=Finish(state=RowState.SENT, message_id="m"),
-                                           finished_at="now")])
+                                           finished_at="now",
+                                           expect=Expect(state=RowState.PENDING, sender="a"))])
         assert await checkpoint.state_counts() == {"sent": 1}
     finally:
         await checkpoint.close()
@@ -133,7 +135,8 @@ async def test_in_flight_rows_become_unknown_on_start(tmp_path: Path) -> None:
     try:
         row = (await checkpoint.due_rows("a", after_id=0, now_s=1e12, limit=1))[0]
         await checkpoint.submit(cp.claim(row_id=row.id, attempt=1, sender="a", key="k",
-                                         key_rotation=0, at_s=100.0))
+                                         key_rotation=0, at_s=100.0,
+                                         expect=Expect(state=RowState.PENDING, sender="a")))
         await checkpoint.submit([cp.unsettle_in_flight(settle_after_s=30.0)])
         assert await checkpoint.state_counts() == {"unknown": 1}
         # not looked at again until it had time to settle after it left
@@ -191,3 +194,31 @@ async def test_plan_totals_count_pending_rows_lookups_and_one_upload_per_file_an
     finally:
         await checkpoint.close()
     assert (totals.pending, totals.lookups, totals.media_uploads) == (6, 3, 3)
+
+
+async def test_of_two_claims_on_one_row_one_wins_and_the_batch_commits(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    await write_plan(path, [planned(1, sender="a", recipient_id="1"),
+                            planned(2, sender="a", recipient_id="2")])
+    checkpoint = await Checkpoint.open(path)
+    try:
+        one, two = await checkpoint.due_rows("a", after_id=0, now_s=1e12, limit=2)
+        pending_a = Expect(state=RowState.PENDING, sender="a")
+        claims = [cp.claim(row_id=one.id, attempt=1, sender=s, key="k", key_rotation=0,
+                           at_s=1.0, expect=pending_a) for s in ("a", "b")]
+        # three submissions in one batch: the second claim loses without failing the others
+        results = await asyncio.gather(
+            checkpoint.submit(claims[0]), checkpoint.submit(claims[1]),
+            checkpoint.submit([cp.defer(row_id=two.id, state=RowState.PENDING, due_s=5.0,
+                                        reason="r", message=None, expect=pending_a)]))
+        assert list(results) == [True, False, True]
+        assert await checkpoint.state_counts() == {"sending": 1, "pending": 1}
+        assert await checkpoint.attempt_times("a", since_s=0.0, limit=10) == [(1.0, False)]
+        assert await checkpoint.attempt_times("b", since_s=0.0, limit=10) == []
+        # a finish for a sender that no longer owns the row does not apply either
+        assert not await checkpoint.submit([cp.finish(
+            row_id=one.id, seq=checkpoint.next_seq(), done=Finish(state=RowState.SENT),
+            finished_at="now", expect=Expect(state=RowState.SENDING, sender="b"))])
+        assert await checkpoint.state_counts() == {"sending": 1, "pending": 1}
+    finally:
+        await checkpoint.close()

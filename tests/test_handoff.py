@@ -480,3 +480,8 @@ def test_a_malformed_json_line_comes_back_as_written() -> None:
     data = b"".join(campaign_csv_rows([(invalid, {RAW_LINE: broken})]))
     (parsed,) = parse_csv(data)
     assert parsed[RAW_LINE] == broken and parsed[ERROR_FIELD].startswith("line 3: invalid_json")
+
+
+def test_campaign_rows_refuse_a_failure_that_may_have_been_delivered() -> None:
+    with pytest.raises(ValueError, match="outcome_unknown"):
+        list(campaign_rows([(row(state=RowState.FAILED, reason="outcome_unknown"), None)]))

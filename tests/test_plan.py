@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bulkdm.checkpoint import Checkpoint, claim
+from bulkdm.checkpoint import Checkpoint, Expect, claim
 from bulkdm.errors import CheckpointMismatchError
 from bulkdm.keys import idempotency_key, key_scope, text_sha256
 from bulkdm.planner import MAX_TEXT_CHARS, ensure_plan
@@ -402,7 +402,8 @@ async def test_a_change_after_sending_began_is_refused(
     await ensure_plan(campaign, load_settings(campaign), checkpoint)
     [row] = await all_rows(checkpoint)
     await checkpoint.submit(
-        claim(row_id=row.id, attempt=1, sender="one", key="k", key_rotation=0, at_s=1.0)
+        claim(row_id=row.id, attempt=1, sender="one", key="k", key_rotation=0, at_s=1.0,
+              expect=Expect(state=row.state, sender=row.sender))
     )
     if change == "campaign":
         campaign.write_bytes(jsonl({"recipient_username": "ana", "first_name": "Ann"}))

@@ -242,3 +242,10 @@ def test_a_notice_on_the_same_terminal_is_printed_above_the_live_frame(
     notice = out.index("stopping: in-flight sends finish first")
     assert out.rindex("\x1b[2K", 0, notice) > out.index("welcome")  # the frame was cleared
     assert out.index("welcome", notice) > notice  # and drawn again below the notice
+
+
+def test_plain_line_shows_why_a_ready_sender_sends_nothing() -> None:
+    failing = (SenderView(account="a", state="ready", sent=0, next_slot_in_s=0.0,
+                          note="username lookup failed (connection_refused)"),)
+    assert plain_line(snap(senders=failing)).endswith(
+        "| senders: 1 ready; a: username lookup failed (connection_refused)")

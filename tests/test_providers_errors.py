@@ -274,7 +274,7 @@ GETXAPI_SEND_CASES: list[tuple[int, JsonObject | None, Action, str]] = [
     (429, gx("Rate limited by Twitter for this account"), A.REST_SENDER, "x_rate_limited"),
     (429, gx("Daily DM limit reached for this account"), A.REST_SENDER, "x_daily_limit"),
     (500, gx("Internal server error"), A.VERIFY, "http_500"),
-    (502, gx("X rejected the mutation"), A.RETRY, "http_502"),
+    (502, gx("X rejected the mutation"), A.VERIFY, "http_502"),
     (502, None, A.VERIFY, "http_502"),
     (503, gx("Service temporarily unavailable"), A.VERIFY, "http_503"),
     (504, None, A.VERIFY, "http_504"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from bulkdm.outcomes import Action
 from bulkdm.providers import DmRequest, GetXapiProvider, SenderAuth, open_provider
 from bulkdm.providers.getxapi import conversation_id
+from bulkdm.providers.http import JsonObject, search_messages
 from bulkdm.rates import Rate
 from bulkdm.sandbox import Faults, Sandbox, SandboxConfig, derive_user_id, running_sandbox
 from bulkdm.secrets import Secret
@@ -175,15 +177,15 @@ async def test_service_throttle_is_retry(
     assert outcome.retry_after_s == 10.0
 
 
-async def test_server_failures_502_retry_503_verify(
+async def test_server_failures_502_and_503_verify(
     sandbox: Sandbox, client: GetXapiProvider
 ) -> None:
     sandbox.reconfigure(SandboxConfig(faults=Faults(fail_rate=1.0, seed=3)))
     outcomes = [await client.send(dm(sandbox, f"u{n}")) for n in range(8)]
 
-    # GetXAPI's own 502 means X refused the mutation; a 503 might have gone out: check first
+    # a 502 (even GetXAPI's own) or a 503 might have gone out: check first, never resend
     assert {(o.action, o.code) for o in outcomes} == {
-        (Action.RETRY, "http_502"),
+        (Action.VERIFY, "http_502"),
         (Action.VERIFY, "http_503"),
     }
     assert sandbox.ledger == []
@@ -342,3 +344,19 @@ async def test_resolve_unknown_user_fails_the_row(client: GetXapiProvider) -> No
 async def test_repr_shows_no_key(client: GetXapiProvider) -> None:
     assert API_KEY not in repr(client)
     assert "GetXapiProvider" in repr(client)
+
+
+def test_a_history_message_without_created_at_or_before_since_is_never_ours() -> None:
+    since = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    mine = {"senderId": "1", "recipientId": "2", "text": "Hi", "id": "m"}
+    undated = [mine]
+    earlier = [{**mine, "createdAt": "2026-11-30T11:59:59.000Z"}]
+    later = [{**mine, "createdAt": "2026-11-30T12:00:01.000Z"}]
+
+    def ours(item: JsonObject) -> bool:
+        return item.get("text") == "Hi"
+
+    assert search_messages(undated, since, ours) == (None, False)
+    assert search_messages(earlier, since, ours) == (None, True)
+    found, _ = search_messages(later, since, ours)
+    assert found is not None and found.message_id == "m"

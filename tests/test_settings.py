@@ -96,6 +96,7 @@ max_attempts = 3
 base_delay = "500ms"
 max_delay = "2m"
 settle_after = "5m"
+clock_skew = "2s"
 [costs]
 credit_price = 0.0002
 dm_credits = 12
@@ -134,7 +135,7 @@ progress_interval = "5s"
         SenderSettings(account="two"),
     )
     assert settings.retry == RetrySettings(max_attempts=3, base_delay_s=0.5, max_delay_s=120.0,
-                                           settle_after_s=300.0)
+                                           settle_after_s=300.0, clock_skew_s=2.0)
     assert settings.costs == CostSettings(
         xquik_credit_usd=0.0002,
         xquik_dm_credits=12,

@@ -296,11 +296,9 @@ def _getxapi_rule(status: int, text: str, is_json: bool) -> tuple[Action, str]:
         return _getxapi_throttle(text)
     if client_error:
         return _getxapi_refusal(status, text, is_json)
-    if status == 502 and is_json:
-        # GetXAPI's own 502 is "X rejected the mutation" (providers.md §2.3): not delivered. A
-        # 502 without its JSON envelope comes from a proxy in front and proves nothing
-        return Action.RETRY, http
-    # 500, 503, 504 and the rest: the request reached a server that may have sent the DM
+    # 500, 502, 503, 504 and the rest: the request reached a server that may have sent the DM.
+    # A 502 with GetXAPI's JSON envelope reads as "X rejected the mutation" only in third-party
+    # notes (providers.md §2.3); unproven, so it is checked like any doubt, not resent
     return Action.VERIFY, http
 
 

@@ -329,15 +329,19 @@ def search_messages(
 ) -> tuple[Reconciliation | None, bool]:
     """Look through one history page (newest first) for a message ``is_ours`` accepts.
 
-    Returns the match if any, and whether the page reached messages older than ``since`` (then
-    later pages cannot hold it either).
+    Only a message created at or after ``since`` can match; one without a readable
+    ``createdAt`` never does (it may be any earlier DM with the same text). Returns the match if
+    any, and whether the page reached messages older than ``since`` (then later pages cannot
+    hold it either).
     """
     older = False
     for item in messages if isinstance(messages, list) else ():
         if not isinstance(item, dict):
             continue
         created = parse_iso(item.get("createdAt"))
-        if created is not None and since is not None and created < since:
+        if created is None:
+            continue  # a message of unknown age may be anyone's: never taken for ours
+        if since is not None and created < since:
             older = True
             continue
         if is_ours(item):

@@ -37,6 +37,10 @@ class Faults:
     late_ms: float = 0
     #: a 202-accepted Xquik action turns terminal on this poll of ``GET /x/write-actions/{id}``
     accept_polls: int = 1
+    #: when above 0, a 202-accepted Xquik DM instead stays pending (dispatching, not yet in any
+    #: history) for this long whatever is polled or replayed, then is delivered and turns
+    #: terminal: X confirming slowly
+    accept_after_ms: float = 0
     seed: int = 0
 
 

@@ -9,6 +9,7 @@ DM history is free here (the real one charges a credit per message).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -150,6 +151,9 @@ class XquikRoutes:
     ) -> web.Response:
         state = self._state
         state.credits.charge(DM_CREDITS)
+        slow = state.config.faults.accept_after_ms > 0 and not state.config.legacy
+        if slow and state.dice.accepted():
+            return self._accept_slowly(request_id, api_key, dm)
         delivery = state.deliver(
             provider="xquik",
             sender=dm.account,
@@ -169,6 +173,25 @@ class XquikRoutes:
         state.actions.add(action, api_key=api_key, idempotency_key=dm.idempotency_key)
         if dropped:
             return cut_connection(request)
+        return self._write_reply(action, request_id, idempotent=False)
+
+    def _accept_slowly(self, request_id: str, api_key: str, dm: WriteInput) -> web.Response:
+        """202 with an action that X confirms ``accept_after_ms`` later: only then is the DM
+        delivered (and in the history), whatever is polled or replayed meanwhile."""
+        state = self._state
+        action = self._new_action("send_dm", dm, result_id="", at_s=time.time(), credits=DM_CREDITS)
+        action.terminal, action.completed_at_s = False, None
+        state.actions.add(action, api_key=api_key, idempotency_key=dm.idempotency_key)
+
+        def confirm() -> None:
+            delivery = state.deliver(provider="xquik", sender=dm.account, recipient_id=dm.user_id,
+                                     text=dm.text, media_id=dm.media_id,
+                                     idempotency_key=dm.idempotency_key)
+            action.result_id = delivery.message_id
+            action.complete(delivery.at_s)
+
+        # a timer, not this handler: X confirms whether or not anyone is polling
+        asyncio.get_running_loop().call_later(state.config.faults.accept_after_ms / 1000, confirm)
         return self._write_reply(action, request_id, idempotent=False)
 
     def _upload(self, request_id: str, api_key: str, media: WriteInput) -> web.Response:
@@ -256,7 +279,7 @@ class XquikRoutes:
         action = self._state.actions.actions.get(request.match_info["id"])
         if action is None:
             return errors.error(404, "not_found", "Resource not found.", request_id)
-        if not action.terminal:
+        if not action.terminal and self._state.config.faults.accept_after_ms <= 0:
             action.polls += 1
             if action.polls >= self._state.config.faults.accept_polls:
                 action.complete(time.time())

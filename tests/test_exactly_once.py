@@ -1,0 +1,271 @@
+"""Issue 14's holes in "no DM twice, none lost", each through the real CLI against the sandbox."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import orjson
+import pytest
+
+from bulkdm import checkpoint as cp
+from bulkdm.checkpoint import Checkpoint, Expect, Finish
+from bulkdm.engine import FinishReason
+from bulkdm.rates import Rate
+from bulkdm.rows import RowState
+from bulkdm.sandbox import Faults, SandboxConfig, running_sandbox
+from bulkdm.settings import ProviderName
+from tests.clikit import Done, bulkdm, env_for, finish, handoff_lines, start, write_campaign
+from tests.enginekit import open_engine, planned, settings_for, states, write_plan
+
+
+@pytest.mark.parametrize("provider", ["getxapi", "xquik"])
+async def test_a_dropped_senders_loop_never_claims_a_row_another_sender_has(
+    tmp_path: Path, provider: str
+) -> None:
+    # reauth1 is dropped on its first send while its loop waits for its next 1/1s slot; its
+    # rows move to steady, and the loop must not claim the one it was waiting on (GetXAPI sent
+    # it twice; with Xquik the key kept the second DM out, but the handoff got 21 lines)
+    rows = [{"recipient_id": str(60_000 + i), "first_name": "x"} for i in range(20)]
+    async with running_sandbox(SandboxConfig()) as sb:
+        url = sb.getxapi_url if provider == "getxapi" else sb.xquik_url
+        campaign = write_campaign(tmp_path, rows, url=url, provider=provider,
+                                  senders=("reauth1", "steady"))
+        toml = tmp_path / "camp.toml"
+        toml.write_text(toml.read_text(encoding="utf-8").replace(
+            'account = "reauth1"\nrate = "1000/1s"', 'account = "reauth1"\nrate = "1/1s"'),
+            encoding="utf-8")
+        done = await bulkdm("run", str(campaign), "--progress", "none",
+                            env=env_for(("reauth1", "steady")))
+        delivered = Counter(d.recipient_id for d in sb.ledger)
+    assert delivered == Counter(r["recipient_id"] for r in rows), delivered  # each once
+    lines = handoff_lines(tmp_path / "camp.handoff.jsonl")
+    assert sorted(r["line"] for r in lines) == list(range(1, 21))  # type: ignore[type-var]
+    assert " 20 of 20" in done.stdout, done.stdout
+
+
+def _set(campaign: Path, before: str, after: str) -> None:
+    toml = campaign.with_suffix(".toml")
+    text = toml.read_text(encoding="utf-8")
+    assert before in text
+    toml.write_text(text.replace(before, after, 1), encoding="utf-8")
+
+
+async def test_a_send_x_confirms_slowly_is_never_sent_under_a_new_key(tmp_path: Path) -> None:
+    # every send is answered 202 and confirmed (delivered) 8 s later; bulkdm polls for 2 s
+    rows = [{"recipient_id": str(61_000 + i), "first_name": "x"} for i in range(5)]
+    config = SandboxConfig(faults=Faults(accept_rate=1.0, accept_after_ms=8000))
+    async with running_sandbox(config) as sb:
+        campaign = write_campaign(tmp_path, rows, url=sb.xquik_url)
+        _set(campaign, 'rate = "100000/1s"\n', 'rate = "100000/1s"\npoll_timeout = "2s"\n')
+        _set(campaign, "max_attempts = 6", "max_attempts = 20")
+        done = await bulkdm("run", str(campaign), "--progress", "none")
+        await asyncio.sleep(8.5)  # anything sent under a second key would be confirmed by now
+        keys = {d.idempotency_key for d in sb.ledger}
+        delivered = Counter(d.recipient_id for d in sb.ledger)
+    assert delivered == Counter(r["recipient_id"] for r in rows), (delivered, keys)  # once each
+    assert not any("-r" in (k or "") for k in keys), keys
+    assert done.code == 0, done.stdout + done.stderr
+
+
+async def test_reconciliation_never_takes_an_earlier_campaigns_dm_for_ours(tmp_path: Path) -> None:
+    # a first campaign sends "Hello x" to ten recipients; a second one, with the same template,
+    # meets 5xx answers and reads the conversations: the first campaign's DMs are not its own
+    rows = [{"recipient_id": str(62_000 + i), "first_name": "x"} for i in range(16)]
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    async with running_sandbox() as sb:
+        earlier = write_campaign(first, rows, url=sb.getxapi_url, provider="getxapi")
+        assert (await bulkdm("run", str(earlier), "--progress", "none")).code == 0
+        sb.reconfigure(SandboxConfig(faults=Faults(fail_rate=0.5, seed=3)))
+        campaign = write_campaign(second, rows, url=sb.getxapi_url, provider="getxapi")
+        # the sandbox shares this machine's clock; the default allowance (5 s) would also
+        # cover the first campaign, sent a moment ago
+        _set(campaign, 'settle_after = "50ms"', 'settle_after = "50ms"\nclock_skew = "100ms"')
+        done = await bulkdm("run", str(campaign), "--progress", "none")
+        delivered = Counter(d.recipient_id for d in sb.ledger)
+        ids = {d.message_id for d in sb.ledger[len(rows):]}
+    assert done.code == 0, done.stdout + done.stderr
+    assert delivered == Counter(r["recipient_id"] for r in rows + rows), delivered  # two each
+    lines = handoff_lines(second / "camp.handoff.jsonl")
+    assert {r["message_id"] for r in lines} == ids  # the second campaign's own DMs
+
+
+async def test_a_row_that_may_have_been_delivered_is_settled_before_it_fails(
+    tmp_path: Path,
+) -> None:
+    # each send is either refused with a 5xx (not delivered) or delivered and cut off; with
+    # max_attempts = 2, a row whose last attempt was cut off must be looked up, not failed
+    # 24 rows: each has both kinds of history (refused twice; refused, then delivered) with
+    # odds of 1 in 4, so a run without one of them is a 1-in-1000 event
+    rows = [{"recipient_id": str(63_000 + i), "first_name": "x"} for i in range(24)]
+    config = SandboxConfig(faults=Faults(fail_rate=0.5, drop_rate=1.0, seed=4))
+    async with running_sandbox(config) as sb:
+        campaign = write_campaign(tmp_path, rows, url=sb.getxapi_url, provider="getxapi")
+        _set(campaign, "max_attempts = 6", "max_attempts = 2")
+        done = await bulkdm("run", str(campaign), "--progress", "none")
+        delivered = Counter(d.recipient_id for d in sb.ledger)
+    assert set(delivered.values()) == {1}, delivered
+    lines = handoff_lines(tmp_path / "camp.handoff.jsonl")
+    status = {str(r["user_id"]): r["send_status"] for r in lines}
+    assert {u for u, s in status.items() if s == "sent"} == set(delivered), done.stdout
+    failed = {u for u, s in status.items() if s == "failed"}
+    assert failed and failed == {r["recipient_id"] for r in rows} - set(delivered)
+    assert "outcome_unknown" not in done.stdout
+    # what the retry recipe exports are the rows the conversation shows were never delivered
+    retry = tmp_path / "retry.jsonl"
+    exported = await bulkdm("export", str(campaign), "--status", "failed", "--as-campaign",
+                            "--out", str(retry))
+    assert exported.code == 0, exported.stderr
+    assert {orjson.loads(line)["recipient_id"] for line in retry.read_bytes().splitlines()} == failed
+
+
+async def test_a_retry_export_leaves_out_rows_that_may_have_been_delivered(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "c.bulkdm.sqlite"
+    await write_plan(path, [planned(1, sender="a", recipient_id="1"),
+                            planned(2, sender="a", recipient_id="2")])
+    checkpoint = await Checkpoint.open(path)
+    try:
+        pending = Expect(state=RowState.PENDING, sender="a")
+        for row_id, reason in ((1, "outcome_unknown"), (2, "http_503")):
+            done = Finish(state=RowState.FAILED, reason=reason)
+            assert await checkpoint.submit([cp.finish(
+                row_id=row_id, seq=checkpoint.next_seq(), done=done, finished_at="now",
+                expect=pending)])
+    finally:
+        await checkpoint.close()
+    retry = tmp_path / "retry.jsonl"
+    exported = await bulkdm("export", str(path), "--status", "failed", "--as-campaign",
+                            "--out", str(retry))
+    assert exported.code == 0, exported.stderr
+    assert [orjson.loads(line)["recipient_id"] for line in retry.read_bytes().splitlines()] == ["2"]
+    assert "left out 1 failed row(s) with reason outcome_unknown" in exported.stdout
+
+
+def _dead_url(provider: ProviderName) -> str:
+    """A base URL where nothing listens (a port that was free a moment ago)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}" + ("/api/v1" if provider is ProviderName.XQUIK else "")
+
+
+async def _bounded(*args: str, env: dict[str, str], timeout_s: float) -> Done:
+    """The CLI's result, or a failure (after killing it) if it runs longer than ``timeout_s``."""
+    process = await start(*args, env=env)
+    try:
+        return await finish(process, timeout_s=timeout_s)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise AssertionError(f"bulkdm {' '.join(args)} still ran after {timeout_s} s") from None
+
+
+USERNAMES = [{"recipient_username": f"user{i}", "first_name": "x"} for i in range(3)]
+
+
+async def test_username_rows_with_a_revoked_key_stop_the_run_with_the_reason(
+    tmp_path: Path,
+) -> None:
+    async with running_sandbox() as sb:
+        campaign = write_campaign(tmp_path, USERNAMES, url=sb.xquik_url)
+        env = {**env_for(), "XQUIK_API_KEY": "bad-revoked-key"}
+        done = await _bounded("run", str(campaign), "--progress", "none", env=env, timeout_s=20)
+        assert sb.ledger == []
+    assert done.code == 4, done.stdout + done.stderr
+    assert "unauthenticated" in done.stdout
+    assert "bad-revoked-key" not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("provider", ["xquik", "getxapi"])
+async def test_a_run_with_nothing_listening_ends_with_the_rows_failed(
+    tmp_path: Path, provider: str
+) -> None:
+    url = _dead_url(ProviderName(provider))
+    campaign = write_campaign(tmp_path, USERNAMES, url=url, provider=provider)
+    done = await _bounded("run", str(campaign), "--progress", "plain", env=env_for(),
+                          timeout_s=30)
+    assert done.code == 3, done.stdout + done.stderr
+    assert "alice: username lookup failed (" in done.stdout + done.stderr  # the display says why
+    lines = handoff_lines(tmp_path / "camp.handoff.jsonl")
+    assert [r["send_status"] for r in lines] == ["failed"] * 3
+    assert all("username lookup gave up" in str(r["error"]) for r in lines), lines
+
+
+async def test_unknown_rows_whose_conversation_cannot_be_read_end_and_say_why(
+    tmp_path: Path,
+) -> None:
+    # rows a crash left in flight, and a provider that no longer answers: each conversation
+    # read fails; the rows end as outcome_unknown (never sent again) and the sender says why
+    path = tmp_path / "c.sqlite"
+    await write_plan(path, [planned(i, sender="alice", recipient_id=str(64_000 + i))
+                            for i in (1, 2)])
+    checkpoint = await Checkpoint.open(path)
+    try:
+        for row in await checkpoint.due_rows("alice", after_id=0, now_s=1e12, limit=10):
+            assert await checkpoint.submit(cp.claim(
+                row_id=row.id, attempt=1, sender="alice", key=row.idempotency_key or "",
+                key_rotation=0, at_s=1.0, expect=Expect(state=row.state, sender="alice")))
+    finally:
+        await checkpoint.close()
+    async with running_sandbox() as sb:
+        base = settings_for(sb, provider=ProviderName.GETXAPI)
+    settings = replace(base, provider=replace(base.provider, base_url=_dead_url(
+        ProviderName.GETXAPI)))
+    async with open_engine(settings, path) as engine:
+        report = await asyncio.wait_for(engine.run(), timeout=30)
+        note = engine.senders[0].note
+    assert report.finish_reason is FinishReason.COMPLETED, report
+    assert {s for s, _ in (await states(path)).values()} == {"failed"}
+    assert {r for _, r in (await states(path)).values()} == {"outcome_unknown"}
+    assert note is not None and note.startswith("conversation read failed"), note
+
+
+async def test_a_sender_out_in_an_earlier_run_is_tried_again(tmp_path: Path) -> None:
+    rows = [{"recipient_id": str(65_000 + i), "first_name": "x"} for i in range(5)]
+    async with running_sandbox() as sb:
+        campaign = write_campaign(tmp_path, rows, url=sb.getxapi_url, provider="getxapi")
+        # the token of a session X logged out (the sandbox answers 401 to reauth* tokens)
+        broken = await bulkdm("run", str(campaign), "--progress", "none",
+                              env={**env_for(), "TOK_ALICE": "tok-reauth-alice"})
+        assert broken.code == 4 and sb.ledger == [], broken.stdout
+        fixed = await bulkdm("run", str(campaign), "--progress", "none")  # re-authorised
+        delivered = Counter(d.recipient_id for d in sb.ledger)
+    assert fixed.code == 0, fixed.stdout + fixed.stderr
+    assert delivered == Counter(r["recipient_id"] for r in rows)
+
+
+async def test_an_out_senders_unknown_rows_are_settled_with_its_own_key_then_moved(
+    tmp_path: Path,
+) -> None:
+    # reauth1's five rows were in flight when a run died; its replays (same key) are refused
+    # before dispatch, which proves them undelivered, so they move to steady and are sent
+    path = tmp_path / "c.sqlite"
+    mine = [planned(i, sender="reauth1", recipient_id=str(66_000 + i)) for i in range(1, 6)]
+    theirs = [planned(i, sender="steady", recipient_id=str(66_000 + i)) for i in range(6, 11)]
+    await write_plan(path, mine + theirs)
+    checkpoint = await Checkpoint.open(path)
+    try:
+        for row in await checkpoint.due_rows("reauth1", after_id=0, now_s=1e12, limit=10):
+            assert await checkpoint.submit(cp.claim(
+                row_id=row.id, attempt=1, sender="reauth1", key=row.idempotency_key or "",
+                key_rotation=0, at_s=1.0, expect=Expect(state=row.state, sender="reauth1")))
+    finally:
+        await checkpoint.close()
+    async with running_sandbox() as sb:
+        base = settings_for(sb, senders=("reauth1", "steady"))
+        slow = replace(base.senders[0], rates=(Rate(count=2, period_s=1.0),))
+        settings = replace(base, senders=(slow, base.senders[1]))
+        async with open_engine(settings, path) as engine:
+            report = await asyncio.wait_for(engine.run(), timeout=30)
+        delivered = Counter(d.recipient_id for d in sb.ledger)
+        senders = {d.sender for d in sb.ledger}
+    assert report.finish_reason is FinishReason.COMPLETED, report
+    assert delivered == Counter(str(66_000 + i) for i in range(1, 11))
+    assert senders == {"steady"}
