@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from bulkdm.errors import BulkdmError, CheckpointError, ConfigError
+from bulkdm.sandbox import cli as sandbox_cli
 from bulkdm.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -261,22 +262,8 @@ EXPORT: Final = Command(name="export", help="rebuild handoff records (JSONL or C
 # -- sandbox --------------------------------------------------------------------------------------
 
 
-def _sandbox_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("options", nargs=argparse.REMAINDER,
-                        help="sandbox options: --port 8787 --latency 50ms --fail-rate 0.01 "
-                             "--drop-rate 0.01 ... (bulkdm sandbox -- --help lists them all)")
-
-
-async def _sandbox(args: argparse.Namespace) -> int:
-    from bulkdm.sandbox.cli import build_config, parse_args, serve
-
-    options = parse_args([o for o in args.options if o != "--"])
-    await serve(build_config(options), options.host, options.port)
-    return 0
-
-
 SANDBOX: Final = Command(name="sandbox", help="serve the local Xquik + GetXAPI sandbox",
-                         add_arguments=_sandbox_arguments, handler=_sandbox)
+                         add_arguments=sandbox_cli.add_arguments, handler=sandbox_cli.serve_args)
 
 
 def _beside(campaign: Path, suffix: str) -> Path:
