@@ -23,6 +23,7 @@ from bulkdm.template import TemplateProblem, compile_template
 
 __all__ = [
     "DEFAULT_BASE_URLS",
+    "DEFAULT_READ_RATES",
     "CampaignSettings",
     "CostSettings",
     "DmNotAllowedPolicy",
@@ -57,6 +58,15 @@ DEFAULT_API_KEY_ENV: Final = {
     ProviderName.GETXAPI: "GETXAPI_API_KEY",
 }
 
+#: the API key's read budget by default: half of what each provider publishes (Xquik: 300 GET
+#: per second; GetXAPI's blog: 900 reads per 15 minutes), because the leaky bucket that meters
+#: reads lets up to twice its rate through in one period after an idle spell
+#: (:mod:`bulkdm.providers.readbudget`)
+DEFAULT_READ_RATES: Final = {
+    ProviderName.XQUIK: (Rate(count=150, period_s=1.0),),
+    ProviderName.GETXAPI: (Rate(count=450, period_s=900.0),),
+}
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class CampaignSettings:
@@ -75,8 +85,9 @@ class ProviderSettings:
     api_key_env: str = DEFAULT_API_KEY_ENV[ProviderName.XQUIK]
     #: the API key's write budget, shared by all senders (Xquik: 120 POST / 60 s)
     rates: tuple[Rate, ...] = (Rate(count=120, period_s=60.0),)
-    #: the API key's read budget (user lookups, history)
-    read_rates: tuple[Rate, ...] = (Rate(count=300, period_s=1.0),)
+    #: the API key's read budget (user lookups, write-action polls, history reads); the default
+    #: is the provider's own (:data:`DEFAULT_READ_RATES`)
+    read_rates: tuple[Rate, ...] = DEFAULT_READ_RATES[ProviderName.XQUIK]
     request_timeout_s: float = 30.0
     poll_timeout_s: float = 120.0
 
@@ -365,7 +376,7 @@ def _provider(table: _Table) -> ProviderSettings:
         base_url=base_url,
         api_key_env=table.env_name("api_key_env", DEFAULT_API_KEY_ENV[name]) or "",
         rates=table.rates("rate", defaults.rates),
-        read_rates=table.rates("read_rate", defaults.read_rates),
+        read_rates=table.rates("read_rate", DEFAULT_READ_RATES[name]),
         request_timeout_s=table.duration_s("request_timeout", defaults.request_timeout_s),
         poll_timeout_s=table.duration_s("poll_timeout", defaults.poll_timeout_s),
     )

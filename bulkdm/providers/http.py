@@ -19,7 +19,7 @@ import email.utils
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -29,6 +29,8 @@ import aiohttp
 import orjson
 
 from bulkdm.outcomes import Action, Outcome, Reconciliation
+from bulkdm.providers.readbudget import ReadBudget
+from bulkdm.rates import Rate
 from bulkdm.secrets import MASK
 
 __all__ = [
@@ -109,14 +111,21 @@ async def _on_chunk_sent(
 
 
 class HttpClient:
-    """One aiohttp session and connection pool for a whole run; see :meth:`open`."""
+    """One aiohttp session and connection pool for a whole run; see :meth:`open`.
 
-    def __init__(self, session: aiohttp.ClientSession) -> None:
+    Every read (``write=False``) first takes one from :attr:`reads`, the API key's read budget.
+    """
+
+    def __init__(self, session: aiohttp.ClientSession, reads: ReadBudget | None = None) -> None:
         self._session = session
+        self.reads = reads or ReadBudget()
 
     @classmethod
-    def open(cls, *, concurrency: int, request_timeout_s: float) -> HttpClient:
-        """A client whose pool holds ``concurrency`` sends plus a few reads.
+    def open(
+        cls, *, concurrency: int, request_timeout_s: float, read_rates: Sequence[Rate] = ()
+    ) -> HttpClient:
+        """A client whose pool holds ``concurrency`` sends plus a few reads, and whose reads
+        keep ``read_rates`` (none: reads are not metered).
 
         Call it inside the running event loop (aiohttp binds the session to it).
         """
@@ -131,7 +140,7 @@ class HttpClient:
         session = aiohttp.ClientSession(
             connector=connector, timeout=timeout, trace_configs=[trace], raise_for_status=False
         )
-        return cls(session)
+        return cls(session, ReadBudget(read_rates))
 
     def __repr__(self) -> str:
         return f"HttpClient(closed={self._session.closed})"
@@ -151,8 +160,11 @@ class HttpClient:
         """Send one request and read the whole answer; a transport failure is an Outcome.
 
         ``write`` says whether the request changes something (a DM, an upload): only then can a
-        failure after the request was written mean "maybe done".
+        failure after the request was written mean "maybe done". A read waits for the read
+        budget first, outside the request's timeout.
         """
+        if not write:
+            await self.reads.acquire()
         dispatch = _Dispatch(on_sent=on_sent)
         data: bytes | aiohttp.FormData | None = form
         all_headers = dict(headers)
