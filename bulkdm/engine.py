@@ -132,7 +132,6 @@ class Engine:
         self._gate = gate or Gate(clock=clock)
         self._slots = asyncio.Semaphore(settings.run.concurrency)
         self._key = WindowLimiter(settings.provider.rates, smooth=True)
-        self._reads = WindowLimiter(settings.provider.read_rates)
         self._senders = {a: _Sender(auths[a], WindowLimiter(s.windows, smooth=True))
                          for a, s in ((s.account, s) for s in settings.senders)}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -471,7 +470,7 @@ class Engine:
 
     async def _reconcile(self, row: RowRecord, sender: _Sender) -> bool | None:
         """Look the row's text up in the conversation; record it as sent when it is there."""
-        if await self._gate.acquire(self._reads, stop=self._stop) is None:
+        if self._stop.is_set():  # reads keep the provider's read budget (providers.readbudget)
             return None
         first_s = await self._cp.first_attempt_s(row.id) or self._clock()
         request = DmRequest(recipient_id=row.recipient_id or "", sender=sender.auth,
@@ -517,7 +516,7 @@ class Engine:
 
         async def resolve(username: str) -> tuple[str, Outcome]:
             async with limit:
-                if await self._gate.acquire(self._reads, stop=self._stop) is None:
+                if self._stop.is_set():
                     return username, Outcome(action=Action.RETRY, code="stopped")
                 return username, await self._provider.resolve(username, sender.auth)
 
