@@ -131,9 +131,11 @@ class Engine:
         self._clock = clock
         self._gate = gate or Gate(clock=clock)
         self._slots = asyncio.Semaphore(settings.run.concurrency)
-        self._key = WindowLimiter(settings.provider.rates, smooth=True)
-        self._senders = {a: _Sender(auths[a], WindowLimiter(s.windows, smooth=True))
-                         for a, s in ((s.account, s) for s in settings.senders)}
+        guard_s = settings.run.rate_guard_s
+        self._key = WindowLimiter(settings.provider.rates, least_guard_s=guard_s, smooth=True)
+        self._senders = {
+            a: _Sender(auths[a], WindowLimiter(s.windows, least_guard_s=guard_s, smooth=True))
+            for a, s in ((s.account, s) for s in settings.senders)}
         self._tasks: set[asyncio.Task[None]] = set()
         self._halt: str | None = None
         # a replay under the same key (Xquik) is safe at once; a lookup (GetXAPI) waits for

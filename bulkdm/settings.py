@@ -18,6 +18,7 @@ from typing import Final, TypeVar
 import orjson
 
 from bulkdm.errors import ConfigError
+from bulkdm.ratelimit import DEFAULT_LEAST_GUARD_S
 from bulkdm.rates import Rate, parse_duration_s, parse_rate
 from bulkdm.template import TemplateProblem, compile_template
 
@@ -137,6 +138,10 @@ class RunSettings:
     #: how long a stop waits for in-flight sends before it leaves them to the next resume
     stop_grace_s: float = 30.0
     progress_interval_s: float = 10.0
+    #: the least time added to every rate window, for jitter between the moment bulkdm counts a
+    #: send and the moment the provider does; a window of P seconds gets 2 % of P (up to 1 s)
+    #: when that is more
+    rate_guard_s: float = DEFAULT_LEAST_GUARD_S
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -465,6 +470,7 @@ def _run(table: _Table) -> RunSettings:
         synchronous=synchronous.upper(),
         stop_grace_s=table.duration_s("stop_grace", defaults.stop_grace_s),
         progress_interval_s=table.duration_s("progress_interval", defaults.progress_interval_s),
+        rate_guard_s=table.duration_s("rate_guard", defaults.rate_guard_s),
     )
     table.done()
     return settings

@@ -59,6 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--port", type=int, default=8787, help="port to bind; 0 picks a free one (default 8787)")
     add("--latency", type=_milliseconds, default=0.0, help="added to each answer, e.g. 50ms")
     add("--jitter", type=_milliseconds, default=0.0, help="latency varies by +/- this, e.g. 10ms")
+    add("--arrival-jitter", type=_milliseconds, default=0.0,
+        help="each request waits 0 to this long before it is handled and stamped, e.g. 50ms")
     add("--fail-rate", type=_probability, default=0.0, help="share of sends answered 5xx")
     add("--rate-limit-rate", type=_probability, default=0.0, help="share of sends answered 429")
     add("--drop-rate", type=_probability, default=0.0, help="share of delivered sends cut off")
@@ -79,6 +81,7 @@ def build_config(args: argparse.Namespace) -> SandboxConfig:
     faults = Faults(
         latency_ms=args.latency,
         jitter_ms=args.jitter,
+        arrival_jitter_ms=args.arrival_jitter,
         fail_rate=args.fail_rate,
         rate_limit_rate=args.rate_limit_rate,
         accept_rate=args.accept_rate,
