@@ -16,7 +16,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Final
@@ -30,6 +29,7 @@ from bulkdm.providers.base import DmRequest, Provider, SenderAuth
 from bulkdm.ratelimit import Gate, WindowLimiter
 from bulkdm.rows import RowRecord, RowState
 from bulkdm.settings import DmNotAllowedPolicy, ProviderName, Settings
+from bulkdm.timestamps import iso_utc as _iso
 
 __all__ = ["Engine", "FinishReason", "RunReport", "SenderState"]
 
@@ -615,9 +615,3 @@ class Engine:
 
 def _file_sha256(path: str) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def _iso(epoch_s: float) -> str:
-    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z"
-    )

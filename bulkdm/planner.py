@@ -16,7 +16,6 @@ import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, TypeAlias, cast
 
@@ -38,6 +37,7 @@ from bulkdm.report import PlanReport, build_report
 from bulkdm.rows import PlannedRow, RowState
 from bulkdm.settings import ProviderName, Settings, settings_fingerprint
 from bulkdm.template import Template, TemplateProblem, compile_template, render
+from bulkdm.timestamps import now_iso
 
 __all__ = [
     "BATCH_ROWS",
@@ -392,7 +392,7 @@ async def ensure_plan(
         campaign_sha256=inputs.campaign_sha256,
         settings_sha256=inputs.settings_sha256,
         provider=settings.provider.name.value,
-        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        created_at=now_iso(),
     )
     suppression = await anyio.to_thread.run_sync(load_suppression, settings.campaign.suppression)
     planner = Planner(settings, campaign_dir=campaign_path.parent, suppression=suppression)

@@ -32,6 +32,7 @@ from bulkdm.outcomes import Action, Outcome, Reconciliation
 from bulkdm.providers.readbudget import ReadBudget
 from bulkdm.rates import Rate
 from bulkdm.secrets import MASK
+from bulkdm.timestamps import normalize_iso, parse_iso
 
 __all__ = [
     "MAX_MESSAGE_CHARS",
@@ -316,17 +317,6 @@ def _scaled(value: float | None, factor: float) -> float | None:
     return None if value is None else value * factor
 
 
-def parse_iso(value: object) -> datetime | None:
-    """An ISO 8601 timestamp (``...Z`` or with an offset) as an aware UTC datetime, or None."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
-
-
 def redact(text: str, *secrets: str) -> str:
     """``text`` with every secret value masked: provider texts are copied into outcomes and logs,
     and a provider that echoes a token must not put it there."""
@@ -354,7 +344,8 @@ def search_messages(
             continue
         if is_ours(item):
             found = Reconciliation(
-                found=True, message_id=text_field(item, "id"), sent_at=text_field(item, "createdAt")
+                found=True, message_id=text_field(item, "id"),
+                sent_at=normalize_iso(text_field(item, "createdAt")),
             )
             return found, older
     return None, older
