@@ -86,11 +86,16 @@ class ProviderSettings:
     api_key_env: str = DEFAULT_API_KEY_ENV[ProviderName.XQUIK]
     #: the API key's write budget, shared by all senders (Xquik: 120 POST / 60 s)
     rates: tuple[Rate, ...] = (Rate(count=120, period_s=60.0),)
-    #: the API key's read budget (user lookups, write-action polls, history reads); the default
-    #: is the provider's own (:data:`DEFAULT_READ_RATES`)
-    read_rates: tuple[Rate, ...] = DEFAULT_READ_RATES[ProviderName.XQUIK]
+    #: the API key's read budget (user lookups, write-action polls, history reads); ``None`` is
+    #: the provider's own default (:data:`DEFAULT_READ_RATES`), see :attr:`read_limits`
+    read_rates: tuple[Rate, ...] | None = None
     request_timeout_s: float = 30.0
     poll_timeout_s: float = 120.0
+
+    @property
+    def read_limits(self) -> tuple[Rate, ...]:
+        """``read_rates``, or the named provider's default read budget when none is set."""
+        return DEFAULT_READ_RATES[self.name] if self.read_rates is None else self.read_rates
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -381,7 +386,7 @@ def _provider(table: _Table) -> ProviderSettings:
         base_url=base_url,
         api_key_env=table.env_name("api_key_env", DEFAULT_API_KEY_ENV[name]) or "",
         rates=table.rates("rate", defaults.rates),
-        read_rates=table.rates("read_rate", DEFAULT_READ_RATES[name]),
+        read_rates=table.rates("read_rate", ()) if table.has("read_rate") else None,
         request_timeout_s=table.duration_s("request_timeout", defaults.request_timeout_s),
         poll_timeout_s=table.duration_s("poll_timeout", defaults.poll_timeout_s),
     )

@@ -15,7 +15,7 @@ from bulkdm.providers.readbudget import ReadBudget
 from bulkdm.rates import Rate
 from bulkdm.sandbox import Faults, Sandbox, SandboxConfig, running_sandbox
 from bulkdm.secrets import Secret
-from bulkdm.settings import DEFAULT_READ_RATES, ProviderName, load_settings
+from bulkdm.settings import DEFAULT_READ_RATES, ProviderName, ProviderSettings, load_settings
 
 SINCE = "2000-01-01T00:00:00Z"
 #: a budget no test drains by time: what is taken stays taken for the test's length
@@ -118,10 +118,13 @@ def test_each_provider_has_its_own_default_read_rate(tmp_path: Path, provider: s
     token = '\nauth_token_env = "T"' if provider == "getxapi" else ""
     senders = f'[[senders]]\naccount = "a"{token}\n'
     config.write_text(f'[provider]\nname = "{provider}"\n{senders}')
-    default = load_settings(campaign).provider.read_rates
+    default = load_settings(campaign).provider.read_limits
     assert default == DEFAULT_READ_RATES[ProviderName(provider)]
     config.write_text(f'[provider]\nname = "{provider}"\nread_rate = "7/1s"\n{senders}')
-    assert load_settings(campaign).provider.read_rates == (Rate(count=7, period_s=1.0),)
+    assert load_settings(campaign).provider.read_limits == (Rate(count=7, period_s=1.0),)
+    # settings built in code take the named provider's default too
+    built = ProviderSettings(name=ProviderName(provider))
+    assert built.read_limits == DEFAULT_READ_RATES[ProviderName(provider)]
 
 
 def test_the_defaults_are_half_of_what_the_providers_publish() -> None:
