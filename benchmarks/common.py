@@ -213,12 +213,15 @@ def write_campaign(path: Path, rows: int, *, first_id: int = 10_000_000) -> None
 
 
 def write_settings(
-    path: Path, *, base_url: str, senders: Sequence[str], sender_rate: str = UNBOUNDED_RATE,
-    key_rate: str = UNBOUNDED_RATE, concurrency: int = 64, synchronous: str = "FULL",
+    path: Path, *, base_url: str, senders: Sequence[str],
+    sender_rate: str | Sequence[str] = UNBOUNDED_RATE, key_rate: str = UNBOUNDED_RATE,
+    concurrency: int = 64, synchronous: str = "FULL",
 ) -> None:
     """The settings file of a benchmark campaign (Xquik, API key from ``API_KEY_ENV``)."""
+    rates = [sender_rate] if isinstance(sender_rate, str) else list(sender_rate)
+    rate = ", ".join(f'"{r}"' for r in rates)
     blocks = "".join(
-        f'[[senders]]\naccount = "{s}"\nrate = "{sender_rate}"\ndaily_cap = 2000000000\n\n'
+        f'[[senders]]\naccount = "{s}"\nrate = [{rate}]\ndaily_cap = 2000000000\n\n'
         for s in senders)
     path.write_text(
         '[campaign]\nname = "bench"\ntemplate = "Hello {first_name}, your plan is ready."\n\n'

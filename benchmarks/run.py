@@ -37,13 +37,13 @@ from benchmarks.common import Section
 FULL = {
     "overhead": OverheadSizes(rows=50_000, senders=16, concurrency=64, reps=2,
                               latency_rows=20_000, one_sender_rows=10_000),
-    "pace": PaceSizes(senders=50, duration_s=60.0, concurrency=64),
+    "pace": PaceSizes(senders=50, duration_s=60.0, concurrency=64, jitter_rows=1_000),
     "scale": ScaleSizes(plan_rows=1_000_000, small_rows=10_000, large_rows=1_000_000),
 }
 SMOKE = {
     "overhead": OverheadSizes(rows=2_000, senders=4, concurrency=64, reps=1,
                               latency_rows=1_000, one_sender_rows=500),
-    "pace": PaceSizes(senders=5, duration_s=5.0, concurrency=64),
+    "pace": PaceSizes(senders=5, duration_s=5.0, concurrency=64, jitter_rows=300),
     "scale": ScaleSizes(plan_rows=20_000, small_rows=1_000, large_rows=20_000),
 }
 BENCHMARKS: dict[str, Callable[[Section, object, Path], dict[str, float]]] = {

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Final
 
 from bulkdm.errors import BulkdmError, CheckpointError, ConfigError
 from bulkdm.naming import CHECKPOINT_SUFFIX, HANDOFF_SUFFIX, beside, checkpoint_of
+from bulkdm.sandbox import cli as sandbox_cli
 from bulkdm.settings import COMMAND_LINE, Settings, load_settings
 
 if TYPE_CHECKING:
@@ -357,22 +358,8 @@ EXPORT: Final = Command(name="export", help="rebuild handoff records (JSONL or C
 # -- sandbox --------------------------------------------------------------------------------------
 
 
-def _sandbox_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("options", nargs=argparse.REMAINDER,
-                        help="sandbox options: --port 8787 --latency 50ms --fail-rate 0.01 "
-                             "--drop-rate 0.01 ... (bulkdm sandbox -- --help lists them all)")
-
-
-async def _sandbox(args: argparse.Namespace) -> int:
-    from bulkdm.sandbox.cli import build_config, parse_args, serve
-
-    options = parse_args([o for o in args.options if o != "--"])
-    await serve(build_config(options), options.host, options.port)
-    return 0
-
-
 SANDBOX: Final = Command(name="sandbox", help="serve the local Xquik + GetXAPI sandbox",
-                         add_arguments=_sandbox_arguments, handler=_sandbox)
+                         add_arguments=sandbox_cli.add_arguments, handler=sandbox_cli.serve_args)
 
 
 def _absolute(path: Path) -> Path:

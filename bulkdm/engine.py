@@ -16,7 +16,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Final
@@ -30,6 +29,7 @@ from bulkdm.providers.base import DmRequest, Provider, SenderAuth
 from bulkdm.ratelimit import Gate, WindowLimiter
 from bulkdm.rows import RowRecord, RowState
 from bulkdm.settings import DmNotAllowedPolicy, ProviderName, Settings
+from bulkdm.timestamps import iso_utc as _iso
 
 __all__ = ["Engine", "FinishReason", "RunReport", "SenderState"]
 
@@ -137,10 +137,11 @@ class Engine:
         self._clock = clock
         self._gate = gate or Gate(clock=clock)
         self._slots = asyncio.Semaphore(settings.run.concurrency)
-        self._key = WindowLimiter(settings.provider.rates, smooth=True)
-        self._reads = WindowLimiter(settings.provider.read_rates)
-        self._senders = {a: _Sender(auths[a], WindowLimiter(s.windows, smooth=True))
-                         for a, s in ((s.account, s) for s in settings.senders)}
+        guard_s = settings.run.rate_guard_s
+        self._key = WindowLimiter(settings.provider.rates, least_guard_s=guard_s, smooth=True)
+        self._senders = {
+            a: _Sender(auths[a], WindowLimiter(s.windows, least_guard_s=guard_s, smooth=True))
+            for a, s in ((s.account, s) for s in settings.senders)}
         self._tasks: set[asyncio.Task[None]] = set()
         self._halt: str | None = None
         # a replay under the same key (Xquik) is safe at once; a lookup (GetXAPI) waits for
@@ -544,7 +545,7 @@ class Engine:
 
     async def _look_up(self, row: RowRecord, sender: _Sender) -> Reconciliation | None:
         """Read the conversation for the row's text (None: stopped before the read)."""
-        if await self._gate.acquire(self._reads, stop=self._stop) is None:
+        if self._stop.is_set():  # reads keep the provider's read budget (providers.readbudget)
             return None
         # only this sender's messages created after its first attempt left (less the clock
         # skew allowance): an older DM with the same text is another campaign's
@@ -593,7 +594,7 @@ class Engine:
 
         async def resolve(username: str) -> tuple[str, Outcome]:
             async with limit:
-                if await self._gate.acquire(self._reads, stop=self._stop) is None:
+                if self._stop.is_set():
                     return username, Outcome(action=Action.RETRY, code="stopped")
                 return username, await self._provider.resolve(username, sender.auth)
 
@@ -741,9 +742,3 @@ def _expect(row: RowRecord) -> Expect:
 
 def _file_sha256(path: str) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def _iso(epoch_s: float) -> str:
-    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z"
-    )

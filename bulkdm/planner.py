@@ -17,7 +17,6 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, TypeAlias, cast
 
@@ -43,6 +42,7 @@ from bulkdm.report import PlanReport, build_report
 from bulkdm.rows import PlannedRow, RowState
 from bulkdm.settings import ProviderName, Settings, settings_fingerprint
 from bulkdm.template import Template, TemplateProblem, compile_template, render
+from bulkdm.timestamps import now_iso
 
 __all__ = [
     "BATCH_ROWS",
@@ -430,7 +430,7 @@ async def ensure_plan(
         campaign_sha256=inputs.campaign_sha256,
         settings_sha256=inputs.settings_sha256,
         provider=settings.provider.name.value,
-        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        created_at=now_iso(),
         settings_path="" if settings.source is None else str(settings.source.resolve()),
         campaign_id=campaign_id,
     )
@@ -495,7 +495,7 @@ async def _amend(
         campaign=settings.campaign.name, campaign_path=inputs.campaign_path,
         campaign_sha256=inputs.campaign_sha256, settings_sha256=inputs.settings_sha256,
         provider=settings.provider.name.value,
-        created_at=datetime.now(UTC).isoformat(timespec="seconds"), campaign_id=old.campaign_id,
+        created_at=now_iso(), campaign_id=old.campaign_id,
     )
     suppression = await anyio.to_thread.run_sync(load_suppression, settings.campaign.suppression)
     planner = Planner(settings, campaign_dir=campaign_path.parent, suppression=suppression)

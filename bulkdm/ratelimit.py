@@ -35,6 +35,7 @@ import anyio
 from bulkdm.rates import Rate
 
 __all__ = [
+    "DEFAULT_LEAST_GUARD_S",
     "DEFAULT_MAX_WAIT_S",
     "Gate",
     "Slot",
@@ -50,9 +51,15 @@ DEFAULT_MAX_WAIT_S = 1.0
 _MIN_WAIT_S = 1e-4
 
 
-def default_guard_s(rate: Rate) -> float:
-    """The default guard for ``rate``: 2 % of its period, at most one second."""
-    return min(0.02 * rate.period_s, 1.0)
+#: the least guard of a window by default (``[run] rate_guard``): a provider that stamps a send
+#: up to 50 ms later than another (its queue, the network, its handler) must still see no
+#: ``count + 1`` in a 1-second window, with room to spare for the client's own scheduling
+DEFAULT_LEAST_GUARD_S = 0.1
+
+
+def default_guard_s(rate: Rate, least_s: float = DEFAULT_LEAST_GUARD_S) -> float:
+    """The default guard for ``rate``: 2 % of its period up to one second, at least ``least_s``."""
+    return max(least_s, min(0.02 * rate.period_s, 1.0))
 
 
 class WindowLimiter:
@@ -60,7 +67,8 @@ class WindowLimiter:
 
     The guard widens each window so that jitter between the moment a slot is taken here and the
     moment the request reaches the provider cannot put ``count + 1`` events in a window as the
-    provider measures it. ``guard_s=None`` uses :func:`default_guard_s` for each rate.
+    provider measures it. ``guard_s`` is the same guard for every window; ``None`` uses
+    :func:`default_guard_s` for each rate, with ``least_guard_s`` as its least.
     ``smooth=True`` also keeps events at least ``period/count`` apart (of the least strict rate):
     the same pace, without bursts.
 
@@ -71,10 +79,13 @@ class WindowLimiter:
     """
 
     def __init__(
-        self, rates: Sequence[Rate], *, guard_s: float | None = None, smooth: bool = False
+        self, rates: Sequence[Rate], *, guard_s: float | None = None,
+        least_guard_s: float = DEFAULT_LEAST_GUARD_S, smooth: bool = False,
     ) -> None:
         if guard_s is not None and guard_s < 0:
             raise ValueError(f"guard_s must be >= 0, got {guard_s}")
+        if least_guard_s < 0:
+            raise ValueError(f"least_guard_s must be >= 0, got {least_guard_s}")
         # smooth: events at least period/count apart (the least strict rate's), so a window's
         # count is spread over it instead of leaving in one burst. Bursts from many senders at
         # once queue up at the provider, and that queueing is jitter the guard has to absorb.
@@ -83,7 +94,8 @@ class WindowLimiter:
         )
         self._rates = tuple(rates)
         self._windows_s = tuple(
-            r.period_s + (default_guard_s(r) if guard_s is None else guard_s) for r in self._rates
+            r.period_s + (default_guard_s(r, least_guard_s) if guard_s is None else guard_s)
+            for r in self._rates
         )
         self._longest_s = max(self._windows_s, default=0.0)
         self._cap = max((r.count for r in self._rates), default=0)

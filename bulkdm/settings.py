@@ -21,11 +21,13 @@ import orjson
 from bulkdm import keys
 from bulkdm.errors import ConfigError
 from bulkdm.naming import beside, campaign_stem
+from bulkdm.ratelimit import DEFAULT_LEAST_GUARD_S
 from bulkdm.rates import Rate, parse_duration_s, parse_rate
 from bulkdm.template import TemplateProblem, compile_template
 
 __all__ = [
     "DEFAULT_BASE_URLS",
+    "DEFAULT_READ_RATES",
     "CampaignSettings",
     "CostSettings",
     "DmNotAllowedPolicy",
@@ -60,6 +62,15 @@ DEFAULT_API_KEY_ENV: Final = {
     ProviderName.GETXAPI: "GETXAPI_API_KEY",
 }
 
+#: the API key's read budget by default: half of what each provider publishes (Xquik: 300 GET
+#: per second; GetXAPI's blog: 900 reads per 15 minutes), because the leaky bucket that meters
+#: reads lets up to twice its rate through in one period after an idle spell
+#: (:mod:`bulkdm.providers.readbudget`)
+DEFAULT_READ_RATES: Final = {
+    ProviderName.XQUIK: (Rate(count=150, period_s=1.0),),
+    ProviderName.GETXAPI: (Rate(count=450, period_s=900.0),),
+}
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class CampaignSettings:
@@ -86,10 +97,16 @@ class ProviderSettings:
     api_key_env: str = DEFAULT_API_KEY_ENV[ProviderName.XQUIK]
     #: the API key's write budget, shared by all senders (Xquik: 120 POST / 60 s)
     rates: tuple[Rate, ...] = (Rate(count=120, period_s=60.0),)
-    #: the API key's read budget (user lookups, history)
-    read_rates: tuple[Rate, ...] = (Rate(count=300, period_s=1.0),)
+    #: the API key's read budget (user lookups, write-action polls, history reads); ``None`` is
+    #: the provider's own default (:data:`DEFAULT_READ_RATES`), see :attr:`read_limits`
+    read_rates: tuple[Rate, ...] | None = None
     request_timeout_s: float = 30.0
     poll_timeout_s: float = 120.0
+
+    @property
+    def read_limits(self) -> tuple[Rate, ...]:
+        """``read_rates``, or the named provider's default read budget when none is set."""
+        return DEFAULT_READ_RATES[self.name] if self.read_rates is None else self.read_rates
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -141,6 +158,10 @@ class RunSettings:
     #: how long a stop waits for in-flight sends before it leaves them to the next resume
     stop_grace_s: float = 30.0
     progress_interval_s: float = 10.0
+    #: the least time added to every rate window, for jitter between the moment bulkdm counts a
+    #: send and the moment the provider does; a window of P seconds gets 2 % of P (up to 1 s)
+    #: when that is more
+    rate_guard_s: float = DEFAULT_LEAST_GUARD_S
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -442,7 +463,7 @@ def _provider(table: _Table) -> ProviderSettings:
         base_url=base_url,
         api_key_env=table.env_name("api_key_env", DEFAULT_API_KEY_ENV[name]) or "",
         rates=table.rates("rate", defaults.rates),
-        read_rates=table.rates("read_rate", defaults.read_rates),
+        read_rates=table.rates("read_rate", ()) if table.has("read_rate") else None,
         request_timeout_s=table.duration_s("request_timeout", defaults.request_timeout_s),
         poll_timeout_s=table.duration_s("poll_timeout", defaults.poll_timeout_s),
     )
@@ -532,6 +553,7 @@ def _run(table: _Table) -> RunSettings:
         synchronous=synchronous.upper(),
         stop_grace_s=table.duration_s("stop_grace", defaults.stop_grace_s),
         progress_interval_s=table.duration_s("progress_interval", defaults.progress_interval_s),
+        rate_guard_s=table.duration_s("rate_guard", defaults.rate_guard_s),
     )
     table.done()
     return settings

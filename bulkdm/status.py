@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 
 from bulkdm.checkpoint import Checkpoint, SenderRecord
 from bulkdm.progress import format_duration
+from bulkdm.timestamps import iso_utc, parse_iso
 
 __all__ = ["SenderStatus", "Status", "read_status", "status_text"]
 
@@ -57,7 +57,7 @@ async def read_status(checkpoint: Checkpoint) -> Status:
             account=account, sent=sent.get(account, 0), waiting=waiting.get(account, 0),
             state=_sender_state(record, now_s, waiting=waiting.get(account, 0)),
             reason=record.reason if record else None,
-            next_due_at=_iso(due_s) if due_s else None,
+            next_due_at=iso_utc(due_s) if due_s else None,
         ))
     return Status(
         campaign=meta.campaign if meta else "", provider=meta.provider if meta else "",
@@ -79,8 +79,9 @@ def status_text(status: Status) -> str:
     now_s = time.time()
     for sender in status.senders:
         when = ""
-        if sender.next_due_at:
-            due_s = datetime.fromisoformat(sender.next_due_at).timestamp()
+        due = parse_iso(sender.next_due_at)
+        if due is not None:
+            due_s = due.timestamp()
             when = "now" if due_s <= now_s else f"in {format_duration(due_s - now_s)}"
             when = f", next {when}"
         why = f" ({sender.reason})" if sender.reason else ""
@@ -97,7 +98,3 @@ def _sender_state(record: SenderRecord | None, now_s: float, *, waiting: int) ->
     if record is not None and record.until_s is not None and record.until_s > now_s:
         return "resting"
     return "ready"
-
-
-def _iso(epoch_s: float) -> str:
-    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -46,21 +46,42 @@ def test_burst_then_wait_for_oldest_to_leave_window() -> None:
 
 
 def test_default_guard() -> None:
-    assert default_guard_s(TEN_PER_S) == pytest.approx(0.02)
+    # at least [run] rate_guard (100 ms by default); 2 % of a long window, up to 1 s
+    assert default_guard_s(TEN_PER_S) == pytest.approx(0.1)
+    assert default_guard_s(TEN_PER_S, 0.02) == pytest.approx(0.02)
+    assert default_guard_s(Rate(count=10, period_s=30.0)) == pytest.approx(0.6)
     assert default_guard_s(PER_15M) == 1.0
-    assert WindowLimiter([TEN_PER_S]).window_s(TEN_PER_S) == pytest.approx(1.02)
+    assert default_guard_s(PER_15M, 3.0) == 3.0
+    assert WindowLimiter([TEN_PER_S]).window_s(TEN_PER_S) == pytest.approx(1.1)
+    assert WindowLimiter([TEN_PER_S], least_guard_s=0.05).window_s(TEN_PER_S) == 1.05
     assert WindowLimiter([TEN_PER_S], guard_s=0.5).window_s(TEN_PER_S) == 1.5
     with pytest.raises(ValueError, match="guard_s"):
         WindowLimiter([TEN_PER_S], guard_s=-1.0)
+    with pytest.raises(ValueError, match="least_guard_s"):
+        WindowLimiter([TEN_PER_S], least_guard_s=-1.0)
 
 
 def test_guard_keeps_provider_window_under_count_despite_jitter() -> None:
-    lim = WindowLimiter([TEN_PER_S])
+    lim = WindowLimiter([TEN_PER_S], guard_s=0.02)
     times = fill(lim, 100)
     # the request may reach the provider up to guard seconds later than the slot was taken
     rng = random.Random(7)
     arrivals = [t + rng.uniform(0.0, 0.02) for t in times]
     assert max_in_window(arrivals, 1.0, closed=False) <= 10
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_default_guard_holds_one_second_windows_with_50ms_of_receiver_jitter(
+        seed: int) -> None:
+    # 40/1s at the smooth pace, each send stamped by the receiver 0-50 ms after it left
+    rng = random.Random(seed)
+    jitter_s = 0.05
+    default = fill(WindowLimiter([Rate(count=40, period_s=1.0)], smooth=True), 1000)
+    stamped = [t + rng.uniform(0.0, jitter_s) for t in default]
+    assert max_in_window(stamped, 1.0, closed=True) <= 40
+    # the old 20 ms guard did not: a send stamped late and the next one early share a window
+    old = fill(WindowLimiter([Rate(count=40, period_s=1.0)], guard_s=0.02, smooth=True), 1000)
+    assert max_in_window([t + rng.uniform(0.0, jitter_s) for t in old], 1.0, closed=True) > 40
 
 
 def test_several_windows_at_once() -> None:

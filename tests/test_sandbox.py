@@ -12,7 +12,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from multidict import CIMultiDictProxy
 
 from bulkdm.rates import Rate
 from bulkdm.sandbox import Delivery, Faults, Sandbox, SandboxConfig, derive_user_id, running_sandbox
@@ -50,7 +49,8 @@ WRITE_ACTION_TYPES: dict[str, type | tuple[type, ...]] = {
 class Reply:
     status: int
     body: Any
-    headers: CIMultiDictProxy[str]
+    #: aiohttp's case-insensitive headers (a multidict, which only aiohttp declares)
+    headers: Mapping[str, str]
 
 
 @pytest.fixture

@@ -35,9 +35,10 @@ async def open_provider(
     """The client ``settings.name`` names, with its own session and connection pool.
 
     :param concurrency: sends in flight at once; the pool holds that many connections plus a
-        few for lookups, history reads and polls
+        few for lookups, history reads and polls, which keep ``settings.read_limits``
     """
-    http = HttpClient.open(concurrency=concurrency, request_timeout_s=settings.request_timeout_s)
+    http = HttpClient.open(concurrency=concurrency, request_timeout_s=settings.request_timeout_s,
+                           read_rates=settings.read_limits)
     if settings.name is ProviderName.GETXAPI:
         return GetXapiProvider(http=http, base_url=settings.base_url, api_key=api_key)
     return XquikProvider(

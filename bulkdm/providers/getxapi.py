@@ -30,6 +30,7 @@ from bulkdm.providers.http import (
     text_field,
 )
 from bulkdm.secrets import Secret
+from bulkdm.timestamps import normalize_iso
 
 __all__ = ["MAX_CONVERSATION_PAGES", "GetXapiProvider", "conversation_id"]
 
@@ -213,7 +214,7 @@ def _send_result(answer: Answer) -> Outcome:
             action=Action.DONE,
             value=message_id,
             http_status=200,
-            sent_at=text_field(data, "createdAt"),
+            sent_at=normalize_iso(text_field(data, "createdAt")),
         )
     if 200 <= answer.status < 300 and text_field(body, "error") is None:
         # a success status that does not read as one: the DM may well be out, so check

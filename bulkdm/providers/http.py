@@ -19,7 +19,7 @@ import email.utils
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -29,7 +29,10 @@ import aiohttp
 import orjson
 
 from bulkdm.outcomes import Action, Outcome, Reconciliation
+from bulkdm.providers.readbudget import ReadBudget
+from bulkdm.rates import Rate
 from bulkdm.secrets import MASK
+from bulkdm.timestamps import normalize_iso, parse_iso
 
 __all__ = [
     "MAX_MESSAGE_CHARS",
@@ -109,14 +112,21 @@ async def _on_chunk_sent(
 
 
 class HttpClient:
-    """One aiohttp session and connection pool for a whole run; see :meth:`open`."""
+    """One aiohttp session and connection pool for a whole run; see :meth:`open`.
 
-    def __init__(self, session: aiohttp.ClientSession) -> None:
+    Every read (``write=False``) first takes one from :attr:`reads`, the API key's read budget.
+    """
+
+    def __init__(self, session: aiohttp.ClientSession, reads: ReadBudget | None = None) -> None:
         self._session = session
+        self.reads = reads or ReadBudget()
 
     @classmethod
-    def open(cls, *, concurrency: int, request_timeout_s: float) -> HttpClient:
-        """A client whose pool holds ``concurrency`` sends plus a few reads.
+    def open(
+        cls, *, concurrency: int, request_timeout_s: float, read_rates: Sequence[Rate] = ()
+    ) -> HttpClient:
+        """A client whose pool holds ``concurrency`` sends plus a few reads, and whose reads
+        keep ``read_rates`` (none: reads are not metered).
 
         Call it inside the running event loop (aiohttp binds the session to it).
         """
@@ -131,7 +141,7 @@ class HttpClient:
         session = aiohttp.ClientSession(
             connector=connector, timeout=timeout, trace_configs=[trace], raise_for_status=False
         )
-        return cls(session)
+        return cls(session, ReadBudget(read_rates))
 
     def __repr__(self) -> str:
         return f"HttpClient(closed={self._session.closed})"
@@ -151,8 +161,11 @@ class HttpClient:
         """Send one request and read the whole answer; a transport failure is an Outcome.
 
         ``write`` says whether the request changes something (a DM, an upload): only then can a
-        failure after the request was written mean "maybe done".
+        failure after the request was written mean "maybe done". A read waits for the read
+        budget first, outside the request's timeout.
         """
+        if not write:
+            await self.reads.acquire()
         dispatch = _Dispatch(on_sent=on_sent)
         data: bytes | aiohttp.FormData | None = form
         all_headers = dict(headers)
@@ -304,17 +317,6 @@ def _scaled(value: float | None, factor: float) -> float | None:
     return None if value is None else value * factor
 
 
-def parse_iso(value: object) -> datetime | None:
-    """An ISO 8601 timestamp (``...Z`` or with an offset) as an aware UTC datetime, or None."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
-
-
 def redact(text: str, *secrets: str) -> str:
     """``text`` with every secret value masked: provider texts are copied into outcomes and logs,
     and a provider that echoes a token must not put it there."""
@@ -346,7 +348,8 @@ def search_messages(
             continue
         if is_ours(item):
             found = Reconciliation(
-                found=True, message_id=text_field(item, "id"), sent_at=text_field(item, "createdAt")
+                found=True, message_id=text_field(item, "id"),
+                sent_at=normalize_iso(text_field(item, "createdAt")),
             )
             return found, older
     return None, older

@@ -36,6 +36,7 @@ from bulkdm.providers.http import (
     text_field,
 )
 from bulkdm.secrets import Secret
+from bulkdm.timestamps import normalize_iso
 
 __all__ = ["MAX_MEDIA_BYTES", "XquikProvider"]
 
@@ -172,7 +173,8 @@ class XquikProvider:
                 http_status=final_answer.status,
                 request_id=request_id,
                 write_action_id=_action_id(final),
-                sent_at=text_field(final, "completedAt") or text_field(final, "createdAt"),
+                sent_at=normalize_iso(
+                    text_field(final, "completedAt") or text_field(final, "createdAt")),
             )
         outcome = classify_xquik(
             status=final_answer.status, body=final, retry_after_s=None, write=True

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from bulkdm.sandbox.ids import iso_utc
+from bulkdm.timestamps import iso_utc
 
 __all__ = ["ActionStore", "Stored", "WriteAction", "render_action", "request_hash"]
 

@@ -130,9 +130,14 @@ class Sandbox:
 
     @web.middleware
     async def _latency(self, request: web.Request, handler: _Handler) -> web.StreamResponse:
+        own = request.path.startswith("/_sandbox/")
+        arrival_s = 0.0 if own else self._state.dice.arrival_delay_s()
+        if arrival_s > 0:
+            # before the handler: the delivery's stamp is taken that much later
+            await asyncio.sleep(arrival_s)
         response = await handler(request)
         delay_s = self._state.dice.delay_s()
-        if delay_s > 0 and not request.path.startswith("/_sandbox/"):
+        if delay_s > 0 and not own:
             await asyncio.sleep(delay_s)
         return response
 

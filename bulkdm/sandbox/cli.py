@@ -1,4 +1,8 @@
-"""``python -m bulkdm.sandbox``: parse flags into a :class:`SandboxConfig` and serve until a signal."""
+"""``bulkdm sandbox`` and ``python -m bulkdm.sandbox``: flags into a :class:`SandboxConfig`, serve.
+
+Both commands take the same options from :func:`add_arguments`. This module imports aiohttp only
+when it serves, so ``bulkdm --help`` (which lists the sandbox's options) stays quick.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,13 @@ import argparse
 import asyncio
 import gc
 import signal
+import sys
 from collections.abc import Callable
 
 from bulkdm.rates import Rate, parse_duration_s, parse_rate
-from bulkdm.sandbox.app import Sandbox
 from bulkdm.sandbox.config import Faults, SandboxConfig
 
-__all__ = ["build_config", "main", "parse_args"]
+__all__ = ["add_arguments", "build_config", "main", "parse_args", "serve", "serve_args"]
 
 _DESCRIPTION = "Serve a local Xquik + GetXAPI stand-in that records every delivered DM."
 
@@ -42,12 +46,21 @@ def _probability(text: str) -> float:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The flags of ``python -m bulkdm.sandbox`` (exits 2 on a bad one, as argparse does)."""
     parser = argparse.ArgumentParser(prog="python -m bulkdm.sandbox", description=_DESCRIPTION)
+    add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the sandbox's options to ``parser``; :func:`build_config` reads them back."""
     add = parser.add_argument
     add("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     add("--port", type=int, default=8787, help="port to bind; 0 picks a free one (default 8787)")
     add("--latency", type=_milliseconds, default=0.0, help="added to each answer, e.g. 50ms")
     add("--jitter", type=_milliseconds, default=0.0, help="latency varies by +/- this, e.g. 10ms")
+    add("--arrival-jitter", type=_milliseconds, default=0.0,
+        help="each request waits 0 to this long before it is handled and stamped, e.g. 50ms")
     add("--fail-rate", type=_probability, default=0.0, help="share of sends answered 5xx")
     add("--rate-limit-rate", type=_probability, default=0.0, help="share of sends answered 429")
     add("--drop-rate", type=_probability, default=0.0, help="share of delivered sends cut off")
@@ -62,13 +75,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--read-rate", type=_rate, action="append", default=[], help="reads per key, e.g. 300/1s")
     add("--credits", type=int, default=None, help="Xquik credit balance (default unlimited)")
     add("--api-key", action="append", default=None, help="accept only these API keys")
-    return parser.parse_args(argv)
 
 
 def build_config(args: argparse.Namespace) -> SandboxConfig:
     faults = Faults(
         latency_ms=args.latency,
         jitter_ms=args.jitter,
+        arrival_jitter_ms=args.arrival_jitter,
         fail_rate=args.fail_rate,
         rate_limit_rate=args.rate_limit_rate,
         accept_rate=args.accept_rate,
@@ -88,8 +101,21 @@ def build_config(args: argparse.Namespace) -> SandboxConfig:
     )
 
 
+async def serve_args(args: argparse.Namespace) -> int:
+    """Serve the sandbox the flags describe; 0 after a clean stop, 1 if the port cannot be bound."""
+    try:
+        await serve(build_config(args), args.host, args.port)
+    except OSError as exc:
+        print(f"OSError: cannot serve on {args.host}:{args.port}: {exc}",  # noqa: T201
+              file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
 async def serve(config: SandboxConfig, host: str, port: int) -> None:
     """Serve until SIGINT or SIGTERM, printing the URLs once listening."""
+    from bulkdm.sandbox.app import Sandbox  # aiohttp: only once there is something to serve
+
     # The ledger only grows, and the cyclic collector's full passes over it pause the server
     # for tens of milliseconds: arrival times recorded late by that much would show rate
     # windows the client never broke. The sandbox builds no reference cycles worth collecting.
@@ -116,14 +142,8 @@ async def serve(config: SandboxConfig, host: str, port: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the sandbox from flags; returns 0 after a clean stop, 1 if the port cannot be bound."""
     args = parse_args(argv)
-    config = build_config(args)
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        try:
-            runner.run(serve(config, args.host, args.port))
-        except OSError as exc:
-            print(f"OSError: cannot serve on {args.host}:{args.port}: {exc}", flush=True)  # noqa: T201
-            return 1
-    return 0
+        return runner.run(serve_args(args))
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -13,7 +13,8 @@ __all__ = ["Faults", "SandboxConfig"]
 class Faults:
     """Faults injected into DM sends, each drawn independently from ``random.Random(seed)``.
 
-    Applied after authentication, validation, the directory and the rate windows, in this order:
+    ``arrival_jitter_ms`` delays a request before anything else looks at it. The others are
+    applied after authentication, validation, the directory and the rate windows, in this order:
     ``rate_limit_rate`` (a spurious 429, not delivered), ``fail_rate`` (a 5xx, not delivered), the
     delivery itself, ``drop_rate`` (the connection is cut with no answer after the delivery is
     recorded), ``accept_rate`` (Xquik: 202 and a non-terminal action), then the latency.
@@ -25,6 +26,9 @@ class Faults:
     latency_ms: float = 0
     #: the latency varies uniformly within plus or minus this much
     jitter_ms: float = 0
+    #: each request waits a random 0 to this many ms before it is handled, as in a provider's
+    #: queue: deliveries are stamped, and the sandbox's rate windows count them, that much late
+    arrival_jitter_ms: float = 0
     fail_rate: float = 0
     rate_limit_rate: float = 0
     accept_rate: float = 0

@@ -42,5 +42,10 @@ class FaultDice:
             latency_ms += self._rng.uniform(-jitter_ms, jitter_ms)
         return max(0.0, latency_ms) / 1000
 
+    def arrival_delay_s(self) -> float:
+        """How long one request waits before it is handled, in seconds (0 when not configured)."""
+        jitter_ms = self.faults.arrival_jitter_ms
+        return self._rng.uniform(0, jitter_ms) / 1000 if jitter_ms > 0 else 0.0
+
     def _roll(self, rate: float) -> bool:
         return rate > 0 and self._rng.random() < rate

@@ -15,10 +15,10 @@ from typing import Any
 from aiohttp import web
 
 from bulkdm.sandbox.directory import Profile, RecipientRefusal, SenderRefusal
-from bulkdm.sandbox.ids import iso_utc
 from bulkdm.sandbox.ledger import Entry, Page, page_newest_first, pair_key
 from bulkdm.sandbox.replies import cut_connection, json_reply, read_json_object
 from bulkdm.sandbox.state import SandboxState
+from bulkdm.timestamps import iso_utc
 
 __all__ = ["PAGE_SIZE", "GetXapiRoutes", "sender_of_token"]
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import UTC, datetime
 
-__all__ = ["IdSource", "iso_utc"]
+__all__ = ["IdSource"]
 
 #: X's snowflake epoch (2010-11-04), in milliseconds
 _X_EPOCH_MS = 1288834974657
@@ -36,8 +35,3 @@ class IdSource:
         request_id = self._next_request
         self._next_request += 1
         return f"req_{self._request_prefix}{request_id:010d}"
-
-
-def iso_utc(at_s: float) -> str:
-    """``2026-02-24T10:00:00.000Z``: ISO 8601 UTC with milliseconds, as both providers write it."""
-    return datetime.fromtimestamp(at_s, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"

@@ -18,7 +18,6 @@ from aiohttp import web
 from bulkdm.sandbox import xquik_errors as errors
 from bulkdm.sandbox.actions import Stored, WriteAction, render_action
 from bulkdm.sandbox.directory import Profile, SenderRefusal
-from bulkdm.sandbox.ids import iso_utc
 from bulkdm.sandbox.ledger import Entry, page_newest_first
 from bulkdm.sandbox.replies import cut_connection, json_reply
 from bulkdm.sandbox.state import SandboxState
@@ -30,6 +29,7 @@ from bulkdm.sandbox.xquik_input import (
     read_dm,
     read_media,
 )
+from bulkdm.timestamps import iso_utc
 
 __all__ = ["HISTORY_PAGE_SIZE", "XquikRoutes"]
 

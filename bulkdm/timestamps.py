@@ -1,0 +1,43 @@
+"""One form for every timestamp bulkdm writes: RFC 3339 in UTC, with milliseconds and ``Z``, as
+Xquik writes them (``2026-11-30T02:46:35.910Z``).
+
+Checkpoint columns, handoff records, exports, status and notes all take theirs from
+:func:`iso_utc`; a provider's timestamp is brought to the same form by :func:`normalize_iso`.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+__all__ = ["iso_utc", "normalize_iso", "now_iso", "parse_iso"]
+
+
+def iso_utc(epoch_s: float) -> str:
+    """Unix seconds as ``YYYY-MM-DDTHH:MM:SS.mmmZ`` (UTC; milliseconds truncated)."""
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+def now_iso() -> str:
+    """The wall-clock time now, in the form of :func:`iso_utc`."""
+    return iso_utc(time.time())
+
+
+def parse_iso(value: object) -> datetime | None:
+    """An ISO 8601 timestamp (``...Z`` or with an offset) as an aware UTC datetime, or None.
+
+    A timestamp without an offset is taken to be UTC.
+    """
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def normalize_iso(value: object) -> str | None:
+    """Any ISO 8601 timestamp in the form of :func:`iso_utc`; None when it is not one."""
+    when = parse_iso(value)
+    return None if when is None else iso_utc(when.timestamp())
