@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, fields
@@ -22,7 +22,7 @@ from typing import Any, Final, TypeAlias
 
 import aiosqlite
 
-from bulkdm.errors import CheckpointError
+from bulkdm.errors import BulkdmError, CheckpointError, StorageError
 from bulkdm.rows import PlannedRow, RowRecord, RowState
 from bulkdm.schema import INDEXES, LOAD_LATE_INDEXES, MIGRATIONS, SCHEMA_VERSION
 
@@ -52,6 +52,13 @@ __all__ = [
 ]
 
 _SYNC_MODES: Final = frozenset({"FULL", "NORMAL", "EXTRA", "OFF"})
+#: SQLite's result codes that say the file cannot be written (not that a statement is wrong)
+_STORAGE_REASONS: Final = {
+    "SQLITE_FULL": "the disk is full",
+    "SQLITE_READONLY": "the file is read-only",
+    "SQLITE_IOERR": "a disk I/O error (is the disk full, or the file read-only?)",
+    "SQLITE_PERM": "permission denied",
+}
 _ROW_COLUMNS: Final = (
     "id, line, state, recipient_id, recipient_username, text, sender, external_id, media, "
     "consent, idempotency_key, attempts, message_id, media_id, reason, message, field, "
@@ -152,6 +159,8 @@ class Checkpoint:
         self.path = path
         self._writer = _Writer(path, synchronous)
         self._pending: list[tuple[Sequence[Write], asyncio.Future[None]]] = []
+        self._broken: BulkdmError | None = None  # the first failed write, kept for later calls
+        self._on_failure: list[Callable[[BulkdmError], None]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._seq = 0
 
@@ -163,13 +172,13 @@ class Checkpoint:
         try:
             db = await aiosqlite.connect(path, isolation_level=None)
         except sqlite3.Error as exc:
-            raise CheckpointError(f"{path}: cannot open the checkpoint: {exc}") from exc
+            raise _error_of(path, exc, "cannot open the checkpoint") from exc
         checkpoint = cls(db, path, synchronous=synchronous.upper())
         try:
             await checkpoint._prepare(synchronous.upper())
         except sqlite3.Error as exc:
             await db.close()
-            raise CheckpointError(f"{path}: not a usable checkpoint: {exc}") from exc
+            raise _error_of(path, exc, "not a usable checkpoint") from exc
         except CheckpointError:
             await db.close()
             raise
@@ -221,8 +230,24 @@ class Checkpoint:
         self._seq += 1
         return self._seq
 
+    def on_failure(self, callback: Callable[[BulkdmError], None]) -> None:
+        """Call ``callback`` with the error when a write first fails (a run stops there)."""
+        self._on_failure.append(callback)
+
+    def raise_if_failed(self) -> None:
+        """Raise the error of the first failed write, if a write failed."""
+        if self._broken is not None:
+            raise _again(self._broken)
+
     async def submit(self, writes: Sequence[Write]) -> None:
-        """Apply ``writes`` atomically, grouped with other waiting writes; return once durable."""
+        """Apply ``writes`` atomically, grouped with other waiting writes; return once durable.
+
+        :raises StorageError: the file cannot be written (disk full, read-only).
+        :raises CheckpointError: a write failed for another reason.
+        Once a write has failed, every later call raises the same error at once: nothing is
+        written after a gap.
+        """
+        self.raise_if_failed()
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((writes, future))
         if self._flusher is None or self._flusher.done():
@@ -238,16 +263,21 @@ class Checkpoint:
     async def _flush_loop(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, []
-            try:
-                await self._commit([w for writes, _ in batch for w in writes])
-            except sqlite3.Error as exc:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(CheckpointError(f"{self.path}: write failed: {exc}"))
-                continue
+            if self._broken is None:
+                try:
+                    await self._commit([w for writes, _ in batch for w in writes])
+                except sqlite3.Error as exc:
+                    self._broken = _error_of(self.path, exc, "write failed")
+                    self._broken.__cause__ = exc
+                    for callback in self._on_failure:
+                        callback(self._broken)
+            # the failed batch, and every one queued behind it, fails: each submitter once
             for _, future in batch:
                 if not future.done():
-                    future.set_result(None)
+                    if self._broken is None:
+                        future.set_result(None)
+                    else:
+                        future.set_exception(_again(self._broken))
 
     async def _commit(self, writes: list[Write]) -> None:
         # the whole transaction in one trip to the writer's thread, instead of one per statement
@@ -571,6 +601,27 @@ class _Writer:
         if self._executor is not None:
             self._executor.shutdown()  # its one task is done: this only joins the thread
             self._executor = None
+
+
+def _error_of(path: Path, exc: sqlite3.Error, doing: str) -> BulkdmError:
+    """A :class:`StorageError` when SQLite says the file cannot be written, else a
+    :class:`CheckpointError` that says what was being done."""
+    # the primary code: SQLITE_IOERR_WRITE is an SQLITE_IOERR
+    primary = "_".join(str(getattr(exc, "sqlite_errorname", "")).split("_")[:2])
+    reason = _STORAGE_REASONS.get(primary)
+    if reason is None:
+        return CheckpointError(f"{path}: {doing}: {exc}")
+    files = [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-journal")]
+    return StorageError.diagnosed(path, files, reason)
+
+
+def _again(error: BulkdmError) -> BulkdmError:
+    """A copy of ``error`` for one more caller (one instance raised many times would grow one
+    traceback with every caller's frames)."""
+    copy = StorageError(error.path, error.reason) if isinstance(error, StorageError) \
+        else CheckpointError(str(error))
+    copy.__cause__ = error.__cause__
+    return copy
 
 
 def _apply(db: sqlite3.Connection, writes: list[Write]) -> None:

@@ -1,7 +1,8 @@
 """The command line: parse arguments, load settings, run one async command, map errors to codes.
 
 Exit codes: 0 done; 1 a :class:`BulkdmError` (printed as ``Kind: message`` on stderr); 2 a usage
-error (argparse). Each subcommand is a :class:`Command` in :data:`COMMANDS`: a name, its help, a
+error (argparse); 4 stopped, here by a :class:`StorageError` (a file that cannot be written), said
+in one line on stderr. Each subcommand is a :class:`Command` in :data:`COMMANDS`: a name, its help, a
 function that adds its arguments and an async handler that returns the exit code.
 """
 
@@ -18,7 +19,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from bulkdm.errors import BulkdmError, CheckpointError, ConfigError
+from bulkdm.errors import BulkdmError, CheckpointError, ConfigError, StorageError
 from bulkdm.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -36,6 +37,8 @@ __all__ = [
 
 HELP_CONFIG: Final = "settings file (default: NAME.toml beside the campaign file)"
 HELP_CHECKPOINT: Final = "checkpoint file (default: NAME.bulkdm.sqlite beside the campaign file)"
+#: ``runner.ExitCode.STOPPED`` (not imported: ``bulkdm --help`` stays light)
+_EXIT_STOPPED: Final = 4
 HELP_DELIMITER: Final = 'CSV field separator: ",", ";" or "tab" (default: sniffed from the header)'
 
 
@@ -314,6 +317,10 @@ def main(argv: Sequence[str] | None = None, *, commands: Sequence[Command] = COM
     handler: Callable[[argparse.Namespace], Awaitable[int]] = args.handler
     try:
         return asyncio.run(_call(handler, args))
+    except StorageError as exc:
+        print(f"bulkdm: stopped: {exc}. Nothing is lost: once the file can be written (free "
+              "space, or make it writable), run the same command to resume.", file=sys.stderr)
+        return _EXIT_STOPPED
     except BulkdmError as exc:
         print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

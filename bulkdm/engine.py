@@ -14,7 +14,7 @@ import contextlib
 import hashlib
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -136,6 +136,7 @@ class Engine:
         self._senders = {a: _Sender(auths[a], WindowLimiter(s.windows, smooth=True))
                          for a, s in ((s.account, s) for s in settings.senders)}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._task_errors: list[BaseException] = []
         self._halt: str | None = None
         # a replay under the same key (Xquik) is safe at once; a lookup (GetXAPI) waits for
         # anything the provider may still deliver
@@ -143,6 +144,9 @@ class Engine:
                                 if settings.provider.name is ProviderName.GETXAPI else 0.0)
         self.counts: Counter[str] = Counter()
         self.recent_sends_s: list[float] = []
+        # a write that cannot be made durable (disk full, read-only file) stops the run as a
+        # Ctrl-C does: no new send starts, the sends in flight end, then run() raises the error
+        checkpoint.on_failure(lambda _error: stop.set())
 
     # -- public views ------------------------------------------------------------------------
 
@@ -176,8 +180,10 @@ class Engine:
         sent_before = self.counts[RowState.SENT]
         for _ in range(10_000):  # a round per wave of rows moved between senders
             ready = [s for s in self._senders.values() if s.state is SenderState.READY]
-            await asyncio.gather(*(self._sender_loop(s) for s in ready))
+            ended = await asyncio.gather(*(self._sender_loop(s) for s in ready),
+                                         return_exceptions=True)
             await self._drain()
+            _raise_first(ended)
             if self._stop.is_set() or not await self._work_left():
                 break
         await self._drain()
@@ -215,9 +221,17 @@ class Engine:
             sender.limiter.rest_until(record.until_s)
             sender.note = f"{record.reason} until {_iso(record.until_s)}"
 
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        error = None if task.cancelled() else task.exception()  # retrieved here, raised by _drain
+        if error is not None:
+            self._task_errors.append(error)
+
     async def _drain(self) -> None:
+        # every task ends before an error of one is raised: none is left running or unretrieved
         while self._tasks:
-            await asyncio.gather(*list(self._tasks))
+            await asyncio.wait(list(self._tasks))
+        _raise_first(self._task_errors)
 
     async def _work_left(self) -> bool:
         """Wake senders that finished before rows were moved to them; True if any woke."""
@@ -330,7 +344,7 @@ class Engine:
         task = asyncio.create_task(self._send(claimed, sender, media_id, intent,
                                               replay=row.state is RowState.UNKNOWN))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
 
     async def _take_slot(self, sender: _Sender) -> float | None:
         """A concurrency slot and a rate slot at one instant (None: stopped, or resting past
@@ -426,7 +440,7 @@ class Engine:
             sender.state, sender.note = SenderState.OUT, outcome.code
             task = asyncio.create_task(self._move_rows_from(sender))
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(self._task_done)
             return [self._defer(row, RowState.PENDING, 0.0, outcome),
                     cp.set_sender(account=sender.account, state=SenderState.OUT,
                                   until_s=None, reason=outcome.code)]
@@ -610,6 +624,12 @@ class Engine:
     def _move(self, before: RowState, after: RowState) -> None:
         self.counts[before] -= 1
         self.counts[after] += 1
+
+
+def _raise_first(results: Iterable[object]) -> None:
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
 
 
 def _file_sha256(path: str) -> str:

@@ -126,7 +126,7 @@ async def _send_all(
     done = asyncio.Event()
     try:
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(outbox.follow(done))
+            tasks.create_task(outbox.follow(done, stop))
             tasks.create_task(_show(engine, settings, display, started_s, done))
             try:
                 report = await _run_with_grace(engine, settings.run, stop)
@@ -137,6 +137,8 @@ async def _send_all(
         raise group.exceptions[0] from None
     finally:
         await outbox.close()
+    # a write failed while in-flight sends outlived the grace: still a storage stop, not a pause
+    checkpoint.raise_if_failed()
     final = _snapshot(engine, settings, started_s)
     display.close(final)
     failures = await checkpoint.failure_counts()

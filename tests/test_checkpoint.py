@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 
 from bulkdm import checkpoint as cp
-from bulkdm.checkpoint import Checkpoint, Finish, Write
-from bulkdm.errors import CheckpointError, CheckpointLockedError
+from bulkdm.checkpoint import Checkpoint, Write
+from bulkdm.errors import BulkdmError, CheckpointError, CheckpointLockedError, StorageError
 from bulkdm.rows import PlannedRow, RowRecord, RowState
 from bulkdm.runlock import RunLock
 from bulkdm.schema import MIGRATIONS, SCHEMA_VERSION
 from tests.enginekit import planned, write_plan
+from tests.fskit import immutable_files, immutable_supported
 
 
 async def test_new_file_is_migrated_and_reopens(tmp_path: Path) -> None:
@@ -96,20 +97,58 @@ async def test_group_commit_makes_every_write_durable(tmp_path: Path) -> None:
         assert db.execute("SELECT COUNT(*) FROM attempts").fetchone()[0] == 200
 
 
-async def test_a_failed_batch_raises_and_the_next_one_commits(tmp_path: Path) -> None:
+def _claim(row: RowRecord) -> list[Write]:
+    return cp.claim(row_id=row.id, attempt=1, sender="a", key="k", key_rotation=0, at_s=1.0)
+
+
+async def test_a_failed_batch_fails_each_submitter_once_and_later_submits_at_once(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "c.sqlite"
-    await write_plan(path, [planned(1, sender="a", recipient_id="1")])
+    await write_plan(path, [planned(i, sender="a", recipient_id=str(i)) for i in (1, 2)])
     checkpoint = await Checkpoint.open(path)
+    failures: list[BulkdmError] = []
+    checkpoint.on_failure(failures.append)
     try:
+        first, second = await checkpoint.due_rows("a", after_id=0, now_s=1e12, limit=2)
+        # one batch: a good write and a bad one; neither is applied, both callers hear it
+        results = await asyncio.gather(
+            checkpoint.submit(_claim(first)),
+            checkpoint.submit([Write("INSERT INTO nowhere VALUES (?)", (1,))]),
+            return_exceptions=True)
+        assert [type(r) for r in results] == [CheckpointError, CheckpointError]
+        assert "write failed: no such table" in str(results[0])
         with pytest.raises(CheckpointError, match="write failed"):
-            await checkpoint.submit([Write("INSERT INTO nowhere VALUES (?)", (1,))])
-        row = (await checkpoint.due_rows("a", after_id=0, now_s=1e12, limit=1))[0]
-        await checkpoint.submit([cp.finish(row_id=row.id, seq=checkpoint.next_seq(),
-                                           done=Finish(state=RowState.SENT, message_id="m"),
-                                           finished_at="now")])
-        assert await checkpoint.state_counts() == {"sent": 1}
+            await checkpoint.submit(_claim(second))  # nothing is written after a gap
+        await checkpoint.flush()
+        assert len(failures) == 1
+        assert await checkpoint.state_counts() == {"pending": 2}
     finally:
         await checkpoint.close()
+
+
+async def test_an_unwritable_checkpoint_is_a_storage_error_naming_the_file(tmp_path: Path) -> None:
+    if not immutable_supported(tmp_path):
+        pytest.skip("this file system or user cannot set the immutable flag")
+    path = tmp_path / "c.sqlite"
+    await write_plan(path, [planned(i, sender="a", recipient_id=str(i)) for i in (1, 2)])
+    checkpoint = await Checkpoint.open(path)
+    try:
+        first, second = await checkpoint.due_rows("a", after_id=0, now_s=1e12, limit=2)
+        await checkpoint.submit(_claim(first))
+        with immutable_files([path, path.with_name(path.name + "-wal")]) as make_read_only:
+            make_read_only()
+            with pytest.raises(StorageError) as raised:
+                await checkpoint.submit(_claim(second))
+            with pytest.raises(StorageError):
+                checkpoint.raise_if_failed()
+    finally:
+        await checkpoint.close()
+    assert (raised.value.path, raised.value.reason) == (str(path), "the file is read-only (or immutable)")
+    assert str(raised.value) == f"cannot write {path}: the file is read-only (or immutable)"
+    assert isinstance(raised.value.__cause__, sqlite3.OperationalError)
+    with sqlite3.connect(path) as db:  # what was durable before stays
+        assert db.execute("SELECT line FROM rows WHERE state = 'sending'").fetchall() == [(1,)]
 
 
 async def test_two_usernames_resolving_to_one_id_skip_exactly_one(tmp_path: Path) -> None:
