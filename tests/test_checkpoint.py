@@ -202,6 +202,39 @@ def test_run_lock_names_the_holder_and_survives_kill_9(tmp_path: Path) -> None:
         pass
 
 
+def test_run_lock_removes_its_file_on_leaving_and_a_holder_is_still_named(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    lock_file = tmp_path / "c.sqlite.lock"
+    with subprocess.Popen(
+        [sys.executable, "-c", ("import sys\nfrom pathlib import Path\n"
+         "from bulkdm.runlock import RunLock\n"
+         "with RunLock(Path(sys.argv[1])):\n    print('held', flush=True)\n    sys.stdin.readline()"),
+         str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as holder:
+        assert holder.stdin is not None and holder.stdout is not None
+        assert holder.stdout.readline().strip() == "held"
+        assert lock_file.exists()
+        with pytest.raises(CheckpointLockedError, match=f"pid {holder.pid}"), RunLock(path):
+            pass
+        holder.stdin.write("\n")  # let it leave the lock as a clean exit does
+        holder.stdin.flush()
+        assert holder.wait(timeout=10) == 0
+    assert not lock_file.exists()
+    with RunLock(path):
+        assert lock_file.read_text().startswith(f"pid {os.getpid()} ")
+    assert not lock_file.exists()
+
+
+def test_a_runner_that_opened_a_lock_file_being_removed_opens_it_again(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    late = RunLock(path)
+    with RunLock(path):
+        stale_fd = os.open(late.path, os.O_RDWR)  # opened just before the holder leaves
+    # its flock now succeeds, on a file no longer at the path: it must not count as the lock
+    assert late._acquire(stale_fd) is False
+    with late, pytest.raises(CheckpointLockedError, match=f"pid {os.getpid()}"), RunLock(path):
+        pass  # the lock late then takes is the one a third runner finds
+
+
 def test_row_columns_are_in_row_record_field_order() -> None:
     # the checkpoint builds records positionally: a field added to one and not the other, or
     # in another place, would shift every value after it
