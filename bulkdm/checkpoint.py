@@ -49,6 +49,8 @@ __all__ = [
     "store_media",
     "store_user",
     "unsettle_in_flight",
+    "upload",
+    "upload_done",
 ]
 
 _SYNC_MODES: Final = frozenset({"FULL", "NORMAL", "EXTRA", "OFF"})
@@ -466,11 +468,16 @@ class Checkpoint:
         """(time, settled) of the newest ``limit`` attempts since ``since_s``, of one sender or
         (``None``) of all: a limiter's history on a restart, bounded by what it can hold. An
         attempt without a result was in flight when the run stopped; its time is when its slot
-        was taken, and the request may have left later."""
-        where = "at_s >= ?" if sender is None else "sender = ? AND at_s >= ?"
-        params = (since_s, limit) if sender is None else (sender, since_s, limit)
-        sql = (f"SELECT at_s, action IS NOT NULL FROM attempts WHERE {where} "
-               "ORDER BY at_s DESC LIMIT ?")
+        was taken, and the request may have left later. With ``None`` (the API key's history),
+        media uploads count too: they take the key's write slots, not a sender's."""
+        if sender is None:
+            sql = ("SELECT at_s, action IS NOT NULL FROM attempts WHERE at_s >= ? UNION ALL "
+                   "SELECT at_s, done FROM uploads WHERE at_s >= ? ORDER BY 1 DESC LIMIT ?")
+            params: tuple[Any, ...] = (since_s, since_s, limit)
+        else:
+            sql = ("SELECT at_s, action IS NOT NULL FROM attempts WHERE sender = ? AND at_s >= ? "
+                   "ORDER BY at_s DESC LIMIT ?")
+            params = (sender, since_s, limit)
         return [(float(t), bool(d)) for t, d in await self._all(sql, params)]
 
     async def cached_users(self, usernames: Sequence[str]) -> dict[str, tuple[str | None, str]]:
@@ -725,6 +732,18 @@ def store_media(*, path: str, sender: str, media_id: str, at_s: float) -> Write:
         "INSERT OR REPLACE INTO media (path, sender, media_id, uploaded_at) VALUES (?, ?, ?, ?)",
         (path, sender, media_id, at_s),
     )
+
+
+def upload(*, path: str, sender: str, at_s: float) -> Write:
+    """A media upload's slot of the API key, committed before the upload leaves."""
+    return Write("INSERT OR IGNORE INTO uploads (path, sender, at_s) VALUES (?, ?, ?)",
+                 (path, sender, at_s))
+
+
+def upload_done(*, path: str, sender: str, at_s: float) -> Write:
+    """The upload of :func:`upload` has its answer (whatever it was)."""
+    return Write("UPDATE uploads SET done = 1 WHERE path = ? AND sender = ? AND at_s = ?",
+                 (path, sender, at_s))
 
 
 def rotate_key(*, row_id: int) -> Write:

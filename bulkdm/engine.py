@@ -578,22 +578,26 @@ class Engine:
         cached = await self._cp.cached_media(path, sender.account)
         if cached is not None:
             return cached
-        if await self._gate.acquire(self._key, stop=self._stop) is None:
+        at_s = await self._gate.acquire(self._key, stop=self._stop)
+        if at_s is None:
             return None
         digest = await asyncio.to_thread(_file_sha256, path)
         key = idempotency_key(campaign=self._settings.campaign.name, recipient_key="media:" + path,
                               sender=sender.account, text_digest=digest)
+        # the key's slot is durable before the upload leaves: a restart charges it
+        await self._cp.submit([cp.upload(path=path, sender=sender.account, at_s=at_s)])
         outcome = await self._provider.upload_media(Path(path), sender.auth, key)
+        done = cp.upload_done(path=path, sender=sender.account, at_s=at_s)
         if outcome.ok and outcome.value:
-            await self._cp.submit([cp.store_media(path=path, sender=sender.account,
-                                                  media_id=outcome.value, at_s=self._clock())])
+            await self._cp.submit([done, cp.store_media(path=path, sender=sender.account,
+                                                        media_id=outcome.value, at_s=self._clock())])
             return outcome.value
         if outcome.action is Action.FAIL_ROW:
-            await self._cp.submit([self._fail(row, outcome.code, outcome.message)])
+            await self._cp.submit([done, self._fail(row, outcome.code, outcome.message)])
         else:
-            await self._cp.submit([cp.defer(row_id=row.id, state=row.state,
-                                            due_s=self._clock() + (outcome.retry_after_s or 30.0),
-                                            reason=outcome.code, message=outcome.message)])
+            await self._cp.submit([done, cp.defer(row_id=row.id, state=row.state,
+                                                  due_s=self._clock() + (outcome.retry_after_s or 30.0),
+                                                  reason=outcome.code, message=outcome.message)])
         return None
 
     # -- moving rows off an unusable sender ----------------------------------------------------------

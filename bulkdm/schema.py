@@ -95,5 +95,18 @@ _V2: Final = "CREATE INDEX attempts_by_sender ON attempts (sender, at_s);"
 #: v3: rows_todo (sender, state, id) gives way to rows_state (state, sender, id), built on open
 _V3: Final = "DROP INDEX IF EXISTS rows_todo;"
 
-MIGRATIONS: Final = (_V1, _V2, _V3)
+#: v4: media uploads take the API key's write slots; a restart charges them like attempts
+#: (``done`` 0: in flight when the run stopped, so counted from the restart)
+_V4: Final = """
+CREATE TABLE uploads (
+    path TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    at_s REAL NOT NULL,
+    done INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (path, sender, at_s)
+);
+CREATE INDEX uploads_by_time ON uploads (at_s);
+"""
+
+MIGRATIONS: Final = (_V1, _V2, _V3, _V4)
 SCHEMA_VERSION: Final = len(MIGRATIONS)

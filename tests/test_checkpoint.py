@@ -14,6 +14,8 @@ import pytest
 from bulkdm import checkpoint as cp
 from bulkdm.checkpoint import Checkpoint, Write
 from bulkdm.errors import BulkdmError, CheckpointError, CheckpointLockedError, StorageError
+from bulkdm.ratelimit import WindowLimiter
+from bulkdm.rates import Rate
 from bulkdm.rows import PlannedRow, RowRecord, RowState
 from bulkdm.runlock import RunLock
 from bulkdm.schema import MIGRATIONS, SCHEMA_VERSION
@@ -43,9 +45,9 @@ async def test_a_version_1_checkpoint_is_migrated_and_keeps_its_rows(tmp_path: P
     finally:
         await checkpoint.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
         names = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-        assert {"attempts_by_sender", "rows_state"} <= names
+        assert {"attempts_by_sender", "rows_state", "uploads_by_time"} <= names
         assert "rows_todo" not in names
 
 
@@ -182,6 +184,27 @@ async def test_in_flight_rows_become_unknown_on_start(tmp_path: Path) -> None:
         assert await checkpoint.attempt_times(None, since_s=150.0, limit=10) == []
     finally:
         await checkpoint.close()
+
+
+async def test_a_restart_charges_the_api_key_with_recorded_media_uploads(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    await write_plan(path, [planned(1, sender="a", recipient_id="1")])
+    checkpoint = await Checkpoint.open(path)
+    try:
+        # two uploads took the key's slots; the second was in flight when the run stopped
+        await checkpoint.submit([cp.upload(path="a.png", sender="a", at_s=100.0),
+                                 cp.upload(path="b.png", sender="a", at_s=110.0)])
+        await checkpoint.submit([cp.upload_done(path="a.png", sender="a", at_s=100.0)])
+        key_history = await checkpoint.attempt_times(None, since_s=50.0, limit=10)
+        sender_history = await checkpoint.attempt_times("a", since_s=50.0, limit=10)
+    finally:
+        await checkpoint.close()
+    assert key_history == [(110.0, False), (100.0, True)]
+    assert sender_history == []  # an upload takes the key's slot, not the sender's
+    key = WindowLimiter((Rate(count=2, period_s=600.0),), guard_s=0.0)
+    now_s = 120.0  # the restart: an upload in flight counts from now (engine._history)
+    key.charge([t if settled else now_s for t, settled in key_history])
+    assert key.next_allowed_s(now_s) == 700.0  # both slots are taken until the first ages out
 
 
 def test_run_lock_names_the_holder_and_survives_kill_9(tmp_path: Path) -> None:
