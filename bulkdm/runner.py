@@ -133,14 +133,15 @@ async def _send_all(
             finally:
                 done.set()
     except* BulkdmError as group:
+        display.close(_snapshot(engine, settings, started_s))  # a live table ends where it stood
         # one task's error ends the run; show it, not the group that carried it
         raise group.exceptions[0] from None
     finally:
         await outbox.close()
-    # a write failed while in-flight sends outlived the grace: still a storage stop, not a pause
-    checkpoint.raise_if_failed()
     final = _snapshot(engine, settings, started_s)
     display.close(final)
+    # a write failed while in-flight sends outlived the grace: still a storage stop, not a pause
+    checkpoint.raise_if_failed()
     failures = await checkpoint.failure_counts()
     stream.write(summary_text(final, finish_reason=report.finish_reason.value,
                               failures_by_code=failures,
