@@ -312,17 +312,21 @@ class Checkpoint:
         # journal writes it once. Without exclusive access the mode stays WAL, which is correct;
         # the writer's connection would deny it, so it closes (the next submit opens it again).
         await self._writer.release()
-        await self._db.execute("PRAGMA journal_mode = DELETE")
         try:
-            await self._db.execute("BEGIN IMMEDIATE")
+            await self._db.execute("PRAGMA journal_mode = DELETE")
             try:
-                await self._replace_plan(meta, batches)
-            except BaseException:
-                await self._db.execute("ROLLBACK")
-                raise
-            await self._db.execute("COMMIT")
-        finally:
-            await self._db.execute("PRAGMA journal_mode = WAL")
+                await self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    await self._replace_plan(meta, batches)
+                    await self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:  # a failed COMMIT leaves it open
+                        await self._db.execute("ROLLBACK")
+                    raise
+            finally:
+                await self._db.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.Error as exc:
+            raise _error_of(self.path, exc, "cannot write the plan") from exc
         self._seq = await self._last_seq()
 
     async def _replace_plan(self, meta: PlanMeta, batches: Iterable[Sequence[RowParams]]) -> None:

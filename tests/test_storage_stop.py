@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bulkdm.checkpoint import Checkpoint
 from bulkdm.sandbox import Faults, SandboxConfig, running_sandbox
 from tests.clikit import Done, bulkdm, finish, handoff_lines, start, wait_for, write_campaign
 from tests.fskit import file_size_limit, immutable_files, immutable_supported
@@ -80,3 +81,18 @@ async def test_a_file_made_read_only_mid_run_stops_it_cleanly_and_the_next_run_r
     _assert_one_clear_line(stopped, files[0], reason)
     assert sent_before < len(ROWS)
     _assert_resumed_whole(resumed, delivered, handoff)
+
+
+async def test_a_full_disk_while_planning_stops_with_one_line_and_the_plan_is_made_later(
+    tmp_path: Path,
+) -> None:
+    empty = tmp_path / "empty.sqlite"
+    await (await Checkpoint.open(empty)).close()
+    rows = [{**row, "first_name": "x" * 300} for row in ROWS]  # ~150 kB of plan
+    campaign = write_campaign(tmp_path, rows, url="http://127.0.0.1:9/api/v1")
+    limit = file_size_limit(empty.stat().st_size + 32 * 1024)  # the schema fits, the rows do not
+    stopped = await bulkdm("plan", str(campaign), preexec_fn=limit)
+    planned = await bulkdm("plan", str(campaign))
+    _assert_one_clear_line(stopped, tmp_path / "camp.bulkdm.sqlite", "the file is too large")
+    assert planned.code == 0, planned.stderr
+    assert f"valid           {len(rows)}" in planned.stdout
