@@ -3,7 +3,8 @@
 The settings come from the campaign's settings file through ``load_settings``, the API key from
 the environment mapping, the handoff file is written, the progress display is off. The only
 instrumentation is a wrapper around ``Checkpoint.close`` that reads the CPU time of the
-checkpoint's SQLite thread (aiosqlite's worker) just before the thread ends.
+checkpoint's SQLite threads (aiosqlite's worker for reads, the group commit's writer) just
+before they end.
 """
 
 from __future__ import annotations
@@ -47,10 +48,12 @@ def _sqlite_thread_cpu(seen: list[float]) -> Iterator[None]:
     async def close(self: Checkpoint) -> None:
         await self.flush()
         db: Any = getattr(self, "_db", None)
-        thread = getattr(db, "_thread", None)
-        native_id = getattr(thread, "native_id", None)
-        if native_id is not None:
-            seen.append(thread_cpu_s(native_id))
+        executor: Any = getattr(getattr(self, "_writer", None), "_executor", None)
+        threads = [getattr(db, "_thread", None), *getattr(executor, "_threads", ())]
+        for thread in threads:
+            native_id = getattr(thread, "native_id", None)
+            if native_id is not None:
+                seen.append(thread_cpu_s(native_id))
         await original(self)
 
     Checkpoint.close = close  # type: ignore[method-assign]

@@ -1,9 +1,10 @@
 """The checkpoint: one SQLite file holding the plan, every attempt and every outcome.
 
-One long-lived aiosqlite connection, WAL, bound parameters only. Reads go straight to the
-connection; every write goes through :meth:`Checkpoint._submit`, which groups whatever writes
-are waiting into one transaction (group commit), so durability with ``synchronous=FULL`` costs
-one fsync per batch instead of one per row.
+One long-lived aiosqlite connection for reads and the plan, WAL, bound parameters only. Every
+other write goes through :meth:`Checkpoint.submit`, which groups whatever writes are waiting into
+one transaction (group commit), so durability with ``synchronous=FULL`` costs one fsync per batch
+instead of one per row. That transaction runs in one call on a thread of its own, with a plain
+``sqlite3`` connection (:class:`_Writer`): one round trip per group commit.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field, fields
 from itertools import chain
@@ -20,7 +22,7 @@ from typing import Any, Final, TypeAlias
 
 import aiosqlite
 
-from bulkdm.errors import CheckpointError
+from bulkdm.errors import BulkdmError, CheckpointError, StorageError
 from bulkdm.rows import PlannedRow, RowRecord, RowState
 from bulkdm.schema import INDEXES, LOAD_LATE_INDEXES, MIGRATIONS, SCHEMA_VERSION
 
@@ -55,11 +57,20 @@ __all__ = [
     "store_media",
     "store_user",
     "unsettle_in_flight",
+    "upload",
+    "upload_done",
 ]
 
 #: meta key prefix of every handoff file the checkpoint has written
 _OWNED: Final = "handoff.owned:"
 _SYNC_MODES: Final = frozenset({"FULL", "NORMAL", "EXTRA", "OFF"})
+#: SQLite's result codes that say the file cannot be written (not that a statement is wrong)
+_STORAGE_REASONS: Final = {
+    "SQLITE_FULL": "the disk is full",
+    "SQLITE_READONLY": "the file is read-only",
+    "SQLITE_IOERR": "a disk I/O error (is the disk full, or the file read-only?)",
+    "SQLITE_PERM": "permission denied",
+}
 _ROW_COLUMNS: Final = (
     "id, line, state, recipient_id, recipient_username, text, sender, external_id, media, "
     "consent, idempotency_key, attempts, message_id, media_id, reason, message, field, "
@@ -179,10 +190,13 @@ class Expect:
 class Checkpoint:
     """The run's durable state. Create with :meth:`open`; close with :meth:`close`."""
 
-    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+    def __init__(self, db: aiosqlite.Connection, path: Path, *, synchronous: str = "FULL") -> None:
         self._db = db
         self.path = path
+        self._writer = _Writer(path, synchronous)
         self._pending: list[tuple[Sequence[Write], asyncio.Future[bool]]] = []
+        self._broken: BulkdmError | None = None  # the first failed write, kept for later calls
+        self._on_failure: list[Callable[[BulkdmError], None]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._seq = 0
 
@@ -194,13 +208,13 @@ class Checkpoint:
         try:
             db = await aiosqlite.connect(path, isolation_level=None)
         except sqlite3.Error as exc:
-            raise CheckpointError(f"{path}: cannot open the checkpoint: {exc}") from exc
-        checkpoint = cls(db, path)
+            raise _error_of(path, exc, "cannot open the checkpoint") from exc
+        checkpoint = cls(db, path, synchronous=synchronous.upper())
         try:
             await checkpoint._prepare(synchronous.upper())
         except sqlite3.Error as exc:
             await db.close()
-            raise CheckpointError(f"{path}: not a usable checkpoint: {exc}") from exc
+            raise _error_of(path, exc, "not a usable checkpoint") from exc
         except CheckpointError:
             await db.close()
             raise
@@ -231,7 +245,10 @@ class Checkpoint:
 
     async def close(self) -> None:
         await self.flush()
-        await self._db.close()
+        try:
+            await self._writer.close()
+        finally:
+            await self._db.close()
 
     async def _scalar(self, sql: str, params: Sequence[Any] = ()) -> int:
         async with self._db.execute(sql, params) as cursor:
@@ -249,12 +266,27 @@ class Checkpoint:
         self._seq += 1
         return self._seq
 
+    def on_failure(self, callback: Callable[[BulkdmError], None]) -> None:
+        """Call ``callback`` with the error when a write first fails (a run stops there)."""
+        self._on_failure.append(callback)
+
+    def raise_if_failed(self) -> None:
+        """Raise the error of the first failed write, if a write failed."""
+        if self._broken is not None:
+            raise _again(self._broken)
+
     async def submit(self, writes: Sequence[Write]) -> bool:
         """Apply ``writes`` atomically, grouped with other waiting writes; return once durable.
 
         False when a conditional write (``expect_rows``) found the row changed: then none of
         ``writes`` applied, and the other submissions of the batch are not affected.
+
+        :raises StorageError: the file cannot be written (disk full, read-only).
+        :raises CheckpointError: a write failed for another reason.
+        Once a write has failed, every later call raises the same error at once: nothing is
+        written after a gap.
         """
+        self.raise_if_failed()
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._pending.append((writes, future))
         if self._flusher is None or self._flusher.done():
@@ -270,24 +302,27 @@ class Checkpoint:
     async def _flush_loop(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, []
-            try:
-                applied = await self._commit([writes for writes, _ in batch])
-            except sqlite3.Error as exc:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(CheckpointError(f"{self.path}: write failed: {exc}"))
-                continue
-            for (_, future), done in zip(batch, applied, strict=True):
+            applied: list[bool] = []
+            if self._broken is None:
+                try:
+                    applied = await self._commit([writes for writes, _ in batch])
+                except sqlite3.Error as exc:
+                    self._broken = _error_of(self.path, exc, "write failed")
+                    self._broken.__cause__ = exc
+                    for callback in self._on_failure:
+                        callback(self._broken)
+            # the failed batch, and every one queued behind it, fails: each submitter once
+            for index, (_, future) in enumerate(batch):
                 if not future.done():
-                    future.set_result(done)
+                    if self._broken is None:
+                        future.set_result(applied[index])
+                    else:
+                        future.set_exception(_again(self._broken))
 
     async def _commit(self, batch: list[Sequence[Write]]) -> list[bool]:
-        # The whole transaction in one call on the connection's thread: one round trip per group
-        # commit instead of one per statement (each costs ~150 us here). aiosqlite has no public
-        # call for this; _execute is what all its public methods use (0.17 to 0.22 at least).
-        applied: list[bool] = await self._db._execute(  # type: ignore[no-untyped-call]
-            _apply, self._db._conn, batch)
-        return applied
+        # the whole transaction in one trip to the writer's thread, instead of one per statement
+        # (each awaited aiosqlite call costs ~150 us here)
+        return await self._writer.apply(batch)
 
     # -- plan -----------------------------------------------------------------------------
 
@@ -312,18 +347,24 @@ class Checkpoint:
         """
         await self.flush()
         # A bulk load through the WAL writes every page twice (log, then checkpoint); a rollback
-        # journal writes it once. Without exclusive access the mode stays WAL, which is correct.
-        await self._db.execute("PRAGMA journal_mode = DELETE")
+        # journal writes it once. Without exclusive access the mode stays WAL, which is correct;
+        # the writer's connection would deny it, so it closes (the next submit opens it again).
+        await self._writer.release()
         try:
-            await self._db.execute("BEGIN IMMEDIATE")
+            await self._db.execute("PRAGMA journal_mode = DELETE")
             try:
-                await self._replace_plan(meta, batches)
-            except BaseException:
-                await self._db.execute("ROLLBACK")
-                raise
-            await self._db.execute("COMMIT")
-        finally:
-            await self._db.execute("PRAGMA journal_mode = WAL")
+                await self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    await self._replace_plan(meta, batches)
+                    await self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:  # a failed COMMIT leaves it open
+                        await self._db.execute("ROLLBACK")
+                    raise
+            finally:
+                await self._db.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.Error as exc:
+            raise _error_of(self.path, exc, "cannot write the plan") from exc
         self._seq = await self._last_seq()
 
     async def _replace_plan(self, meta: PlanMeta, batches: Iterable[Sequence[RowParams]]) -> None:
@@ -490,11 +531,16 @@ class Checkpoint:
         """(time, settled) of the newest ``limit`` attempts since ``since_s``, of one sender or
         (``None``) of all: a limiter's history on a restart, bounded by what it can hold. An
         attempt without a result was in flight when the run stopped; its time is when its slot
-        was taken, and the request may have left later."""
-        where = "at_s >= ?" if sender is None else "sender = ? AND at_s >= ?"
-        params = (since_s, limit) if sender is None else (sender, since_s, limit)
-        sql = (f"SELECT at_s, action IS NOT NULL FROM attempts WHERE {where} "
-               "ORDER BY at_s DESC LIMIT ?")
+        was taken, and the request may have left later. With ``None`` (the API key's history),
+        media uploads count too: they take the key's write slots, not a sender's."""
+        if sender is None:
+            sql = ("SELECT at_s, action IS NOT NULL FROM attempts WHERE at_s >= ? UNION ALL "
+                   "SELECT at_s, done FROM uploads WHERE at_s >= ? ORDER BY 1 DESC LIMIT ?")
+            params: tuple[Any, ...] = (since_s, since_s, limit)
+        else:
+            sql = ("SELECT at_s, action IS NOT NULL FROM attempts WHERE sender = ? AND at_s >= ? "
+                   "ORDER BY at_s DESC LIMIT ?")
+            params = (sender, since_s, limit)
         return [(float(t), bool(d)) for t, d in await self._all(sql, params)]
 
     async def cached_users(self, usernames: Sequence[str]) -> dict[str, tuple[str | None, str]]:
@@ -587,6 +633,73 @@ def pending_params(
         line, "pending", recipient_id, recipient_username, recipient_key, text, text_sha256,
         sender, external_id, media, consent, idempotency_key, None, None, None, None, None,
     )
+
+
+class _Writer:
+    """The group commit's own ``sqlite3`` connection, used only on a thread of its own, opened at
+    the first write. aiosqlite has no public call that runs a function on its thread, and a
+    transaction of several statements must be one call to cost one round trip."""
+
+    def __init__(self, path: Path, synchronous: str) -> None:
+        self._path = path
+        self._synchronous = synchronous
+        self._executor: ThreadPoolExecutor | None = None
+        self._db: sqlite3.Connection | None = None  # touched on the executor's thread only
+
+    async def apply(self, batch: list[Sequence[Write]]) -> list[bool]:
+        """Apply a batch of submissions in one transaction; whether each applied, in order."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bulkdm-commit")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._apply, batch)
+
+    def _apply(self, batch: list[Sequence[Write]]) -> list[bool]:
+        if self._db is None:
+            db = sqlite3.connect(self._path, isolation_level=None)
+            try:
+                db.execute("PRAGMA busy_timeout = 10000")
+                db.execute(f"PRAGMA synchronous = {self._synchronous}")  # checked against a set
+            except sqlite3.Error:
+                db.close()
+                raise
+            self._db = db
+        return _apply(self._db, batch)
+
+    async def release(self) -> None:
+        """Close the connection; the next :meth:`apply` opens it again."""
+        if self._executor is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._close_db)
+
+    def _close_db(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    async def close(self) -> None:
+        await self.release()
+        if self._executor is not None:
+            self._executor.shutdown()  # its one task is done: this only joins the thread
+            self._executor = None
+
+
+def _error_of(path: Path, exc: sqlite3.Error, doing: str) -> BulkdmError:
+    """A :class:`StorageError` when SQLite says the file cannot be written, else a
+    :class:`CheckpointError` that says what was being done."""
+    # the primary code: SQLITE_IOERR_WRITE is an SQLITE_IOERR
+    primary = "_".join(str(getattr(exc, "sqlite_errorname", "")).split("_")[:2])
+    reason = _STORAGE_REASONS.get(primary)
+    if reason is None:
+        return CheckpointError(f"{path}: {doing}: {exc}")
+    files = [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-journal")]
+    return StorageError.diagnosed(path, files, reason)
+
+
+def _again(error: BulkdmError) -> BulkdmError:
+    """A copy of ``error`` for one more caller (one instance raised many times would grow one
+    traceback with every caller's frames)."""
+    copy = StorageError(error.path, error.reason) if isinstance(error, StorageError) \
+        else CheckpointError(str(error))
+    copy.__cause__ = error.__cause__
+    return copy
 
 
 def _apply(db: sqlite3.Connection, batch: list[Sequence[Write]]) -> list[bool]:
@@ -740,6 +853,18 @@ def store_media(*, path: str, sender: str, media_id: str, at_s: float) -> Write:
         "INSERT OR REPLACE INTO media (path, sender, media_id, uploaded_at) VALUES (?, ?, ?, ?)",
         (path, sender, media_id, at_s),
     )
+
+
+def upload(*, path: str, sender: str, at_s: float) -> Write:
+    """A media upload's slot of the API key, committed before the upload leaves."""
+    return Write("INSERT OR IGNORE INTO uploads (path, sender, at_s) VALUES (?, ?, ?)",
+                 (path, sender, at_s))
+
+
+def upload_done(*, path: str, sender: str, at_s: float) -> Write:
+    """The upload of :func:`upload` has its answer (whatever it was)."""
+    return Write("UPDATE uploads SET done = 1 WHERE path = ? AND sender = ? AND at_s = ?",
+                 (path, sender, at_s))
 
 
 def rotate_key(*, row_id: int) -> Write:

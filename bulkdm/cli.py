@@ -1,7 +1,9 @@
 """The command line: parse arguments, load settings, run one async command, map errors to codes.
 
 Exit codes: 0 done; 1 a :class:`BulkdmError` (printed as ``error: message`` on stderr); 2 a
-usage error (argparse); ``plan`` exits 3 when no row is valid. Each subcommand is a :class:`Command` in :data:`COMMANDS`: a name, its help, a
+usage error (argparse); ``plan`` exits 3 when no row is valid; 4 stopped, here by a
+:class:`StorageError` (a file that cannot be written), said in one line on stderr. Each subcommand
+is a :class:`Command` in :data:`COMMANDS`: a name, its help, a
 function that adds its arguments and an async handler that returns the exit code.
 """
 
@@ -20,7 +22,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from bulkdm.errors import BulkdmError, CheckpointError, ConfigError
+from bulkdm.errors import BulkdmError, CheckpointError, ConfigError, StorageError
 from bulkdm.naming import CHECKPOINT_SUFFIX, HANDOFF_SUFFIX, beside, checkpoint_of
 from bulkdm.sandbox import cli as sandbox_cli
 from bulkdm.settings import COMMAND_LINE, Settings, load_settings
@@ -42,6 +44,8 @@ __all__ = [
 
 HELP_CONFIG: Final = "settings file (default: NAME.toml beside the campaign file)"
 HELP_CHECKPOINT: Final = "checkpoint file (default: NAME.bulkdm.sqlite beside the campaign file)"
+#: ``runner.ExitCode.STOPPED`` (not imported: ``bulkdm --help`` stays light)
+_EXIT_STOPPED: Final = 4
 HELP_DELIMITER: Final = 'CSV field separator: ",", ";" or "tab" (default: sniffed from the header)'
 
 
@@ -393,6 +397,10 @@ def main(argv: Sequence[str] | None = None, *, commands: Sequence[Command] = COM
     handler: Callable[[argparse.Namespace], Awaitable[int]] = args.handler
     try:
         return asyncio.run(_call(handler, args))
+    except StorageError as exc:
+        print(f"bulkdm: stopped: {exc}. Nothing is lost: once the file can be written (free "
+              "space, or make it writable), run the same command to resume.", file=sys.stderr)
+        return _EXIT_STOPPED
     except BulkdmError as exc:
         # what went wrong and where, as a person reads it; the class name is no help there
         print(f"error: {exc}", file=sys.stderr)

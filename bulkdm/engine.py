@@ -14,7 +14,7 @@ import contextlib
 import hashlib
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -143,6 +143,7 @@ class Engine:
             a: _Sender(auths[a], WindowLimiter(s.windows, least_guard_s=guard_s, smooth=True))
             for a, s in ((s.account, s) for s in settings.senders)}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._task_errors: list[BaseException] = []
         self._halt: str | None = None
         # a replay under the same key (Xquik) is safe at once; a lookup (GetXAPI) waits for
         # anything the provider may still deliver
@@ -152,6 +153,9 @@ class Engine:
         self._call_failures: Counter[int] = Counter()
         self.counts: Counter[str] = Counter()
         self.recent_sends_s: list[float] = []
+        # a write that cannot be made durable (disk full, read-only file) stops the run as a
+        # Ctrl-C does: no new send starts, the sends in flight end, then run() raises the error
+        checkpoint.on_failure(lambda _error: stop.set())
 
     # -- public views ------------------------------------------------------------------------
 
@@ -190,8 +194,10 @@ class Engine:
         sent_before = self.counts[RowState.SENT]
         for _ in range(10_000):  # a round per wave of rows moved between senders
             ready = [s for s in self._senders.values() if s.state is SenderState.READY]
-            await asyncio.gather(*(self._sender_loop(s) for s in ready))
+            ended = await asyncio.gather(*(self._sender_loop(s) for s in ready),
+                                         return_exceptions=True)
             await self._drain()
+            _raise_first(ended)
             if self._stop.is_set() or not await self._work_left():
                 break
         await self._drain()
@@ -237,9 +243,17 @@ class Engine:
             sender.note = f"{record.reason} until {_iso(record.until_s)}"
         return []
 
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        error = None if task.cancelled() else task.exception()  # retrieved here, raised by _drain
+        if error is not None:
+            self._task_errors.append(error)
+
     async def _drain(self) -> None:
+        # every task ends before an error of one is raised: none is left running or unretrieved
         while self._tasks:
-            await asyncio.gather(*list(self._tasks))
+            await asyncio.wait(list(self._tasks))
+        _raise_first(self._task_errors)
 
     async def _work_left(self) -> bool:
         """Wake senders that finished before rows were moved to them; True if any woke."""
@@ -353,7 +367,7 @@ class Engine:
         task = asyncio.create_task(self._send(claimed, sender, media_id, intent,
                                               replay=row.state is RowState.UNKNOWN))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
 
     async def _take_slot(self, sender: _Sender) -> float | None:
         """A concurrency slot and a rate slot at one instant (None: stopped, or resting past
@@ -456,7 +470,7 @@ class Engine:
                 sender.state, sender.note = SenderState.OUT, outcome.code
                 task = asyncio.create_task(self._move_rows_from(sender))
                 self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                task.add_done_callback(self._task_done)
                 writes.append(cp.set_sender(account=sender.account, state=SenderState.OUT,
                                             until_s=None, reason=outcome.code))
             return writes
@@ -641,21 +655,25 @@ class Engine:
         cached = await self._cp.cached_media(path, sender.account)
         if cached is not None:
             return cached
-        if await self._gate.acquire(self._key, stop=self._stop) is None:
+        at_s = await self._gate.acquire(self._key, stop=self._stop)
+        if at_s is None:
             return None
         digest = await asyncio.to_thread(_file_sha256, path)
         key = idempotency_key(campaign=self._settings.campaign.key_scope, recipient_key="media:" + path,
                               sender=sender.account, text_digest=digest)
+        # the key's slot is durable before the upload leaves: a restart charges it
+        await self._cp.submit([cp.upload(path=path, sender=sender.account, at_s=at_s)])
         outcome = await self._provider.upload_media(Path(path), sender.auth, key)
+        done = cp.upload_done(path=path, sender=sender.account, at_s=at_s)
         if outcome.ok and outcome.value:
             sender.call_succeeded()
-            await self._submit([cp.store_media(path=path, sender=sender.account,
-                                               media_id=outcome.value, at_s=self._clock())])
+            await self._submit([done, cp.store_media(path=path, sender=sender.account,
+                                                     media_id=outcome.value, at_s=self._clock())])
             return outcome.value
         if outcome.action is Action.FAIL_ROW:
-            await self._submit([self._fail(row, outcome.code, outcome.message)])
+            await self._submit([done, self._fail(row, outcome.code, outcome.message)])
         else:
-            await self._submit(self._call_failed(row, sender, outcome, "media upload"))
+            await self._submit([done, *self._call_failed(row, sender, outcome, "media upload")])
         return None
 
     # -- moving rows off an unusable sender ----------------------------------------------------------
@@ -738,6 +756,12 @@ class Engine:
 def _expect(row: RowRecord) -> Expect:
     """The row as the engine read it: a claim, finish or defer applies only to that row."""
     return Expect(state=row.state, sender=row.sender)
+
+
+def _raise_first(results: Iterable[object]) -> None:
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
 
 
 def _file_sha256(path: str) -> str:

@@ -4,6 +4,7 @@ The checkpoint stores a cursor (the last exported finish number and the file's s
 Lines are appended and fsynced first, and the cursor is committed after; a crash in between
 leaves lines the cursor does not cover, and reopening cuts the file back to the cursor, so
 after any crash and resume the file holds every finished row exactly once and no partial line.
+A file that cannot be written (disk full, read-only) is a :class:`StorageError` naming it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Final
 
 from bulkdm import checkpoint as cp
 from bulkdm.checkpoint import Checkpoint, HandoffCursor
-from bulkdm.errors import CheckpointError
+from bulkdm.errors import CheckpointError, StorageError
 from bulkdm.handoff import HandoffContext, HandoffLog, encode_jsonl, handoff_record, write_atomic
 
 __all__ = ["Outbox"]
@@ -53,15 +54,18 @@ class Outbox:
             await checkpoint.submit([cp.own_handoff(str(path))])  # also in older checkpoints
         else:
             await _claim_file(checkpoint, path)
-        offset = cursor.offset if same_file else 0
-        log = await asyncio.to_thread(HandoffLog.open, path, offset) if same_file else None
-        seq = cursor.seq if log is not None else 0
-        if log is None:
-            # cannot continue where it was: write it again from the first finished row
-            await asyncio.to_thread(write_atomic, path, [])
-            log = await asyncio.to_thread(HandoffLog.open, path, 0)
+        try:
+            log = await asyncio.to_thread(HandoffLog.open, path, cursor.offset) if same_file \
+                else None
+            seq = cursor.seq if log is not None else 0
             if log is None:
-                raise OSError(f"{path}: cannot open the handoff file")
+                # cannot continue where it was: write it again from the first finished row
+                await asyncio.to_thread(write_atomic, path, [])
+                log = await asyncio.to_thread(HandoffLog.open, path, 0)
+        except OSError as exc:
+            raise StorageError.from_os_error(path, exc) from exc
+        if log is None:
+            raise StorageError(path, "the handoff file changed while it was opened")
         return cls(checkpoint, log, context, seq)
 
     async def pump(self) -> int:
@@ -69,20 +73,32 @@ class Outbox:
         written = 0
         while rows := await self._cp.finished_after(self._seq, limit=_PAGE):
             data = encode_jsonl(handoff_record(row, self._context) for _, row in rows)
-            offset = await asyncio.to_thread(self._log.append_bytes, data)
+            try:
+                offset = await asyncio.to_thread(self._log.append_bytes, data)
+            except OSError as exc:
+                raise StorageError.from_os_error(self._log.path, exc) from exc
             self._seq = rows[-1][0]
             cursor = HandoffCursor(seq=self._seq, offset=offset, path=str(self._log.path))
             await self._cp.submit(cp.set_handoff_cursor(cursor))
             written += len(rows)
         return written
 
-    async def follow(self, done: asyncio.Event) -> None:
-        """Pump every few hundred milliseconds until ``done`` is set, then once more."""
-        while not done.is_set():
+    async def follow(self, done: asyncio.Event, stop: asyncio.Event) -> None:
+        """Pump every few hundred milliseconds until ``done`` is set, then once more.
+
+        A file that cannot be written (this one, or the checkpoint) sets ``stop``, so the run
+        ends as on Ctrl-C, and is raised once ``done`` is set.
+        """
+        try:
+            while not done.is_set():
+                await self.pump()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(done.wait(), timeout=_PUMP_PERIOD_S)
             await self.pump()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done.wait(), timeout=_PUMP_PERIOD_S)
-        await self.pump()
+        except StorageError:
+            stop.set()
+            await done.wait()
+            raise
 
     async def close(self) -> None:
         await asyncio.to_thread(self._log.close)

@@ -151,7 +151,7 @@ async def _send_all(
     done = asyncio.Event()
     try:
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(outbox.follow(done))
+            tasks.create_task(outbox.follow(done, stop))
             counted = checkpoint if options.progress != "none" else None
             tasks.create_task(_show(engine, settings, counted, display, started_s, done))
             try:
@@ -159,6 +159,8 @@ async def _send_all(
             finally:
                 done.set()
     except* BulkdmError as group:
+        # a live table ends where it stood (rows left are not read again from a failed store)
+        display.close(_snapshot(engine, settings, started_s, {}))
         # one task's error ends the run; show it, not the group that carried it
         raise group.exceptions[0] from None
     finally:
@@ -167,6 +169,8 @@ async def _send_all(
     await left.refresh(checkpoint, engine, force=True)
     final = _snapshot(engine, settings, started_s, left.now(engine))
     display.close(final)
+    # a write failed while in-flight sends outlived the grace: still a storage stop, not a pause
+    checkpoint.raise_if_failed()
     failures = await checkpoint.failure_counts()
     stream.write(summary_text(final, finish_reason=report.finish_reason.value,
                               failures_by_code=failures,

@@ -99,5 +99,18 @@ _V3: Final = "DROP INDEX IF EXISTS rows_todo;"
 #: object), so a fix file holds every field of the row and fixing it is editing one field
 _V4_ORIGINAL: Final = "ALTER TABLE rows ADD COLUMN original TEXT;"
 
-MIGRATIONS: Final = (_V1, _V2, _V3, _V4_ORIGINAL)
+#: v5: media uploads take the API key's write slots; a restart charges them like attempts
+#: (``done`` 0: in flight when the run stopped, so counted from the restart)
+_V5_UPLOADS: Final = """
+CREATE TABLE uploads (
+    path TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    at_s REAL NOT NULL,
+    done INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (path, sender, at_s)
+);
+CREATE INDEX uploads_by_time ON uploads (at_s);
+"""
+
+MIGRATIONS: Final = (_V1, _V2, _V3, _V4_ORIGINAL, _V5_UPLOADS)
 SCHEMA_VERSION: Final = len(MIGRATIONS)

@@ -51,10 +51,12 @@ def env_for(senders: Sequence[str] = ("alice",)) -> dict[str, str]:
     return env
 
 
-async def start(*args: str, env: Mapping[str, str] | None = None) -> asyncio.subprocess.Process:
+async def start(*args: str, env: Mapping[str, str] | None = None,
+                preexec_fn: Callable[[], None] | None = None) -> asyncio.subprocess.Process:
+    """``preexec_fn`` runs in the child before ``bulkdm`` starts (e.g. to set an rlimit)."""
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bulkdm", *args, env=dict(env or env_for()),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, preexec_fn=preexec_fn)
 
 
 async def finish(process: asyncio.subprocess.Process, *, timeout_s: float = 60.0) -> Done:
@@ -63,8 +65,9 @@ async def finish(process: asyncio.subprocess.Process, *, timeout_s: float = 60.0
     return Done(code=process.returncode, stdout=stdout.decode(), stderr=stderr.decode())
 
 
-async def bulkdm(*args: str, env: Mapping[str, str] | None = None, timeout_s: float = 60.0) -> Done:
-    return await finish(await start(*args, env=env), timeout_s=timeout_s)
+async def bulkdm(*args: str, env: Mapping[str, str] | None = None, timeout_s: float = 60.0,
+                 preexec_fn: Callable[[], None] | None = None) -> Done:
+    return await finish(await start(*args, env=env, preexec_fn=preexec_fn), timeout_s=timeout_s)
 
 
 async def wait_for(ready: Callable[[], bool], *, timeout_s: float = 30.0,

@@ -13,11 +13,14 @@ import pytest
 
 from bulkdm import checkpoint as cp
 from bulkdm.checkpoint import Checkpoint, Expect, Finish, Write
-from bulkdm.errors import CheckpointError, CheckpointLockedError
+from bulkdm.errors import BulkdmError, CheckpointError, CheckpointLockedError, StorageError
+from bulkdm.ratelimit import WindowLimiter
+from bulkdm.rates import Rate
 from bulkdm.rows import PlannedRow, RowRecord, RowState
 from bulkdm.runlock import RunLock
 from bulkdm.schema import MIGRATIONS, SCHEMA_VERSION
 from tests.enginekit import planned, write_plan
+from tests.fskit import immutable_files, immutable_supported
 
 
 async def test_new_file_is_migrated_and_reopens(tmp_path: Path) -> None:
@@ -44,7 +47,7 @@ async def test_a_version_1_checkpoint_is_migrated_and_keeps_its_rows(tmp_path: P
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         names = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-        assert {"attempts_by_sender", "rows_state"} <= names
+        assert {"attempts_by_sender", "rows_state", "uploads_by_time"} <= names
         assert "rows_todo" not in names
 
 
@@ -97,21 +100,59 @@ async def test_group_commit_makes_every_write_durable(tmp_path: Path) -> None:
         assert db.execute("SELECT COUNT(*) FROM attempts").fetchone()[0] == 200
 
 
-async def test_a_failed_batch_raises_and_the_next_one_commits(tmp_path: Path) -> None:
+def _claim(row: RowRecord) -> list[Write]:
+    return cp.claim(row_id=row.id, attempt=1, sender="a", key="k", key_rotation=0, at_s=1.0,
+                    expect=Expect(state=RowState.PENDING, sender="a"))
+
+
+async def test_a_failed_batch_fails_each_submitter_once_and_later_submits_at_once(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "c.sqlite"
-    await write_plan(path, [planned(1, sender="a", recipient_id="1")])
+    await write_plan(path, [planned(i, sender="a", recipient_id=str(i)) for i in (1, 2)])
     checkpoint = await Checkpoint.open(path)
+    failures: list[BulkdmError] = []
+    checkpoint.on_failure(failures.append)
     try:
+        first, second = await checkpoint.due_rows("a", after_id=0, now_s=1e12, limit=2)
+        # one batch: a good write and a bad one; neither is applied, both callers hear it
+        results = await asyncio.gather(
+            checkpoint.submit(_claim(first)),
+            checkpoint.submit([Write("INSERT INTO nowhere VALUES (?)", (1,))]),
+            return_exceptions=True)
+        assert [type(r) for r in results] == [CheckpointError, CheckpointError]
+        assert "write failed: no such table" in str(results[0])
         with pytest.raises(CheckpointError, match="write failed"):
-            await checkpoint.submit([Write("INSERT INTO nowhere VALUES (?)", (1,))])
-        row = (await checkpoint.due_rows("a", after_id=0, now_s=1e12, limit=1))[0]
-        await checkpoint.submit([cp.finish(row_id=row.id, seq=checkpoint.next_seq(),
-                                           done=Finish(state=RowState.SENT, message_id="m"),
-                                           finished_at="now",
-                                           expect=Expect(state=RowState.PENDING, sender="a"))])
-        assert await checkpoint.state_counts() == {"sent": 1}
+            await checkpoint.submit(_claim(second))  # nothing is written after a gap
+        await checkpoint.flush()
+        assert len(failures) == 1
+        assert await checkpoint.state_counts() == {"pending": 2}
     finally:
         await checkpoint.close()
+
+
+async def test_an_unwritable_checkpoint_is_a_storage_error_naming_the_file(tmp_path: Path) -> None:
+    if not immutable_supported(tmp_path):
+        pytest.skip("this file system or user cannot set the immutable flag")
+    path = tmp_path / "c.sqlite"
+    await write_plan(path, [planned(i, sender="a", recipient_id=str(i)) for i in (1, 2)])
+    checkpoint = await Checkpoint.open(path)
+    try:
+        first, second = await checkpoint.due_rows("a", after_id=0, now_s=1e12, limit=2)
+        await checkpoint.submit(_claim(first))
+        with immutable_files([path, path.with_name(path.name + "-wal")]) as make_read_only:
+            make_read_only()
+            with pytest.raises(StorageError) as raised:
+                await checkpoint.submit(_claim(second))
+            with pytest.raises(StorageError):
+                checkpoint.raise_if_failed()
+    finally:
+        await checkpoint.close()
+    assert (raised.value.path, raised.value.reason) == (str(path), "the file is read-only (or immutable)")
+    assert str(raised.value) == f"cannot write {path}: the file is read-only (or immutable)"
+    assert isinstance(raised.value.__cause__, sqlite3.OperationalError)
+    with sqlite3.connect(path) as db:  # what was durable before stays
+        assert db.execute("SELECT line FROM rows WHERE state = 'sending'").fetchall() == [(1,)]
 
 
 async def test_two_usernames_resolving_to_one_id_skip_exactly_one(tmp_path: Path) -> None:
@@ -148,6 +189,27 @@ async def test_in_flight_rows_become_unknown_on_start(tmp_path: Path) -> None:
         await checkpoint.close()
 
 
+async def test_a_restart_charges_the_api_key_with_recorded_media_uploads(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    await write_plan(path, [planned(1, sender="a", recipient_id="1")])
+    checkpoint = await Checkpoint.open(path)
+    try:
+        # two uploads took the key's slots; the second was in flight when the run stopped
+        await checkpoint.submit([cp.upload(path="a.png", sender="a", at_s=100.0),
+                                 cp.upload(path="b.png", sender="a", at_s=110.0)])
+        await checkpoint.submit([cp.upload_done(path="a.png", sender="a", at_s=100.0)])
+        key_history = await checkpoint.attempt_times(None, since_s=50.0, limit=10)
+        sender_history = await checkpoint.attempt_times("a", since_s=50.0, limit=10)
+    finally:
+        await checkpoint.close()
+    assert key_history == [(110.0, False), (100.0, True)]
+    assert sender_history == []  # an upload takes the key's slot, not the sender's
+    key = WindowLimiter((Rate(count=2, period_s=600.0),), guard_s=0.0)
+    now_s = 120.0  # the restart: an upload in flight counts from now (engine._history)
+    key.charge([t if settled else now_s for t, settled in key_history])
+    assert key.next_allowed_s(now_s) == 700.0  # both slots are taken until the first ages out
+
+
 def test_run_lock_names_the_holder_and_survives_kill_9(tmp_path: Path) -> None:
     path = tmp_path / "c.sqlite"
     with subprocess.Popen(
@@ -164,6 +226,39 @@ def test_run_lock_names_the_holder_and_survives_kill_9(tmp_path: Path) -> None:
             holder.wait(timeout=10)
     with RunLock(path):  # the kernel dropped the dead holder's lock
         pass
+
+
+def test_run_lock_removes_its_file_on_leaving_and_a_holder_is_still_named(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    lock_file = tmp_path / "c.sqlite.lock"
+    with subprocess.Popen(
+        [sys.executable, "-c", ("import sys\nfrom pathlib import Path\n"
+         "from bulkdm.runlock import RunLock\n"
+         "with RunLock(Path(sys.argv[1])):\n    print('held', flush=True)\n    sys.stdin.readline()"),
+         str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as holder:
+        assert holder.stdin is not None and holder.stdout is not None
+        assert holder.stdout.readline().strip() == "held"
+        assert lock_file.exists()
+        with pytest.raises(CheckpointLockedError, match=f"pid {holder.pid}"), RunLock(path):
+            pass
+        holder.stdin.write("\n")  # let it leave the lock as a clean exit does
+        holder.stdin.flush()
+        assert holder.wait(timeout=10) == 0
+    assert not lock_file.exists()
+    with RunLock(path):
+        assert lock_file.read_text().startswith(f"pid {os.getpid()} ")
+    assert not lock_file.exists()
+
+
+def test_a_runner_that_opened_a_lock_file_being_removed_opens_it_again(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    late = RunLock(path)
+    with RunLock(path):
+        stale_fd = os.open(late.path, os.O_RDWR)  # opened just before the holder leaves
+    # its flock now succeeds, on a file no longer at the path: it must not count as the lock
+    assert late._acquire(stale_fd) is False
+    with late, pytest.raises(CheckpointLockedError, match=f"pid {os.getpid()}"), RunLock(path):
+        pass  # the lock late then takes is the one a third runner finds
 
 
 def test_row_columns_are_in_row_record_field_order() -> None:

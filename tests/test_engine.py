@@ -135,6 +135,27 @@ async def test_bad_api_key_stops_the_run_and_sends_nothing(tmp_path: Path) -> No
     assert (await states(path))[1][0] == "pending"
 
 
+async def test_a_restart_charges_the_api_key_with_the_media_uploads_of_the_run(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "c.sqlite"
+    image = tmp_path / "a.png"
+    image.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    await write_plan(path, [replace(planned(1, sender="alice", recipient_id="6100"),
+                                    media=str(image))])
+    # room for the upload and the send in 10 minutes (the first rate keeps them close together)
+    key_rates = (Rate(count=1000, period_s=1.0), Rate(count=2, period_s=600.0))
+    async with running_sandbox() as sb:
+        report = await run_engine(settings_for(sb, key_rates=key_rates), path)
+        assert report.finish_reason is FinishReason.COMPLETED and len(sb.ledger) == 1
+        stopped = asyncio.Event()
+        stopped.set()
+        async with open_engine(settings_for(sb, key_rates=key_rates), path,
+                               stop=stopped) as engine:
+            await engine.run()
+            assert engine.next_slot_in_s("alice") > 590
+
+
 async def test_a_restart_charges_the_limiter_with_recorded_sends(tmp_path: Path) -> None:
     path = tmp_path / "c.sqlite"
     await write_plan(path, [planned(1, sender="alice", recipient_id="6000")])

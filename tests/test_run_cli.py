@@ -58,6 +58,7 @@ async def test_resume_after_done_sends_nothing_more(tmp_path: Path) -> None:
         assert len(sb.ledger) == 3
     assert (first.code, again.code) == (3, 3)
     assert len(handoff_lines(tmp_path / "camp.handoff.jsonl")) == len(MIXED)
+    assert not (tmp_path / "camp.bulkdm.sqlite.lock").exists()  # removed on a clean exit
 
 
 async def test_retries_5xx_429_and_polls_202_to_one_delivery_each(tmp_path: Path) -> None:
@@ -125,6 +126,7 @@ async def test_a_second_runner_is_refused_with_the_holder(tmp_path: Path) -> Non
     assert second.code == 1
     assert "in use by another run" in second.stderr and f"pid {first.pid}" in second.stderr
     assert stopped.code == 4
+    assert not (tmp_path / "camp.bulkdm.sqlite.lock").exists()
 
 
 async def test_bad_api_key_stops_the_run_with_the_reason(tmp_path: Path) -> None:
