@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bulkdm.ledger import Ledger, Realm, account_subject, key_subject, open_ledger
-from bulkdm.ledger.base import LEASE_S, OUTSTANDING_POLL_S, window_s
+from bulkdm.ledger.base import LEASE_S, OTHER_HOLDER_MARGIN_S, OUTSTANDING_POLL_S, window_s
 from bulkdm.rates import Rate
 
 NOW = 1_800_000_000.0
@@ -96,11 +96,25 @@ async def test_a_killed_holders_lease_expires_and_its_sends_still_count(connect:
     during = await other.reserve(ALICE, rates=[rate], holder="b", want=1, now_s=NOW + 5)
     assert during.ids == () and during.next_s == pytest.approx(NOW + 5 + OUTSTANDING_POLL_S)
     # after the lease: counted as sent at its end (it may have been), and no longer than that
+    # (another holder's sends count a margin longer: their requests' delays differ from ours)
     after = await other.reserve(ALICE, rates=[rate], holder="b", want=1, now_s=NOW + LEASE_S + 1)
-    assert after.next_s == pytest.approx(NOW + LEASE_S + window_s(rate))
-    free = await other.reserve(ALICE, rates=[rate], holder="b", want=1,
-                               now_s=NOW + LEASE_S + window_s(rate) + 0.01)
+    free_s = NOW + LEASE_S + window_s(rate) + OTHER_HOLDER_MARGIN_S
+    assert after.next_s == pytest.approx(free_s)
+    free = await other.reserve(ALICE, rates=[rate], holder="b", want=1, now_s=free_s + 0.01)
     assert len(free.ids) == 1
+
+
+async def test_another_holders_sends_count_a_margin_longer(connect: Opener) -> None:
+    mine, theirs = await connect(), await connect()
+    rate = Rate(count=1, period_s=10.0)
+    grant = await theirs.reserve(ALICE, rates=[rate], holder="b", want=1, now_s=NOW)
+    await theirs.settle([(grant.ids[0], NOW)], [])
+    edge_s = NOW + window_s(rate) + 0.01
+    refused = await mine.reserve(ALICE, rates=[rate], holder="a", want=1, now_s=edge_s)
+    assert refused.ids == ()
+    assert refused.next_s == pytest.approx(NOW + window_s(rate) + OTHER_HOLDER_MARGIN_S)
+    assert len((await theirs.reserve(ALICE, rates=[rate], holder="b", want=1,
+                                     now_s=edge_s)).ids) == 1
 
 
 async def test_two_processes_competing_for_one_account_never_share_a_slot(connect: Opener) -> None:

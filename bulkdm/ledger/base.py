@@ -7,7 +7,7 @@ The realm (``live`` or ``sandbox``) keeps sandbox runs off real accounts' budget
 Every send holds a **reservation** in the ledger before its intent commits in the checkpoint.
 A reservation is granted only if one more send *now* fits every window that any campaign
 configured for the subject (the stricter limits hold), counting every campaign's and every
-process's sends. Until it is settled, a reservation counts as a send at the moment anyone looks
+process's sends (another process's a little longer: OTHER_HOLDER_MARGIN_S). Until it is settled, a reservation counts as a send at the moment anyone looks
 (it may leave at any time); once settled, at its real send time; once its lease is over without
 a settlement (a process killed with ``kill -9``), at the end of its lease: it may have been sent,
 so it still counts, and it blocks no one longer than a real send would. A send that never left
@@ -54,6 +54,10 @@ LEASE_S: Final = 30.0
 REGISTRATION_TTL_S: Final = 86400.0
 #: how soon to ask again when only other processes' unsettled reservations are in the way
 OUTSTANDING_POLL_S: Final = 0.2
+#: another process's sends count this much longer in each window: requests of two processes
+#: reach the provider with different delays (a new connection, a loaded machine), and a send
+#: counts from when it left its own process
+OTHER_HOLDER_MARGIN_S: Final = 0.2
 
 
 class Realm(StrEnum):
@@ -85,11 +89,15 @@ def window_s(rate: Rate) -> float:
 
 
 def effective_rates(*rate_sets: Sequence[Rate]) -> tuple[Rate, ...]:
-    """Every window of every set, each once: keeping all of them keeps the stricter of each."""
-    seen: dict[Rate, None] = {}
+    """Every window of every set; of two windows of one period, the smaller count. Keeping all
+    of them keeps the stricter limits of every campaign."""
+    strictest: dict[float, Rate] = {}
     for rates in rate_sets:
-        seen.update(dict.fromkeys(rates))
-    return tuple(sorted(seen, key=lambda r: (r.period_s, r.count)))
+        for rate in rates:
+            kept = strictest.get(rate.period_s)
+            if kept is None or rate.count < kept.count:
+                strictest[rate.period_s] = rate
+    return tuple(sorted(strictest.values(), key=lambda r: r.period_s))
 
 
 def room(rates: Sequence[Rate], counts: Sequence[int], want: int) -> int:
@@ -99,8 +107,8 @@ def room(rates: Sequence[Rate], counts: Sequence[int], want: int) -> int:
 
 def next_try_s(now_s: float, binding: Sequence[tuple[Rate, float | None]]) -> float:
     """When a refused reservation may succeed: for each full window, when its ``count``-th
-    newest settled send leaves it (``None``: only unsettled reservations fill it, which settle
-    within moments, so ask again soon)."""
+    newest settled send leaves it (its time plus, for another holder's, the margin; ``None``:
+    only unsettled reservations fill it, which settle within moments, so ask again soon)."""
     return max(now_s + OUTSTANDING_POLL_S if nth_s is None else nth_s + window_s(rate)
                for rate, nth_s in binding)
 
@@ -160,8 +168,9 @@ class Ledger(Protocol):
                        now_s: float) -> None:
         """Record ``campaign``'s windows for ``subject`` (replacing its earlier ones)."""
 
-    async def limits(self, subject: str, *, now_s: float) -> list[CampaignLimits]:
-        """Every campaign's windows for ``subject`` registered within REGISTRATION_TTL_S."""
+    async def limits(self, subject: str, *, now_s: float,
+                     ttl_s: float = REGISTRATION_TTL_S) -> list[CampaignLimits]:
+        """Every campaign's windows for ``subject`` registered within ``ttl_s``."""
 
     async def reserve(self, subject: str, *, rates: Sequence[Rate], holder: str, want: int,
                       now_s: float, lease_s: float = LEASE_S) -> Grant:

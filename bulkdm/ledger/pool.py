@@ -243,11 +243,9 @@ class AccountPool:
             raise self._failure
 
     async def close(self) -> None:
-        """Release the reservations taken ahead and not used, write everything, close."""
-        try:
-            for held in self._held.values():
-                self.settle_later(released=list(held.ids))
-                held.ids.clear()
-            await self.flush()
-        finally:
-            await self.ledger.close()
+        """Release the reservations taken ahead and not used, and write everything (the ledger
+        stays open: its opener closes it)."""
+        for held in self._held.values():
+            self.settle_later(released=list(held.ids))
+            held.ids.clear()
+        await self.flush()

@@ -18,6 +18,7 @@ import orjson
 from bulkdm.errors import LedgerError
 from bulkdm.ledger.base import (
     LEASE_S,
+    OTHER_HOLDER_MARGIN_S,
     REGISTRATION_TTL_S,
     CampaignLimits,
     Grant,
@@ -63,9 +64,14 @@ _SET_REST: Final = (
     "until_s = excluded.until_s, reason = excluded.reason, at_s = excluded.at_s "
     "WHERE excluded.until_s > bulkdm_rests.until_s OR bulkdm_rests.until_s <= excluded.at_s"
 )
+_COUNT: Final = (
+    "SELECT COUNT(*) FROM bulkdm_reservations WHERE subject = $1 AND at_s > $2 "
+    "AND (holder != $3 OR at_s > $4)"
+)
 _NTH_SETTLED: Final = (
-    "SELECT at_s FROM bulkdm_reservations WHERE subject = $1 AND at_s > $2 "
-    "AND (sent OR at_s <= $3) ORDER BY at_s DESC LIMIT 1 OFFSET $4"
+    "SELECT at_s + CASE WHEN holder = $1 THEN 0 ELSE $2 END AS until_s "
+    "FROM bulkdm_reservations WHERE subject = $3 AND at_s > $4 AND (holder != $1 OR at_s > $5) "
+    "AND (sent OR at_s <= $6) ORDER BY until_s DESC LIMIT 1 OFFSET $7"
 )
 
 
@@ -118,9 +124,10 @@ class PostgresLedger:
             "DO UPDATE SET rates = excluded.rates, updated_s = excluded.updated_s",
             subject, campaign, encoded, now_s)
 
-    async def limits(self, subject: str, *, now_s: float) -> list[CampaignLimits]:
+    async def limits(self, subject: str, *, now_s: float,
+                     ttl_s: float = REGISTRATION_TTL_S) -> list[CampaignLimits]:
         async with self._pool.acquire() as conn:
-            return await _limits(conn, subject, now_s)
+            return await _limits(conn, subject, now_s, ttl_s)
 
     async def reserve(self, subject: str, *, rates: Sequence[Rate], holder: str, want: int,
                       now_s: float, lease_s: float = LEASE_S) -> Grant:
@@ -199,10 +206,11 @@ class PostgresLedger:
             raise LedgerError(f"{self.location}: the account ledger failed: {exc}") from exc
 
 
-async def _limits(conn: Any, subject: str, now_s: float) -> list[CampaignLimits]:
+async def _limits(conn: Any, subject: str, now_s: float,
+                  ttl_s: float = REGISTRATION_TTL_S) -> list[CampaignLimits]:
     rows = await conn.fetch("SELECT campaign, rates, updated_s FROM bulkdm_limits "
                             "WHERE subject = $1 AND updated_s > $2 ORDER BY campaign",
-                            subject, now_s - REGISTRATION_TTL_S)
+                            subject, now_s - ttl_s)
     return [CampaignLimits(subject=subject, campaign=r[0], updated_s=r[2],
                            rates=tuple(Rate(count=c, period_s=p) for c, p in orjson.loads(r[1])))
             for r in rows]
@@ -216,14 +224,16 @@ async def _reserve(conn: Any, subject: str, rates: tuple[Rate, ...], holder: str
     if rest is not None:
         return Grant(ids=(), expires_s=expires_s, next_s=rest[0], reason=f"resting: {rest[1]}")
     rates = effective_rates(rates, *(c.rates for c in await _limits(conn, subject, now_s)))
-    counts = [await conn.fetchval("SELECT COUNT(*) FROM bulkdm_reservations WHERE subject = $1 "
-                                  "AND at_s > $2", subject, now_s - window_s(r)) for r in rates]
+    counts = [await conn.fetchval(_COUNT, subject, now_s - window_s(r) - OTHER_HOLDER_MARGIN_S,
+                                  holder, now_s - window_s(r)) for r in rates]
     granted = room(rates, counts, want)
     if granted == 0:
         binding = []
         for rate, count in zip(rates, counts, strict=True):
             if count >= rate.count:
-                nth = await conn.fetchval(_NTH_SETTLED, subject, now_s - window_s(rate), now_s,
+                start_s = now_s - window_s(rate)
+                nth = await conn.fetchval(_NTH_SETTLED, holder, OTHER_HOLDER_MARGIN_S, subject,
+                                          start_s - OTHER_HOLDER_MARGIN_S, start_s, now_s,
                                           rate.count - 1)
                 binding.append((rate, None if nth is None else float(nth)))
         return Grant(ids=(), expires_s=expires_s, next_s=next_try_s(now_s, binding),

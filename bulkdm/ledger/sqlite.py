@@ -19,6 +19,7 @@ import orjson
 from bulkdm.errors import LedgerError
 from bulkdm.ledger.base import (
     LEASE_S,
+    OTHER_HOLDER_MARGIN_S,
     REGISTRATION_TTL_S,
     CampaignLimits,
     Grant,
@@ -60,9 +61,15 @@ CREATE TABLE IF NOT EXISTS health (
     subject TEXT PRIMARY KEY, state TEXT NOT NULL, reason TEXT NOT NULL, at_s REAL NOT NULL
 );
 """
+#: sends in a window ending now: this holder's in the window, others' in it widened by a margin
+_COUNT: Final = (
+    "SELECT COUNT(*) FROM reservations WHERE subject = ? AND at_s > ? "
+    "AND (holder != ? OR at_s > ?)"
+)
 _NTH_SETTLED: Final = (
-    "SELECT at_s FROM reservations WHERE subject = ? AND at_s > ? AND (sent = 1 OR at_s <= ?) "
-    "ORDER BY at_s DESC LIMIT 1 OFFSET ?"
+    "SELECT at_s + CASE WHEN holder = ? THEN 0 ELSE ? END AS until_s FROM reservations "
+    "WHERE subject = ? AND at_s > ? AND (holder != ? OR at_s > ?) AND (sent = 1 OR at_s <= ?) "
+    "ORDER BY until_s DESC LIMIT 1 OFFSET ?"
 )
 
 
@@ -107,8 +114,9 @@ class SqliteLedger:
         await self._call(_write, "INSERT OR REPLACE INTO limits VALUES (?, ?, ?, ?)",
                          [(subject, campaign, encoded, now_s)])
 
-    async def limits(self, subject: str, *, now_s: float) -> list[CampaignLimits]:
-        return await self._call(_limits, subject, now_s)
+    async def limits(self, subject: str, *, now_s: float,
+                     ttl_s: float = REGISTRATION_TTL_S) -> list[CampaignLimits]:
+        return await self._call(_limits, subject, now_s, ttl_s)
 
     async def reserve(self, subject: str, *, rates: Sequence[Rate], holder: str, want: int,
                       now_s: float, lease_s: float = LEASE_S) -> Grant:
@@ -187,10 +195,11 @@ def _in_transaction(db: sqlite3.Connection, fn: Callable[..., _T], *args: Any) -
     return result
 
 
-def _limits(db: sqlite3.Connection, subject: str, now_s: float) -> list[CampaignLimits]:
+def _limits(db: sqlite3.Connection, subject: str, now_s: float,
+            ttl_s: float = REGISTRATION_TTL_S) -> list[CampaignLimits]:
     rows = db.execute("SELECT campaign, rates, updated_s FROM limits WHERE subject = ? "
                       "AND updated_s > ? ORDER BY campaign",
-                      (subject, now_s - REGISTRATION_TTL_S)).fetchall()
+                      (subject, now_s - ttl_s)).fetchall()
     return [CampaignLimits(subject=subject, campaign=campaign, updated_s=updated_s,
                            rates=tuple(Rate(count=c, period_s=p) for c, p in orjson.loads(rates)))
             for campaign, rates, updated_s in rows]
@@ -204,11 +213,11 @@ def _reserve(db: sqlite3.Connection, subject: str, rates: tuple[Rate, ...], hold
     if rest is not None:
         return Grant(ids=(), expires_s=expires_s, next_s=rest[0], reason=f"resting: {rest[1]}")
     rates = effective_rates(rates, *(c.rates for c in _limits(db, subject, now_s)))
-    counts = [db.execute("SELECT COUNT(*) FROM reservations WHERE subject = ? AND at_s > ?",
-                         (subject, now_s - window_s(r))).fetchone()[0] for r in rates]
+    counts = [db.execute(_COUNT, (subject, now_s - window_s(r) - OTHER_HOLDER_MARGIN_S, holder,
+                                  now_s - window_s(r))).fetchone()[0] for r in rates]
     granted = room(rates, counts, want)
     if granted == 0:
-        binding = [(r, _nth_settled(db, subject, r, now_s))
+        binding = [(r, _nth_settled(db, subject, holder, r, now_s))
                    for r, n in zip(rates, counts, strict=True) if n >= r.count]
         return Grant(ids=(), expires_s=expires_s, next_s=next_try_s(now_s, binding),
                      reason=f"{rates_text([r for r, _ in binding])} full")
@@ -220,8 +229,11 @@ def _reserve(db: sqlite3.Connection, subject: str, rates: tuple[Rate, ...], hold
     return Grant(ids=tuple(ids), expires_s=expires_s)
 
 
-def _nth_settled(db: sqlite3.Connection, subject: str, rate: Rate, now_s: float) -> float | None:
-    row = db.execute(_NTH_SETTLED, (subject, now_s - window_s(rate), now_s,
+def _nth_settled(db: sqlite3.Connection, subject: str, holder: str, rate: Rate,
+                 now_s: float) -> float | None:
+    start_s = now_s - window_s(rate)
+    row = db.execute(_NTH_SETTLED, (holder, OTHER_HOLDER_MARGIN_S, subject,
+                                    start_s - OTHER_HOLDER_MARGIN_S, holder, start_s, now_s,
                                     rate.count - 1)).fetchone()
     return None if row is None else float(row[0])
 
