@@ -36,7 +36,9 @@ from bulkdm.rates import Rate
 __all__ = ["AccountPool", "Refusal", "Ticket"]
 
 #: reservations asked for at once, at most (fewer when fewer fit now or the pace is slow)
-BATCH: Final = 16
+BATCH: Final = 64
+#: how long settlements gather before they are written together
+SETTLE_EVERY_S: Final = 0.05
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -90,6 +92,7 @@ class AccountPool:
         self._lease_s = lease_s
         self._holder = f"{socket.gethostname()}:{os.getpid()}:{campaign}"
         self._rates: dict[str, tuple[Rate, ...]] = {}
+        self._subjects: dict[str, str] = {}
         self._held: dict[str, _Held] = {}
         self._sent: list[tuple[int, float]] = []
         self._released: list[int] = []
@@ -117,7 +120,12 @@ class AccountPool:
 
     def subject(self, account: str | None) -> str:
         """The subject of ``account`` (``None``: the API key)."""
-        return self._key if account is None else account_subject(self.realm, account)
+        if account is None:
+            return self._key
+        subject = self._subjects.get(account)
+        if subject is None:
+            subject = self._subjects[account] = account_subject(self.realm, account)
+        return subject
 
     def rates(self, account: str | None) -> tuple[Rate, ...]:
         """Every window kept for ``account`` (``None``: the key): all campaigns' together."""
@@ -145,12 +153,14 @@ class AccountPool:
         if self._failure is not None:
             raise self._failure
         subject = self.subject(account)
-        for name in (subject, self._key):
-            refusal = await self._ensure(name)
-            if refusal is not None:
-                return refusal
-        return Ticket(pool=self, ids=(self._held[subject].ids.popleft(),
-                                      self._held[self._key].ids.popleft()))
+        mine, key = self._held.get(subject), self._held.get(self._key)
+        if mine is None or key is None or not (self._usable(mine) and self._usable(key)):
+            for name in (subject, self._key):
+                refusal = await self._ensure(name)
+                if refusal is not None:
+                    return refusal
+            mine, key = self._held[subject], self._held[self._key]
+        return Ticket(pool=self, ids=(mine.ids.popleft(), key.ids.popleft()))
 
     async def _ensure(self, subject: str) -> Refusal | None:
         held = self._held.setdefault(subject, _Held())
@@ -224,6 +234,9 @@ class AccountPool:
 
     async def _write_loop(self) -> None:
         while self._sent or self._released or self._chores:
+            # gather a few milliseconds' settlements into one transaction: until it is written a
+            # send counts as "now" for everyone else, the safe side
+            await asyncio.sleep(SETTLE_EVERY_S)
             sent, released, chores = self._sent, self._released, self._chores
             self._sent, self._released, self._chores = [], [], []
             try:
