@@ -9,7 +9,7 @@ from bulkdm.ledger import AccountPool, Realm, Refusal, Ticket, account_subject, 
 from bulkdm.rates import Rate
 
 NOW = 1_800_000_000.0
-FAST = (Rate(count=1000, period_s=1.0),)
+FAST = (Rate(count=10_000, period_s=1.0),)
 
 
 async def test_tickets_come_from_one_batch_and_only_sent_ones_remain(tmp_path: Path) -> None:
@@ -66,5 +66,20 @@ async def test_a_campaign_opened_later_with_stricter_limits_binds_the_first(tmp_
         assert [isinstance(t, Ticket) for t in taken] == [True] * 3 + [False] * 2
         await loose.close()
         await strict.close()
+    finally:
+        await ledger.close()
+
+
+async def test_a_daily_cap_bounds_how_many_are_reserved_ahead(tmp_path: Path) -> None:
+    ledger = await open_ledger(str(tmp_path / "l.sqlite"), now_s=NOW)
+    try:
+        pool = await AccountPool.open(
+            ledger, realm=Realm.LIVE, campaign="c", api_key="k", key_rates=FAST,
+            accounts={"alice": (Rate(count=1000, period_s=1.0), Rate(count=500, period_s=86400.0))},
+            clock=lambda: NOW)
+        assert isinstance(await pool.ticket("alice"), Ticket)
+        held = await ledger.history(pool.subject("alice"), since_s=NOW - 1, now_s=NOW)
+        assert len(held) == 500 // 16  # a kill -9 now would cost the day 31 sends, not 64
+        await pool.close()
     finally:
         await ledger.close()

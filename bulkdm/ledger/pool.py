@@ -187,11 +187,14 @@ class AccountPool:
         return bool(held.ids) and self._clock() < held.expires_s - self._lease_s / 2
 
     def _want(self, subject: str) -> int:
+        """At most what the pace uses in half a lease, and a sixteenth of the smallest window:
+        reservations a killed process held unused count until they leave the window."""
         rates = self._rates[subject]
-        pace_s = min((r.period_s / r.count for r in rates), default=0.0)
-        if pace_s <= 0:
+        if not rates:
             return BATCH
-        return max(1, min(BATCH, int(self._lease_s / 2 / pace_s)))
+        pace_s = min(r.period_s / r.count for r in rates)
+        smallest = min(r.count for r in rates)
+        return max(1, min(BATCH, int(self._lease_s / 2 / pace_s), smallest // 16))
 
     # -- rests and health ------------------------------------------------------------------------
 
