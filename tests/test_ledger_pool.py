@@ -3,6 +3,7 @@ background, released when unused; a real SQLite ledger file and a fake clock."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from bulkdm.ledger import AccountPool, Realm, Refusal, Ticket, account_subject, open_ledger
@@ -81,5 +82,27 @@ async def test_a_daily_cap_bounds_how_many_are_reserved_ahead(tmp_path: Path) ->
         held = await ledger.history(pool.subject("alice"), since_s=NOW - 1, now_s=NOW)
         assert len(held) == 500 // 16  # a kill -9 now would cost the day 31 sends, not 64
         await pool.close()
+    finally:
+        await ledger.close()
+
+
+async def test_the_next_batch_is_reserved_before_this_one_runs_out(tmp_path: Path) -> None:
+    ledger = await open_ledger(str(tmp_path / "l.sqlite"), now_s=NOW)
+    try:
+        pool = await AccountPool.open(ledger, realm=Realm.LIVE, campaign="c", api_key="k",
+                                      accounts={"alice": FAST}, key_rates=FAST,
+                                      clock=lambda: NOW)
+        alice = pool.subject("alice")
+        for _ in range(48):
+            assert isinstance(await pool.ticket("alice"), Ticket)
+        # 16 left of 64: the next 64 are on their way, without a send waiting for them
+        for _ in range(400):  # the ledger's thread answers within moments
+            if len(await ledger.history(alice, since_s=NOW - 1, now_s=NOW)) == 128:
+                break
+            await asyncio.sleep(0.005)
+        assert len(await ledger.history(alice, since_s=NOW - 1, now_s=NOW)) == 128
+        await pool.close()
+        # the 80 never handed out are released; the 48 tickets, never settled, still count
+        assert len(await ledger.history(alice, since_s=NOW - 1, now_s=NOW)) == 48
     finally:
         await ledger.close()

@@ -41,6 +41,16 @@ BATCH: Final = 64
 SETTLE_EVERY_S: Final = 0.05
 
 
+def batch_size(rates: Sequence[Rate], lease_s: float) -> int:
+    """Reservations to take at once: at most what the pace uses in half a lease, and a sixteenth
+    of the smallest window (those a killed process held unused count until they leave it)."""
+    if not rates:
+        return BATCH
+    pace_s = min(r.period_s / r.count for r in rates)
+    smallest = min(r.count for r in rates)
+    return max(1, min(BATCH, int(lease_s / 2 / pace_s), smallest // 16))
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Refusal:
     """No send for this account now: ask again at ``next_s``."""
@@ -72,11 +82,12 @@ class Ticket:
 
 @dataclass(kw_only=True, slots=True)
 class _Held:
-    """Reservations of one subject taken ahead and not used yet."""
+    """Reservations of one subject taken ahead and not used yet: (id, its lease's end), oldest
+    first, and the next batch being reserved before these run out."""
 
-    ids: deque[int] = field(default_factory=deque)
-    expires_s: float = 0.0
+    ids: deque[tuple[int, float]] = field(default_factory=deque)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    refill: asyncio.Task[None] | None = None
 
 
 class AccountPool:
@@ -93,6 +104,7 @@ class AccountPool:
         self._holder = f"{socket.gethostname()}:{os.getpid()}:{campaign}"
         self._rates: dict[str, tuple[Rate, ...]] = {}
         self._subjects: dict[str, str] = {}
+        self._wants: dict[str, int] = {}
         self._held: dict[str, _Held] = {}
         self._sent: list[tuple[int, float]] = []
         self._released: list[int] = []
@@ -160,7 +172,31 @@ class AccountPool:
                 if refusal is not None:
                     return refusal
             mine, key = self._held[subject], self._held[self._key]
-        return Ticket(pool=self, ids=(mine.ids.popleft(), key.ids.popleft()))
+        ticket = Ticket(pool=self, ids=(mine.ids.popleft()[0], key.ids.popleft()[0]))
+        self._prefetch(subject, mine)
+        self._prefetch(self._key, key)
+        return ticket
+
+    def _prefetch(self, subject: str, held: _Held) -> None:
+        """Reserve the next batch in the background once a quarter of this one is left, so no
+        send waits for the ledger (the spare reservations count as "now": the safe side)."""
+        want = self._want(subject)
+        if want >= 4 and len(held.ids) <= want // 4 and held.refill is None:
+            held.refill = asyncio.get_running_loop().create_task(self._refill(subject, held))
+
+    async def _refill(self, subject: str, held: _Held) -> None:
+        try:
+            async with held.lock:
+                if len(held.ids) > self._want(subject) // 4:
+                    return
+                grant = await self.ledger.reserve(subject, rates=self._rates[subject],
+                                                  holder=self._holder, want=self._want(subject),
+                                                  now_s=self._clock(), lease_s=self._lease_s)
+                held.ids.extend((i, grant.expires_s) for i in grant.ids)
+        except LedgerError as exc:  # kept, and raised by the next ticket or the close
+            self._failure = exc
+        finally:
+            held.refill = None
 
     async def _ensure(self, subject: str) -> Refusal | None:
         held = self._held.setdefault(subject, _Held())
@@ -169,32 +205,28 @@ class AccountPool:
         async with held.lock:
             if self._usable(held):
                 return None
-            if held.ids:  # too close to the lease's end to be sent in time: never used
-                self.settle_later(released=list(held.ids))
-                held.ids.clear()
             now = self._clock()
             grant = await self.ledger.reserve(subject, rates=self._rates[subject],
                                               holder=self._holder, want=self._want(subject),
                                               now_s=now, lease_s=self._lease_s)
             if not grant.ids:
                 return Refusal(next_s=grant.next_s or now, reason=grant.reason or "no room")
-            held.ids.extend(grant.ids)
-            held.expires_s = grant.expires_s
+            held.ids.extend((i, grant.expires_s) for i in grant.ids)
         return None
 
     def _usable(self, held: _Held) -> bool:
-        # half a lease left at least: the intent's commit and the request fit in that
-        return bool(held.ids) and self._clock() < held.expires_s - self._lease_s / 2
+        """True if the oldest reservation held has half a lease left at least (the intent's
+        commit and the request fit in that); older ones are released: never used."""
+        stale_s = self._clock() + self._lease_s / 2
+        while held.ids and held.ids[0][1] <= stale_s:
+            self.settle_later(released=[held.ids.popleft()[0]])
+        return bool(held.ids)
 
     def _want(self, subject: str) -> int:
-        """At most what the pace uses in half a lease, and a sixteenth of the smallest window:
-        reservations a killed process held unused count until they leave the window."""
-        rates = self._rates[subject]
-        if not rates:
-            return BATCH
-        pace_s = min(r.period_s / r.count for r in rates)
-        smallest = min(r.count for r in rates)
-        return max(1, min(BATCH, int(self._lease_s / 2 / pace_s), smallest // 16))
+        want = self._wants.get(subject)
+        if want is None:
+            want = self._wants[subject] = batch_size(self._rates[subject], self._lease_s)
+        return want
 
     # -- rests and health ------------------------------------------------------------------------
 
@@ -262,6 +294,8 @@ class AccountPool:
         """Release the reservations taken ahead and not used, and write everything (the ledger
         stays open: its opener closes it)."""
         for held in self._held.values():
-            self.settle_later(released=list(held.ids))
+            if held.refill is not None:
+                await held.refill
+            self.settle_later(released=[i for i, _ in held.ids])
             held.ids.clear()
         await self.flush()
