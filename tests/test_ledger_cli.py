@@ -18,11 +18,13 @@ from bulkdm.sandbox import Delivery, Sandbox, running_sandbox
 from tests.clikit import Done, bulkdm, env_for, finish, start, windows_over, write_campaign
 
 SENDERS = ("s1", "s2")
-TWO_PER_S = Rate(count=2, period_s=1.0)
+#: a window with a guard (2 % of it) wider than the jitter of a first request's delivery to a
+#: sandbox in a busy test process (measured up to 80 ms); the senders send one every 2.5 s
+TWO_PER_5S = Rate(count=2, period_s=5.0)
 
 
 def campaign(folder: Path, name: str, first_id: int, count: int, *, url: str,
-             sender_rate: str = "2/1s", daily_cap: int | None = None) -> Path:
+             sender_rate: str = "2/5s", daily_cap: int | None = None) -> Path:
     """A campaign called ``name`` in its own folder, on the senders every campaign here shares."""
     folder.mkdir(parents=True, exist_ok=True)
     rows = [{"recipient_id": str(first_id + i), "first_name": "x"} for i in range(count)]
@@ -55,14 +57,14 @@ def pool_env(**extra: str) -> dict[str, str]:
 
 async def test_two_campaigns_at_once_on_the_same_senders_keep_every_window(tmp_path: Path) -> None:
     async with running_sandbox() as sb:
-        welcome = campaign(tmp_path / "a", "welcome", 1000, 12, url=sb.xquik_url)
-        support = campaign(tmp_path / "b", "support", 2000, 12, url=sb.xquik_url)
+        welcome = campaign(tmp_path / "a", "welcome", 1000, 6, url=sb.xquik_url)
+        support = campaign(tmp_path / "b", "support", 2000, 6, url=sb.xquik_url)
         done = await run_together(welcome, support, envs=[pool_env(), pool_env()])
         ledger = await deliveries(sb)
     assert [d.code for d in done] == [0, 0], [d.stdout + d.stderr for d in done]
-    assert len(ledger) == 24 and set(Counter(d.recipient_id for d in ledger).values()) == {1}
-    # each campaign alone keeps 2/1s per sender; together they must too
-    assert windows_over(ledger, TWO_PER_S) == []
+    assert len(ledger) == 12 and set(Counter(d.recipient_id for d in ledger).values()) == {1}
+    # each campaign alone keeps 2/5s per sender; together they must too
+    assert windows_over(ledger, TWO_PER_5S) == []
 
 
 async def test_two_campaigns_in_a_row_keep_the_daily_cap_together(tmp_path: Path) -> None:
@@ -93,14 +95,14 @@ async def test_two_hosts_coordinate_only_through_a_postgres_ledger(
     tmp_path: Path, postgres_db: str,
 ) -> None:
     async with running_sandbox() as sb:
-        welcome = campaign(tmp_path / "a", "welcome", 5000, 12, url=sb.xquik_url)
-        support = campaign(tmp_path / "b", "support", 6000, 12, url=sb.xquik_url)
+        welcome = campaign(tmp_path / "a", "welcome", 5000, 6, url=sb.xquik_url)
+        support = campaign(tmp_path / "b", "support", 6000, 6, url=sb.xquik_url)
         envs = [pool_env(BULKDM_LEDGER=postgres_db, XDG_STATE_HOME=str(tmp_path / host))
                 for host in ("host_a", "host_b")]
         done = await run_together(welcome, support, envs=envs)
         ledger = await deliveries(sb)
     assert [d.code for d in done] == [0, 0], [d.stdout + d.stderr for d in done]
-    assert len(ledger) == 24 and windows_over(ledger, TWO_PER_S) == []
+    assert len(ledger) == 12 and windows_over(ledger, TWO_PER_5S) == []
     assert not (tmp_path / "host_a" / "bulkdm").exists()  # nothing kept in a local ledger
 
 
