@@ -36,6 +36,7 @@ __all__ = ["OverheadSizes", "run_overhead"]
 OVERHEAD_GOAL = 0.75
 LATENCY_GOAL = 0.8
 LATENCY_S = 0.05
+LEDGER_GOAL = 0.9
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,7 +111,7 @@ def _gc_tuned(enabled: bool) -> Iterator[None]:
 
 def _engine(plans: _Plans, folder: Path, shape: _Shape, *, loop: str,
             synchronous: str = "FULL", latency: str | None = None,
-            gc_tuned: bool = False) -> _EngineRun:
+            gc_tuned: bool = False, ledger: bool = True) -> _EngineRun:
     rows, senders, concurrency = shape.rows, shape.senders, shape.concurrency
     campaign, plan = plans.get(rows, senders)
     checkpoint = folder / "run.sqlite"
@@ -121,7 +122,7 @@ def _engine(plans: _Plans, folder: Path, shape: _Shape, *, loop: str,
     with sandbox_process(*flags) as sandbox:
         settings = folder / "run.toml"
         write_settings(settings, base_url=sandbox.xquik_url, senders=sender_names(senders),
-                       concurrency=concurrency, synchronous=synchronous)
+                       concurrency=concurrency, synchronous=synchronous, ledger=ledger)
         cpu0 = sandbox.cpu_s()
         with _gc_tuned(gc_tuned):
             result = run_on(loop, run_engine(campaign, settings, checkpoint, out))
@@ -174,12 +175,14 @@ def run_overhead(section: Section, sizes: OverheadSizes, folder: Path) -> dict[s
         clients: list[BareResult] = []
         full: list[_EngineRun] = []
         normal: list[_EngineRun] = []
+        unpooled: list[_EngineRun] = []
         for _ in range(sizes.reps):  # interleaved, so drift hits all of them alike
             bares.append(_bare(common, loop=loop))
             clients.append(_client_only(common, loop=loop))
             full.append(_engine(plans, folder, common, loop=loop, synchronous="FULL"))
             if loop == "asyncio":
                 normal.append(_engine(plans, folder, common, loop=loop, synchronous="NORMAL"))
+                unpooled.append(_engine(plans, folder, common, loop=loop, ledger=False))
         bare_rate = statistics.fmean(b.rate for b in bares)
         bare_rates[loop] = bare_rate
         ratio = _mean_rate(full) / bare_rate
@@ -202,6 +205,8 @@ def run_overhead(section: Section, sizes: OverheadSizes, folder: Path) -> dict[s
         figures[f"cpu_{loop}"] = _cpu_per_1000(full)
         figures[f"bare_cpu_{loop}"] = bare_cpu
         figures[f"sqlite_share_{loop}"] = sqlite_share
+        if unpooled:
+            _ledger_cost(section, full, unpooled, figures)
         if normal:
             durable = _mean_rate(full) / _mean_rate(normal)
             figures["full_vs_normal"] = durable
@@ -215,6 +220,19 @@ def run_overhead(section: Section, sizes: OverheadSizes, folder: Path) -> dict[s
     _extras(section, plans, folder, sizes, bare_rates["asyncio"], figures)
     _latency(section, plans, folder, sizes, bare_rates["asyncio"], figures)
     return figures
+
+
+def _ledger_cost(section: Section, full: list[_EngineRun], unpooled: list[_EngineRun],
+                 figures: dict[str, float]) -> None:
+    """The account pool's price: every send reserved in the shared ledger, or no ledger."""
+    ratio = _mean_rate(full) / _mean_rate(unpooled)
+    figures["ledger_on_off"] = ratio
+    section.add(Target(
+        key="ledger",
+        label="account ledger on / off (sends/s; CPU s per 1,000 sends)",
+        figure=f"{_mean_rate(full):,.0f} / {_mean_rate(unpooled):,.0f} = {ratio:.2f}x; "
+               f"CPU/1k {_cpu_per_1000(full):.3f} / {_cpu_per_1000(unpooled):.3f}",
+        goal=f">= {LEDGER_GOAL}", passed=ratio >= LEDGER_GOAL))
 
 
 def _split(section: Section, loop: str, bare_rate: float, clients: list[BareResult],

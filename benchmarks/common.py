@@ -215,11 +215,15 @@ def write_campaign(path: Path, rows: int, *, first_id: int = 10_000_000) -> None
 def write_settings(
     path: Path, *, base_url: str, senders: Sequence[str],
     sender_rate: str | Sequence[str] = UNBOUNDED_RATE, key_rate: str = UNBOUNDED_RATE,
-    concurrency: int = 64, synchronous: str = "FULL",
+    concurrency: int = 64, synchronous: str = "FULL", ledger: bool = True,
 ) -> None:
-    """The settings file of a benchmark campaign (Xquik, API key from ``API_KEY_ENV``)."""
+    """The settings file of a benchmark campaign (Xquik, API key from ``API_KEY_ENV``), with a
+    fresh account ledger beside it (``ledger=False``: none, budgets per campaign only)."""
     rates = [sender_rate] if isinstance(sender_rate, str) else list(sender_rate)
     rate = ", ".join(f'"{r}"' for r in rates)
+    ledger_path = path.with_suffix(".ledger.sqlite")
+    for stale in (ledger_path, *(Path(f"{ledger_path}{x}") for x in ("-wal", "-shm"))):
+        stale.unlink(missing_ok=True)
     blocks = "".join(
         f'[[senders]]\naccount = "{s}"\nrate = [{rate}]\ndaily_cap = 2000000000\n\n'
         for s in senders)
@@ -231,7 +235,8 @@ def write_settings(
         f"{blocks}"
         '[retry]\nmax_attempts = 5\nbase_delay = "50ms"\nmax_delay = "1s"\n\n'
         f'[run]\nconcurrency = {concurrency}\nsynchronous = "{synchronous}"\n'
-        'stop_grace = "10s"\nprogress_interval = "1000s"\n',
+        'stop_grace = "10s"\nprogress_interval = "1000s"\n\n'
+        f'[accounts]\nledger = "{ledger_path if ledger else "off"}"\n',
         encoding="utf-8")
 
 

@@ -16,11 +16,14 @@ import os
 import shlex
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
+
+import orjson
 
 from bulkdm.errors import BulkdmError, CheckpointError, ConfigError, StorageError
 from bulkdm.naming import CHECKPOINT_SUFFIX, HANDOFF_SUFFIX, beside, checkpoint_of
@@ -135,9 +138,32 @@ async def _plan(args: argparse.Namespace) -> int:
                                        errors_limit=None if args.errors else 20)
         finally:
             await checkpoint.close()
-    print(report.to_json() if args.json else format_report(report))
+    notes = await _limit_notes(settings)
+    if args.json:
+        print(orjson.dumps({**report.to_dict(), "account_limits": notes}).decode())
+    else:
+        print("\n".join([format_report(report), *(f"accounts: {n}" for n in notes)]))
     # nothing to send because every row is invalid: a script must not go on to `run`
     return 3 if report.rows.read and not report.rows.valid else 0
+
+
+async def _limit_notes(settings: Settings) -> list[str]:
+    """Where another campaign sets other limits for one of this campaign's accounts."""
+    from bulkdm.ledger import ledger_spec, open_ledger, realm_for
+    from bulkdm.ledger.view import limit_notes
+
+    spec = ledger_spec(settings.accounts.ledger)
+    if spec is None or (not spec.startswith("postgres")
+                        and not await asyncio.to_thread(os.path.isfile, spec)):
+        return []  # no ledger yet: no other campaign to disagree with
+    ledger = await open_ledger(spec, now_s=time.time())
+    try:
+        return await limit_notes(
+            ledger, realm=realm_for(settings.provider.base_url, sandbox=False),
+            campaign=settings.campaign.name, now_s=time.time(),
+            accounts={s.account: s.windows for s in settings.senders})
+    finally:
+        await ledger.close()
 
 
 PLAN: Final = Command(
@@ -359,6 +385,46 @@ EXPORT: Final = Command(name="export", help="rebuild handoff records (JSONL or C
                         add_arguments=_export_arguments, handler=_export)
 
 
+# -- accounts -------------------------------------------------------------------------------------
+
+
+def _accounts_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ledger", metavar="PATH|URL",
+                        help="the account ledger (default: $BULKDM_LEDGER, else "
+                             "$XDG_STATE_HOME/bulkdm/ledger.sqlite)")
+    parser.add_argument("--sandbox", action="store_true",
+                        help="the sandbox's accounts (runs against --sandbox or a loopback URL)")
+    parser.add_argument("--json", action="store_true", help="print the pool as one JSON object")
+
+
+async def _accounts(args: argparse.Namespace) -> int:
+    from bulkdm.ledger import Realm, ledger_spec, open_ledger
+    from bulkdm.ledger.view import pool_text, read_pool
+
+    spec = ledger_spec(args.ledger)
+    if spec is None:
+        raise ConfigError("the account ledger is off; name one with --ledger",
+                          source="environment", key="BULKDM_LEDGER")
+    realm = Realm.SANDBOX if args.sandbox else Realm.LIVE
+    ledger = await open_ledger(spec, now_s=time.time())
+    try:
+        views = await read_pool(ledger, realm=realm, now_s=time.time())
+    finally:
+        await ledger.close()
+    if args.json:
+        print(orjson.dumps({"ledger": ledger.location, "realm": realm.value,
+                            "accounts": [v.to_dict() for v in views]}).decode())
+    else:
+        print(pool_text(views, location=ledger.location, realm=realm))
+    return 0
+
+
+ACCOUNTS: Final = Command(
+    name="accounts",
+    help="show the account pool: each account's sends per window, rests, health, campaigns",
+    add_arguments=_accounts_arguments, handler=_accounts)
+
+
 # -- sandbox --------------------------------------------------------------------------------------
 
 
@@ -371,7 +437,7 @@ def _absolute(path: Path) -> Path:
 
 
 #: every subcommand, in the order ``--help`` lists them; add more here
-COMMANDS: Final[tuple[Command, ...]] = (PLAN, RUN, STATUS, EXPORT, SANDBOX)
+COMMANDS: Final[tuple[Command, ...]] = (PLAN, RUN, STATUS, EXPORT, ACCOUNTS, SANDBOX)
 
 
 def build_parser(commands: Sequence[Command] = COMMANDS) -> argparse.ArgumentParser:

@@ -24,6 +24,7 @@ from bulkdm import checkpoint as cp
 from bulkdm.backoff import retry_delay_s
 from bulkdm.checkpoint import Checkpoint, Expect, Finish, Write
 from bulkdm.keys import idempotency_key
+from bulkdm.ledger import AccountPool, Refusal, Ticket
 from bulkdm.outcomes import Action, Outcome, Reconciliation
 from bulkdm.providers.base import DmRequest, Provider, SenderAuth
 from bulkdm.ratelimit import Gate, WindowLimiter
@@ -75,6 +76,8 @@ class _Sender:
         self.call_note: str | None = None
         self.sent = 0
         self.inflight = 0
+        #: the shared ledger's reservations for the slot just taken (None: no ledger)
+        self.ticket: Ticket | None = None
         self.idle = asyncio.Event()
         self.idle.set()
 
@@ -106,14 +109,18 @@ class _SentAt:
     taken. The intent's commit comes in between, and on Python 3.11 aiohttp writes the body in
     a task of its own, after whatever else is ready on the loop: both vary with load."""
 
-    def __init__(self, taken_s: float, limiters: tuple[WindowLimiter, ...]) -> None:
+    def __init__(self, taken_s: float, limiters: tuple[WindowLimiter, ...],
+                 ticket: Ticket | None = None) -> None:
         self.at_s = taken_s
         self._limiters = limiters
+        self._ticket = ticket
 
     def move(self, now_s: float) -> None:
         for limiter in self._limiters:
             limiter.shift(self.at_s, now_s)
         self.at_s = max(self.at_s, now_s)
+        if self._ticket is not None:
+            self._ticket.sent(now_s)
 
 
 class Engine:
@@ -129,8 +136,11 @@ class Engine:
         stop: asyncio.Event,
         clock: Callable[[], float] = time.time,
         gate: Gate | None = None,
+        pool: AccountPool | None = None,
     ) -> None:
         self._settings = settings
+        #: the account pool's shared ledger: every send reserves its slot there first
+        self._pool = pool
         self._cp = checkpoint
         self._provider = provider
         self._stop = stop
@@ -212,13 +222,34 @@ class Engine:
         now = self._clock()
         await self._submit([cp.unsettle_in_flight(settle_after_s=self._settle_after_s)])
         self.counts.update(await self._cp.state_counts())
-        for account, sender in self._senders.items():
-            sender.limiter.charge(await self._history(account, sender.limiter, now))
-        self._key.charge(await self._history(None, self._key, now))
+        if self._pool is not None:
+            await self._restore_from_pool(self._pool, now)
+        else:
+            for account, sender in self._senders.items():
+                sender.limiter.charge(await self._history(account, sender.limiter, now))
+            self._key.charge(await self._history(None, self._key, now))
         for record in await self._cp.sender_records():
             sender_run = self._senders.get(record.account)
             if sender_run is not None:
                 await self._submit(self._apply_sender_record(sender_run, record, now))
+
+    async def _restore_from_pool(self, pool: AccountPool, now: float) -> None:
+        """Every campaign's windows and sends of each account and of the key, from the ledger
+        (this campaign's are among them), and the rests any campaign recorded."""
+        guard_s = self._settings.run.rate_guard_s
+        self._key = WindowLimiter(pool.rates(None), least_guard_s=guard_s, smooth=True)
+        self._key.charge(await pool.history(None, now))
+        for account, sender in self._senders.items():
+            sender.limiter = WindowLimiter(pool.rates(account), least_guard_s=guard_s, smooth=True)
+            sender.limiter.charge(await pool.history(account, now))
+            rest = await pool.rest_of(account, now)
+            if rest is not None:
+                sender.limiter.rest_until(rest.until_s)
+                sender.note = f"{rest.reason} until {_iso(rest.until_s)}"
+            health = await pool.health_of(account)
+            if health is not None and sender.note is None:
+                # recorded by an earlier run: tried again, and cleared by the next delivery
+                sender.note = f"{health.reason} as of {_iso(health.at_s)}; trying again"
 
     async def _history(self, account: str | None, limiter: WindowLimiter, now: float) -> list[float]:
         since_s = now - max((limiter.window_s(r) for r in limiter.rates), default=0.0)
@@ -337,6 +368,7 @@ class Engine:
         if row.media and media_id is None:
             return
         at_s = await self._take_slot(sender)
+        ticket, sender.ticket = sender.ticket, None
         if at_s is None:
             if not self._stop.is_set() and sender.state is SenderState.READY:
                 next_s = max(sender.limiter.next_allowed_s(self._clock()),
@@ -365,24 +397,53 @@ class Engine:
         # the sender goes on to its next row while this one's intent commits (grouped with
         # others); the request itself waits for that commit
         task = asyncio.create_task(self._send(claimed, sender, media_id, intent,
-                                              replay=row.state is RowState.UNKNOWN))
+                                              replay=row.state is RowState.UNKNOWN,
+                                              ticket=ticket))
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 
     async def _take_slot(self, sender: _Sender) -> float | None:
         """A concurrency slot and a rate slot at one instant (None: stopped, or resting past
-        the run). The rate slot is later moved to when the request reaches the socket."""
-        return await self._gate.acquire(sender.limiter, self._key, stop=self._stop,
-                                        slot=self._slots,
-                                        deadline_s=self._clock() + _MAX_REST_WAIT_S)
+        the run). The rate slot is later moved to when the request reaches the socket.
+
+        With the account pool, the slot is also reserved in the shared ledger (``sender.ticket``),
+        for the account and the key, against every campaign's sends; when the ledger has no room
+        the slot is given back and taken again once it may have."""
+        while True:
+            at_s = await self._gate.acquire(sender.limiter, self._key, stop=self._stop,
+                                            slot=self._slots,
+                                            deadline_s=self._clock() + _MAX_REST_WAIT_S)
+            if at_s is None or self._pool is None:
+                return at_s
+            answer = await self._pool.ticket(sender.account)
+            if isinstance(answer, Ticket):
+                sender.ticket = answer
+                return at_s
+            sender.limiter.forget(at_s)
+            self._key.forget(at_s)
+            self._slots.release()
+            if not await self._wait_for_pool(sender, answer):
+                return None
+
+    async def _wait_for_pool(self, sender: _Sender, refusal: Refusal) -> bool:
+        """Wait (a second at most before asking again: others may release) for the ledger's
+        next slot; False when that is past the run's patience or a stop came."""
+        now = self._clock()
+        if refusal.next_s - now > _MAX_REST_WAIT_S:
+            sender.note = f"{refusal.reason} (all campaigns): next slot at {_iso(refusal.next_s)}"
+            return False
+        if refusal.reason.startswith("resting"):
+            sender.limiter.rest_until(refusal.next_s)
+        await self._sleep(min(refusal.next_s - now, 1.0))
+        return not self._stop.is_set()
 
     # -- a send and what follows ---------------------------------------------------------------
 
     async def _send(
         self, row: RowRecord, sender: _Sender, media_id: str | None, intent: list[Write], *,
-        replay: bool,
+        replay: bool, ticket: Ticket | None = None,
     ) -> None:
-        sent = _SentAt(row.claimed_at_s or 0.0, (self._key, sender.limiter))
+        sent = _SentAt(row.claimed_at_s or 0.0, (self._key, sender.limiter), ticket)
         request = DmRequest(recipient_id=row.recipient_id or "", sender=sender.auth,
                             text=row.text or "", idempotency_key=row.idempotency_key or "",
                             media_id=media_id, on_sent=sent.move)
@@ -400,6 +461,8 @@ class Engine:
             else:
                 await self._submit(await self._after_send(row, sender, request, outcome, sent.at_s))
         finally:
+            if ticket is not None:
+                ticket.release()  # the request never left (a no-op once it did)
             sender.ended()
 
     async def _after_send(
@@ -411,6 +474,8 @@ class Engine:
                                     sent_at_s=sent_at_s)]
         action = outcome.action
         if action is Action.DONE:
+            if self._pool is not None:
+                self._pool.healthy(sender.account)
             sender.sent += 1
             sender.call_succeeded()
             self.recent_sends_s.append(self._clock())
@@ -468,6 +533,8 @@ class Engine:
             writes = [self._defer(row, back, 0.0, outcome)]
             if sender.state is not SenderState.OUT:  # once, however many calls said so
                 sender.state, sender.note = SenderState.OUT, outcome.code
+                if self._pool is not None:
+                    self._pool.unhealthy(sender.account, outcome.code or "out")
                 task = asyncio.create_task(self._move_rows_from(sender))
                 self._tasks.add(task)
                 task.add_done_callback(self._task_done)
@@ -477,6 +544,8 @@ class Engine:
         until_s = now + (outcome.retry_after_s or 60.0)
         sender.limiter.rest_until(until_s)
         sender.note = f"{outcome.code} until {_iso(until_s)}"
+        if self._pool is not None:  # every campaign of this account rests with it
+            self._pool.rest(sender.account, until_s=until_s, reason=outcome.code or "rest")
         return [self._defer(row, back, until_s - now, outcome),
                 cp.set_sender(account=sender.account, state=SenderState.RESTING,
                               until_s=until_s, reason=outcome.code)]

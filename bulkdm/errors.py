@@ -11,6 +11,7 @@ value, never an exception: see :mod:`bulkdm.outcomes`. An exception means the co
       CheckpointError             the checkpoint cannot be used
         CheckpointLockedError       another runner holds it
         CheckpointMismatchError     the campaign or settings changed since the plan was made
+      LedgerError                 the account ledger (shared budgets) cannot be used
       ProviderError               raised by providers only when no outcome fits
         AuthenticationError         the API credentials are refused for every call
         ProtocolError               a response breaks the documented contract
@@ -33,6 +34,7 @@ __all__ = [
     "CheckpointLockedError",
     "CheckpointMismatchError",
     "ConfigError",
+    "LedgerError",
     "ProtocolError",
     "ProviderError",
     "StorageError",
@@ -137,6 +139,11 @@ class CheckpointLockedError(CheckpointError):
 
 class CheckpointMismatchError(CheckpointError):
     """Raised when the campaign file or settings changed after sends began."""
+
+
+class LedgerError(BulkdmError):
+    """Raised when the account ledger cannot be opened or written; sending stops (an account's
+    budget cannot be kept without it)."""
 
 
 class ProviderError(BulkdmError):

@@ -183,6 +183,12 @@ class WindowLimiter:
             del self._log[index]
             self.record(to_s)
 
+    def forget(self, at_s: float) -> None:
+        """Drop the event taken at ``at_s``: it was never used (the shared ledger refused it)."""
+        index = bisect.bisect_left(self._log, at_s)
+        if index < len(self._log) and self._log[index] == at_s:
+            del self._log[index]
+
     def charge(self, times_s: Iterable[float]) -> None:
         """Restore past events (any order), e.g. send times from the checkpoint on a restart."""
         if self._cap == 0:

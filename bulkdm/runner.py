@@ -16,6 +16,7 @@ from typing import Final, Protocol, TextIO
 from bulkdm.checkpoint import Checkpoint
 from bulkdm.engine import Engine, FinishReason, RunReport, SenderState
 from bulkdm.errors import BulkdmError
+from bulkdm.ledger import AccountPool, ledger_spec, open_ledger, realm_for
 from bulkdm.outbox import Outbox
 from bulkdm.planner import ensure_plan, planned_settings
 from bulkdm.progress import Progress, SenderView, Snapshot, make_progress, summary_text
@@ -92,8 +93,10 @@ async def run_campaign(
                 # a new plan's invalid rows are shown before anything is sent
                 stream.write(format_report(report) + "\n\n")
             settings = await planned_settings(settings, checkpoint)
-            async with _provider(settings, options, environ) as (live, provider, auths):
-                return await _send_all(options, live, checkpoint, provider, auths, stream, stop)
+            async with (_provider(settings, options, environ) as (live, provider, auths, key),
+                        _account_pool(live, options, key, environ) as pool):
+                return await _send_all(options, live, checkpoint, provider, auths, stream, stop,
+                                       pool)
         finally:
             await checkpoint.close()
 
@@ -101,7 +104,7 @@ async def run_campaign(
 @contextlib.asynccontextmanager
 async def _provider(
     settings: Settings, options: RunOptions, environ: Mapping[str, str] | None
-) -> AsyncIterator[tuple[Settings, Provider, dict[str, SenderAuth]]]:
+) -> AsyncIterator[tuple[Settings, Provider, dict[str, SenderAuth], Secret]]:
     async with contextlib.AsyncExitStack() as stack:
         if options.sandbox:
             sandbox = await stack.enter_async_context(running_sandbox(SandboxConfig()))
@@ -116,7 +119,31 @@ async def _provider(
         provider = await open_provider(settings.provider, api_key,
                                        concurrency=settings.run.concurrency)
         stack.push_async_callback(provider.aclose)
-        yield settings, provider, auths
+        yield settings, provider, auths, api_key
+
+
+@contextlib.asynccontextmanager
+async def _account_pool(
+    settings: Settings, options: RunOptions, api_key: Secret, environ: Mapping[str, str] | None
+) -> AsyncIterator[AccountPool | None]:
+    """The shared ledger's pool for this campaign's accounts and key (None: the ledger is off)."""
+    spec = ledger_spec(settings.accounts.ledger, environ)
+    if spec is None:
+        yield None
+        return
+    ledger = await open_ledger(spec, now_s=time.time())
+    try:
+        pool = await AccountPool.open(
+            ledger, realm=realm_for(settings.provider.base_url, sandbox=options.sandbox),
+            campaign=settings.campaign.name, api_key=api_key.reveal(),
+            accounts={s.account: s.windows for s in settings.senders},
+            key_rates=settings.provider.rates)
+        try:
+            yield pool
+        finally:
+            await pool.close()
+    finally:
+        await ledger.close()
 
 
 def _sender_auths(
@@ -139,9 +166,10 @@ def _sender_auths(
 async def _send_all(
     options: RunOptions, settings: Settings, checkpoint: Checkpoint, provider: Provider,
     auths: dict[str, SenderAuth], stream: TextIO, stop: asyncio.Event,
+    pool: AccountPool | None = None,
 ) -> ExitCode:
     engine = Engine(settings=settings, checkpoint=checkpoint, provider=provider, auths=auths,
-                    stop=stop)
+                    stop=stop, pool=pool)
     outbox = await Outbox.open(checkpoint, options.out, campaign=settings.campaign.name,
                                provider=settings.provider.name.value,
                                source_endpoint=provider.send_endpoint)

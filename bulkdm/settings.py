@@ -28,6 +28,7 @@ from bulkdm.template import TemplateProblem, compile_template
 __all__ = [
     "DEFAULT_BASE_URLS",
     "DEFAULT_READ_RATES",
+    "AccountsSettings",
     "CampaignSettings",
     "CostSettings",
     "DmNotAllowedPolicy",
@@ -165,6 +166,14 @@ class RunSettings:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class AccountsSettings:
+    #: the account ledger shared by campaigns: a SQLite path, a ``postgresql://`` URL (its
+    #: password from ``PGPASSWORD``, never this file) or ``off``; ``None``: ``BULKDM_LEDGER``
+    #: or the default file (see :mod:`bulkdm.ledger`)
+    ledger: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Settings:
     """Everything a command needs, except secrets (read later, from the environment)."""
 
@@ -174,6 +183,7 @@ class Settings:
     retry: RetrySettings = field(default_factory=RetrySettings)
     costs: CostSettings = field(default_factory=CostSettings)
     run: RunSettings = field(default_factory=RunSettings)
+    accounts: AccountsSettings = field(default_factory=AccountsSettings)
     #: the TOML file these came from, if any
     source: Path | None = None
     #: values that are allowed but probably wrong (printed by the commands, never fatal)
@@ -189,7 +199,7 @@ class Settings:
 
 _T = TypeVar("_T")
 _ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_SECTIONS: Final = ("campaign", "provider", "senders", "retry", "costs", "run")
+_SECTIONS: Final = ("campaign", "provider", "senders", "retry", "costs", "run", "accounts")
 _DELIMITER_NAMES: Final = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";"}
 #: where a value came from when a flag set it
 COMMAND_LINE: Final = "command line"
@@ -342,6 +352,7 @@ def load_settings(
         retry=_retry(_Table(data.get("retry", {}), "retry", where)),
         costs=_costs(_Table(data.get("costs", {}), "costs", where)),
         run=_run(_Table(data.get("run", {}), "run", where)),
+        accounts=_accounts(_Table(data.get("accounts", {}), "accounts", where)),
         source=source,
         warnings=_warnings(data, source),
     )
@@ -557,6 +568,17 @@ def _run(table: _Table) -> RunSettings:
     )
     table.done()
     return settings
+
+
+def _accounts(table: _Table) -> AccountsSettings:
+    ledger = table.optional_text("ledger")
+    if ledger is not None and ledger.startswith(("postgresql://", "postgres://")):
+        netloc = ledger.split("://", 1)[1].split("/", 1)[0]
+        if "@" in netloc and ":" in netloc.rsplit("@", 1)[0]:
+            raise table.error("ledger", "holds a password; secrets come from the environment: "
+                                        "set PGPASSWORD, or the whole URL in BULKDM_LEDGER")
+    table.done()
+    return AccountsSettings(ledger=ledger)
 
 
 def settings_fingerprint(settings: Settings) -> str:

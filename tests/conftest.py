@@ -1,5 +1,14 @@
 from __future__ import annotations
 
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
 
@@ -10,7 +19,79 @@ def anyio_backend() -> tuple[str, dict[str, bool]]:
 
 
 @pytest.fixture(autouse=True)
-def _state_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    # the campaign registry ($XDG_STATE_HOME/bulkdm) of every test, and of the CLI processes it
-    # starts (they inherit the environment), is its own, never the user's
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
+def _own_state_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test (and every CLI it starts) keeps its account ledger in its own folder: never
+    the developer's ``~/.local/state``, never another test's budgets."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.delenv("BULKDM_LEDGER", raising=False)
+
+
+class _PostgresServer:
+    """A throwaway PostgreSQL server in a temporary folder, on 127.0.0.1 and a free port."""
+
+    def __init__(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="bulkdm-pg-"))
+        self.bindir = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True,
+                                     check=True, timeout=30).stdout.strip()
+        # initdb refuses root: the server runs as the postgres user, in a folder it owns
+        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self.as_user:
+            user = pwd.getpwnam("postgres")
+            os.chown(self.folder, user.pw_uid, user.pw_gid)
+        self.port = _free_port()
+
+    def start(self) -> str:
+        data, log = self.folder / "data", self.folder / "log"
+        self._run("initdb", "-D", str(data), "-A", "trust", "-U", "bulkdm")
+        options = (f"-k {self.folder} -p {self.port} -c listen_addresses=127.0.0.1 "
+                   "-c fsync=off -c max_connections=200")
+        self._run("pg_ctl", "-D", str(data), "-l", str(log), "-w", "-o", options, "start")
+        return f"postgresql://bulkdm@127.0.0.1:{self.port}/postgres"
+
+    def stop(self) -> None:
+        try:
+            self._run("pg_ctl", "-D", str(self.folder / "data"), "-m", "fast", "-w", "stop")
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _run(self, program: str, *args: str) -> None:
+        subprocess.run([*self.as_user, f"{self.bindir}/{program}", *args], check=True,
+                       capture_output=True, timeout=120)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """The URL of a real PostgreSQL server started for this session (stopped at its end).
+
+    When it cannot start, the tests that need it fail in CI (``CI`` set) and skip elsewhere."""
+    try:
+        server = _PostgresServer()
+        url = server.start()
+    except (OSError, KeyError, subprocess.SubprocessError) as exc:
+        detail = getattr(exc, "stderr", b"") or b""
+        reason = f"no PostgreSQL server for the ledger tests: {exc} {detail.decode()[-300:]}"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    try:
+        yield url
+    finally:
+        server.stop()
+
+
+_databases = iter(range(1, 1_000_000))
+
+
+@pytest.fixture
+def postgres_db(postgres_url: str) -> str:
+    """A fresh, empty database on the session's server, for one test."""
+    name = f"t{next(_databases)}"
+    subprocess.run(["psql", postgres_url, "-q", "-c", f"CREATE DATABASE {name}"], check=True,
+                   capture_output=True, timeout=60)
+    return postgres_url.rsplit("/", 1)[0] + f"/{name}"

@@ -515,3 +515,12 @@ def test_smooth_spacing_follows_the_least_strict_rate() -> None:
                         smooth=True)
     lim.record(0.0)
     assert lim.next_allowed_s(0.0) == 60.0
+
+
+def test_forget_gives_back_a_slot_never_used() -> None:
+    lim = WindowLimiter([Rate(count=1, period_s=1.0)], guard_s=0.0)
+    lim.record(5.0)
+    lim.forget(4.0)  # not held: nothing changes
+    assert lim.next_allowed_s(5.0) == 6.0
+    lim.forget(5.0)
+    assert lim.next_allowed_s(5.0) == 5.0 and len(lim) == 0

@@ -1,0 +1,203 @@
+"""The account ledger's protocol and value types: one budget per X account and per API key.
+
+A *subject* names one budget: an X account (``live:account:acme_support``, case-insensitive,
+whichever provider drives it) or an API key (``live:key:<sha256 of the key>``; never the key).
+The realm (``live`` or ``sandbox``) keeps sandbox runs off real accounts' budgets.
+
+Every send holds a **reservation** in the ledger before its intent commits in the checkpoint.
+A reservation is granted only if one more send *now* fits every window that any campaign
+configured for the subject (the stricter limits hold), counting every campaign's and every
+process's sends (another process's a little longer: OTHER_HOLDER_MARGIN_S). Until it is settled, a reservation counts as a send at the moment anyone looks
+(it may leave at any time); once settled, at its real send time; once its lease is over without
+a settlement (a process killed with ``kill -9``), at the end of its lease: it may have been sent,
+so it still counts, and it blocks no one longer than a real send would. A send that never left
+is released and counts for nothing.
+
+Why this is enough: take any window and the last reservation granted for a send inside it. When
+it was granted, every other send of that window had been reserved already, and each counted
+either at its real time (inside that window) or as "now": so the grant saw them all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final, Protocol
+
+from bulkdm.ratelimit import default_guard_s
+from bulkdm.rates import Rate
+
+__all__ = [
+    "LEASE_S",
+    "REGISTRATION_TTL_S",
+    "CampaignLimits",
+    "Grant",
+    "Health",
+    "Ledger",
+    "Realm",
+    "Rest",
+    "account_subject",
+    "effective_rates",
+    "key_subject",
+    "next_try_s",
+    "rates_text",
+    "room",
+    "subject_name",
+    "window_s",
+]
+
+#: how long a reservation may stay unsettled before it counts at its lease's end
+LEASE_S: Final = 30.0
+#: a campaign's limits for a subject count while it registered them within this time
+REGISTRATION_TTL_S: Final = 86400.0
+#: how soon to ask again when only other processes' unsettled reservations are in the way
+OUTSTANDING_POLL_S: Final = 0.2
+#: another process's sends count this much longer in each window: requests of two processes
+#: reach the provider with different delays (a new connection, a loaded machine), and a send
+#: counts from when it left its own process
+OTHER_HOLDER_MARGIN_S: Final = 0.2
+
+
+class Realm(StrEnum):
+    LIVE = "live"
+    #: runs against the sandbox (``--sandbox`` or a loopback base URL): never a real budget
+    SANDBOX = "sandbox"
+
+
+def account_subject(realm: Realm, account: str) -> str:
+    """The subject of an X account: its handle without ``@``, lower case."""
+    return f"{realm.value}:account:{account.strip().removeprefix('@').lower()}"
+
+
+def key_subject(realm: Realm, api_key: str) -> str:
+    """The subject of an API key's write budget: a SHA-256 of the key, never the key."""
+    return f"{realm.value}:key:{hashlib.sha256(api_key.encode()).hexdigest()[:32]}"
+
+
+def subject_name(subject: str) -> tuple[str, str, str]:
+    """(realm, kind, name) of a subject."""
+    realm, kind, name = subject.split(":", 2)
+    return realm, kind, name
+
+
+def window_s(rate: Rate) -> float:
+    """The window a rate is enforced over: its period plus the limiter's guard (as in
+    :class:`~bulkdm.ratelimit.WindowLimiter`)."""
+    return rate.period_s + default_guard_s(rate)
+
+
+def effective_rates(*rate_sets: Sequence[Rate]) -> tuple[Rate, ...]:
+    """Every window of every set; of two windows of one period, the smaller count. Keeping all
+    of them keeps the stricter limits of every campaign."""
+    strictest: dict[float, Rate] = {}
+    for rates in rate_sets:
+        for rate in rates:
+            kept = strictest.get(rate.period_s)
+            if kept is None or rate.count < kept.count:
+                strictest[rate.period_s] = rate
+    return tuple(sorted(strictest.values(), key=lambda r: r.period_s))
+
+
+def room(rates: Sequence[Rate], counts: Sequence[int], want: int) -> int:
+    """How many of ``want`` fit, given each rate's count of sends in its window ending now."""
+    return max(0, min([want, *(r.count - n for r, n in zip(rates, counts, strict=True))]))
+
+
+def next_try_s(now_s: float, binding: Sequence[tuple[Rate, float | None]]) -> float:
+    """When a refused reservation may succeed: for each full window, when its ``count``-th
+    newest settled send leaves it (its time plus, for another holder's, the margin; ``None``:
+    only unsettled reservations fill it, which settle within moments, so ask again soon)."""
+    return max(now_s + OUTSTANDING_POLL_S if nth_s is None else nth_s + window_s(rate)
+               for rate, nth_s in binding)
+
+
+def rates_text(rates: Sequence[Rate]) -> str:
+    return ", ".join(str(r) for r in rates)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Grant:
+    """The answer to a reservation: the ids granted (maybe fewer than asked), their lease's end,
+    and when none was granted, the earliest time worth asking again and why."""
+
+    ids: tuple[int, ...]
+    expires_s: float
+    next_s: float | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Rest:
+    """Nothing may be sent for ``subject`` before ``until_s`` (a Retry-After, a daily limit)."""
+
+    subject: str
+    until_s: float
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Health:
+    """An account a provider said cannot send (suspended, needs re-auth), and when it said so."""
+
+    subject: str
+    state: str
+    reason: str
+    at_s: float
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CampaignLimits:
+    """The windows one campaign configured for a subject, as it last registered them."""
+
+    subject: str
+    campaign: str
+    rates: tuple[Rate, ...]
+    updated_s: float
+
+
+class Ledger(Protocol):
+    """Shared budgets of accounts and API keys. Every method is one transaction; ``now_s`` is
+    wall-clock time (``time.time()``), passed in so that tests drive it."""
+
+    #: where the ledger is, for messages (a PostgreSQL URL without its password)
+    location: str
+
+    async def register(self, subject: str, *, campaign: str, rates: Sequence[Rate],
+                       now_s: float) -> None:
+        """Record ``campaign``'s windows for ``subject`` (replacing its earlier ones)."""
+
+    async def limits(self, subject: str, *, now_s: float,
+                     ttl_s: float = REGISTRATION_TTL_S) -> list[CampaignLimits]:
+        """Every campaign's windows for ``subject`` registered within ``ttl_s``."""
+
+    async def reserve(self, subject: str, *, rates: Sequence[Rate], holder: str, want: int,
+                      now_s: float, lease_s: float = LEASE_S) -> Grant:
+        """Reserve up to ``want`` sends now, against ``rates`` and every registered campaign's
+        windows and any rest; atomic against every other process."""
+
+    async def settle(self, sent: Sequence[tuple[int, float]], released: Sequence[int]) -> None:
+        """Record reservations' real send times, and release those whose send never left."""
+
+    async def history(self, subject: str, *, since_s: float, now_s: float) -> list[float]:
+        """The times sends of ``subject`` count at, from ``since_s`` on (a restart's charge)."""
+
+    async def set_rest(self, subject: str, *, until_s: float, reason: str, now_s: float) -> None:
+        """Rest ``subject`` until ``until_s`` (a later rest is kept over an earlier one)."""
+
+    async def rest(self, subject: str, *, now_s: float) -> Rest | None:
+        """The rest of ``subject`` if it is not over at ``now_s``."""
+
+    async def set_health(self, subject: str, *, state: str | None, reason: str | None,
+                         now_s: float) -> None:
+        """Record that ``subject`` cannot send (``state``), or (``None``) that it can again."""
+
+    async def health(self, subject: str) -> Health | None:
+        """What a provider last said about ``subject``, if it said it cannot send."""
+
+    async def subjects(self, *, realm: Realm, kind: str = "account") -> list[str]:
+        """Every subject of ``kind`` the ledger knows in ``realm``, sorted."""
+
+    async def close(self) -> None:
+        """Close the connection (reservations stay)."""

@@ -1,0 +1,301 @@
+"""The engine's side of the account pool: reservations taken ahead in small batches, settled
+in the background.
+
+A send needs a :class:`Ticket`: one reservation of its account and one of the API key. Each
+subject's reservations are taken a few at a time (as many as fit now, at most what the account's
+pace uses within half a lease), so most sends take a ticket without a trip to the ledger. Send
+times and releases are written in groups by one background task: until they are written, a
+reservation counts as "now" for everyone else, which is the safe side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from bulkdm.errors import LedgerError
+from bulkdm.ledger.base import (
+    LEASE_S,
+    Health,
+    Ledger,
+    Realm,
+    Rest,
+    account_subject,
+    effective_rates,
+    key_subject,
+    window_s,
+)
+from bulkdm.rates import Rate
+
+__all__ = ["AccountPool", "Refusal", "Ticket"]
+
+#: reservations asked for at once, at most (fewer when fewer fit now or the pace is slow)
+BATCH: Final = 64
+#: how long settlements gather before they are written together
+SETTLE_EVERY_S: Final = 0.05
+
+
+def batch_size(rates: Sequence[Rate], lease_s: float) -> int:
+    """Reservations to take at once: at most what the pace uses in half a lease, and a sixteenth
+    of the smallest window (those a killed process held unused count until they leave it)."""
+    if not rates:
+        return BATCH
+    pace_s = min(r.period_s / r.count for r in rates)
+    smallest = min(r.count for r in rates)
+    return max(1, min(BATCH, int(lease_s / 2 / pace_s), smallest // 16))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Refusal:
+    """No send for this account now: ask again at ``next_s``."""
+
+    next_s: float
+    reason: str
+
+
+@dataclass(kw_only=True, slots=True, eq=False)
+class Ticket:
+    """One send's reservations (its account's and its API key's)."""
+
+    pool: AccountPool
+    ids: tuple[int, int]
+    done: bool = False
+
+    def sent(self, at_s: float) -> None:
+        """The request left at ``at_s``: the reservations count from then."""
+        if not self.done:
+            self.done = True
+            self.pool.settle_later(sent=[(i, at_s) for i in self.ids])
+
+    def release(self) -> None:
+        """The request never left: the reservations count for nothing (no-op once sent)."""
+        if not self.done:
+            self.done = True
+            self.pool.settle_later(released=list(self.ids))
+
+
+@dataclass(kw_only=True, slots=True)
+class _Held:
+    """Reservations of one subject taken ahead and not used yet: (id, its lease's end), oldest
+    first, and the next batch being reserved before these run out."""
+
+    ids: deque[tuple[int, float]] = field(default_factory=deque)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    refill: asyncio.Task[None] | None = None
+
+
+class AccountPool:
+    """Reservations for one campaign's senders and API key. Build with :meth:`open`."""
+
+    def __init__(self, ledger: Ledger, *, realm: Realm, campaign: str, api_key: str,
+                 clock: Callable[[], float] = time.time, lease_s: float = LEASE_S) -> None:
+        self.ledger = ledger
+        self.realm = realm
+        self._campaign = campaign
+        self._key = key_subject(realm, api_key)
+        self._clock = clock
+        self._lease_s = lease_s
+        self._holder = f"{socket.gethostname()}:{os.getpid()}:{campaign}"
+        self._rates: dict[str, tuple[Rate, ...]] = {}
+        self._subjects: dict[str, str] = {}
+        self._wants: dict[str, int] = {}
+        self._held: dict[str, _Held] = {}
+        self._sent: list[tuple[int, float]] = []
+        self._released: list[int] = []
+        self._chores: list[Callable[[], Awaitable[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._failure: LedgerError | None = None
+        self._unhealthy: set[str] = set()
+
+    @classmethod
+    async def open(cls, ledger: Ledger, *, realm: Realm, campaign: str, api_key: str,
+                   accounts: Mapping[str, Sequence[Rate]], key_rates: Sequence[Rate],
+                   clock: Callable[[], float] = time.time,
+                   lease_s: float = LEASE_S) -> AccountPool:
+        """Register this campaign's windows for each account and the key; the pool keeps every
+        registered campaign's windows (the stricter limits hold)."""
+        pool = cls(ledger, realm=realm, campaign=campaign, api_key=api_key, clock=clock,
+                   lease_s=lease_s)
+        now = clock()
+        for name, rates in [*((pool.subject(a), r) for a, r in accounts.items()),
+                            (pool._key, key_rates)]:
+            await ledger.register(name, campaign=campaign, rates=rates, now_s=now)
+            limits = await ledger.limits(name, now_s=now)
+            pool._rates[name] = effective_rates(rates, *(c.rates for c in limits))
+        return pool
+
+    def subject(self, account: str | None) -> str:
+        """The subject of ``account`` (``None``: the API key)."""
+        if account is None:
+            return self._key
+        subject = self._subjects.get(account)
+        if subject is None:
+            subject = self._subjects[account] = account_subject(self.realm, account)
+        return subject
+
+    def rates(self, account: str | None) -> tuple[Rate, ...]:
+        """Every window kept for ``account`` (``None``: the key): all campaigns' together."""
+        return self._rates[self.subject(account)]
+
+    async def history(self, account: str | None, now_s: float) -> list[float]:
+        """The send times that count in ``account``'s windows now, every campaign's."""
+        longest_s = max((window_s(r) for r in self.rates(account)), default=0.0)
+        return await self.ledger.history(self.subject(account), since_s=now_s - longest_s,
+                                         now_s=now_s)
+
+    async def rest_of(self, account: str, now_s: float) -> Rest | None:
+        return await self.ledger.rest(self.subject(account), now_s=now_s)
+
+    async def health_of(self, account: str) -> Health | None:
+        health = await self.ledger.health(self.subject(account))
+        if health is not None:
+            self._unhealthy.add(account)
+        return health
+
+    # -- tickets ---------------------------------------------------------------------------------
+
+    async def ticket(self, account: str) -> Ticket | Refusal:
+        """A ticket for one send of ``account`` now, or when to ask again."""
+        if self._failure is not None:
+            raise self._failure
+        subject = self.subject(account)
+        mine, key = self._held.get(subject), self._held.get(self._key)
+        if mine is None or key is None or not (self._usable(mine) and self._usable(key)):
+            for name in (subject, self._key):
+                refusal = await self._ensure(name)
+                if refusal is not None:
+                    return refusal
+            mine, key = self._held[subject], self._held[self._key]
+        ticket = Ticket(pool=self, ids=(mine.ids.popleft()[0], key.ids.popleft()[0]))
+        self._prefetch(subject, mine)
+        self._prefetch(self._key, key)
+        return ticket
+
+    def _prefetch(self, subject: str, held: _Held) -> None:
+        """Reserve the next batch in the background once a quarter of this one is left, so no
+        send waits for the ledger (the spare reservations count as "now": the safe side)."""
+        want = self._want(subject)
+        if want >= 4 and len(held.ids) <= want // 4 and held.refill is None:
+            held.refill = asyncio.get_running_loop().create_task(self._refill(subject, held))
+
+    async def _refill(self, subject: str, held: _Held) -> None:
+        try:
+            async with held.lock:
+                if len(held.ids) > self._want(subject) // 4:
+                    return
+                grant = await self.ledger.reserve(subject, rates=self._rates[subject],
+                                                  holder=self._holder, want=self._want(subject),
+                                                  now_s=self._clock(), lease_s=self._lease_s)
+                held.ids.extend((i, grant.expires_s) for i in grant.ids)
+        except LedgerError as exc:  # kept, and raised by the next ticket or the close
+            self._failure = exc
+        finally:
+            held.refill = None
+
+    async def _ensure(self, subject: str) -> Refusal | None:
+        held = self._held.setdefault(subject, _Held())
+        if self._usable(held):
+            return None
+        async with held.lock:
+            if self._usable(held):
+                return None
+            now = self._clock()
+            grant = await self.ledger.reserve(subject, rates=self._rates[subject],
+                                              holder=self._holder, want=self._want(subject),
+                                              now_s=now, lease_s=self._lease_s)
+            if not grant.ids:
+                return Refusal(next_s=grant.next_s or now, reason=grant.reason or "no room")
+            held.ids.extend((i, grant.expires_s) for i in grant.ids)
+        return None
+
+    def _usable(self, held: _Held) -> bool:
+        """True if the oldest reservation held has half a lease left at least (the intent's
+        commit and the request fit in that); older ones are released: never used."""
+        stale_s = self._clock() + self._lease_s / 2
+        while held.ids and held.ids[0][1] <= stale_s:
+            self.settle_later(released=[held.ids.popleft()[0]])
+        return bool(held.ids)
+
+    def _want(self, subject: str) -> int:
+        want = self._wants.get(subject)
+        if want is None:
+            want = self._wants[subject] = batch_size(self._rates[subject], self._lease_s)
+        return want
+
+    # -- rests and health ------------------------------------------------------------------------
+
+    def rest(self, account: str, *, until_s: float, reason: str) -> None:
+        """Rest ``account`` for every campaign (written in the background)."""
+        subject, now = self.subject(account), self._clock()
+        self._chore(lambda: self.ledger.set_rest(subject, until_s=until_s, reason=reason,
+                                                 now_s=now))
+
+    def unhealthy(self, account: str, reason: str) -> None:
+        """A provider said ``account`` cannot send (suspended, needs re-auth)."""
+        self._unhealthy.add(account)
+        subject, now = self.subject(account), self._clock()
+        self._chore(lambda: self.ledger.set_health(subject, state="out", reason=reason,
+                                                   now_s=now))
+
+    def healthy(self, account: str) -> None:
+        """``account`` sent: clear what the ledger said against it, if anything."""
+        if account in self._unhealthy:
+            self._unhealthy.discard(account)
+            subject, now = self.subject(account), self._clock()
+            self._chore(lambda: self.ledger.set_health(subject, state=None, reason=None,
+                                                       now_s=now))
+
+    # -- the background writer -------------------------------------------------------------------
+
+    def settle_later(self, *, sent: Sequence[tuple[int, float]] = (),
+                     released: Sequence[int] = ()) -> None:
+        self._sent.extend(sent)
+        self._released.extend(released)
+        self._wake()
+
+    def _chore(self, chore: Callable[[], Awaitable[None]]) -> None:
+        self._chores.append(chore)
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+
+    async def _write_loop(self) -> None:
+        while self._sent or self._released or self._chores:
+            # gather a few milliseconds' settlements into one transaction: until it is written a
+            # send counts as "now" for everyone else, the safe side
+            await asyncio.sleep(SETTLE_EVERY_S)
+            sent, released, chores = self._sent, self._released, self._chores
+            self._sent, self._released, self._chores = [], [], []
+            try:
+                if sent or released:
+                    await self.ledger.settle(sent, released)
+                for chore in chores:
+                    await chore()
+            except LedgerError as exc:  # kept, and raised by the next ticket or the close
+                self._failure = exc
+                return
+
+    async def flush(self) -> None:
+        """Wait until every settlement, rest and health record is written."""
+        while self._writer is not None and not self._writer.done():
+            await asyncio.shield(self._writer)
+        if self._failure is not None:
+            raise self._failure
+
+    async def close(self) -> None:
+        """Release the reservations taken ahead and not used, and write everything (the ledger
+        stays open: its opener closes it)."""
+        for held in self._held.values():
+            if held.refill is not None:
+                await held.refill
+            self.settle_later(released=[i for i, _ in held.ids])
+            held.ids.clear()
+        await self.flush()

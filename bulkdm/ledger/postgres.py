@@ -1,0 +1,245 @@
+"""The team ledger: a PostgreSQL database shared by processes on several hosts (asyncpg).
+
+A reservation takes a transaction-scoped advisory lock on its subject first
+(``pg_advisory_xact_lock``), so two hosts never both see room for the last slot of a window;
+reservations of different subjects do not wait for each other. Install with
+``pip install 'bulkdm[postgres]'``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import orjson
+
+from bulkdm.errors import LedgerError
+from bulkdm.ledger.base import (
+    LEASE_S,
+    OTHER_HOLDER_MARGIN_S,
+    REGISTRATION_TTL_S,
+    CampaignLimits,
+    Grant,
+    Health,
+    Realm,
+    Rest,
+    effective_rates,
+    next_try_s,
+    rates_text,
+    room,
+    window_s,
+)
+from bulkdm.rates import Rate
+
+__all__ = ["PostgresLedger", "masked_url"]
+
+_KEEP_S: Final = 8 * 86400.0
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS bulkdm_reservations (
+    id BIGSERIAL PRIMARY KEY,
+    subject TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    reserved_s DOUBLE PRECISION NOT NULL,
+    at_s DOUBLE PRECISION NOT NULL,
+    sent BOOLEAN NOT NULL DEFAULT FALSE
+);
+CREATE INDEX IF NOT EXISTS bulkdm_reservations_subject_at ON bulkdm_reservations (subject, at_s);
+CREATE TABLE IF NOT EXISTS bulkdm_limits (
+    subject TEXT NOT NULL, campaign TEXT NOT NULL, rates TEXT NOT NULL,
+    updated_s DOUBLE PRECISION NOT NULL, PRIMARY KEY (subject, campaign)
+);
+CREATE TABLE IF NOT EXISTS bulkdm_rests (
+    subject TEXT PRIMARY KEY, until_s DOUBLE PRECISION NOT NULL, reason TEXT NOT NULL,
+    at_s DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS bulkdm_health (
+    subject TEXT PRIMARY KEY, state TEXT NOT NULL, reason TEXT NOT NULL,
+    at_s DOUBLE PRECISION NOT NULL
+);
+"""
+_SET_REST: Final = (
+    "INSERT INTO bulkdm_rests VALUES ($1, $2, $3, $4) ON CONFLICT (subject) DO UPDATE SET "
+    "until_s = excluded.until_s, reason = excluded.reason, at_s = excluded.at_s "
+    "WHERE excluded.until_s > bulkdm_rests.until_s OR bulkdm_rests.until_s <= excluded.at_s"
+)
+_COUNT: Final = (
+    "SELECT COUNT(*) FROM bulkdm_reservations WHERE subject = $1 AND at_s > $2 "
+    "AND (holder != $3 OR at_s > $4)"
+)
+_NTH_SETTLED: Final = (
+    "SELECT at_s + CASE WHEN holder = $1 THEN 0 ELSE $2 END AS until_s "
+    "FROM bulkdm_reservations WHERE subject = $3 AND at_s > $4 AND (holder != $1 OR at_s > $5) "
+    "AND (sent OR at_s <= $6) ORDER BY until_s DESC LIMIT 1 OFFSET $7"
+)
+
+
+def masked_url(url: str) -> str:
+    """``url`` without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class PostgresLedger:
+    """The ledger in a PostgreSQL database. Create with :meth:`open`; close with :meth:`close`."""
+
+    def __init__(self, pool: Any, url: str) -> None:
+        self._pool = pool
+        self.location = masked_url(url)
+
+    @classmethod
+    async def open(cls, url: str, *, now_s: float) -> PostgresLedger:
+        """Connect to ``url`` (``postgresql://user:password@host:port/db``), creating the tables."""
+        try:
+            pool = await asyncpg.create_pool(url, min_size=1, max_size=4, timeout=10.0)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise LedgerError(f"{masked_url(url)}: cannot connect to the account ledger: "
+                              f"{type(exc).__name__}") from exc
+        ledger = cls(pool, url)
+        try:
+            async with pool.acquire() as conn:
+                # one schema creation at a time, when several hosts start at once
+                async with conn.transaction():
+                    await conn.execute("SELECT pg_advisory_xact_lock(4242001)")
+                    await conn.execute(_SCHEMA)
+                await conn.execute("DELETE FROM bulkdm_reservations WHERE at_s < $1",
+                                   now_s - _KEEP_S)
+        except asyncpg.PostgresError as exc:
+            await pool.close()
+            raise LedgerError(f"{ledger.location}: not a usable account ledger: {exc}") from exc
+        return ledger
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def register(self, subject: str, *, campaign: str, rates: Sequence[Rate],
+                       now_s: float) -> None:
+        encoded = orjson.dumps([[r.count, r.period_s] for r in rates]).decode()
+        await self._execute(
+            "INSERT INTO bulkdm_limits VALUES ($1, $2, $3, $4) ON CONFLICT (subject, campaign) "
+            "DO UPDATE SET rates = excluded.rates, updated_s = excluded.updated_s",
+            subject, campaign, encoded, now_s)
+
+    async def limits(self, subject: str, *, now_s: float,
+                     ttl_s: float = REGISTRATION_TTL_S) -> list[CampaignLimits]:
+        async with self._pool.acquire() as conn:
+            return await _limits(conn, subject, now_s, ttl_s)
+
+    async def reserve(self, subject: str, *, rates: Sequence[Rate], holder: str, want: int,
+                      now_s: float, lease_s: float = LEASE_S) -> Grant:
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                # the subject's lock, held to the end of the transaction
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                                   subject)
+                return await _reserve(conn, subject, tuple(rates), holder, want, now_s, lease_s)
+        except asyncpg.PostgresError as exc:
+            raise LedgerError(f"{self.location}: the account ledger failed: {exc}") from exc
+
+    async def settle(self, sent: Sequence[tuple[int, float]], released: Sequence[int]) -> None:
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                if sent:
+                    await conn.executemany(
+                        "UPDATE bulkdm_reservations SET at_s = $2, sent = TRUE WHERE id = $1",
+                        list(sent))
+                if released:
+                    await conn.execute("DELETE FROM bulkdm_reservations WHERE id = ANY($1)",
+                                       list(released))
+        except asyncpg.PostgresError as exc:
+            raise LedgerError(f"{self.location}: the account ledger failed: {exc}") from exc
+
+    async def history(self, subject: str, *, since_s: float, now_s: float) -> list[float]:
+        rows = await self._fetch("SELECT at_s, sent FROM bulkdm_reservations WHERE subject = $1 "
+                                 "AND at_s >= $2 ORDER BY at_s", subject, since_s)
+        return [r[0] if r[1] else min(r[0], now_s) for r in rows]
+
+    async def set_rest(self, subject: str, *, until_s: float, reason: str, now_s: float) -> None:
+        await self._execute(_SET_REST, subject, until_s, reason, now_s)
+
+    async def rest(self, subject: str, *, now_s: float) -> Rest | None:
+        rows = await self._fetch("SELECT until_s, reason FROM bulkdm_rests WHERE subject = $1 "
+                                 "AND until_s > $2", subject, now_s)
+        return Rest(subject=subject, until_s=rows[0][0], reason=rows[0][1]) if rows else None
+
+    async def set_health(self, subject: str, *, state: str | None, reason: str | None,
+                         now_s: float) -> None:
+        if state is None:
+            await self._execute("DELETE FROM bulkdm_health WHERE subject = $1", subject)
+            return
+        await self._execute(
+            "INSERT INTO bulkdm_health VALUES ($1, $2, $3, $4) ON CONFLICT (subject) DO UPDATE "
+            "SET state = excluded.state, reason = excluded.reason, at_s = excluded.at_s",
+            subject, state, reason or state, now_s)
+
+    async def health(self, subject: str) -> Health | None:
+        rows = await self._fetch("SELECT state, reason, at_s FROM bulkdm_health "
+                                 "WHERE subject = $1", subject)
+        if not rows:
+            return None
+        return Health(subject=subject, state=rows[0][0], reason=rows[0][1], at_s=rows[0][2])
+
+    async def subjects(self, *, realm: Realm, kind: str = "account") -> list[str]:
+        rows = await self._fetch(
+            "SELECT subject FROM bulkdm_limits UNION SELECT subject FROM bulkdm_rests "
+            "UNION SELECT subject FROM bulkdm_health "
+            "UNION SELECT DISTINCT subject FROM bulkdm_reservations")
+        prefix = f"{realm.value}:{kind}:"
+        return sorted(r[0] for r in rows if r[0].startswith(prefix))
+
+    async def _execute(self, sql: str, *args: Any) -> None:
+        try:
+            async with self._pool.acquire() as conn:
+                await conn.execute(sql, *args)
+        except asyncpg.PostgresError as exc:
+            raise LedgerError(f"{self.location}: the account ledger failed: {exc}") from exc
+
+    async def _fetch(self, sql: str, *args: Any) -> list[Any]:
+        try:
+            async with self._pool.acquire() as conn:
+                return list(await conn.fetch(sql, *args))
+        except asyncpg.PostgresError as exc:
+            raise LedgerError(f"{self.location}: the account ledger failed: {exc}") from exc
+
+
+async def _limits(conn: Any, subject: str, now_s: float,
+                  ttl_s: float = REGISTRATION_TTL_S) -> list[CampaignLimits]:
+    rows = await conn.fetch("SELECT campaign, rates, updated_s FROM bulkdm_limits "
+                            "WHERE subject = $1 AND updated_s > $2 ORDER BY campaign",
+                            subject, now_s - ttl_s)
+    return [CampaignLimits(subject=subject, campaign=r[0], updated_s=r[2],
+                           rates=tuple(Rate(count=c, period_s=p) for c, p in orjson.loads(r[1])))
+            for r in rows]
+
+
+async def _reserve(conn: Any, subject: str, rates: tuple[Rate, ...], holder: str, want: int,
+                   now_s: float, lease_s: float) -> Grant:
+    expires_s = now_s + lease_s
+    rest = await conn.fetchrow("SELECT until_s, reason FROM bulkdm_rests WHERE subject = $1 "
+                               "AND until_s > $2", subject, now_s)
+    if rest is not None:
+        return Grant(ids=(), expires_s=expires_s, next_s=rest[0], reason=f"resting: {rest[1]}")
+    rates = effective_rates(rates, *(c.rates for c in await _limits(conn, subject, now_s)))
+    counts = [await conn.fetchval(_COUNT, subject, now_s - window_s(r) - OTHER_HOLDER_MARGIN_S,
+                                  holder, now_s - window_s(r)) for r in rates]
+    granted = room(rates, counts, want)
+    if granted == 0:
+        binding = []
+        for rate, count in zip(rates, counts, strict=True):
+            if count >= rate.count:
+                start_s = now_s - window_s(rate)
+                nth = await conn.fetchval(_NTH_SETTLED, holder, OTHER_HOLDER_MARGIN_S, subject,
+                                          start_s - OTHER_HOLDER_MARGIN_S, start_s, now_s,
+                                          rate.count - 1)
+                binding.append((rate, None if nth is None else float(nth)))
+        return Grant(ids=(), expires_s=expires_s, next_s=next_try_s(now_s, binding),
+                     reason=f"{rates_text([r for r, _ in binding])} full")
+    rows = await conn.fetch(
+        "INSERT INTO bulkdm_reservations (subject, holder, reserved_s, at_s) "
+        "SELECT $1, $2, $3, $4 FROM generate_series(1, $5) RETURNING id",
+        subject, holder, now_s, expires_s, granted)
+    return Grant(ids=tuple(int(r[0]) for r in rows), expires_s=expires_s)

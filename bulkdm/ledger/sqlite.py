@@ -1,0 +1,244 @@
+"""The embedded ledger: one SQLite file shared by every process on this host.
+
+Each call is one transaction run whole on aiosqlite's thread (one round trip). A reservation
+takes SQLite's write lock first (``BEGIN IMMEDIATE``), so two processes never both see room for
+the last slot of a window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import aiosqlite
+import orjson
+
+from bulkdm.errors import LedgerError
+from bulkdm.ledger.base import (
+    LEASE_S,
+    OTHER_HOLDER_MARGIN_S,
+    REGISTRATION_TTL_S,
+    CampaignLimits,
+    Grant,
+    Health,
+    Realm,
+    Rest,
+    effective_rates,
+    next_try_s,
+    rates_text,
+    room,
+    window_s,
+)
+from bulkdm.rates import Rate
+
+__all__ = ["SqliteLedger"]
+
+_T = TypeVar("_T")
+#: reservations older than this can no longer matter to any window anyone configures
+_KEEP_S: Final = 8 * 86400.0
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS reservations (
+    id INTEGER PRIMARY KEY,
+    subject TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    reserved_s REAL NOT NULL,
+    -- sent: when the request left; not yet settled: when its lease ends
+    at_s REAL NOT NULL,
+    sent INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS reservations_subject_at ON reservations (subject, at_s);
+CREATE TABLE IF NOT EXISTS limits (
+    subject TEXT NOT NULL, campaign TEXT NOT NULL, rates TEXT NOT NULL, updated_s REAL NOT NULL,
+    PRIMARY KEY (subject, campaign)
+);
+CREATE TABLE IF NOT EXISTS rests (
+    subject TEXT PRIMARY KEY, until_s REAL NOT NULL, reason TEXT NOT NULL, at_s REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS health (
+    subject TEXT PRIMARY KEY, state TEXT NOT NULL, reason TEXT NOT NULL, at_s REAL NOT NULL
+);
+"""
+#: sends in a window ending now: this holder's in the window, others' in it widened by a margin
+_COUNT: Final = (
+    "SELECT COUNT(*) FROM reservations WHERE subject = ? AND at_s > ? "
+    "AND (holder != ? OR at_s > ?)"
+)
+_NTH_SETTLED: Final = (
+    "SELECT at_s + CASE WHEN holder = ? THEN 0 ELSE ? END AS until_s FROM reservations "
+    "WHERE subject = ? AND at_s > ? AND (holder != ? OR at_s > ?) AND (sent = 1 OR at_s <= ?) "
+    "ORDER BY until_s DESC LIMIT 1 OFFSET ?"
+)
+
+
+class SqliteLedger:
+    """The ledger in one SQLite file. Create with :meth:`open`; close with :meth:`close`."""
+
+    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+        self._db = db
+        self.path = path
+        self.location = str(path)
+
+    @classmethod
+    async def open(cls, path: Path, *, now_s: float) -> SqliteLedger:
+        """Open (creating it and its folder) the ledger at ``path``."""
+        try:
+            await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+            db = await aiosqlite.connect(path, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise LedgerError(f"{path}: cannot open the account ledger: {exc}") from exc
+        ledger = cls(db, path)
+        try:
+            await ledger._call(_prepare, now_s)
+        except LedgerError:
+            await db.close()
+            raise
+        return ledger
+
+    async def _call(self, fn: Callable[..., _T], *args: Any) -> _T:
+        # the whole transaction in one trip to the connection's thread, as the checkpoint does
+        try:
+            result: _T = await self._db._execute(fn, self._db._conn, *args)  # type: ignore[no-untyped-call]
+        except sqlite3.Error as exc:
+            raise LedgerError(f"{self.path}: the account ledger failed: {exc}") from exc
+        return result
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def register(self, subject: str, *, campaign: str, rates: Sequence[Rate],
+                       now_s: float) -> None:
+        encoded = orjson.dumps([[r.count, r.period_s] for r in rates]).decode()
+        await self._call(_write, "INSERT OR REPLACE INTO limits VALUES (?, ?, ?, ?)",
+                         [(subject, campaign, encoded, now_s)])
+
+    async def limits(self, subject: str, *, now_s: float,
+                     ttl_s: float = REGISTRATION_TTL_S) -> list[CampaignLimits]:
+        return await self._call(_limits, subject, now_s, ttl_s)
+
+    async def reserve(self, subject: str, *, rates: Sequence[Rate], holder: str, want: int,
+                      now_s: float, lease_s: float = LEASE_S) -> Grant:
+        return await self._call(_in_transaction, _reserve, subject, tuple(rates), holder, want,
+                                now_s, lease_s)
+
+    async def settle(self, sent: Sequence[tuple[int, float]], released: Sequence[int]) -> None:
+        await self._call(_in_transaction, _settle, list(sent), list(released))
+
+    async def history(self, subject: str, *, since_s: float, now_s: float) -> list[float]:
+        rows = await self._call(_fetch, "SELECT at_s, sent FROM reservations "
+                                "WHERE subject = ? AND at_s >= ? ORDER BY at_s", (subject, since_s))
+        return [at if sent else min(at, now_s) for at, sent in rows]
+
+    async def set_rest(self, subject: str, *, until_s: float, reason: str, now_s: float) -> None:
+        await self._call(_write, _SET_REST, [(subject, until_s, reason, now_s)])
+
+    async def rest(self, subject: str, *, now_s: float) -> Rest | None:
+        rows = await self._call(_fetch, "SELECT until_s, reason FROM rests WHERE subject = ? "
+                                "AND until_s > ?", (subject, now_s))
+        return Rest(subject=subject, until_s=rows[0][0], reason=rows[0][1]) if rows else None
+
+    async def set_health(self, subject: str, *, state: str | None, reason: str | None,
+                         now_s: float) -> None:
+        if state is None:
+            await self._call(_write, "DELETE FROM health WHERE subject = ?", [(subject,)])
+        else:
+            await self._call(_write, "INSERT OR REPLACE INTO health VALUES (?, ?, ?, ?)",
+                             [(subject, state, reason or state, now_s)])
+
+    async def health(self, subject: str) -> Health | None:
+        rows = await self._call(_fetch, "SELECT state, reason, at_s FROM health "
+                                "WHERE subject = ?", (subject,))
+        if not rows:
+            return None
+        return Health(subject=subject, state=rows[0][0], reason=rows[0][1], at_s=rows[0][2])
+
+    async def subjects(self, *, realm: Realm, kind: str = "account") -> list[str]:
+        prefix = f"{realm.value}:{kind}:"
+        sql = ("SELECT subject FROM limits UNION SELECT subject FROM rests "
+               "UNION SELECT subject FROM health UNION SELECT DISTINCT subject FROM reservations")
+        return sorted(s for (s,) in await self._call(_fetch, sql, ()) if s.startswith(prefix))
+
+
+_SET_REST: Final = (
+    "INSERT INTO rests VALUES (?, ?, ?, ?) ON CONFLICT (subject) DO UPDATE SET "
+    "until_s = excluded.until_s, reason = excluded.reason, at_s = excluded.at_s "
+    "WHERE excluded.until_s > rests.until_s OR rests.until_s <= excluded.at_s"
+)
+
+
+def _prepare(db: sqlite3.Connection, now_s: float) -> None:
+    db.execute("PRAGMA busy_timeout = 30000")  # another process's reservation takes moments
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute("PRAGMA synchronous = FULL")  # a reservation outlives a power cut
+    db.executescript(_SCHEMA)
+    db.execute("DELETE FROM reservations WHERE at_s < ?", (now_s - _KEEP_S,))
+
+
+def _write(db: sqlite3.Connection, sql: str, params: list[tuple[Any, ...]]) -> None:
+    db.executemany(sql, params)
+
+
+def _fetch(db: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> list[Any]:
+    return db.execute(sql, params).fetchall()
+
+
+def _in_transaction(db: sqlite3.Connection, fn: Callable[..., _T], *args: Any) -> _T:
+    db.execute("BEGIN IMMEDIATE")  # the write lock first: no one else decides meanwhile
+    try:
+        result = fn(db, *args)
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    return result
+
+
+def _limits(db: sqlite3.Connection, subject: str, now_s: float,
+            ttl_s: float = REGISTRATION_TTL_S) -> list[CampaignLimits]:
+    rows = db.execute("SELECT campaign, rates, updated_s FROM limits WHERE subject = ? "
+                      "AND updated_s > ? ORDER BY campaign",
+                      (subject, now_s - ttl_s)).fetchall()
+    return [CampaignLimits(subject=subject, campaign=campaign, updated_s=updated_s,
+                           rates=tuple(Rate(count=c, period_s=p) for c, p in orjson.loads(rates)))
+            for campaign, rates, updated_s in rows]
+
+
+def _reserve(db: sqlite3.Connection, subject: str, rates: tuple[Rate, ...], holder: str,
+             want: int, now_s: float, lease_s: float) -> Grant:
+    expires_s = now_s + lease_s
+    rest = db.execute("SELECT until_s, reason FROM rests WHERE subject = ? AND until_s > ?",
+                      (subject, now_s)).fetchone()
+    if rest is not None:
+        return Grant(ids=(), expires_s=expires_s, next_s=rest[0], reason=f"resting: {rest[1]}")
+    rates = effective_rates(rates, *(c.rates for c in _limits(db, subject, now_s)))
+    counts = [db.execute(_COUNT, (subject, now_s - window_s(r) - OTHER_HOLDER_MARGIN_S, holder,
+                                  now_s - window_s(r))).fetchone()[0] for r in rates]
+    granted = room(rates, counts, want)
+    if granted == 0:
+        binding = [(r, _nth_settled(db, subject, holder, r, now_s))
+                   for r, n in zip(rates, counts, strict=True) if n >= r.count]
+        return Grant(ids=(), expires_s=expires_s, next_s=next_try_s(now_s, binding),
+                     reason=f"{rates_text([r for r, _ in binding])} full")
+    ids = []
+    for _ in range(granted):
+        cursor = db.execute("INSERT INTO reservations (subject, holder, reserved_s, at_s) "
+                            "VALUES (?, ?, ?, ?)", (subject, holder, now_s, expires_s))
+        ids.append(int(cursor.lastrowid or 0))
+    return Grant(ids=tuple(ids), expires_s=expires_s)
+
+
+def _nth_settled(db: sqlite3.Connection, subject: str, holder: str, rate: Rate,
+                 now_s: float) -> float | None:
+    start_s = now_s - window_s(rate)
+    row = db.execute(_NTH_SETTLED, (holder, OTHER_HOLDER_MARGIN_S, subject,
+                                    start_s - OTHER_HOLDER_MARGIN_S, holder, start_s, now_s,
+                                    rate.count - 1)).fetchone()
+    return None if row is None else float(row[0])
+
+
+def _settle(db: sqlite3.Connection, sent: list[tuple[int, float]], released: list[int]) -> None:
+    db.executemany("UPDATE reservations SET at_s = ?, sent = 1 WHERE id = ?",
+                   [(at_s, rid) for rid, at_s in sent])
+    db.executemany("DELETE FROM reservations WHERE id = ?", [(rid,) for rid in released])

@@ -1,0 +1,112 @@
+"""What ``bulkdm accounts`` and ``bulkdm plan`` show of the pool: plain values read from a ledger."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Final
+
+from bulkdm.ledger.base import (
+    Ledger,
+    Realm,
+    account_subject,
+    effective_rates,
+    rates_text,
+    subject_name,
+    window_s,
+)
+from bulkdm.rates import Rate
+
+__all__ = ["AccountView", "WindowUse", "limit_notes", "pool_text", "read_pool"]
+
+#: campaigns shown as having used an account: those that registered it within this time
+_USED_WITHIN_S: Final = 8 * 86400.0
+_DAY_S: Final = 86400.0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WindowUse:
+    """Sends in one window ending now, against its limit (``daily`` marks a daily cap)."""
+
+    rate: str
+    used: int
+    limit: int
+    daily: bool
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AccountView:
+    account: str
+    windows: tuple[WindowUse, ...]
+    resting_until: str | None
+    rest_reason: str | None
+    health: str | None
+    campaigns: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+async def read_pool(ledger: Ledger, *, realm: Realm, now_s: float) -> list[AccountView]:
+    """Every account the ledger knows in ``realm``, with its windows (every campaign's, the
+    stricter of each kept) and how full they are now."""
+    return [await _account(ledger, subject, now_s)
+            for subject in await ledger.subjects(realm=realm)]
+
+
+async def _account(ledger: Ledger, subject: str, now_s: float) -> AccountView:
+    recent = await ledger.limits(subject, now_s=now_s)
+    used_by = await ledger.limits(subject, now_s=now_s, ttl_s=_USED_WITHIN_S)
+    rates = effective_rates(*(c.rates for c in recent))
+    longest_s = max((window_s(r) for r in rates), default=_DAY_S)
+    times = await ledger.history(subject, since_s=now_s - longest_s, now_s=now_s)
+    windows = tuple(WindowUse(rate=str(r), limit=r.count, daily=r.period_s == _DAY_S,
+                              used=sum(1 for t in times if t > now_s - window_s(r)))
+                    for r in rates)
+    rest = await ledger.rest(subject, now_s=now_s)
+    health = await ledger.health(subject)
+    return AccountView(
+        account=subject_name(subject)[2], windows=windows,
+        resting_until=_iso(rest.until_s) if rest else None,
+        rest_reason=rest.reason if rest else None,
+        health=f"{health.state}: {health.reason} (since {_iso(health.at_s)})" if health else None,
+        campaigns=tuple(c.campaign for c in used_by))
+
+
+def pool_text(views: Sequence[AccountView], *, location: str, realm: Realm) -> str:
+    """The pool as text for a terminal."""
+    lines = [f"account pool ({realm.value}) in {location}"]
+    if not views:
+        lines.append("  no account has sent or been registered yet")
+    for view in views:
+        windows = ", ".join(f"{'today ' if w.daily else ''}{w.used}/{w.limit} in {w.rate}"
+                            for w in view.windows) or "no window registered in the last day"
+        lines.append(f"  {view.account}: {windows}")
+        if view.resting_until:
+            lines.append(f"    resting until {view.resting_until} ({view.rest_reason})")
+        if view.health:
+            lines.append(f"    {view.health}")
+        lines.append(f"    campaigns: {', '.join(view.campaigns) or '-'}")
+    return "\n".join(lines)
+
+
+async def limit_notes(ledger: Ledger, *, realm: Realm, campaign: str,
+                      accounts: Mapping[str, Sequence[Rate]], now_s: float) -> list[str]:
+    """One line per account whose limits another campaign sets differently: which hold."""
+    notes = []
+    for account, mine in accounts.items():
+        others = [c for c in await ledger.limits(account_subject(realm, account), now_s=now_s)
+                  if c.campaign != campaign and set(c.rates) != set(mine)]
+        if others:
+            kept = effective_rates(mine, *(c.rates for c in others))
+            said = "; ".join(f"campaign {c.campaign} sets {rates_text(c.rates)}" for c in others)
+            notes.append(f"{account}: this campaign sets {rates_text(mine)}; {said}; "
+                         f"every window holds for all of them, so the stricter wins: "
+                         f"{rates_text(kept)}")
+    return notes
+
+
+def _iso(epoch_s: float) -> str:
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="seconds").replace(
+        "+00:00", "Z")

@@ -1,0 +1,130 @@
+"""The account pool end to end: the real CLI in subprocesses, the sandbox served by the test over
+127.0.0.1, its delivery ledger read over HTTP (``GET /_sandbox/ledger``)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import aiohttp
+import orjson
+
+from bulkdm.rates import Rate
+from bulkdm.sandbox import Delivery, Sandbox, running_sandbox
+from tests.clikit import Done, bulkdm, env_for, finish, start, windows_over, write_campaign
+
+SENDERS = ("s1", "s2")
+#: a window with a guard (2 % of it) wider than the jitter of a first request's delivery to a
+#: sandbox in a busy test process (measured up to 80 ms); the senders send one every 2.5 s
+TWO_PER_5S = Rate(count=2, period_s=5.0)
+
+
+def campaign(folder: Path, name: str, first_id: int, count: int, *, url: str,
+             sender_rate: str = "2/5s", daily_cap: int | None = None) -> Path:
+    """A campaign called ``name`` in its own folder, on the senders every campaign here shares."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [{"recipient_id": str(first_id + i), "first_name": "x"} for i in range(count)]
+    path = write_campaign(folder, rows, url=url, senders=SENDERS, sender_rate=sender_rate)
+    settings = path.with_suffix(".toml")
+    text = settings.read_text(encoding="utf-8").replace('name = "camp"', f'name = "{name}"')
+    if daily_cap is not None:
+        text = text.replace(f'rate = "{sender_rate}"\n',
+                            f'rate = "{sender_rate}"\ndaily_cap = {daily_cap}\n')
+    settings.write_text(text, encoding="utf-8")
+    return path
+
+
+async def deliveries(sandbox: Sandbox) -> list[Delivery]:
+    async with aiohttp.ClientSession() as session, \
+            session.get(f"{sandbox.root_url}/_sandbox/ledger") as answer:
+        body = orjson.loads(await answer.read())
+    return [Delivery(**d) for d in body["deliveries"]]
+
+
+async def run_together(*campaigns: Path, envs: Sequence[Mapping[str, str]]) -> list[Done]:
+    processes = [await start("run", str(c), "--progress", "none", env=e)
+                 for c, e in zip(campaigns, envs, strict=True)]
+    return list(await asyncio.gather(*(finish(p) for p in processes)))
+
+
+def pool_env(**extra: str) -> dict[str, str]:
+    return {**env_for(SENDERS), **extra}
+
+
+async def test_two_campaigns_at_once_on_the_same_senders_keep_every_window(tmp_path: Path) -> None:
+    async with running_sandbox() as sb:
+        welcome = campaign(tmp_path / "a", "welcome", 1000, 6, url=sb.xquik_url)
+        support = campaign(tmp_path / "b", "support", 2000, 6, url=sb.xquik_url)
+        done = await run_together(welcome, support, envs=[pool_env(), pool_env()])
+        ledger = await deliveries(sb)
+    assert [d.code for d in done] == [0, 0], [d.stdout + d.stderr for d in done]
+    assert len(ledger) == 12 and set(Counter(d.recipient_id for d in ledger).values()) == {1}
+    # each campaign alone keeps 2/5s per sender; together they must too
+    assert windows_over(ledger, TWO_PER_5S) == []
+
+
+async def test_two_campaigns_in_a_row_keep_the_daily_cap_together(tmp_path: Path) -> None:
+    async with running_sandbox() as sb:
+        first = campaign(tmp_path / "a", "welcome", 3000, 6, url=sb.xquik_url,
+                         sender_rate="1000/1s", daily_cap=2)
+        second = campaign(tmp_path / "b", "support", 4000, 6, url=sb.xquik_url,
+                          sender_rate="1000/1s", daily_cap=2)
+        one = await bulkdm("run", str(first), "--progress", "none")
+        two = await bulkdm("run", str(second), "--progress", "none")
+        ledger = await deliveries(sb)
+    assert one.code == 4 and two.code == 4, one.stdout + two.stdout  # paused: caps reached
+    assert Counter(d.sender for d in ledger) == {"s1": 2, "s2": 2}
+    assert all(len([d for d in ledger if d.sender == s and d.recipient_id.startswith("4")]) == 0
+               for s in SENDERS)
+    assert "next slot at" in two.stdout
+    pool = orjson.loads((await bulkdm("accounts", "--sandbox", "--json")).stdout)
+    views = {a["account"]: a for a in pool["accounts"]}
+    assert set(views) == {"s1", "s2"}
+    windows = {w["rate"]: (w["used"], w["limit"], w["daily"]) for w in views["s1"]["windows"]}
+    assert set(windows) == {"1000/1s", "2/1d"} and windows["2/1d"] == (2, 2, True)
+    assert views["s1"]["campaigns"] == ["support", "welcome"]
+    live = orjson.loads((await bulkdm("accounts", "--json")).stdout)
+    assert live["accounts"] == []  # sandbox runs never charge a live account
+
+
+async def test_two_hosts_coordinate_only_through_a_postgres_ledger(
+    tmp_path: Path, postgres_db: str,
+) -> None:
+    async with running_sandbox() as sb:
+        welcome = campaign(tmp_path / "a", "welcome", 5000, 6, url=sb.xquik_url)
+        support = campaign(tmp_path / "b", "support", 6000, 6, url=sb.xquik_url)
+        envs = [pool_env(BULKDM_LEDGER=postgres_db, XDG_STATE_HOME=str(tmp_path / host))
+                for host in ("host_a", "host_b")]
+        done = await run_together(welcome, support, envs=envs)
+        ledger = await deliveries(sb)
+    assert [d.code for d in done] == [0, 0], [d.stdout + d.stderr for d in done]
+    assert len(ledger) == 12 and windows_over(ledger, TWO_PER_5S) == []
+    for host in ("host_a", "host_b"):  # nothing kept in a local ledger (the campaign registry is)
+        assert not list((tmp_path / host).glob("bulkdm/ledger.sqlite*"))
+
+
+async def test_plan_says_which_limits_hold_when_two_campaigns_disagree(tmp_path: Path) -> None:
+    async with running_sandbox() as sb:
+        strict = campaign(tmp_path / "a", "welcome", 7000, 2, url=sb.xquik_url, sender_rate="5/1s")
+        await bulkdm("run", str(strict), "--progress", "none")
+        loose = campaign(tmp_path / "b", "support", 8000, 2, url=sb.xquik_url, sender_rate="9/1s")
+    plan = await bulkdm("plan", str(loose))
+    assert plan.code == 0, plan.stderr
+    notes = [line for line in plan.stdout.splitlines() if line.startswith("accounts: ")]
+    assert len(notes) == 2 and "campaign welcome sets 5/1s" in notes[0]
+    assert re.search(r"the stricter wins: 5/1s, 500/1d$", notes[0]), notes[0]
+    as_json = orjson.loads((await bulkdm("plan", str(loose), "--json")).stdout)
+    assert as_json["account_limits"] == [n.removeprefix("accounts: ") for n in notes]
+
+
+async def test_a_password_in_the_settings_file_is_refused(tmp_path: Path) -> None:
+    path = campaign(tmp_path, "c", 9000, 1, url="http://127.0.0.1:9/api/v1")
+    with path.with_suffix(".toml").open("a", encoding="utf-8") as toml:
+        toml.write('\n[accounts]\nledger = "postgresql://bulkdm:hunter2@db.example/pool"\n')
+    done = await bulkdm("plan", str(path))
+    assert done.code == 1 and "PGPASSWORD" in done.stderr and "hunter2" not in done.stderr
+    assert os.environ["XDG_STATE_HOME"].startswith(str(tmp_path.parent))

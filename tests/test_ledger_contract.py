@@ -1,0 +1,185 @@
+"""The Ledger contract, run against both backends: SQLite (a real file) and a real PostgreSQL
+server started for the session (tests/conftest.py). Time is passed in: no test sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from bulkdm.ledger import Ledger, Realm, account_subject, key_subject, open_ledger
+from bulkdm.ledger.base import LEASE_S, OTHER_HOLDER_MARGIN_S, OUTSTANDING_POLL_S, window_s
+from bulkdm.rates import Rate
+
+NOW = 1_800_000_000.0
+ALICE = account_subject(Realm.LIVE, "@Alice")
+PER_10S = Rate(count=3, period_s=10.0)
+
+Opener = Callable[[], Awaitable[Ledger]]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def connect(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Opener]:
+    """Opens a new connection to one shared ledger, as another process would."""
+    spec = str(tmp_path / "ledger.sqlite") if request.param == "sqlite" else \
+        request.getfixturevalue("postgres_db")
+    opened: list[Ledger] = []
+
+    async def open_one() -> Ledger:
+        opened.append(await open_ledger(spec, now_s=NOW))
+        return opened[-1]
+
+    try:
+        yield open_one
+    finally:
+        for ledger in opened:
+            await ledger.close()
+
+
+async def test_reserve_grants_what_fits_now_and_says_when_to_ask_again(connect: Opener) -> None:
+    ledger = await connect()
+    grant = await ledger.reserve(ALICE, rates=[PER_10S], holder="a", want=5, now_s=NOW)
+    assert len(grant.ids) == 3 and grant.expires_s == NOW + LEASE_S
+    refused = await ledger.reserve(ALICE, rates=[PER_10S], holder="a", want=1, now_s=NOW + 1)
+    # unsettled reservations fill the window: they settle within moments, so ask again soon
+    assert refused.ids == () and refused.next_s == pytest.approx(NOW + 1 + OUTSTANDING_POLL_S)
+    assert refused.reason == "3/10s full"
+    await ledger.settle([(i, NOW + 2) for i in grant.ids], [])
+    refused = await ledger.reserve(ALICE, rates=[PER_10S], holder="a", want=1, now_s=NOW + 3)
+    assert refused.next_s == pytest.approx(NOW + 2 + window_s(PER_10S))
+    later = await ledger.reserve(ALICE, rates=[PER_10S], holder="a", want=5,
+                                 now_s=NOW + 2 + window_s(PER_10S) + 0.01)
+    assert len(later.ids) == 3
+
+
+async def test_every_window_and_the_daily_cap_hold(connect: Opener) -> None:
+    ledger = await connect()
+    rates = [Rate(count=2, period_s=1.0), Rate(count=5, period_s=86400.0)]
+    granted = []
+    for step in range(40):  # one try a second, all settled at once
+        grant = await ledger.reserve(ALICE, rates=rates, holder="a", want=4, now_s=NOW + step * 1.1)
+        await ledger.settle([(i, NOW + step * 1.1) for i in grant.ids], [])
+        granted += [NOW + step * 1.1] * len(grant.ids)
+    assert len(granted) == 5
+    assert max(granted.count(t) for t in granted) == 2
+
+
+async def test_a_release_frees_its_slot(connect: Opener) -> None:
+    ledger = await connect()
+    grant = await ledger.reserve(ALICE, rates=[PER_10S], holder="a", want=3, now_s=NOW)
+    await ledger.settle([(grant.ids[0], NOW)], grant.ids[1:])
+    again = await ledger.reserve(ALICE, rates=[PER_10S], holder="a", want=3, now_s=NOW + 1)
+    assert len(again.ids) == 2
+
+
+async def test_a_restart_charges_from_the_ledger(connect: Opener) -> None:
+    first = await connect()
+    grant = await first.reserve(ALICE, rates=[PER_10S], holder="a", want=3, now_s=NOW)
+    await first.settle([(grant.ids[0], NOW + 0.5), (grant.ids[1], NOW + 0.7)], [])
+    await first.close()
+    second = await connect()
+    # settled sends at their times; the one never settled counts at "now" until its lease ends
+    assert await second.history(ALICE, since_s=NOW - 10, now_s=NOW + 5) == [
+        NOW + 0.5, NOW + 0.7, NOW + 5]
+    assert await second.history(ALICE, since_s=NOW - 10, now_s=NOW + 99) == [
+        NOW + 0.5, NOW + 0.7, NOW + LEASE_S]
+    assert await second.history(ALICE, since_s=NOW + 0.6, now_s=NOW + 5) == [NOW + 0.7, NOW + 5]
+
+
+async def test_a_killed_holders_lease_expires_and_its_sends_still_count(connect: Opener) -> None:
+    killed, other = await connect(), await connect()
+    rate = Rate(count=2, period_s=10.0)
+    assert len((await killed.reserve(ALICE, rates=[rate], holder="dead", want=2,
+                                     now_s=NOW)).ids) == 2
+    during = await other.reserve(ALICE, rates=[rate], holder="b", want=1, now_s=NOW + 5)
+    assert during.ids == () and during.next_s == pytest.approx(NOW + 5 + OUTSTANDING_POLL_S)
+    # after the lease: counted as sent at its end (it may have been), and no longer than that
+    # (another holder's sends count a margin longer: their requests' delays differ from ours)
+    after = await other.reserve(ALICE, rates=[rate], holder="b", want=1, now_s=NOW + LEASE_S + 1)
+    free_s = NOW + LEASE_S + window_s(rate) + OTHER_HOLDER_MARGIN_S
+    assert after.next_s == pytest.approx(free_s)
+    free = await other.reserve(ALICE, rates=[rate], holder="b", want=1, now_s=free_s + 0.01)
+    assert len(free.ids) == 1
+
+
+async def test_another_holders_sends_count_a_margin_longer(connect: Opener) -> None:
+    mine, theirs = await connect(), await connect()
+    rate = Rate(count=1, period_s=10.0)
+    grant = await theirs.reserve(ALICE, rates=[rate], holder="b", want=1, now_s=NOW)
+    await theirs.settle([(grant.ids[0], NOW)], [])
+    edge_s = NOW + window_s(rate) + 0.01
+    refused = await mine.reserve(ALICE, rates=[rate], holder="a", want=1, now_s=edge_s)
+    assert refused.ids == ()
+    assert refused.next_s == pytest.approx(NOW + window_s(rate) + OTHER_HOLDER_MARGIN_S)
+    assert len((await theirs.reserve(ALICE, rates=[rate], holder="b", want=1,
+                                     now_s=edge_s)).ids) == 1
+
+
+async def test_two_processes_competing_for_one_account_never_share_a_slot(connect: Opener) -> None:
+    one, two = await connect(), await connect()
+    rate = Rate(count=7, period_s=60.0)
+
+    async def grab(ledger: Ledger, holder: str) -> int:
+        grants = await asyncio.gather(*(
+            ledger.reserve(ALICE, rates=[rate], holder=holder, want=1, now_s=NOW + i * 0.001)
+            for i in range(15)))
+        return sum(len(g.ids) for g in grants)
+
+    counts = await asyncio.gather(grab(one, "one"), grab(two, "two"))
+    assert sum(counts) == 7
+
+
+async def test_the_stricter_limits_of_two_campaigns_hold(connect: Opener) -> None:
+    ledger = await connect()
+    loose, strict = Rate(count=10, period_s=60.0), Rate(count=3, period_s=60.0)
+    await ledger.register(ALICE, campaign="welcome", rates=[loose], now_s=NOW)
+    await ledger.register(ALICE, campaign="support", rates=[strict], now_s=NOW)
+    limits = await ledger.limits(ALICE, now_s=NOW + 1)
+    assert [(c.campaign, c.rates) for c in limits] == [("support", (strict,)),
+                                                       ("welcome", (loose,))]
+    grant = await ledger.reserve(ALICE, rates=[loose], holder="w", want=10, now_s=NOW + 1)
+    assert len(grant.ids) == 3
+    # a registration older than a day no longer binds
+    assert await ledger.limits(ALICE, now_s=NOW + 86401) == []
+
+
+async def test_rests_bind_every_campaign_and_the_later_one_wins(connect: Opener) -> None:
+    ledger, other = await connect(), await connect()
+    await ledger.set_rest(ALICE, until_s=NOW + 3600, reason="x_daily_limit", now_s=NOW)
+    await ledger.set_rest(ALICE, until_s=NOW + 60, reason="http_429", now_s=NOW)
+    refused = await other.reserve(ALICE, rates=[PER_10S], holder="b", want=1, now_s=NOW + 10)
+    assert (refused.ids, refused.next_s, refused.reason) == (
+        (), NOW + 3600, "resting: x_daily_limit")
+    rest = await other.rest(ALICE, now_s=NOW + 10)
+    assert rest is not None and (rest.until_s, rest.reason) == (NOW + 3600, "x_daily_limit")
+    assert await other.rest(ALICE, now_s=NOW + 3600) is None
+    # once over, a shorter rest replaces it
+    await ledger.set_rest(ALICE, until_s=NOW + 3700, reason="http_429", now_s=NOW + 3650)
+    rest = await other.rest(ALICE, now_s=NOW + 3650)
+    assert rest is not None and rest.reason == "http_429"
+
+
+async def test_health_is_recorded_and_cleared(connect: Opener) -> None:
+    ledger = await connect()
+    await ledger.set_health(ALICE, state="out", reason="account_suspended", now_s=NOW)
+    health = await ledger.health(ALICE)
+    assert health is not None and (health.state, health.reason, health.at_s) == (
+        "out", "account_suspended", NOW)
+    await ledger.set_health(ALICE, state=None, reason=None, now_s=NOW + 1)
+    assert await ledger.health(ALICE) is None
+
+
+async def test_realms_and_keys_are_apart_and_no_key_is_stored(connect: Opener) -> None:
+    ledger = await connect()
+    sandbox_alice = account_subject(Realm.SANDBOX, "alice")
+    key = key_subject(Realm.LIVE, "xq_secret_key_123")
+    assert "xq_secret" not in key and account_subject(Realm.LIVE, "ALICE") == ALICE
+    await ledger.reserve(sandbox_alice, rates=[PER_10S], holder="s", want=3, now_s=NOW)
+    assert len((await ledger.reserve(ALICE, rates=[PER_10S], holder="l", want=3,
+                                     now_s=NOW)).ids) == 3
+    await ledger.reserve(key, rates=[PER_10S], holder="l", want=1, now_s=NOW)
+    assert await ledger.subjects(realm=Realm.LIVE) == [ALICE]
+    assert await ledger.subjects(realm=Realm.SANDBOX) == [sandbox_alice]
+    assert await ledger.subjects(realm=Realm.LIVE, kind="key") == [key]
