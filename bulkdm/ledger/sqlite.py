@@ -172,8 +172,13 @@ def _prepare(db: sqlite3.Connection, now_s: float) -> None:
     db.execute("PRAGMA busy_timeout = 30000")  # another process's reservation takes moments
     db.execute("PRAGMA journal_mode = WAL")
     db.execute("PRAGMA synchronous = FULL")  # a reservation outlives a power cut
-    db.executescript(_SCHEMA)
-    db.execute("DELETE FROM reservations WHERE at_s < ?", (now_s - _KEEP_S,))
+    # one transaction (one fsync) for the schema and the pruning
+    db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
+    _in_transaction(db, _prune, now_s - _KEEP_S)
+
+
+def _prune(db: sqlite3.Connection, before_s: float) -> None:
+    db.execute("DELETE FROM reservations WHERE at_s < ?", (before_s,))
 
 
 def _write(db: sqlite3.Connection, sql: str, params: list[tuple[Any, ...]]) -> None:
