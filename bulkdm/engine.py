@@ -77,6 +77,8 @@ class _Sender:
         self.call_note: str | None = None
         self.sent = 0
         self.inflight = 0
+        #: when a sender resting past the run may send again (its rest, cap or next due row)
+        self.free_at_s: float | None = None
         #: the shared ledger's reservations for the slot just taken (None: no ledger)
         self.ticket: Ticket | None = None
         self.idle = asyncio.Event()
@@ -215,11 +217,12 @@ class Engine:
                 break
         await self._drain()
         await self._cp.flush()
-        return RunReport(
-            finish_reason=await self._finish_reason(),
-            detail=self._halt or self._waiting_note(),
-            sent_this_run=self.counts[RowState.SENT] - sent_before,
-        )
+        reason = await self._finish_reason()
+        detail = self._halt or self._waiting_note()
+        if reason is FinishReason.PAUSED:
+            detail = "; ".join(filter(None, [detail, self._free_again_note()]))
+        return RunReport(finish_reason=reason, detail=detail or None,
+                         sent_this_run=self.counts[RowState.SENT] - sent_before)
 
     async def _restore(self) -> None:
         now = self._clock()
@@ -309,6 +312,15 @@ class Engine:
         left = counts.get(RowState.PENDING, 0) + counts.get(RowState.UNKNOWN, 0)
         return FinishReason.PAUSED if left else FinishReason.COMPLETED
 
+    def _free_again_note(self) -> str | None:
+        """When the first of the accounts that rest past the run may send again."""
+        free = [(s.free_at_s, s.account) for s in self._senders.values()
+                if s.usable and s.free_at_s is not None]
+        if not free:
+            return None
+        at_s, account = min(free)
+        return f"nothing can be sent before {_iso(at_s)}, when {account} is free again"
+
     def _waiting_note(self) -> str | None:
         notes = [f"{s.account}: {s.note}" for s in self._senders.values()
                  if s.note and s.state is not SenderState.READY]
@@ -361,7 +373,7 @@ class Engine:
         """Sleep until ``due_s`` unless stopped; False ends this sender's part of the run."""
         wait_s = due_s - self._clock()
         if wait_s > _MAX_REST_WAIT_S:
-            sender.state = SenderState.RESTING
+            sender.state, sender.free_at_s = SenderState.RESTING, due_s
             return False
         if wait_s > 0:
             # say why a sender with rows left sends nothing (a retry's delay, or unknown
@@ -400,7 +412,9 @@ class Engine:
             if not self._stop.is_set() and sender.state is SenderState.READY:
                 next_s = max(sender.limiter.next_allowed_s(self._clock()),
                              self._key.next_allowed_s(self._clock()))
+                # the ledger's refusal (all campaigns) may have said later than this run's limiters
                 sender.state = SenderState.RESTING
+                sender.free_at_s = max(next_s, sender.free_at_s or next_s)
                 sender.note = sender.note or f"next slot at {_iso(next_s)} (rate or daily cap)"
             return None
         attempt = row.attempts + 1
@@ -463,6 +477,7 @@ class Engine:
         now = self._clock()
         if refusal.next_s - now > _MAX_REST_WAIT_S:
             sender.note = f"{refusal.reason} (all campaigns): next slot at {_iso(refusal.next_s)}"
+            sender.free_at_s = refusal.next_s
             return False
         if refusal.reason.startswith("resting"):
             sender.limiter.rest_until(refusal.next_s)

@@ -108,6 +108,8 @@ async def test_a_pinned_row_waits_for_its_resting_account(tmp_path: Path) -> Non
         ledger = await deliveries(sb)
     assert report.finish_reason.value == "paused"
     assert report.detail is not None and "daily1: x_daily_limit until" in report.detail
+    assert "nothing can be sent before " in report.detail and "daily1 is free again" in \
+        report.detail
     delivered = {d.recipient_id for d in ledger}
     assert len(ledger) == 18 and delivered == {str(3000 + i) for i in range(1, 21)} - \
         {"3004", "3005"}
