@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -34,6 +34,7 @@ __all__ = [
     "human_duration",
     "send_time_s",
     "spread_unbound",
+    "with_account_waits",
 ]
 
 #: reasons a valid row is skipped rather than sent; every other reason marks an invalid row
@@ -140,6 +141,7 @@ def estimate_duration(
     Rows bound to no sender yet (under :data:`~bulkdm.rows.UNBOUND`) are spread over the senders
     as the engine hands them out, to whichever has a slot (:func:`spread_unbound`), over those
     in ``first_wait_s`` (each waiting that long first) when it is given, else over all.
+    ``per_sender_s`` is each sender's sending time; ``seconds`` counts its wait too.
     """
     waits = first_wait_s if first_wait_s is not None else {s.account: 0.0 for s in settings.senders}
     pending = spread_unbound(settings, pending_by_sender, waits)
@@ -147,10 +149,13 @@ def estimate_duration(
         s.account: send_time_s(pending.get(s.account, 0), s.windows) for s in settings.senders
     }
     api_key_s = send_time_s(sum(pending_by_sender.values()), settings.provider.rates)
-    slowest = max(per_sender, key=lambda account: per_sender[account], default=None)
+    # a sender that must wait first (its windows full of other campaigns' sends, a rest)
+    # finishes that much later
+    finish_s = {a: t + waits.get(a, 0.0) for a, t in per_sender.items() if pending.get(a, 0)}
+    slowest = max(finish_s, key=lambda account: finish_s[account], default=None)
     seconds, bound_by = api_key_s, "api key"
-    if slowest is not None and per_sender[slowest] >= api_key_s:
-        seconds, bound_by = per_sender[slowest], f"sender {slowest}"
+    if slowest is not None and finish_s[slowest] >= api_key_s:
+        seconds, bound_by = finish_s[slowest], f"sender {slowest}"
     return DurationEstimate(
         seconds=seconds,
         human=human_duration(seconds),
@@ -164,7 +169,7 @@ def spread_unbound(
     settings: Settings, pending_by_sender: Mapping[str, int], first_wait_s: Mapping[str, float]
 ) -> dict[str, int]:
     """Rows per sender with the unbound ones given out so that the senders of ``first_wait_s``
-    finish together: each at its sustained rate (its least strict window), starting once its
+    finish together: each at its long-run rate (its strictest window's), starting once its
     wait and its own rows are done. A sender resting long (a daily limit) gets few or none."""
     pending = {a: n for a, n in pending_by_sender.items() if a != UNBOUND}
     unbound = pending_by_sender.get(UNBOUND, 0)
@@ -181,9 +186,11 @@ def spread_unbound(
     for _ in range(60):  # bisection: the end time at which the senders take every row
         middle = (low + high) / 2
         low, high = (middle, high) if taken(middle) < unbound else (low, middle)
-    shares = {a: math.floor(max(0.0, high - starts[a]) * r) for a, r in rates.items()}
+    exact = {a: max(0.0, high - starts[a]) * r for a, r in rates.items()}
+    shares = {a: math.floor(x) for a, x in exact.items()}
     left = unbound - sum(shares.values())
-    for account in sorted(shares, key=lambda a: starts[a])[:max(left, 0)]:
+    # the rows the rounding left go to the senders closest to taking one more
+    for account in sorted(shares, key=lambda a: shares[a] - exact[a])[:max(left, 0)]:
         shares[account] += 1
     for account, share in shares.items():
         pending[account] = pending.get(account, 0) + share
@@ -277,6 +284,17 @@ async def build_report(
             for r in invalid_rows
         ),
     )
+
+
+async def with_account_waits(
+    report: PlanReport, checkpoint: Checkpoint, settings: Settings, waits: Mapping[str, float]
+) -> PlanReport:
+    """``report`` with its duration (and its rows per sender) counting how long each account
+    waits before it may send (``waits``: from the account pool's ledger)."""
+    counts = await checkpoint.sender_counts()
+    senders = spread_unbound(settings, counts, waits)
+    return replace(report, senders={s.account: senders.get(s.account, 0) for s in settings.senders},
+                   duration=estimate_duration(settings, counts, first_wait_s=waits))
 
 
 def _sorted(counts: dict[str, int]) -> dict[str, int]:

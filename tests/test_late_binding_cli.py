@@ -7,10 +7,12 @@ import re
 from collections import Counter
 from pathlib import Path
 
+import orjson
 import pytest
 
 from bulkdm.sandbox import running_sandbox
 from tests.clikit import bulkdm, env_for, handoff_lines, write_campaign
+from tests.test_ledger_cli import campaign
 
 SENDERS = ("s1", "daily1", "s2")
 
@@ -57,3 +59,20 @@ async def test_a_pinned_row_waits_for_its_resting_account_and_the_run_says_until
     assert {senders[r] for r in pinned & set(delivered)} == {"daily1"}
     status = await bulkdm("status", str(campaign))
     assert status.code == 0 and "daily1" in status.stdout
+
+
+async def test_plan_counts_what_each_account_can_still_send_by_the_ledger(tmp_path: Path) -> None:
+    """Another campaign used both accounts' daily caps today: this plan's duration starts when
+    the caps let them send again, not now."""
+    async with running_sandbox() as sb:
+        first = campaign(tmp_path / "a", "welcome", 60_000, 6, url=sb.xquik_url,
+                         sender_rate="1000/1s", daily_cap=2)
+        second = campaign(tmp_path / "b", "support", 61_000, 4, url=sb.xquik_url,
+                          sender_rate="1000/1s", daily_cap=2)
+        before = orjson.loads((await bulkdm("plan", str(second), "--json")).stdout)
+        ran = await bulkdm("run", str(first), "--progress", "none")
+    assert ran.code == 4, ran.stdout + ran.stderr
+    after = orjson.loads((await bulkdm("plan", str(second), "--json")).stdout)
+    assert before["senders"] == after["senders"] == {"s1": 2, "s2": 2}
+    assert before["duration"]["seconds"] < 60, before["duration"]  # room in the caps: no wait
+    assert 86_000 < after["duration"]["seconds"] < 90_000, after["duration"]
