@@ -32,6 +32,7 @@ class UnboundRows:
         #: rows handed to a sender and not yet claimed or given back
         self._held: set[int] = set()
         self._lock = asyncio.Lock()
+        self._more = asyncio.Event()
 
     async def take(
         self, prepare: Callable[[list[RowRecord]], Awaitable[list[RowRecord]]]
@@ -66,11 +67,24 @@ class UnboundRows:
         """The row was claimed (or finished, or deferred): later reads see it as it is now."""
         self._held.discard(row_id)
 
+    def done_with(self, row_id: int, _task: asyncio.Task[None]) -> None:
+        """:meth:`done` as a task's done-callback (the row's send ended)."""
+        self.done(row_id)
+
     def give_back(self, row_id: int) -> None:
         """The row was not claimed: the next read (from the start) offers it again."""
         self._held.discard(row_id)
         self._buffer.clear()
         self._after_id = 0
+
+    def arrived(self) -> None:
+        """Rows were unbound (a sender rests or left): wake the senders waiting for rows."""
+        more, self._more = self._more, asyncio.Event()
+        more.set()
+
+    async def wait_for_more(self) -> None:
+        """Until :meth:`arrived` is next called."""
+        await self._more.wait()
 
     async def next_due_s(self) -> float | None:
         """When the earliest unbound row is due (None: none is left)."""

@@ -172,13 +172,15 @@ class Write:
     ``expect_rows`` makes it conditional: the statement must change exactly that many rows, or
     the whole submission it belongs to is undone (and :meth:`Checkpoint.submit` returns False)
     while the other submissions of the batch commit. ``moves`` is the row state change it makes
-    (before, after), for the submitter's counters once it applied.
+    (before, after), for the submitter's counters once it applied. ``unbinds`` says it may
+    leave rows bound to no sender (late binding), for senders waiting for such rows.
     """
 
     sql: str
     params: Sequence[Any] | dict[str, Any]
     expect_rows: int | None = None
     moves: tuple[str, str] | None = field(default=None, compare=False)
+    unbinds: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -925,6 +927,7 @@ def unbind(
         (due_s, reason, message, row_id, expect.state.value, expect.sender),
         expect_rows=1,
         moves=(expect.state.value, RowState.PENDING.value),
+        unbinds=True,
     )
 
 
@@ -935,6 +938,7 @@ def release_rows(*, sender: str) -> Write:
         "UPDATE rows SET sender = NULL, idempotency_key = NULL, bound_by_claim = 0 "
         "WHERE state = 'pending' AND sender = ? AND bound_by_claim = 1",
         (sender,),
+        unbinds=True,
     )
 
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -346,7 +347,7 @@ class Engine:
                 await self._work_page(rows, sender)
                 continue
             if await self._work_unbound(sender):
-                continue
+                continue  # a page of them at most, then its own rows again (retries due)
             await sender.idle.wait()
             due_s = _earliest(await self._cp.next_due_s(sender.account),
                               await self._unbound.next_due_s())
@@ -358,16 +359,20 @@ class Engine:
                 return
 
     async def _work_unbound(self, sender: _Sender) -> bool:
-        """Claim one unbound due row for ``sender`` (late binding); False when none is due."""
-        row = await self._unbound.take(lambda rows: self._resolve_page(rows, sender))
-        if row is None:
-            return False
-        task = await self._work_row(row, sender)
-        if task is None:  # not claimed: another sender may take it
-            self._unbound.give_back(row.id)
-        else:
-            task.add_done_callback(lambda _task: self._unbound.done(row.id))
-        return True
+        """Claim unbound due rows for ``sender`` one at a time, as its slots come (late
+        binding), up to a page; False when none was due."""
+        taken = 0
+        while taken < _PAGE and not self._stop.is_set() and sender.state is SenderState.READY:
+            row = await self._unbound.take(lambda rows: self._resolve_page(rows, sender))
+            if row is None:
+                break
+            taken += 1
+            task = await self._work_row(row, sender)
+            if task is None:  # not claimed: another sender may take it
+                self._unbound.give_back(row.id)
+            else:
+                task.add_done_callback(functools.partial(self._unbound.done_with, row.id))
+        return taken > 0
 
     async def _wait_until(self, due_s: float, sender: _Sender) -> bool:
         """Sleep until ``due_s`` unless stopped; False ends this sender's part of the run."""
@@ -381,14 +386,25 @@ class Engine:
             waiting = f"next rows due at {_iso(due_s)} (retries, unknown outcomes settling)"
             if sender.note is None:
                 sender.note = waiting
-            await self._sleep(wait_s)
+            # rows another sender leaves (it rests, or left) wake this one early
+            await self._sleep(wait_s, self._unbound.wait_for_more())
             if sender.note == waiting:
                 sender.note = None
         return not self._stop.is_set()
 
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), timeout=max(0.0, seconds))
+    async def _sleep(self, seconds: float, *wake: Coroutine[object, object, None]) -> None:
+        """``seconds``, or less if a stop comes or ``wake`` ends first."""
+        if not wake:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=max(0.0, seconds))
+            return
+        waits = [asyncio.ensure_future(w) for w in (self._stop.wait(), *wake)]
+        try:
+            await asyncio.wait(waits, timeout=max(0.0, seconds),
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
 
     async def _work_page(self, rows: list[RowRecord], sender: _Sender) -> None:
         rows = await self._resolve_page(rows, sender)
@@ -890,6 +906,8 @@ class Engine:
                 if write.moves is not None:
                     self.counts[write.moves[0]] -= 1
                     self.counts[write.moves[1]] += 1
+            if any(write.unbinds for write in writes):
+                self._unbound.arrived()
         return applied
 
 
