@@ -362,7 +362,7 @@ class Engine:
         """Claim unbound due rows for ``sender`` one at a time, as its slots come (late
         binding), up to a page; False when none was due."""
         taken = 0
-        while taken < _PAGE and not self._stop.is_set() and sender.state is SenderState.READY:
+        while taken < _PAGE and await self._rested(sender):
             row = await self._unbound.take(lambda rows: self._resolve_page(rows, sender))
             if row is None:
                 break
@@ -373,6 +373,22 @@ class Engine:
             else:
                 task.add_done_callback(functools.partial(self._unbound.done_with, row.id))
         return taken > 0
+
+    async def _rested(self, sender: _Sender) -> bool:
+        """False when ``sender`` may take no row now: stopped, out, or resting past the run (a
+        lookup or upload for an unbound row was told to rest, and the row stays unbound for
+        the others). A shorter rest is waited out here."""
+        if self._stop.is_set() or sender.state is not SenderState.READY:
+            return False
+        now = self._clock()
+        if not sender.limiter.is_resting(now):
+            return True
+        until_s = sender.limiter.next_allowed_s(now)
+        if until_s - now > _MAX_REST_WAIT_S:
+            sender.state, sender.free_at_s = SenderState.RESTING, until_s
+            return False
+        await self._sleep(until_s - now)
+        return not self._stop.is_set()
 
     async def _wait_until(self, due_s: float, sender: _Sender) -> bool:
         """Sleep until ``due_s`` unless stopped; False ends this sender's part of the run."""
