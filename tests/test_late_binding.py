@@ -132,3 +132,19 @@ async def test_a_version_5_checkpoint_keeps_its_plan_time_senders(tmp_path: Path
     assert (row.sender, row.idempotency_key, row.bound_by_claim) == ("alice", "k1", False)
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+
+
+@pytest.mark.parametrize("provider", [ProviderName.XQUIK, ProviderName.GETXAPI])
+async def test_a_dropped_sender_leaves_the_rows_it_claimed_unbound_for_the_others(
+    tmp_path: Path, provider: ProviderName
+) -> None:
+    path = tmp_path / "c.sqlite"
+    await write_plan(path, [unbound(i, str(4000 + i)) for i in range(1, 31)])
+    async with running_sandbox() as sb:
+        settings = settings_for(sb, provider=provider, senders=("reauth1", "s1"))
+        report = await run_engine(settings, path)
+        ledger = await deliveries(sb)
+    assert report.finish_reason.value == "completed", report
+    assert len(ledger) == 30 and {d.sender for d in ledger} == {"s1"}
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT DISTINCT state, sender FROM rows").fetchall() == [("sent", "s1")]
