@@ -229,7 +229,8 @@ def _sender_ok(record: RowRecord, new: PlannedLine, senders: frozenset[str]) -> 
         return True
     if new.pinned is not None:
         return record.sender == new.pinned
-    return record.sender in senders
+    # unbound (late binding), or bound by a sender still configured
+    return record.sender is None or record.sender in senders
 
 
 def _message_view(record: RowRecord) -> tuple[object, ...]:

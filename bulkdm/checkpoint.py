@@ -23,10 +23,11 @@ from typing import Any, Final, TypeAlias
 import aiosqlite
 
 from bulkdm.errors import BulkdmError, CheckpointError, StorageError
-from bulkdm.rows import PlannedRow, RowRecord, RowState
+from bulkdm.rows import UNBOUND, PlannedRow, RowRecord, RowState
 from bulkdm.schema import INDEXES, LOAD_LATE_INDEXES, MIGRATIONS, SCHEMA_VERSION
 
 __all__ = [
+    "UNBOUND",
     "UNSENT_STATES",
     "Checkpoint",
     "Expect",
@@ -49,6 +50,7 @@ __all__ = [
     "own_handoff",
     "pending_params",
     "reassign",
+    "release_rows",
     "rotate_key",
     "row_params",
     "set_handoff_cursor",
@@ -56,10 +58,12 @@ __all__ = [
     "set_sender",
     "store_media",
     "store_user",
+    "unbind",
     "unsettle_in_flight",
     "upload",
     "upload_done",
 ]
+
 
 #: meta key prefix of every handoff file the checkpoint has written
 _OWNED: Final = "handoff.owned:"
@@ -75,7 +79,7 @@ _ROW_COLUMNS: Final = (
     "id, line, state, recipient_id, recipient_username, text, sender, external_id, media, "
     "consent, idempotency_key, attempts, message_id, media_id, reason, message, field, "
     "duplicate_of_line, sent_at, finished_at, request_id, write_action_id, text_sha256, "
-    "key_rotation, claimed_at"
+    "key_rotation, claimed_at, bound_by_claim"
 )
 #: The columns a plan fills, in the order of :data:`RowParams`.
 _PLAN_COLUMNS: Final = (
@@ -168,13 +172,15 @@ class Write:
     ``expect_rows`` makes it conditional: the statement must change exactly that many rows, or
     the whole submission it belongs to is undone (and :meth:`Checkpoint.submit` returns False)
     while the other submissions of the batch commit. ``moves`` is the row state change it makes
-    (before, after), for the submitter's counters once it applied.
+    (before, after), for the submitter's counters once it applied. ``unbinds`` says it may
+    leave rows bound to no sender (late binding), for senders waiting for such rows.
     """
 
     sql: str
     params: Sequence[Any] | dict[str, Any]
     expect_rows: int | None = None
     moves: tuple[str, str] | None = field(default=None, compare=False)
+    unbinds: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -428,8 +434,9 @@ class Checkpoint:
         return {str(k): v for k, v in await self._all(sql, tuple(states))}
 
     async def sender_counts(self, state: str = "pending") -> dict[str, int]:
+        """Rows in ``state`` per sender; rows not bound to one yet under :data:`UNBOUND`."""
         sql = "SELECT sender, COUNT(*) FROM rows WHERE state = ? GROUP BY sender"
-        return {str(k): v for k, v in await self._all(sql, (state,))}
+        return {UNBOUND if k is None else str(k): v for k, v in await self._all(sql, (state,))}
 
     async def plan_totals(self) -> PlanTotals:
         # one pass over the pending rows (a fresh plan's are nearly all of them)
@@ -461,6 +468,22 @@ class Checkpoint:
             "SELECT MIN(next_attempt_at), COUNT(*) FROM rows "
             "WHERE sender = ? AND state IN ('pending', 'unknown')",
             (sender,),
+        )
+        return None if not rows or rows[0][1] == 0 else float(rows[0][0])
+
+    async def unbound_rows(self, *, after_id: int, now_s: float, limit: int) -> list[RowRecord]:
+        """Pending rows bound to no sender yet, due now, in id order after ``after_id``."""
+        sql = (
+            f"SELECT {_ROW_COLUMNS} FROM rows WHERE state = 'pending' AND sender IS NULL "
+            "AND id > ? AND next_attempt_at <= ? ORDER BY id LIMIT ?"
+        )
+        return [_record(r) for r in await self._all(sql, (after_id, now_s, limit))]
+
+    async def next_unbound_due_s(self) -> float | None:
+        """When the earliest unbound pending row is due; None when there is none."""
+        rows = await self._all(
+            "SELECT MIN(next_attempt_at), COUNT(*) FROM rows "
+            "WHERE state = 'pending' AND sender IS NULL"
         )
         return None if not rows or rows[0][1] == 0 else float(rows[0][0])
 
@@ -618,11 +641,11 @@ def pending_params(
     recipient_key: str,
     text: str,
     text_sha256: str,
-    sender: str,
+    sender: str | None,
     external_id: str | None,
     media: str | None,
     consent: str | None,
-    idempotency_key: str,
+    idempotency_key: str | None,
 ) -> RowParams:
     """The insert values of a pending row, built without a :class:`PlannedRow`.
 
@@ -761,11 +784,13 @@ def claim(
 ) -> list[Write]:
     """The write-ahead intent: committed before the request leaves. Conditional: it applies
     only while the row is still ``expect`` with ``attempt - 1`` attempts, so of two claims on
-    one row exactly one wins; a claim that loses must not be sent."""
+    one row exactly one wins; a claim that loses must not be sent. A claim of an unbound row
+    (``expect.sender`` None) binds it to ``sender``: two senders racing for it, one wins."""
     return [
         Write(
             "UPDATE rows SET state = 'sending', attempts = ?, sender = ?, idempotency_key = ?, "
-            "key_rotation = ?, claimed_at = ? "
+            "key_rotation = ?, claimed_at = ?, "
+            "bound_by_claim = CASE WHEN sender IS NULL THEN 1 ELSE bound_by_claim END "
             "WHERE id = ? AND state = ? AND sender IS ? AND attempts = ?",
             (attempt, sender, key, key_rotation, at_s, row_id, expect.state.value, expect.sender,
              attempt - 1),
@@ -889,6 +914,34 @@ def reassign(*, row_id: int, sender: str, key: str, from_sender: str | None) -> 
     )
 
 
+def unbind(
+    *, row_id: int, due_s: float, reason: str | None, message: str | None, expect: Expect
+) -> Write:
+    """Back to ``pending`` and to no sender: a row bound by its claim whose attempt provably was
+    not delivered (its sender rests or left, a throttle), so any account may send it, under a
+    key computed for that account at its claim. Conditional on the row still being ``expect``."""
+    return Write(
+        "UPDATE rows SET state = 'pending', sender = NULL, idempotency_key = NULL, "
+        "bound_by_claim = 0, next_attempt_at = ?, reason = ?, message = ? "
+        "WHERE id = ? AND state = ? AND sender IS ? AND bound_by_claim = 1",
+        (due_s, reason, message, row_id, expect.state.value, expect.sender),
+        expect_rows=1,
+        moves=(expect.state.value, RowState.PENDING.value),
+        unbinds=True,
+    )
+
+
+def release_rows(*, sender: str) -> Write:
+    """Unbind every pending row ``sender``'s claims bound (it rests past the run, or left):
+    none of them was delivered, so another account sends them. Pinned rows stay."""
+    return Write(
+        "UPDATE rows SET sender = NULL, idempotency_key = NULL, bound_by_claim = 0 "
+        "WHERE state = 'pending' AND sender = ? AND bound_by_claim = 1",
+        (sender,),
+        unbinds=True,
+    )
+
+
 def set_handoff_cursor(cursor: HandoffCursor) -> list[Write]:
     sql = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"
     values = [("handoff.seq", str(cursor.seq)), ("handoff.offset", str(cursor.offset))]
@@ -933,7 +986,8 @@ def amend_update(*, row_id: int, params: RowParams, seq: int | None, finished_at
     """Replan an unsent row in place; a row that has left the unsent states is not touched."""
     columns = ", ".join(f"{name} = ?" for name in _PLAN_COLUMNS)
     return Write(
-        f"UPDATE rows SET {columns}, key_rotation = 0, next_attempt_at = 0, finish_seq = ?, "
+        f"UPDATE rows SET {columns}, key_rotation = 0, bound_by_claim = 0, next_attempt_at = 0, "
+        "finish_seq = ?, "
         f"finished_at = ? WHERE id = ? AND state IN {_UNSENT_SQL}",
         (*params, seq, finished_at, row_id),
     )

@@ -125,20 +125,22 @@ async def _plan(args: argparse.Namespace) -> int:
     # imported here so `bulkdm --help` does not load SQLite and the planner
     from bulkdm.checkpoint import Checkpoint
     from bulkdm.planner import ensure_plan
-    from bulkdm.report import format_report
+    from bulkdm.report import format_report, with_account_waits
     from bulkdm.runlock import RunLock
 
     settings = settings_from_args(args)
     path = checkpoint_path(args)
+    notes, waits = await _pool_view(settings)
     # an amend rewrites rows, so no run may hold the checkpoint meanwhile
     with RunLock(path) if args.amend else contextlib.nullcontext():
         checkpoint = await Checkpoint.open(path, synchronous=settings.run.synchronous)
         try:
             report = await ensure_plan(args.campaign, settings, checkpoint, amend=args.amend,
                                        errors_limit=None if args.errors else 20)
+            if waits:  # the duration counts what each account can still send, by the ledger
+                report = await with_account_waits(report, checkpoint, settings, waits)
         finally:
             await checkpoint.close()
-    notes = await _limit_notes(settings)
     if args.json:
         print(orjson.dumps({**report.to_dict(), "account_limits": notes}).decode())
     else:
@@ -147,21 +149,24 @@ async def _plan(args: argparse.Namespace) -> int:
     return 3 if report.rows.read and not report.rows.valid else 0
 
 
-async def _limit_notes(settings: Settings) -> list[str]:
-    """Where another campaign sets other limits for one of this campaign's accounts."""
+async def _pool_view(settings: Settings) -> tuple[list[str], dict[str, float]]:
+    """Where another campaign sets other limits for one of this campaign's accounts, and how
+    long each account waits before it may send (every campaign's sends, its rest)."""
     from bulkdm.ledger import ledger_spec, open_ledger, realm_for
-    from bulkdm.ledger.view import limit_notes
+    from bulkdm.ledger.view import account_waits, limit_notes
 
     spec = ledger_spec(settings.accounts.ledger)
     if spec is None or (not spec.startswith("postgres")
                         and not await asyncio.to_thread(os.path.isfile, spec)):
-        return []  # no ledger yet: no other campaign to disagree with
+        return [], {}  # no ledger yet: no other campaign to disagree with, nothing used
     ledger = await open_ledger(spec, now_s=time.time())
+    realm = realm_for(settings.provider.base_url, sandbox=False)
+    accounts = {s.account: s.windows for s in settings.senders}
     try:
-        return await limit_notes(
-            ledger, realm=realm_for(settings.provider.base_url, sandbox=False),
-            campaign=settings.campaign.name, now_s=time.time(),
-            accounts={s.account: s.windows for s in settings.senders})
+        notes = await limit_notes(ledger, realm=realm, campaign=settings.campaign.name,
+                                  now_s=time.time(), accounts=accounts)
+        return notes, await account_waits(ledger, realm=realm, accounts=accounts,
+                                          now_s=time.time())
     finally:
         await ledger.close()
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Final
 
 from bulkdm import checkpoint as cp
 from bulkdm.backoff import retry_delay_s
+from bulkdm.binding import UnboundRows
 from bulkdm.checkpoint import Checkpoint, Expect, Finish, Write
 from bulkdm.keys import idempotency_key
 from bulkdm.ledger import AccountPool, Refusal, Ticket
@@ -76,6 +78,8 @@ class _Sender:
         self.call_note: str | None = None
         self.sent = 0
         self.inflight = 0
+        #: when a sender resting past the run may send again (its rest, cap or next due row)
+        self.free_at_s: float | None = None
         #: the shared ledger's reservations for the slot just taken (None: no ledger)
         self.ticket: Ticket | None = None
         self.idle = asyncio.Event()
@@ -153,6 +157,8 @@ class Engine:
             a: _Sender(auths[a], WindowLimiter(s.windows, least_guard_s=guard_s, smooth=True))
             for a, s in ((s.account, s) for s in settings.senders)}
         self._tasks: set[asyncio.Task[None]] = set()
+        #: rows bound to no account yet: each goes to the first sender with a slot
+        self._unbound = UnboundRows(checkpoint, clock)
         self._task_errors: list[BaseException] = []
         self._halt: str | None = None
         # a replay under the same key (Xquik) is safe at once; a lookup (GetXAPI) waits for
@@ -212,11 +218,12 @@ class Engine:
                 break
         await self._drain()
         await self._cp.flush()
-        return RunReport(
-            finish_reason=await self._finish_reason(),
-            detail=self._halt or self._waiting_note(),
-            sent_this_run=self.counts[RowState.SENT] - sent_before,
-        )
+        reason = await self._finish_reason()
+        detail = self._halt or self._waiting_note()
+        if reason is FinishReason.PAUSED:
+            detail = "; ".join(filter(None, [detail, self._free_again_note()]))
+        return RunReport(finish_reason=reason, detail=detail or None,
+                         sent_this_run=self.counts[RowState.SENT] - sent_before)
 
     async def _restore(self) -> None:
         now = self._clock()
@@ -289,9 +296,10 @@ class Engine:
     async def _work_left(self) -> bool:
         """Wake senders that finished before rows were moved to them; True if any woke."""
         woke = False
+        unbound = await self._unbound.next_due_s() is not None
         for sender in self._senders.values():
             due_s = await self._cp.next_due_s(sender.account)
-            if sender.state is SenderState.DONE and due_s is not None:
+            if sender.state is SenderState.DONE and (due_s is not None or unbound):
                 sender.state = SenderState.READY
                 woke = True
         return woke
@@ -305,6 +313,15 @@ class Engine:
         left = counts.get(RowState.PENDING, 0) + counts.get(RowState.UNKNOWN, 0)
         return FinishReason.PAUSED if left else FinishReason.COMPLETED
 
+    def _free_again_note(self) -> str | None:
+        """When the first of the accounts that rest past the run may send again."""
+        free = [(s.free_at_s, s.account) for s in self._senders.values()
+                if s.usable and s.free_at_s is not None]
+        if not free:
+            return None
+        at_s, account = min(free)
+        return f"nothing can be sent before {_iso(at_s)}, when {account} is free again"
+
     def _waiting_note(self) -> str | None:
         notes = [f"{s.account}: {s.note}" for s in self._senders.values()
                  if s.note and s.state is not SenderState.READY]
@@ -313,6 +330,13 @@ class Engine:
     # -- one sender ---------------------------------------------------------------------------
 
     async def _sender_loop(self, sender: _Sender) -> None:
+        await self._send_rows(sender)
+        if sender.state is SenderState.RESTING:
+            # resting past the run: the rows its claims bound go to the other accounts
+            await self._submit([cp.release_rows(sender=sender.account)])
+
+    async def _send_rows(self, sender: _Sender) -> None:
+        """The sender's own rows (pinned, or bound by its claims) first, then unbound ones."""
         after_id = 0
         while not self._stop.is_set() and sender.state is SenderState.READY:
             rows = await self._cp.due_rows(
@@ -322,8 +346,11 @@ class Engine:
                 after_id = rows[-1].id
                 await self._work_page(rows, sender)
                 continue
+            if await self._work_unbound(sender):
+                continue  # a page of them at most, then its own rows again (retries due)
             await sender.idle.wait()
-            due_s = await self._cp.next_due_s(sender.account)
+            due_s = _earliest(await self._cp.next_due_s(sender.account),
+                              await self._unbound.next_due_s())
             if due_s is None:
                 sender.state = SenderState.DONE
                 return
@@ -331,11 +358,43 @@ class Engine:
             if not await self._wait_until(due_s, sender):
                 return
 
+    async def _work_unbound(self, sender: _Sender) -> bool:
+        """Claim unbound due rows for ``sender`` one at a time, as its slots come (late
+        binding), up to a page; False when none was due."""
+        taken = 0
+        while taken < _PAGE and await self._rested(sender):
+            row = await self._unbound.take(lambda rows: self._resolve_page(rows, sender))
+            if row is None:
+                break
+            taken += 1
+            task = await self._work_row(row, sender)
+            if task is None:  # not claimed: another sender may take it
+                self._unbound.give_back(row.id)
+            else:
+                task.add_done_callback(functools.partial(self._unbound.done_with, row.id))
+        return taken > 0
+
+    async def _rested(self, sender: _Sender) -> bool:
+        """False when ``sender`` may take no row now: stopped, out, or resting past the run (a
+        lookup or upload for an unbound row was told to rest, and the row stays unbound for
+        the others). A shorter rest is waited out here."""
+        if self._stop.is_set() or sender.state is not SenderState.READY:
+            return False
+        now = self._clock()
+        if not sender.limiter.is_resting(now):
+            return True
+        until_s = sender.limiter.next_allowed_s(now)
+        if until_s - now > _MAX_REST_WAIT_S:
+            sender.state, sender.free_at_s = SenderState.RESTING, until_s
+            return False
+        await self._sleep(until_s - now)
+        return not self._stop.is_set()
+
     async def _wait_until(self, due_s: float, sender: _Sender) -> bool:
         """Sleep until ``due_s`` unless stopped; False ends this sender's part of the run."""
         wait_s = due_s - self._clock()
         if wait_s > _MAX_REST_WAIT_S:
-            sender.state = SenderState.RESTING
+            sender.state, sender.free_at_s = SenderState.RESTING, due_s
             return False
         if wait_s > 0:
             # say why a sender with rows left sends nothing (a retry's delay, or unknown
@@ -343,14 +402,25 @@ class Engine:
             waiting = f"next rows due at {_iso(due_s)} (retries, unknown outcomes settling)"
             if sender.note is None:
                 sender.note = waiting
-            await self._sleep(wait_s)
+            # rows another sender leaves (it rests, or left) wake this one early
+            await self._sleep(wait_s, self._unbound.wait_for_more())
             if sender.note == waiting:
                 sender.note = None
         return not self._stop.is_set()
 
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), timeout=max(0.0, seconds))
+    async def _sleep(self, seconds: float, *wake: Coroutine[object, object, None]) -> None:
+        """``seconds``, or less if a stop comes or ``wake`` ends first."""
+        if not wake:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=max(0.0, seconds))
+            return
+        waits = [asyncio.ensure_future(w) for w in (self._stop.wait(), *wake)]
+        try:
+            await asyncio.wait(waits, timeout=max(0.0, seconds),
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
 
     async def _work_page(self, rows: list[RowRecord], sender: _Sender) -> None:
         rows = await self._resolve_page(rows, sender)
@@ -359,25 +429,31 @@ class Engine:
                 return
             await self._work_row(row, sender)
 
-    async def _work_row(self, row: RowRecord, sender: _Sender) -> None:
+    async def _work_row(self, row: RowRecord, sender: _Sender) -> asyncio.Task[None] | None:
+        """Send ``row`` from ``sender`` if it still may be; the send's task once claimed."""
         if row.state is RowState.UNKNOWN and not await self._settle_unknown(row, sender):
-            return
+            return None
         if row.recipient_id is None or row.state not in (RowState.PENDING, RowState.UNKNOWN):
-            return
+            return None
         media_id = await self._media_id(row, sender) if row.media else None
         if row.media and media_id is None:
-            return
+            return None
         at_s = await self._take_slot(sender)
         ticket, sender.ticket = sender.ticket, None
         if at_s is None:
             if not self._stop.is_set() and sender.state is SenderState.READY:
                 next_s = max(sender.limiter.next_allowed_s(self._clock()),
                              self._key.next_allowed_s(self._clock()))
+                # the ledger's refusal (all campaigns) may have said later than this run's limiters
                 sender.state = SenderState.RESTING
+                sender.free_at_s = max(next_s, sender.free_at_s or next_s)
                 sender.note = sender.note or f"next slot at {_iso(next_s)} (rate or daily cap)"
-            return
+            return None
         attempt = row.attempts + 1
-        key = (row.idempotency_key or "").partition("-r")[0]
+        # an unbound row's key is made now, for the account that claims it; a bound row's
+        # stays what its first attempt sent (frozen with the claim)
+        key = (self._key_for(row, sender.account) if row.sender is None
+               else (row.idempotency_key or "").partition("-r")[0])
         if row.key_rotation:
             key = f"{key}-r{row.key_rotation}"
         # conditional on the row as this loop read it: a row moved meanwhile (its sender dropped
@@ -393,6 +469,7 @@ class Engine:
             external_id=row.external_id, media=row.media, consent=row.consent,
             idempotency_key=key, attempts=attempt, text_sha256=row.text_sha256,
             key_rotation=row.key_rotation, claimed_at_s=at_s,
+            bound_by_claim=row.bound_by_claim or row.sender is None,
         )
         # the sender goes on to its next row while this one's intent commits (grouped with
         # others); the request itself waits for that commit
@@ -401,6 +478,7 @@ class Engine:
                                               ticket=ticket))
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+        return task
 
     async def _take_slot(self, sender: _Sender) -> float | None:
         """A concurrency slot and a rate slot at one instant (None: stopped, or resting past
@@ -431,6 +509,7 @@ class Engine:
         now = self._clock()
         if refusal.next_s - now > _MAX_REST_WAIT_S:
             sender.note = f"{refusal.reason} (all campaigns): next slot at {_iso(refusal.next_s)}"
+            sender.free_at_s = refusal.next_s
             return False
         if refusal.reason.startswith("resting"):
             sender.limiter.rest_until(refusal.next_s)
@@ -520,17 +599,32 @@ class Engine:
 
     def _sender_problem(self, row: RowRecord, sender: _Sender, outcome: Outcome) -> list[Write]:
         """STOP_RUN, DROP_SENDER or REST_SENDER from a send, lookup, upload or read: the call
-        was not performed, so the row goes back to where it was (a claimed row to pending)."""
-        now = self._clock()
+        was not performed, so the row goes back to where it was (a claimed row to pending), or
+        to no sender when its claim bound it."""
         back = RowState.PENDING if row.state is RowState.SENDING else row.state
-        if outcome.action is Action.STOP_RUN:
-            if self._halt is None:
-                self._halt = (f"{outcome.code}: {outcome.message}" if outcome.message
-                              else outcome.code)
-            self._stop.set()
-            return [self._defer(row, back, 0.0, outcome)]
+        if outcome.action is not Action.STOP_RUN:
+            return [*self._row_leaves(row, back, outcome), *self._sender_leaves(sender, outcome)]
+        if self._halt is None:
+            self._halt = f"{outcome.code}: {outcome.message}" if outcome.message else outcome.code
+        self._stop.set()
+        return [self._defer(row, back, 0.0, outcome)]
+
+    def _row_leaves(self, row: RowRecord, back: RowState, outcome: Outcome) -> list[Write]:
+        """A row whose sender rests or is dropped, its call not performed. Bound by its claim
+        (or not bound yet) and provably not delivered: any other account may send it now. A
+        pinned row, or one whose outcome is unknown, waits for its sender."""
+        if row.sender is None:
+            return []  # a lookup for an unbound row: it stays as it is, for another sender
+        if row.bound_by_claim and back is RowState.PENDING:
+            return [self._unbind(row, 0.0, outcome)]
         if outcome.action is Action.DROP_SENDER:
-            writes = [self._defer(row, back, 0.0, outcome)]
+            return [self._defer(row, back, 0.0, outcome)]
+        return [self._defer(row, back, outcome.retry_after_s or 60.0, outcome)]
+
+    def _sender_leaves(self, sender: _Sender, outcome: Outcome) -> list[Write]:
+        now = self._clock()
+        writes: list[Write] = []
+        if outcome.action is Action.DROP_SENDER:
             if sender.state is not SenderState.OUT:  # once, however many calls said so
                 sender.state, sender.note = SenderState.OUT, outcome.code
                 if self._pool is not None:
@@ -546,9 +640,12 @@ class Engine:
         sender.note = f"{outcome.code} until {_iso(until_s)}"
         if self._pool is not None:  # every campaign of this account rests with it
             self._pool.rest(sender.account, until_s=until_s, reason=outcome.code or "rest")
-        return [self._defer(row, back, until_s - now, outcome),
-                cp.set_sender(account=sender.account, state=SenderState.RESTING,
+        return [cp.set_sender(account=sender.account, state=SenderState.RESTING,
                               until_s=until_s, reason=outcome.code)]
+
+    def _unbind(self, row: RowRecord, delay_s: float, outcome: Outcome) -> Write:
+        return cp.unbind(row_id=row.id, due_s=self._clock() + delay_s, reason=outcome.code,
+                         message=outcome.message, expect=_expect(row))
 
     def _call_failed(self, row: RowRecord, sender: _Sender, outcome: Outcome, what: str) -> list[Write]:
         """A lookup, media upload or conversation read for ``row`` that did not succeed, acted
@@ -581,6 +678,9 @@ class Engine:
             # with the budget spent too: settled (one look at the conversation) before it fails
             return [self._defer(row, RowState.UNKNOWN,
                                 max(delay_s, 1.0, self._settle_after_s), outcome)]
+        if row.bound_by_claim and outcome.code in _THROTTLE_CODES:
+            # refused before delivery: another account may send it, under its own key
+            return [self._unbind(row, delay_s, outcome)]
         writes = [self._defer(row, RowState.PENDING, delay_s, outcome)]
         if outcome.new_key:
             writes.append(cp.rotate_key(row_id=row.id))
@@ -751,6 +851,9 @@ class Engine:
         await gone.idle.wait()
         await self._settle_rows_of(gone)
         await gone.idle.wait()
+        # rows its claims bound go back to no sender (any account takes them); pinned rows are
+        # given to the senders left in turn, each with a key for its new sender
+        await self._submit([cp.release_rows(sender=gone.account)])
         targets = [s for s in self._senders.values() if s.usable]
         if not targets:
             return
@@ -819,12 +922,18 @@ class Engine:
                 if write.moves is not None:
                     self.counts[write.moves[0]] -= 1
                     self.counts[write.moves[1]] += 1
+            if any(write.unbinds for write in writes):
+                self._unbound.arrived()
         return applied
 
 
 def _expect(row: RowRecord) -> Expect:
     """The row as the engine read it: a claim, finish or defer applies only to that row."""
     return Expect(state=row.state, sender=row.sender)
+
+
+def _earliest(*times: float | None) -> float | None:
+    return min((t for t in times if t is not None), default=None)
 
 
 def _raise_first(results: Iterable[object]) -> None:

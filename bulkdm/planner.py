@@ -4,7 +4,8 @@ A planned row goes straight to its insert values (:data:`~bulkdm.checkpoint.RowP
 through a :class:`PlannedRow`: that dataclass alone cost a quarter of planning a row.
 
 Each row is checked (recipient, text, sender, media), then skipped if suppressed or, when the
-campaign requires it, without consent; the rest get a sender and an idempotency key. Duplicates
+campaign requires it, without consent. A row with a ``sender`` column is pinned to it and gets its
+idempotency key now; the rest are bound to an account late, by the engine's claim. Duplicates
 are marked by the checkpoint in SQL after the rows are stored, so memory does not grow with the
 campaign. :func:`ensure_plan` is the entry point for commands: it plans only when needed.
 """
@@ -159,7 +160,7 @@ def _reserved(fields: dict[str, object]) -> list[str | None] | tuple[_Problem, s
 
 
 class Planner:
-    """Plans rows one by one, in line order (the sender rotation depends on that order).
+    """Plans rows one by one, in line order.
 
     :meth:`plan` runs a million times for a million-row campaign, so what is the same for every
     row (template, key prefix, whether any suppression or consent check applies) is worked out
@@ -173,7 +174,6 @@ class Planner:
         self._checks_skip = settings.campaign.require_consent or bool(
             suppression.user_ids or suppression.usernames
         )
-        self._next_sender = itertools.cycle([s.account for s in settings.senders]).__next__
         self._key = idempotency_keys(settings.campaign.key_scope)
         template = settings.campaign.template
         compiled = None if template is None else compile_template(template)
@@ -254,10 +254,10 @@ class Planner:
                     message=skip.message,
                 )
             )
-        if sender is None:
-            sender = self._next_sender()
         recipient = recipient_key(user_id=user_id, username=username)
-        key = self._key(recipient, sender, digest)
+        # a row without a sender column is bound to an account late, by the claim of whichever
+        # account has a slot; its key (which names the sender) is computed then
+        key = None if sender is None else self._key(recipient, sender, digest)
         return pending_params(
             line, user_id, username, recipient, text, digest, sender, external_id, media, consent, key
         )

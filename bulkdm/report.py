@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 import orjson
 
 from bulkdm.rates import Rate
+from bulkdm.rows import UNBOUND
 from bulkdm.settings import ProviderName, Settings
 
 if TYPE_CHECKING:
@@ -32,6 +33,8 @@ __all__ = [
     "format_report",
     "human_duration",
     "send_time_s",
+    "spread_unbound",
+    "with_account_waits",
 ]
 
 #: reasons a valid row is skipped rather than sent; every other reason marks an invalid row
@@ -129,17 +132,30 @@ def send_time_s(count: int, windows: Sequence[Rate]) -> float:
     return max(spaced_s, windowed_s)
 
 
-def estimate_duration(settings: Settings, pending_by_sender: Mapping[str, int]) -> DurationEstimate:
-    """The slowest sender, or the API key's budget shared by all senders if that is slower."""
+def estimate_duration(
+    settings: Settings, pending_by_sender: Mapping[str, int], *,
+    first_wait_s: Mapping[str, float] | None = None,
+) -> DurationEstimate:
+    """The slowest sender, or the API key's budget shared by all senders if that is slower.
+
+    Rows bound to no sender yet (under :data:`~bulkdm.rows.UNBOUND`) are spread over the senders
+    as the engine hands them out, to whichever has a slot (:func:`spread_unbound`), over those
+    in ``first_wait_s`` (each waiting that long first) when it is given, else over all.
+    ``per_sender_s`` is each sender's sending time; ``seconds`` counts its wait too.
+    """
+    waits = first_wait_s if first_wait_s is not None else {s.account: 0.0 for s in settings.senders}
+    pending = spread_unbound(settings, pending_by_sender, waits)
     per_sender = {
-        s.account: send_time_s(pending_by_sender.get(s.account, 0), s.windows)
-        for s in settings.senders
+        s.account: send_time_s(pending.get(s.account, 0), s.windows) for s in settings.senders
     }
     api_key_s = send_time_s(sum(pending_by_sender.values()), settings.provider.rates)
-    slowest = max(per_sender, key=lambda account: per_sender[account], default=None)
+    # a sender that must wait first (its windows full of other campaigns' sends, a rest)
+    # finishes that much later
+    finish_s = {a: t + waits.get(a, 0.0) for a, t in per_sender.items() if pending.get(a, 0)}
+    slowest = max(finish_s, key=lambda account: finish_s[account], default=None)
     seconds, bound_by = api_key_s, "api key"
-    if slowest is not None and per_sender[slowest] >= api_key_s:
-        seconds, bound_by = per_sender[slowest], f"sender {slowest}"
+    if slowest is not None and finish_s[slowest] >= api_key_s:
+        seconds, bound_by = finish_s[slowest], f"sender {slowest}"
     return DurationEstimate(
         seconds=seconds,
         human=human_duration(seconds),
@@ -147,6 +163,38 @@ def estimate_duration(settings: Settings, pending_by_sender: Mapping[str, int]) 
         per_sender_s=per_sender,
         api_key_s=api_key_s,
     )
+
+
+def spread_unbound(
+    settings: Settings, pending_by_sender: Mapping[str, int], first_wait_s: Mapping[str, float]
+) -> dict[str, int]:
+    """Rows per sender with the unbound ones given out so that the senders of ``first_wait_s``
+    finish together: each at its long-run rate (its strictest window's), starting once its
+    wait and its own rows are done. A sender resting long (a daily limit) gets few or none."""
+    pending = {a: n for a, n in pending_by_sender.items() if a != UNBOUND}
+    unbound = pending_by_sender.get(UNBOUND, 0)
+    rates = {s.account: min((w.count / w.period_s for w in s.windows), default=1e6)
+             for s in settings.senders if s.account in first_wait_s}
+    if unbound <= 0 or not rates:
+        return pending
+    starts = {a: first_wait_s[a] + pending.get(a, 0) / r for a, r in rates.items()}
+
+    def taken(end_s: float) -> float:
+        return sum(max(0.0, end_s - starts[a]) * r for a, r in rates.items())
+
+    low, high = min(starts.values()), max(starts.values()) + unbound / min(rates.values())
+    for _ in range(60):  # bisection: the end time at which the senders take every row
+        middle = (low + high) / 2
+        low, high = (middle, high) if taken(middle) < unbound else (low, middle)
+    exact = {a: max(0.0, high - starts[a]) * r for a, r in rates.items()}
+    shares = {a: math.floor(x) for a, x in exact.items()}
+    left = unbound - sum(shares.values())
+    # the rows the rounding left go to the senders closest to taking one more
+    for account in sorted(shares, key=lambda a: shares[a] - exact[a])[:max(left, 0)]:
+        shares[account] += 1
+    for account, share in shares.items():
+        pending[account] = pending.get(account, 0) + share
+    return pending
 
 
 def estimate_cost(
@@ -196,7 +244,9 @@ async def build_report(
     meta = await checkpoint.plan_meta()
     states = await checkpoint.state_counts()
     reasons = await checkpoint.reason_counts()
-    senders = await checkpoint.sender_counts()
+    # rows bound to no sender yet counted as the run is expected to spread them
+    senders = spread_unbound(settings, await checkpoint.sender_counts(),
+                             {s.account: 0.0 for s in settings.senders})
     totals = await checkpoint.plan_totals()
     invalid_rows = await checkpoint.invalid_rows(errors_limit)
     removed = reasons.pop("removed", 0)
@@ -234,6 +284,17 @@ async def build_report(
             for r in invalid_rows
         ),
     )
+
+
+async def with_account_waits(
+    report: PlanReport, checkpoint: Checkpoint, settings: Settings, waits: Mapping[str, float]
+) -> PlanReport:
+    """``report`` with its duration (and its rows per sender) counting how long each account
+    waits before it may send (``waits``: from the account pool's ledger)."""
+    counts = await checkpoint.sender_counts()
+    senders = spread_unbound(settings, counts, waits)
+    return replace(report, senders={s.account: senders.get(s.account, 0) for s in settings.senders},
+                   duration=estimate_duration(settings, counts, first_wait_s=waits))
 
 
 def _sorted(counts: dict[str, int]) -> dict[str, int]:

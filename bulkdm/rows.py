@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Final
 
-__all__ = ["FINAL_STATES", "PlannedRow", "RowRecord", "RowState"]
+__all__ = ["FINAL_STATES", "UNBOUND", "PlannedRow", "RowRecord", "RowState"]
+
+#: where rows bound to no sender yet are counted, in counts per sender (not an X handle)
+UNBOUND: Final = "(any sender)"
 
 
 class RowState(StrEnum):
@@ -99,3 +103,5 @@ class RowRecord:
     key_rotation: int = 0
     #: wall-clock time the current attempt took its rate slot
     claimed_at_s: float | None = None
+    #: the sender was chosen by a claim (late binding), not pinned by the campaign file
+    bound_by_claim: bool = False

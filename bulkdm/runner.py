@@ -24,6 +24,7 @@ from bulkdm.providers import open_provider
 from bulkdm.providers.base import Provider, SenderAuth
 from bulkdm.ratelimit import WindowLimiter
 from bulkdm.report import format_report
+from bulkdm.rows import UNBOUND
 from bulkdm.runlock import RunLock
 from bulkdm.sandbox import SandboxConfig, running_sandbox
 from bulkdm.secrets import Secret, read_secret
@@ -268,7 +269,10 @@ class _RowsLeft:
         left = dict(self._counted)
         for sender in engine.senders:
             since = sender.sent - self._sent_then.get(sender.account, sender.sent)
-            left[sender.account] = max(0, left.get(sender.account, 0) - since)
+            own = left.get(sender.account, 0)
+            left[sender.account] = max(0, own - since)
+            if since > own and left.get(UNBOUND):  # the rest were unbound rows it claimed
+                left[UNBOUND] = max(0, left[UNBOUND] - (since - own))
         return left
 
 

@@ -112,5 +112,11 @@ CREATE TABLE uploads (
 CREATE INDEX uploads_by_time ON uploads (at_s);
 """
 
-MIGRATIONS: Final = (_V1, _V2, _V3, _V4_ORIGINAL, _V5_UPLOADS)
+#: v6 (late binding): a row without a ``sender`` column is planned unbound (``sender`` NULL)
+#: and bound to an account by its claim; ``bound_by_claim`` 1 says its sender was chosen so, not
+#: pinned by the campaign file: such a row moves again once it provably was not delivered. Rows
+#: of older checkpoints keep the sender their plan gave them (0: as pinned), as before.
+_V6_BOUND_BY_CLAIM: Final = "ALTER TABLE rows ADD COLUMN bound_by_claim INTEGER NOT NULL DEFAULT 0;"
+
+MIGRATIONS: Final = (_V1, _V2, _V3, _V4_ORIGINAL, _V5_UPLOADS, _V6_BOUND_BY_CLAIM)
 SCHEMA_VERSION: Final = len(MIGRATIONS)

@@ -17,6 +17,7 @@ from typing import Final
 from bulkdm.progress import format_duration
 from bulkdm.ratelimit import WindowLimiter
 from bulkdm.report import estimate_duration
+from bulkdm.rows import UNBOUND
 from bulkdm.settings import Settings
 
 __all__ = ["SHOWN_WAIT_S", "WaitReason", "clock_time", "time_left_s", "wait_reason"]
@@ -73,15 +74,19 @@ def time_left_s(
 ) -> float | None:
     """Seconds until the last of the rows left is sent, ``None`` when no sender can send them.
 
-    ``left_by_sender`` holds the rows left of the senders still in the run; ``first_wait_s``
+    ``left_by_sender`` holds the rows left of the senders still in the run (and those bound to
+    none yet, spread over the senders of ``first_wait_s``); ``first_wait_s``
     how long each waits for its next slot (:meth:`WindowLimiter.next_slot_in_s`), and
     ``api_key_wait_s`` the same for the key's shared budget.
     """
     left = {account: n for account, n in left_by_sender.items() if n > 0}
     if not left:
         return 0.0
-    if not set(left) <= set(first_wait_s):
+    if not set(left) - {UNBOUND} <= set(first_wait_s):
         return None  # a sender that is out still holds rows: they move, or they wait
-    estimate = estimate_duration(settings, left)
-    per_sender = [first_wait_s[a] + estimate.per_sender_s.get(a, 0.0) for a in left]
-    return max(max(per_sender), api_key_wait_s + estimate.api_key_s)
+    if UNBOUND in left and not first_wait_s:
+        return None  # no sender left for the rows bound to none
+    estimate = estimate_duration(settings, left, first_wait_s=first_wait_s)
+    per_sender = [first_wait_s[a] + s for a, s in estimate.per_sender_s.items()
+                  if s > 0 or left.get(a, 0) > 0]
+    return max(max(per_sender, default=0.0), api_key_wait_s + estimate.api_key_s)

@@ -17,7 +17,7 @@ from bulkdm.planner import MAX_TEXT_CHARS, ensure_plan
 from bulkdm.rates import Rate
 from bulkdm.recipients import Recipient, RecipientProblem, parse_recipient
 from bulkdm.report import estimate_cost, estimate_duration, human_duration, send_time_s
-from bulkdm.rows import RowRecord, RowState
+from bulkdm.rows import UNBOUND, RowRecord, RowState
 from bulkdm.settings import (
     CampaignSettings,
     CostSettings,
@@ -137,6 +137,7 @@ async def test_a_valid_row_is_planned_with_its_key_and_sender(
                 "first_name": "Ana",
                 "external_id": 77,
                 "consent": "opted_in:2026-10-01",
+                "sender": "one",
             }
         ),
     )
@@ -155,6 +156,18 @@ async def test_a_valid_row_is_planned_with_its_key_and_sender(
         campaign=key_scope("welcome", meta.campaign_id), recipient_key="u:ana", sender="one",
         text_digest=digest,
     )
+
+
+async def test_a_row_without_a_sender_column_is_planned_unbound(
+    workdir: Path, checkpoint: Checkpoint
+) -> None:
+    """Late binding: the account (and the key, which names it) is chosen at the claim."""
+    wanted: list[dict[str, object]] = [{"recipient_username": f"u{i}", "first_name": "A"}
+                                       for i in range(4)]
+    rows = await plan(workdir, checkpoint, jsonl(*wanted))
+    assert [(r.state, r.sender, r.idempotency_key, r.bound_by_claim) for r in rows] == \
+        [(RowState.PENDING, None, None, False)] * 4
+    assert await checkpoint.sender_counts() == {UNBOUND: 4}
 
 
 async def test_a_19_digit_id_given_as_a_json_number_is_kept_exact(
@@ -187,7 +200,7 @@ async def test_emoji_and_right_to_left_text_are_stored_unchanged(
     assert row.text_sha256 == text_sha256(row.text)
 
 
-async def test_unpinned_rows_rotate_over_senders_and_pinned_ones_stay(
+async def test_unpinned_rows_are_left_unbound_and_pinned_ones_stay(
     workdir: Path, checkpoint: Checkpoint
 ) -> None:
     rows = await plan(
@@ -203,13 +216,14 @@ async def test_unpinned_rows_rotate_over_senders_and_pinned_ones_stay(
         ),
     )
     assert [(r.line, r.sender) for r in rows] == [
-        (1, "one"),
+        (1, None),
         (2, "two"),
         (3, None),
-        (4, "two"),
-        (5, "one"),
+        (4, None),
+        (5, None),
         (6, None),
     ]
+    assert [r.idempotency_key is None for r in rows[:2]] == [True, False]
     assert (rows[5].state, rows[5].field, rows[5].reason) == (
         RowState.INVALID,
         "sender",

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from bulkdm.ratelimit import WindowLimiter
 from bulkdm.rates import Rate, parse_rate
-from bulkdm.report import estimate_duration
+from bulkdm.report import estimate_duration, spread_unbound
+from bulkdm.rows import UNBOUND
 from bulkdm.sandbox import running_sandbox
 from bulkdm.settings import CampaignSettings, ProviderSettings, SenderSettings, Settings
 from bulkdm.waits import WaitReason, time_left_s, wait_reason
@@ -88,6 +89,22 @@ def test_time_left_of_nothing_and_of_rows_no_sender_can_send() -> None:
     one = settings("a", "b")
     assert time_left_s(one, {"a": 0}, first_wait_s={"a": 3.0}) == 0.0
     assert time_left_s(one, {"a": 3, "b": 2}, first_wait_s={"a": 0.0}) is None  # b is out
+
+
+def test_unbound_rows_are_spread_over_the_senders_that_can_send_them() -> None:
+    """Late binding: rows bound to none go to whichever sender has a slot, so the ETA spreads
+    them; a sender resting until tomorrow takes none while the others finish before then."""
+    three = settings("a", "b", "tired")
+    rows = {UNBOUND: 30}
+    assert spread_unbound(three, rows, {"a": 0.0, "b": 0.0, "tired": 0.0}) == \
+        {"a": 10, "b": 10, "tired": 10}
+    resting = {"a": 0.0, "b": 0.0, "tired": 86_400.0}
+    assert spread_unbound(three, rows, resting) == {"a": 15, "b": 15, "tired": 0}
+    # 15 rows each at 5 a minute: two minutes (the third window), not a day
+    assert time_left_s(three, rows, first_wait_s=resting) == 2 * 60.0
+    # a pinned row of the tired sender waits for it: the ETA says so
+    assert time_left_s(three, {UNBOUND: 30, "tired": 1}, first_wait_s=resting) == 86_400.0
+    assert time_left_s(three, rows, first_wait_s={}) is None  # no sender left to send them
 
 
 async def test_a_run_says_which_window_a_waiting_sender_waits_for(tmp_path: Path) -> None:

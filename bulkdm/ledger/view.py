@@ -16,9 +16,10 @@ from bulkdm.ledger.base import (
     subject_name,
     window_s,
 )
+from bulkdm.ratelimit import WindowLimiter
 from bulkdm.rates import Rate
 
-__all__ = ["AccountView", "WindowUse", "limit_notes", "pool_text", "read_pool"]
+__all__ = ["AccountView", "WindowUse", "account_waits", "limit_notes", "pool_text", "read_pool"]
 
 #: campaigns shown as having used an account: those that registered it within this time
 _USED_WITHIN_S: Final = 8 * 86400.0
@@ -105,6 +106,24 @@ async def limit_notes(ledger: Ledger, *, realm: Realm, campaign: str,
                          f"every window holds for all of them, so the stricter wins: "
                          f"{rates_text(kept)}")
     return notes
+
+
+async def account_waits(ledger: Ledger, *, realm: Realm, accounts: Mapping[str, Sequence[Rate]],
+                        now_s: float) -> dict[str, float]:
+    """Seconds until each account may send again, by every campaign's sends in the ledger (the
+    stricter limits of all of them) and its rest: what a plan's duration starts from."""
+    waits = {}
+    for account, mine in accounts.items():
+        subject = account_subject(realm, account)
+        rates = effective_rates(mine, *(c.rates for c in await ledger.limits(subject, now_s=now_s)))
+        longest_s = max((window_s(r) for r in rates), default=_DAY_S)
+        limiter = WindowLimiter(rates, least_guard_s=0.0)
+        limiter.charge(await ledger.history(subject, since_s=now_s - longest_s, now_s=now_s))
+        rest = await ledger.rest(subject, now_s=now_s)
+        if rest is not None:
+            limiter.rest_until(rest.until_s)
+        waits[account] = limiter.next_allowed_s(now_s) - now_s
+    return waits
 
 
 def _iso(epoch_s: float) -> str:

@@ -1,0 +1,150 @@
+"""Late binding: rows without a ``sender`` column get their account at the claim (real checkpoint
+files, the sandbox over 127.0.0.1)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+
+from bulkdm import checkpoint as cp
+from bulkdm.checkpoint import Checkpoint, Expect
+from bulkdm.keys import idempotency_key
+from bulkdm.rows import PlannedRow, RowState
+from bulkdm.sandbox import Delivery, Sandbox, running_sandbox
+from bulkdm.schema import MIGRATIONS, SCHEMA_VERSION
+from bulkdm.settings import ProviderName
+from tests.enginekit import planned, run_engine, settings_for, write_plan
+
+
+def unbound(line: int, recipient_id: str) -> PlannedRow:
+    row = planned(line, sender="x", recipient_id=recipient_id)
+    return replace(row, sender=None, idempotency_key=None)
+
+
+async def deliveries(sandbox: Sandbox) -> list[Delivery]:
+    async with aiohttp.ClientSession() as session, \
+            session.get(f"{sandbox.root_url}/_sandbox/ledger") as answer:
+        body = orjson.loads(await answer.read())
+    return [Delivery(**d) for d in body["deliveries"]]
+
+
+async def test_of_two_claims_on_one_unbound_row_exactly_one_applies(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    await write_plan(path, [unbound(1, "100")])
+    checkpoint = await Checkpoint.open(path)
+    try:
+        [row] = await checkpoint.rows_by_ids([1])
+        expect = Expect(state=RowState.PENDING, sender=None)
+        claims = [cp.claim(row_id=row.id, attempt=1, sender=s, key=f"k-{s}", key_rotation=0,
+                           at_s=1.0, expect=expect) for s in ("s1", "s2")]
+        won = await asyncio.gather(*(checkpoint.submit(c) for c in claims))  # one batch
+        [after] = await checkpoint.rows_by_ids([1])
+    finally:
+        await checkpoint.close()
+    assert sorted(won) == [False, True]
+    winner = "s1" if won[0] else "s2"
+    assert (after.state, after.sender, after.idempotency_key, after.bound_by_claim) == \
+        (RowState.SENDING, winner, f"k-{winner}", True)
+    with sqlite3.connect(path) as db:  # the loser's attempt was undone with its claim
+        assert db.execute("SELECT sender FROM attempts").fetchall() == [(winner,)]
+
+
+@pytest.mark.parametrize("provider", [ProviderName.XQUIK, ProviderName.GETXAPI])
+async def test_two_senders_racing_for_the_same_unbound_rows_send_each_once(
+    tmp_path: Path, provider: ProviderName
+) -> None:
+    """Both senders' loops take from the same unbound rows at once: every row is claimed by one
+    of them, with the key made for that sender, and the sandbox delivers each once."""
+    path = tmp_path / "c.sqlite"
+    await write_plan(path, [unbound(i, str(1000 + i)) for i in range(1, 81)])
+    async with running_sandbox() as sb:
+        report = await run_engine(settings_for(sb, provider=provider, senders=("s1", "s2")), path)
+        ledger = await deliveries(sb)
+    assert report.finish_reason.value == "completed"
+    assert len(ledger) == 80 and set(Counter(d.recipient_id for d in ledger).values()) == {1}
+    by_sender = Counter(d.sender for d in ledger)
+    assert by_sender["s1"] > 0 and by_sender["s2"] > 0  # they did share the rows
+    digest = planned(1, sender="x").text_sha256 or ""
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT sender, idempotency_key, recipient_id, bound_by_claim "
+                          "FROM rows").fetchall()
+    for sender, key, recipient, bound in rows:
+        assert bound == 1 and key == idempotency_key(
+            campaign="t", recipient_key=f"id:{recipient}", sender=sender, text_digest=digest)
+
+
+@pytest.mark.parametrize("provider", [ProviderName.XQUIK, ProviderName.GETXAPI])
+async def test_a_sender_at_its_daily_limit_leaves_its_rows_to_the_others(
+    tmp_path: Path, provider: ProviderName
+) -> None:
+    path = tmp_path / "c.sqlite"
+    await write_plan(path, [unbound(i, str(2000 + i)) for i in range(1, 61)])
+    async with running_sandbox() as sb:
+        settings = settings_for(sb, provider=provider, senders=("s1", "daily1", "s2"))
+        report = await run_engine(settings, path)
+        ledger = await deliveries(sb)
+    assert report.finish_reason.value == "completed", report
+    assert len(ledger) == 60 and set(Counter(d.recipient_id for d in ledger).values()) == {1}
+    assert Counter(d.sender for d in ledger)["daily1"] == 3
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT state, COUNT(*) FROM rows GROUP BY state").fetchall() == \
+            [("sent", 60)]
+
+
+async def test_a_pinned_row_waits_for_its_resting_account(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    pinned = [planned(i, sender="daily1", recipient_id=str(3000 + i)) for i in range(1, 6)]
+    await write_plan(path, [*pinned, *(unbound(i, str(3000 + i)) for i in range(6, 21))])
+    async with running_sandbox() as sb:
+        settings = settings_for(sb, senders=("s1", "daily1"))
+        report = await run_engine(settings, path)
+        ledger = await deliveries(sb)
+    assert report.finish_reason.value == "paused"
+    assert report.detail is not None and "daily1: x_daily_limit until" in report.detail
+    assert "nothing can be sent before " in report.detail and "daily1 is free again" in \
+        report.detail
+    delivered = {d.recipient_id for d in ledger}
+    assert len(ledger) == 18 and delivered == {str(3000 + i) for i in range(1, 21)} - \
+        {"3004", "3005"}
+    assert {d.sender for d in ledger if d.recipient_id in {"3001", "3002", "3003"}} == {"daily1"}
+
+
+async def test_a_version_5_checkpoint_keeps_its_plan_time_senders(tmp_path: Path) -> None:
+    """Rows planned before late binding keep the sender their plan gave them (as pinned)."""
+    path = tmp_path / "c.sqlite"
+    with sqlite3.connect(path) as db:
+        db.executescript("".join(step + ";" for step in MIGRATIONS[:5]) + "PRAGMA user_version = 5;")
+        db.execute("INSERT INTO rows (line, state, sender, idempotency_key) "
+                   "VALUES (1, 'pending', 'alice', 'k1')")
+    checkpoint = await Checkpoint.open(path)
+    try:
+        [row] = await checkpoint.rows_by_ids([1])
+        assert await checkpoint.unbound_rows(after_id=0, now_s=1e12, limit=10) == []
+    finally:
+        await checkpoint.close()
+    assert (row.sender, row.idempotency_key, row.bound_by_claim) == ("alice", "k1", False)
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+
+
+@pytest.mark.parametrize("provider", [ProviderName.XQUIK, ProviderName.GETXAPI])
+async def test_a_dropped_sender_leaves_the_rows_it_claimed_unbound_for_the_others(
+    tmp_path: Path, provider: ProviderName
+) -> None:
+    path = tmp_path / "c.sqlite"
+    await write_plan(path, [unbound(i, str(4000 + i)) for i in range(1, 31)])
+    async with running_sandbox() as sb:
+        settings = settings_for(sb, provider=provider, senders=("reauth1", "s1"))
+        report = await run_engine(settings, path)
+        ledger = await deliveries(sb)
+    assert report.finish_reason.value == "completed", report
+    assert len(ledger) == 30 and {d.sender for d in ledger} == {"s1"}
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT DISTINCT state, sender FROM rows").fetchall() == [("sent", "s1")]
