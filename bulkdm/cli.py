@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Final
 
 import orjson
 
+from bulkdm import cli_optouts
 from bulkdm.errors import BulkdmError, CheckpointError, ConfigError, StorageError
 from bulkdm.naming import CHECKPOINT_SUFFIX, HANDOFF_SUFFIX, beside, checkpoint_of
 from bulkdm.sandbox import cli as sandbox_cli
@@ -425,6 +426,12 @@ ACCOUNTS: Final = Command(
     add_arguments=_accounts_arguments, handler=_accounts)
 
 
+OPTOUTS: Final = Command(
+    name="optouts",
+    help="the shared opt-outs: list, --add/--remove HANDLE_OR_ID --reason, --export FILE",
+    add_arguments=cli_optouts.add_arguments, handler=cli_optouts.optouts)
+
+
 # -- sandbox --------------------------------------------------------------------------------------
 
 
@@ -437,7 +444,7 @@ def _absolute(path: Path) -> Path:
 
 
 #: every subcommand, in the order ``--help`` lists them; add more here
-COMMANDS: Final[tuple[Command, ...]] = (PLAN, RUN, STATUS, EXPORT, ACCOUNTS, SANDBOX)
+COMMANDS: Final[tuple[Command, ...]] = (PLAN, RUN, STATUS, EXPORT, ACCOUNTS, OPTOUTS, SANDBOX)
 
 
 def build_parser(commands: Sequence[Command] = COMMANDS) -> argparse.ArgumentParser:

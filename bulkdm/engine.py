@@ -24,7 +24,7 @@ from bulkdm import checkpoint as cp
 from bulkdm.backoff import retry_delay_s
 from bulkdm.checkpoint import Checkpoint, Expect, Finish, Write
 from bulkdm.keys import idempotency_key
-from bulkdm.ledger import AccountPool, Refusal, Ticket
+from bulkdm.ledger import OPTED_OUT_MESSAGE, AccountPool, Refusal, Ticket, opted_out_entry
 from bulkdm.outcomes import Action, Outcome, Reconciliation
 from bulkdm.providers.base import DmRequest, Provider, SenderAuth
 from bulkdm.ratelimit import Gate, WindowLimiter
@@ -354,6 +354,7 @@ class Engine:
 
     async def _work_page(self, rows: list[RowRecord], sender: _Sender) -> None:
         rows = await self._resolve_page(rows, sender)
+        rows = await self._skip_opted_out(rows)
         for row in rows:
             if self._stop.is_set() or sender.state is not SenderState.READY:
                 return
@@ -663,6 +664,27 @@ class Engine:
         else:
             writes += await self._retry_later(row, outcome)
         await self._submit(writes)
+
+    # -- opt-outs ----------------------------------------------------------------------------
+
+    async def _skip_opted_out(self, rows: list[RowRecord]) -> list[RowRecord]:
+        """The page without its pending rows whose recipient opted out in the shared ledger
+        since the plan (a reply in another campaign): each ends ``skipped`` (``opted_out``),
+        conditional on the row still being pending, before any send of the page."""
+        if self._pool is None:
+            return rows
+        pending = [r for r in rows if r.state is RowState.PENDING]
+        found = await self._pool.ledger.opted_out(
+            self._pool.realm, user_ids=[r.recipient_id for r in pending if r.recipient_id],
+            usernames=[r.recipient_username for r in pending if r.recipient_username])
+        if not found:
+            return rows
+        gone = {r.id for r in pending if opted_out_entry(r.recipient_id, r.recipient_username,
+                                                         found)}
+        await asyncio.gather(*(self._submit([self._finish(r, Finish(
+            state=RowState.SKIPPED, reason="opted_out", message=OPTED_OUT_MESSAGE))])
+            for r in rows if r.id in gone))
+        return [r for r in rows if r.id not in gone]
 
     # -- usernames and media ------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ import orjson
 from bulkdm import keys
 from bulkdm.errors import ConfigError
 from bulkdm.naming import beside, campaign_stem
+from bulkdm.optout import DEFAULT_OPT_OUT
 from bulkdm.ratelimit import DEFAULT_LEAST_GUARD_S
 from bulkdm.rates import Rate, parse_duration_s, parse_rate
 from bulkdm.template import TemplateProblem, compile_template
@@ -174,6 +175,14 @@ class AccountsSettings:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class RepliesSettings:
+    #: the opt-out rules (whole words or phrases, case-insensitive); see :mod:`bulkdm.optout`
+    opt_out: tuple[str, ...] = DEFAULT_OPT_OUT
+    #: ``bulkdm run`` reads replies this often while it waits (0: only ``bulkdm replies``)
+    sync_every_s: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Settings:
     """Everything a command needs, except secrets (read later, from the environment)."""
 
@@ -184,6 +193,7 @@ class Settings:
     costs: CostSettings = field(default_factory=CostSettings)
     run: RunSettings = field(default_factory=RunSettings)
     accounts: AccountsSettings = field(default_factory=AccountsSettings)
+    replies: RepliesSettings = field(default_factory=RepliesSettings)
     #: the TOML file these came from, if any
     source: Path | None = None
     #: values that are allowed but probably wrong (printed by the commands, never fatal)
@@ -199,7 +209,8 @@ class Settings:
 
 _T = TypeVar("_T")
 _ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_SECTIONS: Final = ("campaign", "provider", "senders", "retry", "costs", "run", "accounts")
+_SECTIONS: Final = ("campaign", "provider", "senders", "retry", "costs", "run", "accounts",
+                     "replies")
 _DELIMITER_NAMES: Final = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";"}
 #: where a value came from when a flag set it
 COMMAND_LINE: Final = "command line"
@@ -353,6 +364,7 @@ def load_settings(
         costs=_costs(_Table(data.get("costs", {}), "costs", where)),
         run=_run(_Table(data.get("run", {}), "run", where)),
         accounts=_accounts(_Table(data.get("accounts", {}), "accounts", where)),
+        replies=_replies(_Table(data.get("replies", {}), "replies", where)),
         source=source,
         warnings=_warnings(data, source),
     )
@@ -579,6 +591,15 @@ def _accounts(table: _Table) -> AccountsSettings:
                                         "set PGPASSWORD, or the whole URL in BULKDM_LEDGER")
     table.done()
     return AccountsSettings(ledger=ledger)
+
+
+def _replies(table: _Table) -> RepliesSettings:
+    rules = (table.texts("opt_out", "a list of words or phrases") if table.has("opt_out")
+             else DEFAULT_OPT_OUT)
+    settings = RepliesSettings(opt_out=rules,
+                               sync_every_s=table.duration_s("sync_every", 0.0))
+    table.done()
+    return settings
 
 
 def settings_fingerprint(settings: Settings) -> str:
