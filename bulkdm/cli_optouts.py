@@ -6,14 +6,14 @@ import argparse
 import asyncio
 import time
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import orjson
 
 from bulkdm.errors import ConfigError
-from bulkdm.ledger import Ledger, Realm, ledger_spec, open_ledger
-from bulkdm.optouts import write_suppression
-from bulkdm.recipients import canonical_id, canonical_username
+
+if TYPE_CHECKING:  # imported when the command runs: `bulkdm --help` stays light
+    from bulkdm.ledger import Ledger, Realm
 
 __all__ = ["add_arguments", "optouts"]
 
@@ -37,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _who(raw: str) -> tuple[str | None, str | None]:
+    from bulkdm.recipients import canonical_id, canonical_username
+
     text = raw.strip()
     if text.isdigit():
         user_id = canonical_id(text)
@@ -50,6 +52,8 @@ def _who(raw: str) -> tuple[str | None, str | None]:
 
 
 async def optouts(args: argparse.Namespace) -> int:
+    from bulkdm.ledger import Realm, ledger_spec, open_ledger
+
     spec = ledger_spec(args.ledger)
     if spec is None:
         raise ConfigError("the account ledger is off, and opt-outs live there; name one with "
@@ -66,6 +70,8 @@ async def optouts(args: argparse.Namespace) -> int:
 
 
 async def _optouts(ledger: Ledger, realm: Realm, args: argparse.Namespace) -> int:
+    from bulkdm.optouts import write_suppression
+
     now = time.time()
     if args.add:
         user_id, username = _who(args.add)

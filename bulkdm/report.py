@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 #: reasons a valid row is skipped rather than sent; every other reason marks an invalid row
-SKIP_REASONS: Final = frozenset({"duplicate", "suppressed", "no_consent", "removed"})
+SKIP_REASONS: Final = frozenset({"duplicate", "suppressed", "opted_out", "no_consent", "removed"})
 _DAY_S: Final = 86_400
 
 

@@ -30,7 +30,7 @@ from bulkdm.secrets import Secret, read_secret
 from bulkdm.settings import ProviderName, RunSettings, Settings
 from bulkdm.waits import time_left_s, wait_reason
 
-__all__ = ["ExitCode", "RunOptions", "run_campaign"]
+__all__ = ["ExitCode", "RunOptions", "campaign_provider", "run_campaign"]
 
 _SANDBOX_KEY: Final = "sandbox-key"
 _DISPLAY_PERIOD_S: Final = 0.25
@@ -120,6 +120,15 @@ async def _provider(
                                        concurrency=settings.run.concurrency)
         stack.push_async_callback(provider.aclose)
         yield settings, provider, auths, api_key
+
+
+def campaign_provider(
+    settings: Settings, environ: Mapping[str, str] | None = None
+) -> contextlib.AbstractAsyncContextManager[
+        tuple[Settings, Provider, dict[str, SenderAuth], Secret]]:
+    """The provider, sender auths and API key a campaign's runs use (``bulkdm replies``)."""
+    return _provider(settings, RunOptions(campaign=Path(), checkpoint=Path(), out=Path()),
+                     environ)
 
 
 @contextlib.asynccontextmanager

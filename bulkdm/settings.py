@@ -149,6 +149,9 @@ class CostSettings:
     xquik_lookup_credits: int = 1
     getxapi_dm_usd: float = 0.002
     getxapi_lookup_usd: float = 0.001
+    #: reading replies: Xquik bills each message a history page returns, GetXAPI each page
+    xquik_history_credits: int = 1
+    getxapi_page_usd: float = 0.001
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -558,6 +561,9 @@ def _costs(table: _Table) -> CostSettings:
         ),
         getxapi_dm_usd=table.number("getxapi_dm_price", defaults.getxapi_dm_usd),
         getxapi_lookup_usd=table.number("getxapi_lookup_price", defaults.getxapi_lookup_usd),
+        xquik_history_credits=table.integer(
+            "history_credits", defaults.xquik_history_credits, minimum=0),
+        getxapi_page_usd=table.number("getxapi_page_price", defaults.getxapi_page_usd),
     )
     table.done()
     return settings

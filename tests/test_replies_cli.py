@@ -1,0 +1,134 @@
+"""``bulkdm replies`` end to end: the real CLI in a subprocess, the sandbox's answering people
+(``reply_*``, ``stopper_*``, ``polite_*``) over 127.0.0.1 with two messages a history page, a
+real checkpoint and a real ledger file, both providers."""
+
+from __future__ import annotations
+
+import csv
+import io
+import signal
+from dataclasses import replace
+from pathlib import Path
+
+import orjson
+import pytest
+
+from bulkdm.sandbox import Faults, Sandbox, SandboxConfig, running_sandbox
+from tests.clikit import bulkdm, env_for, handoff_lines, kill_when, start, wait_for, write_campaign
+
+PEOPLE: list[dict[str, object]] = [
+    {"recipient_username": "reply_ann", "first_name": "Ann", "external_id": "00017"},
+    {"recipient_username": "stopper_bob", "first_name": "Bob", "external_id": "c-2"},
+    {"recipient_username": "polite_cy", "first_name": "Cy", "external_id": "c-3"},
+    {"recipient_username": "quiet_dan", "first_name": "Dan", "external_id": "c-4"},
+]
+#: reply_ann writes three messages, the others one each; quiet_dan none
+ANSWERS = 5
+SMALL_PAGES = SandboxConfig(history_page_size=2, reply_after_ms=50)
+
+
+def _url(sb: Sandbox, provider: str) -> str:
+    return sb.xquik_url if provider == "xquik" else sb.getxapi_url
+
+
+async def _sent_and_answered(sb: Sandbox, folder: Path, provider: str) -> Path:
+    campaign = write_campaign(folder, PEOPLE, url=_url(sb, provider), provider=provider)
+    done = await bulkdm("run", str(campaign), "--progress", "none")
+    assert done.code == 0, done.stdout + done.stderr
+    await wait_for(lambda: len(sb.replies) >= ANSWERS)
+    return campaign
+
+
+@pytest.mark.parametrize("provider", ["xquik", "getxapi"])
+async def test_replies_are_recorded_once_and_stop_skips_the_person_in_a_later_campaign(
+        tmp_path: Path, provider: str) -> None:
+    async with running_sandbox(SMALL_PAGES) as sb:
+        first = tmp_path / "a"
+        first.mkdir()
+        campaign = await _sent_and_answered(sb, first, provider)
+        estimate = await bulkdm("replies", str(campaign), "--dry-run", "--json")
+        assert estimate.code == 0, estimate.stderr
+        assert orjson.loads(estimate.stdout)["conversations"] == 4
+        synced = [await bulkdm("replies", str(campaign), "--json") for _ in range(3)]
+        later = tmp_path / "b"
+        later.mkdir()
+        second = write_campaign(later, PEOPLE, url=_url(sb, provider), provider=provider)
+        planned = await bulkdm("plan", str(second), "--json")
+    assert [s.code for s in synced] == [0, 0, 0], synced[0].stderr
+    results = [orjson.loads(s.stdout) for s in synced]
+    assert [r["new_replies"] for r in results] == [ANSWERS, 0, 0]
+    assert results[0]["new_opt_outs"] == 2  # STOP, and the polite answer ("stop" is a word)
+    assert results[0]["pages"] > 4  # reply_ann's conversation spans pages
+    records = handoff_lines(first / "camp.replies.jsonl")
+    assert len(records) == ANSWERS and len({r["message_id"] for r in records}) == ANSWERS
+    by_user: dict[object, list[dict[str, object]]] = {}
+    for record in records:
+        by_user.setdefault(record["username"], []).append(record)
+    assert {u: len(r) for u, r in by_user.items()} == {"reply_ann": 3, "stopper_bob": 1,
+                                                       "polite_cy": 1}
+    bob = by_user["stopper_bob"][0]
+    assert (bob["record_type"], bob["text"], bob["opt_out"], bob["line"]) == (
+        "dm_reply", "STOP", True, 2)
+    assert by_user["reply_ann"][0]["external_id"] == "00017"
+    assert not any(r["opt_out"] for r in by_user["reply_ann"])
+    assert all(isinstance(r["message_id"], str) and r["received_at"] for r in records)
+    # campaign B, planned afterwards, skips both who opted out; no manual step
+    report = orjson.loads(planned.stdout)
+    assert planned.code == 0 and report["rows"]["skipped"] == 2, planned.stdout
+    assert report["skipped_by_reason"] == {"opted_out": 2}
+
+
+@pytest.mark.parametrize("provider", ["xquik", "getxapi"])
+async def test_a_sync_killed_midway_records_every_reply_once_on_the_next(
+        tmp_path: Path, provider: str) -> None:
+    slow = SandboxConfig(history_page_size=1, reply_after_ms=20)
+    async with running_sandbox(slow) as sb:
+        campaign = await _sent_and_answered(sb, tmp_path, provider)
+        reads_before = len(sb.replies)
+        # slow reads: the kill lands after the first reply is recorded, before the last
+        sb.reconfigure(replace(slow, faults=Faults(latency_ms=150)))
+        killed = await kill_when(await start("replies", str(campaign), env=env_for()),
+                                 lambda: _answers_recorded(tmp_path) >= 1, timeout_s=60)
+        assert killed.code == -signal.SIGKILL
+        assert 1 <= _answers_recorded(tmp_path) < ANSWERS
+        again = await bulkdm("replies", str(campaign), "--json")
+        once_more = await bulkdm("replies", str(campaign), "--json")
+        assert len(sb.replies) == reads_before
+    assert again.code == 0, again.stderr
+    assert orjson.loads(once_more.stdout)["new_replies"] == 0
+    records = handoff_lines(tmp_path / "camp.replies.jsonl")
+    assert sorted(str(r["username"]) for r in records) == [
+        "polite_cy", "reply_ann", "reply_ann", "reply_ann", "stopper_bob"]
+    assert len({r["message_id"] for r in records}) == ANSWERS
+
+
+def _answers_recorded(folder: Path) -> int:
+    import sqlite3
+
+    path = folder / "camp.bulkdm.sqlite"
+    try:
+        with sqlite3.connect(path, timeout=1) as db:
+            return int(db.execute("SELECT COUNT(*) FROM replies").fetchone()[0])
+    except sqlite3.Error:
+        return 0
+
+
+async def test_the_csv_of_replies_loads_with_ids_as_text_and_status_counts_them(
+        tmp_path: Path) -> None:
+    async with running_sandbox(SMALL_PAGES) as sb:
+        campaign = await _sent_and_answered(sb, tmp_path, "xquik")
+        assert (await bulkdm("replies", str(campaign))).code == 0
+    out = tmp_path / "replies.csv"
+    exported = await bulkdm("export", str(campaign), "--format", "csv", "--records", "replies",
+                            "--out", str(out))
+    assert exported.code == 0, exported.stderr
+    rows = list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8"), newline="")))
+    assert len(rows) == ANSWERS
+    ann = [r for r in rows if r["username"] == "reply_ann"]
+    assert ann[0]["external_id"] == "00017"  # as written, not a number
+    assert all(r["message_id"].isdigit() and len(r["message_id"]) > 15 for r in rows)
+    assert {r["opt_out"] for r in rows} == {"true", "false"}
+    assert {r["record_type"] for r in rows} == {"dm_reply"}
+    status = await bulkdm("status", str(campaign), "--json")
+    replies = orjson.loads(status.stdout)["replies"]
+    assert replies == {"replies": ANSWERS, "answered": 3, "opted_out": 2, "reply_rate": 0.75}
