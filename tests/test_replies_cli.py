@@ -132,3 +132,30 @@ async def test_the_csv_of_replies_loads_with_ids_as_text_and_status_counts_them(
     status = await bulkdm("status", str(campaign), "--json")
     replies = orjson.loads(status.stdout)["replies"]
     assert replies == {"replies": ANSWERS, "answered": 3, "opted_out": 2, "reply_rate": 0.75}
+
+
+async def test_a_stop_read_in_campaign_a_skips_the_person_in_running_campaign_c(
+        tmp_path: Path) -> None:
+    a, c = tmp_path / "a", tmp_path / "c"
+    a.mkdir()
+    c.mkdir()
+    stopper = [{"recipient_username": "stopper_zoe", "first_name": "Zoe"}]
+    many = [{"recipient_username": f"fan_{i}", "first_name": "F"} for i in range(24)]
+    async with running_sandbox(SMALL_PAGES) as sb:
+        first = write_campaign(a, stopper, url=sb.xquik_url)
+        assert (await bulkdm("run", str(first), "--progress", "none")).code == 0
+        await wait_for(lambda: len(sb.replies) >= 1)
+        # campaign C: 24 fans then stopper_zoe, at 4 DMs a second (about 6 s)
+        running = await start("run", str(write_campaign(c, [*many, *stopper], url=sb.xquik_url,
+                                                         sender_rate="4/1s")),
+                              "--progress", "none")
+        await wait_for(lambda: len(sb.ledger) >= 3)
+        synced = await bulkdm("replies", str(first), "--json")
+        done = await running.wait()
+        zoe = [d for d in sb.ledger if d.recipient_id == sb.directory.register("stopper_zoe")]
+    assert synced.code == 0 and orjson.loads(synced.stdout)["new_opt_outs"] == 1, synced.stdout
+    assert done == 0
+    assert len(zoe) == 1  # campaign A's DM only
+    records = {r["recipient_username"]: r for r in handoff_lines(c / "camp.handoff.jsonl")}
+    assert records["stopper_zoe"]["send_status"] == "skipped"
+    assert records["stopper_zoe"]["error"]["code"] == "opted_out"  # type: ignore[index]
