@@ -58,7 +58,7 @@ def _settings(meta: PlanMeta, config: Path | None) -> Settings:
 
 
 async def _dry_run(checkpoint: Checkpoint, settings: Settings, as_json: bool) -> int:
-    from bulkdm.replies import estimate_reads
+    from bulkdm.report import estimate_reads
 
     conversations, senders = 0, set[str | None]()
     after_id = 0

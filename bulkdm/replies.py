@@ -34,8 +34,8 @@ from bulkdm.rows import RowRecord
 from bulkdm.settings import ProviderName, Settings
 from bulkdm.timestamps import parse_iso
 
-__all__ = ["MAX_PAGES", "MAX_WAIT_S", "REPLIES_SUFFIX", "ReadEstimate", "SyncReport",
-           "estimate_reads", "reply_records", "sync_replies", "write_replies_file"]
+__all__ = ["MAX_PAGES", "MAX_WAIT_S", "REPLIES_SUFFIX", "SyncReport", "reply_records",
+           "sync_replies", "write_replies_file"]
 
 #: the replies file beside the campaign: one ``dm_reply`` handoff record per answer, once
 REPLIES_SUFFIX = ".replies.jsonl"
@@ -195,52 +195,6 @@ async def _page(provider: Provider, auth: SenderAuth, row: RowRecord, cursor: st
         await sleep(wait_s)
     assert outcome is not None
     return outcome
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class ReadEstimate:
-    """What reading the replies of ``conversations`` sent DMs costs: at least one page each
-    (GetXAPI: plus a ``dm/list`` page per sender), and on Xquik a credit per message returned,
-    from one (the DM alone) to a full page."""
-
-    conversations: int
-    pages: int
-    results_low: int
-    results_high: int
-    credits_low: int | None
-    credits_high: int | None
-    usd_low: float
-    usd_high: float
-
-    def to_dict(self) -> dict[str, object]:
-        return {k: getattr(self, k) for k in self.__slots__}
-
-    def text(self) -> str:
-        if self.credits_low is not None:
-            return (f"reading replies of {self.conversations} DMs: about {self.pages} history "
-                    f"pages, {self.credits_low}-{self.credits_high} credits "
-                    f"(${self.usd_low:.4f}-${self.usd_high:.4f}) a sync")
-        return (f"reading replies of {self.conversations} DMs: about {self.pages} pages, "
-                f"${self.usd_low:.4f} a sync")
-
-
-def estimate_reads(settings: Settings, *, conversations: int, senders: int,
-                   page_size: int = 20) -> ReadEstimate:
-    """The cost of one sync over ``conversations`` sent DMs of ``senders`` accounts."""
-    costs = settings.costs
-    if settings.provider.name is ProviderName.XQUIK:
-        low, high = conversations, conversations * page_size
-        return ReadEstimate(
-            conversations=conversations, pages=conversations, results_low=low,
-            results_high=high, credits_low=low * costs.xquik_history_credits,
-            credits_high=high * costs.xquik_history_credits,
-            usd_low=round(low * costs.xquik_history_credits * costs.xquik_credit_usd, 6),
-            usd_high=round(high * costs.xquik_history_credits * costs.xquik_credit_usd, 6))
-    pages = conversations + (senders if conversations else 0)
-    usd = round(pages * costs.getxapi_page_usd, 6)
-    return ReadEstimate(conversations=conversations, pages=pages, results_low=0,
-                        results_high=0, credits_low=None, credits_high=None, usd_low=usd,
-                        usd_high=usd)
 
 
 async def reply_records(checkpoint: Checkpoint, *, campaign: str, after_seq: int = 0,
