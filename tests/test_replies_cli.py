@@ -13,6 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from bulkdm.rates import Rate
 from bulkdm.sandbox import Faults, Sandbox, SandboxConfig, running_sandbox
 from tests.clikit import bulkdm, env_for, handoff_lines, kill_when, start, wait_for, write_campaign
 
@@ -159,3 +160,17 @@ async def test_a_stop_read_in_campaign_a_skips_the_person_in_running_campaign_c(
     records = {r["recipient_username"]: r for r in handoff_lines(c / "camp.handoff.jsonl")}
     assert records["stopper_zoe"]["send_status"] == "skipped"
     assert records["stopper_zoe"]["error"]["code"] == "opted_out"  # type: ignore[index]
+
+
+@pytest.mark.parametrize("provider", ["xquik", "getxapi"])
+async def test_reads_refused_with_retry_after_are_waited_out_and_read_again(
+        tmp_path: Path, provider: str) -> None:
+    async with running_sandbox(SMALL_PAGES) as sb:
+        campaign = await _sent_and_answered(sb, tmp_path, provider)
+        # the provider allows 3 reads a second: more than that get a 429 with Retry-After
+        sb.reconfigure(replace(SMALL_PAGES, read_rates=(Rate(count=3, period_s=1.0),)))
+        synced = await bulkdm("replies", str(campaign), "--json")
+    assert synced.code == 0, synced.stderr
+    result = orjson.loads(synced.stdout)
+    assert (result["new_replies"], result["unread"]) == (ANSWERS, {})
+    assert len(handoff_lines(tmp_path / "camp.replies.jsonl")) == ANSWERS
