@@ -15,14 +15,17 @@ from typing import Final, Protocol, TextIO
 
 from bulkdm.checkpoint import Checkpoint
 from bulkdm.engine import Engine, FinishReason, RunReport, SenderState
-from bulkdm.errors import BulkdmError
+from bulkdm.errors import BulkdmError, ProviderError
 from bulkdm.ledger import AccountPool, ledger_spec, open_ledger, realm_for
+from bulkdm.naming import beside
+from bulkdm.optouts import campaign_realm
 from bulkdm.outbox import Outbox
 from bulkdm.planner import ensure_plan, planned_settings
 from bulkdm.progress import Progress, SenderView, Snapshot, make_progress, summary_text
 from bulkdm.providers import open_provider
 from bulkdm.providers.base import Provider, SenderAuth
 from bulkdm.ratelimit import WindowLimiter
+from bulkdm.replies import REPLIES_SUFFIX, sync_replies, write_replies_file
 from bulkdm.report import format_report
 from bulkdm.runlock import RunLock
 from bulkdm.sandbox import SandboxConfig, running_sandbox
@@ -189,6 +192,8 @@ async def _send_all(
     try:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(outbox.follow(done, stop))
+            tasks.create_task(_sync_replies_while_running(
+                options, settings, checkpoint, provider, auths, pool, done, stop, stream))
             counted = checkpoint if options.progress != "none" else None
             tasks.create_task(_show(engine, settings, counted, display, started_s, done))
             try:
@@ -217,6 +222,35 @@ async def _send_all(
         stream.write(f"note: {report.detail}\n")
     stream.flush()
     return _exit_code(report, final)
+
+
+async def _sync_replies_while_running(
+    options: RunOptions, settings: Settings, checkpoint: Checkpoint, provider: Provider,
+    auths: dict[str, SenderAuth], pool: AccountPool | None, done: asyncio.Event,
+    stop: asyncio.Event, stream: TextIO,
+) -> None:
+    """With ``[replies] sync_every``, read replies that often while the run goes on, and once
+    more when it ends (not when it was stopped): reads only, beside the engine's sends."""
+    every_s = settings.replies.sync_every_s
+    if every_s <= 0:
+        return
+    out = beside(options.campaign, REPLIES_SUFFIX)
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), timeout=every_s)
+        if stop.is_set():
+            return
+        try:
+            await sync_replies(checkpoint, settings, provider, auths,
+                               ledger=None if pool is None else pool.ledger,
+                               realm=campaign_realm(settings) if pool is None else pool.realm,
+                               now_s=time.time)
+        except ProviderError as exc:  # reading replies never stops the sends
+            stream.write(f"note: replies not read: {exc}\n")
+            return
+        await write_replies_file(checkpoint, out, campaign=settings.campaign.name)
+        if done.is_set():
+            return
 
 
 async def _run_with_grace(engine: Engine, run: RunSettings, stop: asyncio.Event) -> RunReport:

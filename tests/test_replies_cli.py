@@ -174,3 +174,17 @@ async def test_reads_refused_with_retry_after_are_waited_out_and_read_again(
     result = orjson.loads(synced.stdout)
     assert (result["new_replies"], result["unread"]) == (ANSWERS, {})
     assert len(handoff_lines(tmp_path / "camp.replies.jsonl")) == ANSWERS
+
+
+async def test_run_reads_replies_while_it_sends_with_sync_every(tmp_path: Path) -> None:
+    quiet = [{"recipient_username": f"quiet_{i}", "first_name": "Q"} for i in range(6)]
+    async with running_sandbox(SandboxConfig(reply_after_ms=10)) as sb:
+        campaign = write_campaign(tmp_path, [*PEOPLE, *quiet], url=sb.xquik_url,
+                                  sender_rate="5/1s", extra='\n[replies]\nsync_every = "100ms"\n')
+        done = await bulkdm("run", str(campaign), "--progress", "none")
+        answered = len(sb.replies)
+    assert done.code == 0, done.stdout + done.stderr
+    assert answered == ANSWERS
+    records = handoff_lines(tmp_path / "camp.replies.jsonl")
+    assert sorted(str(r["username"]) for r in records) == [
+        "polite_cy", "reply_ann", "reply_ann", "reply_ann", "stopper_bob"]
