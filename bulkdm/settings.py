@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
@@ -402,9 +403,12 @@ X_DAILY_DMS: Final = 500
 
 
 def _did_you_mean(key: str, known: Sequence[str]) -> str:
-    close = difflib.get_close_matches(key.rpartition(".")[2], known, n=1, cutoff=0.6)
+    name = key.rpartition(".")[2]
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
     if close:
-        return f"did you mean {close[0]!r}?"
+        # of the close ones, the one that starts most like it: "retries" is "retry", not "replies"
+        best = max(close, key=lambda c: len(os.path.commonprefix([c, name])))
+        return f"did you mean {best!r}?"
     return f"known keys: {', '.join(known)}"
 
 
