@@ -74,19 +74,20 @@ async def _dry_run(checkpoint: Checkpoint, settings: Settings, as_json: bool) ->
 async def _sync(checkpoint: Checkpoint, settings: Settings, meta: PlanMeta,
                 args: argparse.Namespace) -> int:
     from bulkdm.optouts import campaign_realm, open_store
-    from bulkdm.replies import REPLIES_SUFFIX, sync_replies, write_replies_file
+    from bulkdm.replies import REPLIES_SUFFIX, replies_lock, sync_replies, write_replies_file
     from bulkdm.runner import campaign_provider
 
     out = args.out or beside(Path(meta.campaign_path), REPLIES_SUFFIX)
-    ledger = await open_store(settings)
-    try:
-        async with campaign_provider(settings) as (used, provider, auths, _key):
-            report = await sync_replies(checkpoint, used, provider, auths, ledger=ledger,
-                                        realm=campaign_realm(used), now_s=time.time)
-    finally:
-        if ledger is not None:
-            await ledger.close()
-    added = await write_replies_file(checkpoint, out, campaign=meta.campaign)
+    with replies_lock(checkpoint.path):
+        ledger = await open_store(settings)
+        try:
+            async with campaign_provider(settings) as (used, provider, auths, _key):
+                report = await sync_replies(checkpoint, used, provider, auths, ledger=ledger,
+                                            realm=campaign_realm(used), now_s=time.time)
+        finally:
+            if ledger is not None:
+                await ledger.close()
+        added = await write_replies_file(checkpoint, out, campaign=meta.campaign)
     credits, usd = report.cost(settings)
     result = {"conversations": report.conversations, "pages": report.pages,
               "results": report.results, "new_replies": report.new_replies,

@@ -31,11 +31,12 @@ from bulkdm.optout import OptOutRules
 from bulkdm.outcomes import Action, Outcome
 from bulkdm.providers.base import HistoryMessage, HistoryPage, Provider, SenderAuth
 from bulkdm.rows import RowRecord
+from bulkdm.runlock import RunLock
 from bulkdm.settings import ProviderName, Settings
 from bulkdm.timestamps import parse_iso
 
-__all__ = ["MAX_PAGES", "MAX_WAIT_S", "REPLIES_SUFFIX", "SyncReport", "reply_records",
-           "sync_replies", "write_replies_file"]
+__all__ = ["MAX_PAGES", "MAX_WAIT_S", "REPLIES_SUFFIX", "SyncReport", "replies_lock",
+           "reply_records", "sync_replies", "write_replies_file"]
 
 #: the replies file beside the campaign: one ``dm_reply`` handoff record per answer, once
 REPLIES_SUFFIX = ".replies.jsonl"
@@ -195,6 +196,13 @@ async def _page(provider: Provider, auth: SenderAuth, row: RowRecord, cursor: st
         await sleep(wait_s)
     assert outcome is not None
     return outcome
+
+
+def replies_lock(checkpoint_path: Path) -> RunLock:
+    """One reader of a campaign's replies at a time (``replies``, or a run's ``sync_every``):
+    two would append the same replies to the file. Held beside the checkpoint's own lock, so a
+    sync may read while a run sends."""
+    return RunLock(checkpoint_path.with_name(checkpoint_path.name + ".replies"))
 
 
 async def reply_records(checkpoint: Checkpoint, *, campaign: str, after_seq: int = 0,

@@ -15,7 +15,7 @@ from typing import Final, Protocol, TextIO
 
 from bulkdm.checkpoint import Checkpoint
 from bulkdm.engine import Engine, FinishReason, RunReport, SenderState
-from bulkdm.errors import BulkdmError, ProviderError
+from bulkdm.errors import BulkdmError, CheckpointLockedError, ProviderError
 from bulkdm.ledger import AccountPool, ledger_spec, open_ledger, realm_for
 from bulkdm.naming import beside
 from bulkdm.optouts import campaign_realm
@@ -25,7 +25,7 @@ from bulkdm.progress import Progress, SenderView, Snapshot, make_progress, summa
 from bulkdm.providers import open_provider
 from bulkdm.providers.base import Provider, SenderAuth
 from bulkdm.ratelimit import WindowLimiter
-from bulkdm.replies import REPLIES_SUFFIX, sync_replies, write_replies_file
+from bulkdm.replies import REPLIES_SUFFIX, replies_lock, sync_replies, write_replies_file
 from bulkdm.report import format_report
 from bulkdm.runlock import RunLock
 from bulkdm.sandbox import SandboxConfig, running_sandbox
@@ -241,14 +241,17 @@ async def _sync_replies_while_running(
         if stop.is_set():
             return
         try:
-            await sync_replies(checkpoint, settings, provider, auths,
-                               ledger=None if pool is None else pool.ledger,
-                               realm=campaign_realm(settings) if pool is None else pool.realm,
-                               now_s=time.time)
+            with replies_lock(checkpoint.path):
+                await sync_replies(checkpoint, settings, provider, auths,
+                                   ledger=None if pool is None else pool.ledger,
+                                   realm=campaign_realm(settings) if pool is None else pool.realm,
+                                   now_s=time.time)
+                await write_replies_file(checkpoint, out, campaign=settings.campaign.name)
+        except CheckpointLockedError:
+            pass  # `bulkdm replies` is reading them now
         except ProviderError as exc:  # reading replies never stops the sends
             stream.write(f"note: replies not read: {exc}\n")
             return
-        await write_replies_file(checkpoint, out, campaign=settings.campaign.name)
         if done.is_set():
             return
 

@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from bulkdm.rates import Rate
+from bulkdm.replies import replies_lock
 from bulkdm.sandbox import Faults, Sandbox, SandboxConfig, running_sandbox
 from tests.clikit import bulkdm, env_for, handoff_lines, kill_when, start, wait_for, write_campaign
 
@@ -188,3 +189,14 @@ async def test_run_reads_replies_while_it_sends_with_sync_every(tmp_path: Path) 
     records = handoff_lines(tmp_path / "camp.replies.jsonl")
     assert sorted(str(r["username"]) for r in records) == [
         "polite_cy", "reply_ann", "reply_ann", "reply_ann", "stopper_bob"]
+
+
+async def test_one_reader_of_replies_at_a_time(tmp_path: Path) -> None:
+    async with running_sandbox(SMALL_PAGES) as sb:
+        campaign = await _sent_and_answered(sb, tmp_path, "xquik")
+        with replies_lock(tmp_path / "camp.bulkdm.sqlite"):
+            refused = await bulkdm("replies", str(campaign))
+        after = await bulkdm("replies", str(campaign), "--json")
+    assert refused.code == 1 and "in use" in refused.stderr, refused.stderr
+    assert not (tmp_path / "camp.replies.jsonl").exists() or after.code == 0
+    assert orjson.loads(after.stdout)["new_replies"] == ANSWERS
