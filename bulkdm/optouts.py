@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from bulkdm.handoff import write_atomic
 from bulkdm.ledger import Ledger, OptOut, Realm, ledger_spec, open_ledger, realm_for
 from bulkdm.settings import Settings
 from bulkdm.timestamps import iso_utc
@@ -71,5 +72,5 @@ def suppression_text(opt_outs: list[OptOut]) -> str:
 
 def write_suppression(path: Path, opt_outs: list[OptOut]) -> int:
     """Write :func:`suppression_text` to ``path``; how many opt-outs it holds."""
-    path.write_text(suppression_text(opt_outs), encoding="utf-8")
+    write_atomic(path, [suppression_text(opt_outs).encode()])
     return len(opt_outs)
