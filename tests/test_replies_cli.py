@@ -200,3 +200,11 @@ async def test_one_reader_of_replies_at_a_time(tmp_path: Path) -> None:
     assert refused.code == 1 and "in use" in refused.stderr, refused.stderr
     assert not (tmp_path / "camp.replies.jsonl").exists() or after.code == 0
     assert orjson.loads(after.stdout)["new_replies"] == ANSWERS
+
+
+def test_the_sandbox_command_sets_when_people_answer_and_the_page_size() -> None:
+    from bulkdm.sandbox.cli import build_config, parse_args
+
+    config = build_config(parse_args(["--reply-after", "1s", "--history-page-size", "2"]))
+    assert (config.reply_after_ms, config.history_page_size) == (1000.0, 2)
+    assert build_config(parse_args([])).history_page_size == 20
