@@ -35,6 +35,7 @@ __all__ = [
     "HandoffCursor",
     "PlanMeta",
     "PlanTotals",
+    "ReplyRecord",
     "RowParams",
     "SenderRecord",
     "Write",
@@ -49,12 +50,15 @@ __all__ = [
     "finish",
     "own_handoff",
     "pending_params",
+    "read_replies_until",
     "reassign",
+    "record_reply",
     "release_rows",
     "rotate_key",
     "row_params",
     "set_handoff_cursor",
     "set_plan_meta",
+    "set_replies_cursor",
     "set_sender",
     "store_media",
     "store_user",
@@ -155,6 +159,18 @@ class HandoffCursor:
     seq: int
     offset: int
     path: str | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ReplyRecord:
+    """A recorded answer and the sent row it answers."""
+
+    seq: int
+    message_id: str
+    text: str
+    received_at: str | None
+    opt_out: bool
+    row: RowRecord
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -608,6 +624,43 @@ class Checkpoint:
     async def failure_counts(self) -> dict[str, int]:
         return await self.reason_counts(("failed",))
 
+    # -- replies (see bulkdm.replies) -----------------------------------------------------------
+
+    async def sent_rows(self, *, after_id: int, limit: int) -> list[RowRecord]:
+        """Sent rows with a message id and a recipient id, by id: the conversations to read."""
+        sql = (f"SELECT {_ROW_COLUMNS} FROM rows WHERE state = 'sent' AND id > ? "
+               "AND message_id IS NOT NULL AND recipient_id IS NOT NULL ORDER BY id LIMIT ?")
+        return [_record(r) for r in await self._all(sql, (after_id, limit))]
+
+    async def reply_reads(self, row_ids: Sequence[int]) -> dict[int, str]:
+        """How far each row's conversation was read whole (the newest message then seen)."""
+        marks = ", ".join("?" * len(row_ids))
+        rows = await self._all(f"SELECT row_id, until_at FROM reply_reads WHERE row_id IN "
+                               f"({marks})", tuple(row_ids))
+        return {int(r[0]): str(r[1]) for r in rows}
+
+    async def replies_after(self, seq: int, *, limit: int) -> list[ReplyRecord]:
+        """Recorded replies after ``seq``, in order, with their rows."""
+        sql = ("SELECT r.seq, r.message_id, r.text, r.received_at, r.opt_out, "
+               f"{', '.join('w.' + c.strip() for c in _ROW_COLUMNS.split(','))} "
+               "FROM replies r JOIN rows w ON w.id = r.row_id WHERE r.seq > ? "
+               "ORDER BY r.seq LIMIT ?")
+        return [ReplyRecord(seq=int(r[0]), message_id=str(r[1]), text=str(r[2]),
+                            received_at=r[3], opt_out=bool(r[4]), row=_record(r[5:]))
+                for r in await self._all(sql, (seq, limit))]
+
+    async def reply_counts(self) -> tuple[int, int, int]:
+        """(replies, rows answered, rows whose recipient opted out in an answer)."""
+        rows = await self._all("SELECT COUNT(*), COUNT(DISTINCT row_id), "
+                               "COUNT(DISTINCT CASE WHEN opt_out THEN row_id END) FROM replies")
+        return int(rows[0][0]), int(rows[0][1]), int(rows[0][2])
+
+    async def replies_cursor(self) -> HandoffCursor:
+        rows = dict(await self._all("SELECT key, value FROM meta WHERE key LIKE 'replies.%'"))
+        return HandoffCursor(seq=int(rows.get("replies.seq", 0)),
+                             offset=int(rows.get("replies.offset", 0)),
+                             path=rows.get("replies.path"))
+
 
 @functools.cache
 def _rows_per_insert() -> int:
@@ -947,6 +1000,29 @@ def set_handoff_cursor(cursor: HandoffCursor) -> list[Write]:
     values = [("handoff.seq", str(cursor.seq)), ("handoff.offset", str(cursor.offset))]
     if cursor.path is not None:
         values.append(("handoff.path", cursor.path))
+    return [Write(sql, v) for v in values]
+
+
+def record_reply(*, message_id: str, row_id: int, text: str, received_at: str | None,
+                 opt_out: bool) -> Write:
+    """An answer to a sent row, once: a message id recorded before is left as it is."""
+    return Write(
+        "INSERT OR IGNORE INTO replies (message_id, seq, row_id, text, received_at, opt_out) "
+        "VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM replies), ?, ?, ?, ?)",
+        (message_id, row_id, text, received_at, int(opt_out)))
+
+
+def read_replies_until(*, row_id: int, until_at: str) -> Write:
+    """The row's conversation was read whole up to ``until_at``."""
+    return Write("INSERT OR REPLACE INTO reply_reads (row_id, until_at) VALUES (?, ?)",
+                 (row_id, until_at))
+
+
+def set_replies_cursor(cursor: HandoffCursor) -> list[Write]:
+    sql = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"
+    values = [("replies.seq", str(cursor.seq)), ("replies.offset", str(cursor.offset))]
+    if cursor.path is not None:
+        values.append(("replies.path", cursor.path))
     return [Write(sql, v) for v in values]
 
 

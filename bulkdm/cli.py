@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Final
 
 import orjson
 
+from bulkdm import cli_optouts, cli_replies
 from bulkdm.errors import BulkdmError, CheckpointError, ConfigError, StorageError
 from bulkdm.naming import CHECKPOINT_SUFFIX, HANDOFF_SUFFIX, beside, checkpoint_of
 from bulkdm.sandbox import cli as sandbox_cli
@@ -312,6 +313,9 @@ def _export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--status", action="extend", nargs="+", metavar="STATE",
                         choices=("sent", "failed", "skipped", "invalid", "pending", "unknown"),
                         help="only rows in these states (default: every finished row)")
+    parser.add_argument("--records", choices=("rows", "replies"), default="rows",
+                        help="rows: one handoff record per row (default); replies: one "
+                             "dm_reply record per answer read by `bulkdm replies`")
     parser.add_argument("--as-campaign", action="store_true",
                         help="write the rows as a new campaign file (JSONL or CSV) to retry or "
                              "fix them; invalid rows keep every field they were read with")
@@ -334,6 +338,8 @@ async def _export(args: argparse.Namespace) -> int:
     csv = _csv_options(args, fmt)
     suffix = ".retry" if args.as_campaign else ".export"
     out = args.out or beside(args.target, f"{suffix}.{fmt.value}")
+    if args.records == "replies":
+        return await _export_replies(args, fmt, csv, to_stdout)
     checkpoint = await _open_existing(args.target)
     try:
         exported = await export_rows(
@@ -355,6 +361,27 @@ async def _export(args: argparse.Namespace) -> int:
         config = meta.settings_path if meta is not None else ""
         hint = f" --config {_shown(Path(config))}" if config else " --config SETTINGS.toml"
         print(f"run them with: bulkdm run {_shown(out)}{hint}")
+    return 0
+
+
+async def _export_replies(args: argparse.Namespace, fmt: ExportFormat, csv: CsvOptions,
+                          to_stdout: bool) -> int:
+    from bulkdm.export import export_replies
+
+    if args.as_campaign or args.status:
+        raise ConfigError("is for --records rows", source=COMMAND_LINE,
+                          key="--as-campaign" if args.as_campaign else "--status")
+    out = args.out or beside(args.target, f".replies-export.{fmt.value}")
+    checkpoint = await _open_existing(args.target)
+    try:
+        count = await export_replies(checkpoint, sys.stdout.buffer if to_stdout else out,
+                                     fmt=fmt, csv=csv)
+    except ValueError as exc:
+        raise ConfigError(str(exc), source=COMMAND_LINE, key="--format") from exc
+    finally:
+        await checkpoint.close()
+    where = "stdout" if to_stdout else str(out)
+    print(f"wrote {count} replies to {where}", file=sys.stderr if to_stdout else sys.stdout)
     return 0
 
 
@@ -430,6 +457,18 @@ ACCOUNTS: Final = Command(
     add_arguments=_accounts_arguments, handler=_accounts)
 
 
+REPLIES: Final = Command(
+    name="replies",
+    help="read the answers to a campaign's DMs: each recorded once, STOP shared as an opt-out",
+    add_arguments=cli_replies.add_arguments, handler=cli_replies.replies)
+
+
+OPTOUTS: Final = Command(
+    name="optouts",
+    help="the shared opt-outs: list, --add/--remove HANDLE_OR_ID --reason, --export FILE",
+    add_arguments=cli_optouts.add_arguments, handler=cli_optouts.optouts)
+
+
 # -- sandbox --------------------------------------------------------------------------------------
 
 
@@ -442,7 +481,8 @@ def _absolute(path: Path) -> Path:
 
 
 #: every subcommand, in the order ``--help`` lists them; add more here
-COMMANDS: Final[tuple[Command, ...]] = (PLAN, RUN, STATUS, EXPORT, ACCOUNTS, SANDBOX)
+COMMANDS: Final[tuple[Command, ...]] = (PLAN, RUN, STATUS, EXPORT, REPLIES, ACCOUNTS, OPTOUTS,
+                                        SANDBOX)
 
 
 def build_parser(commands: Sequence[Command] = COMMANDS) -> argparse.ArgumentParser:

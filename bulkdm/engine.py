@@ -26,7 +26,7 @@ from bulkdm.backoff import retry_delay_s
 from bulkdm.binding import UnboundRows
 from bulkdm.checkpoint import Checkpoint, Expect, Finish, Write
 from bulkdm.keys import idempotency_key
-from bulkdm.ledger import AccountPool, Refusal, Ticket
+from bulkdm.ledger import OPTED_OUT_MESSAGE, AccountPool, Refusal, Ticket, opted_out_entry
 from bulkdm.outcomes import Action, Outcome, Reconciliation
 from bulkdm.providers.base import DmRequest, Provider, SenderAuth
 from bulkdm.ratelimit import Gate, WindowLimiter
@@ -38,6 +38,9 @@ __all__ = ["Engine", "FinishReason", "RunReport", "SenderState"]
 
 _PAGE: Final = 256
 _RESOLVE_CONCURRENCY: Final = 8
+#: rows checked against the shared opt-outs at once, just before their sends (a page of 256
+#: at a slow rate would be checked minutes ahead)
+_OPT_OUT_AHEAD: Final = 16
 #: codes that say "not performed, the key's budget is spent": not the row's fault
 _THROTTLE_CODES: Final = frozenset({"rate_limit_exceeded", "x_rate_limited", "http_429"})
 #: a sender resting longer than this ends its part of the run (the rows wait for a resume)
@@ -424,10 +427,11 @@ class Engine:
 
     async def _work_page(self, rows: list[RowRecord], sender: _Sender) -> None:
         rows = await self._resolve_page(rows, sender)
-        for row in rows:
-            if self._stop.is_set() or sender.state is not SenderState.READY:
-                return
-            await self._work_row(row, sender)
+        for start in range(0, len(rows), _OPT_OUT_AHEAD):
+            for row in await self._skip_opted_out(rows[start:start + _OPT_OUT_AHEAD]):
+                if self._stop.is_set() or sender.state is not SenderState.READY:
+                    return
+                await self._work_row(row, sender)
 
     async def _work_row(self, row: RowRecord, sender: _Sender) -> asyncio.Task[None] | None:
         """Send ``row`` from ``sender`` if it still may be; the send's task once claimed."""
@@ -763,6 +767,27 @@ class Engine:
         else:
             writes += await self._retry_later(row, outcome)
         await self._submit(writes)
+
+    # -- opt-outs ----------------------------------------------------------------------------
+
+    async def _skip_opted_out(self, rows: list[RowRecord]) -> list[RowRecord]:
+        """The page without its pending rows whose recipient opted out in the shared ledger
+        since the plan (a reply in another campaign): each ends ``skipped`` (``opted_out``),
+        conditional on the row still being pending, before any send of the page."""
+        if self._pool is None:
+            return rows
+        pending = [r for r in rows if r.state is RowState.PENDING]
+        found = await self._pool.ledger.opted_out(
+            self._pool.realm, user_ids=[r.recipient_id for r in pending if r.recipient_id],
+            usernames=[r.recipient_username for r in pending if r.recipient_username])
+        if not found:
+            return rows
+        gone = {r.id for r in pending if opted_out_entry(r.recipient_id, r.recipient_username,
+                                                         found)}
+        await asyncio.gather(*(self._submit([self._finish(r, Finish(
+            state=RowState.SKIPPED, reason="opted_out", message=OPTED_OUT_MESSAGE))])
+            for r in rows if r.id in gone))
+        return [r for r in rows if r.id not in gone]
 
     # -- usernames and media ------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ import orjson
 from bulkdm.checkpoint import Checkpoint
 from bulkdm.errors import CheckpointError
 from bulkdm.handoff import (
+    REPLY_CSV_COLUMNS,
     SEND_ENDPOINTS,
     HandoffContext,
     RetryItem,
@@ -33,7 +34,7 @@ from bulkdm.handoff import (
 )
 from bulkdm.rows import FINAL_STATES, RowRecord, RowState
 
-__all__ = ["CsvOptions", "ExportFormat", "Exported", "export_rows", "format_of"]
+__all__ = ["CsvOptions", "ExportFormat", "Exported", "export_replies", "export_rows", "format_of"]
 
 _PAGE: Final = 2000
 _T = TypeVar("_T")
@@ -149,6 +150,29 @@ class _Pages:
                     continue
                 found = originals.get(row.id)
                 yield row, None if found is None else orjson.loads(found)
+
+
+async def export_replies(checkpoint: Checkpoint, out: Path | BinaryIO, *, fmt: ExportFormat,
+                         csv: CsvOptions = CsvOptions()) -> int:
+    """Write every recorded reply (``dm_reply`` records) to ``out``: JSONL, or CSV with
+    :data:`~bulkdm.handoff.REPLY_CSV_COLUMNS` (ids as text) for a CRM. How many."""
+    from bulkdm.replies import reply_records
+
+    meta = await checkpoint.plan_meta()
+    if meta is None:
+        raise CheckpointError(f"{checkpoint.path} holds no plan yet; run `bulkdm plan` first")
+    if fmt is ExportFormat.XLSX:
+        raise ValueError("replies export as jsonl or csv")
+    records: list[dict[str, object]] = []
+    last = 0
+    while batch := await reply_records(checkpoint, campaign=meta.campaign, after_seq=last):
+        last = batch[-1][0]
+        records += [r for _, r in batch]
+    chunks = (csv_rows(records, delimiter=csv.delimiter, bom=csv.bom,
+                       formula_safe=csv.formula_safe, columns=REPLY_CSV_COLUMNS)
+              if fmt is ExportFormat.CSV else iter([encode_jsonl(records)]))
+    await asyncio.to_thread(_writer(out), chunks)
+    return len(records)
 
 
 def _campaign_chunks(reader: _Pages, fmt: ExportFormat, csv: CsvOptions) -> Iterator[bytes]:

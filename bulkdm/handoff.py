@@ -17,15 +17,18 @@ import csv
 import io
 import os
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, Final, Self, TypeAlias
+from typing import TYPE_CHECKING, BinaryIO, Final, Self, TypeAlias
 
 import orjson
 
 from bulkdm.rows import RowRecord, RowState
+
+if TYPE_CHECKING:
+    from bulkdm.checkpoint import ReplyRecord
 
 __all__ = [
     "CSV_COLUMNS",
@@ -33,6 +36,7 @@ __all__ = [
     "ERROR_FIELD",
     "HANDOFF_FORMAT",
     "RAW_LINE",
+    "REPLY_CSV_COLUMNS",
     "SEND_ENDPOINTS",
     "UNSETTLED_REASON",
     "HandoffContext",
@@ -45,6 +49,7 @@ __all__ = [
     "encode_jsonl",
     "flat_cell",
     "handoff_record",
+    "reply_record",
     "retryable",
     "write_atomic",
 ]
@@ -121,6 +126,34 @@ def handoff_record(row: RowRecord, ctx: HandoffContext) -> dict[str, object]:
     if not sent and row.state in {RowState.FAILED, RowState.SKIPPED, RowState.INVALID}:
         record["error"] = _error(row)
     return record
+
+
+#: the columns of ``export --format csv --records replies`` (ids as text, as in the records)
+REPLY_CSV_COLUMNS: Final = (
+    "record_type", "campaign", "line", "external_id", "user_id", "username", "account",
+    "message_id", "in_reply_to", "text", "received_at", "opt_out",
+)
+
+
+def reply_record(reply: ReplyRecord, *, campaign: str) -> dict[str, object]:
+    """A recipient's answer as a handoff line (``record_type`` ``dm_reply``): the answer's
+    message id, text and time, whether it opted out, and the row it answers."""
+    row = reply.row
+    return {
+        "record_type": "dm_reply",
+        "campaign": campaign,
+        "line": row.line,
+        "external_id": row.external_id,
+        "user_id": _id(row.recipient_id),
+        "username": row.recipient_username,
+        "account": row.sender,
+        "message_id": _id(reply.message_id),
+        "in_reply_to": _id(row.message_id),
+        "text": reply.text,
+        "received_at": reply.received_at,
+        "opt_out": reply.opt_out,
+        "handoff_format": HANDOFF_FORMAT,
+    }
 
 
 def _id(value: object) -> str | None:
@@ -299,6 +332,7 @@ def csv_rows(
     delimiter: str = ",",
     bom: bool = False,
     formula_safe: bool = False,
+    columns: Sequence[str] | None = None,
 ) -> Iterator[bytes]:
     """CSV for CRM import (RFC 4180): the header, then one row per record, UTF-8, ``\\r\\n``.
 
@@ -311,6 +345,7 @@ def csv_rows(
     UTF-8; ``delimiter`` is ``,`` by default (``;`` for a spreadsheet set to a German locale).
     """
     cell = _neutralise if formula_safe else _same
+    columns = CSV_COLUMNS if columns is None else columns
     buffer = io.StringIO()
     writer = csv.writer(
         buffer, delimiter=delimiter, quoting=csv.QUOTE_MINIMAL, lineterminator="\r\n"
@@ -323,9 +358,9 @@ def csv_rows(
         buffer.truncate()
         return text.encode("utf-8")
 
-    yield (b"\xef\xbb\xbf" if bom else b"") + encoded(CSV_COLUMNS)
+    yield (b"\xef\xbb\xbf" if bom else b"") + encoded(columns)
     for record in records:
-        yield encoded(cell(flat_cell(record, column)) for column in CSV_COLUMNS)
+        yield encoded(cell(flat_cell(record, column)) for column in columns)
 
 
 def flat_cell(record: Mapping[str, object], column: str) -> str:
@@ -338,6 +373,8 @@ def flat_cell(record: Mapping[str, object], column: str) -> str:
         value = ";".join(str(i) for i in ids) if isinstance(ids, list) else None
     else:
         value = record.get(column)
+    if isinstance(value, bool):  # as JSON writes it (opt_out), not Python's True
+        return "true" if value else "false"
     return "" if value is None else str(value)
 
 

@@ -30,6 +30,8 @@ from bulkdm.checkpoint import Checkpoint, PlanMeta, RowParams, pending_params, r
 from bulkdm.errors import CampaignFileError, CheckpointMismatchError, ConfigError
 from bulkdm.handoff import RAW_LINE
 from bulkdm.keys import idempotency_keys, text_sha256
+from bulkdm.ledger import OPTED_OUT_MESSAGE
+from bulkdm.optouts import ledger_opt_outs
 from bulkdm.recipients import (
     Recipient,
     RecipientProblem,
@@ -83,6 +85,7 @@ class _Problem:
 
 
 _SUPPRESSED: Final = _Problem("recipient", "suppressed", "the recipient is on a suppression list")
+_OPTED_OUT: Final = _Problem("recipient", "opted_out", OPTED_OUT_MESSAGE)
 _NO_CONSENT: Final = _Problem(
     "consent", "no_consent", "the campaign requires consent and the row has none"
 )
@@ -167,12 +170,16 @@ class Planner:
     here once, and a pending row goes straight to its insert values.
     """
 
-    def __init__(self, settings: Settings, *, campaign_dir: Path, suppression: Suppression) -> None:
+    def __init__(self, settings: Settings, *, campaign_dir: Path, suppression: Suppression,
+                 opted_out: Suppression = Suppression()) -> None:
         self._settings = settings
         self._campaign_dir = campaign_dir
         self._suppression = suppression
+        #: the shared ledger's opt-outs (replies that said STOP, ``bulkdm optouts --add``)
+        self._opted_out = opted_out
         self._checks_skip = settings.campaign.require_consent or bool(
             suppression.user_ids or suppression.usernames
+            or opted_out.user_ids or opted_out.usernames
         )
         self._key = idempotency_keys(settings.campaign.key_scope)
         template = settings.campaign.template
@@ -263,7 +270,10 @@ class Planner:
         )
 
     def _skip(self, user_id: str | None, username: str | None, consent: str | None) -> _Problem | None:
-        if Recipient(user_id=user_id, username=username) in self._suppression:
+        recipient = Recipient(user_id=user_id, username=username)
+        if recipient in self._opted_out:
+            return _OPTED_OUT
+        if recipient in self._suppression:
             return _SUPPRESSED
         if consent is None and self._settings.campaign.require_consent:
             return _NO_CONSENT
@@ -435,7 +445,8 @@ async def ensure_plan(
         campaign_id=campaign_id,
     )
     suppression = await anyio.to_thread.run_sync(load_suppression, settings.campaign.suppression)
-    planner = Planner(settings, campaign_dir=campaign_path.parent, suppression=suppression)
+    planner = Planner(settings, campaign_dir=campaign_path.parent, suppression=suppression,
+                      opted_out=await _opted_out(settings))
     with CampaignReader(campaign_path, delimiter=settings.campaign.delimiter) as reader:
         batches = _verified(plan_batches(reader, planner), reader, inputs.campaign_sha256)
         with _gc_paused():
@@ -498,7 +509,8 @@ async def _amend(
         created_at=now_iso(), campaign_id=old.campaign_id,
     )
     suppression = await anyio.to_thread.run_sync(load_suppression, settings.campaign.suppression)
-    planner = Planner(settings, campaign_dir=campaign_path.parent, suppression=suppression)
+    planner = Planner(settings, campaign_dir=campaign_path.parent, suppression=suppression,
+                      opted_out=await _opted_out(settings))
     with CampaignReader(campaign_path, delimiter=settings.campaign.delimiter) as reader:
         planned = [PlannedLine(planner.plan(item), _pinned(item)) for item in reader]
         if reader.sha256() != inputs.campaign_sha256:
@@ -507,6 +519,12 @@ async def _amend(
                                      senders=frozenset(s.account for s in settings.senders))
     report = await build_report(checkpoint, settings, errors_limit=errors_limit, status="amended")
     return replace(report, notes=tuple(summary.lines()))
+
+
+async def _opted_out(settings: Settings) -> Suppression:
+    """The shared ledger's opt-outs, as a suppression the planner checks (reason ``opted_out``)."""
+    found = await ledger_opt_outs(settings)
+    return Suppression(user_ids=found.user_ids, usernames=found.usernames)
 
 
 def _pinned(item: RawRow | RowError) -> str | None:

@@ -26,10 +26,12 @@ __all__ = [
     "DurationEstimate",
     "InvalidRow",
     "PlanReport",
+    "ReadEstimate",
     "RowCounts",
     "build_report",
     "estimate_cost",
     "estimate_duration",
+    "estimate_reads",
     "format_report",
     "human_duration",
     "send_time_s",
@@ -38,7 +40,7 @@ __all__ = [
 ]
 
 #: reasons a valid row is skipped rather than sent; every other reason marks an invalid row
-SKIP_REASONS: Final = frozenset({"duplicate", "suppressed", "no_consent", "removed"})
+SKIP_REASONS: Final = frozenset({"duplicate", "suppressed", "opted_out", "no_consent", "removed"})
 _DAY_S: Final = 86_400
 
 
@@ -111,6 +113,8 @@ class PlanReport:
     invalid_rows: tuple[InvalidRow, ...]
     #: what the plan wants the user to know, e.g. a campaign name used before
     notes: tuple[str, ...] = ()
+    #: what one ``bulkdm replies`` sync over every DM of the plan costs
+    reply_reads: ReadEstimate | None = None
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -222,6 +226,52 @@ def estimate_cost(
     )
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ReadEstimate:
+    """What reading the replies of ``conversations`` sent DMs costs: at least one page each
+    (GetXAPI: plus a ``dm/list`` page per sender), and on Xquik a credit per message returned,
+    from one (the DM alone) to a full page."""
+
+    conversations: int
+    pages: int
+    results_low: int
+    results_high: int
+    credits_low: int | None
+    credits_high: int | None
+    usd_low: float
+    usd_high: float
+
+    def to_dict(self) -> dict[str, object]:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+    def text(self) -> str:
+        if self.credits_low is not None:
+            return (f"reading replies of {self.conversations} DMs: about {self.pages} history "
+                    f"pages, {self.credits_low}-{self.credits_high} credits "
+                    f"(${self.usd_low:.4f}-${self.usd_high:.4f}) a sync")
+        return (f"reading replies of {self.conversations} DMs: about {self.pages} pages, "
+                f"${self.usd_low:.4f} a sync")
+
+
+def estimate_reads(settings: Settings, *, conversations: int, senders: int,
+                   page_size: int = 20) -> ReadEstimate:
+    """The cost of one sync over ``conversations`` sent DMs of ``senders`` accounts."""
+    costs = settings.costs
+    if settings.provider.name is ProviderName.XQUIK:
+        low, high = conversations, conversations * page_size
+        return ReadEstimate(
+            conversations=conversations, pages=conversations, results_low=low,
+            results_high=high, credits_low=low * costs.xquik_history_credits,
+            credits_high=high * costs.xquik_history_credits,
+            usd_low=round(low * costs.xquik_history_credits * costs.xquik_credit_usd, 6),
+            usd_high=round(high * costs.xquik_history_credits * costs.xquik_credit_usd, 6))
+    pages = conversations + (senders if conversations else 0)
+    usd = round(pages * costs.getxapi_page_usd, 6)
+    return ReadEstimate(conversations=conversations, pages=pages, results_low=0,
+                        results_high=0, credits_low=None, credits_high=None, usd_low=usd,
+                        usd_high=usd)
+
+
 def human_duration(seconds: float) -> str:
     """``93784`` -> ``"1d 2h 3m 4s"``; under a minute keeps seconds, longer drops zero parts."""
     whole = math.ceil(seconds)
@@ -279,6 +329,8 @@ async def build_report(
             settings, dms=totals.pending, media_uploads=totals.media_uploads, lookups=totals.lookups
         ),
         duration=estimate_duration(settings, senders),
+        reply_reads=estimate_reads(settings, conversations=totals.pending + states.get("sent", 0),
+                                   senders=len(settings.senders)),
         invalid_rows=tuple(
             InvalidRow(line=r.line, field=r.field, reason=r.reason, message=r.message)
             for r in invalid_rows
@@ -336,6 +388,7 @@ def format_report(report: PlanReport) -> str:
         ),
         f"estimated time  {duration.human}"
         + (f" (bound by {duration.bound_by})" if duration.bound_by else ""),
+        *([f"replies         {report.reply_reads.text()}"] if report.reply_reads else []),
     ]
     lines += _invalid_lines(report, file)
     lines += [f"note: {note}" for note in report.notes]

@@ -15,14 +15,17 @@ from typing import Final, Protocol, TextIO
 
 from bulkdm.checkpoint import Checkpoint
 from bulkdm.engine import Engine, FinishReason, RunReport, SenderState
-from bulkdm.errors import BulkdmError
+from bulkdm.errors import BulkdmError, CheckpointLockedError, ProviderError
 from bulkdm.ledger import AccountPool, ledger_spec, open_ledger, realm_for
+from bulkdm.naming import beside
+from bulkdm.optouts import campaign_realm
 from bulkdm.outbox import Outbox
 from bulkdm.planner import ensure_plan, planned_settings
 from bulkdm.progress import Progress, SenderView, Snapshot, make_progress, summary_text
 from bulkdm.providers import open_provider
 from bulkdm.providers.base import Provider, SenderAuth
 from bulkdm.ratelimit import WindowLimiter
+from bulkdm.replies import REPLIES_SUFFIX, replies_lock, sync_replies, write_replies_file
 from bulkdm.report import format_report
 from bulkdm.rows import UNBOUND
 from bulkdm.runlock import RunLock
@@ -31,7 +34,7 @@ from bulkdm.secrets import Secret, read_secret
 from bulkdm.settings import ProviderName, RunSettings, Settings
 from bulkdm.waits import time_left_s, wait_reason
 
-__all__ = ["ExitCode", "RunOptions", "run_campaign"]
+__all__ = ["ExitCode", "RunOptions", "campaign_provider", "run_campaign"]
 
 _SANDBOX_KEY: Final = "sandbox-key"
 _DISPLAY_PERIOD_S: Final = 0.25
@@ -123,6 +126,15 @@ async def _provider(
         yield settings, provider, auths, api_key
 
 
+def campaign_provider(
+    settings: Settings, environ: Mapping[str, str] | None = None
+) -> contextlib.AbstractAsyncContextManager[
+        tuple[Settings, Provider, dict[str, SenderAuth], Secret]]:
+    """The provider, sender auths and API key a campaign's runs use (``bulkdm replies``)."""
+    return _provider(settings, RunOptions(campaign=Path(), checkpoint=Path(), out=Path()),
+                     environ)
+
+
 @contextlib.asynccontextmanager
 async def _account_pool(
     settings: Settings, options: RunOptions, api_key: Secret, environ: Mapping[str, str] | None
@@ -181,6 +193,8 @@ async def _send_all(
     try:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(outbox.follow(done, stop))
+            tasks.create_task(_sync_replies_while_running(
+                options, settings, checkpoint, provider, auths, pool, done, stop, stream))
             counted = checkpoint if options.progress != "none" else None
             tasks.create_task(_show(engine, settings, counted, display, started_s, done))
             try:
@@ -209,6 +223,38 @@ async def _send_all(
         stream.write(f"note: {report.detail}\n")
     stream.flush()
     return _exit_code(report, final)
+
+
+async def _sync_replies_while_running(
+    options: RunOptions, settings: Settings, checkpoint: Checkpoint, provider: Provider,
+    auths: dict[str, SenderAuth], pool: AccountPool | None, done: asyncio.Event,
+    stop: asyncio.Event, stream: TextIO,
+) -> None:
+    """With ``[replies] sync_every``, read replies that often while the run goes on, and once
+    more when it ends (not when it was stopped): reads only, beside the engine's sends."""
+    every_s = settings.replies.sync_every_s
+    if every_s <= 0:
+        return
+    out = beside(options.campaign, REPLIES_SUFFIX)
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), timeout=every_s)
+        if stop.is_set():
+            return
+        try:
+            with replies_lock(checkpoint.path):
+                await sync_replies(checkpoint, settings, provider, auths,
+                                   ledger=None if pool is None else pool.ledger,
+                                   realm=campaign_realm(settings) if pool is None else pool.realm,
+                                   now_s=time.time)
+                await write_replies_file(checkpoint, out, campaign=settings.campaign.name)
+        except CheckpointLockedError:
+            pass  # `bulkdm replies` is reading them now
+        except ProviderError as exc:  # reading replies never stops the sends
+            stream.write(f"note: replies not read: {exc}\n")
+            return
+        if done.is_set():
+            return
 
 
 async def _run_with_grace(engine: Engine, run: RunSettings, stop: asyncio.Event) -> RunReport:

@@ -118,5 +118,24 @@ CREATE INDEX uploads_by_time ON uploads (at_s);
 #: of older checkpoints keep the sender their plan gave them (0: as pinned), as before.
 _V6_BOUND_BY_CLAIM: Final = "ALTER TABLE rows ADD COLUMN bound_by_claim INTEGER NOT NULL DEFAULT 0;"
 
-MIGRATIONS: Final = (_V1, _V2, _V3, _V4_ORIGINAL, _V5_UPLOADS, _V6_BOUND_BY_CLAIM)
+#: v7 (replies): each answer of a recipient to a sent row, once by its message id, numbered in
+#: the order it was recorded (``seq``: the replies file's order and cursor); and per sent row how
+#: far its conversation has been read whole (``until_at``: the newest message then seen), so a
+#: later sync stops there
+_V7_REPLIES: Final = """
+CREATE TABLE replies (
+    message_id TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL UNIQUE,
+    row_id INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    received_at TEXT,
+    opt_out INTEGER NOT NULL
+);
+CREATE INDEX replies_by_row ON replies (row_id);
+CREATE TABLE reply_reads (row_id INTEGER PRIMARY KEY, until_at TEXT NOT NULL);
+"""
+
+MIGRATIONS: Final = (
+    _V1, _V2, _V3, _V4_ORIGINAL, _V5_UPLOADS, _V6_BOUND_BY_CLAIM, _V7_REPLIES,
+)
 SCHEMA_VERSION: Final = len(MIGRATIONS)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
@@ -21,6 +22,7 @@ import orjson
 from bulkdm import keys
 from bulkdm.errors import ConfigError
 from bulkdm.naming import beside, campaign_stem
+from bulkdm.optout import DEFAULT_OPT_OUT
 from bulkdm.ratelimit import DEFAULT_LEAST_GUARD_S
 from bulkdm.rates import Rate, parse_duration_s, parse_rate
 from bulkdm.template import TemplateProblem, compile_template
@@ -148,6 +150,9 @@ class CostSettings:
     xquik_lookup_credits: int = 1
     getxapi_dm_usd: float = 0.002
     getxapi_lookup_usd: float = 0.001
+    #: reading replies: Xquik bills each message a history page returns, GetXAPI each page
+    xquik_history_credits: int = 1
+    getxapi_page_usd: float = 0.001
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -174,6 +179,14 @@ class AccountsSettings:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class RepliesSettings:
+    #: the opt-out rules (whole words or phrases, case-insensitive); see :mod:`bulkdm.optout`
+    opt_out: tuple[str, ...] = DEFAULT_OPT_OUT
+    #: ``bulkdm run`` reads replies this often while it waits (0: only ``bulkdm replies``)
+    sync_every_s: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Settings:
     """Everything a command needs, except secrets (read later, from the environment)."""
 
@@ -184,6 +197,7 @@ class Settings:
     costs: CostSettings = field(default_factory=CostSettings)
     run: RunSettings = field(default_factory=RunSettings)
     accounts: AccountsSettings = field(default_factory=AccountsSettings)
+    replies: RepliesSettings = field(default_factory=RepliesSettings)
     #: the TOML file these came from, if any
     source: Path | None = None
     #: values that are allowed but probably wrong (printed by the commands, never fatal)
@@ -199,7 +213,8 @@ class Settings:
 
 _T = TypeVar("_T")
 _ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_SECTIONS: Final = ("campaign", "provider", "senders", "retry", "costs", "run", "accounts")
+_SECTIONS: Final = ("campaign", "provider", "senders", "retry", "costs", "run", "accounts",
+                     "replies")
 _DELIMITER_NAMES: Final = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";"}
 #: where a value came from when a flag set it
 COMMAND_LINE: Final = "command line"
@@ -353,6 +368,7 @@ def load_settings(
         costs=_costs(_Table(data.get("costs", {}), "costs", where)),
         run=_run(_Table(data.get("run", {}), "run", where)),
         accounts=_accounts(_Table(data.get("accounts", {}), "accounts", where)),
+        replies=_replies(_Table(data.get("replies", {}), "replies", where)),
         source=source,
         warnings=_warnings(data, source),
     )
@@ -387,9 +403,12 @@ X_DAILY_DMS: Final = 500
 
 
 def _did_you_mean(key: str, known: Sequence[str]) -> str:
-    close = difflib.get_close_matches(key.rpartition(".")[2], known, n=1, cutoff=0.6)
+    name = key.rpartition(".")[2]
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
     if close:
-        return f"did you mean {close[0]!r}?"
+        # of the close ones, the one that starts most like it: "retries" is "retry", not "replies"
+        best = max(close, key=lambda c: len(os.path.commonprefix([c, name])))
+        return f"did you mean {best!r}?"
     return f"known keys: {', '.join(known)}"
 
 
@@ -546,6 +565,9 @@ def _costs(table: _Table) -> CostSettings:
         ),
         getxapi_dm_usd=table.number("getxapi_dm_price", defaults.getxapi_dm_usd),
         getxapi_lookup_usd=table.number("getxapi_lookup_price", defaults.getxapi_lookup_usd),
+        xquik_history_credits=table.integer(
+            "history_credits", defaults.xquik_history_credits, minimum=0),
+        getxapi_page_usd=table.number("getxapi_page_price", defaults.getxapi_page_usd),
     )
     table.done()
     return settings
@@ -579,6 +601,15 @@ def _accounts(table: _Table) -> AccountsSettings:
                                         "set PGPASSWORD, or the whole URL in BULKDM_LEDGER")
     table.done()
     return AccountsSettings(ledger=ledger)
+
+
+def _replies(table: _Table) -> RepliesSettings:
+    rules = (table.texts("opt_out", "a list of words or phrases") if table.has("opt_out")
+             else DEFAULT_OPT_OUT)
+    settings = RepliesSettings(opt_out=rules,
+                               sync_every_s=table.duration_s("sync_every", 0.0))
+    table.done()
+    return settings
 
 
 def settings_fingerprint(settings: Settings) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from bulkdm.checkpoint import Checkpoint, SenderRecord
 from bulkdm.progress import format_duration
@@ -32,6 +32,9 @@ class Status:
     failures_by_code: dict[str, int]
     skipped_by_reason: dict[str, int]
     senders: list[SenderStatus]
+    #: what ``bulkdm replies`` recorded: answers, rows answered, rows whose recipient opted out
+    #: in an answer, and the reply rate (rows answered / rows sent)
+    replies: dict[str, float | int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -63,7 +66,14 @@ async def read_status(checkpoint: Checkpoint) -> Status:
         campaign=meta.campaign if meta else "", provider=meta.provider if meta else "",
         counts=counts, failures_by_code=await checkpoint.failure_counts(),
         skipped_by_reason=await checkpoint.reason_counts(("skipped",)), senders=senders,
+        replies=await _replies(checkpoint, counts.get("sent", 0)),
     )
+
+
+async def _replies(checkpoint: Checkpoint, sent: int) -> dict[str, float | int]:
+    replies, answered, opted_out = await checkpoint.reply_counts()
+    return {"replies": replies, "answered": answered, "opted_out": opted_out,
+            "reply_rate": round(answered / sent, 4) if sent else 0.0}
 
 
 def status_text(status: Status) -> str:
@@ -76,6 +86,10 @@ def status_text(status: Status) -> str:
     if status.skipped_by_reason:
         lines.append("skipped by reason: " + ", ".join(
             f"{k} {v}" for k, v in sorted(status.skipped_by_reason.items())))
+    if status.replies.get("replies"):
+        r = status.replies
+        lines.append(f"replies: {r['replies']} from {r['answered']} recipients "
+                     f"(reply rate {r['reply_rate']:.1%}), {r['opted_out']} opted out")
     now_s = time.time()
     for sender in status.senders:
         when = ""

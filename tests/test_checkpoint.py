@@ -47,7 +47,7 @@ async def test_a_version_1_checkpoint_is_migrated_and_keeps_its_rows(tmp_path: P
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         names = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-        assert {"attempts_by_sender", "rows_state", "uploads_by_time"} <= names
+        assert {"attempts_by_sender", "rows_state", "uploads_by_time", "replies_by_row"} <= names
         assert "rows_todo" not in names
 
 

@@ -183,3 +183,30 @@ async def test_realms_and_keys_are_apart_and_no_key_is_stored(connect: Opener) -
     assert await ledger.subjects(realm=Realm.LIVE) == [ALICE]
     assert await ledger.subjects(realm=Realm.SANDBOX) == [sandbox_alice]
     assert await ledger.subjects(realm=Realm.LIVE, kind="key") == [key]
+
+
+async def test_opt_outs_are_shared_by_id_or_username_and_removed_with_a_reason(
+        connect: Opener) -> None:
+    planner, replies = await connect(), await connect()
+    await replies.add_opt_out(Realm.LIVE, user_id="42", username="@Stopper_A", reason="STOP",
+                              source="reply:c1:m1", now_s=NOW)
+    await replies.add_opt_out(Realm.LIVE, user_id=None, username="quiet", reason="asked",
+                              source="manual", now_s=NOW + 1)
+    # another connection (another process, another host) sees them, by either key
+    assert await planner.opted_out(Realm.LIVE, user_ids=["42", "7"],
+                                   usernames=["STOPPER_A", "Quiet", "other"]) == {
+        "id:42", "u:stopper_a", "u:quiet"}
+    assert await planner.opted_out(Realm.SANDBOX, user_ids=["42"], usernames=["quiet"]) == set()
+    listed = await planner.opt_outs(Realm.LIVE)
+    assert [(o.user_id, o.username, o.reason, o.source) for o in listed] == [
+        ("42", "stopper_a", "STOP", "reply:c1:m1"), (None, "quiet", "asked", "manual")]
+    # removing by the username lifts the id's entry too
+    assert await planner.remove_opt_out(Realm.LIVE, user_id=None, username="stopper_a",
+                                        reason="asked to be written again", now_s=NOW + 2) == 2
+    assert await replies.opted_out(Realm.LIVE, user_ids=["42"], usernames=["stopper_a"]) == set()
+    assert [o.username for o in await replies.opt_outs(Realm.LIVE)] == ["quiet"]
+    # opting out again after a removal holds again
+    await replies.add_opt_out(Realm.LIVE, user_id="42", username=None, reason="STOP",
+                              source="reply:c2:m9", now_s=NOW + 3)
+    assert await planner.opted_out(Realm.LIVE, user_ids=["42"], usernames=[]) == {"id:42"}
+    assert await planner.opted_out(Realm.LIVE, user_ids=[], usernames=[]) == set()

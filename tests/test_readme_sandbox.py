@@ -116,7 +116,8 @@ def test_the_readme_shows_the_sandbox_with_its_options() -> None:
     assert example in SANDBOX_COMMANDS
     # the synopsis, the example, and inline: the bare command and its --help
     assert len(SANDBOX_COMMANDS) == 4, SANDBOX_COMMANDS
-    assert len(SYNOPSES) == 6, SYNOPSES  # plan, run, status, export, accounts, sandbox
+    # plan, run, status, export, replies, accounts, optouts, sandbox
+    assert len(SYNOPSES) == 8, SYNOPSES
 
 
 @pytest.mark.parametrize("command", [c for c in SANDBOX_COMMANDS if "--help" not in c])

@@ -23,26 +23,32 @@ from urllib.parse import urlsplit
 from bulkdm.errors import ConfigError
 from bulkdm.ledger.base import (
     LEASE_S,
+    OPTED_OUT_MESSAGE,
     CampaignLimits,
     Grant,
     Health,
     Ledger,
+    OptOut,
     Realm,
     Rest,
     account_subject,
     effective_rates,
     key_subject,
+    opt_out_entries,
+    opted_out_entry,
 )
 from bulkdm.ledger.pool import AccountPool, Refusal, Ticket
 
 __all__ = [
     "ENV_VAR",
     "LEASE_S",
+    "OPTED_OUT_MESSAGE",
     "AccountPool",
     "CampaignLimits",
     "Grant",
     "Health",
     "Ledger",
+    "OptOut",
     "Realm",
     "Refusal",
     "Rest",
@@ -53,6 +59,8 @@ __all__ = [
     "key_subject",
     "ledger_spec",
     "open_ledger",
+    "opt_out_entries",
+    "opted_out_entry",
     "realm_for",
 ]
 

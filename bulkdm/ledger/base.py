@@ -31,17 +31,21 @@ from bulkdm.rates import Rate
 
 __all__ = [
     "LEASE_S",
+    "OPTED_OUT_MESSAGE",
     "REGISTRATION_TTL_S",
     "CampaignLimits",
     "Grant",
     "Health",
     "Ledger",
+    "OptOut",
     "Realm",
     "Rest",
     "account_subject",
     "effective_rates",
     "key_subject",
     "next_try_s",
+    "opt_out_entries",
+    "opted_out_entry",
     "rates_text",
     "room",
     "subject_name",
@@ -157,6 +161,34 @@ class CampaignLimits:
     updated_s: float
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OptOut:
+    """A recipient who asked not to be messaged again, in one realm: by user id, by lower-case
+    username, or both (either one matches a later row)."""
+
+    user_id: str | None
+    username: str | None
+    reason: str
+    #: where it came from: ``manual`` or ``reply:<campaign>:<message id>``
+    source: str
+    at_s: float
+
+
+#: the message of a row skipped because its recipient opted out (reason ``opted_out``)
+OPTED_OUT_MESSAGE: Final = "the recipient opted out (a reply, or bulkdm optouts --add)"
+
+
+def opted_out_entry(user_id: str | None, username: str | None, found: set[str]) -> bool:
+    """Whether a recipient is among ``found`` (the entries :meth:`Ledger.opted_out` gave)."""
+    return any(entry in found for entry in opt_out_entries(user_id, username))
+
+
+def opt_out_entries(user_id: str | None, username: str | None) -> list[str]:
+    """The keys an opt-out is stored under: ``id:<user id>`` and ``u:<lower-case username>``."""
+    name = (username or "").strip().removeprefix("@").lower()
+    return [*([f"id:{user_id}"] if user_id else []), *([f"u:{name}"] if name else [])]
+
+
 class Ledger(Protocol):
     """Shared budgets of accounts and API keys. Every method is one transaction; ``now_s`` is
     wall-clock time (``time.time()``), passed in so that tests drive it."""
@@ -198,6 +230,21 @@ class Ledger(Protocol):
 
     async def subjects(self, *, realm: Realm, kind: str = "account") -> list[str]:
         """Every subject of ``kind`` the ledger knows in ``realm``, sorted."""
+
+    async def add_opt_out(self, realm: Realm, *, user_id: str | None, username: str | None,
+                          reason: str, source: str, now_s: float) -> None:
+        """Record that a recipient opted out (again, after a removal: the newest reason wins)."""
+
+    async def remove_opt_out(self, realm: Realm, *, user_id: str | None, username: str | None,
+                             reason: str, now_s: float) -> int:
+        """Lift the opt-outs matching the user id or the username, keeping why; how many."""
+
+    async def opted_out(self, realm: Realm, *, user_ids: Sequence[str],
+                        usernames: Sequence[str]) -> set[str]:
+        """Of these recipients, the entries (``id:…``, ``u:…`` lower case) that opted out."""
+
+    async def opt_outs(self, realm: Realm) -> list[OptOut]:
+        """Every standing opt-out of ``realm``, oldest first."""
 
     async def close(self) -> None:
         """Close the connection (reservations stay)."""

@@ -23,10 +23,12 @@ from bulkdm.ledger.base import (
     CampaignLimits,
     Grant,
     Health,
+    OptOut,
     Realm,
     Rest,
     effective_rates,
     next_try_s,
+    opt_out_entries,
     rates_text,
     room,
     window_s,
@@ -58,7 +60,20 @@ CREATE TABLE IF NOT EXISTS bulkdm_health (
     subject TEXT PRIMARY KEY, state TEXT NOT NULL, reason TEXT NOT NULL,
     at_s DOUBLE PRECISION NOT NULL
 );
+CREATE TABLE IF NOT EXISTS bulkdm_opt_outs (
+    realm TEXT NOT NULL, entry TEXT NOT NULL, user_id TEXT, username TEXT, reason TEXT NOT NULL,
+    source TEXT NOT NULL, at_s DOUBLE PRECISION NOT NULL, removed_s DOUBLE PRECISION,
+    removed_reason TEXT, PRIMARY KEY (realm, entry)
+);
 """
+_ADD_OPT_OUT: Final = (
+    "INSERT INTO bulkdm_opt_outs (realm, entry, user_id, username, reason, source, at_s) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (realm, entry) DO UPDATE SET "
+    "user_id = COALESCE(excluded.user_id, bulkdm_opt_outs.user_id), "
+    "username = COALESCE(excluded.username, bulkdm_opt_outs.username), "
+    "reason = excluded.reason, source = excluded.source, at_s = excluded.at_s, "
+    "removed_s = NULL, removed_reason = NULL"
+)
 _SET_REST: Final = (
     "INSERT INTO bulkdm_rests VALUES ($1, $2, $3, $4) ON CONFLICT (subject) DO UPDATE SET "
     "until_s = excluded.until_s, reason = excluded.reason, at_s = excluded.at_s "
@@ -182,6 +197,41 @@ class PostgresLedger:
         if not rows:
             return None
         return Health(subject=subject, state=rows[0][0], reason=rows[0][1], at_s=rows[0][2])
+
+    async def add_opt_out(self, realm: Realm, *, user_id: str | None, username: str | None,
+                          reason: str, source: str, now_s: float) -> None:
+        name = (username or "").strip().removeprefix("@").lower() or None
+        try:
+            async with self._pool.acquire() as conn:
+                await conn.executemany(_ADD_OPT_OUT, [
+                    (realm.value, entry, user_id or None, name, reason, source, now_s)
+                    for entry in opt_out_entries(user_id, username)])
+        except asyncpg.PostgresError as exc:
+            raise LedgerError(f"{self.location}: the account ledger failed: {exc}") from exc
+
+    async def remove_opt_out(self, realm: Realm, *, user_id: str | None, username: str | None,
+                             reason: str, now_s: float) -> int:
+        name = (username or "").strip().removeprefix("@").lower() or None
+        rows = await self._fetch(
+            "UPDATE bulkdm_opt_outs SET removed_s = $1, removed_reason = $2 WHERE realm = $3 "
+            "AND removed_s IS NULL AND (user_id = $4 OR username = $5) RETURNING entry",
+            now_s, reason, realm.value, user_id or None, name)
+        return len(rows)
+
+    async def opted_out(self, realm: Realm, *, user_ids: Sequence[str],
+                        usernames: Sequence[str]) -> set[str]:
+        entries = [f"id:{u}" for u in user_ids] + [f"u:{n.lower()}" for n in usernames]
+        rows = await self._fetch("SELECT entry FROM bulkdm_opt_outs WHERE realm = $1 AND "
+                                 "removed_s IS NULL AND entry = ANY($2)", realm.value, entries)
+        return {r[0] for r in rows}
+
+    async def opt_outs(self, realm: Realm) -> list[OptOut]:
+        rows = await self._fetch(
+            "SELECT DISTINCT user_id, username, reason, source, at_s FROM bulkdm_opt_outs "
+            "WHERE realm = $1 AND removed_s IS NULL ORDER BY at_s, user_id, username",
+            realm.value)
+        return [OptOut(user_id=r[0], username=r[1], reason=r[2], source=r[3], at_s=r[4])
+                for r in rows]
 
     async def subjects(self, *, realm: Realm, kind: str = "account") -> list[str]:
         rows = await self._fetch(

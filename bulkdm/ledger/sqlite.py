@@ -24,10 +24,12 @@ from bulkdm.ledger.base import (
     CampaignLimits,
     Grant,
     Health,
+    OptOut,
     Realm,
     Rest,
     effective_rates,
     next_try_s,
+    opt_out_entries,
     rates_text,
     room,
     window_s,
@@ -59,6 +61,12 @@ CREATE TABLE IF NOT EXISTS rests (
 );
 CREATE TABLE IF NOT EXISTS health (
     subject TEXT PRIMARY KEY, state TEXT NOT NULL, reason TEXT NOT NULL, at_s REAL NOT NULL
+);
+-- one line per key of an opt-out (id:<user id>, u:<username>); a removal keeps the line and why
+CREATE TABLE IF NOT EXISTS opt_outs (
+    realm TEXT NOT NULL, entry TEXT NOT NULL, user_id TEXT, username TEXT, reason TEXT NOT NULL,
+    source TEXT NOT NULL, at_s REAL NOT NULL, removed_s REAL, removed_reason TEXT,
+    PRIMARY KEY (realm, entry)
 );
 """
 #: sends in a window ending now: this holder's in the window, others' in it widened by a margin
@@ -154,6 +162,37 @@ class SqliteLedger:
             return None
         return Health(subject=subject, state=rows[0][0], reason=rows[0][1], at_s=rows[0][2])
 
+    async def add_opt_out(self, realm: Realm, *, user_id: str | None, username: str | None,
+                          reason: str, source: str, now_s: float) -> None:
+        name = (username or "").strip().removeprefix("@").lower() or None
+        await self._call(_write, _ADD_OPT_OUT, [
+            (realm.value, entry, user_id or None, name, reason, source, now_s)
+            for entry in opt_out_entries(user_id, username)])
+
+    async def remove_opt_out(self, realm: Realm, *, user_id: str | None, username: str | None,
+                             reason: str, now_s: float) -> int:
+        name = (username or "").strip().removeprefix("@").lower() or None
+        return await self._call(_in_transaction, _remove_opt_out, realm.value, user_id or None,
+                                name, reason, now_s)
+
+    async def opted_out(self, realm: Realm, *, user_ids: Sequence[str],
+                        usernames: Sequence[str]) -> set[str]:
+        entries = [f"id:{u}" for u in user_ids] + [f"u:{n.lower()}" for n in usernames]
+        found: set[str] = set()
+        for start in range(0, len(entries), 500):  # under SQLite's bound parameter limit
+            chunk = entries[start:start + 500]
+            marks = ", ".join("?" * len(chunk))
+            rows = await self._call(_fetch, "SELECT entry FROM opt_outs WHERE realm = ? AND "
+                                    f"removed_s IS NULL AND entry IN ({marks})",
+                                    (realm.value, *chunk))
+            found.update(r[0] for r in rows)
+        return found
+
+    async def opt_outs(self, realm: Realm) -> list[OptOut]:
+        rows = await self._call(_fetch, _OPT_OUTS, (realm.value,))
+        return [OptOut(user_id=r[0], username=r[1], reason=r[2], source=r[3], at_s=r[4])
+                for r in rows]
+
     async def subjects(self, *, realm: Realm, kind: str = "account") -> list[str]:
         prefix = f"{realm.value}:{kind}:"
         sql = ("SELECT subject FROM limits UNION SELECT subject FROM rests "
@@ -166,6 +205,27 @@ _SET_REST: Final = (
     "until_s = excluded.until_s, reason = excluded.reason, at_s = excluded.at_s "
     "WHERE excluded.until_s > rests.until_s OR rests.until_s <= excluded.at_s"
 )
+
+
+_ADD_OPT_OUT: Final = (
+    "INSERT INTO opt_outs (realm, entry, user_id, username, reason, source, at_s) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (realm, entry) DO UPDATE SET "
+    "user_id = COALESCE(excluded.user_id, user_id), username = COALESCE(excluded.username, "
+    "username), reason = excluded.reason, source = excluded.source, at_s = excluded.at_s, "
+    "removed_s = NULL, removed_reason = NULL"
+)
+_OPT_OUTS: Final = (
+    "SELECT DISTINCT user_id, username, reason, source, at_s FROM opt_outs "
+    "WHERE realm = ? AND removed_s IS NULL ORDER BY at_s, user_id, username"
+)
+
+
+def _remove_opt_out(db: sqlite3.Connection, realm: str, user_id: str | None,
+                    username: str | None, reason: str, now_s: float) -> int:
+    cursor = db.execute("UPDATE opt_outs SET removed_s = ?, removed_reason = ? WHERE realm = ? "
+                        "AND removed_s IS NULL AND (user_id = ? OR username = ?)",
+                        (now_s, reason, realm, user_id, username))
+    return cursor.rowcount
 
 
 def _prepare(db: sqlite3.Connection, now_s: float) -> None:

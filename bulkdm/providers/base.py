@@ -10,7 +10,7 @@ from typing import Protocol
 from bulkdm.outcomes import Outcome, Reconciliation
 from bulkdm.secrets import Secret
 
-__all__ = ["DmRequest", "Provider", "SenderAuth"]
+__all__ = ["DmRequest", "HistoryMessage", "HistoryPage", "Provider", "SenderAuth"]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -30,6 +30,28 @@ class DmRequest:
     media_id: str | None = None
     #: called with the wall-clock time the request's body reached the socket
     on_sent: Callable[[float], None] | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class HistoryMessage:
+    """One message of a conversation as the provider's history gives it."""
+
+    message_id: str
+    sender_id: str
+    text: str
+    #: ISO 8601 UTC, normalized; None when the provider gave none readable
+    created_at: str | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class HistoryPage:
+    """One page of a one-to-one conversation, newest first; ``cursor`` reads the next (older)
+    page, None on the last. ``pages`` counts the requests it took (GetXAPI finds the sender's
+    own id with ``dm/list`` once), for the read cost."""
+
+    messages: tuple[HistoryMessage, ...]
+    cursor: str | None
+    pages: int = 1
 
 
 class Provider(Protocol):
@@ -55,6 +77,12 @@ class Provider(Protocol):
 
     async def upload_media(self, path: Path, sender: SenderAuth, idempotency_key: str) -> Outcome:
         """Upload a file for a DM; ``DONE`` with the media id in ``value``."""
+        ...
+
+    async def history_page(self, sender: SenderAuth, recipient_id: str,
+                           cursor: str | None) -> HistoryPage | Outcome:
+        """One page (newest first) of ``sender``'s conversation with ``recipient_id``, or why
+        it cannot be read (a read: through the API key's read budget)."""
         ...
 
     async def aclose(self) -> None: ...

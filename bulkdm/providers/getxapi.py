@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Final
 
 from bulkdm.outcomes import Action, Outcome, Reconciliation
-from bulkdm.providers.base import DmRequest, SenderAuth
+from bulkdm.providers.base import DmRequest, HistoryPage, SenderAuth
 from bulkdm.providers.classify import classify_getxapi
 from bulkdm.providers.http import (
     Answer,
     HttpClient,
     JsonObject,
     bool_field,
+    history_messages,
     object_field,
     parse_iso,
     redact,
@@ -156,6 +157,31 @@ class GetXapiProvider:
                 message=f"the text was not in the newest {MAX_CONVERSATION_PAGES} pages",
             ),
         )
+
+    async def history_page(self, sender: SenderAuth, recipient_id: str,
+                           cursor: str | None) -> HistoryPage | Outcome:
+        """``POST /twitter/dm/conversation`` (the conversation id from ``dm/list``'s
+        ``userId``, asked once per sender); $0.001 a page."""
+        token = sender.auth_token
+        if token is None:
+            return _no_token(sender)
+        known = sender.account in self._own_ids
+        own_id = await self._own_id(sender.account, token)
+        if isinstance(own_id, Outcome):
+            return self._scrub(own_id, token)
+        body: dict[str, object] = {"auth_token": token.reveal(),
+                                   "conversation_id": conversation_id(own_id, recipient_id)}
+        if cursor:
+            body["cursor"] = cursor
+        page = _page(await self._post("/twitter/dm/conversation", body, write=False))
+        if isinstance(page, Outcome):
+            return self._scrub(page, token)
+        following = text_field(page, "next_cursor")
+        messages = page.get("messages")
+        return HistoryPage(messages=history_messages(messages if isinstance(messages, list)
+                                                     else []),
+                           cursor=following if bool_field(page, "has_more") else None,
+                           pages=1 if known else 2)
 
     async def _own_id(self, account: str, token: Secret) -> str | Outcome:
         """The sender's own X user id: ``userId`` of ``dm/list``, asked once per sender."""

@@ -29,6 +29,7 @@ import aiohttp
 import orjson
 
 from bulkdm.outcomes import Action, Outcome, Reconciliation
+from bulkdm.providers.base import HistoryMessage
 from bulkdm.providers.readbudget import ReadBudget
 from bulkdm.rates import Rate
 from bulkdm.secrets import MASK
@@ -40,6 +41,7 @@ __all__ = [
     "HttpClient",
     "JsonObject",
     "bool_field",
+    "history_messages",
     "number_field",
     "object_field",
     "parse_iso",
@@ -324,6 +326,22 @@ def redact(text: str, *secrets: str) -> str:
         if secret:
             text = text.replace(secret, MASK)
     return text
+
+
+def history_messages(messages: list[object]) -> tuple[HistoryMessage, ...]:
+    """A history page's messages as values; an item without an id or a sender is left out."""
+    found = []
+    for item in messages:
+        if not isinstance(item, dict):
+            continue
+        message_id, sender_id = text_field(item, "id"), text_field(item, "senderId")
+        if message_id is None or sender_id is None:
+            continue
+        text = item.get("text")
+        found.append(HistoryMessage(message_id=message_id, sender_id=sender_id,
+                                    text=text if isinstance(text, str) else "",
+                                    created_at=normalize_iso(text_field(item, "createdAt"))))
+    return tuple(found)
 
 
 def search_messages(

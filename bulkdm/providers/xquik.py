@@ -20,13 +20,14 @@ from urllib.parse import quote, urljoin
 import aiohttp
 
 from bulkdm.outcomes import Action, Outcome, Reconciliation
-from bulkdm.providers.base import DmRequest, SenderAuth
+from bulkdm.providers.base import DmRequest, HistoryPage, SenderAuth
 from bulkdm.providers.classify import classify_xquik
 from bulkdm.providers.http import (
     Answer,
     HttpClient,
     JsonObject,
     bool_field,
+    history_messages,
     number_field,
     object_field,
     parse_iso,
@@ -300,6 +301,24 @@ class XquikProvider:
                 message=f"the text was not in the newest {MAX_HISTORY_PAGES} pages of history",
             ),
         )
+
+    async def history_page(self, sender: SenderAuth, recipient_id: str,
+                           cursor: str | None) -> HistoryPage | Outcome:
+        """``GET /x/dm/{userId}/history`` (1 credit per message returned)."""
+        url = f"{self._base}/x/dm/{quote(recipient_id, safe='')}/history"
+        params = {"account": sender.account.removeprefix("@"), **({"cursor": cursor} if cursor
+                                                                   else {})}
+        answer = await self._http.request("GET", url, headers=self._headers(), params=params,
+                                          write=False)
+        if isinstance(answer, Outcome):
+            return answer
+        body = answer.json_object()
+        messages = None if body is None else body.get("messages")
+        if answer.status != 200 or not isinstance(messages, list):
+            return self._scrub(self._read_failure(answer, body))
+        following = text_field(body, "next_cursor") or None
+        return HistoryPage(messages=history_messages(messages),
+                           cursor=following if bool_field(body, "has_next_page") else None)
 
     async def aclose(self) -> None:
         await self._http.aclose()

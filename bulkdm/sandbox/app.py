@@ -58,6 +58,11 @@ class Sandbox:
         return self._state.ledger.deliveries
 
     @property
+    def replies(self) -> list[Delivery]:
+        """Every answer a recipient wrote back (see :mod:`bulkdm.sandbox.people`), in order."""
+        return self._state.ledger.replies
+
+    @property
     def directory(self) -> Directory:
         """The sandbox's users: ``directory.register("alice")`` gives alice's id."""
         return self._state.directory

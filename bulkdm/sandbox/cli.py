@@ -75,6 +75,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--read-rate", type=_rate, action="append", default=[], help="reads per key, e.g. 300/1s")
     add("--credits", type=int, default=None, help="Xquik credit balance (default unlimited)")
     add("--api-key", action="append", default=None, help="accept only these API keys")
+    add("--reply-after", type=_milliseconds, default=200.0,
+        help="reply_*, stopper_* and polite_* recipients answer this long after a DM (200ms)")
+    add("--history-page-size", type=int, default=20,
+        help="messages per history page, both providers (default 20)")
 
 
 def build_config(args: argparse.Namespace) -> SandboxConfig:
@@ -98,6 +102,8 @@ def build_config(args: argparse.Namespace) -> SandboxConfig:
         read_rates=tuple(args.read_rate),
         credits=args.credits,
         valid_api_keys=None if args.api_key is None else frozenset(args.api_key),
+        reply_after_ms=args.reply_after,
+        history_page_size=max(1, args.history_page_size),
     )
 
 

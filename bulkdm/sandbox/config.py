@@ -66,3 +66,8 @@ class SandboxConfig:
     read_rates: tuple[Rate, ...] = ()
     credits: int | None = None
     valid_api_keys: frozenset[str] | None = None
+    #: ``reply_*``, ``stopper_*`` and ``polite_*`` recipients answer this long after a DM
+    #: (see :mod:`bulkdm.sandbox.people`)
+    reply_after_ms: float = 200
+    #: messages per history page (Xquik history, GetXAPI dm/list and dm/conversation)
+    history_page_size: int = 20

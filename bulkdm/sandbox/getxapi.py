@@ -174,7 +174,8 @@ class GetXapiRoutes:
         if isinstance(reader, web.Response):
             return reader
         body, user_id = reader
-        page = _page(self._state.ledger.involving(user_id), body)
+        page = _page(self._state.ledger.involving(user_id), body,
+                     self._state.config.history_page_size)
         if page is None:
             return _error(400, "Invalid cursor")
         messages = [_list_message(entry) for entry in page.entries]
@@ -197,7 +198,8 @@ class GetXapiRoutes:
         pair = _conversation_pair(body.get("conversation_id"), user_id)
         if isinstance(pair, web.Response):
             return pair
-        page = _page(self._state.ledger.conversation(*pair), body)
+        page = _page(self._state.ledger.conversation(*pair), body,
+                     self._state.config.history_page_size)
         if page is None:
             return _error(400, "Invalid cursor")
         messages = [_conversation_message(entry) for entry in page.entries]
@@ -287,9 +289,10 @@ class GetXapiRoutes:
         )
 
 
-def _page(entries: Any, body: dict[str, Any]) -> Page | None:
+def _page(entries: Any, body: dict[str, Any], most: int = PAGE_SIZE) -> Page | None:
     count = body.get("count")
-    size = count if isinstance(count, int) and 0 < count < PAGE_SIZE else PAGE_SIZE
+    most = min(most, PAGE_SIZE)
+    size = count if isinstance(count, int) and 0 < count < most else most
     cursor = body.get("cursor")
     return page_newest_first(entries, cursor if isinstance(cursor, str) else None, size)
 

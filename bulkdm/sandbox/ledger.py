@@ -47,6 +47,8 @@ class Ledger:
 
     def __init__(self) -> None:
         self.deliveries: list[Delivery] = []
+        #: recipients' answers: in the conversations, never among ``deliveries``
+        self.replies: list[Delivery] = []
         self._by_pair: defaultdict[tuple[str, str], list[Entry]] = defaultdict(list)
         self._by_user: defaultdict[str, list[Entry]] = defaultdict(list)
 
@@ -58,6 +60,14 @@ class Ledger:
         if delivery.recipient_id != sender_id:
             self._by_user[delivery.recipient_id].append(entry)
 
+    def record_reply(self, reply: Delivery, *, sender_id: str) -> None:
+        """An answer from a recipient (``sender_id``) to the account ``reply.recipient_id``."""
+        entry = Entry(delivery=reply, sender_id=sender_id)
+        self.replies.append(reply)
+        self._by_pair[pair_key(sender_id, reply.recipient_id)].append(entry)
+        self._by_user[sender_id].append(entry)
+        self._by_user[reply.recipient_id].append(entry)
+
     def conversation(self, user_a: str, user_b: str) -> Sequence[Entry]:
         return self._by_pair.get(pair_key(user_a, user_b), ())
 
@@ -67,6 +77,7 @@ class Ledger:
     def clear(self) -> None:
         # cleared in place: callers may hold a reference to ``deliveries``
         self.deliveries.clear()
+        self.replies.clear()
         self._by_pair.clear()
         self._by_user.clear()
 

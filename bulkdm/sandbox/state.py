@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -12,6 +13,7 @@ from bulkdm.sandbox.faults import FaultDice
 from bulkdm.sandbox.ids import IdSource
 from bulkdm.sandbox.ledger import Delivery, Ledger
 from bulkdm.sandbox.limits import Credits, SlidingWindows
+from bulkdm.sandbox.people import answers_of
 
 __all__ = ["SandboxState"]
 
@@ -95,4 +97,26 @@ class SandboxState:
         )
         self.ledger.record(delivery, sender_id=self.directory.sender_id(sender))
         self.directory.count_delivery(sender)
+        answers = answers_of(self.directory.username_for(recipient_id))
+        if answers:
+            self._answer_later(delivery, answers)
         return delivery
+
+    def _answer_later(self, delivery: Delivery, answers: tuple[str, ...]) -> None:
+        """The recipient writes back ``reply_after_ms`` after the DM (one message a moment)."""
+        sender_id = self.directory.sender_id(delivery.sender)
+
+        def answer() -> None:
+            for text in answers:
+                reply = Delivery(provider=delivery.provider, sender=delivery.recipient_id,
+                                 recipient_id=sender_id, text=text, media_id=None,
+                                 message_id=self.ids.snowflake(), idempotency_key=None,
+                                 at_s=time.time())
+                self.ledger.record_reply(reply, sender_id=delivery.recipient_id)
+
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # delivered outside a server (a unit test of the state): at once
+            answer()
+            return
+        loop.call_later(self.config.reply_after_ms / 1000, answer)

@@ -351,7 +351,8 @@ class XquikRoutes:
         state = self._state
         account_id = state.directory.sender_id(request.query["account"])
         entries = state.ledger.conversation(account_id, request.match_info["userId"])
-        page = page_newest_first(entries, request.query.get("cursor"), HISTORY_PAGE_SIZE)
+        page = page_newest_first(entries, request.query.get("cursor"),
+                                 min(HISTORY_PAGE_SIZE, state.config.history_page_size))
         if page is None:
             return errors.error(400, "invalid_input", "Unknown cursor.", request_id)
         body = {

@@ -1,0 +1,106 @@
+"""``bulkdm replies CAMPAIGN|CHECKPOINT``: read the answers to a campaign's DMs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import orjson
+
+from bulkdm.errors import CheckpointError
+from bulkdm.naming import beside, checkpoint_of
+from bulkdm.settings import Settings, load_settings
+
+if TYPE_CHECKING:  # imported when the command runs: `bulkdm --help` stays light
+    from bulkdm.checkpoint import Checkpoint, PlanMeta
+
+__all__ = ["add_arguments", "replies"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("target", type=Path, metavar="CAMPAIGN|CHECKPOINT",
+                        help="a campaign file (its checkpoint is NAME.bulkdm.sqlite) or a checkpoint")
+    parser.add_argument("--config", type=Path, metavar="FILE",
+                        help="settings file (default: the one the campaign was planned with)")
+    parser.add_argument("--out", type=Path, metavar="FILE",
+                        help="the replies file (default: NAME.replies.jsonl beside the campaign)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="read nothing: say how many conversations a sync reads and its cost")
+    parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
+
+
+async def replies(args: argparse.Namespace) -> int:
+    from bulkdm.checkpoint import Checkpoint
+
+    path = checkpoint_of(args.target)
+    if not await asyncio.to_thread(path.is_file):
+        raise CheckpointError(f"{path}: no checkpoint here; plan or run the campaign first")
+    checkpoint = await Checkpoint.open(path)
+    try:
+        meta = await checkpoint.plan_meta()
+        if meta is None:
+            raise CheckpointError(f"{path} holds no plan yet; run `bulkdm plan` first")
+        settings = _settings(meta, args.config)
+        if args.dry_run:
+            return await _dry_run(checkpoint, settings, args.json)
+        return await _sync(checkpoint, settings, meta, args)
+    finally:
+        await checkpoint.close()
+
+
+def _settings(meta: PlanMeta, config: Path | None) -> Settings:
+    configured = config or (Path(meta.settings_path) if meta.settings_path else None)
+    return load_settings(Path(meta.campaign_path), config_path=configured)
+
+
+async def _dry_run(checkpoint: Checkpoint, settings: Settings, as_json: bool) -> int:
+    from bulkdm.report import estimate_reads
+
+    conversations, senders = 0, set[str | None]()
+    after_id = 0
+    while rows := await checkpoint.sent_rows(after_id=after_id, limit=2000):
+        after_id = rows[-1].id
+        conversations += len(rows)
+        senders.update(r.sender for r in rows)
+    estimate = estimate_reads(settings, conversations=conversations, senders=len(senders))
+    print(orjson.dumps(estimate.to_dict()).decode() if as_json else estimate.text())
+    return 0
+
+
+async def _sync(checkpoint: Checkpoint, settings: Settings, meta: PlanMeta,
+                args: argparse.Namespace) -> int:
+    from bulkdm.optouts import campaign_realm, open_store
+    from bulkdm.replies import REPLIES_SUFFIX, replies_lock, sync_replies, write_replies_file
+    from bulkdm.runner import campaign_provider
+
+    out = args.out or beside(Path(meta.campaign_path), REPLIES_SUFFIX)
+    with replies_lock(checkpoint.path):
+        ledger = await open_store(settings)
+        try:
+            async with campaign_provider(settings) as (used, provider, auths, _key):
+                report = await sync_replies(checkpoint, used, provider, auths, ledger=ledger,
+                                            realm=campaign_realm(used), now_s=time.time)
+        finally:
+            if ledger is not None:
+                await ledger.close()
+        added = await write_replies_file(checkpoint, out, campaign=meta.campaign)
+    credits, usd = report.cost(settings)
+    result = {"conversations": report.conversations, "pages": report.pages,
+              "results": report.results, "new_replies": report.new_replies,
+              "new_opt_outs": report.opt_outs, "unread": report.unread, "credits": credits,
+              "usd": usd, "replies_file": str(out), "written": added}
+    if args.json:
+        print(orjson.dumps(result).decode())
+    else:
+        cost = f"{credits} credits (${usd:.4f})" if credits is not None else f"${usd:.4f}"
+        print(f"read {report.conversations} conversations ({report.pages} pages, {cost}): "
+              f"{report.new_replies} new replies, {report.opt_outs} new opt-outs; "
+              f"{added} written to {out}")
+        if report.unread:
+            print("not read (run again later): " + ", ".join(
+                f"{code} {n}" for code, n in sorted(report.unread.items())), file=sys.stderr)
+    return 0

@@ -1,0 +1,248 @@
+"""Reading the answers to sent DMs: each recipient's reply recorded once, opt-outs shared.
+
+For every sent row, the conversation of its sender with its recipient is read newest first,
+page by page, until it reaches the DM (its message id; or a message older than the DM, less the
+clock skew), or what an earlier sync already read whole (``reply_reads``). Each message the
+recipient wrote after the DM is recorded in the checkpoint once, by its message id. An answer
+that matches the opt-out rules (:mod:`bulkdm.optout`) is written to the shared ledger's opt-out
+store **before** the checkpoint records it, so a sync killed at any point loses no opt-out: the
+next sync reads that conversation again (its read mark is written with its replies, in one
+transaction) and records what is missing; what it recorded before is left as it is.
+
+Reads cost money: Xquik bills a credit per message its history returns, GetXAPI $0.001 per
+page (plus one ``dm/list`` page per sender); every read takes the API key's read budget, and a
+``Retry-After`` is waited out (up to :data:`MAX_WAIT_S` a time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from bulkdm import checkpoint as cp
+from bulkdm.checkpoint import Checkpoint, HandoffCursor
+from bulkdm.errors import ProviderError
+from bulkdm.handoff import HandoffLog, encode_jsonl, reply_record, write_atomic
+from bulkdm.ledger import Ledger, Realm
+from bulkdm.optout import OptOutRules
+from bulkdm.outcomes import Action, Outcome
+from bulkdm.providers.base import HistoryMessage, HistoryPage, Provider, SenderAuth
+from bulkdm.rows import RowRecord
+from bulkdm.runlock import RunLock
+from bulkdm.settings import ProviderName, Settings
+from bulkdm.timestamps import parse_iso
+
+__all__ = ["MAX_PAGES", "MAX_WAIT_S", "REPLIES_SUFFIX", "SyncReport", "replies_lock",
+           "reply_records", "sync_replies", "write_replies_file"]
+
+#: the replies file beside the campaign: one ``dm_reply`` handoff record per answer, once
+REPLIES_SUFFIX = ".replies.jsonl"
+
+#: pages read of one conversation before it is left for the next sync
+MAX_PAGES = 50
+#: the longest Retry-After waited out; a longer one ends the sync (run it again later)
+MAX_WAIT_S = 60.0
+#: tries of one page when the provider says try again
+_TRIES = 5
+_ROWS_PAGE = 200
+
+
+@dataclass(kw_only=True, slots=True)
+class SyncReport:
+    """What one sync read and recorded."""
+
+    conversations: int = 0
+    pages: int = 0
+    #: messages the history returned (Xquik bills each)
+    results: int = 0
+    new_replies: int = 0
+    opt_outs: int = 0
+    #: conversations that could not be read, by reason code
+    unread: dict[str, int] = field(default_factory=dict)
+
+    def cost(self, settings: Settings) -> tuple[int | None, float]:
+        """(credits, dollars) of the reads."""
+        costs = settings.costs
+        if settings.provider.name is ProviderName.XQUIK:
+            credits = self.results * costs.xquik_history_credits
+            return credits, round(credits * costs.xquik_credit_usd, 6)
+        return None, round(self.pages * costs.getxapi_page_usd, 6)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Conversation:
+    answers: tuple[HistoryMessage, ...]
+    #: the newest message seen, when the read reached the DM (None: read again next time)
+    read_until: str | None
+    problem: str | None = None
+
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+async def sync_replies(
+    checkpoint: Checkpoint, settings: Settings, provider: Provider,
+    auths: Mapping[str, SenderAuth], *, ledger: Ledger | None, realm: Realm,
+    sleep: Sleep = asyncio.sleep, now_s: Callable[[], float],
+) -> SyncReport:
+    """Read the conversation of every sent row; record new answers; share opt-outs.
+
+    :raises ProviderError: the provider refuses every read (a bad key, no credits).
+    """
+    report = SyncReport()
+    rules = OptOutRules(settings.replies.opt_out)
+    after_id = 0
+    while rows := await checkpoint.sent_rows(after_id=after_id, limit=_ROWS_PAGE):
+        after_id = rows[-1].id
+        reads = await checkpoint.reply_reads([r.id for r in rows])
+        for row in rows:
+            auth = auths.get(row.sender or "")
+            if auth is None:
+                report.unread["sender_not_configured"] = \
+                    report.unread.get("sender_not_configured", 0) + 1
+                continue
+            found = await _read(provider, auth, row, reads.get(row.id), settings, report, sleep)
+            await _record(checkpoint, row, found, rules, ledger, realm, settings, report, now_s)
+    return report
+
+
+async def _record(checkpoint: Checkpoint, row: RowRecord, found: _Conversation,
+                  rules: OptOutRules, ledger: Ledger | None, realm: Realm, settings: Settings,
+                  report: SyncReport, now_s: Callable[[], float]) -> None:
+    report.conversations += 1
+    if found.problem is not None:
+        report.unread[found.problem] = report.unread.get(found.problem, 0) + 1
+    writes = []
+    for answer in found.answers:
+        opt_out = rules.matches(answer.text)
+        if opt_out and ledger is not None:
+            # the ledger first: a sync killed after it records the reply on its next pass
+            await ledger.add_opt_out(realm, user_id=row.recipient_id,
+                                     username=row.recipient_username,
+                                     reason=f"replied {answer.text[:200]!r}",
+                                     source=f"reply:{settings.campaign.name}:{answer.message_id}",
+                                     now_s=now_s())
+        writes.append(cp.record_reply(message_id=answer.message_id, row_id=row.id,
+                                      text=answer.text, received_at=answer.created_at,
+                                      opt_out=opt_out))
+    if found.read_until is not None:
+        writes.append(cp.read_replies_until(row_id=row.id, until_at=found.read_until))
+    if writes:
+        before = await checkpoint.reply_counts()
+        await checkpoint.submit(writes)
+        await checkpoint.flush()
+        after = await checkpoint.reply_counts()
+        report.new_replies += after[0] - before[0]
+        report.opt_outs += after[2] - before[2]
+
+
+async def _read(provider: Provider, auth: SenderAuth, row: RowRecord, read_until: str | None,
+                settings: Settings, report: SyncReport, sleep: Sleep) -> _Conversation:
+    """The recipient's messages after the DM, newest first, reading no further than needed."""
+    dm_at = parse_iso(row.sent_at)
+    floor = None if dm_at is None else dm_at - timedelta(seconds=settings.retry.clock_skew_s)
+    known = parse_iso(read_until)
+    answers: list[HistoryMessage] = []
+    newest: str | None = None
+    cursor: str | None = None
+    for _ in range(MAX_PAGES):
+        page = await _page(provider, auth, row, cursor, report, sleep)
+        if isinstance(page, Outcome):
+            return _Conversation(answers=tuple(answers), read_until=None,
+                                 problem=page.code or page.action.value)
+        for message in page.messages:
+            newest = newest or message.created_at
+            if _reached(message, row, floor, known):
+                return _Conversation(answers=tuple(answers), read_until=newest or read_until)
+            if message.sender_id == row.recipient_id:
+                answers.append(message)
+        if page.cursor is None:  # the start of the conversation
+            return _Conversation(answers=tuple(answers), read_until=newest or read_until)
+        cursor = page.cursor
+    return _Conversation(answers=tuple(answers), read_until=None, problem="history_too_long")
+
+
+def _reached(message: HistoryMessage, row: RowRecord, floor: datetime | None,
+             known: datetime | None) -> bool:
+    """The DM itself, a message before it, or one an earlier sync read already."""
+    if message.message_id == row.message_id:
+        return True
+    created = parse_iso(message.created_at)
+    if created is None:
+        return False
+    return (floor is not None and created < floor) or (known is not None and created < known)
+
+
+async def _page(provider: Provider, auth: SenderAuth, row: RowRecord, cursor: str | None,
+                report: SyncReport, sleep: Sleep) -> HistoryPage | Outcome:
+    outcome: Outcome | None = None
+    for _ in range(_TRIES):
+        page = await provider.history_page(auth, row.recipient_id or "", cursor)
+        if isinstance(page, HistoryPage):
+            report.pages += page.pages
+            report.results += len(page.messages)
+            return page
+        outcome = page
+        if page.action is Action.STOP_RUN:
+            raise ProviderError(f"reading replies: {page.message or page.code}")
+        if page.action not in (Action.RETRY, Action.REST_SENDER):
+            return page
+        wait_s = page.retry_after_s if page.retry_after_s is not None else 1.0
+        if wait_s > MAX_WAIT_S:
+            return page
+        await sleep(wait_s)
+    assert outcome is not None
+    return outcome
+
+
+def replies_lock(checkpoint_path: Path) -> RunLock:
+    """One reader of a campaign's replies at a time (``replies``, or a run's ``sync_every``):
+    two would append the same replies to the file. Held beside the checkpoint's own lock, so a
+    sync may read while a run sends."""
+    return RunLock(checkpoint_path.with_name(checkpoint_path.name + ".replies"))
+
+
+async def reply_records(checkpoint: Checkpoint, *, campaign: str, after_seq: int = 0,
+                        limit: int = 1000) -> list[tuple[int, dict[str, object]]]:
+    """(seq, ``dm_reply`` record) of the replies recorded after ``after_seq``."""
+    return [(r.seq, reply_record(r, campaign=campaign))
+            for r in await checkpoint.replies_after(after_seq, limit=limit)]
+
+
+async def write_replies_file(checkpoint: Checkpoint, path: Path, *, campaign: str) -> int:
+    """Append the replies not yet in ``path`` (its cursor in the checkpoint), each once; a
+    file that no longer continues from the cursor is rebuilt whole. How many were added."""
+    cursor = await checkpoint.replies_cursor()
+    log = await asyncio.to_thread(HandoffLog.open, path, cursor.offset)
+    if log is None:  # deleted or edited: rebuilt from the checkpoint, all at once
+        everything = await _all_records(checkpoint, campaign)
+        await asyncio.to_thread(write_atomic, path, [encode_jsonl(r for _, r in everything)])
+        cursor = HandoffCursor(seq=everything[-1][0] if everything else 0,
+                               offset=(await asyncio.to_thread(path.stat)).st_size,
+                               path=str(path))
+        await checkpoint.submit(cp.set_replies_cursor(cursor))
+        await checkpoint.flush()
+        return len(everything)
+    added = 0
+    try:
+        while batch := await reply_records(checkpoint, campaign=campaign, after_seq=cursor.seq):
+            offset = await asyncio.to_thread(log.append, [r for _, r in batch])
+            cursor = HandoffCursor(seq=batch[-1][0], offset=offset, path=str(path))
+            await checkpoint.submit(cp.set_replies_cursor(cursor))
+            await checkpoint.flush()
+            added += len(batch)
+    finally:
+        log.close()
+    return added
+
+
+async def _all_records(checkpoint: Checkpoint,
+                       campaign: str) -> list[tuple[int, dict[str, object]]]:
+    found: list[tuple[int, dict[str, object]]] = []
+    while batch := await reply_records(checkpoint, campaign=campaign,
+                                       after_seq=found[-1][0] if found else 0):
+        found += batch
+    return found

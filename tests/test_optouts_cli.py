@@ -1,0 +1,50 @@
+"""``bulkdm optouts`` and the plan: opt-outs in the shared ledger skip rows of later plans; the
+export is a suppression file the planner reads. The real CLI, a real ledger file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bulkdm.planner import load_suppression
+from tests.clikit import bulkdm, handoff_lines, write_campaign
+
+LOOPBACK = "http://127.0.0.1:9"  # never called: plan reads no provider; the sandbox realm
+ROWS: list[dict[str, object]] = [
+    {"recipient_username": "Stopper_Ann", "first_name": "Ann"},
+    {"recipient_id": "4242", "first_name": "Bo"},
+    {"recipient_username": "carl", "first_name": "Carl"},
+]
+
+
+async def test_an_opt_out_added_by_hand_skips_the_row_at_plan_time(tmp_path: Path) -> None:
+    added = await bulkdm("optouts", "--sandbox", "--add", "@stopper_ann", "--reason", "asked")
+    assert added.code == 0, added.stderr
+    assert (await bulkdm("optouts", "--sandbox", "--add", "4242", "--reason", "STOP")).code == 0
+    no_reason = await bulkdm("optouts", "--sandbox", "--add", "carl")
+    assert no_reason.code == 1 and "--reason" in no_reason.stderr
+    campaign = write_campaign(tmp_path, ROWS, url=LOOPBACK)
+    planned = await bulkdm("plan", str(campaign), "--json")
+    assert planned.code == 0, planned.stderr
+    assert '"opted_out":2' in planned.stdout.replace(" ", "")
+    out = tmp_path / "skipped.jsonl"
+    exported = await bulkdm("export", str(campaign), "--out", str(out))
+    assert exported.code == 0, exported.stderr
+    states = {r["line"]: (r["send_status"], r["error"]["code"])  # type: ignore[index]
+              for r in handoff_lines(out)}
+    assert states == {1: ("skipped", "opted_out"), 2: ("skipped", "opted_out")}
+
+
+async def test_export_writes_a_suppression_file_and_remove_lifts_it(tmp_path: Path) -> None:
+    for who in ("@Dana", "99"):
+        assert (await bulkdm("optouts", "--add", who, "--reason", "STOP")).code == 0
+    out = tmp_path / "optouts.txt"
+    assert (await bulkdm("optouts", "--export", str(out))).code == 0
+    suppression = load_suppression([out])
+    assert suppression.usernames == {"dana"} and suppression.user_ids == {"99"}
+    lifted = await bulkdm("optouts", "--remove", "dana", "--reason", "wrote to us again")
+    assert lifted.code == 0 and "lifted 1" in lifted.stdout
+    assert (await bulkdm("optouts", "--remove", "dana", "--reason", "again")).code == 1
+    listed = await bulkdm("optouts", "--json")
+    assert '"username":"dana"' not in listed.stdout and '"user_id":"99"' in listed.stdout
+    # the live realm's opt-outs are not the sandbox's
+    assert '"opt_outs":[]' in (await bulkdm("optouts", "--sandbox", "--json")).stdout

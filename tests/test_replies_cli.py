@@ -1,0 +1,210 @@
+"""``bulkdm replies`` end to end: the real CLI in a subprocess, the sandbox's answering people
+(``reply_*``, ``stopper_*``, ``polite_*``) over 127.0.0.1 with two messages a history page, a
+real checkpoint and a real ledger file, both providers."""
+
+from __future__ import annotations
+
+import csv
+import io
+import signal
+from dataclasses import replace
+from pathlib import Path
+
+import orjson
+import pytest
+
+from bulkdm.rates import Rate
+from bulkdm.replies import replies_lock
+from bulkdm.sandbox import Faults, Sandbox, SandboxConfig, running_sandbox
+from tests.clikit import bulkdm, env_for, handoff_lines, kill_when, start, wait_for, write_campaign
+
+PEOPLE: list[dict[str, object]] = [
+    {"recipient_username": "reply_ann", "first_name": "Ann", "external_id": "00017"},
+    {"recipient_username": "stopper_bob", "first_name": "Bob", "external_id": "c-2"},
+    {"recipient_username": "polite_cy", "first_name": "Cy", "external_id": "c-3"},
+    {"recipient_username": "quiet_dan", "first_name": "Dan", "external_id": "c-4"},
+]
+#: reply_ann writes three messages, the others one each; quiet_dan none
+ANSWERS = 5
+SMALL_PAGES = SandboxConfig(history_page_size=2, reply_after_ms=50)
+
+
+def _url(sb: Sandbox, provider: str) -> str:
+    return sb.xquik_url if provider == "xquik" else sb.getxapi_url
+
+
+async def _sent_and_answered(sb: Sandbox, folder: Path, provider: str) -> Path:
+    campaign = write_campaign(folder, PEOPLE, url=_url(sb, provider), provider=provider)
+    done = await bulkdm("run", str(campaign), "--progress", "none")
+    assert done.code == 0, done.stdout + done.stderr
+    await wait_for(lambda: len(sb.replies) >= ANSWERS)
+    return campaign
+
+
+@pytest.mark.parametrize("provider", ["xquik", "getxapi"])
+async def test_replies_are_recorded_once_and_stop_skips_the_person_in_a_later_campaign(
+        tmp_path: Path, provider: str) -> None:
+    async with running_sandbox(SMALL_PAGES) as sb:
+        first = tmp_path / "a"
+        first.mkdir()
+        campaign = await _sent_and_answered(sb, first, provider)
+        estimate = await bulkdm("replies", str(campaign), "--dry-run", "--json")
+        assert estimate.code == 0, estimate.stderr
+        assert orjson.loads(estimate.stdout)["conversations"] == 4
+        synced = [await bulkdm("replies", str(campaign), "--json") for _ in range(3)]
+        later = tmp_path / "b"
+        later.mkdir()
+        second = write_campaign(later, PEOPLE, url=_url(sb, provider), provider=provider)
+        planned = await bulkdm("plan", str(second), "--json")
+    assert [s.code for s in synced] == [0, 0, 0], synced[0].stderr
+    results = [orjson.loads(s.stdout) for s in synced]
+    assert [r["new_replies"] for r in results] == [ANSWERS, 0, 0]
+    assert results[0]["new_opt_outs"] == 2  # STOP, and the polite answer ("stop" is a word)
+    assert results[0]["pages"] > 4  # reply_ann's conversation spans pages
+    records = handoff_lines(first / "camp.replies.jsonl")
+    assert len(records) == ANSWERS and len({r["message_id"] for r in records}) == ANSWERS
+    by_user: dict[object, list[dict[str, object]]] = {}
+    for record in records:
+        by_user.setdefault(record["username"], []).append(record)
+    assert {u: len(r) for u, r in by_user.items()} == {"reply_ann": 3, "stopper_bob": 1,
+                                                       "polite_cy": 1}
+    bob = by_user["stopper_bob"][0]
+    assert (bob["record_type"], bob["text"], bob["opt_out"], bob["line"]) == (
+        "dm_reply", "STOP", True, 2)
+    assert by_user["reply_ann"][0]["external_id"] == "00017"
+    assert not any(r["opt_out"] for r in by_user["reply_ann"])
+    assert all(isinstance(r["message_id"], str) and r["received_at"] for r in records)
+    # campaign B, planned afterwards, skips both who opted out; no manual step
+    report = orjson.loads(planned.stdout)
+    assert planned.code == 0 and report["rows"]["skipped"] == 2, planned.stdout
+    assert report["skipped_by_reason"] == {"opted_out": 2}
+
+
+@pytest.mark.parametrize("provider", ["xquik", "getxapi"])
+async def test_a_sync_killed_midway_records_every_reply_once_on_the_next(
+        tmp_path: Path, provider: str) -> None:
+    slow = SandboxConfig(history_page_size=1, reply_after_ms=20)
+    async with running_sandbox(slow) as sb:
+        campaign = await _sent_and_answered(sb, tmp_path, provider)
+        reads_before = len(sb.replies)
+        # slow reads: the kill lands after the first reply is recorded, before the last
+        sb.reconfigure(replace(slow, faults=Faults(latency_ms=150)))
+        killed = await kill_when(await start("replies", str(campaign), env=env_for()),
+                                 lambda: _answers_recorded(tmp_path) >= 1, timeout_s=60)
+        assert killed.code == -signal.SIGKILL
+        assert 1 <= _answers_recorded(tmp_path) < ANSWERS
+        again = await bulkdm("replies", str(campaign), "--json")
+        once_more = await bulkdm("replies", str(campaign), "--json")
+        assert len(sb.replies) == reads_before
+    assert again.code == 0, again.stderr
+    assert orjson.loads(once_more.stdout)["new_replies"] == 0
+    records = handoff_lines(tmp_path / "camp.replies.jsonl")
+    assert sorted(str(r["username"]) for r in records) == [
+        "polite_cy", "reply_ann", "reply_ann", "reply_ann", "stopper_bob"]
+    assert len({r["message_id"] for r in records}) == ANSWERS
+
+
+def _answers_recorded(folder: Path) -> int:
+    import sqlite3
+
+    path = folder / "camp.bulkdm.sqlite"
+    try:
+        with sqlite3.connect(path, timeout=1) as db:
+            return int(db.execute("SELECT COUNT(*) FROM replies").fetchone()[0])
+    except sqlite3.Error:
+        return 0
+
+
+async def test_the_csv_of_replies_loads_with_ids_as_text_and_status_counts_them(
+        tmp_path: Path) -> None:
+    async with running_sandbox(SMALL_PAGES) as sb:
+        campaign = await _sent_and_answered(sb, tmp_path, "xquik")
+        assert (await bulkdm("replies", str(campaign))).code == 0
+    out = tmp_path / "replies.csv"
+    exported = await bulkdm("export", str(campaign), "--format", "csv", "--records", "replies",
+                            "--out", str(out))
+    assert exported.code == 0, exported.stderr
+    rows = list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8"), newline="")))
+    assert len(rows) == ANSWERS
+    ann = [r for r in rows if r["username"] == "reply_ann"]
+    assert ann[0]["external_id"] == "00017"  # as written, not a number
+    assert all(r["message_id"].isdigit() and len(r["message_id"]) > 15 for r in rows)
+    assert {r["opt_out"] for r in rows} == {"true", "false"}
+    assert {r["record_type"] for r in rows} == {"dm_reply"}
+    status = await bulkdm("status", str(campaign), "--json")
+    replies = orjson.loads(status.stdout)["replies"]
+    assert replies == {"replies": ANSWERS, "answered": 3, "opted_out": 2, "reply_rate": 0.75}
+
+
+async def test_a_stop_read_in_campaign_a_skips_the_person_in_running_campaign_c(
+        tmp_path: Path) -> None:
+    a, c = tmp_path / "a", tmp_path / "c"
+    a.mkdir()
+    c.mkdir()
+    stopper = [{"recipient_username": "stopper_zoe", "first_name": "Zoe"}]
+    many = [{"recipient_username": f"fan_{i}", "first_name": "F"} for i in range(24)]
+    async with running_sandbox(SMALL_PAGES) as sb:
+        first = write_campaign(a, stopper, url=sb.xquik_url)
+        assert (await bulkdm("run", str(first), "--progress", "none")).code == 0
+        await wait_for(lambda: len(sb.replies) >= 1)
+        # campaign C: 24 fans then stopper_zoe, at 4 DMs a second (about 6 s)
+        running = await start("run", str(write_campaign(c, [*many, *stopper], url=sb.xquik_url,
+                                                         sender_rate="4/1s")),
+                              "--progress", "none")
+        await wait_for(lambda: len(sb.ledger) >= 3)
+        synced = await bulkdm("replies", str(first), "--json")
+        done = await running.wait()
+        zoe = [d for d in sb.ledger if d.recipient_id == sb.directory.register("stopper_zoe")]
+    assert synced.code == 0 and orjson.loads(synced.stdout)["new_opt_outs"] == 1, synced.stdout
+    assert done == 0
+    assert len(zoe) == 1  # campaign A's DM only
+    records = {r["recipient_username"]: r for r in handoff_lines(c / "camp.handoff.jsonl")}
+    assert records["stopper_zoe"]["send_status"] == "skipped"
+    assert records["stopper_zoe"]["error"]["code"] == "opted_out"  # type: ignore[index]
+
+
+@pytest.mark.parametrize("provider", ["xquik", "getxapi"])
+async def test_reads_refused_with_retry_after_are_waited_out_and_read_again(
+        tmp_path: Path, provider: str) -> None:
+    async with running_sandbox(SMALL_PAGES) as sb:
+        campaign = await _sent_and_answered(sb, tmp_path, provider)
+        # the provider allows 3 reads a second: more than that get a 429 with Retry-After
+        sb.reconfigure(replace(SMALL_PAGES, read_rates=(Rate(count=3, period_s=1.0),)))
+        synced = await bulkdm("replies", str(campaign), "--json")
+    assert synced.code == 0, synced.stderr
+    result = orjson.loads(synced.stdout)
+    assert (result["new_replies"], result["unread"]) == (ANSWERS, {})
+    assert len(handoff_lines(tmp_path / "camp.replies.jsonl")) == ANSWERS
+
+
+async def test_run_reads_replies_while_it_sends_with_sync_every(tmp_path: Path) -> None:
+    quiet = [{"recipient_username": f"quiet_{i}", "first_name": "Q"} for i in range(6)]
+    async with running_sandbox(SandboxConfig(reply_after_ms=10)) as sb:
+        campaign = write_campaign(tmp_path, [*PEOPLE, *quiet], url=sb.xquik_url,
+                                  sender_rate="5/1s", extra='\n[replies]\nsync_every = "100ms"\n')
+        done = await bulkdm("run", str(campaign), "--progress", "none")
+        answered = len(sb.replies)
+    assert done.code == 0, done.stdout + done.stderr
+    assert answered == ANSWERS
+    records = handoff_lines(tmp_path / "camp.replies.jsonl")
+    assert sorted(str(r["username"]) for r in records) == [
+        "polite_cy", "reply_ann", "reply_ann", "reply_ann", "stopper_bob"]
+
+
+async def test_one_reader_of_replies_at_a_time(tmp_path: Path) -> None:
+    async with running_sandbox(SMALL_PAGES) as sb:
+        campaign = await _sent_and_answered(sb, tmp_path, "xquik")
+        with replies_lock(tmp_path / "camp.bulkdm.sqlite"):
+            refused = await bulkdm("replies", str(campaign))
+        after = await bulkdm("replies", str(campaign), "--json")
+    assert refused.code == 1 and "in use" in refused.stderr, refused.stderr
+    assert not (tmp_path / "camp.replies.jsonl").exists() or after.code == 0
+    assert orjson.loads(after.stdout)["new_replies"] == ANSWERS
+
+
+def test_the_sandbox_command_sets_when_people_answer_and_the_page_size() -> None:
+    from bulkdm.sandbox.cli import build_config, parse_args
+
+    config = build_config(parse_args(["--reply-after", "1s", "--history-page-size", "2"]))
+    assert (config.reply_after_ms, config.history_page_size) == (1000.0, 2)
+    assert build_config(parse_args([])).history_page_size == 20

@@ -1,0 +1,59 @@
+"""The checkpoint's replies (schema v6): a v5 checkpoint gains the tables and keeps its rows;
+an answer is recorded once by its message id, numbered in the order it was recorded."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from bulkdm import checkpoint as cp
+from bulkdm.checkpoint import Checkpoint
+from bulkdm.schema import MIGRATIONS, SCHEMA_VERSION
+
+
+def _v5(path: Path) -> None:
+    with sqlite3.connect(path) as db:
+        db.executescript("".join(MIGRATIONS[:5]) + "PRAGMA user_version = 5;")
+        db.execute("INSERT INTO rows (line, state, recipient_id, message_id, sender, sent_at) "
+                   "VALUES (1, 'sent', '42', 'm-1', 'alice', '2026-11-30T06:00:00.000Z')")
+
+
+async def test_a_version_5_checkpoint_gains_the_reply_tables_and_keeps_its_rows(
+        tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    _v5(path)
+    checkpoint = await Checkpoint.open(path)
+    try:
+        assert SCHEMA_VERSION == 7
+        assert [r.message_id for r in await checkpoint.sent_rows(after_id=0, limit=10)] == ["m-1"]
+        assert await checkpoint.reply_counts() == (0, 0, 0)
+    finally:
+        await checkpoint.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert {"replies", "reply_reads"} <= tables
+
+
+async def test_an_answer_is_recorded_once_and_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    _v5(path)
+    checkpoint = await Checkpoint.open(path)
+    try:
+        row_id = (await checkpoint.sent_rows(after_id=0, limit=1))[0].id
+        for _ in range(3):  # three syncs read the same two answers
+            await checkpoint.submit([
+                cp.record_reply(message_id="r-2", row_id=row_id, text="hi",
+                                received_at="2026-11-30T06:00:01.000Z", opt_out=False),
+                cp.record_reply(message_id="r-3", row_id=row_id, text="STOP",
+                                received_at="2026-11-30T06:00:02.000Z", opt_out=True),
+                cp.read_replies_until(row_id=row_id, until_at="2026-11-30T06:00:02.000Z")])
+            await checkpoint.flush()
+        replies = await checkpoint.replies_after(0, limit=10)
+        assert [(r.seq, r.message_id, r.opt_out) for r in replies] == [
+            (1, "r-2", False), (2, "r-3", True)]
+        assert replies[0].row.recipient_id == "42"
+        assert await checkpoint.reply_counts() == (2, 1, 1)
+        assert await checkpoint.reply_reads([row_id]) == {row_id: "2026-11-30T06:00:02.000Z"}
+    finally:
+        await checkpoint.close()
