@@ -38,8 +38,8 @@ _PAGE: Final = 256
 _RESOLVE_CONCURRENCY: Final = 8
 #: codes that say "not performed, the key's budget is spent": not the row's fault
 _THROTTLE_CODES: Final = frozenset({"rate_limit_exceeded", "x_rate_limited", "http_429"})
-#: a sender resting longer than this ends its part of the run (the rows wait for a resume)
-_MAX_REST_WAIT_S: Final = 3600.0
+#: a wait for a slot longer than this is one sleep (stop ends it), not a poll every second
+_LONG_WAIT_S: Final = 60.0
 
 
 class FinishReason(StrEnum):
@@ -155,6 +155,10 @@ class Engine:
         self._tasks: set[asyncio.Task[None]] = set()
         self._task_errors: list[BaseException] = []
         self._halt: str | None = None
+        #: a sender resting longer than this ends its part of the run (the rows wait for a
+        #: resume); ``--until-done`` waits however long it takes
+        self._patience_s = (float("inf") if settings.run.until_done
+                            else settings.run.max_rest_wait_s)
         # a replay under the same key (Xquik) is safe at once; a lookup (GetXAPI) waits for
         # anything the provider may still deliver
         self._settle_after_s = (settings.retry.settle_after_s
@@ -334,7 +338,7 @@ class Engine:
     async def _wait_until(self, due_s: float, sender: _Sender) -> bool:
         """Sleep until ``due_s`` unless stopped; False ends this sender's part of the run."""
         wait_s = due_s - self._clock()
-        if wait_s > _MAX_REST_WAIT_S:
+        if wait_s > self._patience_s:
             sender.state = SenderState.RESTING
             return False
         if wait_s > 0:
@@ -410,9 +414,10 @@ class Engine:
         for the account and the key, against every campaign's sends; when the ledger has no room
         the slot is given back and taken again once it may have."""
         while True:
+            await self._sleep_through_long_wait(sender)
             at_s = await self._gate.acquire(sender.limiter, self._key, stop=self._stop,
                                             slot=self._slots,
-                                            deadline_s=self._clock() + _MAX_REST_WAIT_S)
+                                            deadline_s=self._clock() + self._patience_s)
             if at_s is None or self._pool is None:
                 return at_s
             answer = await self._pool.ticket(sender.account)
@@ -425,16 +430,27 @@ class Engine:
             if not await self._wait_for_pool(sender, answer):
                 return None
 
+    async def _sleep_through_long_wait(self, sender: _Sender) -> None:
+        """A wait within the run's patience but longer than a minute (a daily cap, a rest, with
+        ``--until-done``) is one sleep to its end; the gate then looks again."""
+        now = self._clock()
+        wait_s = max(sender.limiter.next_allowed_s(now), self._key.next_allowed_s(now)) - now
+        if _LONG_WAIT_S < wait_s <= self._patience_s:
+            await self._sleep(wait_s)
+
     async def _wait_for_pool(self, sender: _Sender, refusal: Refusal) -> bool:
         """Wait (a second at most before asking again: others may release) for the ledger's
         next slot; False when that is past the run's patience or a stop came."""
         now = self._clock()
-        if refusal.next_s - now > _MAX_REST_WAIT_S:
+        if refusal.next_s - now > self._patience_s:
             sender.note = f"{refusal.reason} (all campaigns): next slot at {_iso(refusal.next_s)}"
             return False
         if refusal.reason.startswith("resting"):
             sender.limiter.rest_until(refusal.next_s)
-        await self._sleep(min(refusal.next_s - now, 1.0))
+        wait_s = refusal.next_s - now
+        # a long wait (a daily cap of all campaigns) is one sleep; a short one asks again in a
+        # second, as another campaign may release its reservation
+        await self._sleep(wait_s if wait_s > _LONG_WAIT_S else min(wait_s, 1.0))
         return not self._stop.is_set()
 
     # -- a send and what follows ---------------------------------------------------------------
@@ -778,7 +794,7 @@ class Engine:
             after_id = rows[-1].id
             for row in rows:
                 wait_s = (await self._cp.due_s(row.id) or 0.0) - self._clock()
-                if wait_s > _MAX_REST_WAIT_S:
+                if wait_s > self._patience_s:
                     continue  # settled by a later run
                 await self._sleep(wait_s)
                 if self._stop.is_set():

@@ -28,7 +28,7 @@ from bulkdm.runlock import RunLock
 from bulkdm.sandbox import SandboxConfig, running_sandbox
 from bulkdm.secrets import Secret, read_secret
 from bulkdm.settings import ProviderName, RunSettings, Settings
-from bulkdm.waits import time_left_s, wait_reason
+from bulkdm.waits import next_send_at_s, time_left_s, wait_reason
 
 __all__ = ["ExitCode", "RunOptions", "run_campaign"]
 
@@ -200,14 +200,24 @@ async def _send_all(
     # a write failed while in-flight sends outlived the grace: still a storage stop, not a pause
     checkpoint.raise_if_failed()
     failures = await checkpoint.failure_counts()
+    again_s = await _run_again_at_s(engine, checkpoint) \
+        if report.finish_reason is FinishReason.PAUSED else None
     stream.write(summary_text(final, finish_reason=report.finish_reason.value,
-                              failures_by_code=failures,
+                              failures_by_code=failures, run_again_at_s=again_s,
                               resume_command=None if report.finish_reason is FinishReason.COMPLETED
                               else _resume_command(options)) + "\n")
     if report.detail:
         stream.write(f"note: {report.detail}\n")
     stream.flush()
     return _exit_code(report, final)
+
+
+async def _run_again_at_s(engine: Engine, checkpoint: Checkpoint) -> float | None:
+    """When a paused run's first send could leave: its senders' windows and rests, the key's,
+    and when their rows are due (an out sender sends nothing until it is fixed)."""
+    senders = [(s.limiter, await checkpoint.next_due_s(s.account))
+               for s in engine.senders if s.usable]
+    return next_send_at_s(senders, engine.api_key_limiter, time.time())
 
 
 async def _run_with_grace(engine: Engine, run: RunSettings, stop: asyncio.Event) -> RunReport:

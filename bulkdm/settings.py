@@ -163,6 +163,10 @@ class RunSettings:
     #: send and the moment the provider does; a window of P seconds gets 2 % of P (up to 1 s)
     #: when that is more
     rate_guard_s: float = DEFAULT_LEAST_GUARD_S
+    #: a sender whose next send is further away than this ends its part of the run ("paused");
+    #: ``until_done`` waits however long it takes instead (``bulkdm run --until-done``)
+    max_rest_wait_s: float = 3600.0
+    until_done: bool = False
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -565,6 +569,8 @@ def _run(table: _Table) -> RunSettings:
         stop_grace_s=table.duration_s("stop_grace", defaults.stop_grace_s),
         progress_interval_s=table.duration_s("progress_interval", defaults.progress_interval_s),
         rate_guard_s=table.duration_s("rate_guard", defaults.rate_guard_s),
+        max_rest_wait_s=table.duration_s("max_rest_wait", defaults.max_rest_wait_s),
+        until_done=table.take("until_done", bool, defaults.until_done, "true or false"),
     )
     table.done()
     return settings

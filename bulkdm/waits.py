@@ -10,7 +10,7 @@ waiting for a full window adds that wait, instead of the ETA shrinking with a bu
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -19,7 +19,9 @@ from bulkdm.ratelimit import WindowLimiter
 from bulkdm.report import estimate_duration
 from bulkdm.settings import Settings
 
-__all__ = ["SHOWN_WAIT_S", "WaitReason", "clock_time", "time_left_s", "wait_reason"]
+__all__ = [
+    "SHOWN_WAIT_S", "WaitReason", "clock_time", "next_send_at_s", "time_left_s", "wait_reason",
+]
 
 #: a shorter wait is just the pace of sending: not worth a note
 SHOWN_WAIT_S: Final = 1.0
@@ -85,3 +87,14 @@ def time_left_s(
     estimate = estimate_duration(settings, left)
     per_sender = [first_wait_s[a] + estimate.per_sender_s.get(a, 0.0) for a in left]
     return max(max(per_sender), api_key_wait_s + estimate.api_key_s)
+
+
+def next_send_at_s(
+    senders: Iterable[tuple[WindowLimiter, float | None]], api_key: WindowLimiter, now_s: float
+) -> float | None:
+    """When the first of ``senders`` can send again: each is its limiter and when its next row
+    is due (``None``: no row left); ``None`` when no sender has a row left."""
+    key_s = api_key.next_allowed_s(now_s)
+    times = [max(limiter.next_allowed_s(now_s), key_s, due_s)
+             for limiter, due_s in senders if due_s is not None]
+    return min(times, default=None)
