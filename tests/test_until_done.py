@@ -36,7 +36,7 @@ async def _run_until_waiting(*args: str) -> tuple[asyncio.subprocess.Process, st
     """Start ``bulkdm run ...``; return it once a plain progress line says it waits for the cap."""
     process = await start("run", *args, "--progress", "plain")
     assert process.stdout is not None
-    seen = []
+    seen: list[str] = []
     while not _UNTIL.search(line := (await asyncio.wait_for(process.stdout.readline(), 30)).decode()):
         assert line, "".join(seen)  # it ended without waiting
         seen.append(line)
