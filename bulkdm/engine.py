@@ -40,6 +40,9 @@ _RESOLVE_CONCURRENCY: Final = 8
 _THROTTLE_CODES: Final = frozenset({"rate_limit_exceeded", "x_rate_limited", "http_429"})
 #: a wait for a slot longer than this is one sleep (stop ends it), not a poll every second
 _LONG_WAIT_S: Final = 60.0
+#: a slot this close to its send window's end is not taken: the request must leave inside it
+_WINDOW_MARGIN_S: Final = 1.0
+_OUTSIDE_WINDOW: Final = "outside its send window"
 
 
 class FinishReason(StrEnum):
@@ -418,6 +421,8 @@ class Engine:
             at_s = await self._gate.acquire(sender.limiter, self._key, stop=self._stop,
                                             slot=self._slots,
                                             deadline_s=self._clock() + self._patience_s)
+            if at_s is not None and self._outside_window(sender, at_s):
+                continue
             if at_s is None or self._pool is None:
                 return at_s
             answer = await self._pool.ticket(sender.account)
@@ -429,6 +434,23 @@ class Engine:
             self._slots.release()
             if not await self._wait_for_pool(sender, answer):
                 return None
+
+    def _outside_window(self, sender: _Sender, at_s: float) -> bool:
+        """True when the sender's send window is closed at ``at_s`` (or closes within a second,
+        before the request could leave): the slot is given back and the sender rests until
+        the window opens."""
+        window = self._settings.send_window_of(sender.account)
+        if window is None or window.is_open(at_s) and window.is_open(at_s + _WINDOW_MARGIN_S):
+            if sender.note is not None and sender.note.startswith(_OUTSIDE_WINDOW):
+                sender.note = None
+            return False
+        sender.limiter.forget(at_s)
+        self._key.forget(at_s)
+        self._slots.release()
+        opens_s = window.opens_s(at_s + _WINDOW_MARGIN_S)
+        sender.limiter.rest_until(opens_s)
+        sender.note = f"{_OUTSIDE_WINDOW} ({window.describe()}) until {_iso(opens_s)}"
+        return True
 
     async def _sleep_through_long_wait(self, sender: _Sender) -> None:
         """A wait within the run's patience but longer than a minute (a daily cap, a rest, with

@@ -6,6 +6,7 @@ Estimates are pure functions of counts and settings, so they are tested without 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Final
 
 import orjson
 
+from bulkdm.policies import windowed_duration_s
 from bulkdm.rates import Rate
 from bulkdm.settings import ProviderName, Settings
 
@@ -32,6 +34,7 @@ __all__ = [
     "format_report",
     "human_duration",
     "send_time_s",
+    "sender_time_s",
 ]
 
 #: reasons a valid row is skipped rather than sent; every other reason marks an invalid row
@@ -129,10 +132,19 @@ def send_time_s(count: int, windows: Sequence[Rate]) -> float:
     return max(spaced_s, windowed_s)
 
 
-def estimate_duration(settings: Settings, pending_by_sender: Mapping[str, int]) -> DurationEstimate:
-    """The slowest sender, or the API key's budget shared by all senders if that is slower."""
+def estimate_duration(
+    settings: Settings, pending_by_sender: Mapping[str, int], *,
+    start_s: float | None = None, first_wait_s: Mapping[str, float] | None = None,
+) -> DurationEstimate:
+    """The slowest sender, or the API key's budget shared by all senders if that is slower.
+
+    A sender with a send window sends only inside it, from ``start_s`` (default: now) plus its
+    ``first_wait_s``; its time counts from ``start_s`` (the wait included)."""
+    waits = first_wait_s or {}
+    at_s = time.time() if start_s is None else start_s
     per_sender = {
-        s.account: send_time_s(pending_by_sender.get(s.account, 0), s.windows)
+        s.account: sender_time_s(settings, s.account, pending_by_sender.get(s.account, 0),
+                                 at_s, waits.get(s.account, 0.0))
         for s in settings.senders
     }
     api_key_s = send_time_s(sum(pending_by_sender.values()), settings.provider.rates)
@@ -147,6 +159,19 @@ def estimate_duration(settings: Settings, pending_by_sender: Mapping[str, int]) 
         per_sender_s=per_sender,
         api_key_s=api_key_s,
     )
+
+
+def sender_time_s(
+    settings: Settings, account: str, count: int, start_s: float, first_wait_s: float = 0.0
+) -> float:
+    """How long ``account`` takes to send ``count`` rows from ``start_s``: its windows' pace,
+    inside its send window if it has one; a first wait (a full window, a rest) comes first."""
+    sender = settings.sender(account)
+    windows = sender.windows if sender is not None else ()
+    window = settings.send_window_of(account)
+    if window is None or count == 0:
+        return first_wait_s + send_time_s(count, windows)
+    return first_wait_s + windowed_duration_s(window, count, windows, start_s + first_wait_s)
 
 
 def estimate_cost(

@@ -11,7 +11,7 @@ import hashlib
 import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Final, TypeVar
@@ -21,6 +21,7 @@ import orjson
 from bulkdm import keys
 from bulkdm.errors import ConfigError
 from bulkdm.naming import beside, campaign_stem
+from bulkdm.policies.windows import SendWindow, parse_send_window
 from bulkdm.ratelimit import DEFAULT_LEAST_GUARD_S
 from bulkdm.rates import Rate, parse_duration_s, parse_rate
 from bulkdm.template import TemplateProblem, compile_template
@@ -84,6 +85,8 @@ class CampaignSettings:
     #: the checkpoint's campaign identity (set from the checkpoint, never from a file): see
     #: :func:`bulkdm.keys.key_scope`
     campaign_id: str | None = None
+    #: when DMs may leave, for every sender without its own (``None``: any time)
+    send_window: SendWindow | None = None
 
     @property
     def key_scope(self) -> str:
@@ -117,6 +120,8 @@ class SenderSettings:
     daily_cap: int | None = 500
     #: GetXAPI only: the variable holding this sender's X session token
     auth_token_env: str | None = None
+    #: this sender's own send window (parts it leaves out come from the campaign's)
+    send_window: SendWindow | None = None
 
     @property
     def windows(self) -> tuple[Rate, ...]:
@@ -192,6 +197,12 @@ class Settings:
     source: Path | None = None
     #: values that are allowed but probably wrong (printed by the commands, never fatal)
     warnings: tuple[str, ...] = ()
+
+    def send_window_of(self, account: str) -> SendWindow | None:
+        """When ``account`` may send: its own window, else the campaign's (``None``: any time)."""
+        sender = self.sender(account)
+        own = sender.send_window if sender is not None else None
+        return own or self.campaign.send_window
 
     def sender(self, account: str) -> SenderSettings | None:
         """The sender named ``account``, in any case: X handles are case-insensitive."""
@@ -352,7 +363,8 @@ def load_settings(
     return Settings(
         campaign=_campaign(campaign, campaign_path, base_dir),
         provider=provider,
-        senders=_senders(data.get("senders", []), provider.name, where),
+        senders=_senders(data.get("senders", []), provider.name, where,
+                         _campaign_window(data.get("campaign", {}))),
         retry=_retry(_Table(data.get("retry", {}), "retry", where)),
         costs=_costs(_Table(data.get("costs", {}), "costs", where)),
         run=_run(_Table(data.get("run", {}), "run", where)),
@@ -452,6 +464,7 @@ def _campaign(table: _Table, campaign_path: Path, base_dir: Path) -> CampaignSet
         suppression=suppression,
         require_consent=table.take("require_consent", bool, False, "true or false"),
         delimiter=_delimiter(table),
+        send_window=_send_window(table, None),
     )
     table.done()
     return settings
@@ -486,8 +499,48 @@ def _provider(table: _Table) -> ProviderSettings:
     return settings
 
 
+_WINDOW_KEYS: Final = ("send_hours", "send_days", "timezone")
+
+
+def _send_window(table: _Table, base: SendWindow | None) -> SendWindow | None:
+    """The window a table's ``send_hours``, ``send_days`` and ``timezone`` give; the parts it
+    leaves out are ``base``'s (the campaign's), or the whole day, every day, UTC."""
+    hours, days, zone = (table.optional_text(key) for key in _WINDOW_KEYS)
+    if hours is None and days is None and zone is None:
+        return base
+    try:
+        window = parse_send_window(hours, days, zone)
+    except ValueError as exc:
+        key = next((k for k in _WINDOW_KEYS[:2] if k in str(exc)), "timezone")
+        raise table.error(key, str(exc)) from exc
+    if base is None:
+        return window
+    return replace(window,
+                   start_min=base.start_min if hours is None else window.start_min,
+                   end_min=base.end_min if hours is None else window.end_min,
+                   days=base.days if days is None else window.days,
+                   zone=base.zone if zone is None else window.zone)
+
+
+def _campaign_window(data: object) -> SendWindow | None:
+    """The campaign's window, read again for the senders (its errors are raised by
+    :func:`_campaign`, which reads the same keys first)."""
+    if not isinstance(data, dict):
+        return None
+    try:
+        return parse_send_window(*(_text_or_none(data.get(k)) for k in _WINDOW_KEYS)) \
+            if any(k in data for k in _WINDOW_KEYS) else None
+    except ValueError:
+        return None
+
+
+def _text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
 def _senders(
-    data: object, provider: ProviderName, where: Callable[[str], str]
+    data: object, provider: ProviderName, where: Callable[[str], str],
+    campaign_window: SendWindow | None = None,
 ) -> tuple[SenderSettings, ...]:
     if not isinstance(data, list) or not data:
         raise ConfigError(
@@ -497,7 +550,7 @@ def _senders(
         )
     senders: list[SenderSettings] = []
     for number, entry in enumerate(data, start=1):
-        sender = _sender(_Table(entry, f"senders[{number}]", where), provider)
+        sender = _sender(_Table(entry, f"senders[{number}]", where), provider, campaign_window)
         if any(s.account.casefold() == sender.account.casefold() for s in senders):
             raise ConfigError(
                 f"the account {sender.account!r} is listed twice",
@@ -508,7 +561,9 @@ def _senders(
     return tuple(senders)
 
 
-def _sender(table: _Table, provider: ProviderName) -> SenderSettings:
+def _sender(
+    table: _Table, provider: ProviderName, campaign_window: SendWindow | None = None
+) -> SenderSettings:
     if not table.has("account"):
         raise table.error("account", "is required: the account this sender acts as")
     defaults = SenderSettings(account="-")
@@ -517,11 +572,17 @@ def _sender(table: _Table, provider: ProviderName) -> SenderSettings:
         rates=table.rates("rate", defaults.rates),
         daily_cap=table.integer("daily_cap", defaults.daily_cap or 500, minimum=1),
         auth_token_env=table.env_name("auth_token_env", None),
+        send_window=_own_window(table, campaign_window),
     )
     if settings.auth_token_env is not None and provider is not ProviderName.GETXAPI:
         raise table.error("auth_token_env", "is for GetXAPI senders only; remove it")
     table.done()
     return settings
+
+
+def _own_window(table: _Table, campaign_window: SendWindow | None) -> SendWindow | None:
+    window = _send_window(table, campaign_window)
+    return None if window is campaign_window else window
 
 
 def _retry(table: _Table) -> RetrySettings:

@@ -72,20 +72,22 @@ def time_left_s(
     *,
     first_wait_s: Mapping[str, float],
     api_key_wait_s: float = 0.0,
+    now_s: float | None = None,
 ) -> float | None:
     """Seconds until the last of the rows left is sent, ``None`` when no sender can send them.
 
     ``left_by_sender`` holds the rows left of the senders still in the run; ``first_wait_s``
     how long each waits for its next slot (:meth:`WindowLimiter.next_slot_in_s`), and
-    ``api_key_wait_s`` the same for the key's shared budget.
+    ``api_key_wait_s`` the same for the key's shared budget. A sender with a send window sends
+    only inside it, counted from ``now_s`` (default: the clock's now).
     """
     left = {account: n for account, n in left_by_sender.items() if n > 0}
     if not left:
         return 0.0
     if not set(left) <= set(first_wait_s):
         return None  # a sender that is out still holds rows: they move, or they wait
-    estimate = estimate_duration(settings, left)
-    per_sender = [first_wait_s[a] + estimate.per_sender_s.get(a, 0.0) for a in left]
+    estimate = estimate_duration(settings, left, start_s=now_s, first_wait_s=first_wait_s)
+    per_sender = [estimate.per_sender_s.get(a, first_wait_s[a]) for a in left]
     return max(max(per_sender), api_key_wait_s + estimate.api_key_s)
 
 
