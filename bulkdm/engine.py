@@ -26,6 +26,7 @@ from bulkdm.checkpoint import Checkpoint, Expect, Finish, Write
 from bulkdm.keys import idempotency_key
 from bulkdm.ledger import AccountPool, Refusal, Ticket
 from bulkdm.outcomes import Action, Outcome, Reconciliation
+from bulkdm.policies.warmup import ramp_wait_until_s
 from bulkdm.providers.base import DmRequest, Provider, SenderAuth
 from bulkdm.ratelimit import Gate, WindowLimiter
 from bulkdm.rows import RowRecord, RowState
@@ -43,6 +44,8 @@ _LONG_WAIT_S: Final = 60.0
 #: a slot this close to its send window's end is not taken: the request must leave inside it
 _WINDOW_MARGIN_S: Final = 1.0
 _OUTSIDE_WINDOW: Final = "outside its send window"
+_WARMING_UP: Final = "warm-up"
+_DAY_S: Final = 86400.0
 
 
 class FinishReason(StrEnum):
@@ -158,6 +161,8 @@ class Engine:
         self._tasks: set[asyncio.Task[None]] = set()
         self._task_errors: list[BaseException] = []
         self._halt: str | None = None
+        #: each account's first send in the ledger (its warm-up's day 0), read when the run starts
+        self._first_sends: dict[str, float] = {}
         #: a sender resting longer than this ends its part of the run (the rows wait for a
         #: resume); ``--until-done`` waits however long it takes
         self._patience_s = (float("inf") if settings.run.until_done
@@ -253,6 +258,9 @@ class Engine:
             if rest is not None:
                 sender.limiter.rest_until(rest.until_s)
                 sender.note = f"{rest.reason} until {_iso(rest.until_s)}"
+            first_s = await pool.first_send_of(account)
+            if first_s is not None:
+                self._first_sends[account] = first_s
             health = await pool.health_of(account)
             if health is not None and sender.note is None:
                 # recorded by an earlier run: tried again, and cleared by the next delivery
@@ -421,7 +429,8 @@ class Engine:
             at_s = await self._gate.acquire(sender.limiter, self._key, stop=self._stop,
                                             slot=self._slots,
                                             deadline_s=self._clock() + self._patience_s)
-            if at_s is not None and self._outside_window(sender, at_s):
+            if at_s is not None and (self._outside_window(sender, at_s)
+                                     or self._over_ramp(sender, at_s)):
                 continue
             if at_s is None or self._pool is None:
                 return at_s
@@ -450,6 +459,33 @@ class Engine:
         opens_s = window.opens_s(at_s + _WINDOW_MARGIN_S)
         sender.limiter.rest_until(opens_s)
         sender.note = f"{_OUTSIDE_WINDOW} ({window.describe()}) until {_iso(opens_s)}"
+        return True
+
+    def _over_ramp(self, sender: _Sender, at_s: float) -> bool:
+        """True when a send at ``at_s`` would pass the sender's warm-up cap for its ramp's day
+        (counted from its first send in the ledger): the slot is given back and the sender
+        rests until the oldest of the day's sends leaves the day."""
+        settings = self._settings.sender(sender.account)
+        if self._pool is None or settings is None or settings.warmup is None \
+                or settings.daily_cap is None:
+            return False
+        first_s = self._first_sends.setdefault(sender.account, at_s)
+        cap = settings.warmup.cap(settings.daily_cap, first_s, at_s)
+        earlier = [t for t in sender.limiter.times() if t != at_s]
+        # the day as the limiter keeps it: a day and its guard (at most a second)
+        until_s = ramp_wait_until_s(earlier, cap, at_s, _DAY_S + 1.0) \
+            if cap < settings.daily_cap else None
+        if until_s is None:
+            if sender.note is not None and sender.note.startswith(_WARMING_UP):
+                sender.note = None
+            return False
+        sender.limiter.forget(at_s)
+        self._key.forget(at_s)
+        self._slots.release()
+        sender.limiter.rest_until(until_s)
+        day = settings.warmup.day(first_s, at_s)
+        sender.note = (f"{_WARMING_UP} day {day} of {settings.warmup.days}: {cap}/{settings.daily_cap} "
+                       f"a day, until {_iso(until_s)}")
         return True
 
     async def _sleep_through_long_wait(self, sender: _Sender) -> None:

@@ -21,6 +21,7 @@ import orjson
 from bulkdm import keys
 from bulkdm.errors import ConfigError
 from bulkdm.naming import beside, campaign_stem
+from bulkdm.policies.warmup import Warmup, parse_warmup
 from bulkdm.policies.windows import SendWindow, parse_send_window
 from bulkdm.ratelimit import DEFAULT_LEAST_GUARD_S
 from bulkdm.rates import Rate, parse_duration_s, parse_rate
@@ -122,6 +123,9 @@ class SenderSettings:
     auth_token_env: str | None = None
     #: this sender's own send window (parts it leaves out come from the campaign's)
     send_window: SendWindow | None = None
+    #: how its daily cap ramps up from its first send in the account ledger (``None``: no
+    #: ramp); only a sender with a daily cap and the ledger on is ramped
+    warmup: Warmup | None = None
 
     @property
     def windows(self) -> tuple[Rate, ...]:
@@ -573,11 +577,24 @@ def _sender(
         daily_cap=table.integer("daily_cap", defaults.daily_cap or 500, minimum=1),
         auth_token_env=table.env_name("auth_token_env", None),
         send_window=_own_window(table, campaign_window),
+        warmup=_warmup(table),
     )
     if settings.auth_token_env is not None and provider is not ProviderName.GETXAPI:
         raise table.error("auth_token_env", "is for GetXAPI senders only; remove it")
     table.done()
     return settings
+
+
+def _warmup(table: _Table) -> Warmup | None:
+    if not table.has("warmup"):
+        return None
+    what = 'true, false or a ramp like "14d from 20%"'
+    value: str | bool = table.take("warmup", bool, True, what) \
+        if isinstance(table._data.get("warmup"), bool) else table.take("warmup", str, "", what)
+    try:
+        return parse_warmup(value)
+    except ValueError as exc:
+        raise table.error("warmup", str(exc)) from exc
 
 
 def _own_window(table: _Table, campaign_window: SendWindow | None) -> SendWindow | None:

@@ -310,3 +310,15 @@ def test_a_senders_own_window_takes_the_parts_it_leaves_out_from_the_campaign(
     own, shared = settings.send_window_of("a"), settings.send_window_of("b")
     assert own is not None and own.describe() == "10:00-12:00 mon,tue,wed,thu,fri Europe/Berlin"
     assert shared is not None and shared.describe() == "09:00-18:00 mon,tue,wed,thu,fri Europe/Berlin"
+
+
+def test_warmup_is_a_ramp_true_or_false(campaign: Path) -> None:
+    beside(campaign, '[[senders]]\naccount = "a"\nwarmup = "7d from 50%"\n\n'
+                     '[[senders]]\naccount = "b"\nwarmup = true\n\n[[senders]]\naccount = "c"\n')
+    settings = load_settings(campaign)
+    ramps = [s.warmup.describe() if s.warmup else None for s in settings.senders]
+    assert ramps == ["7d from 50%", "14d from 20%", None]
+    beside(campaign, '[[senders]]\naccount = "a"\nwarmup = "slowly"\n')
+    with pytest.raises(ConfigError, match="14d from 20%") as caught:
+        load_settings(campaign)
+    assert caught.value.key == "senders[1].warmup"

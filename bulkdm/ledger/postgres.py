@@ -58,7 +58,16 @@ CREATE TABLE IF NOT EXISTS bulkdm_health (
     subject TEXT PRIMARY KEY, state TEXT NOT NULL, reason TEXT NOT NULL,
     at_s DOUBLE PRECISION NOT NULL
 );
+CREATE TABLE IF NOT EXISTS bulkdm_firsts (
+    subject TEXT PRIMARY KEY, at_s DOUBLE PRECISION NOT NULL
+);
 """
+#: each account's first send, the earliest of its sent reservations (its warm-up counts from it)
+_FIRSTS: Final = (
+    "INSERT INTO bulkdm_firsts SELECT subject, MIN(at_s) FROM bulkdm_reservations "
+    "WHERE id = ANY($1) GROUP BY subject ON CONFLICT (subject) DO UPDATE SET at_s = "
+    "excluded.at_s WHERE excluded.at_s < bulkdm_firsts.at_s"
+)
 _SET_REST: Final = (
     "INSERT INTO bulkdm_rests VALUES ($1, $2, $3, $4) ON CONFLICT (subject) DO UPDATE SET "
     "until_s = excluded.until_s, reason = excluded.reason, at_s = excluded.at_s "
@@ -147,6 +156,7 @@ class PostgresLedger:
                     await conn.executemany(
                         "UPDATE bulkdm_reservations SET at_s = $2, sent = TRUE WHERE id = $1",
                         list(sent))
+                    await conn.execute(_FIRSTS, [rid for rid, _ in sent])
                 if released:
                     await conn.execute("DELETE FROM bulkdm_reservations WHERE id = ANY($1)",
                                        list(released))
@@ -157,6 +167,10 @@ class PostgresLedger:
         rows = await self._fetch("SELECT at_s, sent FROM bulkdm_reservations WHERE subject = $1 "
                                  "AND at_s >= $2 ORDER BY at_s", subject, since_s)
         return [r[0] if r[1] else min(r[0], now_s) for r in rows]
+
+    async def first_send(self, subject: str) -> float | None:
+        rows = await self._fetch("SELECT at_s FROM bulkdm_firsts WHERE subject = $1", subject)
+        return float(rows[0][0]) if rows else None
 
     async def set_rest(self, subject: str, *, until_s: float, reason: str, now_s: float) -> None:
         await self._execute(_SET_REST, subject, until_s, reason, now_s)
