@@ -26,6 +26,7 @@ from bulkdm.checkpoint import Checkpoint, Expect, Finish, Write
 from bulkdm.keys import idempotency_key
 from bulkdm.ledger import AccountPool, Refusal, Ticket
 from bulkdm.outcomes import Action, Outcome, Reconciliation
+from bulkdm.policies.breakers import REFUSAL_CODES
 from bulkdm.policies.warmup import ramp_wait_until_s
 from bulkdm.providers.base import DmRequest, Provider, SenderAuth
 from bulkdm.ratelimit import Gate, WindowLimiter
@@ -161,6 +162,10 @@ class Engine:
         self._tasks: set[asyncio.Task[None]] = set()
         self._task_errors: list[BaseException] = []
         self._halt: str | None = None
+        #: the breakers' samples: the campaign's last error codes (None: sent), and per account
+        #: whether each of its last sends was refused
+        self._recent_codes: list[str | None] = []
+        self._refusals: dict[str, list[bool]] = {}
         #: each account's first send in the ledger (its warm-up's day 0), read when the run starts
         self._first_sends: dict[str, float] = {}
         #: a sender resting longer than this ends its part of the run (the rows wait for a
@@ -545,7 +550,7 @@ class Engine:
     ) -> list[Write]:
         writes = [cp.attempt_result(row_id=row.id, attempt=row.attempts,
                                     action=outcome.action.value, code=outcome.code,
-                                    sent_at_s=sent_at_s)]
+                                    sent_at_s=sent_at_s), *self._breakers(sender, outcome)]
         action = outcome.action
         if action is Action.DONE:
             if self._pool is not None:
@@ -559,6 +564,35 @@ class Engine:
         if action in (Action.REST_SENDER, Action.DROP_SENDER, Action.STOP_RUN):
             return [*writes, *self._sender_problem(row, sender, outcome)]
         return [*writes, *await self._retry_later(row, outcome)]
+
+    def _breakers(self, sender: _Sender, outcome: Outcome) -> list[Write]:
+        """A send's final answer (delivered, or the row failed) goes to the breakers: one error
+        on most of the campaign's last sends stops the run; an account refused too often rests
+        (in the ledger too)."""
+        if outcome.action not in (Action.DONE, Action.FAIL_ROW):
+            return []  # not a row's final answer: a retry, a rest, a lookup still to come
+        self._recent_codes.append(outcome.code if outcome.action is Action.FAIL_ROW else None)
+        del self._recent_codes[:-max(1, self._settings.run.same_error_breaker.sample)]
+        code = self._settings.run.same_error_breaker.trips(self._recent_codes)
+        if code is not None and self._halt is None:
+            self._halt = (f"same-error breaker: {code} on most of the last "
+                          f"{len(self._recent_codes)} sends; fix the cause, then run again")
+            self._stop.set()
+        breaker = self._settings.run.refusal_breaker
+        refused = self._refusals.setdefault(sender.account, [])
+        refused.append(outcome.action is Action.FAIL_ROW and outcome.code in REFUSAL_CODES)
+        del refused[:-breaker.sample]
+        if not breaker.trips(refused):
+            return []
+        why = breaker.why(refused)
+        refused.clear()
+        until_s = self._clock() + breaker.cooldown_s
+        sender.limiter.rest_until(until_s)
+        sender.note = f"{why}; resting until {_iso(until_s)}"
+        if self._pool is not None:  # every campaign of this account rests with it
+            self._pool.rest(sender.account, until_s=until_s, reason=why)
+        return [cp.set_sender(account=sender.account, state=SenderState.RESTING,
+                              until_s=until_s, reason=why)]
 
     def _finish_sent(self, row: RowRecord, outcome: Outcome, media_id: str | None) -> Write:
         done = Finish(state=RowState.SENT, message_id=outcome.value, media_id=media_id,

@@ -21,6 +21,7 @@ import orjson
 from bulkdm import keys
 from bulkdm.errors import ConfigError
 from bulkdm.naming import beside, campaign_stem
+from bulkdm.policies.breakers import RefusalBreaker, SameErrorBreaker
 from bulkdm.policies.warmup import Warmup, parse_warmup
 from bulkdm.policies.windows import SendWindow, parse_send_window
 from bulkdm.ratelimit import DEFAULT_LEAST_GUARD_S
@@ -176,6 +177,10 @@ class RunSettings:
     #: ``until_done`` waits however long it takes instead (``bulkdm run --until-done``)
     max_rest_wait_s: float = 3600.0
     until_done: bool = False
+    #: an account whose recent sends are refused too often rests (every campaign with it)
+    refusal_breaker: RefusalBreaker = field(default_factory=RefusalBreaker)
+    #: the run stops when one error is most of its last sends (``sample = 0``: never)
+    same_error_breaker: SameErrorBreaker = field(default_factory=SameErrorBreaker)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -649,9 +654,29 @@ def _run(table: _Table) -> RunSettings:
         rate_guard_s=table.duration_s("rate_guard", defaults.rate_guard_s),
         max_rest_wait_s=table.duration_s("max_rest_wait", defaults.max_rest_wait_s),
         until_done=table.take("until_done", bool, defaults.until_done, "true or false"),
+        refusal_breaker=RefusalBreaker(
+            sample=table.integer("refusal_sample", defaults.refusal_breaker.sample, minimum=1),
+            threshold=_share(table, "refusal_threshold", defaults.refusal_breaker.threshold),
+            cooldown_s=table.duration_s("refusal_cooldown", defaults.refusal_breaker.cooldown_s)),
+        same_error_breaker=SameErrorBreaker(
+            sample=table.integer("same_error_sample", defaults.same_error_breaker.sample,
+                                 minimum=0)),
     )
     table.done()
     return settings
+
+
+def _share(table: _Table, key: str, default: float) -> float:
+    """``"30%"`` (or ``0.3``) as a fraction between 0 and 1."""
+    value = table.take(key, (str, int, float), default, 'a share such as "30%"')
+    try:
+        share = float(value[:-1]) / 100 if isinstance(value, str) and value.endswith("%") \
+            else float(value)
+    except ValueError as exc:
+        raise table.error(key, f'{value!r} is not a share such as "30%"') from exc
+    if not 0 <= share <= 1:
+        raise table.error(key, f"{value!r} must be between 0% and 100%")
+    return share
 
 
 def _accounts(table: _Table) -> AccountsSettings:

@@ -221,6 +221,8 @@ def test_suppression_paths_are_relative_to_the_settings_file(
         ('[campaign]\nsend_days = "weekdays"\n', "campaign.send_days", "mon..sun"),
         ('[campaign]\ntimezone = "Berlin"\n', "campaign.timezone", "unknown time zone"),
         ('[run]\nmax_rest_wait = "soon"\n', "run.max_rest_wait", "not a duration"),
+        ('[run]\nrefusal_threshold = "lots"\n', "run.refusal_threshold", "not a share"),
+        ('[run]\nrefusal_threshold = "130%"\n', "run.refusal_threshold", "between 0% and 100%"),
     ],
 )
 def test_bad_values_name_the_key_and_the_file(
