@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
+import time
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bulkdm.rates import Rate
@@ -95,3 +97,23 @@ async def test_kill_9_while_it_waits_resumes_to_the_same_wait(tmp_path: Path) ->
     assert Counter(d.recipient_id for d in ledger) == Counter(r["recipient_id"] for r in ROWS)
     assert windows_over(ledger, CAP) == []
     assert {r["send_status"] for r in handoff_lines(tmp_path / "camp.handoff.jsonl")} == {"sent"}
+
+
+async def test_a_window_hours_away_is_one_sleep_that_a_stop_ends(tmp_path: Path) -> None:
+    opens = datetime.fromtimestamp(time.time() + 7200, UTC)
+    closes = datetime.fromtimestamp(time.time() + 10800, UTC)
+    async with running_sandbox() as sb:
+        campaign = _short_day(tmp_path, sb.xquik_url)
+        settings = tmp_path / "camp.toml"
+        settings.write_text(settings.read_text().replace(
+            'template = "Hello {first_name}"',
+            f'template = "Hello {{first_name}}"\nsend_hours = "{opens:%H:%M}-{closes:%H:%M}"'))
+        process = await start("run", str(campaign), "--until-done", "--progress", "plain")
+        assert process.stdout is not None
+        while b"outside its send window" not in (line := await asyncio.wait_for(
+                process.stdout.readline(), 30)):
+            assert line, "it ended instead of waiting for the window"
+        process.send_signal(signal.SIGTERM)
+        stopped = await finish(process, timeout_s=3.0)
+        assert len(sb.ledger) == 0
+    assert stopped.code == 4 and "interrupted" in stopped.stdout, stopped.stdout + stopped.stderr
