@@ -30,6 +30,7 @@ from bulkdm.policies.breakers import REFUSAL_CODES
 from bulkdm.policies.warmup import ramp_wait_until_s
 from bulkdm.providers.base import DmRequest, Provider, SenderAuth
 from bulkdm.ratelimit import Gate, WindowLimiter
+from bulkdm.report import estimate_cost
 from bulkdm.rows import RowRecord, RowState
 from bulkdm.settings import DmNotAllowedPolicy, ProviderName, Settings
 from bulkdm.timestamps import iso_utc as _iso
@@ -46,6 +47,7 @@ _LONG_WAIT_S: Final = 60.0
 _WINDOW_MARGIN_S: Final = 1.0
 _OUTSIDE_WINDOW: Final = "outside its send window"
 _WARMING_UP: Final = "warm-up"
+_BILLED: Final = ("dms", "uploads", "lookups")
 _DAY_S: Final = 86400.0
 
 
@@ -166,6 +168,9 @@ class Engine:
         #: whether each of its last sends was refused
         self._recent_codes: list[str | None] = []
         self._refusals: dict[str, list[bool]] = {}
+        #: what the campaign has been billed for (DM attempts, uploads, lookups), from the
+        #: checkpoint at the start, counted before each call in this run
+        self._spent: Counter[str] = Counter()
         #: each account's first send in the ledger (its warm-up's day 0), read when the run starts
         self._first_sends: dict[str, float] = {}
         #: a sender resting longer than this ends its part of the run (the rows wait for a
@@ -239,6 +244,7 @@ class Engine:
         now = self._clock()
         await self._submit([cp.unsettle_in_flight(settle_after_s=self._settle_after_s)])
         self.counts.update(await self._cp.state_counts())
+        self._spent.update(dict(zip(_BILLED, await self._cp.spend_counts(), strict=True)))
         if self._pool is not None:
             await self._restore_from_pool(self._pool, now)
         else:
@@ -437,6 +443,11 @@ class Engine:
             if at_s is not None and (self._outside_window(sender, at_s)
                                      or self._over_ramp(sender, at_s)):
                 continue
+            if at_s is not None and not self._may_spend(dms=1):
+                sender.limiter.forget(at_s)
+                self._key.forget(at_s)
+                self._slots.release()
+                return None
             if at_s is None or self._pool is None:
                 return at_s
             answer = await self._pool.ticket(sender.account)
@@ -564,6 +575,28 @@ class Engine:
         if action in (Action.REST_SENDER, Action.DROP_SENDER, Action.STOP_RUN):
             return [*writes, *self._sender_problem(row, sender, outcome)]
         return [*writes, *await self._retry_later(row, outcome)]
+
+    def _may_spend(self, *, dms: int = 0, uploads: int = 0, lookups: int = 0) -> bool:
+        """Count a billed call about to be made, if it keeps the campaign within its spend
+        cap; else stop the run before it, saying so."""
+        cap = self._settings.campaign.spend_cap
+        after = Counter(self._spent)
+        after.update({"dms": dms, "uploads": uploads, "lookups": lookups})
+        cost = estimate_cost(self._settings, dms=after["dms"], media_uploads=after["uploads"],
+                             lookups=after["lookups"])
+        if not cap.set or cap.allows(cost.usd, cost.credits):
+            self._spent = after
+            return True
+        if self._halt is None:
+            spent = estimate_cost(self._settings, dms=self._spent["dms"],
+                                  media_uploads=self._spent["uploads"],
+                                  lookups=self._spent["lookups"])
+            credits = f" ({spent.credits:g} credits)" if spent.credits is not None else ""
+            what = "DM" if dms else "media upload" if uploads else "username lookup"
+            self._halt = (f"spend cap reached: ${spent.usd:.4f}{credits} spent of "
+                          f"{cap.describe()}; the next {what} would cross it")
+            self._stop.set()
+        return False
 
     def _breakers(self, sender: _Sender, outcome: Outcome) -> list[Write]:
         """A send's final answer (delivered, or the row failed) goes to the breakers: one error
@@ -781,6 +814,8 @@ class Engine:
             return rows
         known = await self._cp.cached_users(wanted)
         missing = [u for u in wanted if u not in known]
+        while missing and not self._may_spend(lookups=len(missing)):
+            missing.pop()  # the lookups within the spend cap still go; the run then stops
         limit = asyncio.Semaphore(_RESOLVE_CONCURRENCY)
 
         async def resolve(username: str) -> tuple[str, Outcome]:
@@ -832,6 +867,8 @@ class Engine:
         cached = await self._cp.cached_media(path, sender.account)
         if cached is not None:
             return cached
+        if not self._may_spend(uploads=1):
+            return None
         at_s = await self._gate.acquire(self._key, stop=self._stop)
         if at_s is None:
             return None

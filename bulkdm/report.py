@@ -199,6 +199,19 @@ def estimate_cost(
     )
 
 
+def _spend_notes(settings: Settings, cost: CostEstimate) -> tuple[str, ...]:
+    """The estimate next to the spend cap, if there is one."""
+    cap = settings.campaign.spend_cap
+    if not cap.set:
+        return ()
+    credits = f" ({cost.credits:g} credits)" if cost.credits is not None else ""
+    within = "within it" if cap.allows(cost.usd, cost.credits) else \
+        "over it: the run stops before the call that would cross it"
+    note = (f"spend cap {cap.describe()}: the estimate ${cost.usd:.4f}{credits} is {within}; "
+            "what earlier runs spent counts too")
+    return (note,)
+
+
 def human_duration(seconds: float) -> str:
     """``93784`` -> ``"1d 2h 3m 4s"``; under a minute keeps seconds, longer drops zero parts."""
     whole = math.ceil(seconds)
@@ -230,6 +243,9 @@ async def build_report(
         states.get("invalid", 0),
         states.get("skipped", 0) - removed,
     )
+    cost = estimate_cost(
+        settings, dms=totals.pending, media_uploads=totals.media_uploads, lookups=totals.lookups
+    )
     return PlanReport(
         status=status,
         campaign=meta.campaign if meta else settings.campaign.name,
@@ -250,9 +266,8 @@ async def build_report(
         invalid_by_reason=_sorted({k: v for k, v in reasons.items() if k not in SKIP_REASONS}),
         skipped_by_reason=_sorted({k: v for k, v in reasons.items() if k in SKIP_REASONS}),
         senders={s.account: senders.get(s.account, 0) for s in settings.senders},
-        cost=estimate_cost(
-            settings, dms=totals.pending, media_uploads=totals.media_uploads, lookups=totals.lookups
-        ),
+        cost=cost,
+        notes=_spend_notes(settings, cost),
         duration=estimate_duration(settings, senders),
         invalid_rows=tuple(
             InvalidRow(line=r.line, field=r.field, reason=r.reason, message=r.message)

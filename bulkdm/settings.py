@@ -22,6 +22,7 @@ from bulkdm import keys
 from bulkdm.errors import ConfigError
 from bulkdm.naming import beside, campaign_stem
 from bulkdm.policies.breakers import RefusalBreaker, SameErrorBreaker
+from bulkdm.policies.spend import SpendCap, parse_spend
 from bulkdm.policies.warmup import Warmup, parse_warmup
 from bulkdm.policies.windows import SendWindow, parse_send_window
 from bulkdm.ratelimit import DEFAULT_LEAST_GUARD_S
@@ -89,6 +90,8 @@ class CampaignSettings:
     campaign_id: str | None = None
     #: when DMs may leave, for every sender without its own (``None``: any time)
     send_window: SendWindow | None = None
+    #: the most the campaign may spend (``max_spend``, ``max_credits``), retries included
+    spend_cap: SpendCap = field(default_factory=SpendCap)
 
     @property
     def key_scope(self) -> str:
@@ -474,9 +477,22 @@ def _campaign(table: _Table, campaign_path: Path, base_dir: Path) -> CampaignSet
         require_consent=table.take("require_consent", bool, False, "true or false"),
         delimiter=_delimiter(table),
         send_window=_send_window(table, None),
+        spend_cap=_spend_cap(table),
     )
     table.done()
     return settings
+
+
+def _spend_cap(table: _Table) -> SpendCap:
+    usd = None
+    if table.has("max_spend"):
+        value = table.take("max_spend", (str, int, float), 0, 'an amount such as "25 USD"')
+        try:
+            usd = parse_spend(value)
+        except ValueError as exc:
+            raise table.error("max_spend", str(exc)) from exc
+    credits = table.number("max_credits", 0.0) if table.has("max_credits") else None
+    return SpendCap(usd=usd, credits=credits)
 
 
 def _delimiter(table: _Table) -> str | None:

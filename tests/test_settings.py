@@ -222,6 +222,8 @@ def test_suppression_paths_are_relative_to_the_settings_file(
         ('[campaign]\ntimezone = "Berlin"\n', "campaign.timezone", "unknown time zone"),
         ('[run]\nmax_rest_wait = "soon"\n', "run.max_rest_wait", "not a duration"),
         ('[run]\nrefusal_threshold = "lots"\n', "run.refusal_threshold", "not a share"),
+        ('[campaign]\nmax_spend = "lots"\n', "campaign.max_spend", "25 USD"),
+        ("[campaign]\nmax_credits = -5\n", "campaign.max_credits", "negative"),
         ('[run]\nrefusal_threshold = "130%"\n', "run.refusal_threshold", "between 0% and 100%"),
     ],
 )
@@ -324,3 +326,9 @@ def test_warmup_is_a_ramp_true_or_false(campaign: Path) -> None:
     with pytest.raises(ConfigError, match="14d from 20%") as caught:
         load_settings(campaign)
     assert caught.value.key == "senders[1].warmup"
+
+
+def test_max_spend_reads_dollars_in_any_usual_form(campaign: Path) -> None:
+    for text in ('"25 USD"', '"$25"', '"25"', "25", "25.0"):
+        beside(campaign, f"[campaign]\nmax_spend = {text}\n\n" + MINIMAL)
+        assert load_settings(campaign).campaign.spend_cap.usd == 25.0
