@@ -621,6 +621,15 @@ class Checkpoint:
             "SELECT EXISTS (SELECT 1 FROM meta WHERE key = ?)", (_OWNED + path,)
         ) == 1
 
+    async def spend_counts(self) -> tuple[int, int, int]:
+        """What this campaign has been billed for so far: DM attempts (retries and replays
+        included), media uploads and username lookups made."""
+        rows = await self._all(
+            "SELECT (SELECT COUNT(*) FROM attempts), (SELECT COUNT(*) FROM uploads), "
+            "(SELECT COUNT(*) FROM users)", ())
+        dms, uploads, lookups = rows[0]
+        return int(dms), int(uploads), int(lookups)
+
     async def failure_counts(self) -> dict[str, int]:
         return await self.reason_counts(("failed",))
 

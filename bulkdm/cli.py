@@ -192,6 +192,9 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="requests in flight at once (default: [run] concurrency, 64)")
     parser.add_argument("--progress", choices=("auto", "live", "plain", "none"), default="auto",
                         help="live table on a terminal, a line every few seconds otherwise")
+    parser.add_argument("--until-done", action="store_true",
+                        help="wait through daily caps, rests and send windows until every row "
+                             "is finished, instead of pausing (Ctrl-C stops at any moment)")
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -202,6 +205,8 @@ async def _run(args: argparse.Namespace) -> int:
         if args.concurrency < 1:
             raise ConfigError("--concurrency must be at least 1", source="command line")
         settings = replace(settings, run=replace(settings.run, concurrency=args.concurrency))
+    if args.until_done:
+        settings = replace(settings, run=replace(settings.run, until_done=True))
     options = RunOptions(
         campaign=args.campaign, checkpoint=_absolute(checkpoint_path(args)),
         out=_absolute(args.out or beside(args.campaign, HANDOFF_SUFFIX)),

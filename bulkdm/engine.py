@@ -28,8 +28,11 @@ from bulkdm.checkpoint import Checkpoint, Expect, Finish, Write
 from bulkdm.keys import idempotency_key
 from bulkdm.ledger import OPTED_OUT_MESSAGE, AccountPool, Refusal, Ticket, opted_out_entry
 from bulkdm.outcomes import Action, Outcome, Reconciliation
+from bulkdm.policies.breakers import REFUSAL_CODES
+from bulkdm.policies.warmup import ramp_wait_until_s
 from bulkdm.providers.base import DmRequest, Provider, SenderAuth
 from bulkdm.ratelimit import Gate, WindowLimiter
+from bulkdm.report import estimate_cost
 from bulkdm.rows import RowRecord, RowState
 from bulkdm.settings import DmNotAllowedPolicy, ProviderName, Settings
 from bulkdm.timestamps import iso_utc as _iso
@@ -43,8 +46,14 @@ _RESOLVE_CONCURRENCY: Final = 8
 _OPT_OUT_AHEAD: Final = 16
 #: codes that say "not performed, the key's budget is spent": not the row's fault
 _THROTTLE_CODES: Final = frozenset({"rate_limit_exceeded", "x_rate_limited", "http_429"})
-#: a sender resting longer than this ends its part of the run (the rows wait for a resume)
-_MAX_REST_WAIT_S: Final = 3600.0
+#: a wait for a slot longer than this is one sleep (stop ends it), not a poll every second
+_LONG_WAIT_S: Final = 60.0
+#: a slot this close to its send window's end is not taken: the request must leave inside it
+_WINDOW_MARGIN_S: Final = 1.0
+_OUTSIDE_WINDOW: Final = "outside its send window"
+_WARMING_UP: Final = "warm-up"
+_BILLED: Final = ("dms", "uploads", "lookups")
+_DAY_S: Final = 86400.0
 
 
 class FinishReason(StrEnum):
@@ -164,6 +173,19 @@ class Engine:
         self._unbound = UnboundRows(checkpoint, clock)
         self._task_errors: list[BaseException] = []
         self._halt: str | None = None
+        #: the breakers' samples: the campaign's last error codes (None: sent), and per account
+        #: whether each of its last sends was refused
+        self._recent_codes: list[str | None] = []
+        self._refusals: dict[str, list[bool]] = {}
+        #: what the campaign has been billed for (DM attempts, uploads, lookups), from the
+        #: checkpoint at the start, counted before each call in this run
+        self._spent: Counter[str] = Counter()
+        #: each account's first send in the ledger (its warm-up's day 0), read when the run starts
+        self._first_sends: dict[str, float] = {}
+        #: a sender resting longer than this ends its part of the run (the rows wait for a
+        #: resume); ``--until-done`` waits however long it takes
+        self._patience_s = (float("inf") if settings.run.until_done
+                            else settings.run.max_rest_wait_s)
         # a replay under the same key (Xquik) is safe at once; a lookup (GetXAPI) waits for
         # anything the provider may still deliver
         self._settle_after_s = (settings.retry.settle_after_s
@@ -232,6 +254,7 @@ class Engine:
         now = self._clock()
         await self._submit([cp.unsettle_in_flight(settle_after_s=self._settle_after_s)])
         self.counts.update(await self._cp.state_counts())
+        self._spent.update(dict(zip(_BILLED, await self._cp.spend_counts(), strict=True)))
         if self._pool is not None:
             await self._restore_from_pool(self._pool, now)
         else:
@@ -256,6 +279,9 @@ class Engine:
             if rest is not None:
                 sender.limiter.rest_until(rest.until_s)
                 sender.note = f"{rest.reason} until {_iso(rest.until_s)}"
+            first_s = await pool.first_send_of(account)
+            if first_s is not None:
+                self._first_sends[account] = first_s
             health = await pool.health_of(account)
             if health is not None and sender.note is None:
                 # recorded by an earlier run: tried again, and cleared by the next delivery
@@ -387,7 +413,7 @@ class Engine:
         if not sender.limiter.is_resting(now):
             return True
         until_s = sender.limiter.next_allowed_s(now)
-        if until_s - now > _MAX_REST_WAIT_S:
+        if until_s - now > self._patience_s:
             sender.state, sender.free_at_s = SenderState.RESTING, until_s
             return False
         await self._sleep(until_s - now)
@@ -396,7 +422,7 @@ class Engine:
     async def _wait_until(self, due_s: float, sender: _Sender) -> bool:
         """Sleep until ``due_s`` unless stopped; False ends this sender's part of the run."""
         wait_s = due_s - self._clock()
-        if wait_s > _MAX_REST_WAIT_S:
+        if wait_s > self._patience_s:
             sender.state, sender.free_at_s = SenderState.RESTING, due_s
             return False
         if wait_s > 0:
@@ -492,9 +518,18 @@ class Engine:
         for the account and the key, against every campaign's sends; when the ledger has no room
         the slot is given back and taken again once it may have."""
         while True:
+            await self._sleep_through_long_wait(sender)
             at_s = await self._gate.acquire(sender.limiter, self._key, stop=self._stop,
                                             slot=self._slots,
-                                            deadline_s=self._clock() + _MAX_REST_WAIT_S)
+                                            deadline_s=self._clock() + self._patience_s)
+            if at_s is not None and (self._outside_window(sender, at_s)
+                                     or self._over_ramp(sender, at_s)):
+                continue
+            if at_s is not None and not self._may_spend(dms=1):
+                sender.limiter.forget(at_s)
+                self._key.forget(at_s)
+                self._slots.release()
+                return None
             if at_s is None or self._pool is None:
                 return at_s
             answer = await self._pool.ticket(sender.account)
@@ -507,17 +542,72 @@ class Engine:
             if not await self._wait_for_pool(sender, answer):
                 return None
 
+    def _outside_window(self, sender: _Sender, at_s: float) -> bool:
+        """True when the sender's send window is closed at ``at_s`` (or closes within a second,
+        before the request could leave): the slot is given back and the sender rests until
+        the window opens."""
+        window = self._settings.send_window_of(sender.account)
+        if window is None or window.is_open(at_s) and window.is_open(at_s + _WINDOW_MARGIN_S):
+            if sender.note is not None and sender.note.startswith(_OUTSIDE_WINDOW):
+                sender.note = None
+            return False
+        sender.limiter.forget(at_s)
+        self._key.forget(at_s)
+        self._slots.release()
+        opens_s = window.opens_s(at_s + _WINDOW_MARGIN_S)
+        sender.limiter.rest_until(opens_s)
+        sender.note = f"{_OUTSIDE_WINDOW} ({window.describe()}) until {_iso(opens_s)}"
+        return True
+
+    def _over_ramp(self, sender: _Sender, at_s: float) -> bool:
+        """True when a send at ``at_s`` would pass the sender's warm-up cap for its ramp's day
+        (counted from its first send in the ledger): the slot is given back and the sender
+        rests until the oldest of the day's sends leaves the day."""
+        settings = self._settings.sender(sender.account)
+        if self._pool is None or settings is None or settings.warmup is None \
+                or settings.daily_cap is None:
+            return False
+        first_s = self._first_sends.setdefault(sender.account, at_s)
+        cap = settings.warmup.cap(settings.daily_cap, first_s, at_s)
+        earlier = [t for t in sender.limiter.times() if t != at_s]
+        # the day as the limiter keeps it: a day and its guard (at most a second)
+        until_s = ramp_wait_until_s(earlier, cap, at_s, _DAY_S + 1.0) \
+            if cap < settings.daily_cap else None
+        if until_s is None:
+            if sender.note is not None and sender.note.startswith(_WARMING_UP):
+                sender.note = None
+            return False
+        sender.limiter.forget(at_s)
+        self._key.forget(at_s)
+        self._slots.release()
+        sender.limiter.rest_until(until_s)
+        day = settings.warmup.day(first_s, at_s)
+        sender.note = (f"{_WARMING_UP} day {day} of {settings.warmup.days}: {cap}/{settings.daily_cap} "
+                       f"a day, until {_iso(until_s)}")
+        return True
+
+    async def _sleep_through_long_wait(self, sender: _Sender) -> None:
+        """A wait within the run's patience but longer than a minute (a daily cap, a rest, with
+        ``--until-done``) is one sleep to its end; the gate then looks again."""
+        now = self._clock()
+        wait_s = max(sender.limiter.next_allowed_s(now), self._key.next_allowed_s(now)) - now
+        if _LONG_WAIT_S < wait_s <= self._patience_s:
+            await self._sleep(wait_s)
+
     async def _wait_for_pool(self, sender: _Sender, refusal: Refusal) -> bool:
         """Wait (a second at most before asking again: others may release) for the ledger's
         next slot; False when that is past the run's patience or a stop came."""
         now = self._clock()
-        if refusal.next_s - now > _MAX_REST_WAIT_S:
+        if refusal.next_s - now > self._patience_s:
             sender.note = f"{refusal.reason} (all campaigns): next slot at {_iso(refusal.next_s)}"
             sender.free_at_s = refusal.next_s
             return False
         if refusal.reason.startswith("resting"):
             sender.limiter.rest_until(refusal.next_s)
-        await self._sleep(min(refusal.next_s - now, 1.0))
+        wait_s = refusal.next_s - now
+        # a long wait (a daily cap of all campaigns) is one sleep; a short one asks again in a
+        # second, as another campaign may release its reservation
+        await self._sleep(wait_s if wait_s > _LONG_WAIT_S else min(wait_s, 1.0))
         return not self._stop.is_set()
 
     # -- a send and what follows ---------------------------------------------------------------
@@ -554,7 +644,7 @@ class Engine:
     ) -> list[Write]:
         writes = [cp.attempt_result(row_id=row.id, attempt=row.attempts,
                                     action=outcome.action.value, code=outcome.code,
-                                    sent_at_s=sent_at_s)]
+                                    sent_at_s=sent_at_s), *self._breakers(sender, outcome)]
         action = outcome.action
         if action is Action.DONE:
             if self._pool is not None:
@@ -568,6 +658,57 @@ class Engine:
         if action in (Action.REST_SENDER, Action.DROP_SENDER, Action.STOP_RUN):
             return [*writes, *self._sender_problem(row, sender, outcome)]
         return [*writes, *await self._retry_later(row, outcome)]
+
+    def _may_spend(self, *, dms: int = 0, uploads: int = 0, lookups: int = 0) -> bool:
+        """Count a billed call about to be made, if it keeps the campaign within its spend
+        cap; else stop the run before it, saying so."""
+        cap = self._settings.campaign.spend_cap
+        after = Counter(self._spent)
+        after.update({"dms": dms, "uploads": uploads, "lookups": lookups})
+        cost = estimate_cost(self._settings, dms=after["dms"], media_uploads=after["uploads"],
+                             lookups=after["lookups"])
+        if not cap.set or cap.allows(cost.usd, cost.credits):
+            self._spent = after
+            return True
+        if self._halt is None:
+            spent = estimate_cost(self._settings, dms=self._spent["dms"],
+                                  media_uploads=self._spent["uploads"],
+                                  lookups=self._spent["lookups"])
+            credits = f" ({spent.credits:g} credits)" if spent.credits is not None else ""
+            what = "DM" if dms else "media upload" if uploads else "username lookup"
+            self._halt = (f"spend cap reached: ${spent.usd:.4f}{credits} spent of "
+                          f"{cap.describe()}; the next {what} would cross it")
+            self._stop.set()
+        return False
+
+    def _breakers(self, sender: _Sender, outcome: Outcome) -> list[Write]:
+        """A send's final answer (delivered, or the row failed) goes to the breakers: one error
+        on most of the campaign's last sends stops the run; an account refused too often rests
+        (in the ledger too)."""
+        if outcome.action not in (Action.DONE, Action.FAIL_ROW):
+            return []  # not a row's final answer: a retry, a rest, a lookup still to come
+        self._recent_codes.append(outcome.code if outcome.action is Action.FAIL_ROW else None)
+        del self._recent_codes[:-max(1, self._settings.run.same_error_breaker.sample)]
+        code = self._settings.run.same_error_breaker.trips(self._recent_codes)
+        if code is not None and self._halt is None:
+            self._halt = (f"same-error breaker: {code} on most of the last "
+                          f"{len(self._recent_codes)} sends; fix the cause, then run again")
+            self._stop.set()
+        breaker = self._settings.run.refusal_breaker
+        refused = self._refusals.setdefault(sender.account, [])
+        refused.append(outcome.action is Action.FAIL_ROW and outcome.code in REFUSAL_CODES)
+        del refused[:-breaker.sample]
+        if not breaker.trips(refused):
+            return []
+        why = breaker.why(refused)
+        refused.clear()
+        until_s = self._clock() + breaker.cooldown_s
+        sender.limiter.rest_until(until_s)
+        sender.note = f"{why}; resting until {_iso(until_s)}"
+        if self._pool is not None:  # every campaign of this account rests with it
+            self._pool.rest(sender.account, until_s=until_s, reason=why)
+        return [cp.set_sender(account=sender.account, state=SenderState.RESTING,
+                              until_s=until_s, reason=why)]
 
     def _finish_sent(self, row: RowRecord, outcome: Outcome, media_id: str | None) -> Write:
         done = Finish(state=RowState.SENT, message_id=outcome.value, media_id=media_id,
@@ -798,6 +939,8 @@ class Engine:
             return rows
         known = await self._cp.cached_users(wanted)
         missing = [u for u in wanted if u not in known]
+        while missing and not self._may_spend(lookups=len(missing)):
+            missing.pop()  # the lookups within the spend cap still go; the run then stops
         limit = asyncio.Semaphore(_RESOLVE_CONCURRENCY)
 
         async def resolve(username: str) -> tuple[str, Outcome]:
@@ -849,6 +992,8 @@ class Engine:
         cached = await self._cp.cached_media(path, sender.account)
         if cached is not None:
             return cached
+        if not self._may_spend(uploads=1):
+            return None
         at_s = await self._gate.acquire(self._key, stop=self._stop)
         if at_s is None:
             return None
@@ -906,7 +1051,7 @@ class Engine:
             after_id = rows[-1].id
             for row in rows:
                 wait_s = (await self._cp.due_s(row.id) or 0.0) - self._clock()
-                if wait_s > _MAX_REST_WAIT_S:
+                if wait_s > self._patience_s:
                     continue  # settled by a later run
                 await self._sleep(wait_s)
                 if self._stop.is_set():

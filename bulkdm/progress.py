@@ -247,8 +247,10 @@ def summary_text(
     finish_reason: str,
     failures_by_code: Mapping[str, int],
     resume_command: str | None,
+    run_again_at_s: float | None = None,
 ) -> str:
-    """The end-of-run report: why it ended, rows by state, failures by code, senders, next step."""
+    """The end-of-run report: why it ended, rows by state, failures by code, senders, next step
+    (``run_again_at_s``: when a paused run's next send can leave)."""
     lines = [
         f"Campaign {final.campaign!r}: {finish_reason} after {format_duration(final.elapsed_s)}",
         "Rows (whole campaign, earlier runs included):",
@@ -273,6 +275,11 @@ def summary_text(
     if final.senders:
         lines.append("Senders (this run):")
         lines += [_summary_sender(view) for view in final.senders]
+    if run_again_at_s is not None:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run_again_at_s))
+        wait = format_duration(max(0.0, run_again_at_s - time.time()))
+        lines.append(f"Next send possible at {when} (in {wait}): run again then, or run with "
+                     "--until-done to wait in one run")
     if resume_command is not None:
         lines.append(f"To resume: {resume_command}")
     return "\n".join(lines) + "\n"

@@ -207,6 +207,10 @@ class WindowLimiter:
     def is_resting(self, now_s: float) -> bool:
         return self._rest_until_s is not None and now_s < self._rest_until_s
 
+    def times(self) -> tuple[float, ...]:
+        """The event times held, ascending (the newest ``max(count)``)."""
+        return tuple(self._log)
+
     def used(self, now_s: float, rate: Rate) -> int:
         """Events of ``rate``'s enforced window ending at ``now_s`` (at most ``rate.count`` shown
         once more than that are held, as only the newest ``max(count)`` are kept)."""

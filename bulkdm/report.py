@@ -6,6 +6,7 @@ Estimates are pure functions of counts and settings, so they are tested without 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Final
 
 import orjson
 
+from bulkdm.policies import windowed_duration_s
 from bulkdm.rates import Rate
 from bulkdm.rows import UNBOUND
 from bulkdm.settings import ProviderName, Settings
@@ -35,6 +37,7 @@ __all__ = [
     "format_report",
     "human_duration",
     "send_time_s",
+    "sender_time_s",
     "spread_unbound",
     "with_account_waits",
 ]
@@ -138,19 +141,23 @@ def send_time_s(count: int, windows: Sequence[Rate]) -> float:
 
 def estimate_duration(
     settings: Settings, pending_by_sender: Mapping[str, int], *,
-    first_wait_s: Mapping[str, float] | None = None,
+    start_s: float | None = None, first_wait_s: Mapping[str, float] | None = None,
 ) -> DurationEstimate:
     """The slowest sender, or the API key's budget shared by all senders if that is slower.
 
     Rows bound to no sender yet (under :data:`~bulkdm.rows.UNBOUND`) are spread over the senders
     as the engine hands them out, to whichever has a slot (:func:`spread_unbound`), over those
-    in ``first_wait_s`` (each waiting that long first) when it is given, else over all.
+    in ``first_wait_s`` (each waiting that long first) when it is given, else over all. A sender
+    with a send window sends only inside it, from ``start_s`` (default: now) plus its wait.
     ``per_sender_s`` is each sender's sending time; ``seconds`` counts its wait too.
     """
     waits = first_wait_s if first_wait_s is not None else {s.account: 0.0 for s in settings.senders}
     pending = spread_unbound(settings, pending_by_sender, waits)
+    at_s = time.time() if start_s is None else start_s
     per_sender = {
-        s.account: send_time_s(pending.get(s.account, 0), s.windows) for s in settings.senders
+        s.account: sender_time_s(settings, s.account, pending.get(s.account, 0), at_s,
+                                 waits.get(s.account, 0.0)) - waits.get(s.account, 0.0)
+        for s in settings.senders
     }
     api_key_s = send_time_s(sum(pending_by_sender.values()), settings.provider.rates)
     # a sender that must wait first (its windows full of other campaigns' sends, a rest)
@@ -199,6 +206,19 @@ def spread_unbound(
     for account, share in shares.items():
         pending[account] = pending.get(account, 0) + share
     return pending
+
+
+def sender_time_s(
+    settings: Settings, account: str, count: int, start_s: float, first_wait_s: float = 0.0
+) -> float:
+    """How long ``account`` takes to send ``count`` rows from ``start_s``: its windows' pace,
+    inside its send window if it has one; a first wait (a full window, a rest) comes first."""
+    sender = settings.sender(account)
+    windows = sender.windows if sender is not None else ()
+    window = settings.send_window_of(account)
+    if window is None or count == 0:
+        return first_wait_s + send_time_s(count, windows)
+    return first_wait_s + windowed_duration_s(window, count, windows, start_s + first_wait_s)
 
 
 def estimate_cost(
@@ -272,6 +292,19 @@ def estimate_reads(settings: Settings, *, conversations: int, senders: int,
                         usd_high=usd)
 
 
+def _spend_notes(settings: Settings, cost: CostEstimate) -> tuple[str, ...]:
+    """The estimate next to the spend cap, if there is one."""
+    cap = settings.campaign.spend_cap
+    if not cap.set:
+        return ()
+    credits = f" ({cost.credits:g} credits)" if cost.credits is not None else ""
+    within = "within it" if cap.allows(cost.usd, cost.credits) else \
+        "over it: the run stops before the call that would cross it"
+    note = (f"spend cap {cap.describe()}: the estimate ${cost.usd:.4f}{credits} is {within}; "
+            "what earlier runs spent counts too")
+    return (note,)
+
+
 def human_duration(seconds: float) -> str:
     """``93784`` -> ``"1d 2h 3m 4s"``; under a minute keeps seconds, longer drops zero parts."""
     whole = math.ceil(seconds)
@@ -305,6 +338,9 @@ async def build_report(
         states.get("invalid", 0),
         states.get("skipped", 0) - removed,
     )
+    cost = estimate_cost(
+        settings, dms=totals.pending, media_uploads=totals.media_uploads, lookups=totals.lookups
+    )
     return PlanReport(
         status=status,
         campaign=meta.campaign if meta else settings.campaign.name,
@@ -325,9 +361,8 @@ async def build_report(
         invalid_by_reason=_sorted({k: v for k, v in reasons.items() if k not in SKIP_REASONS}),
         skipped_by_reason=_sorted({k: v for k, v in reasons.items() if k in SKIP_REASONS}),
         senders={s.account: senders.get(s.account, 0) for s in settings.senders},
-        cost=estimate_cost(
-            settings, dms=totals.pending, media_uploads=totals.media_uploads, lookups=totals.lookups
-        ),
+        cost=cost,
+        notes=_spend_notes(settings, cost),
         duration=estimate_duration(settings, senders),
         reply_reads=estimate_reads(settings, conversations=totals.pending + states.get("sent", 0),
                                    senders=len(settings.senders)),

@@ -32,7 +32,7 @@ from bulkdm.runlock import RunLock
 from bulkdm.sandbox import SandboxConfig, running_sandbox
 from bulkdm.secrets import Secret, read_secret
 from bulkdm.settings import ProviderName, RunSettings, Settings
-from bulkdm.waits import time_left_s, wait_reason
+from bulkdm.waits import next_send_at_s, time_left_s, wait_reason
 
 __all__ = ["ExitCode", "RunOptions", "campaign_provider", "run_campaign"]
 
@@ -215,8 +215,10 @@ async def _send_all(
     # a write failed while in-flight sends outlived the grace: still a storage stop, not a pause
     checkpoint.raise_if_failed()
     failures = await checkpoint.failure_counts()
+    again_s = await _run_again_at_s(engine, checkpoint) \
+        if report.finish_reason is FinishReason.PAUSED else None
     stream.write(summary_text(final, finish_reason=report.finish_reason.value,
-                              failures_by_code=failures,
+                              failures_by_code=failures, run_again_at_s=again_s,
                               resume_command=None if report.finish_reason is FinishReason.COMPLETED
                               else _resume_command(options)) + "\n")
     if report.detail:
@@ -255,6 +257,14 @@ async def _sync_replies_while_running(
             return
         if done.is_set():
             return
+
+
+async def _run_again_at_s(engine: Engine, checkpoint: Checkpoint) -> float | None:
+    """When a paused run's first send could leave: its senders' windows and rests, the key's,
+    and when their rows are due (an out sender sends nothing until it is fixed)."""
+    senders = [(s.limiter, await checkpoint.next_due_s(s.account))
+               for s in engine.senders if s.usable]
+    return next_send_at_s(senders, engine.api_key_limiter, time.time())
 
 
 async def _run_with_grace(engine: Engine, run: RunSettings, stop: asyncio.Event) -> RunReport:
@@ -334,7 +344,7 @@ def _snapshot(
     senders = [_sender_view(engine, s, now) for s in engine.senders]
     waits = {v.account: v.next_slot_in_s for v in senders if v.next_slot_in_s is not None}
     eta_s = time_left_s(settings, left_by_sender, first_wait_s=waits,
-                        api_key_wait_s=engine.api_key_limiter.next_slot_in_s(now))
+                        api_key_wait_s=engine.api_key_limiter.next_slot_in_s(now), now_s=now)
     return Snapshot(campaign=settings.campaign.name, counts=counts, total=sum(counts.values()),
                     rate_per_s=rate, eta_s=eta_s, elapsed_s=elapsed_s, senders=senders)
 

@@ -12,7 +12,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Final, TypeVar
@@ -23,6 +23,10 @@ from bulkdm import keys
 from bulkdm.errors import ConfigError
 from bulkdm.naming import beside, campaign_stem
 from bulkdm.optout import DEFAULT_OPT_OUT
+from bulkdm.policies.breakers import RefusalBreaker, SameErrorBreaker
+from bulkdm.policies.spend import SpendCap, parse_spend
+from bulkdm.policies.warmup import Warmup, parse_warmup
+from bulkdm.policies.windows import SendWindow, parse_send_window
 from bulkdm.ratelimit import DEFAULT_LEAST_GUARD_S
 from bulkdm.rates import Rate, parse_duration_s, parse_rate
 from bulkdm.template import TemplateProblem, compile_template
@@ -86,6 +90,10 @@ class CampaignSettings:
     #: the checkpoint's campaign identity (set from the checkpoint, never from a file): see
     #: :func:`bulkdm.keys.key_scope`
     campaign_id: str | None = None
+    #: when DMs may leave, for every sender without its own (``None``: any time)
+    send_window: SendWindow | None = None
+    #: the most the campaign may spend (``max_spend``, ``max_credits``), retries included
+    spend_cap: SpendCap = field(default_factory=SpendCap)
 
     @property
     def key_scope(self) -> str:
@@ -119,6 +127,11 @@ class SenderSettings:
     daily_cap: int | None = 500
     #: GetXAPI only: the variable holding this sender's X session token
     auth_token_env: str | None = None
+    #: this sender's own send window (parts it leaves out come from the campaign's)
+    send_window: SendWindow | None = None
+    #: how its daily cap ramps up from its first send in the account ledger (``None``: no
+    #: ramp); only a sender with a daily cap and the ledger on is ramped
+    warmup: Warmup | None = None
 
     @property
     def windows(self) -> tuple[Rate, ...]:
@@ -168,6 +181,14 @@ class RunSettings:
     #: send and the moment the provider does; a window of P seconds gets 2 % of P (up to 1 s)
     #: when that is more
     rate_guard_s: float = DEFAULT_LEAST_GUARD_S
+    #: a sender whose next send is further away than this ends its part of the run ("paused");
+    #: ``until_done`` waits however long it takes instead (``bulkdm run --until-done``)
+    max_rest_wait_s: float = 3600.0
+    until_done: bool = False
+    #: an account whose recent sends are refused too often rests (every campaign with it)
+    refusal_breaker: RefusalBreaker = field(default_factory=RefusalBreaker)
+    #: the run stops when one error is most of its last sends (``sample = 0``: never)
+    same_error_breaker: SameErrorBreaker = field(default_factory=SameErrorBreaker)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -202,6 +223,12 @@ class Settings:
     source: Path | None = None
     #: values that are allowed but probably wrong (printed by the commands, never fatal)
     warnings: tuple[str, ...] = ()
+
+    def send_window_of(self, account: str) -> SendWindow | None:
+        """When ``account`` may send: its own window, else the campaign's (``None``: any time)."""
+        sender = self.sender(account)
+        own = sender.send_window if sender is not None else None
+        return own or self.campaign.send_window
 
     def sender(self, account: str) -> SenderSettings | None:
         """The sender named ``account``, in any case: X handles are case-insensitive."""
@@ -363,7 +390,8 @@ def load_settings(
     return Settings(
         campaign=_campaign(campaign, campaign_path, base_dir),
         provider=provider,
-        senders=_senders(data.get("senders", []), provider.name, where),
+        senders=_senders(data.get("senders", []), provider.name, where,
+                         _campaign_window(data.get("campaign", {}))),
         retry=_retry(_Table(data.get("retry", {}), "retry", where)),
         costs=_costs(_Table(data.get("costs", {}), "costs", where)),
         run=_run(_Table(data.get("run", {}), "run", where)),
@@ -467,9 +495,23 @@ def _campaign(table: _Table, campaign_path: Path, base_dir: Path) -> CampaignSet
         suppression=suppression,
         require_consent=table.take("require_consent", bool, False, "true or false"),
         delimiter=_delimiter(table),
+        send_window=_send_window(table, None),
+        spend_cap=_spend_cap(table),
     )
     table.done()
     return settings
+
+
+def _spend_cap(table: _Table) -> SpendCap:
+    usd = None
+    if table.has("max_spend"):
+        value = table.take("max_spend", (str, int, float), 0, 'an amount such as "25 USD"')
+        try:
+            usd = parse_spend(value)
+        except ValueError as exc:
+            raise table.error("max_spend", str(exc)) from exc
+    credits = table.number("max_credits", 0.0) if table.has("max_credits") else None
+    return SpendCap(usd=usd, credits=credits)
 
 
 def _delimiter(table: _Table) -> str | None:
@@ -501,8 +543,48 @@ def _provider(table: _Table) -> ProviderSettings:
     return settings
 
 
+_WINDOW_KEYS: Final = ("send_hours", "send_days", "timezone")
+
+
+def _send_window(table: _Table, base: SendWindow | None) -> SendWindow | None:
+    """The window a table's ``send_hours``, ``send_days`` and ``timezone`` give; the parts it
+    leaves out are ``base``'s (the campaign's), or the whole day, every day, UTC."""
+    hours, days, zone = (table.optional_text(key) for key in _WINDOW_KEYS)
+    if hours is None and days is None and zone is None:
+        return base
+    try:
+        window = parse_send_window(hours, days, zone)
+    except ValueError as exc:
+        key = next((k for k in _WINDOW_KEYS[:2] if k in str(exc)), "timezone")
+        raise table.error(key, str(exc)) from exc
+    if base is None:
+        return window
+    return replace(window,
+                   start_min=base.start_min if hours is None else window.start_min,
+                   end_min=base.end_min if hours is None else window.end_min,
+                   days=base.days if days is None else window.days,
+                   zone=base.zone if zone is None else window.zone)
+
+
+def _campaign_window(data: object) -> SendWindow | None:
+    """The campaign's window, read again for the senders (its errors are raised by
+    :func:`_campaign`, which reads the same keys first)."""
+    if not isinstance(data, dict):
+        return None
+    try:
+        return parse_send_window(*(_text_or_none(data.get(k)) for k in _WINDOW_KEYS)) \
+            if any(k in data for k in _WINDOW_KEYS) else None
+    except ValueError:
+        return None
+
+
+def _text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
 def _senders(
-    data: object, provider: ProviderName, where: Callable[[str], str]
+    data: object, provider: ProviderName, where: Callable[[str], str],
+    campaign_window: SendWindow | None = None,
 ) -> tuple[SenderSettings, ...]:
     if not isinstance(data, list) or not data:
         raise ConfigError(
@@ -512,7 +594,7 @@ def _senders(
         )
     senders: list[SenderSettings] = []
     for number, entry in enumerate(data, start=1):
-        sender = _sender(_Table(entry, f"senders[{number}]", where), provider)
+        sender = _sender(_Table(entry, f"senders[{number}]", where), provider, campaign_window)
         if any(s.account.casefold() == sender.account.casefold() for s in senders):
             raise ConfigError(
                 f"the account {sender.account!r} is listed twice",
@@ -523,7 +605,9 @@ def _senders(
     return tuple(senders)
 
 
-def _sender(table: _Table, provider: ProviderName) -> SenderSettings:
+def _sender(
+    table: _Table, provider: ProviderName, campaign_window: SendWindow | None = None
+) -> SenderSettings:
     if not table.has("account"):
         raise table.error("account", "is required: the account this sender acts as")
     defaults = SenderSettings(account="-")
@@ -532,11 +616,30 @@ def _sender(table: _Table, provider: ProviderName) -> SenderSettings:
         rates=table.rates("rate", defaults.rates),
         daily_cap=table.integer("daily_cap", defaults.daily_cap or 500, minimum=1),
         auth_token_env=table.env_name("auth_token_env", None),
+        send_window=_own_window(table, campaign_window),
+        warmup=_warmup(table),
     )
     if settings.auth_token_env is not None and provider is not ProviderName.GETXAPI:
         raise table.error("auth_token_env", "is for GetXAPI senders only; remove it")
     table.done()
     return settings
+
+
+def _warmup(table: _Table) -> Warmup | None:
+    if not table.has("warmup"):
+        return None
+    what = 'true, false or a ramp like "14d from 20%"'
+    value: str | bool = table.take("warmup", bool, True, what) \
+        if isinstance(table._data.get("warmup"), bool) else table.take("warmup", str, "", what)
+    try:
+        return parse_warmup(value)
+    except ValueError as exc:
+        raise table.error("warmup", str(exc)) from exc
+
+
+def _own_window(table: _Table, campaign_window: SendWindow | None) -> SendWindow | None:
+    window = _send_window(table, campaign_window)
+    return None if window is campaign_window else window
 
 
 def _retry(table: _Table) -> RetrySettings:
@@ -587,9 +690,31 @@ def _run(table: _Table) -> RunSettings:
         stop_grace_s=table.duration_s("stop_grace", defaults.stop_grace_s),
         progress_interval_s=table.duration_s("progress_interval", defaults.progress_interval_s),
         rate_guard_s=table.duration_s("rate_guard", defaults.rate_guard_s),
+        max_rest_wait_s=table.duration_s("max_rest_wait", defaults.max_rest_wait_s),
+        until_done=table.take("until_done", bool, defaults.until_done, "true or false"),
+        refusal_breaker=RefusalBreaker(
+            sample=table.integer("refusal_sample", defaults.refusal_breaker.sample, minimum=1),
+            threshold=_share(table, "refusal_threshold", defaults.refusal_breaker.threshold),
+            cooldown_s=table.duration_s("refusal_cooldown", defaults.refusal_breaker.cooldown_s)),
+        same_error_breaker=SameErrorBreaker(
+            sample=table.integer("same_error_sample", defaults.same_error_breaker.sample,
+                                 minimum=0)),
     )
     table.done()
     return settings
+
+
+def _share(table: _Table, key: str, default: float) -> float:
+    """``"30%"`` (or ``0.3``) as a fraction between 0 and 1."""
+    value = table.take(key, (str, int, float), default, 'a share such as "30%"')
+    try:
+        share = float(value[:-1]) / 100 if isinstance(value, str) and value.endswith("%") \
+            else float(value)
+    except ValueError as exc:
+        raise table.error(key, f'{value!r} is not a share such as "30%"') from exc
+    if not 0 <= share <= 1:
+        raise table.error(key, f"{value!r} must be between 0% and 100%")
+    return share
 
 
 def _accounts(table: _Table) -> AccountsSettings:

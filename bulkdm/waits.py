@@ -10,7 +10,7 @@ waiting for a full window adds that wait, instead of the ETA shrinking with a bu
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -20,7 +20,9 @@ from bulkdm.report import estimate_duration
 from bulkdm.rows import UNBOUND
 from bulkdm.settings import Settings
 
-__all__ = ["SHOWN_WAIT_S", "WaitReason", "clock_time", "time_left_s", "wait_reason"]
+__all__ = [
+    "SHOWN_WAIT_S", "WaitReason", "clock_time", "next_send_at_s", "time_left_s", "wait_reason",
+]
 
 #: a shorter wait is just the pace of sending: not worth a note
 SHOWN_WAIT_S: Final = 1.0
@@ -71,13 +73,15 @@ def time_left_s(
     *,
     first_wait_s: Mapping[str, float],
     api_key_wait_s: float = 0.0,
+    now_s: float | None = None,
 ) -> float | None:
     """Seconds until the last of the rows left is sent, ``None`` when no sender can send them.
 
     ``left_by_sender`` holds the rows left of the senders still in the run (and those bound to
     none yet, spread over the senders of ``first_wait_s``); ``first_wait_s``
     how long each waits for its next slot (:meth:`WindowLimiter.next_slot_in_s`), and
-    ``api_key_wait_s`` the same for the key's shared budget.
+    ``api_key_wait_s`` the same for the key's shared budget. A sender with a send window sends
+    only inside it, counted from ``now_s`` (default: the clock's now).
     """
     left = {account: n for account, n in left_by_sender.items() if n > 0}
     if not left:
@@ -86,7 +90,18 @@ def time_left_s(
         return None  # a sender that is out still holds rows: they move, or they wait
     if UNBOUND in left and not first_wait_s:
         return None  # no sender left for the rows bound to none
-    estimate = estimate_duration(settings, left, first_wait_s=first_wait_s)
+    estimate = estimate_duration(settings, left, start_s=now_s, first_wait_s=first_wait_s)
     per_sender = [first_wait_s[a] + s for a, s in estimate.per_sender_s.items()
                   if s > 0 or left.get(a, 0) > 0]
     return max(max(per_sender, default=0.0), api_key_wait_s + estimate.api_key_s)
+
+
+def next_send_at_s(
+    senders: Iterable[tuple[WindowLimiter, float | None]], api_key: WindowLimiter, now_s: float
+) -> float | None:
+    """When the first of ``senders`` can send again: each is its limiter and when its next row
+    is due (``None``: no row left); ``None`` when no sender has a row left."""
+    key_s = api_key.next_allowed_s(now_s)
+    times = [max(limiter.next_allowed_s(now_s), key_s, due_s)
+             for limiter, due_s in senders if due_s is not None]
+    return min(times, default=None)

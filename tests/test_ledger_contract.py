@@ -17,7 +17,7 @@ NOW = 1_800_000_000.0
 ALICE = account_subject(Realm.LIVE, "@Alice")
 PER_10S = Rate(count=3, period_s=10.0)
 
-Opener = Callable[[], Awaitable[Ledger]]
+Opener = Callable[..., Awaitable[Ledger]]
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -27,8 +27,8 @@ async def connect(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         request.getfixturevalue("postgres_db")
     opened: list[Ledger] = []
 
-    async def open_one() -> Ledger:
-        opened.append(await open_ledger(spec, now_s=NOW))
+    async def open_one(now_s: float = NOW) -> Ledger:
+        opened.append(await open_ledger(spec, now_s=now_s))
         return opened[-1]
 
     try:
@@ -210,3 +210,20 @@ async def test_opt_outs_are_shared_by_id_or_username_and_removed_with_a_reason(
                               source="reply:c2:m9", now_s=NOW + 3)
     assert await planner.opted_out(Realm.LIVE, user_ids=["42"], usernames=[]) == {"id:42"}
     assert await planner.opted_out(Realm.LIVE, user_ids=[], usernames=[]) == set()
+
+
+async def test_the_first_send_is_kept_past_pruning_and_only_an_earlier_one_replaces_it(
+    connect: Opener,
+) -> None:
+    ledger = await connect()
+    assert await ledger.first_send(ALICE) is None
+    grant = await ledger.reserve(ALICE, rates=[PER_10S], holder="a", want=2, now_s=NOW)
+    await ledger.settle([(grant.ids[1], NOW + 2)], [grant.ids[0]])  # one left, one released
+    assert await ledger.first_send(ALICE) == NOW + 2
+    later = await ledger.reserve(ALICE, rates=[PER_10S], holder="a", want=1, now_s=NOW + 20)
+    await ledger.settle([(later.ids[0], NOW + 21)], [])
+    assert await ledger.first_send(ALICE) == NOW + 2
+    # opened 30 days later, the sends themselves are pruned; the first send is not
+    reopened = await connect(NOW + 30 * 86400)
+    assert await reopened.history(ALICE, since_s=0, now_s=NOW + 30 * 86400) == []
+    assert await reopened.first_send(ALICE) == NOW + 2

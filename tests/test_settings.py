@@ -217,6 +217,14 @@ def test_suppression_paths_are_relative_to_the_settings_file(
         ('[campaign]\ndelimiter = "ab"\n', "campaign.delimiter", "cannot separate"),
         ('[campaign]\nrequire_consent = "yes"\n', "campaign.require_consent", "true or false"),
         ("[costs]\ncredit_price = -1\n", "costs.credit_price", "negative"),
+        ('[campaign]\nsend_hours = "9-18"\n', "campaign.send_hours", "HH:MM-HH:MM"),
+        ('[campaign]\nsend_days = "weekdays"\n', "campaign.send_days", "mon..sun"),
+        ('[campaign]\ntimezone = "Berlin"\n', "campaign.timezone", "unknown time zone"),
+        ('[run]\nmax_rest_wait = "soon"\n', "run.max_rest_wait", "not a duration"),
+        ('[run]\nrefusal_threshold = "lots"\n', "run.refusal_threshold", "not a share"),
+        ('[campaign]\nmax_spend = "lots"\n', "campaign.max_spend", "25 USD"),
+        ("[campaign]\nmax_credits = -5\n", "campaign.max_credits", "negative"),
+        ('[run]\nrefusal_threshold = "130%"\n', "run.refusal_threshold", "between 0% and 100%"),
     ],
 )
 def test_bad_values_name_the_key_and_the_file(
@@ -294,3 +302,33 @@ def test_the_fingerprint_follows_what_shapes_the_plan(campaign: Path) -> None:
     beside(campaign, ISSUE_EXAMPLE)
     dnc.write_text("@spam\n@more\n")
     assert settings_fingerprint(load_settings(campaign)) != first
+
+
+def test_a_senders_own_window_takes_the_parts_it_leaves_out_from_the_campaign(
+    campaign: Path,
+) -> None:
+    beside(campaign, '[campaign]\nsend_hours = "09:00-18:00"\nsend_days = "mon-fri"\n'
+                     'timezone = "Europe/Berlin"\n\n[[senders]]\naccount = "a"\n'
+                     'send_hours = "10:00-12:00"\n\n[[senders]]\naccount = "b"\n')
+    settings = load_settings(campaign)
+    own, shared = settings.send_window_of("a"), settings.send_window_of("b")
+    assert own is not None and own.describe() == "10:00-12:00 mon,tue,wed,thu,fri Europe/Berlin"
+    assert shared is not None and shared.describe() == "09:00-18:00 mon,tue,wed,thu,fri Europe/Berlin"
+
+
+def test_warmup_is_a_ramp_true_or_false(campaign: Path) -> None:
+    beside(campaign, '[[senders]]\naccount = "a"\nwarmup = "7d from 50%"\n\n'
+                     '[[senders]]\naccount = "b"\nwarmup = true\n\n[[senders]]\naccount = "c"\n')
+    settings = load_settings(campaign)
+    ramps = [s.warmup.describe() if s.warmup else None for s in settings.senders]
+    assert ramps == ["7d from 50%", "14d from 20%", None]
+    beside(campaign, '[[senders]]\naccount = "a"\nwarmup = "slowly"\n')
+    with pytest.raises(ConfigError, match="14d from 20%") as caught:
+        load_settings(campaign)
+    assert caught.value.key == "senders[1].warmup"
+
+
+def test_max_spend_reads_dollars_in_any_usual_form(campaign: Path) -> None:
+    for text in ('"25 USD"', '"$25"', '"25"', "25", "25.0"):
+        beside(campaign, f"[campaign]\nmax_spend = {text}\n\n" + MINIMAL)
+        assert load_settings(campaign).campaign.spend_cap.usd == 25.0

@@ -10,7 +10,7 @@ from bulkdm.report import estimate_duration, spread_unbound
 from bulkdm.rows import UNBOUND
 from bulkdm.sandbox import running_sandbox
 from bulkdm.settings import CampaignSettings, ProviderSettings, SenderSettings, Settings
-from bulkdm.waits import WaitReason, time_left_s, wait_reason
+from bulkdm.waits import WaitReason, next_send_at_s, time_left_s, wait_reason
 from tests.clikit import bulkdm, write_campaign
 
 ISSUE_RATES = (parse_rate("1/1s"), parse_rate("5/1m"))  # the issue's ["1/1s", "5/1m"]
@@ -123,3 +123,16 @@ async def test_a_run_says_which_window_a_waiting_sender_waits_for(tmp_path: Path
     assert any("(alice: 3/3s window full until " in line for line in waits), waits
     # the ETA counts the wait: never "--" while rows are left, though nothing is sent meanwhile
     assert not any("ETA --" in line for line in waits), waits
+
+
+def test_a_paused_run_can_send_again_when_its_first_sender_can() -> None:
+    capped = WindowLimiter([Rate(count=2, period_s=100.0)], guard_s=0.0)
+    capped.charge([0.0, 10.0])  # full until 100
+    resting = WindowLimiter([Rate(count=5, period_s=1.0)], guard_s=0.0)
+    resting.rest_until(300.0)
+    key = WindowLimiter([Rate(count=100, period_s=1.0)], guard_s=0.0)
+    assert next_send_at_s([(capped, 0.0), (resting, 0.0)], key, 20.0) == 100.0
+    # a row due later (a retry's delay) counts; a sender with no row left does not
+    assert next_send_at_s([(capped, 150.0), (resting, 0.0)], key, 20.0) == 150.0
+    assert next_send_at_s([(capped, None), (resting, 0.0)], key, 20.0) == 300.0
+    assert next_send_at_s([(capped, None)], key, 20.0) is None

@@ -215,6 +215,9 @@ class Ledger(Protocol):
     async def history(self, subject: str, *, since_s: float, now_s: float) -> list[float]:
         """The times sends of ``subject`` count at, from ``since_s`` on (a restart's charge)."""
 
+    async def first_send(self, subject: str) -> float | None:
+        """When ``subject`` first sent (``None``: never): kept for good, not pruned."""
+
     async def set_rest(self, subject: str, *, until_s: float, reason: str, now_s: float) -> None:
         """Rest ``subject`` until ``until_s`` (a later rest is kept over an earlier one)."""
 

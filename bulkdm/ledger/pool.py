@@ -149,6 +149,10 @@ class AccountPool:
         return await self.ledger.history(self.subject(account), since_s=now_s - longest_s,
                                          now_s=now_s)
 
+    async def first_send_of(self, account: str) -> float | None:
+        """When ``account`` first sent, in any campaign (``None``: never)."""
+        return await self.ledger.first_send(self.subject(account))
+
     async def rest_of(self, account: str, now_s: float) -> Rest | None:
         return await self.ledger.rest(self.subject(account), now_s=now_s)
 

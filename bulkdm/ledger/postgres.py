@@ -65,6 +65,9 @@ CREATE TABLE IF NOT EXISTS bulkdm_opt_outs (
     source TEXT NOT NULL, at_s DOUBLE PRECISION NOT NULL, removed_s DOUBLE PRECISION,
     removed_reason TEXT, PRIMARY KEY (realm, entry)
 );
+CREATE TABLE IF NOT EXISTS bulkdm_firsts (
+    subject TEXT PRIMARY KEY, at_s DOUBLE PRECISION NOT NULL
+);
 """
 _ADD_OPT_OUT: Final = (
     "INSERT INTO bulkdm_opt_outs (realm, entry, user_id, username, reason, source, at_s) "
@@ -73,6 +76,12 @@ _ADD_OPT_OUT: Final = (
     "username = COALESCE(excluded.username, bulkdm_opt_outs.username), "
     "reason = excluded.reason, source = excluded.source, at_s = excluded.at_s, "
     "removed_s = NULL, removed_reason = NULL"
+)
+#: each account's first send, the earliest of its sent reservations (its warm-up counts from it)
+_FIRSTS: Final = (
+    "INSERT INTO bulkdm_firsts SELECT subject, MIN(at_s) FROM bulkdm_reservations "
+    "WHERE id = ANY($1) GROUP BY subject ON CONFLICT (subject) DO UPDATE SET at_s = "
+    "excluded.at_s WHERE excluded.at_s < bulkdm_firsts.at_s"
 )
 _SET_REST: Final = (
     "INSERT INTO bulkdm_rests VALUES ($1, $2, $3, $4) ON CONFLICT (subject) DO UPDATE SET "
@@ -162,6 +171,7 @@ class PostgresLedger:
                     await conn.executemany(
                         "UPDATE bulkdm_reservations SET at_s = $2, sent = TRUE WHERE id = $1",
                         list(sent))
+                    await conn.execute(_FIRSTS, [rid for rid, _ in sent])
                 if released:
                     await conn.execute("DELETE FROM bulkdm_reservations WHERE id = ANY($1)",
                                        list(released))
@@ -172,6 +182,10 @@ class PostgresLedger:
         rows = await self._fetch("SELECT at_s, sent FROM bulkdm_reservations WHERE subject = $1 "
                                  "AND at_s >= $2 ORDER BY at_s", subject, since_s)
         return [r[0] if r[1] else min(r[0], now_s) for r in rows]
+
+    async def first_send(self, subject: str) -> float | None:
+        rows = await self._fetch("SELECT at_s FROM bulkdm_firsts WHERE subject = $1", subject)
+        return float(rows[0][0]) if rows else None
 
     async def set_rest(self, subject: str, *, until_s: float, reason: str, now_s: float) -> None:
         await self._execute(_SET_REST, subject, until_s, reason, now_s)

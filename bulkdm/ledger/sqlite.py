@@ -68,6 +68,8 @@ CREATE TABLE IF NOT EXISTS opt_outs (
     source TEXT NOT NULL, at_s REAL NOT NULL, removed_s REAL, removed_reason TEXT,
     PRIMARY KEY (realm, entry)
 );
+-- each account's first send (its warm-up counts from it); never pruned
+CREATE TABLE IF NOT EXISTS firsts (subject TEXT PRIMARY KEY, at_s REAL NOT NULL);
 """
 #: sends in a window ending now: this holder's in the window, others' in it widened by a margin
 _COUNT: Final = (
@@ -138,6 +140,10 @@ class SqliteLedger:
         rows = await self._call(_fetch, "SELECT at_s, sent FROM reservations "
                                 "WHERE subject = ? AND at_s >= ? ORDER BY at_s", (subject, since_s))
         return [at if sent else min(at, now_s) for at, sent in rows]
+
+    async def first_send(self, subject: str) -> float | None:
+        rows = await self._call(_fetch, "SELECT at_s FROM firsts WHERE subject = ?", (subject,))
+        return float(rows[0][0]) if rows else None
 
     async def set_rest(self, subject: str, *, until_s: float, reason: str, now_s: float) -> None:
         await self._call(_write, _SET_REST, [(subject, until_s, reason, now_s)])
@@ -306,4 +312,7 @@ def _nth_settled(db: sqlite3.Connection, subject: str, holder: str, rate: Rate,
 def _settle(db: sqlite3.Connection, sent: list[tuple[int, float]], released: list[int]) -> None:
     db.executemany("UPDATE reservations SET at_s = ?, sent = 1 WHERE id = ?",
                    [(at_s, rid) for rid, at_s in sent])
+    db.executemany("INSERT INTO firsts SELECT subject, at_s FROM reservations WHERE id = ? "
+                   "ON CONFLICT (subject) DO UPDATE SET at_s = excluded.at_s "
+                   "WHERE excluded.at_s < firsts.at_s", [(rid,) for rid, _ in sent])
     db.executemany("DELETE FROM reservations WHERE id = ?", [(rid,) for rid in released])

@@ -16,6 +16,7 @@ from bulkdm.ledger.base import (
     subject_name,
     window_s,
 )
+from bulkdm.policies.warmup import DEFAULT_WARMUP
 from bulkdm.ratelimit import WindowLimiter
 from bulkdm.rates import Rate
 
@@ -44,6 +45,9 @@ class AccountView:
     rest_reason: str | None
     health: str | None
     campaigns: tuple[str, ...]
+    #: its first send (UTC, ISO) and where that puts it on the default warm-up ramp
+    first_send: str | None = None
+    warmup: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -67,12 +71,15 @@ async def _account(ledger: Ledger, subject: str, now_s: float) -> AccountView:
                     for r in rates)
     rest = await ledger.rest(subject, now_s=now_s)
     health = await ledger.health(subject)
+    first_s = await ledger.first_send(subject)
     return AccountView(
         account=subject_name(subject)[2], windows=windows,
         resting_until=_iso(rest.until_s) if rest else None,
         rest_reason=rest.reason if rest else None,
         health=f"{health.state}: {health.reason} (since {_iso(health.at_s)})" if health else None,
-        campaigns=tuple(c.campaign for c in used_by))
+        campaigns=tuple(c.campaign for c in used_by),
+        first_send=_iso(first_s) if first_s is not None else None,
+        warmup=_ramp_text(windows, first_s, now_s))
 
 
 def pool_text(views: Sequence[AccountView], *, location: str, realm: Realm) -> str:
@@ -88,6 +95,8 @@ def pool_text(views: Sequence[AccountView], *, location: str, realm: Realm) -> s
             lines.append(f"    resting until {view.resting_until} ({view.rest_reason})")
         if view.health:
             lines.append(f"    {view.health}")
+        if view.warmup:
+            lines.append(f"    {view.warmup}")
         lines.append(f"    campaigns: {', '.join(view.campaigns) or '-'}")
     return "\n".join(lines)
 
@@ -124,6 +133,18 @@ async def account_waits(ledger: Ledger, *, realm: Realm, accounts: Mapping[str, 
             limiter.rest_until(rest.until_s)
         waits[account] = limiter.next_allowed_s(now_s) - now_s
     return waits
+
+
+def _ramp_text(windows: Sequence[WindowUse], first_s: float | None, now_s: float) -> str:
+    """Where the account is on the default warm-up ramp (a campaign may set its own)."""
+    ramp = DEFAULT_WARMUP
+    since = f"since its first send {_iso(first_s)}" if first_s is not None else "no send yet"
+    if ramp.done(first_s, now_s):
+        return f"warmed up ({ramp.days} days {since})"
+    day = ramp.day(first_s, now_s)
+    caps = [f"{ramp.cap(w.limit, first_s, now_s)}/{w.limit} today" for w in windows if w.daily]
+    allowed = f": {', '.join(caps)}" if caps else ""
+    return f"warm-up day {day} of {ramp.days} ({ramp.describe()}, {since}){allowed}"
 
 
 def _iso(epoch_s: float) -> str:

@@ -1,0 +1,56 @@
+"""The spend cap end to end: the real CLI on the sandbox; what was spent is read back from the
+checkpoint, so a restart keeps counting."""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+from bulkdm.sandbox import Faults, SandboxConfig, running_sandbox
+from tests.clikit import bulkdm, env_for, handoff_lines, write_campaign
+
+ROWS = [{"recipient_id": str(95_000 + i), "first_name": "x"} for i in range(10)]
+
+
+def _capped(folder: Path, url: str, cap: str, provider: str = "xquik") -> Path:
+    campaign = write_campaign(folder, ROWS, url=url, provider=provider, sender_rate="100/1s")
+    settings = folder / "camp.toml"
+    settings.write_text(settings.read_text().replace(
+        'template = "Hello {first_name}"', f'template = "Hello {{first_name}}"\n{cap}'))
+    return campaign
+
+
+def _attempts(folder: Path) -> int:
+    with closing(sqlite3.connect(folder / "camp.bulkdm.sqlite")) as db:
+        return int(db.execute("SELECT COUNT(*) FROM attempts").fetchone()[0])
+
+
+async def test_the_run_ends_at_the_credit_cap_exact_to_one_send(tmp_path: Path) -> None:
+    async with running_sandbox() as sb:
+        # 10 credits a DM: 5 fit in 55, the 6th would cross it
+        campaign = _capped(tmp_path, sb.xquik_url, "max_credits = 55")
+        plan = await bulkdm("plan", str(campaign))
+        done = await bulkdm("run", str(campaign), "--progress", "none")
+        again = await bulkdm("run", str(campaign), "--progress", "none")
+        delivered = len(sb.ledger)
+    assert "spend cap max_credits 55: the estimate $0.0150 (100 credits) is over it" in plan.stdout
+    assert (done.code, again.code) == (4, 4), done.stdout + done.stderr
+    assert delivered == 5  # and the restart counted the first run's spend: nothing more
+    assert ("spend cap reached: $0.0075 (50 credits) spent of max_credits 55; the next DM "
+            "would cross it") in done.stdout
+    assert "spend cap reached" in again.stdout
+
+
+async def test_retries_count_against_the_dollar_cap(tmp_path: Path) -> None:
+    faults = Faults(fail_rate=0.4, seed=3)
+    async with running_sandbox(SandboxConfig(faults=faults)) as sb:
+        # GetXAPI: $0.002 a DM attempt, so $0.01 pays for 5 attempts, retries included
+        campaign = _capped(tmp_path, sb.getxapi_url, 'max_spend = "0.01 USD"', "getxapi")
+        done = await bulkdm("run", str(campaign), "--progress", "none", env=env_for())
+        delivered = len(sb.ledger)
+    assert done.code == 4, done.stdout + done.stderr
+    assert _attempts(tmp_path) == 5
+    assert delivered < 5  # some attempts were refused with a 5xx and retried
+    sent = [r for r in handoff_lines(tmp_path / "camp.handoff.jsonl") if r["send_status"] == "sent"]
+    assert len(sent) == delivered

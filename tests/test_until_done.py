@@ -1,0 +1,119 @@
+"""``bulkdm run --until-done``: the real CLI through a short "day" (a cap of 3 sends in 5 s,
+with the run's patience set to 1 s), against the sandbox over 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bulkdm.rates import Rate
+from bulkdm.sandbox import running_sandbox
+from tests.clikit import bulkdm, finish, handoff_lines, start, windows_over, write_campaign
+
+CAP = Rate(count=3, period_s=5.0)
+ROWS: list[dict[str, object]] = [{"recipient_id": str(70_000 + i), "first_name": "x"}
+                                 for i in range(7)]
+_UNTIL = re.compile(r"3/5s window full until (\d\d):(\d\d):(\d\d)")
+
+
+def _short_day(folder: Path, url: str) -> Path:
+    """A sender whose "daily cap" is 3 sends in 5 s; a run waits at most 1 s without the flag."""
+    campaign = write_campaign(folder, ROWS, url=url, sender_rate="RATE",
+                              extra='max_rest_wait = "1s"\nprogress_interval = "100ms"')
+    settings = folder / "camp.toml"
+    settings.write_text(settings.read_text().replace('rate = "RATE"', 'rate = ["100/1s", "3/5s"]'))
+    return campaign
+
+
+def _until_s(text: str) -> list[int]:
+    return [int(h) * 3600 + int(m) * 60 + int(s) for h, m, s in _UNTIL.findall(text)]
+
+
+async def _run_until_waiting(*args: str) -> tuple[asyncio.subprocess.Process, str]:
+    """Start ``bulkdm run ...``; return it once a plain progress line says it waits for the cap."""
+    process = await start("run", *args, "--progress", "plain")
+    assert process.stdout is not None
+    seen: list[str] = []
+    while not _UNTIL.search(line := (await asyncio.wait_for(process.stdout.readline(), 30)).decode()):
+        assert line, "".join(seen)  # it ended without waiting
+        seen.append(line)
+    return process, "".join(seen) + line
+
+
+async def test_without_the_flag_a_full_cap_pauses_and_says_when_to_run_again(tmp_path: Path) -> None:
+    async with running_sandbox() as sb:
+        campaign = _short_day(tmp_path, sb.xquik_url)
+        done = await bulkdm("run", str(campaign), "--progress", "none")
+        assert len(sb.ledger) == CAP.count
+    assert done.code == 4, done.stdout + done.stderr
+    assert "paused" in done.stdout
+    assert re.search(r"Next send possible at \S+ \d\d:\d\d:\d\d \(in \d+s\): run again then",
+                     done.stdout), done.stdout
+
+
+async def test_until_done_goes_through_the_cap_to_the_end(tmp_path: Path) -> None:
+    async with running_sandbox() as sb:
+        campaign = _short_day(tmp_path, sb.xquik_url)
+        done = await bulkdm("run", str(campaign), "--until-done", "--progress", "plain")
+        ledger = list(sb.ledger)
+    assert done.code == 0, done.stdout + done.stderr
+    assert "completed" in done.stdout
+    assert _until_s(done.stdout), done.stdout  # the waits were shown, with until when and why
+    assert Counter(d.recipient_id for d in ledger) == Counter(r["recipient_id"] for r in ROWS)
+    assert windows_over(ledger, CAP) == []
+
+
+async def test_sigterm_while_it_waits_stops_at_once(tmp_path: Path) -> None:
+    async with running_sandbox() as sb:
+        campaign = _short_day(tmp_path, sb.xquik_url)
+        process, _ = await _run_until_waiting(str(campaign), "--until-done")
+        process.send_signal(signal.SIGTERM)
+        stopped = await finish(process, timeout_s=3.0)  # the cap's wait (5 s) is not sat out
+        assert len(sb.ledger) == CAP.count
+    assert stopped.code == 4, stopped.stdout + stopped.stderr
+    assert "interrupted" in stopped.stdout
+
+
+async def test_kill_9_while_it_waits_resumes_to_the_same_wait(tmp_path: Path) -> None:
+    async with running_sandbox() as sb:
+        campaign = _short_day(tmp_path, sb.xquik_url)
+        process, before = await _run_until_waiting(str(campaign), "--until-done")
+        process.kill()
+        killed = await finish(process)
+        assert killed.code == -signal.SIGKILL
+        again, shown = await _run_until_waiting(str(campaign), "--until-done")
+        resumed = await finish(again)
+        ledger = list(sb.ledger)
+    assert "new plan" in before and "new plan" not in shown  # the same plan, not a new one
+    # the same wait: the cap's window, counted from the sends of the killed run
+    first, second = _until_s(before)[-1], _until_s(shown)[0]
+    assert abs(first - second) <= 1, (before, shown)
+    assert resumed.code == 0, resumed.stdout + resumed.stderr
+    assert Counter(d.recipient_id for d in ledger) == Counter(r["recipient_id"] for r in ROWS)
+    assert windows_over(ledger, CAP) == []
+    assert {r["send_status"] for r in handoff_lines(tmp_path / "camp.handoff.jsonl")} == {"sent"}
+
+
+async def test_a_window_hours_away_is_one_sleep_that_a_stop_ends(tmp_path: Path) -> None:
+    opens = datetime.fromtimestamp(time.time() + 7200, UTC)
+    closes = datetime.fromtimestamp(time.time() + 10800, UTC)
+    async with running_sandbox() as sb:
+        campaign = _short_day(tmp_path, sb.xquik_url)
+        settings = tmp_path / "camp.toml"
+        settings.write_text(settings.read_text().replace(
+            'template = "Hello {first_name}"',
+            f'template = "Hello {{first_name}}"\nsend_hours = "{opens:%H:%M}-{closes:%H:%M}"'))
+        process = await start("run", str(campaign), "--until-done", "--progress", "plain")
+        assert process.stdout is not None
+        while b"outside its send window" not in (line := await asyncio.wait_for(
+                process.stdout.readline(), 30)):
+            assert line, "it ended instead of waiting for the window"
+        process.send_signal(signal.SIGTERM)
+        stopped = await finish(process, timeout_s=3.0)
+        assert len(sb.ledger) == 0
+    assert stopped.code == 4 and "interrupted" in stopped.stdout, stopped.stdout + stopped.stderr
