@@ -261,10 +261,16 @@ async def _sync_replies_while_running(
 
 async def _run_again_at_s(engine: Engine, checkpoint: Checkpoint) -> float | None:
     """When a paused run's first send could leave: its senders' windows and rests, the key's,
-    and when their rows are due (an out sender sends nothing until it is fixed)."""
-    senders = [(s.limiter, await checkpoint.next_due_s(s.account))
+    and when their rows are due (an out sender sends nothing until it is fixed). Rows bound to
+    no sender yet are any usable sender's."""
+    unbound_s = await checkpoint.next_unbound_due_s()
+    senders = [(s.limiter, _earliest(await checkpoint.next_due_s(s.account), unbound_s))
                for s in engine.senders if s.usable]
     return next_send_at_s(senders, engine.api_key_limiter, time.time())
+
+
+def _earliest(*times: float | None) -> float | None:
+    return min((t for t in times if t is not None), default=None)
 
 
 async def _run_with_grace(engine: Engine, run: RunSettings, stop: asyncio.Event) -> RunReport:
