@@ -13,6 +13,7 @@ from bulkdm.checkpoint import (
     _PLAN_COLUMNS,
     Checkpoint,
     PlanMeta,
+    PlanValues,
     RowParams,
     pending_params,
     pending_values,
@@ -135,10 +136,13 @@ async def test_bulk_values_and_full_rows_store_the_same_columns(tmp_path: Path) 
     ]
     invalid = row_params(PlannedRow(line=3, state=RowState.INVALID, field="recipient_id",
                                     reason="bad_recipient_id", message="bad", original="{}"))
-    full = [pending_params(*args[0]), pending_params(*args[1]), invalid, pending_params(*args[2])]
-    bulk = [pending_values(*args[0]), pending_values(*args[1]), invalid, pending_values(*args[2])]
+    full: list[RowParams | PlanValues] = [
+        pending_params(*args[0]), pending_params(*args[1]), invalid, pending_params(*args[2])]
+    bulk: list[RowParams | PlanValues] = [
+        pending_values(*args[0]), pending_values(*args[1]), invalid, pending_values(*args[2])]
     expected = [(n + 1, *row) for n, row in enumerate(full)]
-    for name, batch in (("full", full), ("bulk", bulk)):
+    batches: dict[str, list[RowParams | PlanValues]] = {"full": full, "bulk": bulk}
+    for name, batch in batches.items():
         path = tmp_path / f"{name}.sqlite"
         checkpoint = await Checkpoint.open(path)
         try:
