@@ -104,17 +104,29 @@ _BULK_COLUMNS: Final = (
 PlanValues: TypeAlias = tuple[int, str, str, str, str, str, str, str, str, str, str, str]
 #: Most rows one INSERT statement takes (SQLite's limit on bound values may be lower).
 _MAX_ROWS_PER_INSERT: Final = 2048
+# Duplicates are found in a partial index of the pending rows by (recipient_key, line), built
+# for this and dropped after: the GROUP BY reads that index in order, and the later rows of each
+# repeated key are found through it. Straight from the table, the same statement sorted every
+# key in a temporary b-tree and then scanned every pending row again: 1,000,000 rows, 3.1 s
+# against 1.1 s with the index built (both measured on the same file).
+_DEDUPE_INDEX: Final = (
+    "CREATE INDEX rows_dedupe ON rows (recipient_key, line) "
+    "WHERE state = 'pending' AND recipient_key IS NOT NULL"
+)
 _MARK_DUPLICATES: Final = """
-WITH firsts AS (
-    SELECT recipient_key, MIN(line) AS first_line FROM rows
+WITH firsts AS MATERIALIZED (
+    SELECT recipient_key, MIN(line) AS first_line FROM rows INDEXED BY rows_dedupe
     WHERE state = 'pending' AND recipient_key IS NOT NULL
     GROUP BY recipient_key HAVING COUNT(*) > 1
+), later AS MATERIALIZED (
+    SELECT r.id AS id, f.first_line AS first_line
+    FROM firsts AS f CROSS JOIN rows AS r INDEXED BY rows_dedupe
+    WHERE r.recipient_key = f.recipient_key AND r.state = 'pending'
+        AND r.recipient_key IS NOT NULL AND r.line > f.first_line
 )
-UPDATE rows SET state = 'skipped', reason = 'duplicate', duplicate_of_line = firsts.first_line,
-    message = 'the same recipient as line ' || firsts.first_line || '; messaged once'
-FROM firsts
-WHERE rows.recipient_key = firsts.recipient_key AND rows.line > firsts.first_line
-    AND rows.state = 'pending'
+UPDATE rows SET state = 'skipped', reason = 'duplicate', duplicate_of_line = later.first_line,
+    message = 'the same recipient as line ' || later.first_line || '; messaged once'
+FROM later WHERE rows.id = later.id
 """
 # A username that resolves to a recipient already active in the campaign is a duplicate. One
 # statement, so two rows resolving to the same id can never both see the other and both skip.
@@ -398,7 +410,9 @@ class Checkpoint:
         await self._insert_plan(batches)
         for index in INDEXES.values():
             await self._db.execute(index)  # IF NOT EXISTS: builds the ones dropped above
+        await self._db.execute(_DEDUPE_INDEX)
         await self._db.execute(_MARK_DUPLICATES)
+        await self._db.execute("DROP INDEX rows_dedupe")
         await self._db.execute(
             "UPDATE rows SET finish_seq = id, finished_at = ? WHERE state IN ('invalid', 'skipped')",
             (meta.created_at,),
