@@ -1,5 +1,6 @@
-"""Targets 1, 3 and 5: the engine's own cost next to a bare aiohttp loop, latency hiding, and
-what durability (``synchronous=FULL`` against ``NORMAL``) costs.
+"""The engine's own cost (issue 13 target 1: the engine next to its client alone, the client
+next to a bare aiohttp loop), latency hiding (target 5), and what durability
+(``synchronous=FULL`` against ``NORMAL``) costs.
 
 Every engine run is a real ``run_campaign`` in this process against a sandbox in another
 process (a fresh sandbox per measurement, so no run sees another's idempotency keys), on a copy
@@ -33,7 +34,9 @@ from benchmarks.engine_inproc import EngineResult, run_engine
 
 __all__ = ["OverheadSizes", "run_overhead"]
 
-OVERHEAD_GOAL = 0.75
+#: issue 13, target 1: the engine next to its client, and the client next to a bare loop
+ENGINE_CLIENT_GOAL = 0.6
+CLIENT_BARE_GOAL = 0.9
 LATENCY_GOAL = 0.8
 LATENCY_S = 0.05
 LEDGER_GOAL = 0.9
@@ -163,7 +166,7 @@ def _cpu_per_1000(runs: list[_EngineRun]) -> float:
 
 
 def run_overhead(section: Section, sizes: OverheadSizes, folder: Path) -> dict[str, float]:
-    """Measure and print targets 1, 3 and 5; returns the figures for the README table."""
+    """Measure and print targets 1 and 5 (latency); returns the figures for the README table."""
     plans = _Plans(folder)
     plans.get(sizes.rows, sizes.senders)
     loops = ["asyncio", "uvloop"] if has_uvloop() else ["asyncio"]
@@ -193,7 +196,7 @@ def run_overhead(section: Section, sizes: OverheadSizes, folder: Path) -> dict[s
             label=f"engine / bare loop, {sizes.rows:,} rows, {sizes.senders} senders, "
                   f"conc {sizes.concurrency}, FULL",
             figure=f"{ratio:.2f}x ({_mean_rate(full):,.0f} vs {bare_rate:,.0f} sends/s)",
-            goal=f">= {OVERHEAD_GOAL}", passed=ratio >= OVERHEAD_GOAL))
+            goal="report: the product of the two ratios below (issue 13 replaced the 0.75 goal)"))
         sqlite_share = sum(r.result.sqlite_cpu_s for r in full) / sum(r.result.cpu_s for r in full)
         section.add(Target(
             key=f"cpu[{loop}]",
@@ -240,12 +243,20 @@ def _split(section: Section, loop: str, bare_rate: float, clients: list[BareResu
     """Where the distance to the bare loop is: bulkdm's HTTP client alone, then the engine."""
     client_rate = statistics.fmean(c.rate for c in clients)
     client_cpu = 1000 * sum(c.cpu_s for c in clients) / sum(c.sends for c in clients)
-    figures[f"client_{loop}"] = client_rate / bare_rate
+    client, engine = client_rate / bare_rate, engine_rate / client_rate
+    figures[f"client_{loop}"] = client
+    figures[f"engine_client_{loop}"] = engine
     section.add(Target(
-        key=f"client-only[{loop}]",
-        label="bulkdm's Xquik client alone (no engine), and the engine next to it",
-        figure=f"client {client_rate / bare_rate:.2f}x of bare ({client_rate:,.0f} sends/s, "
-               f"CPU/1k {client_cpu:.3f}); engine {engine_rate / client_rate:.2f}x of the client"))
+        key=f"engine/client[{loop}]",
+        label="bulkdm run (the overhead line's engine) / bulkdm's Xquik client alone",
+        figure=f"{engine:.2f}x ({engine_rate:,.0f} vs {client_rate:,.0f} sends/s)",
+        goal=f">= {ENGINE_CLIENT_GOAL}", passed=engine >= ENGINE_CLIENT_GOAL))
+    section.add(Target(
+        key=f"client/bare[{loop}]",
+        label="bulkdm's Xquik client alone (provider_loop, no engine) / bare loop",
+        figure=f"{client:.2f}x ({client_rate:,.0f} vs {bare_rate:,.0f} sends/s, "
+               f"CPU/1k {client_cpu:.3f})",
+        goal=f">= {CLIENT_BARE_GOAL}", passed=client >= CLIENT_BARE_GOAL))
 
 
 def _extras(section: Section, plans: _Plans, folder: Path, sizes: OverheadSizes,

@@ -22,7 +22,6 @@ over: deliveries that close a 1 s window of a sender holding more than 40.
 
 from __future__ import annotations
 
-import bisect
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from pathlib import Path
 from benchmarks.common import (
     Section,
     Target,
+    pace_of,
     plan_checkpoint,
     run_on,
     sandbox_process,
@@ -88,15 +88,9 @@ def _full_pace(section: Section, sizes: PaceSizes, folder: Path) -> dict[str, fl
         ledger = sandbox.ledger()
     if not ledger:
         raise RuntimeError(f"no delivery in the pace run:\n{result.summary[-1500:]}")
-    times = sorted(float(d["at_s"]) for d in ledger)
-    start_s, end_s = times[0] + 1.0, times[0] + sizes.duration_s - 1.0
-    counted = bisect.bisect_left(times, end_s) - bisect.bisect_left(times, start_s)
-    achieved = counted / (end_s - start_s)
-    by_sender: defaultdict[str, list[float]] = defaultdict(list)
-    for delivery in ledger:
-        by_sender[str(delivery["sender"])].append(float(delivery["at_s"]))
-    over = sum(windows_over(sorted(t), PER_SENDER, PERIOD_S) for t in by_sender.values())
-    slowest = min(len(by_sender.get(n, [])) for n in names)
+    pace = pace_of(ledger, names, duration_s=sizes.duration_s, count=PER_SENDER,
+                   period_s=PERIOD_S)
+    achieved, over, slowest = pace.achieved, pace.over, pace.slowest
     ratio = achieved / configured
     section.add(Target(
         key="pace-rate",

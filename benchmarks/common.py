@@ -7,6 +7,7 @@ always killed (the whole group) when its ``with`` block ends, whatever happened 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import os
 import shutil
@@ -113,6 +114,16 @@ def thread_cpu_s(native_id: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``); 0 elsewhere."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 # -- the sandbox process ------------------------------------------------------------------------
 
 
@@ -142,12 +153,7 @@ class SandboxProc:
 
     def cpu_s(self) -> float:
         """CPU seconds the sandbox process has used so far (Linux ``/proc``)."""
-        try:
-            stat = Path(f"/proc/{self.process.pid}/stat").read_text()
-        except OSError:
-            return 0.0
-        fields = stat.rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_s(self.process.pid)
 
 
 @contextlib.contextmanager
@@ -278,3 +284,30 @@ def windows_over(times_s: Sequence[float], count: int, period_s: float) -> int:
         if end - start + 1 > count:
             over += 1
     return over
+
+
+@dataclass(frozen=True, kw_only=True)
+class Pace:
+    """What a ledger shows of a paced run: achieved rate and deliveries over a sender's limit."""
+
+    achieved: float
+    over: int
+    delivered: int
+    slowest: int
+
+
+def pace_of(ledger: Sequence[dict[str, Any]], senders: Sequence[str], *, duration_s: float,
+            count: int, period_s: float) -> Pace:
+    """Deliveries between ``t0 + 1 s`` and ``t0 + duration_s - 1 s`` over that span (``t0`` the
+    first delivery), and per sender the deliveries that close a ``(t - period_s, t]`` window
+    holding more than ``count`` (the ledger's times, as the sandbox stamped them)."""
+    times = sorted(float(d["at_s"]) for d in ledger)
+    start_s, end_s = times[0] + 1.0, times[0] + duration_s - 1.0
+    counted = bisect.bisect_left(times, end_s) - bisect.bisect_left(times, start_s)
+    by_sender: dict[str, list[float]] = {}
+    for delivery in ledger:
+        by_sender.setdefault(str(delivery["sender"]), []).append(float(delivery["at_s"]))
+    over = sum(windows_over(sorted(t), count, period_s) for t in by_sender.values())
+    slowest = min(len(by_sender.get(name, [])) for name in senders)
+    return Pace(achieved=counted / (end_s - start_s), over=over, delivered=len(ledger),
+                slowest=slowest)

@@ -1,10 +1,10 @@
-"""The benchmark suite: the engine's own cost, pace, latency hiding, scale and durability.
+"""The benchmark suite: the engine's own cost, pace, latency hiding, scale, a pool of senders.
 
 Usage (from the repository root):
 
-    .venv/bin/python benchmarks/run.py             # the full suite (about 10-15 minutes)
-    .venv/bin/python benchmarks/run.py --smoke     # small sizes, under a minute (CI)
-    .venv/bin/python benchmarks/run.py --only overhead,pace,scale
+    .venv/bin/python benchmarks/run.py             # the full suite (about 15 minutes)
+    .venv/bin/python benchmarks/run.py --smoke     # small sizes, about a minute (CI)
+    .venv/bin/python benchmarks/run.py --only overhead,pace,scale,pool,ledger
 
 Every figure is a ratio against a baseline measured in the same run, or an absolute figure
 with its goal; each target line ends in PASS or FAIL. Exit codes: 0 every target passed (or
@@ -29,8 +29,10 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.bench_ledger import LedgerSizes, run_ledger
 from benchmarks.bench_overhead import OverheadSizes, run_overhead
 from benchmarks.bench_pace import PaceSizes, run_pace
+from benchmarks.bench_pool import PoolSizes, run_pool
 from benchmarks.bench_scale import ScaleSizes, run_scale
 from benchmarks.common import Section
 
@@ -39,17 +41,25 @@ FULL = {
                               latency_rows=20_000, one_sender_rows=10_000),
     "pace": PaceSizes(senders=50, duration_s=60.0, concurrency=64, jitter_rows=1_000),
     "scale": ScaleSizes(plan_rows=1_000_000, small_rows=10_000, large_rows=1_000_000),
+    "pool": PoolSizes(senders=2_000, duration_s=60.0, concurrency=512, wait_senders=10_000,
+                      wait_s=30.0),
+    "ledger": LedgerSizes(rows=50_000, senders=16, shared_senders=20),
 }
 SMOKE = {
     "overhead": OverheadSizes(rows=2_000, senders=4, concurrency=64, reps=1,
                               latency_rows=1_000, one_sender_rows=500),
     "pace": PaceSizes(senders=5, duration_s=5.0, concurrency=64, jitter_rows=300),
     "scale": ScaleSizes(plan_rows=20_000, small_rows=1_000, large_rows=20_000),
+    "pool": PoolSizes(senders=200, duration_s=6.0, concurrency=512, wait_senders=200,
+                      wait_s=3.0),
+    "ledger": LedgerSizes(rows=2_000, senders=4, shared_senders=20),
 }
 BENCHMARKS: dict[str, Callable[[Section, object, Path], dict[str, float]]] = {
     "overhead": run_overhead,  # type: ignore[dict-item]
     "pace": run_pace,  # type: ignore[dict-item]
     "scale": run_scale,  # type: ignore[dict-item]
+    "pool": run_pool,  # type: ignore[dict-item]
+    "ledger": run_ledger,  # type: ignore[dict-item]
 }
 
 

@@ -54,6 +54,12 @@ _OUTSIDE_WINDOW: Final = "outside its send window"
 _WARMING_UP: Final = "warm-up"
 _BILLED: Final = ("dms", "uploads", "lookups")
 _DAY_S: Final = 86400.0
+#: the longest single sleep of a sender waiting for its rate slot (the Gate's default is 1 s).
+#: A slot only ever moves later while its sender waits (another send, a rest, a send's real
+#: time), and the waiter looks again when it wakes, so a longer sleep is never early; and a stop
+#: ends it at once. With 1 s, each of 10,000 senders at 1/15m woke every second to build a task
+#: group and sleep again: 0.9 of a core while nothing was due (benchmarks/bench_pool.py).
+_GATE_MAX_WAIT_S: Final = 60.0
 
 
 class FinishReason(StrEnum):
@@ -161,7 +167,7 @@ class Engine:
         self._provider = provider
         self._stop = stop
         self._clock = clock
-        self._gate = gate or Gate(clock=clock)
+        self._gate = gate or Gate(clock=clock, max_wait_s=_GATE_MAX_WAIT_S)
         self._slots = asyncio.Semaphore(settings.run.concurrency)
         guard_s = settings.run.rate_guard_s
         self._key = WindowLimiter(settings.provider.rates, least_guard_s=guard_s, smooth=True)

@@ -15,18 +15,26 @@ from __future__ import annotations
 import gc
 import itertools
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Final, TypeAlias, cast
+from typing import Final, TypeAlias, TypeVar, cast
 
 import anyio.to_thread
 import orjson
 
 from bulkdm.amend import PlannedLine, amend_checkpoint
 from bulkdm.campaign import CampaignReader, RawRow, RowError, campaign_format, file_sha256
-from bulkdm.checkpoint import Checkpoint, PlanMeta, RowParams, pending_params, row_params
+from bulkdm.checkpoint import (
+    Checkpoint,
+    PlanMeta,
+    PlanValues,
+    RowParams,
+    pending_params,
+    pending_values,
+    row_params,
+)
 from bulkdm.errors import CampaignFileError, CheckpointMismatchError, ConfigError
 from bulkdm.handoff import RAW_LINE
 from bulkdm.keys import idempotency_keys, text_sha256
@@ -65,6 +73,7 @@ BATCH_ROWS: Final = 2_000
 _INTEGER_FIELDS: Final = frozenset({"recipient_id", "external_id"})
 _TEXT_OR_NONE: Final = frozenset({str, type(None)})
 _Texts: TypeAlias = list[str | None]
+_P = TypeVar("_P")
 RESERVED_FIELDS: Final = (
     # external_id first: an invalid row still carries it to the output
     "external_id",
@@ -189,6 +198,13 @@ class Planner:
 
     def plan(self, item: RawRow | RowError) -> RowParams:
         """The insert values (see :func:`~bulkdm.checkpoint.row_params`) of one campaign item."""
+        return self._plan(item, pending_params)
+
+    def plan_bulk(self, item: RawRow | RowError) -> RowParams | PlanValues:
+        """:meth:`plan`, a pending row in the bulk insert form (:func:`~bulkdm.checkpoint.pending_values`)."""
+        return self._plan(item, pending_values)
+
+    def _plan(self, item: RawRow | RowError, pending: Callable[..., _P]) -> RowParams | _P:
         if isinstance(item, RowError):
             problem = _Problem(item.field, item.reason, item.message)
             # a line that is not a JSON object keeps its text, so a fix file can hold it
@@ -212,7 +228,9 @@ class Planner:
         path = None if media is None else self._media(media)
         if isinstance(path, _Problem):
             return self._invalid_row(item, path, external_id, recipient, consent)
-        return self._planned(item.line, *recipient, text, sender, path, external_id, consent)
+        return self._planned(
+            pending, item.line, *recipient, text, sender, path, external_id, consent
+        )
 
     @staticmethod
     def _invalid_row(
@@ -233,6 +251,7 @@ class Planner:
 
     def _planned(
         self,
+        pending: Callable[..., _P],
         line: int,
         user_id: str | None,
         username: str | None,
@@ -241,7 +260,7 @@ class Planner:
         media: str | None,
         external_id: str | None,
         consent: str | None,
-    ) -> RowParams:
+    ) -> RowParams | _P:
         digest = text_sha256(text)
         skip = self._skip(user_id, username, consent) if self._checks_skip else None
         if skip is not None:
@@ -265,7 +284,7 @@ class Planner:
         # a row without a sender column is bound to an account late, by the claim of whichever
         # account has a slot; its key (which names the sender) is computed then
         key = None if sender is None else self._key(recipient, sender, digest)
-        return pending_params(
+        return pending(
             line, user_id, username, recipient, text, digest, sender, external_id, media, consent, key
         )
 
@@ -348,18 +367,18 @@ def _invalid(
 
 def plan_batches(
     items: Iterable[RawRow | RowError], planner: Planner, *, batch_rows: int = BATCH_ROWS
-) -> Iterator[list[RowParams]]:
-    """Plan ``items`` lazily, ``batch_rows`` at a time."""
+) -> Iterator[list[RowParams | PlanValues]]:
+    """Plan ``items`` lazily, ``batch_rows`` at a time, in the bulk insert form."""
     iterator = iter(items)
-    while batch := list(map(planner.plan, itertools.islice(iterator, batch_rows))):
+    while batch := list(map(planner.plan_bulk, itertools.islice(iterator, batch_rows))):
         yield batch
 
 
 def _verified(
-    batches: Iterator[list[RowParams]],
+    batches: Iterator[list[RowParams | PlanValues]],
     reader: CampaignReader,
     sha256: str,
-) -> Iterator[list[RowParams]]:
+) -> Iterator[list[RowParams | PlanValues]]:
     # the plan is stored under the fingerprint taken before reading: prove it is the same file
     yield from batches
     if reader.sha256() != sha256:

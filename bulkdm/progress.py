@@ -85,6 +85,11 @@ class Snapshot:
 class Progress(Protocol):
     """Takes snapshots during a run (it decides how often to show them) and the final one."""
 
+    def due(self) -> bool:
+        """Whether an :meth:`update` now would be shown (a snapshot reads every sender: with
+        thousands of them, one not shown should not be built)."""
+        ...
+
     def update(self, snap: Snapshot) -> None: ...
 
     def close(self, final: Snapshot) -> None: ...
@@ -115,6 +120,9 @@ def make_progress(
 
 
 class _NoProgress:
+    def due(self) -> bool:
+        return False
+
     def update(self, snap: Snapshot) -> None:
         pass
 
@@ -129,11 +137,13 @@ class _PlainProgress:
         self._clock = clock
         self._last_s: float | None = None
 
+    def due(self) -> bool:
+        return self._last_s is None or self._clock() - self._last_s >= self._interval_s
+
     def update(self, snap: Snapshot) -> None:
-        now_s = self._clock()
-        if self._last_s is not None and now_s - self._last_s < self._interval_s:
+        if not self.due():
             return
-        self._last_s = now_s
+        self._last_s = self._clock()
         self._write(snap)
 
     def close(self, final: Snapshot) -> None:
@@ -158,11 +168,13 @@ class _LiveProgress:
         self._last_s: float | None = None
         self._live.start()
 
+    def due(self) -> bool:
+        return self._last_s is None or self._clock() - self._last_s >= LIVE_REFRESH_S
+
     def update(self, snap: Snapshot) -> None:
-        now_s = self._clock()
-        if self._last_s is not None and now_s - self._last_s < LIVE_REFRESH_S:
+        if not self.due():
             return
-        self._last_s = now_s
+        self._last_s = self._clock()
         self._live.update(live_view(snap), refresh=True)
 
     def close(self, final: Snapshot) -> None:

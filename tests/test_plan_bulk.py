@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
-from bulkdm.checkpoint import Checkpoint, PlanMeta, RowParams, pending_params, row_params
+from bulkdm.checkpoint import (
+    _PLAN_COLUMNS,
+    Checkpoint,
+    PlanMeta,
+    PlanValues,
+    RowParams,
+    pending_params,
+    pending_values,
+    row_params,
+)
 from bulkdm.keys import idempotency_key, idempotency_keys, text_sha256
 from bulkdm.recipients import Recipient, parse_recipient, recipient_values
 from bulkdm.rows import PlannedRow, RowState
@@ -113,3 +124,31 @@ async def test_a_plan_that_fails_midway_keeps_the_old_plan(tmp_path: Path) -> No
     finally:
         await checkpoint.close()
     assert [r.line for r in rows] == [10]
+
+
+async def test_bulk_values_and_full_rows_store_the_same_columns(tmp_path: Path) -> None:
+    # pending rows in the bulk form ("" for NULL) around a row in the full form, over two
+    # batches: every column as row_params gives it, NULLs as NULL, the rows in line order
+    args = [
+        (1, None, "ana", "u:ana", "Hi", "h1", "one", None, None, None, "k1"),
+        (2, "42", None, "id:42", "Hi", "h2", "two", "crm-2", "/m.png", "yes", "k2"),
+        (4, "7", "bo", "id:7", "Yo", "h4", "one", None, None, "no", "k4"),
+    ]
+    invalid = row_params(PlannedRow(line=3, state=RowState.INVALID, field="recipient_id",
+                                    reason="bad_recipient_id", message="bad", original="{}"))
+    full: list[RowParams | PlanValues] = [
+        pending_params(*args[0]), pending_params(*args[1]), invalid, pending_params(*args[2])]
+    bulk: list[RowParams | PlanValues] = [
+        pending_values(*args[0]), pending_values(*args[1]), invalid, pending_values(*args[2])]
+    expected = [(n + 1, *row) for n, row in enumerate(full)]
+    batches: dict[str, list[RowParams | PlanValues]] = {"full": full, "bulk": bulk}
+    for name, batch in batches.items():
+        path = tmp_path / f"{name}.sqlite"
+        checkpoint = await Checkpoint.open(path)
+        try:
+            await checkpoint.write_plan_params(META, [batch[:1], batch[1:]])
+        finally:
+            await checkpoint.close()
+        with closing(sqlite3.connect(path)) as db:
+            stored = db.execute(f"SELECT id, {', '.join(_PLAN_COLUMNS)} FROM rows ORDER BY id")
+            assert stored.fetchall() == expected, name
