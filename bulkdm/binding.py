@@ -19,6 +19,9 @@ __all__ = ["UnboundRows"]
 
 #: unbound rows read at a time (one sender resolves the page's usernames)
 _PAGE = 64
+#: rows screened at a time just before they are handed out (a page is read well ahead of its
+#: sends at a slow rate: an opt-out recorded meanwhile must still stop them)
+_SCREEN_AHEAD = 16
 
 
 class UnboundRows:
@@ -29,27 +32,41 @@ class UnboundRows:
         self._clock = clock
         self._after_id = 0
         self._buffer: deque[RowRecord] = deque()
+        #: ids of buffered rows the screen has passed
+        self._screened: set[int] = set()
         #: rows handed to a sender and not yet claimed or given back
         self._held: set[int] = set()
         self._lock = asyncio.Lock()
         self._more = asyncio.Event()
 
     async def take(
-        self, prepare: Callable[[list[RowRecord]], Awaitable[list[RowRecord]]]
+        self, prepare: Callable[[list[RowRecord]], Awaitable[list[RowRecord]]],
+        screen: Callable[[list[RowRecord]], Awaitable[list[RowRecord]]] | None = None,
     ) -> RowRecord | None:
         """The next unbound due row no other loop holds (None: none is due now). ``prepare``
-        runs on each page read (the taker resolves its usernames)."""
+        runs on each page read (the taker resolves its usernames); ``screen`` on the next few
+        rows just before they are handed out, and keeps only the rows it returns."""
         async with self._lock:
             for rewound in (False, True):
                 if not self._buffer:
                     await self._read(prepare, from_start=rewound)
                 while self._buffer:
+                    if screen is not None and self._buffer[0].id not in self._screened:
+                        await self._screen(screen)
+                        continue
                     row = self._buffer.popleft()
+                    self._screened.discard(row.id)
                     if (row.id not in self._held and row.sender is None
                             and row.state is RowState.PENDING):
                         self._held.add(row.id)
                         return row
             return None
+
+    async def _screen(self, screen: Callable[[list[RowRecord]], Awaitable[list[RowRecord]]]) -> None:
+        ahead = [self._buffer.popleft() for _ in range(min(_SCREEN_AHEAD, len(self._buffer)))]
+        kept = await screen(ahead)
+        self._screened.update(row.id for row in kept)
+        self._buffer.extendleft(reversed(kept))
 
     async def _read(
         self, prepare: Callable[[list[RowRecord]], Awaitable[list[RowRecord]]], *,
@@ -75,6 +92,7 @@ class UnboundRows:
         """The row was not claimed: the next read (from the start) offers it again."""
         self._held.discard(row_id)
         self._buffer.clear()
+        self._screened.clear()
         self._after_id = 0
 
     def arrived(self) -> None:

@@ -398,7 +398,8 @@ class Engine:
         binding), up to a page; False when none was due."""
         taken = 0
         while taken < _PAGE and await self._rested(sender):
-            row = await self._unbound.take(lambda rows: self._resolve_page(rows, sender))
+            row = await self._unbound.take(lambda rows: self._resolve_page(rows, sender),
+                                           screen=self._skip_opted_out)
             if row is None:
                 break
             taken += 1
