@@ -666,16 +666,22 @@ class Engine:
             return [*writes, *self._sender_problem(row, sender, outcome)]
         return [*writes, *await self._retry_later(row, outcome)]
 
+    def _within_cap(self, *, dms: int = 0, uploads: int = 0, lookups: int = 0) -> bool:
+        """Whether these calls, on top of what was spent, keep the campaign within its cap."""
+        cap = self._settings.campaign.spend_cap
+        if not cap.set:
+            return True
+        cost = estimate_cost(self._settings, dms=self._spent["dms"] + dms,
+                             media_uploads=self._spent["uploads"] + uploads,
+                             lookups=self._spent["lookups"] + lookups)
+        return cap.allows(cost.usd, cost.credits)
+
     def _may_spend(self, *, dms: int = 0, uploads: int = 0, lookups: int = 0) -> bool:
         """Count a billed call about to be made, if it keeps the campaign within its spend
         cap; else stop the run before it, saying so."""
         cap = self._settings.campaign.spend_cap
-        after = Counter(self._spent)
-        after.update({"dms": dms, "uploads": uploads, "lookups": lookups})
-        cost = estimate_cost(self._settings, dms=after["dms"], media_uploads=after["uploads"],
-                             lookups=after["lookups"])
-        if not cap.set or cap.allows(cost.usd, cost.credits):
-            self._spent = after
+        if self._within_cap(dms=dms, uploads=uploads, lookups=lookups):
+            self._spent.update({"dms": dms, "uploads": uploads, "lookups": lookups})
             return True
         if self._halt is None:
             spent = estimate_cost(self._settings, dms=self._spent["dms"],
@@ -946,8 +952,11 @@ class Engine:
             return rows
         known = await self._cp.cached_users(wanted)
         missing = [u for u in wanted if u not in known]
-        while missing and not self._may_spend(lookups=len(missing)):
-            missing.pop()  # the lookups within the spend cap still go; the run then stops
+        fit = len(missing)
+        while fit and not self._within_cap(lookups=fit):
+            fit -= 1
+        over, missing = missing[fit:], missing[:fit]
+        self._may_spend(lookups=fit)  # the lookups within the spend cap go ...
         limit = asyncio.Semaphore(_RESOLVE_CONCURRENCY)
 
         async def resolve(username: str) -> tuple[str, Outcome]:
@@ -957,6 +966,8 @@ class Engine:
                 return username, await self._provider.resolve(username, sender.auth)
 
         outcomes = dict(await asyncio.gather(*(resolve(u) for u in missing)))
+        if over:
+            self._may_spend(lookups=1)  # ... and the run stops before the next one
         writes = self._user_writes(outcomes)
         for username, outcome in outcomes.items():
             if outcome.action in (Action.DONE, Action.FAIL_ROW):

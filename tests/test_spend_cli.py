@@ -54,3 +54,22 @@ async def test_retries_count_against_the_dollar_cap(tmp_path: Path) -> None:
     assert delivered < 5  # some attempts were refused with a 5xx and retried
     sent = [r for r in handoff_lines(tmp_path / "camp.handoff.jsonl") if r["send_status"] == "sent"]
     assert len(sent) == delivered
+
+
+async def test_the_lookup_that_would_cross_the_cap_is_not_made(tmp_path: Path) -> None:
+    rows = [{"recipient_username": f"user{i}", "first_name": "x"} for i in range(5)]
+    async with running_sandbox() as sb:
+        campaign = write_campaign(tmp_path, rows, url=sb.xquik_url, sender_rate="100/1s")
+        settings = tmp_path / "camp.toml"
+        # a lookup is 1 credit, a DM 10: three lookups fit in 3 credits, nothing more
+        settings.write_text(settings.read_text().replace(
+            'template = "Hello {first_name}"', 'template = "Hello {first_name}"\nmax_credits = 3'))
+        done = await bulkdm("run", str(campaign), "--progress", "none")
+        delivered = len(sb.ledger)
+    assert done.code == 4, done.stdout + done.stderr
+    said = ("spend cap reached: $0.0004 (3 credits) spent of max_credits 3; the next username "
+            "lookup would cross it")
+    assert said in done.stdout
+    assert delivered == 0
+    with closing(sqlite3.connect(tmp_path / "camp.bulkdm.sqlite")) as db:
+        assert db.execute("SELECT COUNT(*) FROM users").fetchone()[0] == 3
