@@ -111,9 +111,12 @@ async def test_a_pinned_row_waits_for_its_resting_account(tmp_path: Path) -> Non
     assert "nothing can be sent before " in report.detail and "daily1 is free again" in \
         report.detail
     delivered = {d.recipient_id for d in ledger}
-    assert len(ledger) == 18 and delivered == {str(3000 + i) for i in range(1, 21)} - \
-        {"3004", "3005"}
-    assert {d.sender for d in ledger if d.recipient_id in {"3001", "3002", "3003"}} == {"daily1"}
+    pinned_ids = {str(3000 + i) for i in range(1, 6)}
+    # every unbound row went (through s1 when daily1 was resting), and three pinned ones, by
+    # daily1 alone: which three depends on the order its concurrent sends reached the sandbox
+    assert len(ledger) == 18 and {str(3000 + i) for i in range(6, 21)} <= delivered
+    assert len(delivered & pinned_ids) == 3
+    assert {d.sender for d in ledger if d.recipient_id in pinned_ids} == {"daily1"}
 
 
 async def test_a_version_5_checkpoint_keeps_its_plan_time_senders(tmp_path: Path) -> None:
