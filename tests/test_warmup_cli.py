@@ -35,7 +35,8 @@ async def test_a_new_account_sends_its_first_days_share_and_says_so(tmp_path: Pa
         assert len(sb.ledger) == 2  # 20 % of 10 on day 0, across both runs
     assert (done.code, again.code) == (4, 4), done.stdout + done.stderr
     assert "warm-up day 0 of 10: 2/10 a day, until" in done.stdout
-    assert re.search(r"alice: .*\n.*warm-up day 0 of 14 \(14d from 20%, since its first send "
+    assert re.search(r"alice: .*\n.*warm-up, where a campaign sets it: day 0 of 14 \(14d from "
+                     r"20%, since its first send "
                      r"\S+\): 2/10 today", pool.stdout), pool.stdout
 
 

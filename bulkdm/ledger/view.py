@@ -144,7 +144,10 @@ def _ramp_text(windows: Sequence[WindowUse], first_s: float | None, now_s: float
     day = ramp.day(first_s, now_s)
     caps = [f"{ramp.cap(w.limit, first_s, now_s)}/{w.limit} today" for w in windows if w.daily]
     allowed = f": {', '.join(caps)}" if caps else ""
-    return f"warm-up day {day} of {ramp.days} ({ramp.describe()}, {since}){allowed}"
+    # warm-up is a campaign's choice (``warmup`` of a sender): say so, a cap shown here binds
+    # only a campaign that set it
+    return (f"warm-up, where a campaign sets it: day {day} of {ramp.days} ({ramp.describe()}, "
+            f"{since}){allowed}")
 
 
 def _iso(epoch_s: float) -> str:
