@@ -21,8 +21,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import orjson
-
 from benchmarks.common import (
     PYTHON,
     REPO,
@@ -30,6 +28,7 @@ from benchmarks.common import (
     Section,
     Target,
     bench_env,
+    finish_engine,
     pace_of,
     plan_checkpoint,
     process_cpu_s,
@@ -103,22 +102,9 @@ def _wait_for(run: _Run, deliveries: int, timeout_s: float) -> float:
 
 def _stop(run: _Run) -> dict[str, float]:
     """SIGTERM (as Ctrl-C), then the engine's report line: exit code, CPU, peak RSS."""
-    process = run.process
-    try:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        stdout, stderr = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-    lines = stdout.decode().strip().splitlines()
-    if process.returncode not in (0, -signal.SIGTERM) or not lines:
-        raise RuntimeError(f"engine_proc.py failed ({process.returncode}): "
-                           f"{stderr.decode()[-2000:]}")
-    report: dict[str, float] = orjson.loads(lines[-1])
-    return report
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(run.process.pid, signal.SIGTERM)
+    return finish_engine(run.process)
 
 
 def _busy(section: Section, sizes: PoolSizes, folder: Path) -> dict[str, float]:

@@ -25,8 +25,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import orjson
-
 from benchmarks.common import (
     PYTHON,
     REPO,
@@ -34,6 +32,7 @@ from benchmarks.common import (
     Target,
     bench_env,
     copy_checkpoint,
+    finish_engine,
     plan_checkpoint,
     sandbox_process,
     sender_names,
@@ -129,24 +128,6 @@ def _start(folder: Path, planned: _Planned, base_url: str, tag: str) -> subproce
                             env=bench_env(), start_new_session=True)
 
 
-def _finish(process: subprocess.Popen[bytes], timeout_s: float = 120.0) -> dict[str, float]:
-    try:
-        stdout, stderr = process.communicate(timeout=timeout_s)
-    finally:
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-    lines = stdout.decode().strip().splitlines()
-    # a run that finished before the stop arrived may be hit by SIGTERM on its way out: its
-    # report line is there all the same
-    if process.returncode not in (0, -signal.SIGTERM) or not lines:
-        raise RuntimeError(f"engine_proc.py failed ({process.returncode}): "
-                           f"{stderr.decode()[-2000:]}")
-    report: dict[str, float] = orjson.loads(lines[-1])
-    return report
-
-
 def _stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         with contextlib.suppress(ProcessLookupError):
@@ -166,7 +147,7 @@ def _run_rss(folder: Path, planned: _Planned, *, stop_after: int) -> float:
                     break
                 time.sleep(0.05)
             _stop(process)
-            report = _finish(process)
+            report = finish_engine(process)
         finally:
             _stop(process)
     if report["exit_code"] not in (0, 4):
@@ -205,7 +186,7 @@ def _resume(folder: Path, planned: _Planned, rows: int) -> float:
                     break
                 time.sleep(0.005)
             _stop(process)
-            _finish(process)
+            finish_engine(process)
         finally:
             _stop(process)
     return first_s

@@ -311,3 +311,22 @@ def pace_of(ledger: Sequence[dict[str, Any]], senders: Sequence[str], *, duratio
     slowest = min(len(by_sender.get(name, [])) for name in senders)
     return Pace(achieved=counted / (end_s - start_s), over=over, delivered=len(ledger),
                 slowest=slowest)
+
+
+def finish_engine(process: subprocess.Popen[bytes], timeout_s: float = 120.0) -> dict[str, float]:
+    """Wait for an ``engine_proc.py`` process (killed past ``timeout_s``); its report line."""
+    try:
+        stdout, stderr = process.communicate(timeout=timeout_s)
+    finally:
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+    lines = stdout.decode().strip().splitlines()
+    # a run that finished before the stop arrived may be hit by SIGTERM on its way out: its
+    # report line is there all the same
+    if process.returncode not in (0, -signal.SIGTERM) or not lines:
+        raise RuntimeError(f"engine_proc.py failed ({process.returncode}): "
+                           f"{stderr.decode()[-2000:]}")
+    report: dict[str, float] = orjson.loads(lines[-1])
+    return report
