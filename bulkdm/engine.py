@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import functools
 import hashlib
+import random
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
@@ -29,6 +30,7 @@ from bulkdm.keys import idempotency_key
 from bulkdm.ledger import OPTED_OUT_MESSAGE, AccountPool, Refusal, Ticket, opted_out_entry
 from bulkdm.outcomes import Action, Outcome, Reconciliation
 from bulkdm.policies.breakers import REFUSAL_CODES
+from bulkdm.policies.jitter import Draw, Jitter
 from bulkdm.policies.warmup import ramp_wait_until_s
 from bulkdm.providers.base import DmRequest, Provider, SenderAuth
 from bulkdm.ratelimit import Gate, WindowLimiter
@@ -87,9 +89,13 @@ class RunReport:
 class _Sender:
     """One sender account's state for this run (its limiter and whether it can send)."""
 
-    def __init__(self, auth: SenderAuth, limiter: WindowLimiter) -> None:
+    def __init__(self, auth: SenderAuth, limiter: WindowLimiter,
+                 jitter: Jitter | None = None) -> None:
         self.auth = auth
         self.limiter = limiter
+        #: human pacing (None: none), and the draw for the gap after its last slot
+        self.jitter = jitter
+        self.jitter_u = 0.0
         self.state = SenderState.READY
         self.note: str | None = None
         #: the note of the last failed lookup, upload or read, cleared by a success
@@ -159,6 +165,7 @@ class Engine:
         clock: Callable[[], float] = time.time,
         gate: Gate | None = None,
         pool: AccountPool | None = None,
+        draw: Draw | None = None,
     ) -> None:
         self._settings = settings
         #: the account pool's shared ledger: every send reserves its slot there first
@@ -172,8 +179,14 @@ class Engine:
         guard_s = settings.run.rate_guard_s
         self._key = WindowLimiter(settings.provider.rates, least_guard_s=guard_s, smooth=True)
         self._senders = {
-            a: _Sender(auths[a], WindowLimiter(s.windows, least_guard_s=guard_s, smooth=True))
+            a: _Sender(auths[a], WindowLimiter(s.windows, least_guard_s=guard_s, smooth=True),
+                       settings.jitter_of(a))
             for a, s in ((s.account, s) for s in settings.senders)}
+        #: the jitter's draws (injected by tests); only pacing, so not a secure generator
+        self._draw: Draw = draw or random.Random().uniform
+        for sender in self._senders.values():
+            if sender.jitter is not None:
+                sender.jitter_u = sender.jitter.draw(self._draw)
         self._tasks: set[asyncio.Task[None]] = set()
         #: rows bound to no account yet: each goes to the first sender with a slot
         self._unbound = UnboundRows(checkpoint, clock)
@@ -480,7 +493,8 @@ class Engine:
         if at_s is None:
             if not self._stop.is_set() and sender.state is SenderState.READY:
                 next_s = max(sender.limiter.next_allowed_s(self._clock()),
-                             self._key.next_allowed_s(self._clock()))
+                             self._key.next_allowed_s(self._clock()),
+                             self._jitter_due_s(sender) or 0.0)
                 # the ledger's refusal (all campaigns) may have said later than this run's limiters
                 sender.state = SenderState.RESTING
                 sender.free_at_s = max(next_s, sender.free_at_s or next_s)
@@ -528,7 +542,8 @@ class Engine:
             await self._sleep_through_long_wait(sender)
             at_s = await self._gate.acquire(sender.limiter, self._key, stop=self._stop,
                                             slot=self._slots,
-                                            deadline_s=self._clock() + self._patience_s)
+                                            deadline_s=self._clock() + self._patience_s,
+                                            not_before_s=self._jitter_due_s(sender))
             if at_s is not None and (self._outside_window(sender, at_s)
                                      or self._over_ramp(sender, at_s)):
                 continue
@@ -538,16 +553,31 @@ class Engine:
                 self._slots.release()
                 return None
             if at_s is None or self._pool is None:
-                return at_s
+                return self._drew(sender, at_s)
             answer = await self._pool.ticket(sender.account)
             if isinstance(answer, Ticket):
                 sender.ticket = answer
-                return at_s
+                return self._drew(sender, at_s)
             sender.limiter.forget(at_s)
             self._key.forget(at_s)
             self._slots.release()
             if not await self._wait_for_pool(sender, answer):
                 return None
+
+    def _jitter_due_s(self, sender: _Sender) -> float | None:
+        """With jitter, when the sender's next send is due: its last slot plus its pace times
+        ``1 + u`` (a floor for the gate; the limiter, window, ramp and spend still apply)."""
+        if sender.jitter is None:
+            return None
+        limiter = sender.limiter
+        return sender.jitter.due_s(now_s=self._clock(), previous_s=limiter.last_event_s,
+                                   pace_s=limiter.spacing_s, u=sender.jitter_u)
+
+    def _drew(self, sender: _Sender, at_s: float | None) -> float | None:
+        """A slot was taken: the gap after it gets a new draw (one per send)."""
+        if at_s is not None and sender.jitter is not None:
+            sender.jitter_u = sender.jitter.draw(self._draw)
+        return at_s
 
     def _outside_window(self, sender: _Sender, at_s: float) -> bool:
         """True when the sender's send window is closed at ``at_s`` (or closes within a second,

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Final
 import orjson
 
 from bulkdm.policies import windowed_duration_s
+from bulkdm.policies.jitter import Jitter
 from bulkdm.rates import Rate
 from bulkdm.rows import UNBOUND
 from bulkdm.settings import ProviderName, Settings
@@ -126,15 +127,16 @@ class PlanReport:
         return orjson.dumps(self.to_dict()).decode()
 
 
-def send_time_s(count: int, windows: Sequence[Rate]) -> float:
+def send_time_s(count: int, windows: Sequence[Rate], pace_factor: float = 1.0) -> float:
     """Seconds from the first to the last of ``count`` sends under every window.
 
-    The engine spaces sends ``period/count`` apart (of the least strict window) and keeps every
-    window's count, so the slower of the two bounds rules.
+    The engine spaces sends ``period/count`` apart (of the least strict window), times
+    ``pace_factor`` on average with jitter, and keeps every window's count, so the slower of
+    the two bounds rules.
     """
     if count <= 0 or not windows:
         return 0.0
-    spaced_s = (count - 1) * min(w.period_s / w.count for w in windows)
+    spaced_s = (count - 1) * min(w.period_s / w.count for w in windows) * pace_factor
     windowed_s = max((math.ceil(count / w.count) - 1) * w.period_s for w in windows)
     return max(spaced_s, windowed_s)
 
@@ -216,9 +218,12 @@ def sender_time_s(
     sender = settings.sender(account)
     windows = sender.windows if sender is not None else ()
     window = settings.send_window_of(account)
+    jitter = settings.jitter_of(account)
+    factor = 1.0 if jitter is None else jitter.mean_gap_factor
     if window is None or count == 0:
-        return first_wait_s + send_time_s(count, windows)
-    return first_wait_s + windowed_duration_s(window, count, windows, start_s + first_wait_s)
+        return first_wait_s + send_time_s(count, windows, factor)
+    return first_wait_s + windowed_duration_s(window, count, windows, start_s + first_wait_s,
+                                              factor)
 
 
 def estimate_cost(
@@ -305,6 +310,28 @@ def _spend_notes(settings: Settings, cost: CostEstimate) -> tuple[str, ...]:
     return (note,)
 
 
+def _pacing_notes(settings: Settings) -> tuple[str, ...]:
+    """Which senders' sends are spread by jitter, and what that does to the estimate."""
+    by_jitter: dict[float, list[str]] = {}
+    for sender in settings.senders:
+        jitter = settings.jitter_of(sender.account)
+        if jitter is not None:
+            by_jitter.setdefault(jitter.share, []).append(sender.account)
+    notes = []
+    for share, accounts in by_jitter.items():
+        jitter = Jitter(share=share)
+        notes.append(f"{_names(accounts)}: {jitter.describe()}: each send is due at the previous "
+                     f"one plus the pace times 1 ± {share:g} (never sooner than the rates, caps "
+                     f"and send windows allow); the estimate counts the mean gap, "
+                     f"{jitter.mean_gap_factor:.3g} times the pace")
+    return tuple(notes)
+
+
+def _names(accounts: Sequence[str], shown: int = 5) -> str:
+    more = f" and {len(accounts) - shown} more" if len(accounts) > shown else ""
+    return ", ".join(accounts[:shown]) + more
+
+
 def human_duration(seconds: float) -> str:
     """``93784`` -> ``"1d 2h 3m 4s"``; under a minute keeps seconds, longer drops zero parts."""
     whole = math.ceil(seconds)
@@ -362,7 +389,7 @@ async def build_report(
         skipped_by_reason=_sorted({k: v for k, v in reasons.items() if k in SKIP_REASONS}),
         senders={s.account: senders.get(s.account, 0) for s in settings.senders},
         cost=cost,
-        notes=_spend_notes(settings, cost),
+        notes=_pacing_notes(settings) + _spend_notes(settings, cost),
         duration=estimate_duration(settings, senders),
         reply_reads=estimate_reads(settings, conversations=totals.pending + states.get("sent", 0),
                                    senders=len(settings.senders)),
