@@ -201,6 +201,10 @@ class Engine:
         self._spent: Counter[str] = Counter()
         #: each account's first send in the ledger (its warm-up's day 0), read when the run starts
         self._first_sends: dict[str, float] = {}
+        #: per account, the ledger's reservations held ahead at the start (charged at
+        #: ``_restored_at_s``): in the windows while leased, but never sends for the warm-up
+        self._never_sent: dict[str, int] = {}
+        self._restored_at_s = 0.0
         #: a sender resting longer than this ends its part of the run (the rows wait for a
         #: resume); ``--until-done`` waits however long it takes
         self._patience_s = (float("inf") if settings.run.until_done
@@ -222,6 +226,11 @@ class Engine:
     @property
     def senders(self) -> Sequence[_Sender]:
         return list(self._senders.values())
+
+    @property
+    def first_sends(self) -> Mapping[str, float]:
+        """Each account's first send in the ledger (its warm-up's day 0), as far as known."""
+        return self._first_sends
 
     @property
     def api_key_limiter(self) -> WindowLimiter:
@@ -275,6 +284,7 @@ class Engine:
         self.counts.update(await self._cp.state_counts())
         self._spent.update(dict(zip(_BILLED, await self._cp.spend_counts(), strict=True)))
         if self._pool is not None:
+            self._restored_at_s = now
             await self._restore_from_pool(self._pool, now)
         else:
             for account, sender in self._senders.items():
@@ -293,7 +303,11 @@ class Engine:
         self._key.charge(await pool.history(None, now))
         for account, sender in self._senders.items():
             sender.limiter = WindowLimiter(pool.rates(account), least_guard_s=guard_s, smooth=True)
-            sender.limiter.charge(await pool.history(account, now))
+            history = await pool.history(account, now)
+            sender.limiter.charge(history)
+            # reservations a killed run held ahead count in the windows until their lease ends
+            # (charged at now); they were never sent, so its warm-up does not count them
+            self._never_sent[account] = history.count(now)
             rest = await pool.rest_of(account, now)
             if rest is not None:
                 sender.limiter.rest_until(rest.until_s)
@@ -606,7 +620,8 @@ class Engine:
             return False
         first_s = self._first_sends.setdefault(sender.account, at_s)
         cap = settings.warmup.cap(settings.daily_cap, first_s, at_s)
-        earlier = [t for t in sender.limiter.times() if t != at_s]
+        earlier = _without(sender.limiter.times(), at_s, self._restored_at_s,
+                           self._never_sent.get(sender.account, 0))
         # the day as the limiter keeps it: a day and its guard (at most a second)
         until_s = ramp_wait_until_s(earlier, cap, at_s, _DAY_S + 1.0) \
             if cap < settings.daily_cap else None
@@ -1148,6 +1163,20 @@ class Engine:
 def _expect(row: RowRecord) -> Expect:
     """The row as the engine read it: a claim, finish or defer applies only to that row."""
     return Expect(state=row.state, sender=row.sender)
+
+
+def _without(times: Sequence[float], slot_s: float, ahead_s: float, ahead: int) -> list[float]:
+    """The sends of ``times`` before the slot at ``slot_s``, less ``ahead`` reservations held
+    ahead by an earlier run (charged at ``ahead_s``, never sent)."""
+    kept = []
+    for t in times:
+        if t == slot_s:
+            continue
+        if t == ahead_s and ahead > 0:
+            ahead -= 1
+            continue
+        kept.append(t)
+    return kept
 
 
 def _earliest(*times: float | None) -> float | None:

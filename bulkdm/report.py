@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, Final
 
 import orjson
 
+from bulkdm.ledger import ledger_spec
 from bulkdm.policies import windowed_duration_s
 from bulkdm.policies.jitter import Jitter
+from bulkdm.policies.warmup import Warmup, ramp_days
 from bulkdm.rates import Rate
 from bulkdm.rows import UNBOUND
 from bulkdm.settings import ProviderName, Settings
@@ -40,6 +42,7 @@ __all__ = [
     "send_time_s",
     "sender_time_s",
     "spread_unbound",
+    "warmup_of",
     "with_account_waits",
 ]
 
@@ -144,6 +147,7 @@ def send_time_s(count: int, windows: Sequence[Rate], pace_factor: float = 1.0) -
 def estimate_duration(
     settings: Settings, pending_by_sender: Mapping[str, int], *,
     start_s: float | None = None, first_wait_s: Mapping[str, float] | None = None,
+    first_sends: Mapping[str, float] | None = None,
 ) -> DurationEstimate:
     """The slowest sender, or the API key's budget shared by all senders if that is slower.
 
@@ -151,6 +155,8 @@ def estimate_duration(
     as the engine hands them out, to whichever has a slot (:func:`spread_unbound`), over those
     in ``first_wait_s`` (each waiting that long first) when it is given, else over all. A sender
     with a send window sends only inside it, from ``start_s`` (default: now) plus its wait.
+    A sender on a warm-up ramp (with the account ledger on) sends each day's ramped cap,
+    counted from its first send in ``first_sends`` (an account not there is new: day 0).
     ``per_sender_s`` is each sender's sending time; ``seconds`` counts its wait too.
     """
     waits = first_wait_s if first_wait_s is not None else {s.account: 0.0 for s in settings.senders}
@@ -158,7 +164,8 @@ def estimate_duration(
     at_s = time.time() if start_s is None else start_s
     per_sender = {
         s.account: sender_time_s(settings, s.account, pending.get(s.account, 0), at_s,
-                                 waits.get(s.account, 0.0)) - waits.get(s.account, 0.0)
+                                 waits.get(s.account, 0.0), first_sends or {})
+        - waits.get(s.account, 0.0)
         for s in settings.senders
     }
     api_key_s = send_time_s(sum(pending_by_sender.values()), settings.provider.rates)
@@ -211,19 +218,37 @@ def spread_unbound(
 
 
 def sender_time_s(
-    settings: Settings, account: str, count: int, start_s: float, first_wait_s: float = 0.0
+    settings: Settings, account: str, count: int, start_s: float, first_wait_s: float = 0.0,
+    first_sends: Mapping[str, float] | None = None,
 ) -> float:
     """How long ``account`` takes to send ``count`` rows from ``start_s``: its windows' pace,
-    inside its send window if it has one; a first wait (a full window, a rest) comes first."""
+    inside its send window if it has one; a first wait (a full window, a rest) comes first;
+    on a warm-up ramp, whole days at each day's ramped cap before the last day's rows."""
     sender = settings.sender(account)
     windows = sender.windows if sender is not None else ()
+    begin_s = start_s + first_wait_s
+    ramp = warmup_of(settings, account)
+    days = 0
+    if ramp is not None and sender is not None and sender.daily_cap is not None and count:
+        days, count, cap = ramp_days(ramp, sender.daily_cap, count,
+                                     (first_sends or {}).get(account), begin_s)
+        windows = (*sender.rates, Rate(count=cap, period_s=float(_DAY_S)))
+        begin_s += days * _DAY_S
     window = settings.send_window_of(account)
     jitter = settings.jitter_of(account)
     factor = 1.0 if jitter is None else jitter.mean_gap_factor
     if window is None or count == 0:
-        return first_wait_s + send_time_s(count, windows, factor)
-    return first_wait_s + windowed_duration_s(window, count, windows, start_s + first_wait_s,
-                                              factor)
+        return begin_s - start_s + send_time_s(count, windows, factor)
+    return begin_s - start_s + windowed_duration_s(window, count, windows, begin_s, factor)
+
+
+def warmup_of(settings: Settings, account: str) -> Warmup | None:
+    """The warm-up ramp ``account`` sends on: its own (on by default) when it has a daily cap
+    and the account ledger is on (the ramp counts from its first send there); else ``None``."""
+    sender = settings.sender(account)
+    if sender is None or sender.warmup is None or sender.daily_cap is None:
+        return None
+    return sender.warmup if ledger_spec(settings.accounts.ledger) is not None else None
 
 
 def estimate_cost(
@@ -327,6 +352,40 @@ def _pacing_notes(settings: Settings) -> tuple[str, ...]:
     return tuple(notes)
 
 
+#: how every warm-up note of a plan starts (they are replaced once the ledger was read)
+_WARMUP_NOTE: Final = "warm-up: "
+
+
+def _warmup_notes(settings: Settings, first_sends: Mapping[str, float],
+                  now_s: float) -> tuple[str, ...]:
+    """Which senders ramp their daily cap (new to the ledger, or still on the ramp), and how an
+    established account opts out."""
+    new: dict[tuple[str, int, int], list[str]] = {}
+    ramping = []
+    for sender in settings.senders:
+        ramp = warmup_of(settings, sender.account)
+        if ramp is None or sender.daily_cap is None:
+            continue
+        first_s = first_sends.get(sender.account)
+        if ramp.done(first_s, now_s):
+            continue
+        cap = ramp.cap(sender.daily_cap, first_s, now_s)
+        if first_s is None:
+            new.setdefault((ramp.describe(), cap, sender.daily_cap), []).append(sender.account)
+        else:
+            ramping.append(f"{sender.account} is on day {ramp.day(first_s, now_s)} of its ramp "
+                           f"({ramp.describe()}): {cap}/{sender.daily_cap} today")
+    notes = [f"{_WARMUP_NOTE}{_names(accounts)} new to the account ledger: the daily cap ramps "
+             f"{described} ({cap}/{daily} on day 0, all of it from the ramp's last day)"
+             for (described, cap, daily), accounts in new.items()]
+    notes += [_WARMUP_NOTE + text for text in ramping]
+    if notes:
+        notes.append(f"{_WARMUP_NOTE}the estimate counts the ramp; an established account (it "
+                     "has sent before, outside this ledger) opts out with warmup = false in its "
+                     "[[senders]] table (or [campaign] warmup = false for all)")
+    return tuple(notes)
+
+
 def _names(accounts: Sequence[str], shown: int = 5) -> str:
     more = f" and {len(accounts) - shown} more" if len(accounts) > shown else ""
     return ", ".join(accounts[:shown]) + more
@@ -389,7 +448,8 @@ async def build_report(
         skipped_by_reason=_sorted({k: v for k, v in reasons.items() if k in SKIP_REASONS}),
         senders={s.account: senders.get(s.account, 0) for s in settings.senders},
         cost=cost,
-        notes=_pacing_notes(settings) + _spend_notes(settings, cost),
+        notes=(_pacing_notes(settings) + _warmup_notes(settings, {}, time.time())
+               + _spend_notes(settings, cost)),
         duration=estimate_duration(settings, senders),
         reply_reads=estimate_reads(settings, conversations=totals.pending + states.get("sent", 0),
                                    senders=len(settings.senders)),
@@ -401,14 +461,20 @@ async def build_report(
 
 
 async def with_account_waits(
-    report: PlanReport, checkpoint: Checkpoint, settings: Settings, waits: Mapping[str, float]
+    report: PlanReport, checkpoint: Checkpoint, settings: Settings, waits: Mapping[str, float],
+    first_sends: Mapping[str, float] | None = None,
 ) -> PlanReport:
     """``report`` with its duration (and its rows per sender) counting how long each account
-    waits before it may send (``waits``: from the account pool's ledger)."""
+    waits before it may send (``waits``: from the account pool's ledger) and where each is on
+    its warm-up ramp (``first_sends``: each account's first send in the ledger)."""
     counts = await checkpoint.sender_counts()
     senders = spread_unbound(settings, counts, waits)
+    first_sends = first_sends or {}
+    notes = tuple(n for n in report.notes if not n.startswith(_WARMUP_NOTE))
     return replace(report, senders={s.account: senders.get(s.account, 0) for s in settings.senders},
-                   duration=estimate_duration(settings, counts, first_wait_s=waits))
+                   duration=estimate_duration(settings, counts, first_wait_s=waits,
+                                              first_sends=first_sends),
+                   notes=_warmup_notes(settings, first_sends, time.time()) + notes)
 
 
 def _sorted(counts: dict[str, int]) -> dict[str, int]:

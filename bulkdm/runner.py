@@ -353,7 +353,8 @@ def _snapshot(
     senders = [_sender_view(engine, s, now) for s in engine.senders]
     waits = {v.account: v.next_slot_in_s for v in senders if v.next_slot_in_s is not None}
     eta_s = time_left_s(settings, left_by_sender, first_wait_s=waits,
-                        api_key_wait_s=engine.api_key_limiter.next_slot_in_s(now), now_s=now)
+                        api_key_wait_s=engine.api_key_limiter.next_slot_in_s(now), now_s=now,
+                        first_sends=engine.first_sends)
     return Snapshot(campaign=settings.campaign.name, counts=counts, total=sum(counts.values()),
                     rate_per_s=rate, eta_s=eta_s, elapsed_s=elapsed_s, senders=senders)
 

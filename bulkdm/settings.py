@@ -26,7 +26,7 @@ from bulkdm.optout import DEFAULT_OPT_OUT
 from bulkdm.policies.breakers import RefusalBreaker, SameErrorBreaker
 from bulkdm.policies.jitter import Jitter, parse_jitter
 from bulkdm.policies.spend import SpendCap, parse_spend
-from bulkdm.policies.warmup import Warmup, parse_warmup
+from bulkdm.policies.warmup import DEFAULT_WARMUP, Warmup, parse_warmup
 from bulkdm.policies.windows import SendWindow, parse_send_window
 from bulkdm.ratelimit import DEFAULT_LEAST_GUARD_S
 from bulkdm.rates import Rate, parse_duration_s, parse_rate
@@ -97,6 +97,8 @@ class CampaignSettings:
     spend_cap: SpendCap = field(default_factory=SpendCap)
     #: human pacing for every sender without its own (``None``: none)
     jitter: Jitter | None = None
+    #: the warm-up of every sender without its own ``warmup`` (``None``: no ramp)
+    warmup: Warmup | None = DEFAULT_WARMUP
 
     @property
     def key_scope(self) -> str:
@@ -133,8 +135,9 @@ class SenderSettings:
     #: this sender's own send window (parts it leaves out come from the campaign's)
     send_window: SendWindow | None = None
     #: how its daily cap ramps up from its first send in the account ledger (``None``: no
-    #: ramp); only a sender with a daily cap and the ledger on is ramped
-    warmup: Warmup | None = None
+    #: ramp, ``warmup = false``); only a sender with a daily cap and the ledger on is ramped.
+    #: On by default: an account new to the ledger starts slowly
+    warmup: Warmup | None = DEFAULT_WARMUP
     #: its own human pacing (``None``: the campaign's; a share of 0 turns it off)
     jitter: Jitter | None = None
 
@@ -511,6 +514,7 @@ def _campaign(table: _Table, campaign_path: Path, base_dir: Path) -> CampaignSet
         send_window=_send_window(table, None),
         spend_cap=_spend_cap(table),
         jitter=_jitter(table, None),
+        warmup=_warmup(table, DEFAULT_WARMUP),
     )
     table.done()
     return settings
@@ -617,7 +621,7 @@ def _sender(
         daily_cap=table.integer("daily_cap", defaults.daily_cap or 500, minimum=1),
         auth_token_env=table.env_name("auth_token_env", None),
         send_window=_own_window(table, campaign.send_window if campaign else None),
-        warmup=_warmup(table, None),
+        warmup=_warmup(table, campaign.warmup if campaign else DEFAULT_WARMUP),
         jitter=_jitter(table, None),
     )
     if settings.auth_token_env is not None and provider is not ProviderName.GETXAPI:
@@ -628,7 +632,7 @@ def _sender(
 
 def _warmup(table: _Table, default: Warmup | None) -> Warmup | None:
     """``warmup``: a ramp, ``true`` (the default ramp) or ``false`` (none); ``default`` when
-    the table leaves it out."""
+    the table leaves it out (the campaign's, else ``14d from 20%``)."""
     if not table.has("warmup"):
         return default
     what = 'true, false or a ramp like "14d from 20%"'
