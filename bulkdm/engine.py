@@ -68,6 +68,10 @@ class FinishReason(StrEnum):
     COMPLETED = "completed"
     INTERRUPTED = "interrupted"
     STOPPED_BY_PROVIDER = "stopped_by_provider"
+    #: the next billed call would have crossed ``max_spend`` / ``max_credits``
+    STOPPED_AT_SPEND_CAP = "stopped_at_spend_cap"
+    #: one error on most of the campaign's last sends (the same-error breaker)
+    STOPPED_BY_BREAKER = "stopped_by_breaker"
     #: rows are left that only a resting or unusable sender could send
     PAUSED = "paused"
 
@@ -192,6 +196,8 @@ class Engine:
         self._unbound = UnboundRows(checkpoint, clock)
         self._task_errors: list[BaseException] = []
         self._halt: str | None = None
+        #: why the run halted, where a policy halted it (else the provider did)
+        self._halted_by: FinishReason | None = None
         #: the breakers' samples: the campaign's last error codes (None: sent), and per account
         #: whether each of its last sends was refused
         self._recent_codes: list[str | None] = []
@@ -368,7 +374,7 @@ class Engine:
 
     async def _finish_reason(self) -> FinishReason:
         if self._halt is not None:
-            return FinishReason.STOPPED_BY_PROVIDER
+            return self._halted_by or FinishReason.STOPPED_BY_PROVIDER
         if self._stop.is_set():
             return FinishReason.INTERRUPTED
         counts = await self._cp.state_counts()
@@ -736,22 +742,16 @@ class Engine:
             what = "DM" if dms else "media upload" if uploads else "username lookup"
             self._halt = (f"spend cap reached: ${spent.usd:.4f}{credits} spent of "
                           f"{cap.describe()}; the next {what} would cross it")
+            self._halted_by = FinishReason.STOPPED_AT_SPEND_CAP
             self._stop.set()
         return False
 
     def _breakers(self, sender: _Sender, outcome: Outcome) -> list[Write]:
-        """A send's final answer (delivered, or the row failed) goes to the breakers: one error
-        on most of the campaign's last sends stops the run; an account refused too often rests
-        (in the ledger too)."""
+        """A send's answer goes to the breakers: one error on most of the campaign's last sends
+        stops the run; an account refused too often rests (in the ledger too)."""
+        self._same_error(outcome)
         if outcome.action not in (Action.DONE, Action.FAIL_ROW):
-            return []  # not a row's final answer: a retry, a rest, a lookup still to come
-        self._recent_codes.append(outcome.code if outcome.action is Action.FAIL_ROW else None)
-        del self._recent_codes[:-max(1, self._settings.run.same_error_breaker.sample)]
-        code = self._settings.run.same_error_breaker.trips(self._recent_codes)
-        if code is not None and self._halt is None:
-            self._halt = (f"same-error breaker: {code} on most of the last "
-                          f"{len(self._recent_codes)} sends; fix the cause, then run again")
-            self._stop.set()
+            return []  # not a row's final answer: a retry, a rest, an unknown outcome
         breaker = self._settings.run.refusal_breaker
         refused = self._refusals.setdefault(sender.account, [])
         refused.append(outcome.action is Action.FAIL_ROW and outcome.code in REFUSAL_CODES)
@@ -767,6 +767,25 @@ class Engine:
             self._pool.rest(sender.account, until_s=until_s, reason=why)
         return [cp.set_sender(account=sender.account, state=SenderState.RESTING,
                               until_s=until_s, reason=why)]
+
+    def _same_error(self, outcome: Outcome) -> None:
+        """Every send's answer counts (a success as ``None``), final or not: an outage (5xx,
+        cut connections, timeouts), a revoked key or a bad template fails send after send,
+        and retrying each row in turn would burn through the list. A rate limit's rest is
+        pacing, not an error: it counts for nothing."""
+        if outcome.action is Action.REST_SENDER or outcome.code in _THROTTLE_CODES:
+            return
+        breaker = self._settings.run.same_error_breaker
+        self._recent_codes.append(None if outcome.action is Action.DONE
+                                  else outcome.code or outcome.action.value)
+        del self._recent_codes[:-max(1, breaker.sample)]
+        code = breaker.trips(self._recent_codes)
+        if code is not None and self._halt is None:
+            self._halt = (f"same-error breaker: {code} on most of the last "
+                          f"{len(self._recent_codes)} sends; fix the cause (or wait for the "
+                          "provider to recover), then run again")
+            self._halted_by = FinishReason.STOPPED_BY_BREAKER
+            self._stop.set()
 
     def _finish_sent(self, row: RowRecord, outcome: Outcome, media_id: str | None) -> Write:
         done = Finish(state=RowState.SENT, message_id=outcome.value, media_id=media_id,
