@@ -626,11 +626,14 @@ class Engine:
             return False
         first_s = self._first_sends.setdefault(sender.account, at_s)
         cap = settings.warmup.cap(settings.daily_cap, first_s, at_s)
-        earlier = _without(sender.limiter.times(), at_s, self._restored_at_s,
-                           self._never_sent.get(sender.account, 0))
-        # the day as the limiter keeps it: a day and its guard (at most a second)
-        until_s = ramp_wait_until_s(earlier, cap, at_s, _DAY_S + 1.0) \
-            if cap < settings.daily_cap else None
+        until_s = None
+        # fewer sends held than the cap (this slot's included) fit without looking at them:
+        # on by default, this runs for every send of every sender
+        if cap < settings.daily_cap and len(sender.limiter) > cap:
+            earlier = _without(sender.limiter.times(), at_s, self._restored_at_s,
+                               self._never_sent.get(sender.account, 0))
+            # the day as the limiter keeps it: a day and its guard (at most a second)
+            until_s = ramp_wait_until_s(earlier, cap, at_s, _DAY_S + 1.0)
         if until_s is None:
             if sender.note is not None and sender.note.startswith(_WARMING_UP):
                 sender.note = None
