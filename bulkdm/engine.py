@@ -32,11 +32,12 @@ from bulkdm.outcomes import Action, Outcome, Reconciliation
 from bulkdm.policies.breakers import REFUSAL_CODES
 from bulkdm.policies.jitter import Draw, Jitter
 from bulkdm.policies.warmup import ramp_wait_until_s
+from bulkdm.policies.windows import SendWindow
 from bulkdm.providers.base import DmRequest, Provider, SenderAuth
 from bulkdm.ratelimit import Gate, WindowLimiter
 from bulkdm.report import estimate_cost
 from bulkdm.rows import RowRecord, RowState
-from bulkdm.settings import DmNotAllowedPolicy, ProviderName, Settings
+from bulkdm.settings import DmNotAllowedPolicy, ProviderName, SenderSettings, Settings
 from bulkdm.timestamps import iso_utc as _iso
 
 __all__ = ["Engine", "FinishReason", "RunReport", "SenderState"]
@@ -94,9 +95,13 @@ class _Sender:
     """One sender account's state for this run (its limiter and whether it can send)."""
 
     def __init__(self, auth: SenderAuth, limiter: WindowLimiter,
-                 jitter: Jitter | None = None) -> None:
+                 jitter: Jitter | None = None, config: SenderSettings | None = None,
+                 window: SendWindow | None = None) -> None:
         self.auth = auth
         self.limiter = limiter
+        #: its settings and send window, found once (asked at every slot; a pool is large)
+        self.config = config
+        self.window = window
         #: human pacing (None: none), and the draw for the gap after its last slot
         self.jitter = jitter
         self.jitter_u = 0.0
@@ -184,7 +189,7 @@ class Engine:
         self._key = WindowLimiter(settings.provider.rates, least_guard_s=guard_s, smooth=True)
         self._senders = {
             a: _Sender(auths[a], WindowLimiter(s.windows, least_guard_s=guard_s, smooth=True),
-                       settings.jitter_of(a))
+                       settings.sender_jitter(s), s, s.send_window or settings.campaign.send_window)
             for a, s in ((s.account, s) for s in settings.senders)}
         #: the jitter's draws (injected by tests); only pacing, so not a secure generator
         self._draw: Draw = draw or random.Random().uniform
@@ -603,7 +608,7 @@ class Engine:
         """True when the sender's send window is closed at ``at_s`` (or closes within a second,
         before the request could leave): the slot is given back and the sender rests until
         the window opens."""
-        window = self._settings.send_window_of(sender.account)
+        window = sender.window
         if window is None or window.is_open(at_s) and window.is_open(at_s + _WINDOW_MARGIN_S):
             if sender.note is not None and sender.note.startswith(_OUTSIDE_WINDOW):
                 sender.note = None
@@ -620,7 +625,7 @@ class Engine:
         """True when a send at ``at_s`` would pass the sender's warm-up cap for its ramp's day
         (counted from its first send in the ledger): the slot is given back and the sender
         rests until the oldest of the day's sends leaves the day."""
-        settings = self._settings.sender(sender.account)
+        settings = sender.config
         if self._pool is None or settings is None or settings.warmup is None \
                 or settings.daily_cap is None:
             return False

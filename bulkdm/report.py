@@ -5,7 +5,9 @@ Estimates are pure functions of counts and settings, so they are tested without 
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -14,13 +16,14 @@ from typing import TYPE_CHECKING, Final
 
 import orjson
 
+from bulkdm.ledger import ENV_VAR as LEDGER_ENV_VAR
 from bulkdm.ledger import ledger_spec
 from bulkdm.policies import windowed_duration_s
 from bulkdm.policies.jitter import Jitter
 from bulkdm.policies.warmup import Warmup, ramp_days
 from bulkdm.rates import Rate
 from bulkdm.rows import UNBOUND
-from bulkdm.settings import ProviderName, Settings
+from bulkdm.settings import ProviderName, SenderSettings, Settings
 
 if TYPE_CHECKING:
     from bulkdm.checkpoint import Checkpoint
@@ -227,7 +230,7 @@ def sender_time_s(
     sender = settings.sender(account)
     windows = sender.windows if sender is not None else ()
     begin_s = start_s + first_wait_s
-    ramp = warmup_of(settings, account)
+    ramp = _ramp_of(settings, sender)
     days = 0
     if ramp is not None and sender is not None and sender.daily_cap is not None and count:
         days, count, cap = ramp_days(ramp, sender.daily_cap, count,
@@ -235,7 +238,7 @@ def sender_time_s(
         windows = (*sender.rates, Rate(count=cap, period_s=float(_DAY_S)))
         begin_s += days * _DAY_S
     window = settings.send_window_of(account)
-    jitter = settings.jitter_of(account)
+    jitter = settings.sender_jitter(sender)
     factor = 1.0 if jitter is None else jitter.mean_gap_factor
     if window is None or count == 0:
         return begin_s - start_s + send_time_s(count, windows, factor)
@@ -245,10 +248,20 @@ def sender_time_s(
 def warmup_of(settings: Settings, account: str) -> Warmup | None:
     """The warm-up ramp ``account`` sends on: its own (on by default) when it has a daily cap
     and the account ledger is on (the ramp counts from its first send there); else ``None``."""
-    sender = settings.sender(account)
+    return _ramp_of(settings, settings.sender(account))
+
+
+def _ramp_of(settings: Settings, sender: SenderSettings | None) -> Warmup | None:
     if sender is None or sender.warmup is None or sender.daily_cap is None:
         return None
-    return sender.warmup if ledger_spec(settings.accounts.ledger) is not None else None
+    on = _ledger_on(settings.accounts.ledger, os.environ.get(LEDGER_ENV_VAR))
+    return sender.warmup if on else None
+
+
+@functools.lru_cache(maxsize=8)
+def _ledger_on(configured: str | None, from_env: str | None) -> bool:
+    # asked for every sender of every estimate (the ETA of a pool of 10,000 included)
+    return ledger_spec(configured, {LEDGER_ENV_VAR: from_env} if from_env else {}) is not None
 
 
 def estimate_cost(
@@ -339,7 +352,7 @@ def _pacing_notes(settings: Settings) -> tuple[str, ...]:
     """Which senders' sends are spread by jitter, and what that does to the estimate."""
     by_jitter: dict[float, list[str]] = {}
     for sender in settings.senders:
-        jitter = settings.jitter_of(sender.account)
+        jitter = settings.sender_jitter(sender)
         if jitter is not None:
             by_jitter.setdefault(jitter.share, []).append(sender.account)
     notes = []
@@ -363,7 +376,7 @@ def _warmup_notes(settings: Settings, first_sends: Mapping[str, float],
     new: dict[tuple[str, int, int], list[str]] = {}
     ramping = []
     for sender in settings.senders:
-        ramp = warmup_of(settings, sender.account)
+        ramp = _ramp_of(settings, sender)
         if ramp is None or sender.daily_cap is None:
             continue
         first_s = first_sends.get(sender.account)

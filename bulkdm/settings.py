@@ -241,7 +241,10 @@ class Settings:
     def jitter_of(self, account: str) -> Jitter | None:
         """How ``account``'s sends are spread: its own jitter, else the campaign's (``None``:
         none, also when a share of 0 turns it off)."""
-        sender = self.sender(account)
+        return self.sender_jitter(self.sender(account))
+
+    def sender_jitter(self, sender: SenderSettings | None) -> Jitter | None:
+        """:meth:`jitter_of` for a sender already found (no search: pools are large)."""
         own = sender.jitter if sender is not None else None
         jitter = own or self.campaign.jitter
         return jitter if jitter is not None and jitter.share > 0 else None
