@@ -167,7 +167,7 @@ def estimate_duration(
     at_s = time.time() if start_s is None else start_s
     per_sender = {
         s.account: sender_time_s(settings, s.account, pending.get(s.account, 0), at_s,
-                                 waits.get(s.account, 0.0), first_sends or {})
+                                 waits.get(s.account, 0.0), first_sends or {}, config=s)
         - waits.get(s.account, 0.0)
         for s in settings.senders
     }
@@ -222,12 +222,13 @@ def spread_unbound(
 
 def sender_time_s(
     settings: Settings, account: str, count: int, start_s: float, first_wait_s: float = 0.0,
-    first_sends: Mapping[str, float] | None = None,
+    first_sends: Mapping[str, float] | None = None, *, config: SenderSettings | None = None,
 ) -> float:
     """How long ``account`` takes to send ``count`` rows from ``start_s``: its windows' pace,
     inside its send window if it has one; a first wait (a full window, a rest) comes first;
-    on a warm-up ramp, whole days at each day's ramped cap before the last day's rows."""
-    sender = settings.sender(account)
+    on a warm-up ramp, whole days at each day's ramped cap before the last day's rows.
+    ``config``: the account's settings when already found (a pool is large)."""
+    sender = config or settings.sender(account)
     windows = sender.windows if sender is not None else ()
     begin_s = start_s + first_wait_s
     ramp = _ramp_of(settings, sender)
@@ -237,7 +238,7 @@ def sender_time_s(
                                      (first_sends or {}).get(account), begin_s)
         windows = (*sender.rates, Rate(count=cap, period_s=float(_DAY_S)))
         begin_s += days * _DAY_S
-    window = settings.send_window_of(account)
+    window = (sender.send_window if sender is not None else None) or settings.campaign.send_window
     jitter = settings.sender_jitter(sender)
     factor = 1.0 if jitter is None else jitter.mean_gap_factor
     if window is None or count == 0:
