@@ -59,6 +59,7 @@ __all__ = [
     "rotate_key",
     "row_params",
     "set_handoff_cursor",
+    "set_last_run",
     "set_plan_meta",
     "set_replies_cursor",
     "set_sender",
@@ -709,6 +710,12 @@ class Checkpoint:
                                "COUNT(DISTINCT CASE WHEN opt_out THEN row_id END) FROM replies")
         return int(rows[0][0]), int(rows[0][1]), int(rows[0][2])
 
+    async def last_run(self) -> dict[str, str]:
+        """How the last run ended: ``finish_reason``, ``ended_at`` and, if it said why,
+        ``detail`` (empty before any run ended)."""
+        rows = await self._all("SELECT key, value FROM meta WHERE key LIKE 'run.%'")
+        return {key.removeprefix("run."): value for key, value in rows}
+
     async def replies_cursor(self) -> HandoffCursor:
         rows = dict(await self._all("SELECT key, value FROM meta WHERE key LIKE 'replies.%'"))
         return HandoffCursor(seq=int(rows.get("replies.seq", 0)),
@@ -1108,6 +1115,15 @@ def read_replies_until(*, row_id: int, until_at: str) -> Write:
     """The row's conversation was read whole up to ``until_at``."""
     return Write("INSERT OR REPLACE INTO reply_reads (row_id, until_at) VALUES (?, ?)",
                  (row_id, until_at))
+
+
+def set_last_run(*, finish_reason: str, detail: str | None, ended_at: str) -> list[Write]:
+    """How a run ended, for ``status``: replaces the last one's."""
+    sql = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"
+    return [Write("DELETE FROM meta WHERE key = 'run.detail'", ()),
+            Write(sql, ("run.finish_reason", finish_reason)),
+            Write(sql, ("run.ended_at", ended_at)),
+            *([Write(sql, ("run.detail", detail))] if detail else [])]
 
 
 def set_replies_cursor(cursor: HandoffCursor) -> list[Write]:

@@ -131,15 +131,17 @@ async def _plan(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args)
     path = checkpoint_path(args)
-    notes, waits = await _pool_view(settings)
+    notes, waits, first_sends = await _pool_view(settings)
     # an amend rewrites rows, so no run may hold the checkpoint meanwhile
     with RunLock(path) if args.amend else contextlib.nullcontext():
         checkpoint = await Checkpoint.open(path, synchronous=settings.run.synchronous)
         try:
             report = await ensure_plan(args.campaign, settings, checkpoint, amend=args.amend,
                                        errors_limit=None if args.errors else 20)
-            if waits:  # the duration counts what each account can still send, by the ledger
-                report = await with_account_waits(report, checkpoint, settings, waits)
+            if waits:  # the duration counts what each account can still send, by the ledger,
+                # and where each is on its warm-up ramp
+                report = await with_account_waits(report, checkpoint, settings, waits,
+                                                  first_sends)
         finally:
             await checkpoint.close()
     if args.json:
@@ -150,24 +152,29 @@ async def _plan(args: argparse.Namespace) -> int:
     return 3 if report.rows.read and not report.rows.valid else 0
 
 
-async def _pool_view(settings: Settings) -> tuple[list[str], dict[str, float]]:
-    """Where another campaign sets other limits for one of this campaign's accounts, and how
-    long each account waits before it may send (every campaign's sends, its rest)."""
-    from bulkdm.ledger import ledger_spec, open_ledger, realm_for
+async def _pool_view(
+    settings: Settings,
+) -> tuple[list[str], dict[str, float], dict[str, float]]:
+    """Where another campaign sets other limits for one of this campaign's accounts, how long
+    each account waits before it may send (every campaign's sends, its rest), and each
+    account's first send (where its warm-up ramp counts from)."""
+    from bulkdm.ledger import account_subject, ledger_spec, open_ledger, realm_for
     from bulkdm.ledger.view import account_waits, limit_notes
 
     spec = ledger_spec(settings.accounts.ledger)
     if spec is None or (not spec.startswith("postgres")
                         and not await asyncio.to_thread(os.path.isfile, spec)):
-        return [], {}  # no ledger yet: no other campaign to disagree with, nothing used
+        return [], {}, {}  # no ledger yet: no other campaign to disagree with, nothing used
     ledger = await open_ledger(spec, now_s=time.time())
     realm = realm_for(settings.provider.base_url, sandbox=False)
     accounts = {s.account: s.windows for s in settings.senders}
     try:
         notes = await limit_notes(ledger, realm=realm, campaign=settings.campaign.name,
                                   now_s=time.time(), accounts=accounts)
+        firsts = {a: await ledger.first_send(account_subject(realm, a)) for a in accounts}
         return notes, await account_waits(ledger, realm=realm, accounts=accounts,
-                                          now_s=time.time())
+                                          now_s=time.time()), \
+            {a: t for a, t in firsts.items() if t is not None}
     finally:
         await ledger.close()
 

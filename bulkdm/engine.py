@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import functools
 import hashlib
+import random
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
@@ -29,12 +30,14 @@ from bulkdm.keys import idempotency_key
 from bulkdm.ledger import OPTED_OUT_MESSAGE, AccountPool, Refusal, Ticket, opted_out_entry
 from bulkdm.outcomes import Action, Outcome, Reconciliation
 from bulkdm.policies.breakers import REFUSAL_CODES
+from bulkdm.policies.jitter import Draw, Jitter
 from bulkdm.policies.warmup import ramp_wait_until_s
+from bulkdm.policies.windows import SendWindow
 from bulkdm.providers.base import DmRequest, Provider, SenderAuth
 from bulkdm.ratelimit import Gate, WindowLimiter
 from bulkdm.report import estimate_cost
 from bulkdm.rows import RowRecord, RowState
-from bulkdm.settings import DmNotAllowedPolicy, ProviderName, Settings
+from bulkdm.settings import DmNotAllowedPolicy, ProviderName, SenderSettings, Settings
 from bulkdm.timestamps import iso_utc as _iso
 
 __all__ = ["Engine", "FinishReason", "RunReport", "SenderState"]
@@ -66,6 +69,10 @@ class FinishReason(StrEnum):
     COMPLETED = "completed"
     INTERRUPTED = "interrupted"
     STOPPED_BY_PROVIDER = "stopped_by_provider"
+    #: the next billed call would have crossed ``max_spend`` / ``max_credits``
+    STOPPED_AT_SPEND_CAP = "stopped_at_spend_cap"
+    #: one error on most of the campaign's last sends (the same-error breaker)
+    STOPPED_BY_BREAKER = "stopped_by_breaker"
     #: rows are left that only a resting or unusable sender could send
     PAUSED = "paused"
 
@@ -87,9 +94,17 @@ class RunReport:
 class _Sender:
     """One sender account's state for this run (its limiter and whether it can send)."""
 
-    def __init__(self, auth: SenderAuth, limiter: WindowLimiter) -> None:
+    def __init__(self, auth: SenderAuth, limiter: WindowLimiter,
+                 jitter: Jitter | None = None, config: SenderSettings | None = None,
+                 window: SendWindow | None = None) -> None:
         self.auth = auth
         self.limiter = limiter
+        #: its settings and send window, found once (asked at every slot; a pool is large)
+        self.config = config
+        self.window = window
+        #: human pacing (None: none), and the draw for the gap after its last slot
+        self.jitter = jitter
+        self.jitter_u = 0.0
         self.state = SenderState.READY
         self.note: str | None = None
         #: the note of the last failed lookup, upload or read, cleared by a success
@@ -159,6 +174,7 @@ class Engine:
         clock: Callable[[], float] = time.time,
         gate: Gate | None = None,
         pool: AccountPool | None = None,
+        draw: Draw | None = None,
     ) -> None:
         self._settings = settings
         #: the account pool's shared ledger: every send reserves its slot there first
@@ -172,13 +188,21 @@ class Engine:
         guard_s = settings.run.rate_guard_s
         self._key = WindowLimiter(settings.provider.rates, least_guard_s=guard_s, smooth=True)
         self._senders = {
-            a: _Sender(auths[a], WindowLimiter(s.windows, least_guard_s=guard_s, smooth=True))
+            a: _Sender(auths[a], WindowLimiter(s.windows, least_guard_s=guard_s, smooth=True),
+                       settings.sender_jitter(s), s, s.send_window or settings.campaign.send_window)
             for a, s in ((s.account, s) for s in settings.senders)}
+        #: the jitter's draws (injected by tests); only pacing, so not a secure generator
+        self._draw: Draw = draw or random.Random().uniform
+        for sender in self._senders.values():
+            if sender.jitter is not None:
+                sender.jitter_u = sender.jitter.draw(self._draw)
         self._tasks: set[asyncio.Task[None]] = set()
         #: rows bound to no account yet: each goes to the first sender with a slot
         self._unbound = UnboundRows(checkpoint, clock)
         self._task_errors: list[BaseException] = []
         self._halt: str | None = None
+        #: why the run halted, where a policy halted it (else the provider did)
+        self._halted_by: FinishReason | None = None
         #: the breakers' samples: the campaign's last error codes (None: sent), and per account
         #: whether each of its last sends was refused
         self._recent_codes: list[str | None] = []
@@ -188,6 +212,10 @@ class Engine:
         self._spent: Counter[str] = Counter()
         #: each account's first send in the ledger (its warm-up's day 0), read when the run starts
         self._first_sends: dict[str, float] = {}
+        #: per account, the ledger's reservations held ahead at the start (charged at
+        #: ``_restored_at_s``): in the windows while leased, but never sends for the warm-up
+        self._never_sent: dict[str, int] = {}
+        self._restored_at_s = 0.0
         #: a sender resting longer than this ends its part of the run (the rows wait for a
         #: resume); ``--until-done`` waits however long it takes
         self._patience_s = (float("inf") if settings.run.until_done
@@ -209,6 +237,11 @@ class Engine:
     @property
     def senders(self) -> Sequence[_Sender]:
         return list(self._senders.values())
+
+    @property
+    def first_sends(self) -> Mapping[str, float]:
+        """Each account's first send in the ledger (its warm-up's day 0), as far as known."""
+        return self._first_sends
 
     @property
     def api_key_limiter(self) -> WindowLimiter:
@@ -262,6 +295,7 @@ class Engine:
         self.counts.update(await self._cp.state_counts())
         self._spent.update(dict(zip(_BILLED, await self._cp.spend_counts(), strict=True)))
         if self._pool is not None:
+            self._restored_at_s = now
             await self._restore_from_pool(self._pool, now)
         else:
             for account, sender in self._senders.items():
@@ -280,7 +314,11 @@ class Engine:
         self._key.charge(await pool.history(None, now))
         for account, sender in self._senders.items():
             sender.limiter = WindowLimiter(pool.rates(account), least_guard_s=guard_s, smooth=True)
-            sender.limiter.charge(await pool.history(account, now))
+            history = await pool.history(account, now)
+            sender.limiter.charge(history)
+            # reservations a killed run held ahead count in the windows until their lease ends
+            # (charged at now); they were never sent, so its warm-up does not count them
+            self._never_sent[account] = history.count(now)
             rest = await pool.rest_of(account, now)
             if rest is not None:
                 sender.limiter.rest_until(rest.until_s)
@@ -341,7 +379,7 @@ class Engine:
 
     async def _finish_reason(self) -> FinishReason:
         if self._halt is not None:
-            return FinishReason.STOPPED_BY_PROVIDER
+            return self._halted_by or FinishReason.STOPPED_BY_PROVIDER
         if self._stop.is_set():
             return FinishReason.INTERRUPTED
         counts = await self._cp.state_counts()
@@ -480,7 +518,8 @@ class Engine:
         if at_s is None:
             if not self._stop.is_set() and sender.state is SenderState.READY:
                 next_s = max(sender.limiter.next_allowed_s(self._clock()),
-                             self._key.next_allowed_s(self._clock()))
+                             self._key.next_allowed_s(self._clock()),
+                             self._jitter_due_s(sender) or 0.0)
                 # the ledger's refusal (all campaigns) may have said later than this run's limiters
                 sender.state = SenderState.RESTING
                 sender.free_at_s = max(next_s, sender.free_at_s or next_s)
@@ -528,7 +567,8 @@ class Engine:
             await self._sleep_through_long_wait(sender)
             at_s = await self._gate.acquire(sender.limiter, self._key, stop=self._stop,
                                             slot=self._slots,
-                                            deadline_s=self._clock() + self._patience_s)
+                                            deadline_s=self._clock() + self._patience_s,
+                                            not_before_s=self._jitter_due_s(sender))
             if at_s is not None and (self._outside_window(sender, at_s)
                                      or self._over_ramp(sender, at_s)):
                 continue
@@ -538,22 +578,37 @@ class Engine:
                 self._slots.release()
                 return None
             if at_s is None or self._pool is None:
-                return at_s
+                return self._drew(sender, at_s)
             answer = await self._pool.ticket(sender.account)
             if isinstance(answer, Ticket):
                 sender.ticket = answer
-                return at_s
+                return self._drew(sender, at_s)
             sender.limiter.forget(at_s)
             self._key.forget(at_s)
             self._slots.release()
             if not await self._wait_for_pool(sender, answer):
                 return None
 
+    def _jitter_due_s(self, sender: _Sender) -> float | None:
+        """With jitter, when the sender's next send is due: its last slot plus its pace times
+        ``1 + u`` (a floor for the gate; the limiter, window, ramp and spend still apply)."""
+        if sender.jitter is None:
+            return None
+        limiter = sender.limiter
+        return sender.jitter.due_s(now_s=self._clock(), previous_s=limiter.last_event_s,
+                                   pace_s=limiter.spacing_s, u=sender.jitter_u)
+
+    def _drew(self, sender: _Sender, at_s: float | None) -> float | None:
+        """A slot was taken: the gap after it gets a new draw (one per send)."""
+        if at_s is not None and sender.jitter is not None:
+            sender.jitter_u = sender.jitter.draw(self._draw)
+        return at_s
+
     def _outside_window(self, sender: _Sender, at_s: float) -> bool:
         """True when the sender's send window is closed at ``at_s`` (or closes within a second,
         before the request could leave): the slot is given back and the sender rests until
         the window opens."""
-        window = self._settings.send_window_of(sender.account)
+        window = sender.window
         if window is None or window.is_open(at_s) and window.is_open(at_s + _WINDOW_MARGIN_S):
             if sender.note is not None and sender.note.startswith(_OUTSIDE_WINDOW):
                 sender.note = None
@@ -570,16 +625,20 @@ class Engine:
         """True when a send at ``at_s`` would pass the sender's warm-up cap for its ramp's day
         (counted from its first send in the ledger): the slot is given back and the sender
         rests until the oldest of the day's sends leaves the day."""
-        settings = self._settings.sender(sender.account)
+        settings = sender.config
         if self._pool is None or settings is None or settings.warmup is None \
                 or settings.daily_cap is None:
             return False
         first_s = self._first_sends.setdefault(sender.account, at_s)
         cap = settings.warmup.cap(settings.daily_cap, first_s, at_s)
-        earlier = [t for t in sender.limiter.times() if t != at_s]
-        # the day as the limiter keeps it: a day and its guard (at most a second)
-        until_s = ramp_wait_until_s(earlier, cap, at_s, _DAY_S + 1.0) \
-            if cap < settings.daily_cap else None
+        until_s = None
+        # fewer sends held than the cap (this slot's included) fit without looking at them:
+        # on by default, this runs for every send of every sender
+        if cap < settings.daily_cap and len(sender.limiter) > cap:
+            earlier = _without(sender.limiter.times(), at_s, self._restored_at_s,
+                               self._never_sent.get(sender.account, 0))
+            # the day as the limiter keeps it: a day and its guard (at most a second)
+            until_s = ramp_wait_until_s(earlier, cap, at_s, _DAY_S + 1.0)
         if until_s is None:
             if sender.note is not None and sender.note.startswith(_WARMING_UP):
                 sender.note = None
@@ -691,22 +750,16 @@ class Engine:
             what = "DM" if dms else "media upload" if uploads else "username lookup"
             self._halt = (f"spend cap reached: ${spent.usd:.4f}{credits} spent of "
                           f"{cap.describe()}; the next {what} would cross it")
+            self._halted_by = FinishReason.STOPPED_AT_SPEND_CAP
             self._stop.set()
         return False
 
     def _breakers(self, sender: _Sender, outcome: Outcome) -> list[Write]:
-        """A send's final answer (delivered, or the row failed) goes to the breakers: one error
-        on most of the campaign's last sends stops the run; an account refused too often rests
-        (in the ledger too)."""
+        """A send's answer goes to the breakers: one error on most of the campaign's last sends
+        stops the run; an account refused too often rests (in the ledger too)."""
+        self._same_error(outcome)
         if outcome.action not in (Action.DONE, Action.FAIL_ROW):
-            return []  # not a row's final answer: a retry, a rest, a lookup still to come
-        self._recent_codes.append(outcome.code if outcome.action is Action.FAIL_ROW else None)
-        del self._recent_codes[:-max(1, self._settings.run.same_error_breaker.sample)]
-        code = self._settings.run.same_error_breaker.trips(self._recent_codes)
-        if code is not None and self._halt is None:
-            self._halt = (f"same-error breaker: {code} on most of the last "
-                          f"{len(self._recent_codes)} sends; fix the cause, then run again")
-            self._stop.set()
+            return []  # not a row's final answer: a retry, a rest, an unknown outcome
         breaker = self._settings.run.refusal_breaker
         refused = self._refusals.setdefault(sender.account, [])
         refused.append(outcome.action is Action.FAIL_ROW and outcome.code in REFUSAL_CODES)
@@ -722,6 +775,25 @@ class Engine:
             self._pool.rest(sender.account, until_s=until_s, reason=why)
         return [cp.set_sender(account=sender.account, state=SenderState.RESTING,
                               until_s=until_s, reason=why)]
+
+    def _same_error(self, outcome: Outcome) -> None:
+        """Every send's answer counts (a success as ``None``), final or not: an outage (5xx,
+        cut connections, timeouts), a revoked key or a bad template fails send after send,
+        and retrying each row in turn would burn through the list. A rate limit's rest is
+        pacing, not an error: it counts for nothing."""
+        if outcome.action is Action.REST_SENDER or outcome.code in _THROTTLE_CODES:
+            return
+        breaker = self._settings.run.same_error_breaker
+        self._recent_codes.append(None if outcome.action is Action.DONE
+                                  else outcome.code or outcome.action.value)
+        del self._recent_codes[:-max(1, breaker.sample)]
+        code = breaker.trips(self._recent_codes)
+        if code is not None and self._halt is None:
+            self._halt = (f"same-error breaker: {code} on most of the last "
+                          f"{len(self._recent_codes)} sends; fix the cause (or wait for the "
+                          "provider to recover), then run again")
+            self._halted_by = FinishReason.STOPPED_BY_BREAKER
+            self._stop.set()
 
     def _finish_sent(self, row: RowRecord, outcome: Outcome, media_id: str | None) -> Write:
         done = Finish(state=RowState.SENT, message_id=outcome.value, media_id=media_id,
@@ -1118,6 +1190,20 @@ class Engine:
 def _expect(row: RowRecord) -> Expect:
     """The row as the engine read it: a claim, finish or defer applies only to that row."""
     return Expect(state=row.state, sender=row.sender)
+
+
+def _without(times: Sequence[float], slot_s: float, ahead_s: float, ahead: int) -> list[float]:
+    """The sends of ``times`` before the slot at ``slot_s``, less ``ahead`` reservations held
+    ahead by an earlier run (charged at ``ahead_s``, never sent)."""
+    kept = []
+    for t in times:
+        if t == slot_s:
+            continue
+        if t == ahead_s and ahead > 0:
+            ahead -= 1
+            continue
+        kept.append(t)
+    return kept
 
 
 def _earliest(*times: float | None) -> float | None:

@@ -108,6 +108,12 @@ class WindowLimiter:
         return self._rates
 
     @property
+    def spacing_s(self) -> float:
+        """The least gap kept between events (``smooth``: the least strict rate's
+        ``period/count``; else 0): the sender's pace."""
+        return self._spacing_s
+
+    @property
     def resting_until_s(self) -> float | None:
         """The latest rest set by :meth:`rest_until` (it may already be over)."""
         return self._rest_until_s
@@ -289,8 +295,12 @@ class Gate:
         stop: StopEvent | None = None,
         slot: Slot | None = None,
         deadline_s: float | None = None,
+        not_before_s: float | None = None,
     ) -> float | None:
         """Wait until every limiter allows an event, record it on all of them, return its time.
+
+        ``not_before_s`` is one more floor (a sender's jittered due time): no event is
+        recorded before it, and it counts against ``deadline_s`` like the limiters' answers.
 
         With ``slot`` (e.g. the engine's concurrency ``asyncio.Semaphore``), the slot is taken
         before the event is recorded, and the time returned is read after it was taken: a request
@@ -307,6 +317,8 @@ class Gate:
             while stop is None or not stop.is_set():
                 now_s = self._clock()
                 allowed_s = max((lim.next_allowed_s(now_s) for lim in limiters), default=now_s)
+                if not_before_s is not None:
+                    allowed_s = max(allowed_s, not_before_s)
                 if deadline_s is not None and allowed_s > deadline_s:
                     break
                 if allowed_s > now_s:

@@ -5,7 +5,9 @@ Estimates are pure functions of counts and settings, so they are tested without 
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -14,10 +16,14 @@ from typing import TYPE_CHECKING, Final
 
 import orjson
 
+from bulkdm.ledger import ENV_VAR as LEDGER_ENV_VAR
+from bulkdm.ledger import ledger_spec
 from bulkdm.policies import windowed_duration_s
+from bulkdm.policies.jitter import Jitter
+from bulkdm.policies.warmup import Warmup, ramp_days
 from bulkdm.rates import Rate
 from bulkdm.rows import UNBOUND
-from bulkdm.settings import ProviderName, Settings
+from bulkdm.settings import ProviderName, SenderSettings, Settings
 
 if TYPE_CHECKING:
     from bulkdm.checkpoint import Checkpoint
@@ -39,6 +45,7 @@ __all__ = [
     "send_time_s",
     "sender_time_s",
     "spread_unbound",
+    "warmup_of",
     "with_account_waits",
 ]
 
@@ -126,15 +133,16 @@ class PlanReport:
         return orjson.dumps(self.to_dict()).decode()
 
 
-def send_time_s(count: int, windows: Sequence[Rate]) -> float:
+def send_time_s(count: int, windows: Sequence[Rate], pace_factor: float = 1.0) -> float:
     """Seconds from the first to the last of ``count`` sends under every window.
 
-    The engine spaces sends ``period/count`` apart (of the least strict window) and keeps every
-    window's count, so the slower of the two bounds rules.
+    The engine spaces sends ``period/count`` apart (of the least strict window), times
+    ``pace_factor`` on average with jitter, and keeps every window's count, so the slower of
+    the two bounds rules.
     """
     if count <= 0 or not windows:
         return 0.0
-    spaced_s = (count - 1) * min(w.period_s / w.count for w in windows)
+    spaced_s = (count - 1) * min(w.period_s / w.count for w in windows) * pace_factor
     windowed_s = max((math.ceil(count / w.count) - 1) * w.period_s for w in windows)
     return max(spaced_s, windowed_s)
 
@@ -142,6 +150,7 @@ def send_time_s(count: int, windows: Sequence[Rate]) -> float:
 def estimate_duration(
     settings: Settings, pending_by_sender: Mapping[str, int], *,
     start_s: float | None = None, first_wait_s: Mapping[str, float] | None = None,
+    first_sends: Mapping[str, float] | None = None,
 ) -> DurationEstimate:
     """The slowest sender, or the API key's budget shared by all senders if that is slower.
 
@@ -149,6 +158,8 @@ def estimate_duration(
     as the engine hands them out, to whichever has a slot (:func:`spread_unbound`), over those
     in ``first_wait_s`` (each waiting that long first) when it is given, else over all. A sender
     with a send window sends only inside it, from ``start_s`` (default: now) plus its wait.
+    A sender on a warm-up ramp (with the account ledger on) sends each day's ramped cap,
+    counted from its first send in ``first_sends`` (an account not there is new: day 0).
     ``per_sender_s`` is each sender's sending time; ``seconds`` counts its wait too.
     """
     waits = first_wait_s if first_wait_s is not None else {s.account: 0.0 for s in settings.senders}
@@ -156,7 +167,8 @@ def estimate_duration(
     at_s = time.time() if start_s is None else start_s
     per_sender = {
         s.account: sender_time_s(settings, s.account, pending.get(s.account, 0), at_s,
-                                 waits.get(s.account, 0.0)) - waits.get(s.account, 0.0)
+                                 waits.get(s.account, 0.0), first_sends or {}, config=s)
+        - waits.get(s.account, 0.0)
         for s in settings.senders
     }
     api_key_s = send_time_s(sum(pending_by_sender.values()), settings.provider.rates)
@@ -209,16 +221,48 @@ def spread_unbound(
 
 
 def sender_time_s(
-    settings: Settings, account: str, count: int, start_s: float, first_wait_s: float = 0.0
+    settings: Settings, account: str, count: int, start_s: float, first_wait_s: float = 0.0,
+    first_sends: Mapping[str, float] | None = None, *, config: SenderSettings | None = None,
 ) -> float:
     """How long ``account`` takes to send ``count`` rows from ``start_s``: its windows' pace,
-    inside its send window if it has one; a first wait (a full window, a rest) comes first."""
-    sender = settings.sender(account)
+    inside its send window if it has one; a first wait (a full window, a rest) comes first;
+    on a warm-up ramp, whole days at each day's ramped cap before the last day's rows.
+    ``config``: the account's settings when already found (a pool is large)."""
+    sender = config or settings.sender(account)
     windows = sender.windows if sender is not None else ()
-    window = settings.send_window_of(account)
+    begin_s = start_s + first_wait_s
+    ramp = _ramp_of(settings, sender)
+    days = 0
+    if ramp is not None and sender is not None and sender.daily_cap is not None and count:
+        days, count, cap = ramp_days(ramp, sender.daily_cap, count,
+                                     (first_sends or {}).get(account), begin_s)
+        windows = (*sender.rates, Rate(count=cap, period_s=float(_DAY_S)))
+        begin_s += days * _DAY_S
+    window = (sender.send_window if sender is not None else None) or settings.campaign.send_window
+    jitter = settings.sender_jitter(sender)
+    factor = 1.0 if jitter is None else jitter.mean_gap_factor
     if window is None or count == 0:
-        return first_wait_s + send_time_s(count, windows)
-    return first_wait_s + windowed_duration_s(window, count, windows, start_s + first_wait_s)
+        return begin_s - start_s + send_time_s(count, windows, factor)
+    return begin_s - start_s + windowed_duration_s(window, count, windows, begin_s, factor)
+
+
+def warmup_of(settings: Settings, account: str) -> Warmup | None:
+    """The warm-up ramp ``account`` sends on: its own (on by default) when it has a daily cap
+    and the account ledger is on (the ramp counts from its first send there); else ``None``."""
+    return _ramp_of(settings, settings.sender(account))
+
+
+def _ramp_of(settings: Settings, sender: SenderSettings | None) -> Warmup | None:
+    if sender is None or sender.warmup is None or sender.daily_cap is None:
+        return None
+    on = _ledger_on(settings.accounts.ledger, os.environ.get(LEDGER_ENV_VAR))
+    return sender.warmup if on else None
+
+
+@functools.lru_cache(maxsize=8)
+def _ledger_on(configured: str | None, from_env: str | None) -> bool:
+    # asked for every sender of every estimate (the ETA of a pool of 10,000 included)
+    return ledger_spec(configured, {LEDGER_ENV_VAR: from_env} if from_env else {}) is not None
 
 
 def estimate_cost(
@@ -305,6 +349,62 @@ def _spend_notes(settings: Settings, cost: CostEstimate) -> tuple[str, ...]:
     return (note,)
 
 
+def _pacing_notes(settings: Settings) -> tuple[str, ...]:
+    """Which senders' sends are spread by jitter, and what that does to the estimate."""
+    by_jitter: dict[float, list[str]] = {}
+    for sender in settings.senders:
+        jitter = settings.sender_jitter(sender)
+        if jitter is not None:
+            by_jitter.setdefault(jitter.share, []).append(sender.account)
+    notes = []
+    for share, accounts in by_jitter.items():
+        jitter = Jitter(share=share)
+        notes.append(f"{_names(accounts)}: {jitter.describe()}: each send is due at the previous "
+                     f"one plus the pace times 1 ± {share:g} (never sooner than the rates, caps "
+                     f"and send windows allow); the estimate counts the mean gap, "
+                     f"{jitter.mean_gap_factor:.3g} times the pace")
+    return tuple(notes)
+
+
+#: how every warm-up note of a plan starts (they are replaced once the ledger was read)
+_WARMUP_NOTE: Final = "warm-up: "
+
+
+def _warmup_notes(settings: Settings, first_sends: Mapping[str, float],
+                  now_s: float) -> tuple[str, ...]:
+    """Which senders ramp their daily cap (new to the ledger, or still on the ramp), and how an
+    established account opts out."""
+    new: dict[tuple[str, int, int], list[str]] = {}
+    ramping = []
+    for sender in settings.senders:
+        ramp = _ramp_of(settings, sender)
+        if ramp is None or sender.daily_cap is None:
+            continue
+        first_s = first_sends.get(sender.account)
+        if ramp.done(first_s, now_s):
+            continue
+        cap = ramp.cap(sender.daily_cap, first_s, now_s)
+        if first_s is None:
+            new.setdefault((ramp.describe(), cap, sender.daily_cap), []).append(sender.account)
+        else:
+            ramping.append(f"{sender.account} is on day {ramp.day(first_s, now_s)} of its ramp "
+                           f"({ramp.describe()}): {cap}/{sender.daily_cap} today")
+    notes = [f"{_WARMUP_NOTE}{_names(accounts)} new to the account ledger: the daily cap ramps "
+             f"{described} ({cap}/{daily} on day 0, all of it from the ramp's last day)"
+             for (described, cap, daily), accounts in new.items()]
+    notes += [_WARMUP_NOTE + text for text in ramping]
+    if notes:
+        notes.append(f"{_WARMUP_NOTE}the estimate counts the ramp; an established account (it "
+                     "has sent before, outside this ledger) opts out with warmup = false in its "
+                     "[[senders]] table (or [campaign] warmup = false for all)")
+    return tuple(notes)
+
+
+def _names(accounts: Sequence[str], shown: int = 5) -> str:
+    more = f" and {len(accounts) - shown} more" if len(accounts) > shown else ""
+    return ", ".join(accounts[:shown]) + more
+
+
 def human_duration(seconds: float) -> str:
     """``93784`` -> ``"1d 2h 3m 4s"``; under a minute keeps seconds, longer drops zero parts."""
     whole = math.ceil(seconds)
@@ -362,7 +462,8 @@ async def build_report(
         skipped_by_reason=_sorted({k: v for k, v in reasons.items() if k in SKIP_REASONS}),
         senders={s.account: senders.get(s.account, 0) for s in settings.senders},
         cost=cost,
-        notes=_spend_notes(settings, cost),
+        notes=(_pacing_notes(settings) + _warmup_notes(settings, {}, time.time())
+               + _spend_notes(settings, cost)),
         duration=estimate_duration(settings, senders),
         reply_reads=estimate_reads(settings, conversations=totals.pending + states.get("sent", 0),
                                    senders=len(settings.senders)),
@@ -374,14 +475,20 @@ async def build_report(
 
 
 async def with_account_waits(
-    report: PlanReport, checkpoint: Checkpoint, settings: Settings, waits: Mapping[str, float]
+    report: PlanReport, checkpoint: Checkpoint, settings: Settings, waits: Mapping[str, float],
+    first_sends: Mapping[str, float] | None = None,
 ) -> PlanReport:
     """``report`` with its duration (and its rows per sender) counting how long each account
-    waits before it may send (``waits``: from the account pool's ledger)."""
+    waits before it may send (``waits``: from the account pool's ledger) and where each is on
+    its warm-up ramp (``first_sends``: each account's first send in the ledger)."""
     counts = await checkpoint.sender_counts()
     senders = spread_unbound(settings, counts, waits)
+    first_sends = first_sends or {}
+    notes = tuple(n for n in report.notes if not n.startswith(_WARMUP_NOTE))
     return replace(report, senders={s.account: senders.get(s.account, 0) for s in settings.senders},
-                   duration=estimate_duration(settings, counts, first_wait_s=waits))
+                   duration=estimate_duration(settings, counts, first_wait_s=waits,
+                                              first_sends=first_sends),
+                   notes=_warmup_notes(settings, first_sends, time.time()) + notes)
 
 
 def _sorted(counts: dict[str, int]) -> dict[str, int]:

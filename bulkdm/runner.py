@@ -13,7 +13,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Final, Protocol, TextIO
 
-from bulkdm.checkpoint import Checkpoint
+from bulkdm.checkpoint import Checkpoint, set_last_run
 from bulkdm.engine import Engine, FinishReason, RunReport, SenderState
 from bulkdm.errors import BulkdmError, CheckpointLockedError, ProviderError
 from bulkdm.ledger import AccountPool, ledger_spec, open_ledger, realm_for
@@ -32,6 +32,7 @@ from bulkdm.runlock import RunLock
 from bulkdm.sandbox import SandboxConfig, running_sandbox
 from bulkdm.secrets import Secret, read_secret
 from bulkdm.settings import ProviderName, RunSettings, Settings
+from bulkdm.timestamps import iso_utc
 from bulkdm.waits import next_send_at_s, time_left_s, wait_reason
 
 __all__ = ["ExitCode", "RunOptions", "campaign_provider", "run_campaign"]
@@ -63,6 +64,13 @@ class ExitCode(IntEnum):
     USAGE = 2
     DONE_WITH_FAILURES = 3
     STOPPED = 4
+    #: the spend cap or the same-error breaker stopped the run: the same command sends nothing
+    #: more (or fails the same way) until the cap is raised or the cause fixed
+    STOPPED_BY_POLICY = 5
+
+
+_POLICY_STOPS: Final = frozenset({FinishReason.STOPPED_AT_SPEND_CAP,
+                                  FinishReason.STOPPED_BY_BREAKER})
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -214,6 +222,10 @@ async def _send_all(
     display.close(final)
     # a write failed while in-flight sends outlived the grace: still a storage stop, not a pause
     checkpoint.raise_if_failed()
+    # how it ended, for `status` (and its --json)
+    await checkpoint.submit(set_last_run(finish_reason=report.finish_reason.value,
+                                         detail=report.detail, ended_at=iso_utc(time.time())))
+    await checkpoint.flush()
     failures = await checkpoint.failure_counts()
     again_s = await _run_again_at_s(engine, checkpoint) \
         if report.finish_reason is FinishReason.PAUSED else None
@@ -353,7 +365,8 @@ def _snapshot(
     senders = [_sender_view(engine, s, now) for s in engine.senders]
     waits = {v.account: v.next_slot_in_s for v in senders if v.next_slot_in_s is not None}
     eta_s = time_left_s(settings, left_by_sender, first_wait_s=waits,
-                        api_key_wait_s=engine.api_key_limiter.next_slot_in_s(now), now_s=now)
+                        api_key_wait_s=engine.api_key_limiter.next_slot_in_s(now), now_s=now,
+                        first_sends=engine.first_sends)
     return Snapshot(campaign=settings.campaign.name, counts=counts, total=sum(counts.values()),
                     rate_per_s=rate, eta_s=eta_s, elapsed_s=elapsed_s, senders=senders)
 
@@ -386,6 +399,8 @@ def _resume_command(options: RunOptions) -> str:
 
 
 def _exit_code(report: RunReport, final: Snapshot) -> ExitCode:
+    if report.finish_reason in _POLICY_STOPS:
+        return ExitCode.STOPPED_BY_POLICY
     if report.finish_reason is not FinishReason.COMPLETED:
         return ExitCode.STOPPED
     if final.counts.get("failed") or final.counts.get("invalid"):

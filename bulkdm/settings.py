@@ -24,8 +24,9 @@ from bulkdm.errors import ConfigError
 from bulkdm.naming import beside, campaign_stem
 from bulkdm.optout import DEFAULT_OPT_OUT
 from bulkdm.policies.breakers import RefusalBreaker, SameErrorBreaker
+from bulkdm.policies.jitter import Jitter, parse_jitter
 from bulkdm.policies.spend import SpendCap, parse_spend
-from bulkdm.policies.warmup import Warmup, parse_warmup
+from bulkdm.policies.warmup import DEFAULT_WARMUP, Warmup, parse_warmup
 from bulkdm.policies.windows import SendWindow, parse_send_window
 from bulkdm.ratelimit import DEFAULT_LEAST_GUARD_S
 from bulkdm.rates import Rate, parse_duration_s, parse_rate
@@ -94,6 +95,10 @@ class CampaignSettings:
     send_window: SendWindow | None = None
     #: the most the campaign may spend (``max_spend``, ``max_credits``), retries included
     spend_cap: SpendCap = field(default_factory=SpendCap)
+    #: human pacing for every sender without its own (``None``: none)
+    jitter: Jitter | None = None
+    #: the warm-up of every sender without its own ``warmup`` (``None``: no ramp)
+    warmup: Warmup | None = DEFAULT_WARMUP
 
     @property
     def key_scope(self) -> str:
@@ -130,8 +135,11 @@ class SenderSettings:
     #: this sender's own send window (parts it leaves out come from the campaign's)
     send_window: SendWindow | None = None
     #: how its daily cap ramps up from its first send in the account ledger (``None``: no
-    #: ramp); only a sender with a daily cap and the ledger on is ramped
-    warmup: Warmup | None = None
+    #: ramp, ``warmup = false``); only a sender with a daily cap and the ledger on is ramped.
+    #: On by default: an account new to the ledger starts slowly
+    warmup: Warmup | None = DEFAULT_WARMUP
+    #: its own human pacing (``None``: the campaign's; a share of 0 turns it off)
+    jitter: Jitter | None = None
 
     @property
     def windows(self) -> tuple[Rate, ...]:
@@ -229,6 +237,17 @@ class Settings:
         sender = self.sender(account)
         own = sender.send_window if sender is not None else None
         return own or self.campaign.send_window
+
+    def jitter_of(self, account: str) -> Jitter | None:
+        """How ``account``'s sends are spread: its own jitter, else the campaign's (``None``:
+        none, also when a share of 0 turns it off)."""
+        return self.sender_jitter(self.sender(account))
+
+    def sender_jitter(self, sender: SenderSettings | None) -> Jitter | None:
+        """:meth:`jitter_of` for a sender already found (no search: pools are large)."""
+        own = sender.jitter if sender is not None else None
+        jitter = own or self.campaign.jitter
+        return jitter if jitter is not None and jitter.share > 0 else None
 
     def sender(self, account: str) -> SenderSettings | None:
         """The sender named ``account``, in any case: X handles are case-insensitive."""
@@ -385,13 +404,13 @@ def load_settings(
         raise ConfigError("unknown section; " + _did_you_mean(unknown[0], _SECTIONS),
                           source=where(unknown[0]), key=unknown[0])
     base_dir = (source or campaign_path).parent
-    campaign = _Table(data.get("campaign", {}), "campaign", where)
+    campaign = _campaign(_Table(data.get("campaign", {}), "campaign", where), campaign_path,
+                         base_dir)
     provider = _provider(_Table(data.get("provider", {}), "provider", where))
     return Settings(
-        campaign=_campaign(campaign, campaign_path, base_dir),
+        campaign=campaign,
         provider=provider,
-        senders=_senders(data.get("senders", []), provider.name, where,
-                         _campaign_window(data.get("campaign", {}))),
+        senders=_senders(data.get("senders", []), provider.name, where, campaign),
         retry=_retry(_Table(data.get("retry", {}), "retry", where)),
         costs=_costs(_Table(data.get("costs", {}), "costs", where)),
         run=_run(_Table(data.get("run", {}), "run", where)),
@@ -497,6 +516,8 @@ def _campaign(table: _Table, campaign_path: Path, base_dir: Path) -> CampaignSet
         delimiter=_delimiter(table),
         send_window=_send_window(table, None),
         spend_cap=_spend_cap(table),
+        jitter=_jitter(table, None),
+        warmup=_warmup(table, DEFAULT_WARMUP),
     )
     table.done()
     return settings
@@ -566,25 +587,9 @@ def _send_window(table: _Table, base: SendWindow | None) -> SendWindow | None:
                    zone=base.zone if zone is None else window.zone)
 
 
-def _campaign_window(data: object) -> SendWindow | None:
-    """The campaign's window, read again for the senders (its errors are raised by
-    :func:`_campaign`, which reads the same keys first)."""
-    if not isinstance(data, dict):
-        return None
-    try:
-        return parse_send_window(*(_text_or_none(data.get(k)) for k in _WINDOW_KEYS)) \
-            if any(k in data for k in _WINDOW_KEYS) else None
-    except ValueError:
-        return None
-
-
-def _text_or_none(value: object) -> str | None:
-    return value if isinstance(value, str) else None
-
-
 def _senders(
     data: object, provider: ProviderName, where: Callable[[str], str],
-    campaign_window: SendWindow | None = None,
+    campaign: CampaignSettings | None = None,
 ) -> tuple[SenderSettings, ...]:
     if not isinstance(data, list) or not data:
         raise ConfigError(
@@ -595,7 +600,7 @@ def _senders(
     senders: list[SenderSettings] = []
     seen: set[str] = set()  # a set: a pool of 10,000 senders compared pairwise took seconds
     for number, entry in enumerate(data, start=1):
-        sender = _sender(_Table(entry, f"senders[{number}]", where), provider, campaign_window)
+        sender = _sender(_Table(entry, f"senders[{number}]", where), provider, campaign)
         if sender.account.casefold() in seen:
             raise ConfigError(
                 f"the account {sender.account!r} is listed twice",
@@ -608,7 +613,7 @@ def _senders(
 
 
 def _sender(
-    table: _Table, provider: ProviderName, campaign_window: SendWindow | None = None
+    table: _Table, provider: ProviderName, campaign: CampaignSettings | None = None
 ) -> SenderSettings:
     if not table.has("account"):
         raise table.error("account", "is required: the account this sender acts as")
@@ -618,8 +623,9 @@ def _sender(
         rates=table.rates("rate", defaults.rates),
         daily_cap=table.integer("daily_cap", defaults.daily_cap or 500, minimum=1),
         auth_token_env=table.env_name("auth_token_env", None),
-        send_window=_own_window(table, campaign_window),
-        warmup=_warmup(table),
+        send_window=_own_window(table, campaign.send_window if campaign else None),
+        warmup=_warmup(table, campaign.warmup if campaign else DEFAULT_WARMUP),
+        jitter=_jitter(table, None),
     )
     if settings.auth_token_env is not None and provider is not ProviderName.GETXAPI:
         raise table.error("auth_token_env", "is for GetXAPI senders only; remove it")
@@ -627,9 +633,11 @@ def _sender(
     return settings
 
 
-def _warmup(table: _Table) -> Warmup | None:
+def _warmup(table: _Table, default: Warmup | None) -> Warmup | None:
+    """``warmup``: a ramp, ``true`` (the default ramp) or ``false`` (none); ``default`` when
+    the table leaves it out (the campaign's, else ``14d from 20%``)."""
     if not table.has("warmup"):
-        return None
+        return default
     what = 'true, false or a ramp like "14d from 20%"'
     value: str | bool = table.take("warmup", bool, True, what) \
         if isinstance(table._data.get("warmup"), bool) else table.take("warmup", str, "", what)
@@ -637,6 +645,16 @@ def _warmup(table: _Table) -> Warmup | None:
         return parse_warmup(value)
     except ValueError as exc:
         raise table.error("warmup", str(exc)) from exc
+
+
+def _jitter(table: _Table, default: Jitter | None) -> Jitter | None:
+    if not table.has("jitter"):
+        return default
+    value = table.take("jitter", (str, int, float), "", 'a share such as "30%"')
+    try:
+        return parse_jitter(value)
+    except ValueError as exc:
+        raise table.error("jitter", str(exc)) from exc
 
 
 def _own_window(table: _Table, campaign_window: SendWindow | None) -> SendWindow | None:

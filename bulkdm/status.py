@@ -35,6 +35,10 @@ class Status:
     #: what ``bulkdm replies`` recorded: answers, rows answered, rows whose recipient opted out
     #: in an answer, and the reply rate (rows answered / rows sent)
     replies: dict[str, float | int] = field(default_factory=dict)
+    #: how the last run ended: ``finish_reason`` (``completed``, ``paused``, ``interrupted``,
+    #: ``stopped_by_provider``, ``stopped_at_spend_cap``, ``stopped_by_breaker``),
+    #: ``ended_at`` and ``detail`` (empty before any run ended)
+    last_run: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -67,6 +71,7 @@ async def read_status(checkpoint: Checkpoint) -> Status:
         counts=counts, failures_by_code=await checkpoint.failure_counts(),
         skipped_by_reason=await checkpoint.reason_counts(("skipped",)), senders=senders,
         replies=await _replies(checkpoint, counts.get("sent", 0)),
+        last_run=await checkpoint.last_run(),
     )
 
 
@@ -90,6 +95,10 @@ def status_text(status: Status) -> str:
         r = status.replies
         lines.append(f"replies: {r['replies']} from {r['answered']} recipients "
                      f"(reply rate {r['reply_rate']:.1%}), {r['opted_out']} opted out")
+    if status.last_run:
+        run = status.last_run
+        detail = f": {run['detail']}" if run.get("detail") else ""
+        lines.append(f"last run: {run.get('finish_reason')} at {run.get('ended_at')}{detail}")
     now_s = time.time()
     for sender in status.senders:
         when = ""

@@ -74,6 +74,7 @@ def time_left_s(
     first_wait_s: Mapping[str, float],
     api_key_wait_s: float = 0.0,
     now_s: float | None = None,
+    first_sends: Mapping[str, float] | None = None,
 ) -> float | None:
     """Seconds until the last of the rows left is sent, ``None`` when no sender can send them.
 
@@ -81,7 +82,8 @@ def time_left_s(
     none yet, spread over the senders of ``first_wait_s``); ``first_wait_s``
     how long each waits for its next slot (:meth:`WindowLimiter.next_slot_in_s`), and
     ``api_key_wait_s`` the same for the key's shared budget. A sender with a send window sends
-    only inside it, counted from ``now_s`` (default: the clock's now).
+    only inside it, counted from ``now_s`` (default: the clock's now). ``first_sends``: each
+    account's first send in the ledger, where its warm-up ramp counts from.
     """
     left = {account: n for account, n in left_by_sender.items() if n > 0}
     if not left:
@@ -90,7 +92,8 @@ def time_left_s(
         return None  # a sender that is out still holds rows: they move, or they wait
     if UNBOUND in left and not first_wait_s:
         return None  # no sender left for the rows bound to none
-    estimate = estimate_duration(settings, left, start_s=now_s, first_wait_s=first_wait_s)
+    estimate = estimate_duration(settings, left, start_s=now_s, first_wait_s=first_wait_s,
+                                 first_sends=first_sends)
     per_sender = [first_wait_s[a] + s for a, s in estimate.per_sender_s.items()
                   if s > 0 or left.get(a, 0) > 0]
     return max(max(per_sender, default=0.0), api_key_wait_s + estimate.api_key_s)

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections import Counter
+from contextlib import closing
 from pathlib import Path
 
-from bulkdm.sandbox import running_sandbox
+from bulkdm.sandbox import Faults, SandboxConfig, running_sandbox
 from tests.clikit import bulkdm, env_for, handoff_lines, write_campaign
 
 
@@ -37,7 +39,39 @@ async def test_one_error_on_most_sends_stops_the_whole_run(tmp_path: Path) -> No
         campaign = write_campaign(tmp_path, rows, url=sb.xquik_url, senders=("s1", "s2"),
                                   sender_rate="100/1s")
         done = await bulkdm("run", str(campaign), "--progress", "none", env=env_for(("s1", "s2")))
-    assert done.code == 4, done.stdout + done.stderr
+        status = await bulkdm("status", str(campaign))
+    assert done.code == 5, done.stdout + done.stderr  # a policy stopped it
+    assert "Campaign 'camp': stopped_by_breaker after" in done.stdout, done.stdout
     assert "same-error breaker: x_account_protected on most of the last 10 sends" in done.stdout
     statuses = _statuses(tmp_path)
     assert 10 <= statuses["failed"] < 20 and statuses["sent"] == 0
+    assert "last run: stopped_by_breaker at" in status.stdout, status.stdout
+
+
+def _attempted_rows(folder: Path) -> int:
+    with closing(sqlite3.connect(folder / "camp.bulkdm.sqlite")) as db:
+        return int(db.execute("SELECT COUNT(DISTINCT row_id) FROM attempts").fetchone()[0])
+
+
+async def test_a_provider_outage_stops_the_run_early_and_it_resumes_after(tmp_path: Path) -> None:
+    """Every send answered 503 (internal_error): not a row's final answer (each would be retried until it
+    fails), but the same error on send after send. The run stops instead of burning through
+    the list, and once the provider is back the same command sends every row once."""
+    rows = [{"recipient_id": str(96_000 + i), "first_name": "x"} for i in range(60)]
+    async with running_sandbox(SandboxConfig(faults=Faults(fail_rate=1.0))) as sb:
+        campaign = write_campaign(tmp_path, rows, url=sb.xquik_url, sender_rate="100/1s")
+        done = await bulkdm("run", str(campaign), "--progress", "none")
+        attempted = _attempted_rows(tmp_path)
+        status = await bulkdm("status", str(campaign), "--json")
+        sb.reconfigure(SandboxConfig())
+        again = await bulkdm("run", str(campaign), "--progress", "none")
+        delivered = Counter(d.recipient_id for d in sb.ledger)
+    assert done.code == 5, done.stdout + done.stderr
+    assert "Campaign 'camp': stopped_by_breaker after" in done.stdout, done.stdout
+    assert "note: same-error breaker: internal_error on most of the last 10 sends" in done.stdout
+    assert attempted <= 20  # the first answers' rows (and those in flight), not all 60
+    assert "failed" not in Counter(r["send_status"] for r in
+                                   handoff_lines(tmp_path / "camp.handoff.jsonl"))
+    assert '"finish_reason":"stopped_by_breaker"' in status.stdout, status.stdout
+    assert again.code == 0, again.stdout + again.stderr
+    assert delivered == Counter(r["recipient_id"] for r in rows)  # each once

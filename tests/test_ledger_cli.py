@@ -32,8 +32,9 @@ def campaign(folder: Path, name: str, first_id: int, count: int, *, url: str,
     settings = path.with_suffix(".toml")
     text = settings.read_text(encoding="utf-8").replace('name = "camp"', f'name = "{name}"')
     if daily_cap is not None:
+        # these campaigns test the cap itself: the accounts are established, not ramping
         text = text.replace(f'rate = "{sender_rate}"\n',
-                            f'rate = "{sender_rate}"\ndaily_cap = {daily_cap}\n')
+                            f'rate = "{sender_rate}"\ndaily_cap = {daily_cap}\nwarmup = false\n')
     settings.write_text(text, encoding="utf-8")
     return path
 

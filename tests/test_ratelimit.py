@@ -366,6 +366,22 @@ async def test_stop_not_set_does_not_disturb_acquire() -> None:
     assert first is not None and second == first + 5.0
 
 
+async def test_a_not_before_floor_holds_the_slot_but_never_brings_it_earlier() -> None:
+    # the floor of a jittered send: later than the limiter allows is waited for; earlier than
+    # it, the limiter still rules; past the deadline, nothing is taken
+    fake = FakeTime()
+    gate = Gate(clock=fake.clock, sleep=fake.sleep)
+    lim = WindowLimiter([Rate(count=1, period_s=5.0)], guard_s=0.0)
+    start_s = fake.now_s
+    assert await gate.acquire(lim, not_before_s=start_s + 2.5) == start_s + 2.5
+    assert await gate.acquire(lim, not_before_s=start_s + 3.0) == start_s + 7.5
+    assert await gate.acquire(lim, not_before_s=start_s + 20.0,
+                              deadline_s=start_s + 15.0) is None
+    assert lim.times() == (start_s + 7.5,)  # the refused one recorded nothing
+    assert lim.spacing_s == 0.0
+    assert WindowLimiter([Rate(count=15, period_s=900.0)], smooth=True).spacing_s == 60.0
+
+
 def test_gate_rejects_a_non_positive_max_wait() -> None:
     with pytest.raises(ValueError, match="max_wait_s"):
         Gate(max_wait_s=0.0)

@@ -318,10 +318,21 @@ def test_a_senders_own_window_takes_the_parts_it_leaves_out_from_the_campaign(
 
 def test_warmup_is_a_ramp_true_or_false(campaign: Path) -> None:
     beside(campaign, '[[senders]]\naccount = "a"\nwarmup = "7d from 50%"\n\n'
-                     '[[senders]]\naccount = "b"\nwarmup = true\n\n[[senders]]\naccount = "c"\n')
+                     '[[senders]]\naccount = "b"\nwarmup = true\n\n[[senders]]\naccount = "c"\n'
+                     '\n[[senders]]\naccount = "d"\nwarmup = false\n')
     settings = load_settings(campaign)
     ramps = [s.warmup.describe() if s.warmup else None for s in settings.senders]
-    assert ramps == ["7d from 50%", "14d from 20%", None]
+    # on by default (an account new to the ledger ramps); false opts an established one out
+    assert ramps == ["7d from 50%", "14d from 20%", "14d from 20%", None]
+
+
+def test_the_campaigns_warmup_is_every_senders_default(campaign: Path) -> None:
+    beside(campaign, '[campaign]\nwarmup = false\n\n[[senders]]\naccount = "a"\n\n'
+                     '[[senders]]\naccount = "b"\nwarmup = "7d from 50%"\n')
+    settings = load_settings(campaign)
+    assert settings.campaign.warmup is None
+    assert [s.warmup.describe() if s.warmup else None for s in settings.senders] == \
+        [None, "7d from 50%"]
     beside(campaign, '[[senders]]\naccount = "a"\nwarmup = "slowly"\n')
     with pytest.raises(ConfigError, match="14d from 20%") as caught:
         load_settings(campaign)

@@ -35,7 +35,8 @@ async def test_the_run_ends_at_the_credit_cap_exact_to_one_send(tmp_path: Path) 
         again = await bulkdm("run", str(campaign), "--progress", "none")
         delivered = len(sb.ledger)
     assert "spend cap max_credits 55: the estimate $0.0150 (100 credits) is over it" in plan.stdout
-    assert (done.code, again.code) == (4, 4), done.stdout + done.stderr
+    assert (done.code, again.code) == (5, 5), done.stdout + done.stderr  # a policy stopped it
+    assert "Campaign 'camp': stopped_at_spend_cap after" in done.stdout, done.stdout
     assert delivered == 5  # and the restart counted the first run's spend: nothing more
     assert ("spend cap reached: $0.0075 (50 credits) spent of max_credits 55; the next DM "
             "would cross it") in done.stdout
@@ -49,7 +50,8 @@ async def test_retries_count_against_the_dollar_cap(tmp_path: Path) -> None:
         campaign = _capped(tmp_path, sb.getxapi_url, 'max_spend = "0.01 USD"', "getxapi")
         done = await bulkdm("run", str(campaign), "--progress", "none", env=env_for())
         delivered = len(sb.ledger)
-    assert done.code == 4, done.stdout + done.stderr
+    assert done.code == 5, done.stdout + done.stderr
+    assert "stopped_at_spend_cap" in done.stdout
     assert _attempts(tmp_path) == 5
     assert delivered < 5  # some attempts were refused with a 5xx and retried
     sent = [r for r in handoff_lines(tmp_path / "camp.handoff.jsonl") if r["send_status"] == "sent"]
@@ -66,7 +68,9 @@ async def test_the_lookup_that_would_cross_the_cap_is_not_made(tmp_path: Path) -
             'template = "Hello {first_name}"', 'template = "Hello {first_name}"\nmax_credits = 3'))
         done = await bulkdm("run", str(campaign), "--progress", "none")
         delivered = len(sb.ledger)
-    assert done.code == 4, done.stdout + done.stderr
+        status = await bulkdm("status", str(campaign))
+    assert done.code == 5, done.stdout + done.stderr
+    assert "last run: stopped_at_spend_cap at" in status.stdout, status.stdout
     said = ("spend cap reached: $0.0004 (3 credits) spent of max_credits 3; the next username "
             "lookup would cross it")
     assert said in done.stdout

@@ -17,6 +17,15 @@ from tests.fskit import file_size_limit, immutable_files, immutable_supported
 ROWS = [{"recipient_id": str(60_000 + i), "first_name": f"n{i}"} for i in range(400)]
 
 
+def _established(campaign: Path) -> Path:
+    """The sender is an established account: 400 rows in one run are more than a new
+    account's first day of warm-up (100 of its 500), and these tests are about storage."""
+    settings = campaign.with_suffix(".toml")
+    settings.write_text(settings.read_text().replace('account = "alice"\n',
+                                                     'account = "alice"\nwarmup = false\n'))
+    return campaign
+
+
 def _assert_one_clear_line(done: Done, path: Path, reason: str) -> None:
     assert done.code == 4, done.stdout + done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
@@ -37,7 +46,7 @@ def _assert_resumed_whole(done: Done, delivered: Counter[str], handoff: Path) ->
 async def test_a_full_disk_stops_the_run_cleanly_and_the_next_run_resumes(tmp_path: Path) -> None:
     faults = Faults(latency_ms=2, seed=3)
     async with running_sandbox(SandboxConfig(faults=faults)) as sb:
-        campaign = write_campaign(tmp_path, ROWS, url=sb.xquik_url)
+        campaign = _established(write_campaign(tmp_path, ROWS, url=sb.xquik_url))
         planned = await bulkdm("plan", str(campaign))
         assert planned.code == 0, planned.stderr
         checkpoint = tmp_path / "camp.bulkdm.sqlite"
@@ -62,7 +71,8 @@ async def test_a_file_made_read_only_mid_run_stops_it_cleanly_and_the_next_run_r
     files = [checkpoint, checkpoint.with_name(checkpoint.name + "-wal")] \
         if target == "checkpoint" else [handoff]
     async with running_sandbox() as sb:
-        campaign = write_campaign(tmp_path, ROWS, url=sb.xquik_url, sender_rate="400/1s")
+        campaign = _established(write_campaign(tmp_path, ROWS, url=sb.xquik_url,
+                                               sender_rate="400/1s"))
         with immutable_files(files) as make_read_only:
             process = await start("run", str(campaign), "--progress", "none")
 

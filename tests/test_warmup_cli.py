@@ -16,13 +16,15 @@ from tests.clikit import bulkdm, write_campaign
 DAY = 86400.0
 
 
-def _ramped(folder: Path, url: str, count: int) -> Path:
+def _ramped(folder: Path, url: str, count: int, warmup: str = 'warmup = "10d from 20%"\n',
+            first_id: int = 90_000) -> Path:
     """One sender, alice, with a daily cap of 10 on a ramp of 10 days from 20 %."""
-    rows = [{"recipient_id": str(90_000 + i), "first_name": "x"} for i in range(count)]
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [{"recipient_id": str(first_id + i), "first_name": "x"} for i in range(count)]
     campaign = write_campaign(folder, rows, url=url, sender_rate="100/1s")
     settings = folder / "camp.toml"
     settings.write_text(settings.read_text().replace(
-        'rate = "100/1s"\n', 'rate = "100/1s"\ndaily_cap = 10\nwarmup = "10d from 20%"\n'))
+        'rate = "100/1s"\n', f'rate = "100/1s"\ndaily_cap = 10\n{warmup}'))
     return campaign
 
 
@@ -35,9 +37,9 @@ async def test_a_new_account_sends_its_first_days_share_and_says_so(tmp_path: Pa
         assert len(sb.ledger) == 2  # 20 % of 10 on day 0, across both runs
     assert (done.code, again.code) == (4, 4), done.stdout + done.stderr
     assert "warm-up day 0 of 10: 2/10 a day, until" in done.stdout
-    assert re.search(r"alice: .*\n.*warm-up, where a campaign sets it: day 0 of 14 \(14d from "
-                     r"20%, since its first send "
-                     r"\S+\): 2/10 today", pool.stdout), pool.stdout
+    assert re.search(r"alice: .*\n.*warm-up: day 0 of 14 \(14d from 20%, the default ramp, "
+                     r"since its first send \S+\): 2/10 today; a campaign that sets "
+                     r"warmup = false", pool.stdout), pool.stdout
 
 
 async def test_the_ramp_counts_from_the_first_send_in_the_ledger(tmp_path: Path) -> None:
@@ -57,3 +59,23 @@ async def test_the_ramp_counts_from_the_first_send_in_the_ledger(tmp_path: Path)
         assert len(sb.ledger) == 4  # day 3: 20 % + 80 % * 3/10 = 44 % of 10
     assert done.code == 4, done.stdout + done.stderr
     assert "warm-up day 3 of 10: 4/10 a day" in done.stdout
+
+
+async def test_a_new_account_ramps_by_default_and_warmup_false_opts_out(tmp_path: Path) -> None:
+    async with running_sandbox() as sb:
+        new = _ramped(tmp_path / "new", sb.xquik_url, 5, warmup="")
+        plan = await bulkdm("plan", str(new))
+        done = await bulkdm("run", str(new), "--progress", "none")
+        assert len(sb.ledger) == 2  # the default ramp: 20 % of 10 on day 0
+        # another campaign says alice is established: only its daily cap holds (10 a day,
+        # the 2 sent today included)
+        known = _ramped(tmp_path / "known", sb.xquik_url, 10, warmup="warmup = false\n",
+                        first_id=91_000)
+        other = await bulkdm("run", str(known), "--progress", "none")
+        assert len(sb.ledger) == 10
+    new_note = "warm-up: alice new to the account ledger: the daily cap ramps 14d from 20% (2/10"
+    assert f"{new_note} on day 0" in plan.stdout, plan.stdout
+    assert "opts out with warmup = false" in plan.stdout
+    assert done.code == 4 and "warm-up day 0 of 14: 2/10 a day, until" in done.stdout, \
+        done.stdout + done.stderr
+    assert other.code == 4 and "warm-up" not in other.stdout, other.stdout

@@ -136,7 +136,8 @@ async def account_waits(ledger: Ledger, *, realm: Realm, accounts: Mapping[str, 
 
 
 def _ramp_text(windows: Sequence[WindowUse], first_s: float | None, now_s: float) -> str:
-    """Where the account is on the default warm-up ramp (a campaign may set its own)."""
+    """Where the account is on the default warm-up ramp, on for every campaign that does not
+    set its own (or ``warmup = false``)."""
     ramp = DEFAULT_WARMUP
     since = f"since its first send {_iso(first_s)}" if first_s is not None else "no send yet"
     if ramp.done(first_s, now_s):
@@ -144,10 +145,10 @@ def _ramp_text(windows: Sequence[WindowUse], first_s: float | None, now_s: float
     day = ramp.day(first_s, now_s)
     caps = [f"{ramp.cap(w.limit, first_s, now_s)}/{w.limit} today" for w in windows if w.daily]
     allowed = f": {', '.join(caps)}" if caps else ""
-    # warm-up is a campaign's choice (``warmup`` of a sender): say so, a cap shown here binds
-    # only a campaign that set it
-    return (f"warm-up, where a campaign sets it: day {day} of {ramp.days} ({ramp.describe()}, "
-            f"{since}){allowed}")
+    # on by default; a campaign may set its own ramp, or none for an established account
+    return (f"warm-up: day {day} of {ramp.days} ({ramp.describe()}, the default ramp, "
+            f"{since}){allowed}; a campaign that sets warmup = false for it (an established "
+            "account) is not held to it")
 
 
 def _iso(epoch_s: float) -> str:

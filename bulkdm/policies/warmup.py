@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["DEFAULT_WARMUP", "Warmup", "parse_warmup", "ramp_wait_until_s"]
+__all__ = ["DEFAULT_WARMUP", "Warmup", "parse_warmup", "ramp_days", "ramp_wait_until_s"]
 
 _DAY_S: Final = 86400.0
 _FORM: Final = re.compile(r"\s*(\d+)\s*d\s+from\s+(\d+(?:\.\d+)?)\s*%\s*")
@@ -72,3 +72,19 @@ def ramp_wait_until_s(times_s: Sequence[float], cap: int, now_s: float,
     if len(recent) < cap:
         return None
     return recent[len(recent) - cap] + window_s
+
+
+def ramp_days(ramp: Warmup, daily_cap: int, count: int, first_send_s: float | None,
+              start_s: float) -> tuple[int, int, int]:
+    """For an estimate: ``count`` sends from ``start_s`` at the ramp's cap of each day (from
+    the first send, or from ``start_s`` for an account that never sent). Returns the whole
+    days spent before the last, the sends left for it and that day's cap (``daily_cap`` once
+    the ramp is over: the rest is the plain daily cap's business)."""
+    first_s = start_s if first_send_s is None else first_send_s
+    left = count
+    for days in range(ramp.days + 1):
+        cap = ramp.cap(daily_cap, first_s, start_s + days * _DAY_S)
+        if left <= cap or cap >= daily_cap:
+            return days, left, cap
+        left -= cap
+    return ramp.days, left, daily_cap

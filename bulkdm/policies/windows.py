@@ -96,42 +96,44 @@ def parse_send_window(hours: str | None, days: str | None, zone: str | None) -> 
 
 
 def windowed_duration_s(window: SendWindow, count: int, rates: Sequence[Rate],
-                        start_s: float) -> float:
+                        start_s: float, pace_factor: float = 1.0) -> float:
     """About how long ``count`` sends take from ``start_s`` when they leave only inside
     ``window``: each open spell sends as many as its length allows at the pace of the rates
-    shorter than a day, up to the day-long (or longer) caps; the last ends at that pace."""
+    shorter than a day, up to the day-long (or longer) caps; the last ends at that pace.
+    ``pace_factor`` stretches the pace's gaps (jitter's mean gap over the pace)."""
     short = [r for r in rates if r.period_s < _DAY_S]
     per_spell = min((r.count for r in rates if r.period_s >= _DAY_S), default=count)
     left, at_s = count, start_s
     for _ in range(100_000):  # a spell per iteration; bounded for a window that never opens
         opens_s = window.opens_s(at_s)
         closes_s = window.closes_s(opens_s)
-        fits = min(left, per_spell, _fits_in(closes_s - opens_s, short))
+        fits = min(left, per_spell, _fits_in(closes_s - opens_s, short, pace_factor))
         if fits >= left:
-            return opens_s + _paced_s(left, short) - start_s
+            return opens_s + _paced_s(left, short, pace_factor) - start_s
         left -= fits
         at_s = closes_s
     return math.inf
 
 
-def _fits_in(length_s: float, rates: Sequence[Rate]) -> int:
+def _fits_in(length_s: float, rates: Sequence[Rate], pace_factor: float = 1.0) -> int:
     """How many sends fit in ``length_s`` at the pace of ``rates``, the last before its end
     (at least one)."""
     low, high = 1, 1
-    while _paced_s(high * 2, rates) < length_s and high < 1 << 30:
+    while _paced_s(high * 2, rates, pace_factor) < length_s and high < 1 << 30:
         high *= 2
     low = high
     high *= 2
     while low + 1 < high:
         middle = (low + high) // 2
-        low, high = (middle, high) if _paced_s(middle, rates) < length_s else (low, middle)
+        fits = _paced_s(middle, rates, pace_factor) < length_s
+        low, high = (middle, high) if fits else (low, middle)
     return low
 
 
-def _paced_s(count: int, rates: Sequence[Rate]) -> float:
+def _paced_s(count: int, rates: Sequence[Rate], pace_factor: float = 1.0) -> float:
     if count <= 1 or not rates:
         return 0.0
-    spaced_s = (count - 1) * min(r.period_s / r.count for r in rates)
+    spaced_s = (count - 1) * min(r.period_s / r.count for r in rates) * pace_factor
     return max(spaced_s, max((math.ceil(count / r.count) - 1) * r.period_s for r in rates))
 
 
