@@ -649,6 +649,8 @@ class Engine:
         self, row: RowRecord, sender: _Sender, request: DmRequest, outcome: Outcome,
         sent_at_s: float,
     ) -> list[Write]:
+        # the row's own (conditional) write goes first: when it finds the row moved, nothing of
+        # the submission was written and the commit needs no savepoint (checkpoint.py)
         writes = [cp.attempt_result(row_id=row.id, attempt=row.attempts,
                                     action=outcome.action.value, code=outcome.code,
                                     sent_at_s=sent_at_s), *self._breakers(sender, outcome)]
@@ -659,12 +661,12 @@ class Engine:
             sender.sent += 1
             sender.call_succeeded()
             self.recent_sends_s.append(self._clock())
-            return [*writes, self._finish_sent(row, outcome, request.media_id)]
+            return [self._finish_sent(row, outcome, request.media_id), *writes]
         if action is Action.FAIL_ROW:
-            return [*writes, *await self._refused(row, sender, outcome)]
+            return [*await self._refused(row, sender, outcome), *writes]
         if action in (Action.REST_SENDER, Action.DROP_SENDER, Action.STOP_RUN):
-            return [*writes, *self._sender_problem(row, sender, outcome)]
-        return [*writes, *await self._retry_later(row, outcome)]
+            return [*self._sender_problem(row, sender, outcome), *writes]
+        return [*await self._retry_later(row, outcome), *writes]
 
     def _within_cap(self, *, dms: int = 0, uploads: int = 0, lookups: int = 0) -> bool:
         """Whether these calls, on top of what was spent, keep the campaign within its cap."""
