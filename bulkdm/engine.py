@@ -60,6 +60,8 @@ _DAY_S: Final = 86400.0
 #: ends it at once. With 1 s, each of 10,000 senders at 1/15m woke every second to build a task
 #: group and sleep again: 0.9 of a core while nothing was due (benchmarks/bench_pool.py).
 _GATE_MAX_WAIT_S: Final = 60.0
+#: claims under way per request in flight (see ``Engine._slots``)
+_CLAIMS_PER_REQUEST: Final = 2
 
 
 class FinishReason(StrEnum):
@@ -136,13 +138,22 @@ class _SentAt:
         self.at_s = taken_s
         self._limiters = limiters
         self._ticket = ticket
+        self._left = False
 
     def move(self, now_s: float) -> None:
         for limiter in self._limiters:
-            limiter.shift(self.at_s, now_s)
+            limiter.shift(self.at_s, now_s)  # no longer pending, and counted from now
         self.at_s = max(self.at_s, now_s)
+        self._left = True
         if self._ticket is not None:
             self._ticket.sent(now_s)
+
+    def end(self) -> None:
+        """The send is over: a slot whose request never left counts from when it was taken."""
+        if not self._left:
+            for limiter in self._limiters:
+                limiter.settle(self.at_s)
+            self._left = True
 
 
 class Engine:
@@ -168,7 +179,13 @@ class Engine:
         self._stop = stop
         self._clock = clock
         self._gate = gate or Gate(clock=clock, max_wait_s=_GATE_MAX_WAIT_S)
-        self._slots = asyncio.Semaphore(settings.run.concurrency)
+        #: claims under way: a rate slot taken, the intent committing, the request waiting for
+        #: the wire or on it. Twice the requests in flight, so that a commit's wait is not time
+        #: a request slot stands idle (rate slots are pending until their request leaves:
+        #: ratelimit.py)
+        self._slots = asyncio.Semaphore(_CLAIMS_PER_REQUEST * settings.run.concurrency)
+        #: requests in flight: ``[run] concurrency``
+        self._wire = asyncio.Semaphore(settings.run.concurrency)
         guard_s = settings.run.rate_guard_s
         self._key = WindowLimiter(settings.provider.rates, least_guard_s=guard_s, smooth=True)
         self._senders = {
@@ -234,7 +251,7 @@ class Engine:
         await self._stop.wait()
         # senders waiting for a concurrency slot see the stop when they get one; no new send
         # starts after a stop, so the extra permits are never used for one
-        for _ in range(self._settings.run.concurrency):
+        for _ in range(_CLAIMS_PER_REQUEST * self._settings.run.concurrency):
             self._slots.release()
 
     async def _rounds(self) -> RunReport:
@@ -527,7 +544,7 @@ class Engine:
         while True:
             await self._sleep_through_long_wait(sender)
             at_s = await self._gate.acquire(sender.limiter, self._key, stop=self._stop,
-                                            slot=self._slots,
+                                            slot=self._slots, pending=True,
                                             deadline_s=self._clock() + self._patience_s)
             if at_s is not None and (self._outside_window(sender, at_s)
                                      or self._over_ramp(sender, at_s)):
@@ -631,8 +648,10 @@ class Engine:
             try:
                 if not await self._submit(intent):  # durable before the request leaves
                     return  # another sender or run has the row: never sent from here
-                outcome = await self._provider.send(request)
+                async with self._wire:
+                    outcome = await self._provider.send(request)
             finally:
+                sent.end()
                 self._slots.release()
             if (outcome.action is Action.VERIFY and replay and outcome.http_status is not None
                     and self._settings.provider.name is ProviderName.XQUIK):
