@@ -48,8 +48,8 @@ def _sqlite_thread_cpu(seen: list[float]) -> Iterator[None]:
     async def close(self: Checkpoint) -> None:
         await self.flush()
         db: Any = getattr(self, "_db", None)
-        executor: Any = getattr(getattr(self, "_writer", None), "_executor", None)
-        threads = [getattr(db, "_thread", None), *getattr(executor, "_threads", ())]
+        writer: Any = getattr(self, "_writer", None)
+        threads = [getattr(db, "_thread", None), getattr(writer, "_thread", None)]
         for thread in threads:
             native_id = getattr(thread, "native_id", None)
             if native_id is not None:

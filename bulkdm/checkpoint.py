@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import queue
 import sqlite3
+import threading
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field, fields
+from enum import Enum
 from itertools import chain
 from pathlib import Path
 from typing import Any, Final, TypeAlias
@@ -241,11 +243,13 @@ class Checkpoint:
     def __init__(self, db: aiosqlite.Connection, path: Path, *, synchronous: str = "FULL") -> None:
         self._db = db
         self.path = path
-        self._writer = _Writer(path, synchronous)
-        self._pending: list[tuple[Sequence[Write], asyncio.Future[bool]]] = []
+        self._writer = _Writer(path, synchronous, self._settle)
         self._broken: BulkdmError | None = None  # the first failed write, kept for later calls
         self._on_failure: list[Callable[[BulkdmError], None]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        #: submissions the writer has not answered yet, and an event set whenever there are none
+        self._unanswered = 0
+        self._answered = asyncio.Event()
+        self._answered.set()
         self._seq = 0
 
     @classmethod
@@ -336,41 +340,36 @@ class Checkpoint:
         """
         self.raise_if_failed()
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._pending.append((writes, future))
-        if self._flusher is None or self._flusher.done():
-            # a task of its own: a cancelled caller must not strand the others' writes
-            self._flusher = asyncio.create_task(self._flush_loop())
+        self._unanswered += 1
+        self._answered.clear()
+        self._writer.submit(writes, future)
         return await future
 
     async def flush(self) -> None:
         """Wait until every submitted write is committed."""
-        while self._flusher is not None and not self._flusher.done():
-            await asyncio.shield(self._flusher)
+        await self._answered.wait()
 
-    async def _flush_loop(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending, []
-            applied: list[bool] = []
-            if self._broken is None:
-                try:
-                    applied = await self._commit([writes for writes, _ in batch])
-                except sqlite3.Error as exc:
-                    self._broken = _error_of(self.path, exc, "write failed")
-                    self._broken.__cause__ = exc
-                    for callback in self._on_failure:
-                        callback(self._broken)
-            # the failed batch, and every one queued behind it, fails: each submitter once
-            for index, (_, future) in enumerate(batch):
-                if not future.done():
-                    if self._broken is None:
-                        future.set_result(applied[index])
-                    else:
-                        future.set_exception(_again(self._broken))
-
-    async def _commit(self, batch: list[Sequence[Write]]) -> list[bool]:
-        # the whole transaction in one trip to the writer's thread, instead of one per statement
-        # (each awaited aiosqlite call costs ~150 us here)
-        return await self._writer.apply(batch)
+    def _settle(self, futures: list[asyncio.Future[bool]], result: _Result) -> None:
+        """The writer's answer to a batch (on the event loop): each submitter's, in order."""
+        self._unanswered -= len(futures)
+        if self._unanswered == 0:
+            self._answered.set()
+        if not isinstance(result, list) and self._broken is None:
+            if isinstance(result, CheckpointError):
+                self._broken = result
+            else:
+                self._broken = _error_of(self.path, result, "write failed")
+                self._broken.__cause__ = result
+            for callback in self._on_failure:
+                callback(self._broken)
+        for index, future in enumerate(futures):
+            if future.done():  # its submitter was cancelled: the write still went in
+                continue
+            if self._broken is None and isinstance(result, list):
+                future.set_result(result[index])
+            else:
+                # the failed batch, and every one queued behind it, fails: each submitter once
+                future.set_exception(_again(self._broken or CheckpointError(str(result))))
 
     # -- plan -----------------------------------------------------------------------------
 
@@ -810,24 +809,86 @@ def pending_values(
     )
 
 
-class _Writer:
-    """The group commit's own ``sqlite3`` connection, used only on a thread of its own, opened at
-    the first write. aiosqlite has no public call that runs a function on its thread, and a
-    transaction of several statements must be one call to cost one round trip."""
+#: the writer's answer to a batch: whether each submission applied, or why none did
+_Result: TypeAlias = "list[bool] | sqlite3.Error | CheckpointError"
+_Settle: TypeAlias = "Callable[[list[asyncio.Future[bool]], _Result], None]"
+#: an item of the writer's queue: a submission, or a call to run on its thread between batches
+_Item: TypeAlias = "tuple[Sequence[Write], asyncio.Future[bool]] | Callable[[], None]"
 
-    def __init__(self, path: Path, synchronous: str) -> None:
+
+class _Mark(Enum):
+    EMPTY = "the writer's queue ran out"
+
+
+class _Writer:
+    """The group commit: its own ``sqlite3`` connection on a thread of its own, opened at the
+    first write. The thread takes every submission waiting in its queue as one transaction, and
+    the next batch the moment one commits: no trip through the event loop between batches (a
+    task handing batches to an executor left the writer idle for that trip, about as long as
+    the commit itself). Answers go back to the loop once per batch."""
+
+    def __init__(self, path: Path, synchronous: str, settle: _Settle) -> None:
         self._path = path
         self._synchronous = synchronous
-        self._executor: ThreadPoolExecutor | None = None
-        self._db: sqlite3.Connection | None = None  # touched on the executor's thread only
+        self._settle = settle
+        self._items: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._db: sqlite3.Connection | None = None  # touched on the writer's thread only
+        self._failed = False  # thread only: nothing is written after a failed batch
 
-    async def apply(self, batch: list[Sequence[Write]]) -> list[bool]:
-        """Apply a batch of submissions in one transaction; whether each applied, in order."""
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bulkdm-commit")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._apply, batch)
+    def submit(self, writes: Sequence[Write], future: asyncio.Future[bool]) -> None:
+        """Queue one submission; ``settle`` is told the outcome on the loop of ``future``."""
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, args=(future.get_loop(),), name="bulkdm-commit", daemon=True)
+            self._thread.start()
+        self._items.put((writes, future))
 
-    def _apply(self, batch: list[Sequence[Write]]) -> list[bool]:
+    def _run(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch: list[tuple[Sequence[Write], asyncio.Future[bool]]] = []
+        try:
+            item: _Item | _Mark | None = self._items.get()
+            while item is not None:
+                if item is _Mark.EMPTY:
+                    item = self._items.get()
+                elif callable(item):
+                    item()
+                    item = self._items.get()
+                else:
+                    batch = [item]
+                    item = self._gather(batch)
+                    result = self._result([writes for writes, _ in batch])
+                    loop.call_soon_threadsafe(self._settle, [f for _, f in batch], result)
+                    batch = []
+            self._close_db()
+        finally:
+            if batch:  # a bug stopped the thread (its error is printed): nobody waits forever
+                self._gather(batch)
+                stopped = CheckpointError(f"{self._path}: the checkpoint's writer stopped")
+                loop.call_soon_threadsafe(self._settle, [f for _, f in batch], stopped)
+
+    def _gather(self, batch: list[tuple[Sequence[Write], asyncio.Future[bool]]]) -> _Item | _Mark | None:
+        """Add the submissions queued behind ``batch``'s first; the call or end that stopped
+        it, or EMPTY when the queue ran out."""
+        while True:
+            try:
+                item = self._items.get_nowait()
+            except queue.Empty:
+                return _Mark.EMPTY
+            if item is None or callable(item):
+                return item
+            batch.append(item)
+
+    def _result(self, batch: list[Sequence[Write]]) -> _Result:
+        if self._failed:
+            return sqlite3.OperationalError("an earlier write failed")
+        try:
+            return _apply(self._connection(), batch)
+        except sqlite3.Error as exc:
+            self._failed = True
+            return exc
+
+    def _connection(self) -> sqlite3.Connection:
         if self._db is None:
             db = sqlite3.connect(self._path, isolation_level=None)
             try:
@@ -837,12 +898,27 @@ class _Writer:
                 db.close()
                 raise
             self._db = db
-        return _apply(self._db, batch)
+        return self._db
 
     async def release(self) -> None:
-        """Close the connection; the next :meth:`apply` opens it again."""
-        if self._executor is not None:
-            await asyncio.get_running_loop().run_in_executor(self._executor, self._close_db)
+        """Close the connection; the next submission opens it again."""
+        await self._call(self._close_db)
+
+    async def _call(self, function: Callable[[], None]) -> None:
+        """Run ``function`` on the writer's thread, after the batches queued before it."""
+        if self._thread is None:
+            return
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def call() -> None:
+            try:
+                function()
+            finally:
+                loop.call_soon_threadsafe(_resolve, done)
+
+        self._items.put(call)
+        await done
 
     def _close_db(self) -> None:
         if self._db is not None:
@@ -850,10 +926,15 @@ class _Writer:
             self._db = None
 
     async def close(self) -> None:
-        await self.release()
-        if self._executor is not None:
-            self._executor.shutdown()  # its one task is done: this only joins the thread
-            self._executor = None
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._items.put(None)
+            await asyncio.to_thread(thread.join)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _error_of(path: Path, exc: sqlite3.Error, doing: str) -> BulkdmError:
@@ -910,8 +991,25 @@ def _execute_grouped(db: sqlite3.Connection, writes: list[Write]) -> None:
 
 
 def _apply_conditional(db: sqlite3.Connection, writes: Sequence[Write]) -> bool:
-    """One submission in a savepoint: undone (False) at the first write whose row count is not
-    what it expects; the writes after it never run."""
+    """One submission, undone (False) at the first write whose row count is not what it
+    expects; the writes after it never run.
+
+    A savepoint is opened only when a conditional write comes after another write. A claim's
+    conditional write comes first: when it changes no row, nothing of the submission was
+    written, and two statements a claim are saved (the writer's thread takes the GIL back
+    for every statement)."""
+    if any(write.expect_rows is not None for write in writes[1:]):
+        return _apply_in_savepoint(db, writes)
+    for write in writes:
+        changed = db.execute(write.sql, write.params).rowcount
+        if write.expect_rows is not None and changed != write.expect_rows:
+            if changed != 0:  # a conditional write names one row by its id
+                raise sqlite3.IntegrityError(f"a conditional write changed {changed} rows")
+            return False  # the first write: nothing was written
+    return True
+
+
+def _apply_in_savepoint(db: sqlite3.Connection, writes: Sequence[Write]) -> bool:
     db.execute("SAVEPOINT conditional")
     for write in writes:
         changed = db.execute(write.sql, write.params).rowcount

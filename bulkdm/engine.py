@@ -63,6 +63,8 @@ _DAY_S: Final = 86400.0
 #: ends it at once. With 1 s, each of 10,000 senders at 1/15m woke every second to build a task
 #: group and sleep again: 0.9 of a core while nothing was due (benchmarks/bench_pool.py).
 _GATE_MAX_WAIT_S: Final = 60.0
+#: claims under way per request in flight (see ``Engine._slots``)
+_CLAIMS_PER_REQUEST: Final = 2
 
 
 class FinishReason(StrEnum):
@@ -151,13 +153,22 @@ class _SentAt:
         self.at_s = taken_s
         self._limiters = limiters
         self._ticket = ticket
+        self._left = False
 
     def move(self, now_s: float) -> None:
         for limiter in self._limiters:
-            limiter.shift(self.at_s, now_s)
+            limiter.shift(self.at_s, now_s)  # no longer pending, and counted from now
         self.at_s = max(self.at_s, now_s)
+        self._left = True
         if self._ticket is not None:
             self._ticket.sent(now_s)
+
+    def end(self) -> None:
+        """The send is over: a slot whose request never left counts from when it was taken."""
+        if not self._left:
+            for limiter in self._limiters:
+                limiter.settle(self.at_s)
+            self._left = True
 
 
 class Engine:
@@ -184,7 +195,13 @@ class Engine:
         self._stop = stop
         self._clock = clock
         self._gate = gate or Gate(clock=clock, max_wait_s=_GATE_MAX_WAIT_S)
-        self._slots = asyncio.Semaphore(settings.run.concurrency)
+        #: claims under way: a rate slot taken, the intent committing, the request waiting for
+        #: the wire or on it. Twice the requests in flight, so that a commit's wait is not time
+        #: a request slot stands idle (rate slots are pending until their request leaves:
+        #: ratelimit.py)
+        self._slots = asyncio.Semaphore(_CLAIMS_PER_REQUEST * settings.run.concurrency)
+        #: requests in flight: ``[run] concurrency``
+        self._wire = asyncio.Semaphore(settings.run.concurrency)
         guard_s = settings.run.rate_guard_s
         self._key = WindowLimiter(settings.provider.rates, least_guard_s=guard_s, smooth=True)
         self._senders = {
@@ -267,7 +284,7 @@ class Engine:
         await self._stop.wait()
         # senders waiting for a concurrency slot see the stop when they get one; no new send
         # starts after a stop, so the extra permits are never used for one
-        for _ in range(self._settings.run.concurrency):
+        for _ in range(_CLAIMS_PER_REQUEST * self._settings.run.concurrency):
             self._slots.release()
 
     async def _rounds(self) -> RunReport:
@@ -566,7 +583,7 @@ class Engine:
         while True:
             await self._sleep_through_long_wait(sender)
             at_s = await self._gate.acquire(sender.limiter, self._key, stop=self._stop,
-                                            slot=self._slots,
+                                            slot=self._slots, pending=True,
                                             deadline_s=self._clock() + self._patience_s,
                                             not_before_s=self._jitter_due_s(sender))
             if at_s is not None and (self._outside_window(sender, at_s)
@@ -690,8 +707,10 @@ class Engine:
             try:
                 if not await self._submit(intent):  # durable before the request leaves
                     return  # another sender or run has the row: never sent from here
-                outcome = await self._provider.send(request)
+                async with self._wire:
+                    outcome = await self._provider.send(request)
             finally:
+                sent.end()
                 self._slots.release()
             if (outcome.action is Action.VERIFY and replay and outcome.http_status is not None
                     and self._settings.provider.name is ProviderName.XQUIK):
@@ -708,6 +727,8 @@ class Engine:
         self, row: RowRecord, sender: _Sender, request: DmRequest, outcome: Outcome,
         sent_at_s: float,
     ) -> list[Write]:
+        # the row's own (conditional) write goes first: when it finds the row moved, nothing of
+        # the submission was written and the commit needs no savepoint (checkpoint.py)
         writes = [cp.attempt_result(row_id=row.id, attempt=row.attempts,
                                     action=outcome.action.value, code=outcome.code,
                                     sent_at_s=sent_at_s), *self._breakers(sender, outcome)]
@@ -718,12 +739,12 @@ class Engine:
             sender.sent += 1
             sender.call_succeeded()
             self.recent_sends_s.append(self._clock())
-            return [*writes, self._finish_sent(row, outcome, request.media_id)]
+            return [self._finish_sent(row, outcome, request.media_id), *writes]
         if action is Action.FAIL_ROW:
-            return [*writes, *await self._refused(row, sender, outcome)]
+            return [*await self._refused(row, sender, outcome), *writes]
         if action in (Action.REST_SENDER, Action.DROP_SENDER, Action.STOP_RUN):
-            return [*writes, *self._sender_problem(row, sender, outcome)]
-        return [*writes, *await self._retry_later(row, outcome)]
+            return [*self._sender_problem(row, sender, outcome), *writes]
+        return [*await self._retry_later(row, outcome), *writes]
 
     def _within_cap(self, *, dms: int = 0, uploads: int = 0, lookups: int = 0) -> bool:
         """Whether these calls, on top of what was spent, keep the campaign within its cap."""

@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import bisect
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Protocol
 
 import anyio
@@ -102,6 +102,9 @@ class WindowLimiter:
         #: event times, ascending; ``maxlen`` drops the oldest once ``max(count)`` are held
         self._log: deque[float] = deque(maxlen=self._cap)
         self._rest_until_s: float | None = None
+        #: events recorded ``pending``: their requests have not left yet (see :meth:`record`)
+        self._pending: Counter[float] = Counter()
+        self._pending_n = 0
 
     @property
     def rates(self) -> tuple[Rate, ...]:
@@ -120,11 +123,12 @@ class WindowLimiter:
 
     @property
     def last_event_s(self) -> float | None:
-        return self._log[-1] if self._log else None
+        newest = [self._log[-1]] if self._log else []
+        return max([*newest, *self._pending], default=None)
 
     def __len__(self) -> int:
-        """How many event times are held (bounded by ``max(count)``)."""
-        return len(self._log)
+        """How many event times are held (bounded by ``max(count)``), pending ones included."""
+        return len(self._log) + self._pending_n
 
     def window_s(self, rate: Rate) -> float:
         """The enforced window of ``rate``: its period plus its guard."""
@@ -137,15 +141,25 @@ class WindowLimiter:
         event: a wall clock that steps back waits for it to catch up instead of guessing.
         """
         allowed_s = now_s
-        if self._log:
-            allowed_s = max(allowed_s, self._log[-1] + self._spacing_s)
         if self._rest_until_s is not None:
             allowed_s = max(allowed_s, self._rest_until_s)
-        for rate, window_s in zip(self._rates, self._windows_s, strict=True):
-            if len(self._log) >= rate.count:
-                # the count-th newest event must have left the window before another may enter
-                allowed_s = max(allowed_s, self._log[-rate.count] + window_s)
+        for _, until_s in self._limits(now_s):
+            allowed_s = max(allowed_s, until_s)
         return allowed_s
+
+    def _limits(self, now_s: float) -> Iterator[tuple[Rate | None, float]]:
+        """The pace's (``None``) and each full window's earliest next event."""
+        pending = self._pending_n
+        newest_s = now_s if pending else (self._log[-1] if self._log else None)
+        if newest_s is not None:
+            yield None, newest_s + self._spacing_s
+        for rate, window_s in zip(self._rates, self._windows_s, strict=True):
+            # the count-th newest event must have left the window before another may enter;
+            # pending events (not in the log) are the newest: they count as now
+            if pending >= rate.count:
+                yield rate, now_s + window_s
+            elif len(self._log) + pending >= rate.count:
+                yield rate, self._log[pending - rate.count] + window_s
 
     def holds(self, now_s: float) -> list[tuple[str, float]]:
         """What keeps the next event from ``now_s``: ``(what, until_s)`` for every limit that
@@ -155,20 +169,27 @@ class WindowLimiter:
         found: list[tuple[str, float]] = []
         if self._rest_until_s is not None and self._rest_until_s > now_s:
             found.append(("rest", self._rest_until_s))
-        if self._log and self._log[-1] + self._spacing_s > now_s:
-            found.append(("pace", self._log[-1] + self._spacing_s))
-        for rate, window_s in zip(self._rates, self._windows_s, strict=True):
-            if len(self._log) >= rate.count and self._log[-rate.count] + window_s > now_s:
-                found.append((str(rate), self._log[-rate.count] + window_s))
+        found.extend(("pace" if rate is None else str(rate), until_s)
+                     for rate, until_s in self._limits(now_s) if until_s > now_s)
         return sorted(found, key=lambda item: -item[1])
 
     def next_slot_in_s(self, now_s: float) -> float:
         """Seconds until :meth:`next_allowed_s` (0.0 when an event fits now)."""
         return self.next_allowed_s(now_s) - now_s
 
-    def record(self, at_s: float) -> None:
-        """Take a slot at ``at_s``; the caller checked :meth:`next_allowed_s` first."""
+    def record(self, at_s: float, *, pending: bool = False) -> None:
+        """Take a slot at ``at_s``; the caller checked :meth:`next_allowed_s` first.
+
+        ``pending``: the request has not left yet. Until :meth:`shift` (it left),
+        :meth:`settle` or :meth:`forget` says what became of it, it counts as happening now,
+        so a request held back (a slow commit, a wait for a connection) never lets the next
+        slot open early, however long it waits.
+        """
         if self._cap == 0:
+            return
+        if pending:
+            self._pending[at_s] += 1
+            self._pending_n += 1
             return
         if not self._log or at_s >= self._log[-1]:
             self._log.append(at_s)
@@ -182,6 +203,9 @@ class WindowLimiter:
         A slot is taken before the intent is committed; the commit takes a few milliseconds that
         vary with load, so the windows are counted from the send, not from the grant.
         """
+        if self._unpend(from_s):
+            self.record(max(from_s, to_s))
+            return
         if self._cap == 0 or to_s <= from_s:
             return
         index = bisect.bisect_left(self._log, from_s)
@@ -189,11 +213,31 @@ class WindowLimiter:
             del self._log[index]
             self.record(to_s)
 
+    def settle(self, at_s: float) -> None:
+        """The pending event taken at ``at_s`` is over without its request leaving (it failed
+        before): it counts from ``at_s``, the safe side."""
+        if self._unpend(at_s):
+            self.record(at_s)
+
     def forget(self, at_s: float) -> None:
         """Drop the event taken at ``at_s``: it was never used (the shared ledger refused it)."""
+        if self._unpend(at_s):
+            return
         index = bisect.bisect_left(self._log, at_s)
         if index < len(self._log) and self._log[index] == at_s:
             del self._log[index]
+
+    def _unpend(self, at_s: float) -> bool:
+        """Take the pending event at ``at_s`` out of the pending ones; False if none is."""
+        held = self._pending.get(at_s, 0)
+        if not held:
+            return False
+        self._pending_n -= 1
+        if held > 1:
+            self._pending[at_s] = held - 1
+        else:
+            del self._pending[at_s]
+        return True
 
     def charge(self, times_s: Iterable[float]) -> None:
         """Restore past events (any order), e.g. send times from the checkpoint on a restart."""
@@ -214,15 +258,19 @@ class WindowLimiter:
         return self._rest_until_s is not None and now_s < self._rest_until_s
 
     def times(self) -> tuple[float, ...]:
-        """The event times held, ascending (the newest ``max(count)``)."""
-        return tuple(self._log)
+        """The event times held, ascending (the newest ``max(count)``), pending ones at the
+        times they were taken."""
+        if not self._pending_n:
+            return tuple(self._log)
+        return tuple(sorted([*self._log, *self._pending.elements()]))
 
     def used(self, now_s: float, rate: Rate) -> int:
         """Events of ``rate``'s enforced window ending at ``now_s`` (at most ``rate.count`` shown
         once more than that are held, as only the newest ``max(count)`` are kept)."""
         start_s = now_s - self.window_s(rate)
         end = bisect.bisect_right(self._log, now_s)
-        return end - bisect.bisect_right(self._log, start_s)
+        pending = sum(n for t, n in self._pending.items() if start_s < t <= now_s)
+        return end - bisect.bisect_right(self._log, start_s) + pending
 
     def prune(self, now_s: float) -> None:
         """Drop events that can no longer affect any window ending at or after ``now_s``."""
@@ -296,6 +344,7 @@ class Gate:
         slot: Slot | None = None,
         deadline_s: float | None = None,
         not_before_s: float | None = None,
+        pending: bool = False,
     ) -> float | None:
         """Wait until every limiter allows an event, record it on all of them, return its time.
 
@@ -311,6 +360,9 @@ class Gate:
         Returns ``None`` once ``stop`` is set, or at once when the next allowed time is after
         ``deadline_s`` (a sender resting for a day should not hold its caller for a day); then
         nothing is recorded and the slot is not held.
+
+        ``pending`` records the event as one whose request has not left yet (see
+        :meth:`WindowLimiter.record`).
         """
         held = False
         try:
@@ -330,7 +382,7 @@ class Gate:
                 elif slot is None or held:
                     # no await between the check and the record: atomic on the event loop
                     for lim in limiters:
-                        lim.record(now_s)
+                        lim.record(now_s, pending=pending)
                     held = False  # handed to the caller
                     return now_s
                 else:

@@ -540,3 +540,81 @@ def test_forget_gives_back_a_slot_never_used() -> None:
     assert lim.next_allowed_s(5.0) == 6.0
     lim.forget(5.0)
     assert lim.next_allowed_s(5.0) == 5.0 and len(lim) == 0
+
+
+# --- pending slots: requests that have not left yet ----------------------------------------------
+
+
+def test_a_pending_slot_counts_as_now_until_its_request_leaves() -> None:
+    lim = WindowLimiter([Rate(count=1, period_s=1.0)], guard_s=0.1)
+    lim.record(0.0, pending=True)
+    # its request is still held back at 5.0 (a slow commit, no connection free): it may leave
+    # any moment, so the next slot is a window after now, not after 0.0
+    assert lim.next_allowed_s(5.0) == pytest.approx(6.1)
+    lim.shift(0.0, 5.2)  # it left at 5.2
+    assert lim.next_allowed_s(5.3) == pytest.approx(6.3)
+
+
+def test_a_pending_slot_whose_request_never_left_counts_from_when_it_was_taken() -> None:
+    lim = WindowLimiter([Rate(count=1, period_s=1.0)], guard_s=0.1)
+    lim.record(0.0, pending=True)
+    lim.settle(0.0)
+    assert lim.next_allowed_s(0.5) == pytest.approx(1.1)
+    assert lim.times() == (0.0,)
+
+
+def test_a_forgotten_pending_slot_is_given_back() -> None:
+    lim = WindowLimiter([Rate(count=1, period_s=1.0)], guard_s=0.1)
+    lim.record(0.0, pending=True)
+    assert lim.times() == (0.0,) and lim.last_event_s == 0.0
+    lim.forget(0.0)
+    assert lim.next_allowed_s(0.0) == 0.0 and lim.times() == ()
+
+
+def test_a_pending_slot_counts_once_in_a_window() -> None:
+    # four sent and one pending in a 5/1s window: the fifth newest is still the first sent,
+    # so the pace is the same as if the fifth had left already
+    lim = WindowLimiter([Rate(count=5, period_s=1.0)], guard_s=0.1, smooth=True)
+    for at_s in (0.0, 0.2, 0.4, 0.6):
+        lim.record(at_s)
+    lim.record(0.8, pending=True)
+    assert lim.next_allowed_s(0.85) == pytest.approx(1.1)
+    assert lim.used(0.85, Rate(count=5, period_s=1.0)) == 5
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_requests_that_leave_late_never_exceed_a_window_when_they_leave(seed: int) -> None:
+    """Slots are taken pending; each request leaves after a delay (sometimes longer than the
+    window) or fails before it leaves. Counted by when the requests left, no window holds
+    more than its count (taken and counted from the grant instead, they do)."""
+    rng = random.Random(seed)
+    rate = Rate(count=rng.randint(1, 5), period_s=rng.choice([1.0, 2.0, 10.0]))
+    lim = WindowLimiter([rate], guard_s=0.0, smooth=rng.random() < 0.5)
+    now_s, left = 0.0, []
+    waiting: list[tuple[float, float]] = []  # (leaves at, taken at)
+    for _ in range(600):
+        now_s += rng.choice([0.0, rng.uniform(0.0, 0.3), rng.expovariate(1.0)])
+        if rng.random() < 0.5:  # a caller that waits as told, or until a request leaves
+            now_s = max(now_s, min([lim.next_allowed_s(now_s), *(w[0] for w in waiting)]))
+        for leaves_s, taken_s in sorted(w for w in waiting if w[0] <= now_s):
+            waiting.remove((leaves_s, taken_s))
+            if rng.random() < 0.1:
+                lim.settle(taken_s)  # it failed before it left
+            else:
+                lim.shift(taken_s, leaves_s)
+                left.append(leaves_s)
+        if lim.next_allowed_s(now_s) <= now_s:
+            lim.record(now_s, pending=True)
+            delay_s = rng.choice([0.0, rng.uniform(0.0, 0.05), rng.uniform(0.0, 3 * rate.period_s)])
+            waiting.append((now_s + delay_s, now_s))
+    assert len(left) > 50
+    assert max_in_window(left, rate.period_s, closed=False) <= rate.count
+
+
+async def test_gate_records_a_pending_slot() -> None:
+    fake = FakeTime()
+    lim = WindowLimiter([Rate(count=1, period_s=1.0)], guard_s=0.0)
+    gate = Gate(clock=fake.clock, sleep=fake.sleep)
+    at_s = await gate.acquire(lim, pending=True)
+    assert at_s == fake.now_s
+    assert lim.next_allowed_s(fake.now_s + 5.0) == fake.now_s + 6.0  # still pending

@@ -20,13 +20,15 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import SimpleNamespace
 from typing import Final
 
 import aiohttp
 import orjson
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.connector import Connection
 
 from bulkdm.outcomes import Action, Outcome, Reconciliation
 from bulkdm.providers.base import HistoryMessage
@@ -83,8 +85,9 @@ class Answer:
 
 @dataclass(slots=True)
 class _Dispatch:
-    """Set by the trace hooks as aiohttp writes the request."""
+    """What became of one request on the wire, told by :class:`_Request`."""
 
+    #: set once the request may have reached the peer (aiohttp began writing it)
     written: bool = False
     #: told the wall-clock time the body reached the socket (the engine's rate windows count
     #: from then: on Python 3.11 aiohttp writes the body in a task of its own, which runs after
@@ -92,25 +95,30 @@ class _Dispatch:
     on_sent: Callable[[float], None] | None = None
 
 
-async def _on_headers_sent(
-    session: aiohttp.ClientSession,
-    context: SimpleNamespace,
-    params: aiohttp.TraceRequestHeadersSentParams,
-) -> None:
-    flag = context.trace_request_ctx
-    if isinstance(flag, _Dispatch):
-        flag.written = True
+#: the request being sent in this task (and the body-writing task aiohttp starts from it)
+_DISPATCH: Final[ContextVar[_Dispatch | None]] = ContextVar("bulkdm_dispatch", default=None)
 
 
-async def _on_chunk_sent(
-    session: aiohttp.ClientSession,
-    context: SimpleNamespace,
-    params: aiohttp.TraceRequestChunkSentParams,
-) -> None:
-    dispatch = context.trace_request_ctx
-    if isinstance(dispatch, _Dispatch) and dispatch.on_sent is not None:
-        on_sent, dispatch.on_sent = dispatch.on_sent, None  # once, at the first chunk
-        on_sent(time.time())
+class _Request(aiohttp.ClientRequest):
+    """aiohttp's request, telling the :data:`_DISPATCH` of its task when it starts writing and
+    when its body is written. Trace hooks told the same, but with any trace configured aiohttp
+    awaits every one of its ten signals for every request: a sixth of the client's CPU here
+    (benchmarks/README.md)."""
+
+    async def send(self, conn: Connection) -> aiohttp.ClientResponse:
+        dispatch = _DISPATCH.get()
+        if dispatch is not None:
+            dispatch.written = True  # a connection is held: from here on bytes may leave
+        return await super().send(conn)
+
+    async def write_bytes(
+        self, writer: AbstractStreamWriter, conn: Connection, content_length: int | None = None
+    ) -> None:
+        await super().write_bytes(writer, conn, content_length)
+        dispatch = _DISPATCH.get()
+        if dispatch is not None and dispatch.on_sent is not None:
+            on_sent, dispatch.on_sent = dispatch.on_sent, None  # once
+            on_sent(time.time())
 
 
 class HttpClient:
@@ -132,16 +140,14 @@ class HttpClient:
 
         Call it inside the running event loop (aiohttp binds the session to it).
         """
-        trace = aiohttp.TraceConfig()
-        trace.on_request_headers_sent.append(_on_headers_sent)
-        trace.on_request_chunk_sent.append(_on_chunk_sent)
         timeout = aiohttp.ClientTimeout(
             total=request_timeout_s,
             sock_connect=min(MAX_CONNECT_TIMEOUT_S, request_timeout_s),
         )
         connector = aiohttp.TCPConnector(limit=max(1, concurrency) + EXTRA_CONNECTIONS)
         session = aiohttp.ClientSession(
-            connector=connector, timeout=timeout, trace_configs=[trace], raise_for_status=False
+            connector=connector, timeout=timeout, request_class=_Request,
+            raise_for_status=False
         )
         return cls(session, ReadBudget(read_rates))
 
@@ -175,20 +181,18 @@ class HttpClient:
             data = orjson.dumps(json_body)
             all_headers["Content-Type"] = "application/json"
         started_s = time.monotonic()
+        token = _DISPATCH.set(dispatch)
         try:
             async with self._session.request(
-                method,
-                url,
-                headers=all_headers,
-                data=data,
-                params=params,
-                trace_request_ctx=dispatch,
+                method, url, headers=all_headers, data=data, params=params
             ) as response:
                 answer = await _read(response)
         except (TimeoutError, aiohttp.ClientError) as exc:
             outcome = transport_outcome(exc, written=dispatch.written, write=write)
             _log.debug("%s %s -> %s (%s)", method, _path(url), outcome.code, outcome.action)
             return outcome
+        finally:
+            _DISPATCH.reset(token)
         elapsed_ms = (time.monotonic() - started_s) * 1000
         _log.debug("%s %s -> %d in %.0f ms", method, _path(url), answer.status, elapsed_ms)
         return answer
