@@ -542,6 +542,13 @@ class Engine:
                 sender.free_at_s = max(next_s, sender.free_at_s or next_s)
                 sender.note = sender.note or f"next slot at {_iso(next_s)} (rate or daily cap)"
             return None
+        if sender.state is not SenderState.READY:
+            # dropped while this loop waited for its slot: the rows it has not claimed are
+            # being moved to the others, and a claim now could be sent after they were
+            self._give_back(sender, at_s)
+            if ticket is not None:
+                ticket.release()
+            return None
         attempt = row.attempts + 1
         # an unbound row's key is made now, for the account that claims it; a bound row's
         # stays what its first attempt sent (frozen with the claim)
@@ -590,9 +597,7 @@ class Engine:
                                      or self._over_ramp(sender, at_s)):
                 continue
             if at_s is not None and not self._may_spend(dms=1):
-                sender.limiter.forget(at_s)
-                self._key.forget(at_s)
-                self._slots.release()
+                self._give_back(sender, at_s)
                 return None
             if at_s is None or self._pool is None:
                 return self._drew(sender, at_s)
@@ -600,11 +605,15 @@ class Engine:
             if isinstance(answer, Ticket):
                 sender.ticket = answer
                 return self._drew(sender, at_s)
-            sender.limiter.forget(at_s)
-            self._key.forget(at_s)
-            self._slots.release()
+            self._give_back(sender, at_s)
             if not await self._wait_for_pool(sender, answer):
                 return None
+
+    def _give_back(self, sender: _Sender, at_s: float) -> None:
+        """A slot taken and not used: its rate slots and its claim slot are free again."""
+        sender.limiter.forget(at_s)
+        self._key.forget(at_s)
+        self._slots.release()
 
     def _jitter_due_s(self, sender: _Sender) -> float | None:
         """With jitter, when the sender's next send is due: its last slot plus its pace times
@@ -630,9 +639,7 @@ class Engine:
             if sender.note is not None and sender.note.startswith(_OUTSIDE_WINDOW):
                 sender.note = None
             return False
-        sender.limiter.forget(at_s)
-        self._key.forget(at_s)
-        self._slots.release()
+        self._give_back(sender, at_s)
         opens_s = window.opens_s(at_s + _WINDOW_MARGIN_S)
         sender.limiter.rest_until(opens_s)
         sender.note = f"{_OUTSIDE_WINDOW} ({window.describe()}) until {_iso(opens_s)}"
@@ -660,9 +667,7 @@ class Engine:
             if sender.note is not None and sender.note.startswith(_WARMING_UP):
                 sender.note = None
             return False
-        sender.limiter.forget(at_s)
-        self._key.forget(at_s)
-        self._slots.release()
+        self._give_back(sender, at_s)
         sender.limiter.rest_until(until_s)
         day = settings.warmup.day(first_s, at_s)
         sender.note = (f"{_WARMING_UP} day {day} of {settings.warmup.days}: {cap}/{settings.daily_cap} "
