@@ -10,7 +10,7 @@ same requests to a sandbox started the same way, with the same concurrency and e
 
 from __future__ import annotations
 
-import gc
+import contextlib
 import statistics
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +31,7 @@ from benchmarks.common import (
     write_settings,
 )
 from benchmarks.engine_inproc import EngineResult, run_engine
+from bulkdm import runner
 
 __all__ = ["OverheadSizes", "run_overhead"]
 
@@ -96,25 +97,22 @@ class _Plans:
 
 
 @contextmanager
-def _gc_tuned(enabled: bool) -> Iterator[None]:
-    """``gc.freeze()`` and higher thresholds, for one run (the engine's own objects stay)."""
+def _default_collector(enabled: bool) -> Iterator[None]:
+    """The run without its collector tuning (bulkdm/collector.py), for one run."""
     if not enabled:
         yield
         return
-    before = gc.get_threshold()
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(10_000, 50, 100)
+    tuned = runner.tuned_collector  # type: ignore[attr-defined]
+    runner.tuned_collector = contextlib.nullcontext  # type: ignore[attr-defined,assignment]
     try:
         yield
     finally:
-        gc.set_threshold(*before)
-        gc.unfreeze()
+        runner.tuned_collector = tuned  # type: ignore[attr-defined]
 
 
 def _engine(plans: _Plans, folder: Path, shape: _Shape, *, loop: str,
             synchronous: str = "FULL", latency: str | None = None,
-            gc_tuned: bool = False, ledger: bool = True) -> _EngineRun:
+            default_gc: bool = False, ledger: bool = True) -> _EngineRun:
     rows, senders, concurrency = shape.rows, shape.senders, shape.concurrency
     campaign, plan = plans.get(rows, senders)
     checkpoint = folder / "run.sqlite"
@@ -127,7 +125,7 @@ def _engine(plans: _Plans, folder: Path, shape: _Shape, *, loop: str,
         write_settings(settings, base_url=sandbox.xquik_url, senders=sender_names(senders),
                        concurrency=concurrency, synchronous=synchronous, ledger=ledger)
         cpu0 = sandbox.cpu_s()
-        with _gc_tuned(gc_tuned):
+        with _default_collector(default_gc):
             result = run_on(loop, run_engine(campaign, settings, checkpoint, out))
         sends = sandbox.ledger_total()
         sandbox_cpu_s = sandbox.cpu_s() - cpu0
@@ -263,12 +261,12 @@ def _extras(section: Section, plans: _Plans, folder: Path, sizes: OverheadSizes,
             bare_rate: float, figures: dict[str, float]) -> None:
     """Informational: the collector's settings, and one sender alone."""
     common = _Shape(rows=sizes.rows, senders=sizes.senders, concurrency=sizes.concurrency)
-    plain = _engine(plans, folder, common, loop="asyncio")
-    tuned = _engine(plans, folder, common, loop="asyncio", gc_tuned=True)
+    plain = _engine(plans, folder, common, loop="asyncio", default_gc=True)
+    tuned = _engine(plans, folder, common, loop="asyncio")
     figures["gc_tuned_gain"] = tuned.rate / plain.rate
     section.add(Target(
         key="gc",
-        label="gc.freeze() + set_threshold(10000, 50, 100) / default GC (asyncio)",
+        label="the run's collector (gc.freeze(), thresholds 10000/50/100) / the default (asyncio)",
         figure=f"{tuned.rate / plain.rate:.2f}x ({tuned.rate:,.0f} vs {plain.rate:,.0f} "
                f"sends/s; {tuned.rate / bare_rate:.2f}x of bare)"))
     one = _engine(plans, folder, _Shape(rows=sizes.one_sender_rows, senders=1,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Final, Protocol, TextIO
 
 from bulkdm.checkpoint import Checkpoint, set_last_run
+from bulkdm.collector import tuned_collector
 from bulkdm.engine import Engine, FinishReason, RunReport, SenderState
 from bulkdm.errors import BulkdmError, CheckpointLockedError, ProviderError
 from bulkdm.ledger import AccountPool, ledger_spec, open_ledger, realm_for
@@ -107,8 +108,9 @@ async def run_campaign(
             settings = await planned_settings(settings, checkpoint)
             async with (_provider(settings, options, environ) as (live, provider, auths, key),
                         _account_pool(live, options, key, environ) as pool):
-                return await _send_all(options, live, checkpoint, provider, auths, stream, stop,
-                                       pool)
+                with tuned_collector():
+                    return await _send_all(options, live, checkpoint, provider, auths, stream,
+                                           stop, pool)
         finally:
             await checkpoint.close()
 
