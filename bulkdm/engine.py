@@ -542,9 +542,10 @@ class Engine:
                 sender.free_at_s = max(next_s, sender.free_at_s or next_s)
                 sender.note = sender.note or f"next slot at {_iso(next_s)} (rate or daily cap)"
             return None
-        if sender.state is not SenderState.READY:
-            # dropped while this loop waited for its slot: the rows it has not claimed are
-            # being moved to the others, and a claim now could be sent after they were
+        if sender.state is not SenderState.READY and row.state is RowState.PENDING:
+            # dropped while this loop waited for its slot: its pending rows are being moved to
+            # the others, and a claim now could be sent after they were (an unknown row is
+            # still replayed under its own key: that settles it, _settle_rows_of)
             self._give_back(sender, at_s)
             if ticket is not None:
                 ticket.release()
