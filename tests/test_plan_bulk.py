@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bulkdm.campaign import RawRow, RowError
 from bulkdm.checkpoint import (
     _PLAN_COLUMNS,
     Checkpoint,
@@ -20,8 +21,10 @@ from bulkdm.checkpoint import (
     row_params,
 )
 from bulkdm.keys import idempotency_key, idempotency_keys, text_sha256
+from bulkdm.planner import Planner, Suppression
 from bulkdm.recipients import Recipient, parse_recipient, recipient_values
 from bulkdm.rows import PlannedRow, RowState
+from bulkdm.settings import CampaignSettings, SenderSettings, Settings
 
 META = PlanMeta(
     campaign="t",
@@ -152,3 +155,60 @@ async def test_bulk_values_and_full_rows_store_the_same_columns(tmp_path: Path) 
         with closing(sqlite3.connect(path)) as db:
             stored = db.execute(f"SELECT id, {', '.join(_PLAN_COLUMNS)} FROM rows ORDER BY id")
             assert stored.fetchall() == expected, name
+
+
+# -- the shortcut for plain rows ----------------------------------------------------------------
+
+_ABSENT = object()
+#: values each field of a row can take: plain ones, and every kind the full path treats apart
+_ROW_FIELDS: dict[str, list[object]] = {
+    "recipient_username": [_ABSENT, None, "Amy_1", "@amy", " amy ", "", " ", "not valid!",
+                           "a" * 16, "zoë", 7],
+    "recipient_id": [None, "123", "0", "00123", " 5 ", "", 123, 1.5],
+    "text": [None, "", " ", "Hi {first_name}", "Hi {", "plain text"],
+    "sender": [None, "one", "@one", "ONE", "nobody", "", " "],
+    "media": [None, "", " ", "pic.png"],
+    "external_id": [_ABSENT, None, "  crm-1 ", "", " ", 12, True, 1.5],
+    "consent": [_ABSENT, None, " yes ", "", " ", 1],
+    "first_name": [_ABSENT, None, "", " ", "\t", 3, True, 1.5, [], "x" * 10_001, " Ana "],
+    "plan": [_ABSENT, None, ""],
+}
+_PLAIN_ROW: dict[str, object] = {"recipient_username": "amy", "external_id": "crm-1",
+                                 "consent": "yes", "first_name": "Ana", "plan": "Pro"}
+_TEMPLATES = [None, "Hi {first_name}", "Hi {first_name}, your {plan} plan", "{first_name}",
+              "Hi {first_name|there}", "Hello", " "]
+
+
+def _rows() -> list[dict[str, object]]:
+    """The plain row, and the plain row with one field and with two fields changed."""
+    changes = [(key, value) for key, values in _ROW_FIELDS.items() for value in values]
+    rows = [dict(_PLAIN_ROW)]
+    for n, first in enumerate(changes):
+        for second in [None, *changes[n + 1 :]]:
+            row = dict(_PLAIN_ROW)
+            for key, value in [first] if second is None else [first, second]:
+                if value is _ABSENT:
+                    row.pop(key, None)
+                else:
+                    row[key] = value
+            rows.append(row)
+    return rows
+
+
+@pytest.mark.parametrize("template", _TEMPLATES)
+@pytest.mark.parametrize(("suppress", "consent"), [(False, False), (True, False), (False, True)])
+def test_the_plain_row_shortcut_gives_what_the_full_path_gives(
+    template: str | None, suppress: bool, consent: bool
+) -> None:
+    # plan_batch takes a shortcut for plain rows: each row, plain or one or two fields away
+    # from it, must plan exactly as plan_bulk plans it, however the campaign is set up
+    settings = Settings(
+        campaign=CampaignSettings(name="p", template=template, require_consent=consent),
+        senders=(SenderSettings(account="one"), SenderSettings(account="two")),
+    )
+    planner = Planner(settings, campaign_dir=Path("."), suppression=Suppression(
+        usernames=frozenset({"amy"} if suppress else set())))
+    items: list[RawRow | RowError] = [RawRow(n, row) for n, row in enumerate(_rows(), 1)]
+    items.insert(5, RowError(file="c.jsonl", line=5, field=None, reason="invalid_json",
+                             message="malformed JSON"))
+    assert planner.plan_batch(items) == [planner.plan_bulk(item) for item in items]
