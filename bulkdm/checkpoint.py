@@ -474,8 +474,10 @@ class Checkpoint:
         self, batch: Sequence[RowParams | PlanValues], first_id: int
     ) -> asyncio.Future[list[Any]]:
         width = len(_BULK_COLUMNS)
-        values: list[Any] = [row if len(row) == width else _STAND_IN for row in batch]
+        values: list[Any] = list(batch)
         fixes = [(*row, first_id + n) for n, row in enumerate(batch) if len(row) != width]
+        for fix in fixes:  # few: the invalid and skipped rows
+            values[fix[-1] - first_id] = _STAND_IN
         step = _rows_per_insert()
         chunks = [values[start : start + step] for start in range(0, len(values), step)]
         writes = [

@@ -74,6 +74,9 @@ BATCH_ROWS: Final = 2_000
 _INTEGER_FIELDS: Final = frozenset({"recipient_id", "external_id"})
 _TEXT_OR_NONE: Final = frozenset({str, type(None)})
 _TEXT: Final = frozenset({str})
+#: where RowParams and PlanValues hold these columns (the same place in both)
+_RECIPIENT_ID: Final = 2
+_MEDIA: Final = 9
 #: a row with one of these fields takes the full path (:meth:`Planner.plan_bulk`)
 _NOT_PLAIN: Final = frozenset({"recipient_id", "text", "sender", "media"})
 _Texts: TypeAlias = list[str | None]
@@ -232,16 +235,29 @@ class Planner:
         self._template = compiled if isinstance(compiled, Template) else None
         self._media_found: dict[str, bool] = {}
         self._plain = self._plain_path()
+        #: no pending row planned so far has a recipient id or media (see plan_batch): the
+        #: plan's totals follow from its row counts (:func:`~bulkdm.report.build_report`)
+        self.usernames_only = True
 
     def plan_batch(self, items: Sequence[RawRow | RowError]) -> list[RowParams | PlanValues]:
         """:meth:`plan_bulk` of each item, a plain row through a shortcut that gives the same
         values (see :meth:`_plain_path`)."""
         if self._plain is None:
-            return list(map(self.plan_bulk, items))
+            return self._noted(list(map(self.plan_bulk, items)))
         planned: list[RowParams | PlanValues | None] = [*map(self._plain, items)]
-        for index in [n for n, values in enumerate(planned) if values is None]:
+        full = [n for n, values in enumerate(planned) if values is None]
+        for index in full:
             planned[index] = self.plan_bulk(items[index])
+        self._noted([cast(RowParams | PlanValues, planned[n]) for n in full])
         return cast(list[RowParams | PlanValues], planned)
+
+    def _noted(self, planned: list[RowParams | PlanValues]) -> list[RowParams | PlanValues]:
+        # a plain row is pending, by username, without media; any other pending row may not be
+        if self.usernames_only:
+            self.usernames_only = not any(
+                row[1] == "pending" and (row[_RECIPIENT_ID] or row[_MEDIA]) for row in planned
+            )
+        return planned
 
     def _plain_path(self) -> Callable[[RawRow | RowError], PlanValues | None] | None:
         """The values of a plain row, else ``None`` (the row takes :meth:`plan_bulk`).
@@ -568,7 +584,8 @@ async def ensure_plan(
         with _gc_paused():
             await checkpoint.write_plan_params(meta, batches)
     status = "planned" if old is None else "replaced"
-    report = await build_report(checkpoint, settings, errors_limit=errors_limit, status=status)
+    report = await build_report(checkpoint, settings, errors_limit=errors_limit, status=status,
+                                usernames_only=planner.usernames_only)
     if old is not None and old.campaign_id:
         return report
     notes = await anyio.to_thread.run_sync(_register, meta, checkpoint.path)
