@@ -28,7 +28,9 @@ from bulkdm.amend import PlannedLine, amend_checkpoint
 from bulkdm.campaign import CampaignReader, RawRow, RowError, campaign_format, file_sha256
 from bulkdm.checkpoint import (
     Checkpoint,
+    PlainValues,
     PlanMeta,
+    PlanRow,
     PlanValues,
     RowParams,
     pending_params,
@@ -239,27 +241,28 @@ class Planner:
         #: plan's totals follow from its row counts (:func:`~bulkdm.report.build_report`)
         self.usernames_only = True
 
-    def plan_batch(self, items: Sequence[RawRow | RowError]) -> list[RowParams | PlanValues]:
+    def plan_batch(self, items: Sequence[RawRow | RowError]) -> list[PlanRow]:
         """:meth:`plan_bulk` of each item, a plain row through a shortcut that gives the same
         values (see :meth:`_plain_path`)."""
         if self._plain is None:
-            return self._noted(list(map(self.plan_bulk, items)))
-        planned: list[RowParams | PlanValues | None] = [*map(self._plain, items)]
+            every: list[RowParams | PlanValues] = list(map(self.plan_bulk, items))
+            self._noted(every)
+            return list(every)
+        planned: list[PlanRow | None] = [*map(self._plain, items)]
         full = [n for n, values in enumerate(planned) if values is None]
         for index in full:
             planned[index] = self.plan_bulk(items[index])
         self._noted([cast(RowParams | PlanValues, planned[n]) for n in full])
-        return cast(list[RowParams | PlanValues], planned)
+        return cast(list[PlanRow], planned)
 
-    def _noted(self, planned: list[RowParams | PlanValues]) -> list[RowParams | PlanValues]:
+    def _noted(self, planned: list[RowParams | PlanValues]) -> None:
         # a plain row is pending, by username, without media; any other pending row may not be
         if self.usernames_only:
             self.usernames_only = not any(
                 row[1] == "pending" and (row[_RECIPIENT_ID] or row[_MEDIA]) for row in planned
             )
-        return planned
 
-    def _plain_path(self) -> Callable[[RawRow | RowError], PlanValues | None] | None:
+    def _plain_path(self) -> Callable[[RawRow | RowError], PlainValues | None] | None:
         """The values of a plain row, else ``None`` (the row takes :meth:`plan_bulk`).
 
         A plain row has a username already canonical, no id, text, sender or media, text (or
@@ -274,7 +277,7 @@ class Planner:
         username_match, texts, fmt = CANONICAL_USERNAME.fullmatch, _texts(template), template.pattern.format
         not_plain, skip, sha256 = _NOT_PLAIN, self._checks_skip, hashlib.sha256
 
-        def plain(item: RawRow | RowError) -> PlanValues | None:
+        def plain(item: RawRow | RowError) -> PlainValues | None:
             if item.__class__ is not RawRow:
                 return None
             line, fields = item
@@ -291,8 +294,8 @@ class Planner:
             consent = consent.strip()
             if len(text) > MAX_TEXT_CHARS or skip and self._skip(None, name, consent or None):
                 return None
-            return (line, "pending", "", name, f"u:{name.lower()}", text,
-                    sha256(text.encode()).hexdigest(), "", external_id.strip(), "", consent, "")
+            return (line, name, f"u:{name.lower()}", text, sha256(text.encode()).hexdigest(),
+                    external_id.strip(), consent)
 
         return plain
 
@@ -468,7 +471,7 @@ def _invalid(
 def plan_batches(
     batches: Iterable[Sequence[RawRow | RowError]], planner: Planner, *,
     batch_rows: int = BATCH_ROWS,
-) -> Iterator[list[RowParams | PlanValues]]:
+) -> Iterator[list[PlanRow]]:
     """Plan ``batches`` (:meth:`CampaignReader.batches`) lazily, in the bulk insert form, in
     batches of ``batch_rows`` (the last may be shorter).
 
@@ -476,7 +479,7 @@ def plan_batches(
     its number of rows: batches of every size, as a file's chunks give them, each prepared a
     statement of their own, and sqlite3's statement cache held a hundred of them (30 MB more).
     """
-    planned: list[RowParams | PlanValues] = []
+    planned: list[PlanRow] = []
     for items in batches:
         planned += planner.plan_batch(items)
         while len(planned) >= batch_rows:
@@ -487,10 +490,10 @@ def plan_batches(
 
 
 def _verified(
-    batches: Iterator[list[RowParams | PlanValues]],
+    batches: Iterator[list[PlanRow]],
     reader: CampaignReader,
     sha256: str,
-) -> Iterator[list[RowParams | PlanValues]]:
+) -> Iterator[list[PlanRow]]:
     # the plan is stored under the fingerprint taken before reading: prove it is the same file
     yield from batches
     if reader.sha256() != sha256:

@@ -6,6 +6,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -13,11 +14,14 @@ from bulkdm.campaign import RawRow, RowError
 from bulkdm.checkpoint import (
     _PLAN_COLUMNS,
     Checkpoint,
+    PlainValues,
     PlanMeta,
+    PlanRow,
     PlanValues,
     RowParams,
     pending_params,
     pending_values,
+    plain_as_bulk,
     row_params,
 )
 from bulkdm.keys import idempotency_key, idempotency_keys, text_sha256
@@ -129,6 +133,41 @@ async def test_a_plan_that_fails_midway_keeps_the_old_plan(tmp_path: Path) -> No
     assert [r.line for r in rows] == [10]
 
 
+@pytest.mark.parametrize("mixed", [False, True])
+async def test_plain_rows_store_the_columns_of_their_bulk_form(
+    tmp_path: Path, mixed: bool
+) -> None:
+    # plain rows (7 values) with a full row between them, alone or in a batch that also holds
+    # a pending row in the bulk form: every column as the bulk form gives it, in line order
+    plain = [(1, "ana", "u:ana", "Hi Ana", "h1", "crm-1", "yes"),
+             (3, "bo", "u:bo", "Hi Bo", "h3", "", "")]
+    invalid = row_params(PlannedRow(line=2, state=RowState.INVALID, field="recipient_id",
+                                    reason="bad_recipient_id", message="bad", original="{}"))
+    other = pending_values(4, "42", None, "id:42", "Yo", "h4", "one", None, "/m.png", None, "k4")
+    batch: list[PlanRow] = [plain[0], invalid, plain[1], *([other] if mixed else [])]
+    checkpoint = await Checkpoint.open(tmp_path / "c.sqlite")
+    try:
+        await checkpoint.write_plan_params(META, [batch])
+    finally:
+        await checkpoint.close()
+    expected = [plain_as_bulk(plain[0]), invalid, plain_as_bulk(plain[1]),
+                *([other] if mixed else [])]
+    with closing(sqlite3.connect(tmp_path / "c.sqlite")) as db:
+        stored = db.execute(f"SELECT id, {', '.join(_PLAN_COLUMNS)} FROM rows ORDER BY id")
+        full = [row if len(row) == len(_PLAN_COLUMNS) else row_params(_planned(cast(PlanValues, row)))
+                for row in expected]
+        assert stored.fetchall() == [(n, *row) for n, row in enumerate(full, 1)]
+
+
+def _planned(values: PlanValues) -> PlannedRow:
+    line, _, user_id, username, _, text, digest, sender, external_id, media, consent, key = values
+    return PlannedRow(line=line, state=RowState.PENDING, recipient_id=user_id or None,
+                      recipient_username=username or None, text=text, text_sha256=digest,
+                      sender=sender or None, external_id=external_id or None,
+                      media=media or None, consent=consent or None,
+                      idempotency_key=key or None)
+
+
 async def test_bulk_values_and_full_rows_store_the_same_columns(tmp_path: Path) -> None:
     # pending rows in the bulk form ("" for NULL) around a row in the full form, over two
     # batches: every column as row_params gives it, NULLs as NULL, the rows in line order
@@ -173,6 +212,7 @@ _ROW_FIELDS: dict[str, list[object]] = {
     "first_name": [_ABSENT, None, "", " ", "\t", 3, True, 1.5, [], "x" * 10_001, " Ana "],
     "plan": [_ABSENT, None, ""],
 }
+PLAIN_ROW = (1, "ana", "u:ana", "Hi", "h1", "", "")
 _PLAIN_ROW: dict[str, object] = {"recipient_username": "amy", "external_id": "crm-1",
                                  "consent": "yes", "first_name": "Ana", "plan": "Pro"}
 _TEMPLATES = [None, "Hi {first_name}", "Hi {first_name}, your {plan} plan", "{first_name}",
@@ -211,4 +251,7 @@ def test_the_plain_row_shortcut_gives_what_the_full_path_gives(
     items: list[RawRow | RowError] = [RawRow(n, row) for n, row in enumerate(_rows(), 1)]
     items.insert(5, RowError(file="c.jsonl", line=5, field=None, reason="invalid_json",
                              message="malformed JSON"))
-    assert planner.plan_batch(items) == [planner.plan_bulk(item) for item in items]
+    planned = planner.plan_batch(items)
+    bulk = [plain_as_bulk(cast(PlainValues, row)) if len(row) == len(PLAIN_ROW) else row
+            for row in planned]
+    assert bulk == [planner.plan_bulk(item) for item in items]
