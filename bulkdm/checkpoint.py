@@ -398,10 +398,11 @@ class Checkpoint:
         await self.write_plan_params(meta, ([row_params(row) for row in batch] for batch in batches))
 
     async def write_plan_params(
-        self, meta: PlanMeta, batches: Iterable[Sequence[PlanRow]]
+        self, meta: PlanMeta | Callable[[], PlanMeta], batches: Iterable[Sequence[PlanRow]]
     ) -> None:
         """:meth:`write_plan` for rows already in insert form (:func:`row_params`, or
-        :func:`pending_values` for a pending row): the bulk path.
+        :func:`pending_values` for a pending row): the bulk path. ``meta`` may be a function,
+        called once every batch is stored (a first plan's fingerprint is the bytes read).
 
         The next batch is taken from ``batches`` while SQLite stores the one before, so a
         planner that makes its batches lazily plans while the checkpoint writes.
@@ -429,7 +430,7 @@ class Checkpoint:
         self._seq = await self._last_seq()
 
     async def _replace_plan(
-        self, meta: PlanMeta, batches: Iterable[Sequence[PlanRow]]
+        self, meta_of: PlanMeta | Callable[[], PlanMeta], batches: Iterable[Sequence[PlanRow]]
     ) -> None:
         # the handoff file stays this checkpoint's; the next run writes it again from the start
         for statement in (
@@ -441,6 +442,7 @@ class Checkpoint:
         for name in LOAD_LATE_INDEXES:
             await self._db.execute(f"DROP INDEX IF EXISTS {name}")  # names are constants
         await self._insert_plan(batches)
+        meta = meta_of if isinstance(meta_of, PlanMeta) else meta_of()
         for index in INDEXES.values():
             await self._db.execute(index)  # IF NOT EXISTS: builds the ones dropped above
         await self._db.execute(_DEDUPE_INDEX)

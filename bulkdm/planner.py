@@ -494,9 +494,10 @@ def _verified(
     reader: CampaignReader,
     sha256: str,
 ) -> Iterator[list[PlanRow]]:
-    # the plan is stored under the fingerprint taken before reading: prove it is the same file
+    # the plan is stored under the fingerprint taken before reading (if any, "" when there was
+    # no plan to compare with): prove it is the same file
     yield from batches
-    if reader.sha256() != sha256:
+    if sha256 and reader.sha256() != sha256:
         raise CampaignFileError(reader.path, "the file changed while it was planned; plan again")
 
 
@@ -520,11 +521,11 @@ class _Inputs:
     settings_sha256: str
 
 
-def _fingerprints(campaign_path: Path, settings: Settings) -> _Inputs:
+def _fingerprints(campaign_path: Path, settings: Settings, hash_file: bool = True) -> _Inputs:
     campaign_format(campaign_path)  # an unknown file type fails before any reading
     return _Inputs(
         campaign_path=str(campaign_path.resolve()),
-        campaign_sha256=file_sha256(campaign_path),
+        campaign_sha256=file_sha256(campaign_path) if hash_file else "",
         settings_sha256=settings_fingerprint(settings),
     )
 
@@ -550,8 +551,9 @@ async def ensure_plan(
     """
     if delimiter is not None:
         settings = replace(settings, campaign=replace(settings.campaign, delimiter=delimiter))
-    inputs = await anyio.to_thread.run_sync(_fingerprints, campaign_path, settings)
     old = await checkpoint.plan_meta()
+    # a first plan has nothing to compare with: the file is hashed as it is read, once
+    inputs = await anyio.to_thread.run_sync(_fingerprints, campaign_path, settings, old is not None)
     same = old is not None and (old.campaign_sha256, old.settings_sha256) == (
         inputs.campaign_sha256,
         inputs.settings_sha256,
@@ -585,7 +587,8 @@ async def ensure_plan(
         batches = _verified(plan_batches(reader.batches(), planner), reader,
                             inputs.campaign_sha256)
         with _gc_paused():
-            await checkpoint.write_plan_params(meta, batches)
+            await checkpoint.write_plan_params(
+                lambda: replace(meta, campaign_sha256=reader.sha256()), batches)
     status = "planned" if old is None else "replaced"
     report = await build_report(checkpoint, settings, errors_limit=errors_limit, status=status,
                                 usernames_only=planner.usernames_only)
