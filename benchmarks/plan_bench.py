@@ -53,8 +53,9 @@ def write_campaign(path: Path, rows: int) -> None:
             out.write(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE))
 
 
-def timed(command: list[str], folder: Path) -> tuple[float, float, str]:
-    """Run ``command``; its wall seconds, its own peak RSS (MB) and its stdout."""
+def timed(command: list[str], folder: Path) -> tuple[float, float, str, float]:
+    """Run ``command``; its wall seconds, its own peak RSS (MB), its stdout and its CPU
+    seconds (user + system, all its threads)."""
     out, err = folder / "child.out", folder / "child.err"
     with out.open("wb") as stdout, err.open("wb") as stderr:
         started = time.perf_counter()
@@ -66,16 +67,18 @@ def timed(command: list[str], folder: Path) -> tuple[float, float, str]:
     if process.returncode != 0:
         raise RuntimeError(f"{command[1:3]} failed ({process.returncode}): "
                            f"{err.read_text()[-2000:]}")
-    return wall_s, usage.ru_maxrss / 1024, out.read_text()
+    return wall_s, usage.ru_maxrss / 1024, out.read_text(), usage.ru_utime + usage.ru_stime
 
 
-def floor_s(campaign: Path, folder: Path) -> float:
+def floor_s(campaign: Path, folder: Path) -> tuple[float, float]:
+    """The floor's own time (from its first read to its commit) and its process's CPU."""
     database = folder / "floor.sqlite"
     for suffix in ("", "-wal", "-shm"):
         Path(f"{database}{suffix}").unlink(missing_ok=True)
-    _, _, stdout = timed([sys.executable, str(FLOOR), str(campaign), str(database)], folder)
+    _, _, stdout, cpu_s = timed([sys.executable, str(FLOOR), str(campaign), str(database)],
+                                folder)
     seconds: float = orjson.loads(stdout)["seconds"]
-    return seconds
+    return seconds, cpu_s
 
 
 def main() -> int:
@@ -89,10 +92,10 @@ def main() -> int:
     (folder / "bench.toml").write_text(SETTINGS)
     size_mb = campaign.stat().st_size / 1e6
     print(f"campaign: {args.rows:,} rows, {size_mb:.0f} MB in {folder}")
-    before_s = floor_s(campaign, folder)
+    before_s, before_cpu_s = floor_s(campaign, folder)
     command = [sys.executable, "-m", "bulkdm", "plan", str(campaign), "--json"]
-    wall_s, peak_mb, stdout = timed(command, folder)
-    after_s = floor_s(campaign, folder)
+    wall_s, peak_mb, stdout, cpu_s = timed(command, folder)
+    after_s, after_cpu_s = floor_s(campaign, folder)
     report = orjson.loads(stdout)
     print(f"rows: {report['rows']}")
     base_s = (before_s + after_s) / 2
@@ -101,6 +104,11 @@ def main() -> int:
     print(f"floor     {base_s:.2f} s  (before {before_s:.2f} s, after {after_s:.2f} s)")
     print(f"wall time {wall_s:.2f} s")
     print(f"ratio     {ratio:.2f}x  goal <= {GOAL_RATIO:g}x  {'PASS' if ok_ratio else 'FAIL'}")
+    # informative: CPU seconds of each process (start-up included), steadier than wall time
+    # on a shared machine, where the load can change between the floor's two runs
+    base_cpu_s = (before_cpu_s + after_cpu_s) / 2
+    print(f"cpu       plan {cpu_s:.2f} s / floor process {base_cpu_s:.2f} s = "
+          f"{cpu_s / base_cpu_s:.2f}x (info)")
     print(f"peak RSS  {peak_mb:.1f} MB  goal < {GOAL_RSS_MB:.0f} MB  {'PASS' if ok_rss else 'FAIL'}")
     if not args.keep:
         for item in folder.iterdir():

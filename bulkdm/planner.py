@@ -13,7 +13,7 @@ campaign. :func:`ensure_plan` is the entry point for commands: it plans only whe
 from __future__ import annotations
 
 import gc
-import itertools
+import hashlib
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -28,7 +28,9 @@ from bulkdm.amend import PlannedLine, amend_checkpoint
 from bulkdm.campaign import CampaignReader, RawRow, RowError, campaign_format, file_sha256
 from bulkdm.checkpoint import (
     Checkpoint,
+    PlainValues,
     PlanMeta,
+    PlanRow,
     PlanValues,
     RowParams,
     pending_params,
@@ -41,6 +43,7 @@ from bulkdm.keys import idempotency_keys, text_sha256
 from bulkdm.ledger import OPTED_OUT_MESSAGE
 from bulkdm.optouts import ledger_opt_outs
 from bulkdm.recipients import (
+    CANONICAL_USERNAME,
     Recipient,
     RecipientProblem,
     canonical_id,
@@ -72,6 +75,12 @@ MAX_TEXT_CHARS: Final = 10_000
 BATCH_ROWS: Final = 2_000
 _INTEGER_FIELDS: Final = frozenset({"recipient_id", "external_id"})
 _TEXT_OR_NONE: Final = frozenset({str, type(None)})
+_TEXT: Final = frozenset({str})
+#: where RowParams and PlanValues hold these columns (the same place in both)
+_RECIPIENT_ID: Final = 2
+_MEDIA: Final = 9
+#: a row with one of these fields takes the full path (:meth:`Planner.plan_bulk`)
+_NOT_PLAIN: Final = frozenset({"recipient_id", "text", "sender", "media"})
 _Texts: TypeAlias = list[str | None]
 _P = TypeVar("_P")
 RESERVED_FIELDS: Final = (
@@ -139,6 +148,38 @@ def load_suppression(paths: Sequence[Path]) -> Suppression:
     return Suppression(user_ids=frozenset(user_ids), usernames=frozenset(usernames))
 
 
+def _texts(template: Template) -> Callable[[Callable[[str], object]], Sequence[str] | None]:
+    """The values of the template's variables from a row's ``get``, when each is non-blank
+    text (else ``None``: the full path renders it, or says what is wrong)."""
+    variables = template.variables
+    if len(variables) == 1:  # the usual template, kept fast
+        (name,) = variables
+
+        def one(get: Callable[[str], object]) -> Sequence[str] | None:
+            value = get(name)
+            return (value,) if value.__class__ is str and value and not value.isspace() else None
+
+        return one
+    # only ever called on values already known to be str (the test before it)
+    isspace: Callable[[object], bool] = str.isspace  # type: ignore[assignment]
+
+    def many(get: Callable[[str], object]) -> Sequence[str] | None:
+        values = list(map(get, variables))
+        if _TEXT.issuperset(map(type, values)) and all(values) and not any(map(isspace, values)):
+            return cast(list[str], values)
+        return None
+
+    return many
+
+
+def _blank(fields: dict[str, object], keys: Iterable[str]) -> bool:
+    """Whether each of ``keys`` is missing, null or blank text in ``fields`` (as if absent)."""
+    return all(
+        value is None or isinstance(value, str) and not value.strip()
+        for value in map(fields.get, keys)
+    )
+
+
 def _not_text(key: str, value: object) -> str | _Problem:
     """A reserved field whose JSON value is not a string: exact integers become text."""
     if isinstance(value, int) and not isinstance(value, bool) and key in _INTEGER_FIELDS:
@@ -195,6 +236,68 @@ class Planner:
         compiled = None if template is None else compile_template(template)
         self._template = compiled if isinstance(compiled, Template) else None
         self._media_found: dict[str, bool] = {}
+        self._plain = self._plain_path()
+        #: no pending row planned so far has a recipient id or media (see plan_batch): the
+        #: plan's totals follow from its row counts (:func:`~bulkdm.report.build_report`)
+        self.usernames_only = True
+
+    def plan_batch(self, items: Sequence[RawRow | RowError]) -> list[PlanRow]:
+        """:meth:`plan_bulk` of each item, a plain row through a shortcut that gives the same
+        values (see :meth:`_plain_path`)."""
+        if self._plain is None:
+            every: list[RowParams | PlanValues] = list(map(self.plan_bulk, items))
+            self._noted(every)
+            return list(every)
+        planned: list[PlanRow | None] = [*map(self._plain, items)]
+        full = [n for n, values in enumerate(planned) if values is None]
+        for index in full:
+            planned[index] = self.plan_bulk(items[index])
+        self._noted([cast(RowParams | PlanValues, planned[n]) for n in full])
+        return cast(list[PlanRow], planned)
+
+    def _noted(self, planned: list[RowParams | PlanValues]) -> None:
+        # a plain row is pending, by username, without media; any other pending row may not be
+        if self.usernames_only:
+            self.usernames_only = not any(
+                row[1] == "pending" and (row[_RECIPIENT_ID] or row[_MEDIA]) for row in planned
+            )
+
+    def _plain_path(self) -> Callable[[RawRow | RowError], PlainValues | None] | None:
+        """The values of a plain row, else ``None`` (the row takes :meth:`plan_bulk`).
+
+        A plain row has a username already canonical, no id, text, sender or media, text (or
+        nothing) in ``external_id`` and ``consent``, and a non-blank text in every variable of
+        the campaign's template (so its message is not blank, unless the template is blank and
+        has none). Such a row passes every check of the full path, which gives the same values
+        in twice the time. ``None`` when the campaign has no template, or a blank one.
+        """
+        template = self._template
+        if template is None or not template.pattern.format(*[""] * len(template.variables)).strip():
+            return None
+        username_match, texts, fmt = CANONICAL_USERNAME.fullmatch, _texts(template), template.pattern.format
+        not_plain, skip, sha256 = _NOT_PLAIN, self._checks_skip, hashlib.sha256
+
+        def plain(item: RawRow | RowError) -> PlainValues | None:
+            if item.__class__ is not RawRow:
+                return None
+            line, fields = item
+            get = fields.get
+            name, external_id, consent = (
+                get("recipient_username"), get("external_id", ""), get("consent", "")
+            )
+            if (name.__class__ is not str or external_id.__class__ is not str
+                    or consent.__class__ is not str or username_match(name) is None
+                    or not not_plain.isdisjoint(fields) and not _blank(fields, not_plain)
+                    or (values := texts(get)) is None):
+                return None
+            text = fmt(*values)
+            consent = consent.strip()
+            if len(text) > MAX_TEXT_CHARS or skip and self._skip(None, name, consent or None):
+                return None
+            return (line, name, f"u:{name.lower()}", text, sha256(text.encode()).hexdigest(),
+                    external_id.strip(), consent)
+
+        return plain
 
     def plan(self, item: RawRow | RowError) -> RowParams:
         """The insert values (see :func:`~bulkdm.checkpoint.row_params`) of one campaign item."""
@@ -366,22 +469,35 @@ def _invalid(
 
 
 def plan_batches(
-    items: Iterable[RawRow | RowError], planner: Planner, *, batch_rows: int = BATCH_ROWS
-) -> Iterator[list[RowParams | PlanValues]]:
-    """Plan ``items`` lazily, ``batch_rows`` at a time, in the bulk insert form."""
-    iterator = iter(items)
-    while batch := list(map(planner.plan_bulk, itertools.islice(iterator, batch_rows))):
-        yield batch
+    batches: Iterable[Sequence[RawRow | RowError]], planner: Planner, *,
+    batch_rows: int = BATCH_ROWS,
+) -> Iterator[list[PlanRow]]:
+    """Plan ``batches`` (:meth:`CampaignReader.batches`) lazily, in the bulk insert form, in
+    batches of ``batch_rows`` (the last may be shorter).
+
+    The size is fixed because the checkpoint inserts a batch with one statement prepared for
+    its number of rows: batches of every size, as a file's chunks give them, each prepared a
+    statement of their own, and sqlite3's statement cache held a hundred of them (30 MB more).
+    """
+    planned: list[PlanRow] = []
+    for items in batches:
+        planned += planner.plan_batch(items)
+        while len(planned) >= batch_rows:
+            yield planned[:batch_rows]
+            del planned[:batch_rows]
+    if planned:
+        yield planned
 
 
 def _verified(
-    batches: Iterator[list[RowParams | PlanValues]],
+    batches: Iterator[list[PlanRow]],
     reader: CampaignReader,
     sha256: str,
-) -> Iterator[list[RowParams | PlanValues]]:
-    # the plan is stored under the fingerprint taken before reading: prove it is the same file
+) -> Iterator[list[PlanRow]]:
+    # the plan is stored under the fingerprint taken before reading (if any, "" when there was
+    # no plan to compare with): prove it is the same file
     yield from batches
-    if reader.sha256() != sha256:
+    if sha256 and reader.sha256() != sha256:
         raise CampaignFileError(reader.path, "the file changed while it was planned; plan again")
 
 
@@ -405,11 +521,11 @@ class _Inputs:
     settings_sha256: str
 
 
-def _fingerprints(campaign_path: Path, settings: Settings) -> _Inputs:
+def _fingerprints(campaign_path: Path, settings: Settings, hash_file: bool = True) -> _Inputs:
     campaign_format(campaign_path)  # an unknown file type fails before any reading
     return _Inputs(
         campaign_path=str(campaign_path.resolve()),
-        campaign_sha256=file_sha256(campaign_path),
+        campaign_sha256=file_sha256(campaign_path) if hash_file else "",
         settings_sha256=settings_fingerprint(settings),
     )
 
@@ -435,8 +551,9 @@ async def ensure_plan(
     """
     if delimiter is not None:
         settings = replace(settings, campaign=replace(settings.campaign, delimiter=delimiter))
-    inputs = await anyio.to_thread.run_sync(_fingerprints, campaign_path, settings)
     old = await checkpoint.plan_meta()
+    # a first plan has nothing to compare with: the file is hashed as it is read, once
+    inputs = await anyio.to_thread.run_sync(_fingerprints, campaign_path, settings, old is not None)
     same = old is not None and (old.campaign_sha256, old.settings_sha256) == (
         inputs.campaign_sha256,
         inputs.settings_sha256,
@@ -467,11 +584,14 @@ async def ensure_plan(
     planner = Planner(settings, campaign_dir=campaign_path.parent, suppression=suppression,
                       opted_out=await _opted_out(settings))
     with CampaignReader(campaign_path, delimiter=settings.campaign.delimiter) as reader:
-        batches = _verified(plan_batches(reader, planner), reader, inputs.campaign_sha256)
+        batches = _verified(plan_batches(reader.batches(), planner), reader,
+                            inputs.campaign_sha256)
         with _gc_paused():
-            await checkpoint.write_plan_params(meta, batches)
+            await checkpoint.write_plan_params(
+                lambda: replace(meta, campaign_sha256=reader.sha256()), batches)
     status = "planned" if old is None else "replaced"
-    report = await build_report(checkpoint, settings, errors_limit=errors_limit, status=status)
+    report = await build_report(checkpoint, settings, errors_limit=errors_limit, status=status,
+                                usernames_only=planner.usernames_only)
     if old is not None and old.campaign_id:
         return report
     notes = await anyio.to_thread.run_sync(_register, meta, checkpoint.path)

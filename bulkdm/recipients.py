@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Final
 
 __all__ = [
+    "CANONICAL_USERNAME",
     "Recipient",
     "RecipientProblem",
     "canonical_id",
@@ -21,6 +22,9 @@ __all__ = [
 ]
 
 _USERNAME: Final = re.compile(r"[A-Za-z0-9_]{1,15}")
+#: ``CANONICAL_USERNAME.fullmatch(raw)`` exactly when ``canonical_username(raw) == raw``: the
+#: username as written is already canonical (no ``@``, no spaces)
+CANONICAL_USERNAME: Final = _USERNAME
 #: X user ids are unsigned 64-bit integers: at most 20 digits
 _USER_ID: Final = re.compile(r"[0-9]{1,20}")
 _MAX_USER_ID: Final = 2**64 - 1

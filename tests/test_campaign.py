@@ -90,6 +90,44 @@ def test_an_over_long_line_is_a_row_error_and_the_next_line_is_read(tmp_path: Pa
     assert last == RawRow(line=3, fields={"recipient_id": "5"})
 
 
+def test_a_long_line_ending_in_carriage_returns_is_one_line(tmp_path: Path) -> None:
+    # 1 MiB of content then "\r\r\n": a line that fits. Read with readline(limit), its "\n"
+    # fell past the limit and counted as one more line, so every later line was off by one
+    fits = b'{"text": "' + b"a" * (MAX_LINE_BYTES - 12) + b'"}'
+    path = write(tmp_path / "c.jsonl", fits + b"\r\r\n" + b'{"recipient_id": "5"}\n')
+    first, second = read_all(path)
+    assert isinstance(first, RawRow) and first.line == 1
+    assert second == RawRow(line=2, fields={"recipient_id": "5"})
+
+
+def test_malformed_json_is_described_the_same_with_or_without_a_last_newline(
+    tmp_path: Path,
+) -> None:
+    # lines are split without their "\n"; the position in the message still counts it
+    ended, last = read_all(write(tmp_path / "c.jsonl", b'{"a"\n{"a"'))
+    assert isinstance(ended, RowError) and isinstance(last, RowError)
+    assert ended.message == "malformed JSON at character 6: unexpected end of data"
+    assert last.message == "malformed JSON at character 5: unexpected end of data"
+
+
+def test_batches_hold_the_items_of_the_file_in_order(tmp_path: Path) -> None:
+    # several chunks of lines, one line longer than the limit across chunks, CRLF, blank and
+    # invalid lines, and a last line without a newline: the same items as one by one
+    record = orjson.dumps({"recipient_username": "ana", "text": "x" * 150})
+    too_long = b'{"text": "' + b"b" * (MAX_LINE_BYTES + 10) + b'"}'
+    lines = [record] * 3000 + [too_long, b"", b"[1]", b"{bad"] + [record + b"\r"] * 3000
+    path = write(tmp_path / "c.jsonl", b"\xef\xbb\xbf" + b"\n".join([*lines, record]))
+    with CampaignReader(path) as reader:
+        batches = list(reader.batches())
+        assert reader.sha256() == hashlib.sha256(path.read_bytes()).hexdigest()
+    items = [item for batch in batches for item in batch]
+    assert len(batches) > 2
+    assert items == read_all(path)
+    assert [item.line for item in items] == [n for n in range(1, 6006) if n != 3002]
+    assert [(item.line, item.reason) for item in items if isinstance(item, RowError)] == [
+        (3001, "line_too_long"), (3003, "not_an_object"), (3004, "invalid_json")]
+
+
 def test_a_byte_order_mark_before_jsonl_is_ignored(tmp_path: Path) -> None:
     path = write(tmp_path / "c.jsonl", b'\xef\xbb\xbf{"recipient_id": "1"}\n')
     assert read_all(path) == [RawRow(line=1, fields={"recipient_id": "1"})]

@@ -347,6 +347,33 @@ async def test_media_is_resolved_beside_the_campaign_and_refused_on_getxapi(
     assert (row.state, row.field, row.reason) == (RowState.INVALID, "media", "media_unsupported")
 
 
+@pytest.mark.parametrize("other", [
+    {},  # plain rows only: the totals come from the row counts
+    {"recipient_id": "42"},
+    {"recipient_username": "cid", "recipient_id": "43"},
+    {"media": "pic.png"},
+    {"text": "Own text with media", "media": "pic.png"},
+])
+async def test_the_plan_report_counts_lookups_and_uploads_as_the_rows_say(
+    workdir: Path, checkpoint: Checkpoint, other: dict[str, object]
+) -> None:
+    # the planner may skip reading the pending rows for these totals (plain rows need a
+    # lookup each and no upload); a row with an id or media must still be counted
+    (workdir / "pic.png").write_bytes(b"\x89PNG")
+    rows: list[dict[str, object]] = [
+        {"recipient_username": f"user_{n}", "first_name": "A"} for n in range(5)]
+    campaign = workdir / "c.jsonl"
+    campaign.write_bytes(jsonl(*rows, {"recipient_username": "user_0", "first_name": "A"},
+                               {"recipient_username": "dee", "first_name": "D", **other}))
+    settings = load_settings(campaign)
+    report = await ensure_plan(campaign, settings, checkpoint)
+    totals = await checkpoint.plan_totals()
+    assert (report.rows.pending, report.cost.lookups, report.cost.media_uploads) == (
+        totals.pending, totals.lookups, totals.media_uploads)
+    assert (totals.pending, totals.lookups, totals.media_uploads) == (
+        6, 5 if "recipient_id" in other else 6, 1 if "media" in other else 0)
+
+
 async def test_a_malformed_line_in_the_middle_leaves_the_rest_planned(
     workdir: Path, checkpoint: Checkpoint
 ) -> None:
