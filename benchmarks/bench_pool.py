@@ -22,18 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.common import (
-    PYTHON,
-    REPO,
     SandboxProc,
     Section,
     Target,
-    bench_env,
     finish_engine,
     pace_of,
     plan_checkpoint,
     process_cpu_s,
     sandbox_process,
     sender_names,
+    start_engine,
     write_campaign,
     write_settings,
 )
@@ -79,11 +77,7 @@ def _start(folder: Path, tag: str, rows: int, senders: list[str], rate: str,
     write_settings(settings, base_url=sandbox.xquik_url, senders=senders, sender_rate=rate,
                    concurrency=concurrency)
     plan_checkpoint(campaign, settings, checkpoint)
-    command = [PYTHON, str(REPO / "benchmarks" / "engine_proc.py"), str(campaign),
-               "--config", str(settings), "--checkpoint", str(checkpoint),
-               "--out", str(folder / f"{tag}.handoff.jsonl"), "--timeout-s", "900"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               env=bench_env(), start_new_session=True)
+    process = start_engine(campaign, settings, checkpoint, folder / f"{tag}.handoff.jsonl")
     return _Run(process=process, sandbox=sandbox)
 
 
