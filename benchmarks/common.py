@@ -124,6 +124,16 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def run_queue_wait_s(pid: int) -> float:
+    """Seconds the main thread of process ``pid`` has spent runnable but waiting for a CPU
+    (Linux ``/proc/PID/schedstat``; 0 elsewhere): what a shared machine held it back."""
+    try:
+        fields = Path(f"/proc/{pid}/schedstat").read_text().split()
+    except OSError:
+        return 0.0
+    return int(fields[1]) / 1e9
+
+
 # -- the sandbox process ------------------------------------------------------------------------
 
 
