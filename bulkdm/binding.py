@@ -17,11 +17,22 @@ from bulkdm.rows import RowRecord, RowState
 
 __all__ = ["UnboundRows"]
 
-#: unbound rows read at a time (one sender resolves the page's usernames)
+#: unbound rows read at a time (one sender resolves the page's usernames), or as many as
+#: loops wait for the read, up to the most
 _PAGE = 64
+_MAX_PAGE = 512
 #: rows screened at a time just before they are handed out (a page is read well ahead of its
 #: sends at a slow rate: an opt-out recorded meanwhile must still stop them)
 _SCREEN_AHEAD = 16
+
+
+class _Fill:
+    """A read or screen under way: the loops waiting for it wake together when it ends."""
+
+    def __init__(self) -> None:
+        self.ended = asyncio.Event()
+        #: False: a read from the start found no due row, so no loop need look again now
+        self.go_on = True
 
 
 class UnboundRows:
@@ -36,7 +47,10 @@ class UnboundRows:
         self._screened: set[int] = set()
         #: rows handed to a sender and not yet claimed or given back
         self._held: set[int] = set()
-        self._lock = asyncio.Lock()
+        #: the read or screen under way, awaited by the other loops
+        self._filling: _Fill | None = None
+        #: loops waiting for it
+        self._waiting = 0
         self._more = asyncio.Event()
 
     async def take(
@@ -45,25 +59,72 @@ class UnboundRows:
     ) -> RowRecord | None:
         """The next unbound due row no other loop holds (None: none is due now). ``prepare``
         runs on each page read (the taker resolves its usernames); ``screen`` on the next few
-        rows just before they are handed out, and keeps only the rows it returns."""
-        async with self._lock:
-            for rewound in (False, True):
-                if not self._buffer:
-                    await self._read(prepare, from_start=rewound)
-                while self._buffer:
-                    if screen is not None and self._buffer[0].id not in self._screened:
-                        await self._screen(screen)
-                        continue
-                    row = self._buffer.popleft()
-                    self._screened.discard(row.id)
-                    if (row.id not in self._held and row.sender is None
-                            and row.state is RowState.PENDING):
-                        self._held.add(row.id)
-                        return row
-            return None
+        rows just before they are handed out, and keeps only the rows it returns.
+
+        A row that is read and screened already is handed out at once, without a lock: with
+        thousands of senders, a lock passed from one waiter to the next woke one of them per
+        turn of the event loop, and that capped the whole pool at a few hundred rows a second
+        (benchmarks/bench_pool.py). Only a read or a screen is done by one taker at a time, and
+        everyone waiting for it wakes together when it ends."""
+        reads = 0  # this loop's reads: forward, then from the start, then it gives up
+        while True:
+            row = self._pop_ready(screened=screen is None)
+            if row is not None:
+                return row
+            if self._filling is not None:
+                if not await self._wait_for(self._filling):
+                    return None
+                continue
+            if not self._buffer:
+                if reads == 2:
+                    return None
+                reads += 1
+            await self._fill(prepare, screen, from_start=reads == 2)
+
+    async def _wait_for(self, filling: _Fill) -> bool:
+        """Wait for the read or screen under way; False when it found no due row at all."""
+        self._waiting += 1
+        try:
+            await filling.ended.wait()
+        finally:
+            self._waiting -= 1
+        return filling.go_on
+
+    def _pop_ready(self, *, screened: bool) -> RowRecord | None:
+        """The first buffered row that may be handed out now; rows no loop may take (held,
+        bound or finished since the read) are dropped on the way."""
+        while self._buffer and (screened or self._buffer[0].id in self._screened):
+            row = self._buffer.popleft()
+            self._screened.discard(row.id)
+            if row.id not in self._held and row.sender is None and row.state is RowState.PENDING:
+                self._held.add(row.id)
+                return row
+        return None
+
+    async def _fill(
+        self, prepare: Callable[[list[RowRecord]], Awaitable[list[RowRecord]]],
+        screen: Callable[[list[RowRecord]], Awaitable[list[RowRecord]]] | None, *,
+        from_start: bool,
+    ) -> None:
+        """Screen the rows at the front of the buffer, or read a page when it is empty;
+        the loops waiting meanwhile wake together when it ends."""
+        filling = self._filling = _Fill()
+        read = screen is None or not self._buffer
+        try:
+            if screen is not None and self._buffer:
+                await self._screen(screen)
+            else:
+                await self._read(prepare, from_start=from_start)
+        finally:
+            self._filling = None
+            # a read from the start that found nothing: no loop need look again now
+            filling.go_on = not (read and from_start and not self._buffer)
+            filling.ended.set()
 
     async def _screen(self, screen: Callable[[list[RowRecord]], Awaitable[list[RowRecord]]]) -> None:
-        ahead = [self._buffer.popleft() for _ in range(min(_SCREEN_AHEAD, len(self._buffer)))]
+        # enough for every loop waiting now: each gets a row as soon as the screen ends
+        count = min(max(_SCREEN_AHEAD, self._waiting + 1), len(self._buffer))
+        ahead = [self._buffer.popleft() for _ in range(count)]
         kept = await screen(ahead)
         self._screened.update(row.id for row in kept)
         self._buffer.extendleft(reversed(kept))
@@ -74,8 +135,10 @@ class UnboundRows:
     ) -> None:
         if from_start:
             self._after_id = 0
+        # a page for every loop waiting now (they wait for this read), within a bound
+        limit = min(max(_PAGE, self._waiting + 1), _MAX_PAGE)
         rows = await self._cp.unbound_rows(after_id=self._after_id, now_s=self._clock(),
-                                           limit=_PAGE)
+                                           limit=limit)
         if rows:
             self._after_id = rows[-1].id
             self._buffer.extend(await prepare(rows))

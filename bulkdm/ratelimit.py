@@ -24,6 +24,7 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import time
 from collections import Counter, deque
@@ -332,6 +333,8 @@ class Gate:
         self._clock = clock
         self._sleep = sleep
         self._max_wait_s = max_wait_s
+        #: the sleeps waiting for a slot, per stop signal (the default sleep on asyncio)
+        self._sleepers: dict[StopEvent, _Sleepers] = {}
 
     @property
     def clock(self) -> Callable[[], float]:
@@ -407,11 +410,65 @@ class Gate:
         if stop is None:
             await self._sleep(wait_s)
             return
+        if self._sleep is anyio.sleep and _on_asyncio():
+            sleepers = self._sleepers.get(stop)
+            if sleepers is None:
+                sleepers = self._sleepers[stop] = _Sleepers(stop)
+            await sleepers.sleep(wait_s)
+            return
         async with anyio.create_task_group() as tg:
             # a set stop cancels the sleep at once rather than after up to max_wait_s
             tg.start_soon(_cancel_when_set, stop, tg.cancel_scope)
             await self._sleep(wait_s)
             tg.cancel_scope.cancel()
+
+
+def _on_asyncio() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # another event loop (trio through anyio)
+        return False
+    return True
+
+
+class _Sleepers:
+    """Sleeps that one stop signal ends at once, watched by one task for all of them.
+
+    A task group and a watcher task per sleep cost more than the send it waited for once
+    thousands of senders each wait for their slot (benchmarks/bench_pool.py): here a sleep is
+    one future and one timer.
+    """
+
+    def __init__(self, stop: StopEvent) -> None:
+        self._stop = stop
+        self._waiting: set[asyncio.Future[None]] = set()
+        self._watcher: asyncio.Task[None] | None = None
+
+    async def sleep(self, wait_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        woken: asyncio.Future[None] = loop.create_future()
+        timer = loop.call_later(wait_s, _wake, woken)
+        self._waiting.add(woken)
+        if self._watcher is None or self._watcher.done():
+            self._watcher = loop.create_task(self._watch())
+        try:
+            await woken
+        finally:
+            timer.cancel()
+            self._waiting.discard(woken)
+            if not self._waiting and self._watcher is not None:
+                self._watcher.cancel()  # no sleep left to end: no task left behind
+                self._watcher = None
+
+    async def _watch(self) -> None:
+        await self._stop.wait()
+        for woken in self._waiting:
+            _wake(woken)
+
+
+def _wake(woken: asyncio.Future[None]) -> None:
+    if not woken.done():
+        woken.set_result(None)
 
 
 async def _cancel_when_set(stop: StopEvent, scope: anyio.CancelScope) -> None:

@@ -231,6 +231,14 @@ class Settings:
     source: Path | None = None
     #: values that are allowed but probably wrong (printed by the commands, never fatal)
     warnings: tuple[str, ...] = ()
+    #: the senders by folded handle: :meth:`sender` is asked per send, and a pool has thousands
+    _by_account: dict[str, SenderSettings] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        by_account: dict[str, SenderSettings] = {}
+        for sender in self.senders:  # the first of a name wins, as a scan in order would
+            by_account.setdefault(sender.account.casefold(), sender)
+        object.__setattr__(self, "_by_account", by_account)
 
     def send_window_of(self, account: str) -> SendWindow | None:
         """When ``account`` may send: its own window, else the campaign's (``None``: any time)."""
@@ -251,8 +259,7 @@ class Settings:
 
     def sender(self, account: str) -> SenderSettings | None:
         """The sender named ``account``, in any case: X handles are case-insensitive."""
-        wanted = account.removeprefix("@").casefold()
-        return next((s for s in self.senders if s.account.casefold() == wanted), None)
+        return self._by_account.get(account.removeprefix("@").casefold())
 
 
 # -- the loader ---------------------------------------------------------------------------------

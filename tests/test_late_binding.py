@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -14,9 +15,10 @@ import orjson
 import pytest
 
 from bulkdm import checkpoint as cp
+from bulkdm.binding import UnboundRows
 from bulkdm.checkpoint import Checkpoint, Expect
 from bulkdm.keys import idempotency_key
-from bulkdm.rows import PlannedRow, RowState
+from bulkdm.rows import PlannedRow, RowRecord, RowState
 from bulkdm.sandbox import Delivery, Sandbox, running_sandbox
 from bulkdm.schema import MIGRATIONS, SCHEMA_VERSION
 from bulkdm.settings import ProviderName
@@ -151,3 +153,38 @@ async def test_a_dropped_sender_leaves_the_rows_it_claimed_unbound_for_the_other
     assert len(ledger) == 30 and {d.sender for d in ledger} == {"s1"}
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT DISTINCT state, sender FROM rows").fetchall() == [("sent", "s1")]
+
+
+async def test_loops_waiting_for_a_screen_all_get_their_rows_when_it_ends(tmp_path: Path) -> None:
+    """Rows are handed to many sender loops at once: the loops that waited for one read or
+    screen wake together when it ends. Passed from one waiter to the next, they woke one per
+    turn of the event loop, which held a pool of 2,000 senders to a few hundred rows a second."""
+    path = tmp_path / "c.sqlite"
+    await write_plan(path, [unbound(i, str(3000 + i)) for i in range(1, 65)])
+    checkpoint = await Checkpoint.open(path)
+    try:
+        rows = UnboundRows(checkpoint, time.time)
+        entered, release = asyncio.Event(), asyncio.Event()
+
+        async def screen(page: list[RowRecord]) -> list[RowRecord]:
+            entered.set()
+            await release.wait()
+            return page
+
+        async def as_read(page: list[RowRecord]) -> list[RowRecord]:
+            return page
+
+        first = asyncio.create_task(rows.take(as_read, screen=screen))
+        await asyncio.wait_for(entered.wait(), timeout=10.0)  # its page is read, now screened
+        others = [asyncio.create_task(rows.take(as_read, screen=screen)) for _ in range(50)]
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert not any(task.done() for task in [first, *others])
+        release.set()
+        for _ in range(5):  # a few turns of the loop, not one per waiting loop
+            await asyncio.sleep(0)
+        taken = [task.result() for task in [first, *others] if task.done()]
+        assert len(taken) == 51
+        assert len({row.id for row in taken if row is not None}) == 51
+    finally:
+        await checkpoint.close()

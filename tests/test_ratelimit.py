@@ -618,3 +618,36 @@ async def test_gate_records_a_pending_slot() -> None:
     at_s = await gate.acquire(lim, pending=True)
     assert at_s == fake.now_s
     assert lim.next_allowed_s(fake.now_s + 5.0) == fake.now_s + 6.0  # still pending
+
+
+async def test_many_waits_with_the_default_sleep_share_one_watcher_and_a_stop_ends_them() -> None:
+    # the engine's gate (real clock, default sleep): each wait was a task group and a watcher
+    # task, which cost more than a send once thousands of senders waited for their slots
+    gate = Gate(max_wait_s=60.0)
+    stop = asyncio.Event()
+    limiters = [WindowLimiter([Rate(count=1, period_s=3600.0)]) for _ in range(50)]
+    for limiter in limiters:
+        limiter.record(0.0)  # far in the past of the wall clock: the first slot is free now
+    assert [await gate.acquire(lim, stop=stop) for lim in limiters].count(None) == 0
+    before = len(asyncio.all_tasks())
+    waits = [asyncio.create_task(gate.acquire(lim, stop=stop)) for lim in limiters]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    # the 50 waits and one watcher for all of them
+    assert len(asyncio.all_tasks()) - before == 50 + 1
+    stop.set()
+    results = await asyncio.wait_for(asyncio.gather(*waits), timeout=5.0)
+    assert results == [None] * 50
+    assert all(len(lim) == 1 for lim in limiters)
+
+
+async def test_a_wait_with_the_default_sleep_leaves_no_task_behind() -> None:
+    gate = Gate(max_wait_s=60.0)
+    stop = asyncio.Event()
+    limiter = WindowLimiter([Rate(count=1, period_s=0.01)], guard_s=0.0)
+    before = len(asyncio.all_tasks())
+    first = await gate.acquire(limiter, stop=stop)
+    second = await gate.acquire(limiter, stop=stop)  # sleeps about 10 ms for its slot
+    assert first is not None and second is not None
+    await asyncio.sleep(0)  # the watcher, cancelled once nothing waits, ends
+    assert len(asyncio.all_tasks()) == before

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -343,3 +344,15 @@ def test_max_spend_reads_dollars_in_any_usual_form(campaign: Path) -> None:
     for text in ('"25 USD"', '"$25"', '"25"', "25", "25.0"):
         beside(campaign, f"[campaign]\nmax_spend = {text}\n\n" + MINIMAL)
         assert load_settings(campaign).campaign.spend_cap.usd == 25.0
+
+
+def test_a_sender_is_found_by_its_handle_in_any_case_also_after_a_replace() -> None:
+    # looked up per send (send windows, warm-up): a dict built with the settings, not a scan
+    senders = tuple(SenderSettings(account=f"Acct{n}", daily_cap=None) for n in range(3))
+    settings = Settings(campaign=CampaignSettings(name="c"), senders=senders)
+    assert settings.sender("@acct1") is senders[1]
+    assert settings.sender("ACCT2") is senders[2]
+    assert settings.sender("acct3") is None
+    fewer = dataclasses.replace(settings, senders=senders[:1])
+    assert fewer.sender("acct1") is None and fewer.sender("acct0") is senders[0]
+    assert fewer == Settings(campaign=CampaignSettings(name="c"), senders=senders[:1])
