@@ -124,6 +124,16 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def run_queue_wait_s(pid: int) -> float:
+    """Seconds the main thread of process ``pid`` has spent runnable but waiting for a CPU
+    (Linux ``/proc/PID/schedstat``; 0 elsewhere): what a shared machine held it back."""
+    try:
+        fields = Path(f"/proc/{pid}/schedstat").read_text().split()
+    except OSError:
+        return 0.0
+    return int(fields[1]) / 1e9
+
+
 # -- the sandbox process ------------------------------------------------------------------------
 
 
@@ -222,19 +232,22 @@ def write_settings(
     path: Path, *, base_url: str, senders: Sequence[str],
     sender_rate: str | Sequence[str] = UNBOUNDED_RATE, key_rate: str = UNBOUNDED_RATE,
     concurrency: int = 64, synchronous: str = "FULL", ledger: bool = True,
+    name: str = "bench", shared_ledger: Path | None = None,
 ) -> None:
     """The settings file of a benchmark campaign (Xquik, API key from ``API_KEY_ENV``), with a
-    fresh account ledger beside it (``ledger=False``: none, budgets per campaign only)."""
+    fresh account ledger beside it (``ledger=False``: none, budgets per campaign only;
+    ``shared_ledger``: that ledger file, which several campaigns' settings name)."""
     rates = [sender_rate] if isinstance(sender_rate, str) else list(sender_rate)
     rate = ", ".join(f'"{r}"' for r in rates)
-    ledger_path = path.with_suffix(".ledger.sqlite")
-    for stale in (ledger_path, *(Path(f"{ledger_path}{x}") for x in ("-wal", "-shm"))):
-        stale.unlink(missing_ok=True)
+    ledger_path = shared_ledger or path.with_suffix(".ledger.sqlite")
+    if shared_ledger is None:
+        for stale in (ledger_path, *(Path(f"{ledger_path}{x}") for x in ("-wal", "-shm"))):
+            stale.unlink(missing_ok=True)
     blocks = "".join(
         f'[[senders]]\naccount = "{s}"\nrate = [{rate}]\ndaily_cap = 2000000000\n\n'
         for s in senders)
     path.write_text(
-        '[campaign]\nname = "bench"\ntemplate = "Hello {first_name}, your plan is ready."\n\n'
+        f'[campaign]\nname = "{name}"\ntemplate = "Hello {{first_name}}, your plan is ready."\n\n'
         f'[provider]\nname = "xquik"\nbase_url = "{base_url}"\nrate = "{key_rate}"\n'
         f'read_rate = "{UNBOUNDED_RATE}"\napi_key_env = "{API_KEY_ENV}"\n'
         'request_timeout = "30s"\n\n'
@@ -311,6 +324,17 @@ def pace_of(ledger: Sequence[dict[str, Any]], senders: Sequence[str], *, duratio
     slowest = min(len(by_sender.get(name, [])) for name in senders)
     return Pace(achieved=counted / (end_s - start_s), over=over, delivered=len(ledger),
                 slowest=slowest)
+
+
+def start_engine(campaign: Path, settings: Path, checkpoint: Path, out: Path, *,
+                 timeout_s: float = 900.0) -> subprocess.Popen[bytes]:
+    """``engine_proc.py`` (a ``bulkdm run`` in a process of its own) in its own process group;
+    stop it with SIGTERM to the group, then :func:`finish_engine`."""
+    command = [PYTHON, str(REPO / "benchmarks" / "engine_proc.py"), str(campaign),
+               "--config", str(settings), "--checkpoint", str(checkpoint), "--out", str(out),
+               "--timeout-s", f"{timeout_s:g}"]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=bench_env(), start_new_session=True)
 
 
 def finish_engine(process: subprocess.Popen[bytes], timeout_s: float = 120.0) -> dict[str, float]:

@@ -43,7 +43,7 @@ FULL = {
     "scale": ScaleSizes(plan_rows=1_000_000, small_rows=10_000, large_rows=1_000_000),
     "pool": PoolSizes(senders=2_000, duration_s=60.0, concurrency=512, wait_senders=10_000,
                       wait_s=30.0),
-    "ledger": LedgerSizes(rows=50_000, senders=16, shared_senders=20),
+    "ledger": LedgerSizes(rows=50_000, senders=16, shared_senders=20, shared_duration_s=60.0),
 }
 SMOKE = {
     "overhead": OverheadSizes(rows=2_000, senders=4, concurrency=64, reps=1,
@@ -52,7 +52,7 @@ SMOKE = {
     "scale": ScaleSizes(plan_rows=20_000, small_rows=1_000, large_rows=20_000),
     "pool": PoolSizes(senders=200, duration_s=6.0, concurrency=512, wait_senders=200,
                       wait_s=3.0),
-    "ledger": LedgerSizes(rows=2_000, senders=4, shared_senders=20),
+    "ledger": LedgerSizes(rows=2_000, senders=4, shared_senders=20, shared_duration_s=3.0),
 }
 BENCHMARKS: dict[str, Callable[[Section, object, Path], dict[str, float]]] = {
     "overhead": run_overhead,  # type: ignore[dict-item]
