@@ -147,10 +147,6 @@ class UnboundRows:
         """The row was claimed (or finished, or deferred): later reads see it as it is now."""
         self._held.discard(row_id)
 
-    def done_with(self, row_id: int, _task: asyncio.Task[None]) -> None:
-        """:meth:`done` as a task's done-callback (the row's send ended)."""
-        self.done(row_id)
-
     def give_back(self, row_id: int) -> None:
         """The row was not claimed: the next read (from the start) offers it again."""
         self._held.discard(row_id)
