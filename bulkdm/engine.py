@@ -795,9 +795,11 @@ class Engine:
             return []  # not a row's final answer: a retry, a rest, an unknown outcome
         breaker = self._settings.run.refusal_breaker
         refused = self._refusals.setdefault(sender.account, [])
-        refused.append(outcome.action is Action.FAIL_ROW and outcome.code in REFUSAL_CODES)
+        refusal = outcome.action is Action.FAIL_ROW and outcome.code in REFUSAL_CODES
+        refused.append(refusal)
         del refused[:-breaker.sample]
-        if not breaker.trips(refused):
+        # an answer that is no refusal cannot trip it where the one before did not
+        if not refusal or not breaker.trips(refused):
             return []
         why = breaker.why(refused)
         refused.clear()
@@ -817,10 +819,13 @@ class Engine:
         if outcome.action is Action.REST_SENDER or outcome.code in _THROTTLE_CODES:
             return
         breaker = self._settings.run.same_error_breaker
-        self._recent_codes.append(None if outcome.action is Action.DONE
-                                  else outcome.code or outcome.action.value)
+        latest = None if outcome.action is Action.DONE else outcome.code or outcome.action.value
+        full = len(self._recent_codes) >= breaker.sample  # a whole sample before this answer
+        self._recent_codes.append(latest)
         del self._recent_codes[:-max(1, breaker.sample)]
-        code = breaker.trips(self._recent_codes)
+        # once the sample is whole, a success cannot trip it where the answer before did not
+        # (no code's count grows); the answer that makes it whole is always looked at
+        code = None if latest is None and full else breaker.trips(self._recent_codes)
         if code is not None and self._halt is None:
             self._halt = (f"same-error breaker: {code} on most of the last "
                           f"{len(self._recent_codes)} sends; fix the cause (or wait for the "
