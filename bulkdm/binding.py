@@ -106,24 +106,35 @@ class UnboundRows:
         screen: Callable[[list[RowRecord]], Awaitable[list[RowRecord]]] | None, *,
         from_start: bool,
     ) -> None:
-        """Screen the rows at the front of the buffer, or read a page when it is empty;
-        the loops waiting meanwhile wake together when it ends."""
+        """Read a page when the buffer is empty (with a screen: too short for the loops
+        waiting), then screen the rows at its front; the loops waiting meanwhile wake together
+        when it ends."""
         filling = self._filling = _Fill()
-        read = screen is None or not self._buffer
+        # with a screen, a buffer too short for the loops waiting is topped up first: a screen
+        # of what is left, then a read and a screen, was two fills to wait for
+        read = not self._buffer or (screen is not None and not from_start
+                                    and len(self._buffer) < self._ahead())
         try:
+            if read:
+                await self._read(prepare, from_start=from_start)
+            # a page just read is screened in the same fill: the loops waiting for it wake
+            # once, to rows they can take, not twice (read, then screen)
             if screen is not None and self._buffer:
                 await self._screen(screen)
-            else:
-                await self._read(prepare, from_start=from_start)
         finally:
             self._filling = None
             # a read from the start that found nothing: no loop need look again now
             filling.go_on = not (read and from_start and not self._buffer)
             filling.ended.set()
 
+    def _ahead(self) -> int:
+        return max(_SCREEN_AHEAD, 2 * (self._waiting + 1))
+
     async def _screen(self, screen: Callable[[list[RowRecord]], Awaitable[list[RowRecord]]]) -> None:
-        # enough for every loop waiting now: each gets a row as soon as the screen ends
-        count = min(max(_SCREEN_AHEAD, self._waiting + 1), len(self._buffer))
+        # enough for every loop waiting now, and as many again for the loops that come while it
+        # runs: with only the ones waiting at its start, a pool of 1,000 senders at 1/2s
+        # waited for three screens a row taken (each wait a wake-up of a sender's loop)
+        count = min(self._ahead(), len(self._buffer))
         ahead = [self._buffer.popleft() for _ in range(count)]
         kept = await screen(ahead)
         self._screened.update(row.id for row in kept)
@@ -135,8 +146,9 @@ class UnboundRows:
     ) -> None:
         if from_start:
             self._after_id = 0
-        # a page for every loop waiting now (they wait for this read), within a bound
-        limit = min(max(_PAGE, self._waiting + 1), _MAX_PAGE)
+        # a page for every loop waiting now (they wait for this read) and those that come
+        # meanwhile, within a bound
+        limit = min(max(_PAGE, 2 * (self._waiting + 1)), _MAX_PAGE)
         rows = await self._cp.unbound_rows(after_id=self._after_id, now_s=self._clock(),
                                            limit=limit)
         if rows:
@@ -146,10 +158,6 @@ class UnboundRows:
     def done(self, row_id: int) -> None:
         """The row was claimed (or finished, or deferred): later reads see it as it is now."""
         self._held.discard(row_id)
-
-    def done_with(self, row_id: int, _task: asyncio.Task[None]) -> None:
-        """:meth:`done` as a task's done-callback (the row's send ended)."""
-        self.done(row_id)
 
     def give_back(self, row_id: int) -> None:
         """The row was not claimed: the next read (from the start) offers it again."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import hashlib
 import random
 import time
@@ -26,7 +25,7 @@ from bulkdm import checkpoint as cp
 from bulkdm.backoff import retry_delay_s
 from bulkdm.binding import UnboundRows
 from bulkdm.checkpoint import Checkpoint, Expect, Finish, Write
-from bulkdm.keys import idempotency_key
+from bulkdm.keys import idempotency_key, idempotency_keys
 from bulkdm.ledger import OPTED_OUT_MESSAGE, AccountPool, Refusal, Ticket, opted_out_entry
 from bulkdm.outcomes import Action, Outcome, Reconciliation
 from bulkdm.policies.breakers import REFUSAL_CODES
@@ -188,6 +187,8 @@ class Engine:
         draw: Draw | None = None,
     ) -> None:
         self._settings = settings
+        #: the campaign's key function (its part of the hash made once, not per row)
+        self._keys = idempotency_keys(settings.campaign.key_scope)
         #: the account pool's shared ledger: every send reserves its slot there first
         self._pool = pool
         self._cp = checkpoint
@@ -458,11 +459,8 @@ class Engine:
             if row is None:
                 break
             taken += 1
-            task = await self._work_row(row, sender)
-            if task is None:  # not claimed: another sender may take it
-                self._unbound.give_back(row.id)
-            else:
-                task.add_done_callback(functools.partial(self._unbound.done_with, row.id))
+            if await self._work_row(row, sender, unbound=True) is None:
+                self._unbound.give_back(row.id)  # not claimed: another sender may take it
         return taken > 0
 
     async def _rested(self, sender: _Sender) -> bool:
@@ -521,8 +519,10 @@ class Engine:
                     return
                 await self._work_row(row, sender)
 
-    async def _work_row(self, row: RowRecord, sender: _Sender) -> asyncio.Task[None] | None:
-        """Send ``row`` from ``sender`` if it still may be; the send's task once claimed."""
+    async def _work_row(self, row: RowRecord, sender: _Sender, *,
+                        unbound: bool = False) -> asyncio.Task[None] | None:
+        """Send ``row`` from ``sender`` if it still may be; the send's task once claimed.
+        ``unbound``: the row came from the unbound cursor, told when its send ends."""
         if row.state is RowState.UNKNOWN and not await self._settle_unknown(row, sender):
             return None
         if row.recipient_id is None or row.state not in (RowState.PENDING, RowState.UNKNOWN):
@@ -576,7 +576,7 @@ class Engine:
         # others); the request itself waits for that commit
         task = asyncio.create_task(self._send(claimed, sender, media_id, intent,
                                               replay=row.state is RowState.UNKNOWN,
-                                              ticket=ticket))
+                                              ticket=ticket, unbound=unbound))
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         return task
@@ -703,7 +703,7 @@ class Engine:
 
     async def _send(
         self, row: RowRecord, sender: _Sender, media_id: str | None, intent: list[Write], *,
-        replay: bool, ticket: Ticket | None = None,
+        replay: bool, ticket: Ticket | None = None, unbound: bool = False,
     ) -> None:
         sent = _SentAt(row.claimed_at_s or 0.0, (self._key, sender.limiter), ticket)
         request = DmRequest(recipient_id=row.recipient_id or "", sender=sender.auth,
@@ -727,6 +727,8 @@ class Engine:
         finally:
             if ticket is not None:
                 ticket.release()  # the request never left (a no-op once it did)
+            if unbound:  # here, not a done-callback: one trip through the loop less a send
+                self._unbound.done(row.id)
             sender.ended()
 
     async def _after_send(
@@ -767,7 +769,11 @@ class Engine:
         cap; else stop the run before it, saying so."""
         cap = self._settings.campaign.spend_cap
         if self._within_cap(dms=dms, uploads=uploads, lookups=lookups):
-            self._spent.update({"dms": dms, "uploads": uploads, "lookups": lookups})
+            # three increments, not Counter.update with a dict: this runs for every send
+            counted = self._spent
+            counted["dms"] += dms
+            counted["uploads"] += uploads
+            counted["lookups"] += lookups
             return True
         if self._halt is None:
             spent = estimate_cost(self._settings, dms=self._spent["dms"],
@@ -789,9 +795,11 @@ class Engine:
             return []  # not a row's final answer: a retry, a rest, an unknown outcome
         breaker = self._settings.run.refusal_breaker
         refused = self._refusals.setdefault(sender.account, [])
-        refused.append(outcome.action is Action.FAIL_ROW and outcome.code in REFUSAL_CODES)
+        refusal = outcome.action is Action.FAIL_ROW and outcome.code in REFUSAL_CODES
+        refused.append(refusal)
         del refused[:-breaker.sample]
-        if not breaker.trips(refused):
+        # an answer that is no refusal cannot trip it where the one before did not
+        if not refusal or not breaker.trips(refused):
             return []
         why = breaker.why(refused)
         refused.clear()
@@ -811,10 +819,13 @@ class Engine:
         if outcome.action is Action.REST_SENDER or outcome.code in _THROTTLE_CODES:
             return
         breaker = self._settings.run.same_error_breaker
-        self._recent_codes.append(None if outcome.action is Action.DONE
-                                  else outcome.code or outcome.action.value)
+        latest = None if outcome.action is Action.DONE else outcome.code or outcome.action.value
+        full = len(self._recent_codes) >= breaker.sample  # a whole sample before this answer
+        self._recent_codes.append(latest)
         del self._recent_codes[:-max(1, breaker.sample)]
-        code = breaker.trips(self._recent_codes)
+        # once the sample is whole, a success cannot trip it where the answer before did not
+        # (no code's count grows); the answer that makes it whole is always looked at
+        code = None if latest is None and full else breaker.trips(self._recent_codes)
         if code is not None and self._halt is None:
             self._halt = (f"same-error breaker: {code} on most of the last "
                           f"{len(self._recent_codes)} sends; fix the cause (or wait for the "
@@ -823,14 +834,15 @@ class Engine:
             self._stop.set()
 
     def _finish_sent(self, row: RowRecord, outcome: Outcome, media_id: str | None) -> Write:
+        now_iso = _iso(self._clock())  # one clock read and format for both
         done = Finish(state=RowState.SENT, message_id=outcome.value, media_id=media_id,
-                      sent_at=outcome.sent_at or _iso(self._clock()),
+                      sent_at=outcome.sent_at or now_iso,
                       request_id=outcome.request_id, write_action_id=outcome.write_action_id)
-        return self._finish(row, done)
+        return self._finish(row, done, now_iso)
 
-    def _finish(self, row: RowRecord, done: Finish) -> Write:
+    def _finish(self, row: RowRecord, done: Finish, now_iso: str | None = None) -> Write:
         return cp.finish(row_id=row.id, seq=self._cp.next_seq(), done=done,
-                         finished_at=_iso(self._clock()), expect=_expect(row))
+                         finished_at=now_iso or _iso(self._clock()), expect=_expect(row))
 
     def _fail(self, row: RowRecord, code: str | None, message: str | None) -> Write:
         return self._finish(row, Finish(state=RowState.FAILED, reason=code or "failed",
@@ -1198,18 +1210,19 @@ class Engine:
     def _key_for(self, row: RowRecord, sender: str) -> str:
         recipient = f"id:{row.recipient_id}" if row.recipient_id else \
             f"u:{(row.recipient_username or '').lower()}"
-        return idempotency_key(campaign=self._settings.campaign.key_scope, recipient_key=recipient,
-                               sender=sender, text_digest=row.text_sha256 or "")
+        return self._keys(recipient, sender, row.text_sha256 or "")
 
     async def _submit(self, writes: Sequence[Write]) -> bool:
         """Submit ``writes``; once they applied, count the row state changes they made."""
         applied = await self._cp.submit(writes)
         if applied:
+            unbinds = False
             for write in writes:
                 if write.moves is not None:
                     self.counts[write.moves[0]] -= 1
                     self.counts[write.moves[1]] += 1
-            if any(write.unbinds for write in writes):
+                unbinds = unbinds or write.unbinds
+            if unbinds:
                 self._unbound.arrived()
         return applied
 

@@ -98,6 +98,7 @@ class WindowLimiter:
             r.period_s + (default_guard_s(r, least_guard_s) if guard_s is None else guard_s)
             for r in self._rates
         )
+        self._rate_windows = tuple(zip(self._rates, self._windows_s, strict=True))
         self._longest_s = max(self._windows_s, default=0.0)
         self._cap = max((r.count for r in self._rates), default=0)
         #: event times, ascending; ``maxlen`` drops the oldest once ``max(count)`` are held
@@ -141,11 +142,18 @@ class WindowLimiter:
         Returns ``now_s`` itself when an event fits now. Never earlier than the newest recorded
         event: a wall clock that steps back waits for it to catch up instead of guessing.
         """
+        # every send asks this several times: a plain loop, no generator (see _limits)
         allowed_s = now_s
-        if self._rest_until_s is not None:
-            allowed_s = max(allowed_s, self._rest_until_s)
-        for _, until_s in self._limits(now_s):
-            allowed_s = max(allowed_s, until_s)
+        if self._rest_until_s is not None and self._rest_until_s > allowed_s:
+            allowed_s = self._rest_until_s
+        pending, log = self._pending_n, self._log
+        if pending or log:
+            pace_s = (now_s if pending else log[-1]) + self._spacing_s
+            allowed_s = max(allowed_s, pace_s)
+            for rate, window_s in self._rate_windows:
+                until_s = _window_until_s(log, pending, rate.count, window_s, now_s)
+                if until_s is not None and until_s > allowed_s:
+                    allowed_s = until_s
         return allowed_s
 
     def _limits(self, now_s: float) -> Iterator[tuple[Rate | None, float]]:
@@ -154,13 +162,10 @@ class WindowLimiter:
         newest_s = now_s if pending else (self._log[-1] if self._log else None)
         if newest_s is not None:
             yield None, newest_s + self._spacing_s
-        for rate, window_s in zip(self._rates, self._windows_s, strict=True):
-            # the count-th newest event must have left the window before another may enter;
-            # pending events (not in the log) are the newest: they count as now
-            if pending >= rate.count:
-                yield rate, now_s + window_s
-            elif len(self._log) + pending >= rate.count:
-                yield rate, self._log[pending - rate.count] + window_s
+        for rate, window_s in self._rate_windows:
+            until_s = _window_until_s(self._log, pending, rate.count, window_s, now_s)
+            if until_s is not None:
+                yield rate, until_s
 
     def holds(self, now_s: float) -> list[tuple[str, float]]:
         """What keeps the next event from ``now_s``: ``(what, until_s)`` for every limit that
@@ -296,6 +301,18 @@ class WindowLimiter:
             raise ValueError(f"{rate} is not one of this limiter's rates") from None
 
 
+def _window_until_s(log: deque[float], pending: int, count: int, window_s: float,
+                    now_s: float) -> float | None:
+    """When a window of ``count`` events allows the next one (None: it is not full). The
+    ``count``-th newest event must have left the window before another may enter; pending
+    events (not in the log) are the newest: they count as now."""
+    if pending >= count:
+        return now_s + window_s
+    if len(log) + pending >= count:
+        return log[pending - count] + window_s
+    return None
+
+
 class StopEvent(Protocol):
     """What :meth:`Gate.acquire` needs of a stop signal: ``anyio.Event`` and ``asyncio.Event`` fit."""
 
@@ -371,9 +388,10 @@ class Gate:
         try:
             while stop is None or not stop.is_set():
                 now_s = self._clock()
-                allowed_s = max((lim.next_allowed_s(now_s) for lim in limiters), default=now_s)
-                if not_before_s is not None:
-                    allowed_s = max(allowed_s, not_before_s)
+                allowed_s = now_s if not_before_s is None else max(now_s, not_before_s)
+                for lim in limiters:
+                    lim_s = lim.next_allowed_s(now_s)
+                    allowed_s = max(allowed_s, lim_s)
                 if deadline_s is not None and allowed_s > deadline_s:
                     break
                 if allowed_s > now_s:

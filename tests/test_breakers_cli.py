@@ -48,6 +48,26 @@ async def test_one_error_on_most_sends_stops_the_whole_run(tmp_path: Path) -> No
     assert "last run: stopped_by_breaker at" in status.stdout, status.stdout
 
 
+async def test_a_success_that_makes_the_sample_whole_still_trips_the_breaker(
+    tmp_path: Path,
+) -> None:
+    # nine errors, then successes only, one at a time (20/1s, smoothed): the tenth answer makes
+    # the sample of 10 whole with 9 of one error, over 80 %; the answers after it never hold
+    # as many again (the engine skips the breaker's count for a success once the sample is
+    # whole, and must not skip it for the answer that makes it whole)
+    rows = [{"recipient_username": f"protected_{i}", "first_name": "x"} for i in range(9)]
+    rows += [{"recipient_username": f"open_{i}", "first_name": "x"} for i in range(30)]
+    async with running_sandbox() as sb:
+        # the refusal breaker (an account's) would rest the account first: its share is raised
+        campaign = write_campaign(tmp_path, rows, url=sb.xquik_url, sender_rate="20/1s",
+                                  extra="refusal_threshold = 0.99")
+        done = await bulkdm("run", str(campaign), "--progress", "none")
+    assert done.code == 5, done.stdout + done.stderr
+    assert "same-error breaker: x_account_protected on most of the last 10 sends" in done.stdout
+    statuses = _statuses(tmp_path)
+    assert statuses["failed"] == 9 and 1 <= statuses["sent"] < 30, statuses
+
+
 def _attempted_rows(folder: Path) -> int:
     with closing(sqlite3.connect(folder / "camp.bulkdm.sqlite")) as db:
         return int(db.execute("SELECT COUNT(DISTINCT row_id) FROM attempts").fetchone()[0])

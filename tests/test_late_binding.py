@@ -155,6 +155,41 @@ async def test_a_dropped_sender_leaves_the_rows_it_claimed_unbound_for_the_other
         assert db.execute("SELECT DISTINCT state, sender FROM rows").fetchall() == [("sent", "s1")]
 
 
+async def test_loops_that_came_during_a_screen_are_served_by_one_more_fill(tmp_path: Path) -> None:
+    """Loops that start waiting while a screen runs are served by the next fill alone: it
+    reads more rows when the buffer is too short for them, and screens as many as they need
+    in the same fill. Screening only what was left, then reading, then screening again, made
+    each row taken in a pool of 1,000 senders wait for about three fills (a wake-up each)."""
+    path = tmp_path / "c.sqlite"
+    await write_plan(path, [unbound(i, str(4000 + i)) for i in range(1, 201)])
+    checkpoint = await Checkpoint.open(path)
+    try:
+        rows = UnboundRows(checkpoint, time.time)
+        entered, release = asyncio.Event(), asyncio.Event()
+        screens: list[int] = []
+
+        async def screen(page: list[RowRecord]) -> list[RowRecord]:
+            screens.append(len(page))
+            entered.set()
+            await release.wait()
+            return page
+
+        async def as_read(page: list[RowRecord]) -> list[RowRecord]:
+            return page
+
+        first = asyncio.create_task(rows.take(as_read, screen=screen))
+        await asyncio.wait_for(entered.wait(), timeout=10.0)  # a page of 64 read, 16 screened
+        others = [asyncio.create_task(rows.take(as_read, screen=screen)) for _ in range(100)]
+        for _ in range(3):
+            await asyncio.sleep(0)
+        release.set()
+        taken = await asyncio.wait_for(asyncio.gather(first, *others), timeout=10.0)
+        assert len({row.id for row in taken if row is not None}) == 101
+        assert len(screens) == 2, screens  # the first fill's, then one for all who came
+    finally:
+        await checkpoint.close()
+
+
 async def test_loops_waiting_for_a_screen_all_get_their_rows_when_it_ends(tmp_path: Path) -> None:
     """Rows are handed to many sender loops at once: the loops that waited for one read or
     screen wake together when it ends. Passed from one waiter to the next, they woke one per
