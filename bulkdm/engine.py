@@ -34,6 +34,7 @@ from bulkdm.policies.warmup import ramp_wait_until_s
 from bulkdm.policies.windows import SendWindow
 from bulkdm.providers.base import DmRequest, Provider, SenderAuth
 from bulkdm.ratelimit import Gate, WindowLimiter
+from bulkdm.rates import Rate
 from bulkdm.report import estimate_cost
 from bulkdm.rows import RowRecord, RowState
 from bulkdm.settings import DmNotAllowedPolicy, ProviderName, SenderSettings, Settings
@@ -234,6 +235,8 @@ class Engine:
         #: ``_restored_at_s``): in the windows while leased, but never sends for the warm-up
         self._never_sent: dict[str, int] = {}
         self._restored_at_s = 0.0
+        #: the warm-up cap each account's ramp has in the shared ledger (its daily cap until then)
+        self._ramp_shared: dict[str, int] = {}
         #: a sender resting longer than this ends its part of the run (the rows wait for a
         #: resume); ``--until-done`` waits however long it takes
         self._patience_s = (float("inf") if settings.run.until_done
@@ -602,6 +605,7 @@ class Engine:
                 return None
             if at_s is None or self._pool is None:
                 return self._drew(sender, at_s)
+            await self._share_ramp(self._pool, sender, at_s)
             answer = await self._pool.ticket(sender.account)
             if isinstance(answer, Ticket):
                 sender.ticket = answer
@@ -674,6 +678,19 @@ class Engine:
         sender.note = (f"{_WARMING_UP} day {day} of {settings.warmup.days}: {cap}/{settings.daily_cap} "
                        f"a day, until {_iso(until_s)}")
         return True
+
+    async def _share_ramp(self, pool: AccountPool, sender: _Sender, at_s: float) -> None:
+        """The sender's warm-up cap for the ramp's day goes to the shared ledger (once a day),
+        so that campaigns sending from one new account at the same time share that cap instead
+        of each sending it (``_over_ramp`` keeps it within this run)."""
+        settings = sender.config
+        if settings is None or settings.warmup is None or settings.daily_cap is None:
+            return
+        cap = settings.warmup.cap(settings.daily_cap, self._first_sends.get(sender.account), at_s)
+        if self._ramp_shared.get(sender.account, settings.daily_cap) == cap:
+            return  # registered already (the whole daily cap, when the pool was opened)
+        self._ramp_shared[sender.account] = cap
+        await pool.narrow(sender.account, (*settings.rates, Rate(count=cap, period_s=_DAY_S)))
 
     async def _sleep_through_long_wait(self, sender: _Sender) -> None:
         """A wait within the run's patience but longer than a minute (a daily cap, a rest, with

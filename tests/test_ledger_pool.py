@@ -106,3 +106,30 @@ async def test_the_next_batch_is_reserved_before_this_one_runs_out(tmp_path: Pat
         assert len(await ledger.history(alice, since_s=NOW - 1, now_s=NOW)) == 48
     finally:
         await ledger.close()
+
+
+async def test_a_narrowed_window_holds_for_every_campaign_and_a_later_day_widens_it(
+    tmp_path: Path,
+) -> None:
+    """A warm-up's cap for the day is registered over the campaign's daily cap: another
+    campaign on the account, opened before, keeps it too, and the next day's (larger) cap
+    replaces it."""
+    day = 86400.0
+    daily = {"alice": (Rate(count=10, period_s=day),)}
+    ledger = await open_ledger(str(tmp_path / "l.sqlite"), now_s=NOW)
+    try:
+        other = await AccountPool.open(ledger, realm=Realm.LIVE, campaign="other", api_key="k",
+                                       accounts=daily, key_rates=FAST, clock=lambda: NOW)
+        ramping = await AccountPool.open(ledger, realm=Realm.LIVE, campaign="ramping",
+                                         api_key="k", accounts=daily, key_rates=FAST,
+                                         clock=lambda: NOW)
+        await ramping.narrow("alice", (Rate(count=2, period_s=day),))
+        taken = [await pool.ticket("alice") for pool in (other, ramping, other)]
+        assert [isinstance(t, Ticket) for t in taken] == [True, True, False]
+        await ramping.narrow("alice", (Rate(count=4, period_s=day),))  # the next day's share
+        more = [await pool.ticket("alice") for pool in (other, ramping, ramping)]
+        assert [isinstance(t, Ticket) for t in more] == [True, True, False]
+        await ramping.close()
+        await other.close()
+    finally:
+        await ledger.close()

@@ -11,7 +11,7 @@ from pathlib import Path
 from bulkdm.ledger import Realm, account_subject, open_ledger
 from bulkdm.rates import Rate
 from bulkdm.sandbox import running_sandbox
-from tests.clikit import bulkdm, write_campaign
+from tests.clikit import bulkdm, finish, start, write_campaign
 
 DAY = 86400.0
 
@@ -79,3 +79,21 @@ async def test_a_new_account_ramps_by_default_and_warmup_false_opts_out(tmp_path
     assert done.code == 4 and "warm-up day 0 of 14: 2/10 a day, until" in done.stdout, \
         done.stdout + done.stderr
     assert other.code == 4 and "warm-up" not in other.stdout, other.stdout
+
+
+async def test_two_campaigns_at_once_from_a_new_account_share_its_ramp(tmp_path: Path) -> None:
+    """The ramp's cap is the account's, in the shared ledger: two campaigns sending from one
+    new account at the same time send its first day's share between them, not each."""
+    async with running_sandbox() as sb:
+        campaigns = []
+        for name, first_id in (("welcome", 91_000), ("support", 92_000)):
+            campaign = _ramped(tmp_path / name, sb.xquik_url, 5, first_id=first_id)
+            settings = campaign.with_suffix(".toml")
+            # one send a second: the two runs overlap, each with its day's share to send
+            settings.write_text(settings.read_text().replace('name = "camp"', f'name = "{name}"')
+                                .replace('rate = "100/1s"', 'rate = "1/1s"'))
+            campaigns.append(campaign)
+        processes = [await start("run", str(c), "--progress", "none") for c in campaigns]
+        done = [await finish(p) for p in processes]
+        assert len(sb.ledger) == 2, [d.stdout for d in done]  # 20 % of 10 on day 0, in all
+    assert [d.code for d in done] == [4, 4], [d.stdout + d.stderr for d in done]

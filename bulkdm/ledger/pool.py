@@ -125,10 +125,20 @@ class AccountPool:
         now = clock()
         for name, rates in [*((pool.subject(a), r) for a, r in accounts.items()),
                             (pool._key, key_rates)]:
-            await ledger.register(name, campaign=campaign, rates=rates, now_s=now)
-            limits = await ledger.limits(name, now_s=now)
-            pool._rates[name] = effective_rates(rates, *(c.rates for c in limits))
+            await pool._register(name, rates, now)
         return pool
+
+    async def narrow(self, account: str, rates: Sequence[Rate]) -> None:
+        """This campaign's windows for ``account`` are now ``rates`` (a warm-up's cap for the
+        day): registered in the ledger, where every campaign's reservations keep them."""
+        subject = self.subject(account)
+        await self._register(subject, rates, self._clock())
+        self._wants.pop(subject, None)  # a batch no larger than the new windows allow
+
+    async def _register(self, subject: str, rates: Sequence[Rate], now_s: float) -> None:
+        await self.ledger.register(subject, campaign=self._campaign, rates=rates, now_s=now_s)
+        limits = await self.ledger.limits(subject, now_s=now_s)
+        self._rates[subject] = effective_rates(rates, *(c.rates for c in limits))
 
     def subject(self, account: str | None) -> str:
         """The subject of ``account`` (``None``: the API key)."""
