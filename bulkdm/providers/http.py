@@ -19,11 +19,11 @@ import email.utils
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final
+from typing import Any, Final
 from urllib.parse import quote
 
 import aiohttp
@@ -152,11 +152,13 @@ class _Request(aiohttp.ClientRequest):
     awaits every one of its ten signals for every request: a sixth of the client's CPU here
     (benchmarks/README.md)."""
 
-    async def send(self, conn: Connection) -> aiohttp.ClientResponse:
+    def send(self, conn: Connection) -> Coroutine[Any, Any, aiohttp.ClientResponse]:
+        # not a coroutine of its own: aiohttp awaits the one returned at once, and a wrapper
+        # coroutine is one more frame to build and resume for every request
         dispatch = _DISPATCH.get()
         if dispatch is not None:
             dispatch.written = True  # a connection is held: from here on bytes may leave
-        return await super().send(conn)
+        return super().send(conn)
 
     async def write_bytes(
         self, writer: AbstractStreamWriter, conn: Connection, content_length: int | None = None

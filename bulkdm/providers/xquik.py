@@ -166,7 +166,10 @@ class XquikProvider:
         self, answer: Answer, record: JsonObject, product: _Product
     ) -> Outcome:
         request_id = answer.headers.get("x-request-id")
-        settled = await self._await_terminal(answer, record)
+        # the common case, a terminal answer, without a coroutine, a deadline or a delay to read
+        settled = (
+            (answer, record) if _is_terminal(record) else await self._await_terminal(answer, record)
+        )
         if isinstance(settled, Outcome):
             return replace(settled, request_id=request_id)
         final_answer, final = settled
@@ -189,8 +192,6 @@ class XquikProvider:
         self, answer: Answer, record: JsonObject
     ) -> tuple[Answer, JsonObject] | Outcome:
         """Poll the action's status URL until it is terminal, within ``poll_timeout_s``."""
-        if _is_terminal(record):
-            return answer, record  # the common case: no deadline, no polling delay to read
         deadline_s = time.monotonic() + self._poll_timeout_s
         failures = 0
         delay_s = _poll_delay_s(answer, record)
