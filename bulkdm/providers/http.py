@@ -296,11 +296,11 @@ def transport_outcome(exc: BaseException, *, written: bool, write: bool) -> Outc
 def text_field(obj: JsonObject | None, name: str) -> str | None:
     """A string field, or a number written as one (ids); None when absent, empty or otherwise."""
     value = None if obj is None else obj.get(name)
+    if isinstance(value, str):  # the common case first: one check, not three
+        return value or None
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
-        return str(value)
-    return value if isinstance(value, str) and value else None
+    return str(value) if isinstance(value, int) else None
 
 
 def bool_field(obj: JsonObject | None, name: str) -> bool | None:
