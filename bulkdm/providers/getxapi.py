@@ -19,9 +19,11 @@ from bulkdm.providers.base import DmRequest, HistoryPage, SenderAuth
 from bulkdm.providers.classify import classify_getxapi
 from bulkdm.providers.http import (
     Answer,
+    BaseUrl,
     HttpClient,
     JsonObject,
     bool_field,
+    canonical_iso,
     history_messages,
     object_field,
     parse_iso,
@@ -31,7 +33,6 @@ from bulkdm.providers.http import (
     text_field,
 )
 from bulkdm.secrets import Secret
-from bulkdm.timestamps import normalize_iso
 
 __all__ = ["MAX_CONVERSATION_PAGES", "GetXapiProvider", "conversation_id"]
 
@@ -62,6 +63,7 @@ class GetXapiProvider:
         self.send_endpoint = "POST /twitter/dm/send"
         self._http = http
         self._base = base_url.rstrip("/")
+        self._root = BaseUrl(self._base)
         self._api_key = api_key
         #: sender account -> its own X user id (from ``dm/list``), for conversation ids
         self._own_ids: dict[str, str] = {}
@@ -77,7 +79,7 @@ class GetXapiProvider:
         on_sent: Callable[[float], None] | None = None,
     ) -> Answer | Outcome:
         return await self._http.request(
-            "POST", self._base + path, headers=self._headers(), json_body=body, write=write,
+            "POST", self._root.at(path), headers=self._headers(), json_body=body, write=write,
             on_sent=on_sent,
         )
 
@@ -110,7 +112,7 @@ class GetXapiProvider:
         """``GET /twitter/user/info?userName=``; ``DONE`` with the id, ``FAIL_ROW`` if unknown."""
         answer = await self._http.request(
             "GET",
-            self._base + "/twitter/user/info",
+            self._root.at("/twitter/user/info"),
             headers=self._headers(),
             params={"userName": username.strip().removeprefix("@")},
             write=False,
@@ -240,7 +242,7 @@ def _send_result(answer: Answer) -> Outcome:
             action=Action.DONE,
             value=message_id,
             http_status=200,
-            sent_at=normalize_iso(text_field(data, "createdAt")),
+            sent_at=canonical_iso(text_field(data, "createdAt")),
         )
     if 200 <= answer.status < 300 and text_field(body, "error") is None:
         # a success status that does not read as one: the DM may well be out, so check

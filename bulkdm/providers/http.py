@@ -19,16 +19,18 @@ import email.utils
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final
+from typing import Any, Final
+from urllib.parse import quote
 
 import aiohttp
 import orjson
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.connector import Connection
+from yarl import URL
 
 from bulkdm.outcomes import Action, Outcome, Reconciliation
 from bulkdm.providers.base import HistoryMessage
@@ -40,13 +42,16 @@ from bulkdm.timestamps import normalize_iso, parse_iso
 __all__ = [
     "MAX_MESSAGE_CHARS",
     "Answer",
+    "BaseUrl",
     "HttpClient",
     "JsonObject",
     "bool_field",
+    "canonical_iso",
     "history_messages",
     "number_field",
     "object_field",
     "parse_iso",
+    "path_segment",
     "redact",
     "retry_after_s",
     "search_messages",
@@ -66,13 +71,20 @@ MAX_MESSAGE_CHARS: Final = 300
 _log = logging.getLogger("bulkdm.providers")
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
 class Answer:
     """An HTTP answer, fully read. ``headers`` answers to lower-case names (any case for aiohttp's)."""
 
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
+    # a plain class, not a frozen dataclass: one is built per request, and a frozen
+    # dataclass's __init__ costs four times as much (object.__setattr__ for every field)
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, *, status: int, headers: Mapping[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def __repr__(self) -> str:
+        return f"Answer(status={self.status}, body={len(self.body)} bytes)"
 
     def json_object(self) -> JsonObject | None:
         """The body as a JSON object, or None when it is empty, not JSON or not an object."""
@@ -81,6 +93,41 @@ class Answer:
         except orjson.JSONDecodeError:
             return None
         return value if isinstance(value, dict) else None
+
+
+class BaseUrl:
+    """A provider's base URL, parsed once; :meth:`at` appends an already encoded path.
+
+    yarl parses every distinct URL string anew (its caches only help a URL seen before): for a
+    DM to a new recipient that parse was the client's largest single cost over a bare loop.
+    """
+
+    __slots__ = ("_path", "_text", "_url")
+
+    def __init__(self, base_url: str) -> None:
+        self._text = base_url.rstrip("/")
+        self._url: URL | None
+        try:
+            self._url = URL(self._text)
+        except ValueError:
+            # not a URL (a port out of range...): the request fails on it as it always did,
+            # an answer-less ClientError, not an error while the provider is built
+            self._url = None
+        self._path = "" if self._url is None else self._url.raw_path.rstrip("/")
+
+    def at(self, encoded_path: str) -> URL | str:
+        """The base with ``encoded_path`` (``/x/dm/123``, segments from :func:`path_segment`)
+        after its own path; no query, no fragment."""
+        if self._url is None:
+            return self._text + encoded_path
+        return self._url.with_path(self._path + encoded_path, encoded=True)
+
+
+def path_segment(value: str) -> str:
+    """``value`` percent-encoded as one path segment (a ``/`` in it is encoded too)."""
+    if value.isascii() and value.isdigit():
+        return value  # a user id: nothing to encode, and quote() is 1 us a call
+    return quote(value, safe="")
 
 
 @dataclass(slots=True)
@@ -105,11 +152,13 @@ class _Request(aiohttp.ClientRequest):
     awaits every one of its ten signals for every request: a sixth of the client's CPU here
     (benchmarks/README.md)."""
 
-    async def send(self, conn: Connection) -> aiohttp.ClientResponse:
+    def send(self, conn: Connection) -> Coroutine[Any, Any, aiohttp.ClientResponse]:
+        # not a coroutine of its own: aiohttp awaits the one returned at once, and a wrapper
+        # coroutine is one more frame to build and resume for every request
         dispatch = _DISPATCH.get()
         if dispatch is not None:
             dispatch.written = True  # a connection is held: from here on bytes may leave
-        return await super().send(conn)
+        return super().send(conn)
 
     async def write_bytes(
         self, writer: AbstractStreamWriter, conn: Connection, content_length: int | None = None
@@ -157,7 +206,7 @@ class HttpClient:
     async def request(
         self,
         method: str,
-        url: str,
+        url: str | URL,
         *,
         headers: Mapping[str, str],
         write: bool,
@@ -174,42 +223,38 @@ class HttpClient:
         """
         if not write:
             await self.reads.acquire()
-        dispatch = _Dispatch(on_sent=on_sent)
         data: bytes | aiohttp.FormData | None = form
-        all_headers = dict(headers)
         if json_body is not None:
             data = orjson.dumps(json_body)
-            all_headers["Content-Type"] = "application/json"
+            headers = {**headers, "Content-Type": "application/json"}
+        dispatch = _Dispatch(on_sent=on_sent)
         started_s = time.monotonic()
         token = _DISPATCH.set(dispatch)
         try:
             async with self._session.request(
-                method, url, headers=all_headers, data=data, params=params
+                method, url, headers=headers, data=data, params=params
             ) as response:
-                answer = await _read(response)
+                # aiohttp's headers answer to any case of a name: no copy per answer
+                answer = Answer(status=response.status, headers=response.headers,
+                                body=await response.read())
         except (TimeoutError, aiohttp.ClientError) as exc:
             outcome = transport_outcome(exc, written=dispatch.written, write=write)
             _log.debug("%s %s -> %s (%s)", method, _path(url), outcome.code, outcome.action)
             return outcome
         finally:
             _DISPATCH.reset(token)
-        elapsed_ms = (time.monotonic() - started_s) * 1000
-        _log.debug("%s %s -> %d in %.0f ms", method, _path(url), answer.status, elapsed_ms)
+        if _log.isEnabledFor(logging.DEBUG):  # the path and the time only for a log that shows
+            elapsed_ms = (time.monotonic() - started_s) * 1000
+            _log.debug("%s %s -> %d in %.0f ms", method, _path(url), answer.status, elapsed_ms)
         return answer
 
     async def aclose(self) -> None:
         await self._session.close()
 
 
-async def _read(response: aiohttp.ClientResponse) -> Answer:
-    body = await response.read()
-    # aiohttp's headers answer to any case of a name: no copy per answer
-    return Answer(status=response.status, headers=response.headers, body=body)
-
-
-def _path(url: str) -> str:
+def _path(url: str | URL) -> str:
     # logs name the endpoint, never a query string (it may carry names) or any header
-    return url.split("?", 1)[0]
+    return url.path if isinstance(url, URL) else url.split("?", 1)[0]
 
 
 def transport_outcome(exc: BaseException, *, written: bool, write: bool) -> Outcome:
@@ -251,11 +296,11 @@ def transport_outcome(exc: BaseException, *, written: bool, write: bool) -> Outc
 def text_field(obj: JsonObject | None, name: str) -> str | None:
     """A string field, or a number written as one (ids); None when absent, empty or otherwise."""
     value = None if obj is None else obj.get(name)
+    if isinstance(value, str):  # the common case first: one check, not three
+        return value or None
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
-        return str(value)
-    return value if isinstance(value, str) and value else None
+    return str(value) if isinstance(value, int) else None
 
 
 def bool_field(obj: JsonObject | None, name: str) -> bool | None:
@@ -323,6 +368,31 @@ def _scaled(value: float | None, factor: float) -> float | None:
     return None if value is None else value * factor
 
 
+def canonical_iso(value: object) -> str | None:
+    """:func:`~bulkdm.timestamps.normalize_iso`, without its round trip through a float for a
+    timestamp already in that form (Xquik writes ``2026-11-30T02:46:35.910Z``): the round trip
+    was a tenth of the client's own work on a send."""
+    if (
+        isinstance(value, str)
+        and len(value) == _CANONICAL_LEN
+        and value.isascii()
+        and value[4] == value[7] == "-"
+        and value[10] == "T"
+        and value[13] == value[16] == ":"
+        and value[19] == "."
+        and value[23] == "Z"
+        # further from 1970 a float's seconds keep too few bits for the milliseconds, and
+        # normalize_iso's round trip moves them: those take the long way, moved the same
+        and "1900" <= value[:4] < "2200"
+        and parse_iso(value) is not None  # a real date and time (the parse checks the digits)
+    ):
+        return value
+    return normalize_iso(value)
+
+
+_CANONICAL_LEN: Final = len("2026-11-30T02:46:35.910Z")
+
+
 def redact(text: str, *secrets: str) -> str:
     """``text`` with every secret value masked: provider texts are copied into outcomes and logs,
     and a provider that echoes a token must not put it there."""
@@ -344,7 +414,7 @@ def history_messages(messages: list[object]) -> tuple[HistoryMessage, ...]:
         text = item.get("text")
         found.append(HistoryMessage(message_id=message_id, sender_id=sender_id,
                                     text=text if isinstance(text, str) else "",
-                                    created_at=normalize_iso(text_field(item, "createdAt"))))
+                                    created_at=canonical_iso(text_field(item, "createdAt"))))
     return tuple(found)
 
 
@@ -371,7 +441,7 @@ def search_messages(
         if is_ours(item):
             found = Reconciliation(
                 found=True, message_id=text_field(item, "id"),
-                sent_at=normalize_iso(text_field(item, "createdAt")),
+                sent_at=canonical_iso(text_field(item, "createdAt")),
             )
             return found, older
     return None, older

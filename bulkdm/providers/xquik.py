@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Final
-from urllib.parse import quote, urljoin
+from urllib.parse import urljoin
 
 import aiohttp
 
@@ -24,20 +24,22 @@ from bulkdm.providers.base import DmRequest, HistoryPage, SenderAuth
 from bulkdm.providers.classify import classify_xquik
 from bulkdm.providers.http import (
     Answer,
+    BaseUrl,
     HttpClient,
     JsonObject,
     bool_field,
+    canonical_iso,
     history_messages,
     number_field,
     object_field,
     parse_iso,
+    path_segment,
     redact,
     retry_after_s,
     search_messages,
     text_field,
 )
 from bulkdm.secrets import Secret
-from bulkdm.timestamps import normalize_iso
 
 __all__ = ["MAX_MEDIA_BYTES", "XquikProvider"]
 
@@ -85,6 +87,7 @@ class XquikProvider:
         self.send_endpoint = "POST /x/dm/{userId}"
         self._http = http
         self._base = base_url.rstrip("/")
+        self._root = BaseUrl(self._base)
         self._api_key = api_key
         self._poll_timeout_s = poll_timeout_s
 
@@ -106,7 +109,7 @@ class XquikProvider:
             body["media_ids"] = [request.media_id]
         answer = await self._http.request(
             "POST",
-            f"{self._base}/x/dm/{quote(request.recipient_id, safe='')}",
+            self._root.at("/x/dm/" + path_segment(request.recipient_id)),
             headers=self._headers(request.idempotency_key),
             json_body=body,
             write=True,
@@ -125,7 +128,7 @@ class XquikProvider:
         form.add_field("file", content, filename=path.name, content_type=content_type)
         answer = await self._http.request(
             "POST",
-            f"{self._base}/x/media",
+            self._root.at("/x/media"),
             headers=self._headers(idempotency_key),
             form=form,
             write=True,
@@ -163,7 +166,10 @@ class XquikProvider:
         self, answer: Answer, record: JsonObject, product: _Product
     ) -> Outcome:
         request_id = answer.headers.get("x-request-id")
-        settled = await self._await_terminal(answer, record)
+        # the common case, a terminal answer, without a coroutine, a deadline or a delay to read
+        settled = (
+            (answer, record) if _is_terminal(record) else await self._await_terminal(answer, record)
+        )
         if isinstance(settled, Outcome):
             return replace(settled, request_id=request_id)
         final_answer, final = settled
@@ -174,7 +180,7 @@ class XquikProvider:
                 http_status=final_answer.status,
                 request_id=request_id,
                 write_action_id=_action_id(final),
-                sent_at=normalize_iso(
+                sent_at=canonical_iso(
                     text_field(final, "completedAt") or text_field(final, "createdAt")),
             )
         outcome = classify_xquik(
@@ -233,7 +239,7 @@ class XquikProvider:
         name = username.strip().removeprefix("@")
         answer = await self._http.request(
             "GET",
-            f"{self._base}/x/users/{quote(name, safe='')}",
+            self._root.at("/x/users/" + path_segment(name)),
             headers=self._headers(),
             write=False,
         )
@@ -269,7 +275,7 @@ class XquikProvider:
         """Page ``GET /x/dm/{userId}/history`` (newest first) for ``request.text`` sent from
         this account after ``since_iso``; stop at older messages or after a bound of pages."""
         since = parse_iso(since_iso)
-        url = f"{self._base}/x/dm/{quote(request.recipient_id, safe='')}/history"
+        url = self._root.at(f"/x/dm/{path_segment(request.recipient_id)}/history")
         cursor = ""
         for _ in range(MAX_HISTORY_PAGES):
             params = {"account": request.sender.account.removeprefix("@")}
@@ -305,7 +311,7 @@ class XquikProvider:
     async def history_page(self, sender: SenderAuth, recipient_id: str,
                            cursor: str | None) -> HistoryPage | Outcome:
         """``GET /x/dm/{userId}/history`` (1 credit per message returned)."""
-        url = f"{self._base}/x/dm/{quote(recipient_id, safe='')}/history"
+        url = self._root.at(f"/x/dm/{path_segment(recipient_id)}/history")
         params = {"account": sender.account.removeprefix("@"), **({"cursor": cursor} if cursor
                                                                    else {})}
         answer = await self._http.request("GET", url, headers=self._headers(), params=params,
