@@ -235,7 +235,9 @@ class Engine:
         #: ``_restored_at_s``): in the windows while leased, but never sends for the warm-up
         self._never_sent: dict[str, int] = {}
         self._restored_at_s = 0.0
-        #: the warm-up cap each account's ramp has in the shared ledger (its daily cap until then)
+        #: each account's warm-up cap at its last slot, and the one it has in the shared ledger
+        #: (its daily cap until then)
+        self._ramp_caps: dict[str, int] = {}
         self._ramp_shared: dict[str, int] = {}
         #: a sender resting longer than this ends its part of the run (the rows wait for a
         #: resume); ``--until-done`` waits however long it takes
@@ -605,7 +607,7 @@ class Engine:
                 return None
             if at_s is None or self._pool is None:
                 return self._drew(sender, at_s)
-            await self._share_ramp(self._pool, sender, at_s)
+            await self._share_ramp(self._pool, sender)
             answer = await self._pool.ticket(sender.account)
             if isinstance(answer, Ticket):
                 sender.ticket = answer
@@ -659,7 +661,8 @@ class Engine:
                 or settings.daily_cap is None:
             return False
         first_s = self._first_sends.setdefault(sender.account, at_s)
-        cap = settings.warmup.cap(settings.daily_cap, first_s, at_s)
+        cap = self._ramp_caps[sender.account] = settings.warmup.cap(settings.daily_cap, first_s,
+                                                                    at_s)
         until_s = None
         # fewer sends held than the cap (this slot's included) fit without looking at them:
         # on by default, this runs for every send of every sender
@@ -679,14 +682,13 @@ class Engine:
                        f"a day, until {_iso(until_s)}")
         return True
 
-    async def _share_ramp(self, pool: AccountPool, sender: _Sender, at_s: float) -> None:
-        """The sender's warm-up cap for the ramp's day goes to the shared ledger (once a day),
-        so that campaigns sending from one new account at the same time share that cap instead
-        of each sending it (``_over_ramp`` keeps it within this run)."""
-        settings = sender.config
-        if settings is None or settings.warmup is None or settings.daily_cap is None:
+    async def _share_ramp(self, pool: AccountPool, sender: _Sender) -> None:
+        """The sender's warm-up cap for the ramp's day (as ``_over_ramp`` found it for this
+        slot) goes to the shared ledger, once a day, so that campaigns sending from one new
+        account at the same time share that cap instead of each sending it."""
+        settings, cap = sender.config, self._ramp_caps.get(sender.account)
+        if settings is None or settings.daily_cap is None or cap is None:
             return
-        cap = settings.warmup.cap(settings.daily_cap, self._first_sends.get(sender.account), at_s)
         if self._ramp_shared.get(sender.account, settings.daily_cap) == cap:
             return  # registered already (the whole daily cap, when the pool was opened)
         self._ramp_shared[sender.account] = cap
