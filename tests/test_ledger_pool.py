@@ -4,9 +4,12 @@ background, released when unused; a real SQLite ledger file and a fake clock."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 
 from bulkdm.ledger import AccountPool, Realm, Refusal, Ticket, account_subject, open_ledger
+from bulkdm.ledger.base import LEASE_S, Ask, Grant
+from bulkdm.ledger.sqlite import SqliteLedger
 from bulkdm.rates import Rate
 
 NOW = 1_800_000_000.0
@@ -131,5 +134,38 @@ async def test_a_narrowed_window_holds_for_every_campaign_and_a_later_day_widens
         assert [isinstance(t, Ticket) for t in more] == [True, True, False]
         await ramping.close()
         await other.close()
+    finally:
+        await ledger.close()
+
+
+class CountingLedger(SqliteLedger):
+    """The real SQLite ledger, counting the groups of reservations it is asked for."""
+
+    groups: list[int]
+
+    async def reserve_many(self, asks: Sequence[Ask], *, holder: str, now_s: float,
+                           lease_s: float = LEASE_S) -> list[Grant]:
+        self.groups.append(len(asks))
+        return await super().reserve_many(asks, holder=holder, now_s=now_s, lease_s=lease_s)
+
+
+async def test_tickets_asked_for_at_once_are_reserved_in_one_transaction(tmp_path: Path) -> None:
+    """A slow account (1/2s) reserves one send at a time: 40 senders asking at once go to the
+    ledger together, not as 40 transactions (each a commit and an fsync, one after another on
+    the ledger's thread: what held a pool of 2,000 senders to a few hundred sends a second)."""
+    ledger = await CountingLedger.open(tmp_path / "l.sqlite", now_s=NOW)
+    assert isinstance(ledger, CountingLedger)
+    ledger.groups = []
+    accounts = {f"s{n}": (Rate(count=1, period_s=2.0),) for n in range(40)}
+    try:
+        pool = await AccountPool.open(ledger, realm=Realm.LIVE, campaign="c", api_key="k",
+                                      accounts=accounts, key_rates=FAST, clock=lambda: NOW)
+        tickets = await asyncio.gather(*(pool.ticket(a) for a in accounts))
+        assert all(isinstance(t, Ticket) for t in tickets)
+        # the first group (one account and the key) is in the ledger while the rest ask
+        assert sum(ledger.groups) == 41 and len(ledger.groups) <= 3
+        refused = await pool.ticket("s7")  # each account's one send fills its window
+        assert isinstance(refused, Refusal) and refused.reason == "1/2s full"
+        await pool.close()
     finally:
         await ledger.close()

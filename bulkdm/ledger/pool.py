@@ -22,6 +22,8 @@ from typing import Final
 from bulkdm.errors import LedgerError
 from bulkdm.ledger.base import (
     LEASE_S,
+    Ask,
+    Grant,
     Health,
     Ledger,
     Realm,
@@ -110,6 +112,9 @@ class AccountPool:
         self._released: list[int] = []
         self._chores: list[Callable[[], Awaitable[None]]] = []
         self._writer: asyncio.Task[None] | None = None
+        #: reservations asked for and not sent to the ledger yet, and the task sending them
+        self._asks: list[tuple[str, asyncio.Future[Grant]]] = []
+        self._reserver: asyncio.Task[None] | None = None
         self._failure: LedgerError | None = None
         self._unhealthy: set[str] = set()
 
@@ -203,9 +208,7 @@ class AccountPool:
             async with held.lock:
                 if len(held.ids) > self._want(subject) // 4:
                     return
-                grant = await self.ledger.reserve(subject, rates=self._rates[subject],
-                                                  holder=self._holder, want=self._want(subject),
-                                                  now_s=self._clock(), lease_s=self._lease_s)
+                grant = await self._reserve(subject)
                 held.ids.extend((i, grant.expires_s) for i in grant.ids)
         except LedgerError as exc:  # kept, and raised by the next ticket or the close
             self._failure = exc
@@ -219,14 +222,40 @@ class AccountPool:
         async with held.lock:
             if self._usable(held):
                 return None
-            now = self._clock()
-            grant = await self.ledger.reserve(subject, rates=self._rates[subject],
-                                              holder=self._holder, want=self._want(subject),
-                                              now_s=now, lease_s=self._lease_s)
+            grant = await self._reserve(subject)
             if not grant.ids:
-                return Refusal(next_s=grant.next_s or now, reason=grant.reason or "no room")
+                return Refusal(next_s=grant.next_s or self._clock(),
+                               reason=grant.reason or "no room")
             held.ids.extend((i, grant.expires_s) for i in grant.ids)
         return None
+
+    async def _reserve(self, subject: str) -> Grant:
+        """Reserve a batch of ``subject`` now, in one transaction with every other reservation
+        asked for meanwhile (by other senders of this campaign): one commit for them all."""
+        granted: asyncio.Future[Grant] = asyncio.get_running_loop().create_future()
+        self._asks.append((subject, granted))
+        if self._reserver is None or self._reserver.done():
+            self._reserver = asyncio.get_running_loop().create_task(self._reserve_loop())
+        return await granted
+
+    async def _reserve_loop(self) -> None:
+        # the asks that came while a group was in the ledger form the next group
+        while self._asks:
+            asks, self._asks = self._asks, []
+            try:
+                grants = await self.ledger.reserve_many(
+                    [Ask(subject=s, rates=self._rates[s], want=self._want(s)) for s, _ in asks],
+                    holder=self._holder, now_s=self._clock(), lease_s=self._lease_s)
+            except LedgerError as exc:  # each asker raises it
+                for _, granted in asks:
+                    if not granted.done():
+                        granted.set_exception(exc)
+                continue
+            for (_, granted), grant in zip(asks, grants, strict=True):
+                if granted.done():  # its asker was cancelled: nothing will send on these
+                    self.settle_later(released=list(grant.ids))
+                else:
+                    granted.set_result(grant)
 
     def _usable(self, held: _Held) -> bool:
         """True if the oldest reservation held has half a lease left at least (the intent's
@@ -310,6 +339,9 @@ class AccountPool:
         for held in self._held.values():
             if held.refill is not None:
                 await held.refill
+        if self._reserver is not None:
+            await self._reserver  # its grants are in held, or released
+        for held in self._held.values():
             self.settle_later(released=[i for i, _ in held.ids])
             held.ids.clear()
         await self.flush()
