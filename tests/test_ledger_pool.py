@@ -169,3 +169,51 @@ async def test_tickets_asked_for_at_once_are_reserved_in_one_transaction(tmp_pat
         await pool.close()
     finally:
         await ledger.close()
+
+
+class HeldBackLedger(SqliteLedger):
+    """The real SQLite ledger; its ``hold_at``-th group with the API key in it waits for
+    ``release`` (to line up senders behind one reservation of the key)."""
+
+    key: str
+    hold_at: int
+    release: asyncio.Event
+    holding: asyncio.Event
+
+    async def reserve_many(self, asks: Sequence[Ask], *, holder: str, now_s: float,
+                           lease_s: float = LEASE_S) -> list[Grant]:
+        if any(a.subject == self.key for a in asks):
+            self.hold_at -= 1
+            if self.hold_at == 0:
+                self.holding.set()
+                await self.release.wait()
+        return await super().reserve_many(asks, holder=holder, now_s=now_s, lease_s=lease_s)
+
+
+async def test_senders_waiting_for_the_keys_next_batch_all_get_it_when_it_comes(
+        tmp_path: Path) -> None:
+    """The API key's batch (64) runs out under 100 senders asking at once: the ones waiting for
+    the next batch wake together when it comes, not one per turn of the event loop (as behind
+    a lock, with the concurrency slot held all the while)."""
+    ledger = await HeldBackLedger.open(tmp_path / "l.sqlite", now_s=NOW)
+    assert isinstance(ledger, HeldBackLedger)
+    ledger.key, ledger.hold_at = "", 2  # the key's second batch waits
+    ledger.release, ledger.holding = asyncio.Event(), asyncio.Event()
+    accounts = {f"s{n}": FAST for n in range(100)}
+    try:
+        pool = await AccountPool.open(ledger, realm=Realm.LIVE, campaign="c", api_key="k",
+                                      accounts=accounts, key_rates=FAST, clock=lambda: NOW)
+        ledger.key = pool.subject(None)
+        tickets = [asyncio.create_task(pool.ticket(a)) for a in accounts]
+        await asyncio.wait_for(ledger.holding.wait(), timeout=10.0)
+        waiting = [t for t in tickets if not t.done()]
+        assert len(waiting) >= 30  # 64 had the first batch; the rest wait for the second
+        ledger.release.set()
+        await asyncio.wait(waiting, timeout=10.0, return_when=asyncio.FIRST_COMPLETED)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert all(t.done() for t in waiting)
+        assert all(isinstance(t.result(), Ticket) for t in tickets)
+        await pool.close()
+    finally:
+        await ledger.close()
