@@ -7,6 +7,9 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
+
+from bulkdm.errors import LedgerError
 from bulkdm.ledger import AccountPool, Realm, Refusal, Ticket, account_subject, open_ledger
 from bulkdm.ledger.base import LEASE_S, Ask, Grant
 from bulkdm.ledger.sqlite import SqliteLedger
@@ -215,5 +218,46 @@ async def test_senders_waiting_for_the_keys_next_batch_all_get_it_when_it_comes(
         assert all(t.done() for t in waiting)
         assert all(isinstance(t.result(), Ticket) for t in tickets)
         await pool.close()
+    finally:
+        await ledger.close()
+
+
+class BrokenLedger(SqliteLedger):
+    """The real SQLite ledger, until ``break_after`` groups: then ``reserve_many`` raises what
+    aiosqlite raises once its connection is gone (a ``ValueError``, not a ``LedgerError``)."""
+
+    break_after: int
+
+    async def reserve_many(self, asks: Sequence[Ask], *, holder: str, now_s: float,
+                           lease_s: float = LEASE_S) -> list[Grant]:
+        self.break_after -= 1
+        if self.break_after < 0:
+            raise ValueError("Connection closed")
+        return await super().reserve_many(asks, holder=holder, now_s=now_s, lease_s=lease_s)
+
+
+async def test_a_reservation_that_fails_unexpectedly_fails_its_askers_and_leaves_none_waiting(
+        tmp_path: Path) -> None:
+    """Senders asking while a group fails with something other than a LedgerError get an error,
+    not a wait without end: before, the task sending groups died with their answers unset, the
+    key's batch stayed "under way", and every later ticket waited for it with its concurrency
+    slot held (a run that sends nothing and never ends)."""
+    ledger = await BrokenLedger.open(tmp_path / "l.sqlite", now_s=NOW)
+    assert isinstance(ledger, BrokenLedger)
+    ledger.break_after = 2  # the first two groups (s0, then the key) work
+    slow = (Rate(count=1, period_s=2.0),)
+    try:
+        pool = await AccountPool.open(ledger, realm=Realm.LIVE, campaign="c", api_key="k",
+                                      accounts={f"s{n}": slow for n in range(20)},
+                                      key_rates=FAST, clock=lambda: NOW)
+        assert isinstance(await pool.ticket("s0"), Ticket)
+        asking = [asyncio.create_task(pool.ticket(f"s{n}")) for n in range(1, 20)]
+        done, waiting = await asyncio.wait(asking, timeout=10.0)
+        assert not waiting
+        assert all(isinstance(t.exception(), LedgerError) for t in done)
+        with pytest.raises(LedgerError):  # and so does the next one, at once
+            await asyncio.wait_for(pool.ticket("s1"), timeout=10.0)
+        with pytest.raises(ValueError, match="Connection closed"):  # the close reports it
+            await pool.close()
     finally:
         await ledger.close()

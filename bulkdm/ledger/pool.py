@@ -250,22 +250,38 @@ class AccountPool:
 
     async def _reserve_loop(self) -> None:
         # the asks that came while a group was in the ledger form the next group
-        while self._asks:
-            asks, self._asks = self._asks, []
-            try:
-                grants = await self.ledger.reserve_many(
-                    [Ask(subject=s, rates=self._rates[s], want=self._want(s)) for s, _ in asks],
-                    holder=self._holder, now_s=self._clock(), lease_s=self._lease_s)
-            except LedgerError as exc:  # each asker raises it
-                for _, granted in asks:
-                    if not granted.done():
-                        granted.set_exception(exc)
-                continue
-            for (_, granted), grant in zip(asks, grants, strict=True):
-                if granted.done():  # its asker was cancelled: nothing will send on these
-                    self.settle_later(released=list(grant.ids))
-                else:
-                    granted.set_result(grant)
+        asks: list[tuple[str, asyncio.Future[Grant]]] = []
+        try:
+            while self._asks:
+                asks, self._asks = self._asks, []
+                await self._reserve_group(asks)
+        finally:
+            # whatever ended this task early (an error other than the ledger's, a cancel), no
+            # asker waits for ever: a sender waits for its ticket with its concurrency slot
+            # held, and with the key's batch under way every sender waits for this one
+            stopped = [granted for _, granted in [*asks, *self._asks] if not granted.done()]
+            self._asks = []
+            if stopped:
+                self._failure = self._failure or LedgerError(
+                    f"{self.ledger.location}: the account ledger's reservations stopped")
+                for granted in stopped:
+                    granted.set_exception(self._failure)
+
+    async def _reserve_group(self, asks: list[tuple[str, asyncio.Future[Grant]]]) -> None:
+        try:
+            grants = await self.ledger.reserve_many(
+                [Ask(subject=s, rates=self._rates[s], want=self._want(s)) for s, _ in asks],
+                holder=self._holder, now_s=self._clock(), lease_s=self._lease_s)
+        except LedgerError as exc:  # each asker raises it
+            for _, granted in asks:
+                if not granted.done():
+                    granted.set_exception(exc)
+            return
+        for (_, granted), grant in zip(asks, grants, strict=True):
+            if granted.done():  # its asker was cancelled: nothing will send on these
+                self.settle_later(released=list(grant.ids))
+            else:
+                granted.set_result(grant)
 
     def _usable(self, held: _Held) -> bool:
         """True if the oldest reservation held has half a lease left at least (the intent's
