@@ -229,6 +229,22 @@ async def test_the_first_send_is_kept_past_pruning_and_only_an_earlier_one_repla
     assert await reopened.first_send(ALICE) == NOW + 2
 
 
+async def test_one_settlement_of_several_accounts_keeps_each_ones_earliest_send(
+    connect: Opener,
+) -> None:
+    ledger = await connect()
+    bob = account_subject(Realm.LIVE, "bob")
+    alice = await ledger.reserve(ALICE, rates=[PER_10S], holder="a", want=3, now_s=NOW)
+    bobs = await ledger.reserve(bob, rates=[PER_10S], holder="a", want=2, now_s=NOW)
+    assert len({*alice.ids, *bobs.ids}) == 5
+    await ledger.settle([(alice.ids[0], NOW + 3), (bobs.ids[0], NOW + 2),
+                         (alice.ids[1], NOW + 1), (bobs.ids[1], NOW + 4)], [alice.ids[2]])
+    assert await ledger.first_send(ALICE) == NOW + 1
+    assert await ledger.first_send(bob) == NOW + 2
+    assert await ledger.history(ALICE, since_s=NOW - 1, now_s=NOW + 5) == [NOW + 1, NOW + 3]
+    assert await ledger.history(bob, since_s=NOW - 1, now_s=NOW + 5) == [NOW + 2, NOW + 4]
+
+
 async def test_a_group_of_reservations_is_granted_as_one_after_another(connect: Opener) -> None:
     ledger = await connect()
     bob = account_subject(Realm.LIVE, "bob")
