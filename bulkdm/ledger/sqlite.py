@@ -52,10 +52,7 @@ CREATE TABLE IF NOT EXISTS reservations (
     at_s REAL NOT NULL,
     sent INTEGER NOT NULL DEFAULT 0
 );
--- a window's count reads this index alone (with only (subject, at_s), each reservation in the
--- window was a lookup in the table for its holder: most of a busy ledger's work)
-CREATE INDEX IF NOT EXISTS reservations_window ON reservations (subject, at_s, holder);
-DROP INDEX IF EXISTS reservations_subject_at;
+CREATE INDEX IF NOT EXISTS reservations_subject_at ON reservations (subject, at_s);
 CREATE TABLE IF NOT EXISTS limits (
     subject TEXT NOT NULL, campaign TEXT NOT NULL, rates TEXT NOT NULL, updated_s REAL NOT NULL,
     PRIMARY KEY (subject, campaign)
@@ -80,7 +77,6 @@ _COUNT: Final = (
     "SELECT COUNT(*) FROM reservations WHERE subject = ? AND at_s > ? "
     "AND (holder != ? OR at_s > ?)"
 )
-_INSERT: Final = "INSERT INTO reservations (subject, holder, reserved_s, at_s) VALUES (?, ?, ?, ?)"
 _NTH_SETTLED: Final = (
     "SELECT at_s + CASE WHEN holder = ? THEN 0 ELSE ? END AS until_s FROM reservations "
     "WHERE subject = ? AND at_s > ? AND (holder != ? OR at_s > ?) AND (sent = 1 OR at_s <= ?) "
@@ -146,7 +142,7 @@ class SqliteLedger:
                                 lease_s)
 
     async def settle(self, sent: Sequence[tuple[int, float]], released: Sequence[int]) -> None:
-        await self._call(_without_fsync, _settle, list(sent), list(released))
+        await self._call(_in_transaction, _settle, list(sent), list(released))
 
     async def history(self, subject: str, *, since_s: float, now_s: float) -> list[float]:
         rows = await self._call(_fetch, "SELECT at_s, sent FROM reservations "
@@ -278,18 +274,6 @@ def _in_transaction(db: sqlite3.Connection, fn: Callable[..., _T], *args: Any) -
     return result
 
 
-def _without_fsync(db: sqlite3.Connection, fn: Callable[..., _T], *args: Any) -> _T:
-    """:func:`_in_transaction` with ``synchronous = NORMAL``: the commit reaches the WAL, and
-    the disk with the next reservation's fsync. For settlements only: one lost in a power cut
-    leaves its reservations counting at their lease's end (later than the real sends) or as
-    sent, the safe side either way, and WAL keeps each transaction whole or absent."""
-    db.execute("PRAGMA synchronous = NORMAL")
-    try:
-        return _in_transaction(db, fn, *args)
-    finally:
-        db.execute("PRAGMA synchronous = FULL")
-
-
 def _limits(db: sqlite3.Connection, subject: str, now_s: float,
             ttl_s: float = REGISTRATION_TTL_S) -> list[CampaignLimits]:
     rows = db.execute("SELECT campaign, rates, updated_s FROM limits WHERE subject = ? "
@@ -316,15 +300,12 @@ def _reserve(db: sqlite3.Connection, subject: str, rates: tuple[Rate, ...], hold
                    for r, n in zip(rates, counts, strict=True) if n >= r.count]
         return Grant(ids=(), expires_s=expires_s, next_s=next_try_s(now_s, binding),
                      reason=f"{rates_text([r for r, _ in binding])} full")
-    # one statement for the batch; a row without an explicit id gets the largest id plus one
-    # (SQLite's rule for a table without AUTOINCREMENT), so within this transaction, which
-    # holds the write lock, the batch's ids are the last ``granted`` ones
-    row = (subject, holder, now_s, expires_s)
-    if granted == 1:  # a slow account's usual batch: one statement
-        return Grant(ids=(int(db.execute(_INSERT, row).lastrowid or 0),), expires_s=expires_s)
-    db.executemany(_INSERT, [row] * granted)
-    last = int(db.execute("SELECT last_insert_rowid()").fetchone()[0])
-    return Grant(ids=tuple(range(last - granted + 1, last + 1)), expires_s=expires_s)
+    ids = []
+    for _ in range(granted):
+        cursor = db.execute("INSERT INTO reservations (subject, holder, reserved_s, at_s) "
+                            "VALUES (?, ?, ?, ?)", (subject, holder, now_s, expires_s))
+        ids.append(int(cursor.lastrowid or 0))
+    return Grant(ids=tuple(ids), expires_s=expires_s)
 
 
 def _reserve_many(db: sqlite3.Connection, asks: list[Ask], holder: str, now_s: float,
@@ -344,20 +325,7 @@ def _nth_settled(db: sqlite3.Connection, subject: str, holder: str, rate: Rate,
 def _settle(db: sqlite3.Connection, sent: list[tuple[int, float]], released: list[int]) -> None:
     db.executemany("UPDATE reservations SET at_s = ?, sent = 1 WHERE id = ?",
                    [(at_s, rid) for rid, at_s in sent])
-    # each subject's earliest send of the batch, one upsert per subject (per send, this was
-    # half the ledger's statements on a busy run)
-    ids = [rid for rid, _ in sent]
-    for start in range(0, len(ids), _IDS_PER_STATEMENT):
-        chunk = ids[start:start + _IDS_PER_STATEMENT]
-        db.execute(_FIRSTS.format(marks=", ".join("?" * len(chunk))), chunk)
+    db.executemany("INSERT INTO firsts SELECT subject, at_s FROM reservations WHERE id = ? "
+                   "ON CONFLICT (subject) DO UPDATE SET at_s = excluded.at_s "
+                   "WHERE excluded.at_s < firsts.at_s", [(rid,) for rid, _ in sent])
     db.executemany("DELETE FROM reservations WHERE id = ?", [(rid,) for rid in released])
-
-
-#: ids bound in one statement (SQLite's default limit is 999 on older versions)
-_IDS_PER_STATEMENT: Final = 500
-#: ``marks`` is a run of ``?``: the ids stay bound parameters
-_FIRSTS: Final = (
-    "INSERT INTO firsts SELECT subject, MIN(at_s) FROM reservations WHERE id IN ({marks}) "
-    "GROUP BY subject ON CONFLICT (subject) DO UPDATE SET at_s = excluded.at_s "
-    "WHERE excluded.at_s < firsts.at_s"
-)
