@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import orjson
 
 from bulkdm.rates import Rate
@@ -68,6 +70,37 @@ async def finish(process: asyncio.subprocess.Process, *, timeout_s: float = 60.0
 async def bulkdm(*args: str, env: Mapping[str, str] | None = None, timeout_s: float = 60.0,
                  preexec_fn: Callable[[], None] | None = None) -> Done:
     return await finish(await start(*args, env=env, preexec_fn=preexec_fn), timeout_s=timeout_s)
+
+
+@contextlib.asynccontextmanager
+async def sandbox_process(*flags: str) -> AsyncIterator[dict[str, str]]:
+    """``python -m bulkdm.sandbox FLAGS`` in a process of its own, as a provider is: its own
+    event loop and collector, so the test process's pauses (a full collection of its heap)
+    never delay its stamps. Yields the URLs it prints (``sandbox``, ``xquik``, ``getxapi``)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bulkdm.sandbox", "--host", "127.0.0.1", "--port", "0", *flags,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    try:
+        assert process.stdout is not None
+        urls: dict[str, str] = {}
+        while len(urls) < 3:
+            line = await asyncio.wait_for(process.stdout.readline(), timeout=20.0)
+            assert line, f"the sandbox ended before it served (exit code {process.returncode})"
+            name, _, url = line.decode().strip().partition(" ")
+            urls[name] = url.strip()
+        yield urls
+    finally:
+        if process.returncode is None:
+            process.terminate()
+        await asyncio.wait_for(process.wait(), timeout=10.0)
+
+
+async def delivered(root_url: str) -> list[Delivery]:
+    """The deliveries a sandbox recorded (``GET /_sandbox/ledger``)."""
+    async with aiohttp.ClientSession() as session, \
+            session.get(f"{root_url}/_sandbox/ledger") as answer:
+        body = orjson.loads(await answer.read())
+    return [Delivery(**d) for d in body["deliveries"]]
 
 
 async def wait_for(ready: Callable[[], bool], *, timeout_s: float = 30.0,

@@ -10,8 +10,6 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
-import aiohttp
-import orjson
 import pytest
 
 from bulkdm import checkpoint as cp
@@ -19,22 +17,16 @@ from bulkdm.binding import UnboundRows
 from bulkdm.checkpoint import Checkpoint, Expect
 from bulkdm.keys import idempotency_key
 from bulkdm.rows import PlannedRow, RowRecord, RowState
-from bulkdm.sandbox import Delivery, Sandbox, running_sandbox
+from bulkdm.sandbox import running_sandbox
 from bulkdm.schema import MIGRATIONS, SCHEMA_VERSION
 from bulkdm.settings import ProviderName
+from tests.clikit import delivered
 from tests.enginekit import planned, run_engine, settings_for, write_plan
 
 
 def unbound(line: int, recipient_id: str) -> PlannedRow:
     row = planned(line, sender="x", recipient_id=recipient_id)
     return replace(row, sender=None, idempotency_key=None)
-
-
-async def deliveries(sandbox: Sandbox) -> list[Delivery]:
-    async with aiohttp.ClientSession() as session, \
-            session.get(f"{sandbox.root_url}/_sandbox/ledger") as answer:
-        body = orjson.loads(await answer.read())
-    return [Delivery(**d) for d in body["deliveries"]]
 
 
 async def test_of_two_claims_on_one_unbound_row_exactly_one_applies(tmp_path: Path) -> None:
@@ -68,7 +60,7 @@ async def test_two_senders_racing_for_the_same_unbound_rows_send_each_once(
     await write_plan(path, [unbound(i, str(1000 + i)) for i in range(1, 81)])
     async with running_sandbox() as sb:
         report = await run_engine(settings_for(sb, provider=provider, senders=("s1", "s2")), path)
-        ledger = await deliveries(sb)
+        ledger = await delivered(sb.root_url)
     assert report.finish_reason.value == "completed"
     assert len(ledger) == 80 and set(Counter(d.recipient_id for d in ledger).values()) == {1}
     by_sender = Counter(d.sender for d in ledger)
@@ -91,7 +83,7 @@ async def test_a_sender_at_its_daily_limit_leaves_its_rows_to_the_others(
     async with running_sandbox() as sb:
         settings = settings_for(sb, provider=provider, senders=("s1", "daily1", "s2"))
         report = await run_engine(settings, path)
-        ledger = await deliveries(sb)
+        ledger = await delivered(sb.root_url)
     assert report.finish_reason.value == "completed", report
     assert len(ledger) == 60 and set(Counter(d.recipient_id for d in ledger).values()) == {1}
     assert Counter(d.sender for d in ledger)["daily1"] == 3
@@ -107,17 +99,17 @@ async def test_a_pinned_row_waits_for_its_resting_account(tmp_path: Path) -> Non
     async with running_sandbox() as sb:
         settings = settings_for(sb, senders=("s1", "daily1"))
         report = await run_engine(settings, path)
-        ledger = await deliveries(sb)
+        ledger = await delivered(sb.root_url)
     assert report.finish_reason.value == "paused"
     assert report.detail is not None and "daily1: x_daily_limit until" in report.detail
     assert "nothing can be sent before " in report.detail and "daily1 is free again" in \
         report.detail
-    delivered = {d.recipient_id for d in ledger}
+    sent_to = {d.recipient_id for d in ledger}
     pinned_ids = {str(3000 + i) for i in range(1, 6)}
     # every unbound row went (through s1 when daily1 was resting), and three pinned ones, by
     # daily1 alone: which three depends on the order its concurrent sends reached the sandbox
-    assert len(ledger) == 18 and {str(3000 + i) for i in range(6, 21)} <= delivered
-    assert len(delivered & pinned_ids) == 3
+    assert len(ledger) == 18 and {str(3000 + i) for i in range(6, 21)} <= sent_to
+    assert len(sent_to & pinned_ids) == 3
     assert {d.sender for d in ledger if d.recipient_id in pinned_ids} == {"daily1"}
 
 
@@ -148,7 +140,7 @@ async def test_a_dropped_sender_leaves_the_rows_it_claimed_unbound_for_the_other
     async with running_sandbox() as sb:
         settings = settings_for(sb, provider=provider, senders=("reauth1", "s1"))
         report = await run_engine(settings, path)
-        ledger = await deliveries(sb)
+        ledger = await delivered(sb.root_url)
     assert report.finish_reason.value == "completed", report
     assert len(ledger) == 30 and {d.sender for d in ledger} == {"s1"}
     with sqlite3.connect(path) as db:

@@ -10,12 +10,20 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import aiohttp
 import orjson
 
 from bulkdm.rates import Rate
-from bulkdm.sandbox import Delivery, Sandbox, running_sandbox
-from tests.clikit import Done, bulkdm, env_for, finish, start, windows_over, write_campaign
+from bulkdm.sandbox import running_sandbox
+from tests.clikit import (
+    Done,
+    bulkdm,
+    delivered,
+    env_for,
+    finish,
+    start,
+    windows_over,
+    write_campaign,
+)
 
 SENDERS = ("s1", "s2")
 #: a window with a guard (2 % of it) wider than the jitter of a first request's delivery to a
@@ -39,13 +47,6 @@ def campaign(folder: Path, name: str, first_id: int, count: int, *, url: str,
     return path
 
 
-async def deliveries(sandbox: Sandbox) -> list[Delivery]:
-    async with aiohttp.ClientSession() as session, \
-            session.get(f"{sandbox.root_url}/_sandbox/ledger") as answer:
-        body = orjson.loads(await answer.read())
-    return [Delivery(**d) for d in body["deliveries"]]
-
-
 async def run_together(*campaigns: Path, envs: Sequence[Mapping[str, str]]) -> list[Done]:
     processes = [await start("run", str(c), "--progress", "none", env=e)
                  for c, e in zip(campaigns, envs, strict=True)]
@@ -61,7 +62,7 @@ async def test_two_campaigns_at_once_on_the_same_senders_keep_every_window(tmp_p
         welcome = campaign(tmp_path / "a", "welcome", 1000, 6, url=sb.xquik_url)
         support = campaign(tmp_path / "b", "support", 2000, 6, url=sb.xquik_url)
         done = await run_together(welcome, support, envs=[pool_env(), pool_env()])
-        ledger = await deliveries(sb)
+        ledger = await delivered(sb.root_url)
     assert [d.code for d in done] == [0, 0], [d.stdout + d.stderr for d in done]
     assert len(ledger) == 12 and set(Counter(d.recipient_id for d in ledger).values()) == {1}
     # each campaign alone keeps 2/5s per sender; together they must too
@@ -76,7 +77,7 @@ async def test_two_campaigns_in_a_row_keep_the_daily_cap_together(tmp_path: Path
                           sender_rate="1000/1s", daily_cap=2)
         one = await bulkdm("run", str(first), "--progress", "none")
         two = await bulkdm("run", str(second), "--progress", "none")
-        ledger = await deliveries(sb)
+        ledger = await delivered(sb.root_url)
     assert one.code == 4 and two.code == 4, one.stdout + two.stdout  # paused: caps reached
     assert Counter(d.sender for d in ledger) == {"s1": 2, "s2": 2}
     assert all(len([d for d in ledger if d.sender == s and d.recipient_id.startswith("4")]) == 0
@@ -101,7 +102,7 @@ async def test_two_hosts_coordinate_only_through_a_postgres_ledger(
         envs = [pool_env(BULKDM_LEDGER=postgres_db, XDG_STATE_HOME=str(tmp_path / host))
                 for host in ("host_a", "host_b")]
         done = await run_together(welcome, support, envs=envs)
-        ledger = await deliveries(sb)
+        ledger = await delivered(sb.root_url)
     assert [d.code for d in done] == [0, 0], [d.stdout + d.stderr for d in done]
     assert len(ledger) == 12 and windows_over(ledger, TWO_PER_5S) == []
     for host in ("host_a", "host_b"):  # nothing kept in a local ledger (the campaign registry is)

@@ -16,7 +16,7 @@ from bulkdm.sandbox import Faults, SandboxConfig, running_sandbox
 from bulkdm.sandbox.faults import FaultDice
 from bulkdm.secrets import Secret
 from bulkdm.settings import RunSettings, load_settings
-from tests.clikit import bulkdm, windows_over, write_campaign
+from tests.clikit import bulkdm, delivered, sandbox_process, windows_over, write_campaign
 from tests.enginekit import open_engine, planned, run_engine, settings_for, write_plan
 
 PER_SECOND = Rate(count=40, period_s=1.0)
@@ -28,15 +28,16 @@ async def _run_with_arrival_jitter(tmp_path: Path, guard: str | None) -> list[tu
     stamps every delivery 0-50 ms after it arrived; the windows over 40 in its ledger."""
     rows = [{"recipient_id": 10_000 + i, "first_name": "X", "sender": SENDERS[i % 3]}
             for i in range(1000)]
-    config = SandboxConfig(faults=Faults(arrival_jitter_ms=50, seed=11))
-    async with running_sandbox(config) as sb:
+    # the sandbox in a process of its own, as a provider is: in the test process, a full
+    # collection of the heap the earlier tests left paused its stamps by more than the guard
+    async with sandbox_process("--arrival-jitter", "50ms", "--seed", "11") as urls:
         # NORMAL: an intent commits without an fsync, so each send leaves as soon as its slot
         # is granted (a slow commit delays the send and adds a margin of its own)
         extra = 'synchronous = "NORMAL"' + ("" if guard is None else f'\nrate_guard = "{guard}"')
         # the engine's own windows are what is measured: the account ledger, which keeps its
         # windows with the default guard whatever the run's, is off
         extra += '\n\n[accounts]\nledger = "off"\n'
-        campaign = write_campaign(tmp_path, rows, url=sb.xquik_url, senders=SENDERS,
+        campaign = write_campaign(tmp_path, rows, url=urls["xquik"], senders=SENDERS,
                                   sender_rate="40/1s", extra=extra)
         # A second, looser rate lets each sender send its 40 as fast as it can instead of one
         # every 25 ms, so every window fills from its start: the hardest case for the guard,
@@ -45,7 +46,7 @@ async def _run_with_arrival_jitter(tmp_path: Path, guard: str | None) -> list[tu
         toml = campaign.with_suffix(".toml")
         toml.write_text(toml.read_text().replace('rate = "40/1s"', 'rate = ["40/1s", "400/1s"]'))
         done = await bulkdm("run", str(campaign), "--progress", "none", timeout_s=100)
-        ledger = list(sb.ledger)
+        ledger = await delivered(urls["sandbox"])
     assert done.code == 0, done.stderr
     assert len(ledger) == 1000
     return windows_over(ledger, PER_SECOND)
