@@ -147,6 +147,35 @@ async def test_a_dropped_sender_leaves_the_rows_it_claimed_unbound_for_the_other
         assert db.execute("SELECT DISTINCT state, sender FROM rows").fetchall() == [("sent", "s1")]
 
 
+class _HeldScreen:
+    """A screen that keeps every row, held until ``release`` is set; the pages it saw."""
+
+    def __init__(self) -> None:
+        self.entered, self.release = asyncio.Event(), asyncio.Event()
+        self.screens: list[int] = []
+
+    async def screen(self, page: list[RowRecord]) -> list[RowRecord]:
+        self.screens.append(len(page))
+        self.entered.set()
+        await self.release.wait()
+        return page
+
+
+async def _as_read(page: list[RowRecord]) -> list[RowRecord]:
+    return page
+
+
+async def _takers(rows: UnboundRows, held: _HeldScreen, count: int
+                  ) -> tuple[asyncio.Task[RowRecord | None], list[asyncio.Task[RowRecord | None]]]:
+    """A first taker, held in its screen, then ``count`` more that wait for it."""
+    first = asyncio.create_task(rows.take(_as_read, screen=held.screen))
+    await asyncio.wait_for(held.entered.wait(), timeout=10.0)
+    others = [asyncio.create_task(rows.take(_as_read, screen=held.screen)) for _ in range(count)]
+    for _ in range(3):
+        await asyncio.sleep(0)
+    return first, others
+
+
 async def test_loops_that_came_during_a_screen_are_served_by_one_more_fill(tmp_path: Path) -> None:
     """Loops that start waiting while a screen runs are served by the next fill alone: it
     reads more rows when the buffer is too short for them, and screens as many as they need
@@ -156,28 +185,13 @@ async def test_loops_that_came_during_a_screen_are_served_by_one_more_fill(tmp_p
     await write_plan(path, [unbound(i, str(4000 + i)) for i in range(1, 201)])
     checkpoint = await Checkpoint.open(path)
     try:
-        rows = UnboundRows(checkpoint, time.time)
-        entered, release = asyncio.Event(), asyncio.Event()
-        screens: list[int] = []
-
-        async def screen(page: list[RowRecord]) -> list[RowRecord]:
-            screens.append(len(page))
-            entered.set()
-            await release.wait()
-            return page
-
-        async def as_read(page: list[RowRecord]) -> list[RowRecord]:
-            return page
-
-        first = asyncio.create_task(rows.take(as_read, screen=screen))
-        await asyncio.wait_for(entered.wait(), timeout=10.0)  # a page of 64 read, 16 screened
-        others = [asyncio.create_task(rows.take(as_read, screen=screen)) for _ in range(100)]
-        for _ in range(3):
-            await asyncio.sleep(0)
-        release.set()
+        held = _HeldScreen()
+        # the first taker's page of 64 is read and 16 of it screened, held there
+        first, others = await _takers(UnboundRows(checkpoint, time.time), held, 100)
+        held.release.set()
         taken = await asyncio.wait_for(asyncio.gather(first, *others), timeout=10.0)
         assert len({row.id for row in taken if row is not None}) == 101
-        assert len(screens) == 2, screens  # the first fill's, then one for all who came
+        assert len(held.screens) == 2, held.screens  # the first fill's, one for all who came
     finally:
         await checkpoint.close()
 
@@ -190,24 +204,11 @@ async def test_loops_waiting_for_a_screen_all_get_their_rows_when_it_ends(tmp_pa
     await write_plan(path, [unbound(i, str(3000 + i)) for i in range(1, 65)])
     checkpoint = await Checkpoint.open(path)
     try:
-        rows = UnboundRows(checkpoint, time.time)
-        entered, release = asyncio.Event(), asyncio.Event()
-
-        async def screen(page: list[RowRecord]) -> list[RowRecord]:
-            entered.set()
-            await release.wait()
-            return page
-
-        async def as_read(page: list[RowRecord]) -> list[RowRecord]:
-            return page
-
-        first = asyncio.create_task(rows.take(as_read, screen=screen))
-        await asyncio.wait_for(entered.wait(), timeout=10.0)  # its page is read, now screened
-        others = [asyncio.create_task(rows.take(as_read, screen=screen)) for _ in range(50)]
-        for _ in range(3):
-            await asyncio.sleep(0)
+        held = _HeldScreen()
+        # the first taker's page is read, and screened: held there
+        first, others = await _takers(UnboundRows(checkpoint, time.time), held, 50)
         assert not any(task.done() for task in [first, *others])
-        release.set()
+        held.release.set()
         for _ in range(5):  # a few turns of the loop, not one per waiting loop
             await asyncio.sleep(0)
         taken = [task.result() for task in [first, *others] if task.done()]
