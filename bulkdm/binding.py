@@ -128,6 +128,7 @@ class UnboundRows:
             filling.ended.set()
 
     def _ahead(self) -> int:
+        # rows for the loops waiting now, and as many again for those that come meanwhile
         return max(_SCREEN_AHEAD, 2 * (self._waiting + 1))
 
     async def _screen(self, screen: Callable[[list[RowRecord]], Awaitable[list[RowRecord]]]) -> None:
@@ -148,7 +149,7 @@ class UnboundRows:
             self._after_id = 0
         # a page for every loop waiting now (they wait for this read) and those that come
         # meanwhile, within a bound
-        limit = min(max(_PAGE, 2 * (self._waiting + 1)), _MAX_PAGE)
+        limit = min(max(_PAGE, self._ahead()), _MAX_PAGE)
         rows = await self._cp.unbound_rows(after_id=self._after_id, now_s=self._clock(),
                                            limit=limit)
         if rows:
