@@ -38,8 +38,10 @@ async def test_a_new_account_sends_its_first_days_share_and_says_so(tmp_path: Pa
     assert (done.code, again.code) == (4, 4), done.stdout + done.stderr
     assert "warm-up day 0 of 10: 2/10 a day, until" in done.stdout
     assert re.search(r"alice: .*\n.*warm-up: day 0 of 14 \(14d from 20%, the default ramp, "
-                     r"since its first send \S+\): 2/10 today; a campaign that sets "
-                     r"warmup = false", pool.stdout), pool.stdout
+                     r"since its first send \S+\): 2/10 today; warmup = false stops a "
+                     r"campaign's own ramp \(an established account\), but a ramping "
+                     r"campaign's day cap holds for all until its registration is a day old",
+                     pool.stdout), pool.stdout
 
 
 async def test_the_ramp_counts_from_the_first_send_in_the_ledger(tmp_path: Path) -> None:
