@@ -75,6 +75,14 @@ def test_timestamps_near_the_canonical_form(text: object) -> None:
     assert normalize_iso(iso_utc(1_796_000_000.123)) == "2026-11-30T00:53:20.123Z"
 
 
+def test_a_timestamp_already_in_the_one_form_comes_back_as_it_is() -> None:
+    # the fast path itself (the same answer the long way is asserted above): the very string,
+    # not a new one parsed and formatted again
+    text = "2026-11-30T10:30:47.874Z"
+    assert normalize_iso(text) is text
+    assert normalize_iso("1066-10-14T09:00:00.999Z") is not None
+
+
 def test_parse_iso_reads_what_iso_utc_writes() -> None:
     when = parse_iso(iso_utc(1_764_470_795.25))
     assert when is not None and when.timestamp() == 1_764_470_795.25
