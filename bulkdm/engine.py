@@ -235,9 +235,7 @@ class Engine:
         #: ``_restored_at_s``): in the windows while leased, but never sends for the warm-up
         self._never_sent: dict[str, int] = {}
         self._restored_at_s = 0.0
-        #: each account's warm-up cap at its last slot, and the one it has in the shared ledger
-        #: (its daily cap until then)
-        self._ramp_caps: dict[str, int] = {}
+        #: each account's warm-up cap in the shared ledger (its daily cap until one is shared)
         self._ramp_shared: dict[str, int] = {}
         #: a sender resting longer than this ends its part of the run (the rows wait for a
         #: resume); ``--until-done`` waits however long it takes
@@ -599,15 +597,19 @@ class Engine:
                                             slot=self._slots, pending=True,
                                             deadline_s=self._clock() + self._patience_s,
                                             not_before_s=self._jitter_due_s(sender))
-            if at_s is not None and (self._outside_window(sender, at_s)
-                                     or self._over_ramp(sender, at_s)):
+            if at_s is None:
+                return None
+            if self._outside_window(sender, at_s):
                 continue
-            if at_s is not None and not self._may_spend(dms=1):
+            over, cap = self._over_ramp(sender, at_s)
+            if over:
+                continue
+            if not self._may_spend(dms=1):
                 self._give_back(sender, at_s)
                 return None
-            if at_s is None or self._pool is None:
+            if self._pool is None:
                 return self._drew(sender, at_s)
-            await self._share_ramp(self._pool, sender)
+            await self._share_ramp(self._pool, sender, cap)
             answer = await self._pool.ticket(sender.account)
             if isinstance(answer, Ticket):
                 sender.ticket = answer
@@ -652,17 +654,17 @@ class Engine:
         sender.note = f"{_OUTSIDE_WINDOW} ({window.describe()}) until {_iso(opens_s)}"
         return True
 
-    def _over_ramp(self, sender: _Sender, at_s: float) -> bool:
-        """True when a send at ``at_s`` would pass the sender's warm-up cap for its ramp's day
-        (counted from its first send in the ledger): the slot is given back and the sender
-        rests until the oldest of the day's sends leaves the day."""
+    def _over_ramp(self, sender: _Sender, at_s: float) -> tuple[bool, int | None]:
+        """Whether a send at ``at_s`` would pass the sender's warm-up cap for its ramp's day
+        (counted from its first send in the ledger), and that cap (None: no warm-up applies).
+        When it would, the slot is given back and the sender rests until the oldest of the
+        day's sends leaves the day."""
         settings = sender.config
         if self._pool is None or settings is None or settings.warmup is None \
                 or settings.daily_cap is None:
-            return False
+            return False, None
         first_s = self._first_sends.setdefault(sender.account, at_s)
-        cap = self._ramp_caps[sender.account] = settings.warmup.cap(settings.daily_cap, first_s,
-                                                                    at_s)
+        cap = settings.warmup.cap(settings.daily_cap, first_s, at_s)
         until_s = None
         # fewer sends held than the cap (this slot's included) fit without looking at them:
         # on by default, this runs for every send of every sender
@@ -674,19 +676,20 @@ class Engine:
         if until_s is None:
             if sender.note is not None and sender.note.startswith(_WARMING_UP):
                 sender.note = None
-            return False
+            return False, cap
         self._give_back(sender, at_s)
         sender.limiter.rest_until(until_s)
         day = settings.warmup.day(first_s, at_s)
         sender.note = (f"{_WARMING_UP} day {day} of {settings.warmup.days}: {cap}/{settings.daily_cap} "
                        f"a day, until {_iso(until_s)}")
-        return True
+        return True, cap
 
-    async def _share_ramp(self, pool: AccountPool, sender: _Sender) -> None:
-        """The sender's warm-up cap for the ramp's day (as ``_over_ramp`` found it for this
-        slot) goes to the shared ledger, once a day, so that campaigns sending from one new
-        account at the same time share that cap instead of each sending it."""
-        settings, cap = sender.config, self._ramp_caps.get(sender.account)
+    async def _share_ramp(self, pool: AccountPool, sender: _Sender, cap: int | None) -> None:
+        """The sender's warm-up cap for the ramp's day (``cap``, as ``_over_ramp`` found it
+        for this slot; None: no warm-up) goes to the shared ledger, once a day, so that
+        campaigns sending from one new account at the same time share that cap instead of each
+        sending it."""
+        settings = sender.config
         if settings is None or settings.daily_cap is None or cap is None:
             return
         if self._ramp_shared.get(sender.account, settings.daily_cap) == cap:

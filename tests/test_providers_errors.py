@@ -14,8 +14,6 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 from aiohttp import web
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from yarl import URL
 
 import bulkdm.providers
@@ -30,7 +28,6 @@ from bulkdm.providers.classify import (
 from bulkdm.providers.http import (
     BaseUrl,
     JsonObject,
-    canonical_iso,
     path_segment,
     redact,
     retry_after_s,
@@ -39,7 +36,6 @@ from bulkdm.providers.http import (
 from bulkdm.sandbox import Faults, SandboxConfig, running_sandbox
 from bulkdm.secrets import MASK, Secret
 from bulkdm.settings import ProviderName, ProviderSettings
-from bulkdm.timestamps import iso_utc, normalize_iso
 
 A = Action
 
@@ -442,30 +438,6 @@ def test_a_base_that_is_no_url_fails_at_the_request_as_before() -> None:
     assert BaseUrl("http://127.0.0.1:99999/api").at("/x/media") == (
         "http://127.0.0.1:99999/api/x/media"
     )
-
-
-@settings(max_examples=300, deadline=None, database=None)
-@given(st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31)))
-def test_a_canonical_timestamp_comes_back_as_normalize_iso_gives_it(when: datetime) -> None:
-    text = when.isoformat(timespec="milliseconds") + "Z"
-    assert canonical_iso(text) == normalize_iso(text)
-
-
-@settings(max_examples=300, deadline=None, database=None)
-@given(st.text(alphabet="0123456789-:.TZ+ ", min_size=20, max_size=26) | st.text())
-def test_any_text_is_normalized_as_normalize_iso_does(text: str) -> None:
-    assert canonical_iso(text) == normalize_iso(text)
-
-
-@pytest.mark.parametrize(
-    "text",
-    ["2026-11-30T10:30:47.874Z", "2026-02-29T10:30:47.874Z", "2026-11-30T24:00:00.000Z",
-     "2026-11-30T10:30:47,874Z", "2026-11-30 10:30:47.874Z", "2026-11-30T10:30:47.874+00:00",
-     "2026-11-30T10:30:47.87４Z", "9999-12-31T23:59:59.999Z", "1066-10-14T09:00:00.999Z", None, 7],
-)
-def test_timestamps_near_the_canonical_form(text: object) -> None:
-    assert canonical_iso(text) == normalize_iso(text)
-    assert canonical_iso(iso_utc(1_796_000_000.123)) == "2026-11-30T00:53:20.123Z"
 
 
 # -- secrets -------------------------------------------------------------------------------------

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import csv
 import re
+from datetime import datetime
 from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bulkdm.sandbox import running_sandbox
 from bulkdm.timestamps import iso_utc, normalize_iso, parse_iso
@@ -40,6 +43,44 @@ def test_iso_utc_writes_the_one_form() -> None:
 ])
 def test_normalize_iso_brings_any_form_to_the_one_form(given: object, expected: str | None) -> None:
     assert normalize_iso(given) == expected
+
+
+def the_long_way(value: object) -> str | None:
+    """normalize_iso without its fast path: parse, to a float, format."""
+    when = parse_iso(value)
+    return None if when is None else iso_utc(when.timestamp())
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31)))
+def test_a_canonical_timestamp_comes_back_as_the_long_way_gives_it(when: datetime) -> None:
+    text = when.isoformat(timespec="milliseconds") + "Z"
+    assert normalize_iso(text) == the_long_way(text)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(st.text(alphabet="0123456789-:.TZ+ ", min_size=20, max_size=26) | st.text())
+def test_any_text_is_normalized_as_the_long_way_does(text: str) -> None:
+    assert normalize_iso(text) == the_long_way(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["2026-11-30T10:30:47.874Z", "2026-02-29T10:30:47.874Z", "2026-11-30T24:00:00.000Z",
+     "2026-11-30T10:30:47,874Z", "2026-11-30 10:30:47.874Z", "2026-11-30T10:30:47.874+00:00",
+     "2026-11-30T10:30:47.87４Z", "9999-12-31T23:59:59.999Z", "1066-10-14T09:00:00.999Z", None, 7],
+)
+def test_timestamps_near_the_canonical_form(text: object) -> None:
+    assert normalize_iso(text) == the_long_way(text)
+    assert normalize_iso(iso_utc(1_796_000_000.123)) == "2026-11-30T00:53:20.123Z"
+
+
+def test_a_timestamp_already_in_the_one_form_comes_back_as_it_is() -> None:
+    # the fast path itself (the same answer the long way is asserted above): the very string,
+    # not a new one parsed and formatted again
+    text = "2026-11-30T10:30:47.874Z"
+    assert normalize_iso(text) is text
+    assert normalize_iso("1066-10-14T09:00:00.999Z") is not None
 
 
 def test_parse_iso_reads_what_iso_utc_writes() -> None:

@@ -38,8 +38,10 @@ async def test_a_new_account_sends_its_first_days_share_and_says_so(tmp_path: Pa
     assert (done.code, again.code) == (4, 4), done.stdout + done.stderr
     assert "warm-up day 0 of 10: 2/10 a day, until" in done.stdout
     assert re.search(r"alice: .*\n.*warm-up: day 0 of 14 \(14d from 20%, the default ramp, "
-                     r"since its first send \S+\): 2/10 today; a campaign that sets "
-                     r"warmup = false", pool.stdout), pool.stdout
+                     r"since its first send \S+\): 2/10 today; warmup = false stops a "
+                     r"campaign's own ramp \(an established account\), but a ramping "
+                     r"campaign's day cap holds for all until its registration is a day old",
+                     pool.stdout), pool.stdout
 
 
 async def test_the_ramp_counts_from_the_first_send_in_the_ledger(tmp_path: Path) -> None:
@@ -67,8 +69,10 @@ async def test_a_new_account_ramps_by_default_and_warmup_false_opts_out(tmp_path
         plan = await bulkdm("plan", str(new))
         done = await bulkdm("run", str(new), "--progress", "none")
         assert len(sb.ledger) == 2  # the default ramp: 20 % of 10 on day 0
-        # another campaign says alice is established: only its daily cap holds (10 a day,
-        # the 2 sent today included)
+        # the same campaign (both are named "camp": a user who sets warmup = false in the
+        # campaign that ramped) says alice is established: its registration of the ramp's 2 a
+        # day is replaced, and only its daily cap holds (10 a day, the 2 sent today included).
+        # Another campaign's ramp would still hold: the test below
         known = _ramped(tmp_path / "known", sb.xquik_url, 10, warmup="warmup = false\n",
                         first_id=91_000)
         other = await bulkdm("run", str(known), "--progress", "none")
@@ -79,6 +83,29 @@ async def test_a_new_account_ramps_by_default_and_warmup_false_opts_out(tmp_path
     assert done.code == 4 and "warm-up day 0 of 14: 2/10 a day, until" in done.stdout, \
         done.stdout + done.stderr
     assert other.code == 4 and "warm-up" not in other.stdout, other.stdout
+
+
+async def test_a_campaign_with_warmup_false_is_held_to_another_campaigns_ramp(
+        tmp_path: Path) -> None:
+    """A ramping campaign's day cap is a window of the account in the shared ledger: another
+    campaign that says ``warmup = false`` is held to it too (the stricter window wins) while
+    that registration is fresh."""
+    async with running_sandbox() as sb:
+        ramping = _ramped(tmp_path / "welcome", sb.xquik_url, 5, warmup="")
+        _rename(ramping, "welcome")
+        first = await bulkdm("run", str(ramping), "--progress", "none")
+        assert len(sb.ledger) == 2  # the default ramp: 20 % of 10 on day 0
+        known = _ramped(tmp_path / "known", sb.xquik_url, 10, warmup="warmup = false\n",
+                        first_id=91_000)
+        _rename(known, "known")
+        other = await bulkdm("run", str(known), "--progress", "none")
+        assert len(sb.ledger) == 2, other.stdout  # the day's 2 are sent: nothing more today
+    assert (first.code, other.code) == (4, 4), first.stdout + other.stdout + other.stderr
+
+
+def _rename(campaign: Path, name: str) -> None:
+    settings = campaign.with_suffix(".toml")
+    settings.write_text(settings.read_text().replace('name = "camp"', f'name = "{name}"'))
 
 
 async def test_two_campaigns_at_once_from_a_new_account_share_its_ramp(tmp_path: Path) -> None:

@@ -145,10 +145,12 @@ def _ramp_text(windows: Sequence[WindowUse], first_s: float | None, now_s: float
     day = ramp.day(first_s, now_s)
     caps = [f"{ramp.cap(w.limit, first_s, now_s)}/{w.limit} today" for w in windows if w.daily]
     allowed = f": {', '.join(caps)}" if caps else ""
-    # on by default; a campaign may set its own ramp, or none for an established account
+    # on by default; a campaign may set its own ramp, or none for an established account, but
+    # a ramping campaign's day cap is a window in the ledger, and every window holds for all
     return (f"warm-up: day {day} of {ramp.days} ({ramp.describe()}, the default ramp, "
-            f"{since}){allowed}; a campaign that sets warmup = false for it (an established "
-            "account) is not held to it")
+            f"{since}){allowed}; warmup = false stops a campaign's own ramp (an established "
+            "account), but a ramping campaign's day cap holds for all until its registration "
+            "is a day old")
 
 
 def _iso(epoch_s: float) -> str:

@@ -23,7 +23,6 @@ from bulkdm.providers.http import (
     HttpClient,
     JsonObject,
     bool_field,
-    canonical_iso,
     history_messages,
     object_field,
     parse_iso,
@@ -33,6 +32,7 @@ from bulkdm.providers.http import (
     text_field,
 )
 from bulkdm.secrets import Secret
+from bulkdm.timestamps import normalize_iso
 
 __all__ = ["MAX_CONVERSATION_PAGES", "GetXapiProvider", "conversation_id"]
 
@@ -242,7 +242,7 @@ def _send_result(answer: Answer) -> Outcome:
             action=Action.DONE,
             value=message_id,
             http_status=200,
-            sent_at=canonical_iso(text_field(data, "createdAt")),
+            sent_at=normalize_iso(text_field(data, "createdAt")),
         )
     if 200 <= answer.status < 300 and text_field(body, "error") is None:
         # a success status that does not read as one: the DM may well be out, so check

@@ -46,7 +46,6 @@ __all__ = [
     "HttpClient",
     "JsonObject",
     "bool_field",
-    "canonical_iso",
     "history_messages",
     "number_field",
     "object_field",
@@ -368,31 +367,6 @@ def _scaled(value: float | None, factor: float) -> float | None:
     return None if value is None else value * factor
 
 
-def canonical_iso(value: object) -> str | None:
-    """:func:`~bulkdm.timestamps.normalize_iso`, without its round trip through a float for a
-    timestamp already in that form (Xquik writes ``2026-11-30T02:46:35.910Z``): the round trip
-    was a tenth of the client's own work on a send."""
-    if (
-        isinstance(value, str)
-        and len(value) == _CANONICAL_LEN
-        and value.isascii()
-        and value[4] == value[7] == "-"
-        and value[10] == "T"
-        and value[13] == value[16] == ":"
-        and value[19] == "."
-        and value[23] == "Z"
-        # further from 1970 a float's seconds keep too few bits for the milliseconds, and
-        # normalize_iso's round trip moves them: those take the long way, moved the same
-        and "1900" <= value[:4] < "2200"
-        and parse_iso(value) is not None  # a real date and time (the parse checks the digits)
-    ):
-        return value
-    return normalize_iso(value)
-
-
-_CANONICAL_LEN: Final = len("2026-11-30T02:46:35.910Z")
-
-
 def redact(text: str, *secrets: str) -> str:
     """``text`` with every secret value masked: provider texts are copied into outcomes and logs,
     and a provider that echoes a token must not put it there."""
@@ -414,7 +388,7 @@ def history_messages(messages: list[object]) -> tuple[HistoryMessage, ...]:
         text = item.get("text")
         found.append(HistoryMessage(message_id=message_id, sender_id=sender_id,
                                     text=text if isinstance(text, str) else "",
-                                    created_at=canonical_iso(text_field(item, "createdAt"))))
+                                    created_at=normalize_iso(text_field(item, "createdAt"))))
     return tuple(found)
 
 
@@ -441,7 +415,7 @@ def search_messages(
         if is_ours(item):
             found = Reconciliation(
                 found=True, message_id=text_field(item, "id"),
-                sent_at=canonical_iso(text_field(item, "createdAt")),
+                sent_at=normalize_iso(text_field(item, "createdAt")),
             )
             return found, older
     return None, older

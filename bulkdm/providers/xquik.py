@@ -28,7 +28,6 @@ from bulkdm.providers.http import (
     HttpClient,
     JsonObject,
     bool_field,
-    canonical_iso,
     history_messages,
     number_field,
     object_field,
@@ -40,6 +39,7 @@ from bulkdm.providers.http import (
     text_field,
 )
 from bulkdm.secrets import Secret
+from bulkdm.timestamps import normalize_iso
 
 __all__ = ["MAX_MEDIA_BYTES", "XquikProvider"]
 
@@ -180,7 +180,7 @@ class XquikProvider:
                 http_status=final_answer.status,
                 request_id=request_id,
                 write_action_id=_action_id(final),
-                sent_at=canonical_iso(
+                sent_at=normalize_iso(
                     text_field(final, "completedAt") or text_field(final, "createdAt")),
             )
         outcome = classify_xquik(
