@@ -97,7 +97,7 @@ def _full_pace(section: Section, sizes: PaceSizes, folder: Path) -> dict[str, fl
         label=f"{sizes.senders} senders x {PER_SENDER}/1s (with its guard: {PER_SENDER} per "
               f"{guarded_s:g} s), 200 ms latency, {sizes.duration_s:g} s: achieved / configured",
         figure=f"{ratio:.3f}x ({achieved:.1f} of {configured:.1f} sends/s; "
-               f"{len(ledger)} delivered, slowest sender {slowest})",
+               f"{len(ledger)} delivered, slowest sender {slowest}; {pace.shape()})",
         goal=f">= {RATE_GOAL}", passed=ratio >= RATE_GOAL))
     section.add(Target(
         key="pace-windows",

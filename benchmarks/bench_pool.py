@@ -130,7 +130,7 @@ def _busy(section: Section, sizes: PoolSizes, folder: Path) -> dict[str, float]:
     section.add(Target(
         key="pool-pace", label=f"{label}: achieved / configured",
         figure=f"{ratio:.3f}x ({pace.achieved:.1f} of {configured:.1f} sends/s; "
-               f"{pace.delivered} delivered, slowest sender {pace.slowest})",
+               f"{pace.delivered} delivered, slowest sender {pace.slowest}; {pace.shape()})",
         goal=f">= {PACE_GOAL}", passed=ratio >= PACE_GOAL))
     section.add(Target(
         key="pool-windows", label="deliveries closing a 2 s window over a sender's 1 (ledger)",

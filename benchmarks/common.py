@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import itertools
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -307,6 +309,17 @@ class Pace:
     over: int
     delivered: int
     slowest: int
+    #: deliveries in each whole second of the counted span: the median and the fewest, and the
+    #: longest time without any delivery there (a stall shows as a low minimum and a long gap;
+    #: an even shortfall as a low median)
+    median_per_s: float = 0.0
+    fewest_per_s: int = 0
+    longest_gap_s: float = 0.0
+
+    def shape(self) -> str:
+        """The span's deliveries a second and its longest gap, for a target line."""
+        return (f"a second: median {self.median_per_s:g}, fewest {self.fewest_per_s}; "
+                f"longest gap {self.longest_gap_s:.2f} s")
 
 
 def pace_of(ledger: Sequence[dict[str, Any]], senders: Sequence[str], *, duration_s: float,
@@ -322,8 +335,14 @@ def pace_of(ledger: Sequence[dict[str, Any]], senders: Sequence[str], *, duratio
         by_sender.setdefault(str(delivery["sender"]), []).append(float(delivery["at_s"]))
     over = sum(windows_over(sorted(t), count, period_s) for t in by_sender.values())
     slowest = min(len(by_sender.get(name, [])) for name in senders)
+    span = times[bisect.bisect_left(times, start_s):bisect.bisect_left(times, end_s)]
+    seconds = [0] * max(1, int(end_s - start_s))
+    for t in span:
+        seconds[min(len(seconds) - 1, int(t - start_s))] += 1
+    gaps = [b - a for a, b in itertools.pairwise([start_s, *span, end_s])]
     return Pace(achieved=counted / (end_s - start_s), over=over, delivered=len(ledger),
-                slowest=slowest)
+                slowest=slowest, median_per_s=statistics.median(seconds),
+                fewest_per_s=min(seconds), longest_gap_s=max(gaps))
 
 
 def start_engine(campaign: Path, settings: Path, checkpoint: Path, out: Path, *,
