@@ -6,7 +6,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -266,7 +266,7 @@ def test_row_columns_are_in_row_record_field_order() -> None:
     # the checkpoint builds records positionally: a field added to one and not the other, or
     # in another place, would shift every value after it
     columns = [c.strip() for c in cp._ROW_COLUMNS.split(",")]
-    names = [f.name for f in fields(RowRecord)]
+    names = list(RowRecord._fields)
     assert columns == [n.removesuffix("_s") if n == "claimed_at_s" else n for n in names]
 
 

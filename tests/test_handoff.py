@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import os
 from collections.abc import Iterator
@@ -50,7 +49,7 @@ def row(**changes: object) -> RowRecord:
         sent_at="2026-11-23T12:14:29.846Z",
         finished_at="2026-11-23T12:14:30.001Z",
     )
-    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+    return base._replace(**changes)  # type: ignore[arg-type]
 
 
 # --- records -------------------------------------------------------------------------------------
