@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -51,7 +51,10 @@ CREATE TABLE IF NOT EXISTS reservations (
     at_s REAL NOT NULL,
     sent INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS reservations_subject_at ON reservations (subject, at_s);
+-- covers the window queries (a count over a busy key's window read every row of it from
+-- the table for its holder: about 1 ms a reservation batch at 2,000 sends/s)
+CREATE INDEX IF NOT EXISTS reservations_window ON reservations (subject, at_s, holder, sent);
+DROP INDEX IF EXISTS reservations_subject_at;
 CREATE TABLE IF NOT EXISTS limits (
     subject TEXT NOT NULL, campaign TEXT NOT NULL, rates TEXT NOT NULL, updated_s REAL NOT NULL,
     PRIMARY KEY (subject, campaign)
@@ -292,12 +295,17 @@ def _reserve(db: sqlite3.Connection, subject: str, rates: tuple[Rate, ...], hold
                    for r, n in zip(rates, counts, strict=True) if n >= r.count]
         return Grant(ids=(), expires_s=expires_s, next_s=next_try_s(now_s, binding),
                      reason=f"{rates_text([r for r, _ in binding])} full")
-    ids = []
-    for _ in range(granted):
-        cursor = db.execute("INSERT INTO reservations (subject, holder, reserved_s, at_s) "
-                            "VALUES (?, ?, ?, ?)", (subject, holder, now_s, expires_s))
-        ids.append(int(cursor.lastrowid or 0))
-    return Grant(ids=tuple(ids), expires_s=expires_s)
+    rows = db.execute(_RESERVE, (granted, subject, holder, now_s, expires_s)).fetchall()
+    return Grant(ids=tuple(sorted(int(i) for i, in rows)), expires_s=expires_s)
+
+
+#: ``count`` reservations of one subject in one statement (one INSERT a reservation was a
+#: statement each, each a trip out of and back into Python)
+_RESERVE: Final = (
+    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
+    "INSERT INTO reservations (subject, holder, reserved_s, at_s) SELECT ?, ?, ?, ? FROM n "
+    "RETURNING id"
+)
 
 
 def _nth_settled(db: sqlite3.Connection, subject: str, holder: str, rate: Rate,
@@ -310,9 +318,37 @@ def _nth_settled(db: sqlite3.Connection, subject: str, holder: str, rate: Rate,
 
 
 def _settle(db: sqlite3.Connection, sent: list[tuple[int, float]], released: list[int]) -> None:
-    db.executemany("UPDATE reservations SET at_s = ?, sent = 1 WHERE id = ?",
-                   [(at_s, rid) for rid, at_s in sent])
-    db.executemany("INSERT INTO firsts SELECT subject, at_s FROM reservations WHERE id = ? "
-                   "ON CONFLICT (subject) DO UPDATE SET at_s = excluded.at_s "
-                   "WHERE excluded.at_s < firsts.at_s", [(rid,) for rid, _ in sent])
-    db.executemany("DELETE FROM reservations WHERE id = ?", [(rid,) for rid in released])
+    # a statement per chunk of settlements, not per settlement (a settlement is a send)
+    for values in _chunks(sent, 2):
+        db.execute(_SENT, values)
+        db.execute(_FIRSTS, values)
+    for values in _chunks([(rid,) for rid in released], 1):
+        db.execute(_RELEASED, values)
+
+
+#: settlements one statement takes; a shorter chunk is padded with NULL ids, which match none
+_CHUNK: Final = 64
+
+
+def _chunks(rows: Sequence[tuple[Any, ...]], width: int) -> Iterator[list[Any]]:
+    for start in range(0, len(rows), _CHUNK):
+        chunk = rows[start:start + _CHUNK]
+        yield [*(v for row in chunk for v in row), *[None] * (width * (_CHUNK - len(chunk)))]
+
+
+def _values(width: int) -> str:
+    """A ``VALUES`` list of ``_CHUNK`` rows of ``width`` parameters, as a subquery."""
+    row = "(" + ", ".join("?" * width) + ")"
+    return "(VALUES " + ", ".join([row] * _CHUNK) + ")"
+
+
+#: (id, when it was sent)
+_SENT: Final = (f"UPDATE reservations SET at_s = v.column2, sent = 1 FROM {_values(2)} AS v "
+                "WHERE reservations.id = v.column1")
+#: each subject's earliest send of the chunk, if earlier than what it has (or it has none)
+_FIRSTS: Final = (
+    f"INSERT INTO firsts SELECT subject, MIN(at_s) FROM reservations WHERE id IN "
+    f"(SELECT column1 FROM {_values(2)}) GROUP BY subject "
+    "ON CONFLICT (subject) DO UPDATE SET at_s = excluded.at_s WHERE excluded.at_s < firsts.at_s"
+)
+_RELEASED: Final = f"DELETE FROM reservations WHERE id IN (SELECT column1 FROM {_values(1)})"
