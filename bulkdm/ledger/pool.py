@@ -39,6 +39,9 @@ __all__ = ["AccountPool", "Refusal", "Ticket"]
 
 #: reservations asked for at once, at most (fewer when fewer fit now or the pace is slow)
 BATCH: Final = 64
+#: reservations asked for at once in one transaction, at most (one commit, one fsync for
+#: them all; a slow account's reservation is one send, so a group is that many sends)
+GROUP: Final = 16
 #: how long settlements gather before they are written together
 SETTLE_EVERY_S: Final = 0.05
 
@@ -253,7 +256,9 @@ class AccountPool:
         asks: list[tuple[str, asyncio.Future[Grant]]] = []
         try:
             while self._asks:
-                asks, self._asks = self._asks, []
+                # a group at most: its grants let that many sends go at once, and a burst
+                # of them waits in the provider's queue, to be stamped later than it left
+                asks, self._asks = self._asks[:GROUP], self._asks[GROUP:]
                 await self._reserve_group(asks)
         finally:
             # whatever ended this task early (an error other than the ledger's, a cancel), no
