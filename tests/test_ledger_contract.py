@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bulkdm.ledger import Ledger, Realm, account_subject, key_subject, open_ledger
-from bulkdm.ledger.base import LEASE_S, OTHER_HOLDER_MARGIN_S, OUTSTANDING_POLL_S, window_s
+from bulkdm.ledger.base import LEASE_S, OTHER_HOLDER_MARGIN_S, OUTSTANDING_POLL_S, Ask, window_s
 from bulkdm.rates import Rate
 
 NOW = 1_800_000_000.0
@@ -227,3 +227,35 @@ async def test_the_first_send_is_kept_past_pruning_and_only_an_earlier_one_repla
     reopened = await connect(NOW + 30 * 86400)
     assert await reopened.history(ALICE, since_s=0, now_s=NOW + 30 * 86400) == []
     assert await reopened.first_send(ALICE) == NOW + 2
+
+
+async def test_one_settlement_of_several_accounts_keeps_each_ones_earliest_send(
+    connect: Opener,
+) -> None:
+    ledger = await connect()
+    bob = account_subject(Realm.LIVE, "bob")
+    alice = await ledger.reserve(ALICE, rates=[PER_10S], holder="a", want=3, now_s=NOW)
+    bobs = await ledger.reserve(bob, rates=[PER_10S], holder="a", want=2, now_s=NOW)
+    assert len({*alice.ids, *bobs.ids}) == 5
+    await ledger.settle([(alice.ids[0], NOW + 3), (bobs.ids[0], NOW + 2),
+                         (alice.ids[1], NOW + 1), (bobs.ids[1], NOW + 4)], [alice.ids[2]])
+    assert await ledger.first_send(ALICE) == NOW + 1
+    assert await ledger.first_send(bob) == NOW + 2
+    assert await ledger.history(ALICE, since_s=NOW - 1, now_s=NOW + 5) == [NOW + 1, NOW + 3]
+    assert await ledger.history(bob, since_s=NOW - 1, now_s=NOW + 5) == [NOW + 2, NOW + 4]
+
+
+async def test_a_group_of_reservations_is_granted_as_one_after_another(connect: Opener) -> None:
+    ledger = await connect()
+    bob = account_subject(Realm.LIVE, "bob")
+    grants = await ledger.reserve_many(
+        [Ask(subject=ALICE, rates=(PER_10S,), want=2), Ask(subject=bob, rates=(PER_10S,), want=1),
+         Ask(subject=ALICE, rates=(PER_10S,), want=2)], holder="a", now_s=NOW)
+    # the second ask of ALICE sees the first one's two as reserved: one more fits
+    assert [len(g.ids) for g in grants] == [2, 1, 1]
+    assert len({i for g in grants for i in g.ids}) == 4
+    refused = await ledger.reserve(ALICE, rates=[PER_10S], holder="b", want=1, now_s=NOW + 1)
+    assert refused.ids == () and refused.reason == "3/10s full"
+    other = await connect()  # another process sees the whole group
+    assert len(await other.history(ALICE, since_s=NOW - 1, now_s=NOW)) == 3
+    assert len(await other.history(bob, since_s=NOW - 1, now_s=NOW)) == 1

@@ -33,6 +33,7 @@ __all__ = [
     "LEASE_S",
     "OPTED_OUT_MESSAGE",
     "REGISTRATION_TTL_S",
+    "Ask",
     "CampaignLimits",
     "Grant",
     "Health",
@@ -133,6 +134,15 @@ class Grant:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class Ask:
+    """One reservation asked for in a group (:meth:`Ledger.reserve_many`)."""
+
+    subject: str
+    rates: tuple[Rate, ...]
+    want: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Rest:
     """Nothing may be sent for ``subject`` before ``until_s`` (a Retry-After, a daily limit)."""
 
@@ -208,6 +218,11 @@ class Ledger(Protocol):
                       now_s: float, lease_s: float = LEASE_S) -> Grant:
         """Reserve up to ``want`` sends now, against ``rates`` and every registered campaign's
         windows and any rest; atomic against every other process."""
+
+    async def reserve_many(self, asks: Sequence[Ask], *, holder: str, now_s: float,
+                           lease_s: float = LEASE_S) -> list[Grant]:
+        """:meth:`reserve` for each of ``asks`` in turn, all in one transaction (one commit):
+        the grants in the order asked. An ask sees the ones before it as reserved."""
 
     async def settle(self, sent: Sequence[tuple[int, float]], released: Sequence[int]) -> None:
         """Record reservations' real send times, and release those whose send never left."""

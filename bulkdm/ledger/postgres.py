@@ -20,6 +20,7 @@ from bulkdm.ledger.base import (
     LEASE_S,
     OTHER_HOLDER_MARGIN_S,
     REGISTRATION_TTL_S,
+    Ask,
     CampaignLimits,
     Grant,
     Health,
@@ -161,6 +162,20 @@ class PostgresLedger:
                 await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
                                    subject)
                 return await _reserve(conn, subject, tuple(rates), holder, want, now_s, lease_s)
+        except asyncpg.PostgresError as exc:
+            raise LedgerError(f"{self.location}: the account ledger failed: {exc}") from exc
+
+    async def reserve_many(self, asks: Sequence[Ask], *, holder: str, now_s: float,
+                           lease_s: float = LEASE_S) -> list[Grant]:
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                # every subject's lock, in one order for everyone: two groups never wait for
+                # each other in a cycle
+                for subject in sorted({a.subject for a in asks}):
+                    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                                       subject)
+                return [await _reserve(conn, a.subject, a.rates, holder, a.want, now_s, lease_s)
+                        for a in asks]
         except asyncpg.PostgresError as exc:
             raise LedgerError(f"{self.location}: the account ledger failed: {exc}") from exc
 

@@ -21,6 +21,7 @@ from bulkdm.ledger.base import (
     LEASE_S,
     OTHER_HOLDER_MARGIN_S,
     REGISTRATION_TTL_S,
+    Ask,
     CampaignLimits,
     Grant,
     Health,
@@ -135,6 +136,13 @@ class SqliteLedger:
                       now_s: float, lease_s: float = LEASE_S) -> Grant:
         return await self._call(_in_transaction, _reserve, subject, tuple(rates), holder, want,
                                 now_s, lease_s)
+
+    async def reserve_many(self, asks: Sequence[Ask], *, holder: str, now_s: float,
+                           lease_s: float = LEASE_S) -> list[Grant]:
+        # one commit (one fsync) for a group: a reservation per send of a slow account, one
+        # transaction each, was what held a pool of 2,000 senders back (bench_pool.py)
+        return await self._call(_in_transaction, _reserve_many, list(asks), holder, now_s,
+                                lease_s)
 
     async def settle(self, sent: Sequence[tuple[int, float]], released: Sequence[int]) -> None:
         await self._call(_in_transaction, _settle, list(sent), list(released))
@@ -306,6 +314,11 @@ _RESERVE: Final = (
     "INSERT INTO reservations (subject, holder, reserved_s, at_s) SELECT ?, ?, ?, ? FROM n "
     "RETURNING id"
 )
+
+
+def _reserve_many(db: sqlite3.Connection, asks: list[Ask], holder: str, now_s: float,
+                  lease_s: float) -> list[Grant]:
+    return [_reserve(db, a.subject, a.rates, holder, a.want, now_s, lease_s) for a in asks]
 
 
 def _nth_settled(db: sqlite3.Connection, subject: str, holder: str, rate: Rate,
