@@ -329,18 +329,17 @@ def pace_of(ledger: Sequence[dict[str, Any]], senders: Sequence[str], *, duratio
     holding more than ``count`` (the ledger's times, as the sandbox stamped them)."""
     times = sorted(float(d["at_s"]) for d in ledger)
     start_s, end_s = times[0] + 1.0, times[0] + duration_s - 1.0
-    counted = bisect.bisect_left(times, end_s) - bisect.bisect_left(times, start_s)
+    span = times[bisect.bisect_left(times, start_s):bisect.bisect_left(times, end_s)]
     by_sender: dict[str, list[float]] = {}
     for delivery in ledger:
         by_sender.setdefault(str(delivery["sender"]), []).append(float(delivery["at_s"]))
     over = sum(windows_over(sorted(t), count, period_s) for t in by_sender.values())
     slowest = min(len(by_sender.get(name, [])) for name in senders)
-    span = times[bisect.bisect_left(times, start_s):bisect.bisect_left(times, end_s)]
     seconds = [0] * max(1, int(end_s - start_s))
     for t in span:
         seconds[min(len(seconds) - 1, int(t - start_s))] += 1
     gaps = [b - a for a, b in itertools.pairwise([start_s, *span, end_s])]
-    return Pace(achieved=counted / (end_s - start_s), over=over, delivered=len(ledger),
+    return Pace(achieved=len(span) / (end_s - start_s), over=over, delivered=len(ledger),
                 slowest=slowest, median_per_s=statistics.median(seconds),
                 fewest_per_s=min(seconds), longest_gap_s=max(gaps))
 

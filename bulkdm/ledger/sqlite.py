@@ -350,7 +350,7 @@ def _chunks(rows: Sequence[tuple[Any, ...]], width: int) -> Iterator[list[Any]]:
 
 
 def _values(width: int) -> str:
-    """A ``VALUES`` list of ``_CHUNK`` rows of ``width`` parameters, as a subquery."""
+    # a VALUES list of _CHUNK rows of width parameters, as a subquery
     row = "(" + ", ".join("?" * width) + ")"
     return "(VALUES " + ", ".join([row] * _CHUNK) + ")"
 

@@ -131,9 +131,9 @@ async def serve(config: SandboxConfig, host: str, port: int) -> None:
     # second instead, so each collection walks only what came since. The sandbox builds no
     # reference cycles worth collecting; one that lives past a freeze stays.
     gc.freeze()
-    freezer = asyncio.get_running_loop().create_task(_freeze_every(_FREEZE_EVERY_S))
-    stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
+    freezer = loop.create_task(_freeze_every(_FREEZE_EVERY_S))
+    stopping = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stopping.set)
     sandbox = Sandbox(config)
