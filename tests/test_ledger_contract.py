@@ -4,6 +4,7 @@ server started for the session (tests/conftest.py). Time is passed in: no test s
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -259,3 +260,26 @@ async def test_a_group_of_reservations_is_granted_as_one_after_another(connect: 
     other = await connect()  # another process sees the whole group
     assert len(await other.history(ALICE, since_s=NOW - 1, now_s=NOW)) == 3
     assert len(await other.history(bob, since_s=NOW - 1, now_s=NOW)) == 1
+
+
+async def test_a_new_sqlite_ledger_opened_while_another_process_writes_it_waits(
+    tmp_path: Path,
+) -> None:
+    # two campaigns started at once on a new ledger: the second's switch to WAL found the first
+    # writing its schema, and SQLite said "database is locked" without waiting
+    path = tmp_path / "ledger.sqlite"
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("CREATE TABLE other_process (x)")
+        opening = asyncio.create_task(open_ledger(str(path), now_s=NOW))
+        await asyncio.sleep(0.3)
+        assert not opening.done(), opening.exception() if opening.done() else None
+        other.execute("COMMIT")
+    finally:
+        other.close()
+    ledger = await opening
+    try:
+        assert (await ledger.reserve(ALICE, rates=[PER_10S], holder="a", want=1, now_s=NOW)).ids
+    finally:
+        await ledger.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -245,13 +246,33 @@ def _remove_opt_out(db: sqlite3.Connection, realm: str, user_id: str | None,
     return cursor.rowcount
 
 
+#: how long a call waits for another process's transaction (one takes moments)
+_BUSY_S: Final = 30.0
+
+
 def _prepare(db: sqlite3.Connection, now_s: float) -> None:
-    db.execute("PRAGMA busy_timeout = 30000")  # another process's reservation takes moments
-    db.execute("PRAGMA journal_mode = WAL")
+    db.execute(f"PRAGMA busy_timeout = {int(_BUSY_S * 1000)}")
+    _wal(db)
     db.execute("PRAGMA synchronous = FULL")  # a reservation outlives a power cut
     # one transaction (one fsync) for the schema and the pruning
     db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
     _in_transaction(db, _prune, now_s - _KEEP_S)
+
+
+def _wal(db: sqlite3.Connection) -> None:
+    # A new file's switch to WAL wants the write lock from inside a read, and SQLite's busy
+    # handler never waits for that (it could deadlock): a second process opening a new ledger
+    # while the first writes its schema was told "database is locked" at once
+    deadline_s = time.monotonic() + _BUSY_S
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            busy = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+            if not busy or time.monotonic() >= deadline_s:
+                raise
+        time.sleep(0.005)  # on the connection's own thread: no event loop waits
 
 
 def _prune(db: sqlite3.Connection, before_s: float) -> None:
