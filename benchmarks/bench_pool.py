@@ -25,6 +25,7 @@ from benchmarks.common import (
     SandboxProc,
     Section,
     Target,
+    cli_loop,
     finish_engine,
     pace_of,
     plan_checkpoint,
@@ -126,7 +127,7 @@ def _busy(section: Section, sizes: PoolSizes, folder: Path) -> dict[str, float]:
                    period_s=BUSY_RATE.period_s)
     ratio, cores, peak_mb = pace.achieved / configured, cpu_s / wall_s, report["peak_rss_mb"]
     label = (f"{sizes.senders:,} senders x 1/2s (with its guard: 1 per {guarded_s:g} s), 300 ms "
-             f"latency, {sizes.duration_s:g} s")
+             f"latency, {sizes.duration_s:g} s, {cli_loop()}")
     section.add(Target(
         key="pool-pace", label=f"{label}: achieved / configured",
         figure=f"{ratio:.3f}x ({pace.achieved:.1f} of {configured:.1f} sends/s; "

@@ -25,6 +25,8 @@ from typing import Any, TypeVar
 
 import orjson
 
+from bulkdm import loops
+
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 API_KEY = "bench-key"
@@ -95,6 +97,11 @@ def has_uvloop() -> bool:
     except ImportError:
         return False
     return True
+
+
+def cli_loop() -> str:
+    """The event loop ``bulkdm run`` and ``engine_proc.py`` run on here (``bulkdm.loops``)."""
+    return "asyncio" if loops.loop_factory() is None else "uvloop"
 
 
 def run_on(loop: str, main: Coroutine[Any, Any, _T]) -> _T:

@@ -3,7 +3,7 @@
 Usage: python benchmarks/engine_proc.py CAMPAIGN --config FILE --checkpoint PATH --out PATH
 
 It wires the run exactly as the CLI's ``run`` command does (``load_settings`` then
-``run_campaign``, default asyncio event loop); SIGTERM or SIGINT sets the stop event, as Ctrl-C
+``run_campaign``, on the loop ``bulkdm.loops`` chooses); SIGTERM or SIGINT sets the stop event, as Ctrl-C
 does. On exit it prints one JSON line: exit code, wall and CPU seconds, peak RSS in MB.
 """
 
@@ -24,6 +24,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import API_KEY, API_KEY_ENV
+from bulkdm.loops import loop_factory
 from bulkdm.runner import RunOptions, run_campaign
 from bulkdm.settings import load_settings
 
@@ -53,7 +54,8 @@ def main() -> int:
     parser.add_argument("--timeout-s", type=float, default=900.0)
     args = parser.parse_args()
     started = time.perf_counter()
-    code = asyncio.run(_main(args))
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        code = runner.run(_main(args))
     usage = resource.getrusage(resource.RUSAGE_SELF)
     print(orjson.dumps({
         "exit_code": code,

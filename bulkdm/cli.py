@@ -27,6 +27,7 @@ import orjson
 
 from bulkdm import cli_optouts, cli_replies
 from bulkdm.errors import BulkdmError, CheckpointError, ConfigError, StorageError
+from bulkdm.loops import loop_factory
 from bulkdm.naming import CHECKPOINT_SUFFIX, HANDOFF_SUFFIX, beside, checkpoint_of
 from bulkdm.sandbox import cli as sandbox_cli
 from bulkdm.settings import COMMAND_LINE, Settings, load_settings
@@ -519,7 +520,8 @@ def main(argv: Sequence[str] | None = None, *, commands: Sequence[Command] = COM
         return exit_.code if isinstance(exit_.code, int) else 2
     handler: Callable[[argparse.Namespace], Awaitable[int]] = args.handler
     try:
-        return asyncio.run(_call(handler, args))
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            return runner.run(_call(handler, args))
     except StorageError as exc:
         print(f"bulkdm: stopped: {exc}. Nothing is lost: once the file can be written (free "
               "space, or make it writable), run the same command to resume.", file=sys.stderr)

@@ -11,9 +11,9 @@ import asyncio
 import gc
 import signal
 import sys
-from collections.abc import Callable
 from typing import Final
 
+from bulkdm.loops import loop_factory
 from bulkdm.rates import Rate, parse_duration_s, parse_rate
 from bulkdm.sandbox.config import Faults, SandboxConfig
 
@@ -164,15 +164,7 @@ async def _freeze_every(seconds: float) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the sandbox from flags; returns 0 after a clean stop, 1 if the port cannot be bound."""
     args = parse_args(argv)
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+    # uvloop (when installed) roughly doubles the requests one process answers: the sandbox
+    # takes it whatever BULKDM_LOOP tells the engine, so a benchmark compares engines alone
+    with asyncio.Runner(loop_factory=loop_factory({})) as runner:
         return runner.run(serve_args(args))
-
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    # uvloop roughly doubles the requests a single process can answer, for benchmarks
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory
