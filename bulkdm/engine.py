@@ -47,6 +47,9 @@ _RESOLVE_CONCURRENCY: Final = 8
 #: rows checked against the shared opt-outs at once, just before their sends (a page of 256
 #: at a slow rate would be checked minutes ahead)
 _OPT_OUT_AHEAD: Final = 16
+#: a row whose check is older than this when its slot comes is checked again: a slow sender
+#: waits minutes for each slot, and the opt-outs of that time must hold too
+_OPT_OUT_FRESH_S: Final = 5.0
 #: codes that say "not performed, the key's budget is spent": not the row's fault
 _THROTTLE_CODES: Final = frozenset({"rate_limit_exceeded", "x_rate_limited", "http_429"})
 #: a wait for a slot longer than this is one sleep (stop ends it), not a poll every second
@@ -237,6 +240,8 @@ class Engine:
         self._restored_at_s = 0.0
         #: each account's warm-up cap in the shared ledger (its daily cap until one is shared)
         self._ramp_shared: dict[str, int] = {}
+        #: when each row about to be sent was last checked against the shared opt-outs
+        self._screened_s: dict[int, float] = {}
         #: a sender resting longer than this ends its part of the run (the rows wait for a
         #: resume); ``--until-done`` waits however long it takes
         self._patience_s = (float("inf") if settings.run.until_done
@@ -516,11 +521,15 @@ class Engine:
 
     async def _work_page(self, rows: list[RowRecord], sender: _Sender) -> None:
         rows = await self._resolve_page(rows, sender)
-        for start in range(0, len(rows), _OPT_OUT_AHEAD):
-            for row in await self._skip_opted_out(rows[start:start + _OPT_OUT_AHEAD]):
-                if self._stop.is_set() or sender.state is not SenderState.READY:
-                    return
-                await self._work_row(row, sender)
+        try:
+            for start in range(0, len(rows), _OPT_OUT_AHEAD):
+                for row in await self._skip_opted_out(rows[start:start + _OPT_OUT_AHEAD]):
+                    if self._stop.is_set() or sender.state is not SenderState.READY:
+                        return
+                    await self._work_row(row, sender)
+        finally:
+            for row in rows:  # checked and left (the sender stopped): no entry stays behind
+                self._screened_s.pop(row.id, None)
 
     async def _work_row(self, row: RowRecord, sender: _Sender, *,
                         unbound: bool = False) -> asyncio.Task[None] | None:
@@ -549,6 +558,11 @@ class Engine:
             # dropped while this loop waited for its slot: its pending rows are being moved to
             # the others, and a claim now could be sent after they were (an unknown row is
             # still replayed under its own key: that settles it, _settle_rows_of)
+            self._give_back(sender, at_s)
+            if ticket is not None:
+                ticket.release()
+            return None
+        if not await self._screen_again(row):
             self._give_back(sender, at_s)
             if ticket is not None:
                 ticket.release()
@@ -1063,18 +1077,31 @@ class Engine:
         conditional on the row still being pending, before any send of the page."""
         if self._pool is None:
             return rows
+        now = self._clock()
         pending = [r for r in rows if r.state is RowState.PENDING]
         found = await self._pool.ledger.opted_out(
             self._pool.realm, user_ids=[r.recipient_id for r in pending if r.recipient_id],
             usernames=[r.recipient_username for r in pending if r.recipient_username])
-        if not found:
+        gone = {r.id for r in pending if found and opted_out_entry(
+            r.recipient_id, r.recipient_username, found)}
+        self._screened_s.update((r.id, now) for r in pending if r.id not in gone)
+        if not gone:
             return rows
-        gone = {r.id for r in pending if opted_out_entry(r.recipient_id, r.recipient_username,
-                                                         found)}
         await asyncio.gather(*(self._submit([self._finish(r, Finish(
             state=RowState.SKIPPED, reason="opted_out", message=OPTED_OUT_MESSAGE))])
             for r in rows if r.id in gone))
         return [r for r in rows if r.id not in gone]
+
+    async def _screen_again(self, row: RowRecord) -> bool:
+        """False when ``row``'s recipient opted out since its check, if that was more than
+        ``_OPT_OUT_FRESH_S`` ago (the sender waited for its slot): the row is then skipped."""
+        screened_s = self._screened_s.pop(row.id, None)
+        if self._pool is None or row.state is not RowState.PENDING or (
+                screened_s is not None and self._clock() - screened_s <= _OPT_OUT_FRESH_S):
+            return True
+        kept = await self._skip_opted_out([row])
+        self._screened_s.pop(row.id, None)
+        return bool(kept)
 
     # -- usernames and media ------------------------------------------------------------------------
 

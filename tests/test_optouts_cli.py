@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from bulkdm.planner import load_suppression
-from tests.clikit import bulkdm, handoff_lines, write_campaign
+from bulkdm.sandbox import running_sandbox
+from tests.clikit import bulkdm, finish, handoff_lines, start, wait_for, write_campaign
 
 LOOPBACK = "http://127.0.0.1:9"  # never called: plan reads no provider; the sandbox realm
 ROWS: list[dict[str, object]] = [
@@ -48,3 +49,26 @@ async def test_export_writes_a_suppression_file_and_remove_lifts_it(tmp_path: Pa
     assert '"username":"dana"' not in listed.stdout and '"user_id":"99"' in listed.stdout
     # the live realm's opt-outs are not the sandbox's
     assert '"opt_outs":[]' in (await bulkdm("optouts", "--sandbox", "--json")).stdout
+
+
+async def test_an_opt_out_added_while_a_slow_sender_waits_skips_the_row(tmp_path: Path) -> None:
+    # a running campaign checks its rows against the shared opt-outs in groups just before
+    # their sends; a slow sender's group waits for its slots (minutes at 500 a day), and an
+    # opt-out added meanwhile must hold all the same
+    rows = [{"recipient_username": "early_fan", "first_name": "E"},
+            {"recipient_username": "late_stopper", "first_name": "L"}]
+    async with running_sandbox() as sb:
+        campaign = write_campaign(tmp_path, rows, url=sb.xquik_url, sender_rate="1/8s")
+        running = await start("run", str(campaign), "--progress", "none")
+        await wait_for(lambda: len(sb.ledger) >= 1, process=running)
+        added = await bulkdm("optouts", "--sandbox", "--add", "@late_stopper", "--reason",
+                             "asked by email")
+        done = await finish(running)
+        delivered = [d.recipient_id for d in sb.ledger]
+        early = sb.directory.register("early_fan")
+    assert added.code == 0, added.stderr
+    assert done.code == 0, done.stdout + done.stderr
+    assert delivered == [early]
+    records = {r["recipient_username"]: r for r in handoff_lines(tmp_path / "camp.handoff.jsonl")}
+    assert records["late_stopper"]["send_status"] == "skipped"
+    assert records["late_stopper"]["error"]["code"] == "opted_out"  # type: ignore[index]
