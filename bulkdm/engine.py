@@ -44,9 +44,9 @@ __all__ = ["Engine", "FinishReason", "RunReport", "SenderState"]
 
 _PAGE: Final = 256
 _RESOLVE_CONCURRENCY: Final = 8
-#: rows checked against the shared opt-outs at once, just before their sends (a page of 256
-#: at a slow rate would be checked minutes ahead)
-_OPT_OUT_AHEAD: Final = 16
+#: rows checked against the shared opt-outs at once, just before their sends (at a slow rate
+#: most are checked again when their slots come: _OPT_OUT_FRESH_S)
+_OPT_OUT_AHEAD: Final = 128
 #: a row whose check is older than this when its slot comes is checked again: a slow sender
 #: waits minutes for each slot, and the opt-outs of that time must hold too
 _OPT_OUT_FRESH_S: Final = 5.0

@@ -182,15 +182,15 @@ async def test_loops_that_came_during_a_screen_are_served_by_one_more_fill(tmp_p
     in the same fill. Screening only what was left, then reading, then screening again, made
     each row taken in a pool of 1,000 senders wait for about three fills (a wake-up each)."""
     path = tmp_path / "c.sqlite"
-    await write_plan(path, [unbound(i, str(4000 + i)) for i in range(1, 201)])
+    await write_plan(path, [unbound(i, str(4000 + i)) for i in range(1, 401)])
     checkpoint = await Checkpoint.open(path)
     try:
         held = _HeldScreen()
-        # the first taker's page of 64 is read and 16 of it screened, held there
-        first, others = await _takers(UnboundRows(checkpoint, time.time), held, 100)
+        # the first taker's page of 128 is read and screened, held there
+        first, others = await _takers(UnboundRows(checkpoint, time.time), held, 300)
         held.release.set()
         taken = await asyncio.wait_for(asyncio.gather(first, *others), timeout=10.0)
-        assert len({row.id for row in taken if row is not None}) == 101
+        assert len({row.id for row in taken if row is not None}) == 301
         assert len(held.screens) == 2, held.screens  # the first fill's, one for all who came
     finally:
         await checkpoint.close()
