@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.common import (
+    DiskProbe,
     Section,
     Target,
     pace_of,
@@ -83,8 +84,9 @@ def _full_pace(section: Section, sizes: PaceSizes, folder: Path) -> dict[str, fl
         write_settings(settings, base_url=sandbox.xquik_url, senders=names,
                        sender_rate=f"{PER_SENDER}/{PERIOD_S:g}s", concurrency=sizes.concurrency)
         plan_checkpoint(campaign, settings, checkpoint)
-        result = run_on("asyncio", run_engine(campaign, settings, checkpoint, out,
-                                              stop_after_s=sizes.duration_s))
+        with DiskProbe(folder) as disk:
+            result = run_on("asyncio", run_engine(campaign, settings, checkpoint, out,
+                                                  stop_after_s=sizes.duration_s))
         ledger = sandbox.ledger()
     if not ledger:
         raise RuntimeError(f"no delivery in the pace run:\n{result.summary[-1500:]}")
@@ -97,7 +99,8 @@ def _full_pace(section: Section, sizes: PaceSizes, folder: Path) -> dict[str, fl
         label=f"{sizes.senders} senders x {PER_SENDER}/1s (with its guard: {PER_SENDER} per "
               f"{guarded_s:g} s), 200 ms latency, {sizes.duration_s:g} s: achieved / configured",
         figure=f"{ratio:.3f}x ({achieved:.1f} of {configured:.1f} sends/s; "
-               f"{len(ledger)} delivered, slowest sender {slowest}; {pace.shape()})",
+               f"{len(ledger)} delivered, slowest sender {slowest}; {pace.shape()}; "
+               f"{disk.summary()})",
         goal=f">= {RATE_GOAL}", passed=ratio >= RATE_GOAL))
     section.add(Target(
         key="pace-windows",

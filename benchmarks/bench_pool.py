@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.common import (
+    DiskProbe,
     SandboxProc,
     Section,
     Target,
@@ -112,14 +113,15 @@ def _busy(section: Section, sizes: PoolSizes, folder: Path) -> dict[str, float]:
         run = _start(folder, "pool", rows, names, f"{BUSY_RATE.count}/{BUSY_RATE.period_s:g}s",
                      sandbox, sizes.concurrency)
         try:
-            first = _wait_for(run, 1, timeout_s=300)
-            cpu_first, sandbox_first = process_cpu_s(run.process.pid), sandbox.cpu_s()
-            queued_first = run_queue_wait_s(run.process.pid)
-            time.sleep(max(0.0, first + sizes.duration_s - time.monotonic()))
-            cpu_s = process_cpu_s(run.process.pid) - cpu_first
-            queued_s = run_queue_wait_s(run.process.pid) - queued_first
-            sandbox_cores = (sandbox.cpu_s() - sandbox_first) / (time.monotonic() - first)
-            wall_s = time.monotonic() - first
+            with DiskProbe(folder) as disk:
+                first = _wait_for(run, 1, timeout_s=300)
+                cpu_first, sandbox_first = process_cpu_s(run.process.pid), sandbox.cpu_s()
+                queued_first = run_queue_wait_s(run.process.pid)
+                time.sleep(max(0.0, first + sizes.duration_s - time.monotonic()))
+                cpu_s = process_cpu_s(run.process.pid) - cpu_first
+                queued_s = run_queue_wait_s(run.process.pid) - queued_first
+                sandbox_cores = (sandbox.cpu_s() - sandbox_first) / (time.monotonic() - first)
+                wall_s = time.monotonic() - first
         finally:
             report = _stop(run)
         ledger = sandbox.ledger()
@@ -131,7 +133,8 @@ def _busy(section: Section, sizes: PoolSizes, folder: Path) -> dict[str, float]:
     section.add(Target(
         key="pool-pace", label=f"{label}: achieved / configured",
         figure=f"{ratio:.3f}x ({pace.achieved:.1f} of {configured:.1f} sends/s; "
-               f"{pace.delivered} delivered, slowest sender {pace.slowest}; {pace.shape()})",
+               f"{pace.delivered} delivered, slowest sender {pace.slowest}; {pace.shape()}; "
+               f"{disk.summary()})",
         goal=f">= {PACE_GOAL}", passed=ratio >= PACE_GOAL))
     section.add(Target(
         key="pool-windows", label="deliveries closing a 2 s window over a sender's 1 (ledger)",

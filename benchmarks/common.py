@@ -16,12 +16,13 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import orjson
 
@@ -327,6 +328,43 @@ class Pace:
         """The span's deliveries a second and its longest gap, for a target line."""
         return (f"a second: median {self.median_per_s:g}, fewest {self.fewest_per_s}; "
                 f"longest gap {self.longest_gap_s:.2f} s")
+
+
+class DiskProbe:
+    """Times an fsync of a small file in ``folder`` every ``every_s`` while a run goes on. Every
+    send waits for its intent's commit (an fsync), so a paced run that stalls while these take
+    seconds stalled on the disk (another process's writes, the VM's disk), not in bulkdm."""
+
+    def __init__(self, folder: Path, every_s: float = 0.25) -> None:
+        self._path = folder / "disk-probe.bin"
+        self._every_s = every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="disk-probe", daemon=True)
+        self.fsyncs_s: list[float] = []
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._path.unlink(missing_ok=True)
+
+    def _run(self) -> None:
+        with self._path.open("wb") as file:
+            while not self._stop.wait(self._every_s):
+                started = time.perf_counter()
+                file.write(b"\0" * 4096)
+                file.flush()
+                os.fsync(file.fileno())
+                self.fsyncs_s.append(time.perf_counter() - started)
+
+    def summary(self) -> str:
+        """The slowest fsync and how many took over half a second, for a target line."""
+        slow = sum(1 for s in self.fsyncs_s if s > 0.5)
+        return (f"disk: a 4 KB fsync every {self._every_s:g} s, slowest "
+                f"{max(self.fsyncs_s, default=0.0):.2f} s, {slow} over 0.5 s")
 
 
 def pace_of(ledger: Sequence[dict[str, Any]], senders: Sequence[str], *, duration_s: float,
