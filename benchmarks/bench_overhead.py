@@ -27,6 +27,7 @@ from benchmarks.common import (
     run_on,
     sandbox_process,
     sender_names,
+    settle_disk,
     write_campaign,
     write_settings,
 )
@@ -119,6 +120,9 @@ def _engine(plans: _Plans, folder: Path, shape: _Shape, *, loop: str,
     copy_checkpoint(plan, checkpoint)
     out = folder / "run.handoff.jsonl"
     out.unlink(missing_ok=True)
+    # the copy's pages and the run before's written back first: each run's commits wait for
+    # their own fsyncs only (a run's FULL commits behind a writeback took seconds)
+    settle_disk(folder)
     flags = ("--latency", latency) if latency else ()
     with sandbox_process(*flags) as sandbox:
         settings = folder / "run.toml"

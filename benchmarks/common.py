@@ -367,6 +367,26 @@ class DiskProbe:
                 f"{max(self.fsyncs_s, default=0.0):.2f} s, {slow} over 0.5 s")
 
 
+def settle_disk(folder: Path, *, quick_s: float = 0.02, timeout_s: float = 60.0) -> str:
+    """Write back what is dirty (``os.sync``), then wait until an fsync is quick again (three in
+    a row under ``quick_s``): a section measures bulkdm, not the previous section's writeback
+    (the pace run stalled for 20 s behind it, its fsyncs taking seconds)."""
+    started = time.perf_counter()
+    os.sync()
+    path, quick = folder / "disk-settle.bin", 0
+    with path.open("wb") as file:
+        while quick < 3 and time.perf_counter() - started < timeout_s:
+            began = time.perf_counter()
+            file.write(b"\0" * 4096)
+            file.flush()
+            os.fsync(file.fileno())
+            quick = quick + 1 if time.perf_counter() - began < quick_s else 0
+            time.sleep(0.05)
+    path.unlink()
+    state = "settled" if quick >= 3 else "still slow"
+    return f"disk {state} after {time.perf_counter() - started:.1f} s (sync, then fsyncs)"
+
+
 def pace_of(ledger: Sequence[dict[str, Any]], senders: Sequence[str], *, duration_s: float,
             count: int, period_s: float) -> Pace:
     """Deliveries between ``t0 + 1 s`` and ``t0 + duration_s - 1 s`` over that span (``t0`` the

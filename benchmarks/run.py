@@ -34,7 +34,7 @@ from benchmarks.bench_overhead import OverheadSizes, run_overhead
 from benchmarks.bench_pace import PaceSizes, run_pace
 from benchmarks.bench_pool import PoolSizes, run_pool
 from benchmarks.bench_scale import ScaleSizes, run_scale
-from benchmarks.common import Section
+from benchmarks.common import Section, settle_disk
 
 FULL = {
     "overhead": OverheadSizes(rows=50_000, senders=16, concurrency=64, reps=2,
@@ -90,6 +90,7 @@ def main() -> int:
             print(f"\n== {name}", flush=True)
             work = folder / name
             work.mkdir()
+            section.note(settle_disk(folder))
             began = time.perf_counter()
             try:
                 BENCHMARKS[name](section, sizes[name], work)
@@ -98,6 +99,8 @@ def main() -> int:
                 crashed.append(name)
                 print(f"[CRASH] {name}", flush=True)
             print(f"       ({name}: {time.perf_counter() - began:.0f} s)", flush=True)
+            if not args.keep:  # its files' unwritten pages go with them, not into the next
+                shutil.rmtree(work, ignore_errors=True)
     finally:
         if args.keep:
             print(f"kept {folder}")
