@@ -562,10 +562,15 @@ class Engine:
             if ticket is not None:
                 ticket.release()
             return None
-        if not await self._screen_again(row):
-            self._give_back(sender, at_s)
-            if ticket is not None:
-                ticket.release()
+        wanted = False
+        try:
+            wanted = await self._screen_again(row)
+        finally:
+            if not wanted:  # opted out meanwhile (or the check failed): nothing is sent
+                self._give_back(sender, at_s)
+                if ticket is not None:
+                    ticket.release()
+        if not wanted:
             return None
         attempt = row.attempts + 1
         # an unbound row's key is made now, for the account that claims it; a bound row's
