@@ -651,3 +651,27 @@ async def test_a_wait_with_the_default_sleep_leaves_no_task_behind() -> None:
     assert first is not None and second is not None
     await asyncio.sleep(0)  # the watcher, cancelled once nothing waits, ends
     assert len(asyncio.all_tasks()) == before
+
+
+def test_the_pace_counts_from_when_a_pending_slot_was_taken() -> None:
+    lim = WindowLimiter([Rate(count=5, period_s=1.0)], guard_s=0.1, smooth=True)
+    lim.record(0.0, pending=True)
+    # its request has not left at 0.05: the pace (0.2 s) counts from 0.0, the window from now
+    assert lim.next_allowed_s(0.05) == pytest.approx(0.2)
+    lim.shift(0.0, 0.1)  # it left at 0.1
+    assert lim.next_allowed_s(0.15) == pytest.approx(0.3)
+
+
+async def test_a_slot_behind_a_pending_one_at_a_pace_of_microseconds_is_not_polled_for() -> None:
+    # 5/1s beside a cap of 2,000,000,000 a day: a pace of 43 µs. Counted from "now" while the
+    # slot before had not left, the gate polled every 0.1 ms until it did, and that polling kept
+    # the commit it waited for from running (the pace run stalled for seconds at a time)
+    fake = FakeTime()
+    gate = Gate(clock=fake.clock, sleep=fake.sleep)
+    lim = WindowLimiter([Rate(count=5, period_s=1.0), Rate(count=2_000_000_000, period_s=86400.0)],
+                        smooth=True)
+    first = await gate.acquire(lim, pending=True)
+    assert first is not None
+    fake.now_s += 0.001  # its request has not left a millisecond later
+    second = await asyncio.wait_for(gate.acquire(lim, pending=True), timeout=2.0)
+    assert fake.sleeps == [] and second == first + 0.001
