@@ -197,9 +197,10 @@ class WindowLimiter:
         """Take a slot at ``at_s``; the caller checked :meth:`next_allowed_s` first.
 
         ``pending``: the request has not left yet. Until :meth:`shift` (it left),
-        :meth:`settle` or :meth:`forget` says what became of it, it counts as happening now,
-        so a request held back (a slow commit, a wait for a connection) never lets the next
-        slot open early, however long it waits.
+        :meth:`settle` or :meth:`forget` says what became of it, it counts as happening now in
+        every window, so a request held back (a slow commit, a wait for a connection) never lets
+        a window's next slot open early, however long it waits (the ``smooth`` spacing counts
+        from ``at_s``).
         """
         if self._cap == 0:
             return
