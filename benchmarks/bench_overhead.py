@@ -121,7 +121,7 @@ def _engine(plans: _Plans, folder: Path, shape: _Shape, *, loop: str,
     out = folder / "run.handoff.jsonl"
     out.unlink(missing_ok=True)
     # the copy's pages and the run before's written back first: each run's commits wait for
-    # their own fsyncs only (a run's FULL commits behind a writeback took seconds)
+    # their own fsyncs only, not for a writeback of the files before it
     settle_disk(folder)
     flags = ("--latency", latency) if latency else ()
     with sandbox_process(*flags) as sandbox:

@@ -22,7 +22,7 @@ import urllib.request
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import Any, BinaryIO, Self, TypeVar
 
 import orjson
 
@@ -93,11 +93,7 @@ def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def has_uvloop() -> bool:
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return loops.loop_factory({}) is not None
 
 
 def cli_loop() -> str:
@@ -331,9 +327,10 @@ class Pace:
 
 
 class DiskProbe:
-    """Times an fsync of a small file in ``folder`` every ``every_s`` while a run goes on. Every
-    send waits for its intent's commit (an fsync), so a paced run that stalls while these take
-    seconds stalled on the disk (another process's writes, the VM's disk), not in bulkdm."""
+    """Times an fsync of a small file in ``folder`` every ``every_s`` while a run goes on, from a
+    thread of the process it runs in. Every send waits for its intent's commit (an fsync): a
+    stalled run whose probe is slow stalled on the disk, or, with the engine in this process,
+    on a thread that kept the GIL (the limiter's busy poll, benchmarks/README.md sixth pass)."""
 
     def __init__(self, folder: Path, every_s: float = 0.25) -> None:
         self._path = folder / "disk-probe.bin"
@@ -354,11 +351,7 @@ class DiskProbe:
     def _run(self) -> None:
         with self._path.open("wb") as file:
             while not self._stop.wait(self._every_s):
-                started = time.perf_counter()
-                file.write(b"\0" * 4096)
-                file.flush()
-                os.fsync(file.fileno())
-                self.fsyncs_s.append(time.perf_counter() - started)
+                self.fsyncs_s.append(_timed_fsync(file))
 
     def summary(self) -> str:
         """The slowest fsync and how many took over half a second, for a target line."""
@@ -369,22 +362,27 @@ class DiskProbe:
 
 def settle_disk(folder: Path, *, quick_s: float = 0.02, timeout_s: float = 60.0) -> str:
     """Write back what is dirty (``os.sync``), then wait until an fsync is quick again (three in
-    a row under ``quick_s``): a section measures bulkdm, not the previous section's writeback
-    (the pace run stalled for 20 s behind it, its fsyncs taking seconds)."""
+    a row under ``quick_s``): a section measures bulkdm, not the previous section's
+    writeback."""
     started = time.perf_counter()
     os.sync()
     path, quick = folder / "disk-settle.bin", 0
     with path.open("wb") as file:
         while quick < 3 and time.perf_counter() - started < timeout_s:
-            began = time.perf_counter()
-            file.write(b"\0" * 4096)
-            file.flush()
-            os.fsync(file.fileno())
-            quick = quick + 1 if time.perf_counter() - began < quick_s else 0
+            quick = quick + 1 if _timed_fsync(file) < quick_s else 0
             time.sleep(0.05)
     path.unlink()
     state = "settled" if quick >= 3 else "still slow"
     return f"disk {state} after {time.perf_counter() - started:.1f} s (sync, then fsyncs)"
+
+
+def _timed_fsync(file: BinaryIO) -> float:
+    """Seconds to append 4 KB to ``file`` and fsync it."""
+    started = time.perf_counter()
+    file.write(b"\0" * 4096)
+    file.flush()
+    os.fsync(file.fileno())
+    return time.perf_counter() - started
 
 
 def pace_of(ledger: Sequence[dict[str, Any]], senders: Sequence[str], *, duration_s: float,

@@ -3,8 +3,8 @@
 Usage: python benchmarks/engine_proc.py CAMPAIGN --config FILE --checkpoint PATH --out PATH
 
 It wires the run exactly as the CLI's ``run`` command does (``load_settings`` then
-``run_campaign``, on the loop ``bulkdm.loops`` chooses); SIGTERM or SIGINT sets the stop event, as Ctrl-C
-does. On exit it prints one JSON line: exit code, wall and CPU seconds, peak RSS in MB.
+``run_campaign``, on the loop ``bulkdm.loops`` chooses); SIGTERM or SIGINT sets the stop event,
+as Ctrl-C does. On exit it prints one JSON line: exit code, wall and CPU seconds, peak RSS in MB.
 """
 
 from __future__ import annotations

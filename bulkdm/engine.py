@@ -558,18 +558,14 @@ class Engine:
             # dropped while this loop waited for its slot: its pending rows are being moved to
             # the others, and a claim now could be sent after they were (an unknown row is
             # still replayed under its own key: that settles it, _settle_rows_of)
-            self._give_back(sender, at_s)
-            if ticket is not None:
-                ticket.release()
+            self._give_back(sender, at_s, ticket)
             return None
         wanted = False
         try:
             wanted = await self._screen_again(row)
         finally:
             if not wanted:  # opted out meanwhile (or the check failed): nothing is sent
-                self._give_back(sender, at_s)
-                if ticket is not None:
-                    ticket.release()
+                self._give_back(sender, at_s, ticket)
         if not wanted:
             return None
         attempt = row.attempts + 1
@@ -637,11 +633,14 @@ class Engine:
             if not await self._wait_for_pool(sender, answer):
                 return None
 
-    def _give_back(self, sender: _Sender, at_s: float) -> None:
-        """A slot taken and not used: its rate slots and its claim slot are free again."""
+    def _give_back(self, sender: _Sender, at_s: float, ticket: Ticket | None = None) -> None:
+        """A slot taken and not used: its rate slots, its claim slot and its reservations in
+        the shared ledger (``ticket``) are free again."""
         sender.limiter.forget(at_s)
         self._key.forget(at_s)
         self._slots.release()
+        if ticket is not None:
+            ticket.release()
 
     def _jitter_due_s(self, sender: _Sender) -> float | None:
         """With jitter, when the sender's next send is due: its last slot plus its pace times
@@ -1087,8 +1086,8 @@ class Engine:
         found = await self._pool.ledger.opted_out(
             self._pool.realm, user_ids=[r.recipient_id for r in pending if r.recipient_id],
             usernames=[r.recipient_username for r in pending if r.recipient_username])
-        gone = {r.id for r in pending if found and opted_out_entry(
-            r.recipient_id, r.recipient_username, found)}
+        gone = {r.id for r in pending
+                if opted_out_entry(r.recipient_id, r.recipient_username, found)} if found else set()
         self._screened_s.update((r.id, now) for r in pending if r.id not in gone)
         if not gone:
             return rows
