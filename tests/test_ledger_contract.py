@@ -283,3 +283,38 @@ async def test_a_new_sqlite_ledger_opened_while_another_process_writes_it_waits(
         assert (await ledger.reserve(ALICE, rates=[PER_10S], holder="a", want=1, now_s=NOW)).ids
     finally:
         await ledger.close()
+
+
+async def test_a_sqlite_ledger_from_before_the_totals_counts_what_it_holds(
+    tmp_path: Path,
+) -> None:
+    # a window is counted only when the subject's reservations (the "totals" a trigger keeps)
+    # might not leave room: totals short of the truth would let a window overfill
+    path = tmp_path / "ledger.sqlite"
+    ledger = await open_ledger(str(path), now_s=NOW)
+    day = Rate(count=5, period_s=86400.0)
+    first = await ledger.reserve(ALICE, rates=[day], holder="a", want=4, now_s=NOW)
+    await ledger.settle([(i, NOW) for i in first.ids], [])
+    await ledger.close()
+    old = sqlite3.connect(path, isolation_level=None)  # as a ledger of an earlier bulkdm
+    old.executescript("DROP TRIGGER totals_insert; DROP TRIGGER totals_delete; DROP TABLE totals;")
+    old.close()
+    ledger = await open_ledger(str(path), now_s=NOW + 1)
+    try:
+        six = [Rate(count=6, period_s=86400.0)]
+        assert len((await ledger.reserve(ALICE, rates=six, holder="b", want=3,
+                                         now_s=NOW + 1)).ids) == 2  # filled in from the file
+        seven = [Rate(count=7, period_s=86400.0)]
+        third = await ledger.reserve(ALICE, rates=seven, holder="b", want=3, now_s=NOW + 2)
+        assert len(third.ids) == 1  # the trigger counted the two before
+        await ledger.settle([], third.ids)
+        assert len((await ledger.reserve(ALICE, rates=seven, holder="b", want=3,
+                                         now_s=NOW + 3)).ids) == 1
+    finally:
+        await ledger.close()
+    check = sqlite3.connect(path)
+    try:
+        assert check.execute("SELECT n FROM totals").fetchall() == check.execute(
+            "SELECT COUNT(*) FROM reservations").fetchall() == [(7,)]
+    finally:
+        check.close()
