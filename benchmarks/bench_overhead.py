@@ -11,6 +11,7 @@ same requests to a sandbox started the same way, with the same concurrency and e
 from __future__ import annotations
 
 import contextlib
+import os
 import statistics
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -150,13 +151,25 @@ def _bare(shape: _Shape, *, loop: str, latency: str | None = None) -> BareResult
     return result
 
 
-def _client_only(shape: _Shape, *, loop: str) -> BareResult:
+@dataclass(frozen=True, kw_only=True)
+class _ClientRun:
+    result: BareResult
+    sandbox_cpu_s: float
+
+    @property
+    def rate(self) -> float:
+        return self.result.rate
+
+
+def _client_only(shape: _Shape, *, loop: str) -> _ClientRun:
     with sandbox_process() as sandbox:
+        cpu0 = sandbox.cpu_s()
         result = run_on(loop, provider_loop(sandbox.xquik_url, rows=shape.rows,
                                             concurrency=shape.concurrency, senders=shape.senders))
+        sandbox_cpu_s = sandbox.cpu_s() - cpu0
     if result.errors or result.sends != shape.rows:
         raise RuntimeError(f"provider loop: {result.sends} sent, {result.errors} errors")
-    return result
+    return _ClientRun(result=result, sandbox_cpu_s=sandbox_cpu_s)
 
 
 def _mean_rate(runs: list[_EngineRun]) -> float:
@@ -177,7 +190,7 @@ def run_overhead(section: Section, sizes: OverheadSizes, folder: Path) -> dict[s
     bare_rates: dict[str, float] = {}
     for loop in loops:
         bares: list[BareResult] = []
-        clients: list[BareResult] = []
+        clients: list[_ClientRun] = []
         full: list[_EngineRun] = []
         normal: list[_EngineRun] = []
         unpooled: list[_EngineRun] = []
@@ -207,6 +220,7 @@ def run_overhead(section: Section, sizes: OverheadSizes, folder: Path) -> dict[s
                    f"({_cpu_per_1000(full) / bare_cpu:.1f}x); SQLite thread "
                    f"{sqlite_share:.0%} of the engine's CPU"))
         _split(section, loop, bare_rate, clients, _mean_rate(full), figures)
+        _ceiling(section, loop, clients, full, figures)
         figures[f"cpu_{loop}"] = _cpu_per_1000(full)
         figures[f"bare_cpu_{loop}"] = bare_cpu
         figures[f"sqlite_share_{loop}"] = sqlite_share
@@ -240,11 +254,11 @@ def _ledger_cost(section: Section, full: list[_EngineRun], unpooled: list[_Engin
         goal=f">= {LEDGER_GOAL}", passed=ratio >= LEDGER_GOAL))
 
 
-def _split(section: Section, loop: str, bare_rate: float, clients: list[BareResult],
+def _split(section: Section, loop: str, bare_rate: float, clients: list[_ClientRun],
            engine_rate: float, figures: dict[str, float]) -> None:
     """Where the distance to the bare loop is: bulkdm's HTTP client alone, then the engine."""
     client_rate = statistics.fmean(c.rate for c in clients)
-    client_cpu = 1000 * sum(c.cpu_s for c in clients) / sum(c.sends for c in clients)
+    client_cpu = 1000 * sum(c.result.cpu_s for c in clients) / sum(c.result.sends for c in clients)
     client, engine = client_rate / bare_rate, engine_rate / client_rate
     figures[f"client_{loop}"] = client
     figures[f"engine_client_{loop}"] = engine
@@ -259,6 +273,32 @@ def _split(section: Section, loop: str, bare_rate: float, clients: list[BareResu
         figure=f"{client:.2f}x ({client_rate:,.0f} vs {bare_rate:,.0f} sends/s, "
                f"CPU/1k {client_cpu:.3f})",
         goal=f">= {CLIENT_BARE_GOAL}", passed=client >= CLIENT_BARE_GOAL))
+
+
+def _ceiling(section: Section, loop: str, clients: list[_ClientRun], full: list[_EngineRun],
+             figures: dict[str, float]) -> None:
+    """What the machine's cores allow: the engine process and its sandbox share them, so the
+    CPU both spend on a send bounds the rate, however the work were spread over threads or
+    processes."""
+    cores = os.cpu_count() or 1
+    sends = sum(r.sends for r in full)
+    engine_ms = 1000 * sum(r.result.cpu_s for r in full) / sends
+    sandbox_ms = 1000 * sum(r.sandbox_cpu_s for r in full) / sends
+    client_sends = sum(c.result.sends for c in clients)
+    client_ms = 1000 * sum(c.result.cpu_s for c in clients) / client_sends
+    client_sandbox_ms = 1000 * sum(c.sandbox_cpu_s for c in clients) / client_sends
+    client_rate = statistics.fmean(c.rate for c in clients)
+    ceiling = cores * 1000 / (engine_ms + sandbox_ms) / client_rate
+    figures[f"ceiling_{loop}"] = ceiling
+    # the 0.6 goal's rate on every core, less the sandbox's share: the engine's CPU a send
+    allowed_ms = cores * 1000 / (ENGINE_CLIENT_GOAL * client_rate) - sandbox_ms
+    section.add(Target(
+        key=f"cpu-ceiling[{loop}]",
+        label=f"CPU ms a send, engine process + sandbox, on {cores} cores",
+        figure=f"{engine_ms:.3f} + {sandbox_ms:.3f} (the client: {client_ms:.3f} + "
+               f"{client_sandbox_ms:.3f}): all cores busy, at most {ceiling:.2f}x of the client; "
+               f"{ENGINE_CLIENT_GOAL}x leaves the engine {allowed_ms:.3f} ms a send",
+        goal="report: a ceiling on engine/client whatever runs where"))
 
 
 def _extras(section: Section, plans: _Plans, folder: Path, sizes: OverheadSizes,
