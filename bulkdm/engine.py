@@ -275,8 +275,14 @@ class Engine:
         return self._key
 
     def next_slot_in_s(self, account: str) -> float:
+        """Seconds until ``account`` may send: its limiter's, the key's and its jitter's wait."""
         sender, now = self._senders[account], self._clock()
-        return max(sender.limiter.next_allowed_s(now), self._key.next_allowed_s(now)) - now
+        return max(sender.limiter.next_allowed_s(now), self._key.next_allowed_s(now),
+                   self._jitter_due_s(sender) or now) - now
+
+    def jitter_due_s(self, account: str) -> float | None:
+        """When ``account``'s jittered gap lets its next send leave (None: no jitter)."""
+        return self._jitter_due_s(self._senders[account])
 
     # -- the run -----------------------------------------------------------------------------
 

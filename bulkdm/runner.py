@@ -379,7 +379,8 @@ def _sender_view(engine: Engine, sender: _SenderLike, now_s: float) -> SenderVie
     if not sender.usable:
         return SenderView(account=sender.account, state=state, sent=sender.sent,
                           next_slot_in_s=None, note=sender.note)
-    reason = wait_reason(sender.limiter, engine.api_key_limiter, now_s)
+    reason = wait_reason(sender.limiter, engine.api_key_limiter, now_s,
+                         jitter_due_s=engine.jitter_due_s(sender.account))
     if sender.limiter.is_resting(now_s):
         state = "resting"
     elif state == "ready" and reason is not None:

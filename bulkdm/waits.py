@@ -36,7 +36,7 @@ def clock_time(epoch_s: float) -> str:
 @dataclass(frozen=True, kw_only=True, slots=True)
 class WaitReason:
     """What holds a sender back: ``who`` is ``"sender"`` or ``"api key"``; ``what`` is
-    ``"rest"``, ``"pace"`` or a rate whose window is full (``"5/1m"``)."""
+    ``"rest"``, ``"pace"``, ``"jitter"`` or a rate whose window is full (``"5/1m"``)."""
 
     who: str
     what: str
@@ -50,15 +50,21 @@ class WaitReason:
             return f"{owner}resting (Retry-After) {wait}".strip()
         if self.what == "pace":
             return f"{owner}pacing: next send {wait}".strip()
+        if self.what == "jitter":
+            return f"jitter: next send {wait}"
         return f"{owner}{self.what} window full {wait}"
 
 
 def wait_reason(
-    sender: WindowLimiter, api_key: WindowLimiter, now_s: float, *, shown_s: float = SHOWN_WAIT_S
+    sender: WindowLimiter, api_key: WindowLimiter, now_s: float, *, shown_s: float = SHOWN_WAIT_S,
+    jitter_due_s: float | None = None,
 ) -> WaitReason | None:
-    """The limit that holds the sender's next send longest, if that is ``shown_s`` or more."""
+    """The limit that holds the sender's next send longest, if that is ``shown_s`` or more.
+    ``jitter_due_s``: when the sender's jittered gap lets its next send leave (``"jitter"``)."""
     holds = [("sender", what, until_s) for what, until_s in sender.holds(now_s)]
     holds += [("api key", what, until_s) for what, until_s in api_key.holds(now_s)]
+    if jitter_due_s is not None and jitter_due_s > now_s:
+        holds.append(("sender", "jitter", jitter_due_s))
     if not holds:
         return None
     who, what, until_s = max(holds, key=lambda hold: hold[2])

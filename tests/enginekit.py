@@ -11,6 +11,7 @@ from pathlib import Path
 from bulkdm.checkpoint import Checkpoint, PlanMeta
 from bulkdm.engine import Engine, RunReport
 from bulkdm.keys import idempotency_key, text_sha256
+from bulkdm.policies.jitter import Draw
 from bulkdm.providers import SenderAuth, open_provider
 from bulkdm.rates import Rate
 from bulkdm.rows import PlannedRow, RowState
@@ -74,7 +75,8 @@ async def write_plan(path: Path, rows: Sequence[PlannedRow]) -> None:
 
 @contextlib.asynccontextmanager
 async def open_engine(
-    settings: Settings, path: Path, *, stop: asyncio.Event | None = None
+    settings: Settings, path: Path, *, stop: asyncio.Event | None = None,
+    draw: Draw | None = None,
 ) -> AsyncIterator[Engine]:
     """An engine over the checkpoint at ``path``, for a test that watches it while it runs."""
     checkpoint = await Checkpoint.open(path)
@@ -83,7 +85,7 @@ async def open_engine(
              for s in settings.senders}
     try:
         yield Engine(settings=settings, checkpoint=checkpoint, provider=provider, auths=auths,
-                     stop=stop or asyncio.Event())
+                     stop=stop or asyncio.Event(), draw=draw)
     finally:
         await provider.aclose()
         await checkpoint.close()

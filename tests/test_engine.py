@@ -6,6 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from bulkdm.engine import FinishReason
+from bulkdm.policies.jitter import Jitter
 from bulkdm.rates import Rate
 from bulkdm.sandbox import Faults, SandboxConfig, running_sandbox
 from bulkdm.settings import DmNotAllowedPolicy, ProviderName, RunSettings
@@ -167,3 +168,22 @@ async def test_a_restart_charges_the_limiter_with_recorded_sends(tmp_path: Path)
         async with open_engine(settings_for(sb, sender_rates=slow), path, stop=stopped) as engine:
             await engine.run()
             assert engine.next_slot_in_s("alice") > 590
+
+
+async def test_a_jittered_senders_next_slot_counts_its_drawn_gap(tmp_path: Path) -> None:
+    # the display's "next slot in" and its state: a sender waiting out its jittered gap said
+    # "ready" and a next slot of 0 while nothing could leave
+    path = tmp_path / "c.sqlite"
+    await write_plan(path, [planned(1, sender="alice", recipient_id="6200")])
+    async with running_sandbox() as sb:
+        base = settings_for(sb, sender_rates=(Rate(count=1, period_s=20.0),))
+        settings = replace(base, senders=(replace(base.senders[0], jitter=Jitter(share=1.0)),))
+        await run_engine(settings, path)
+        stopped = asyncio.Event()
+        stopped.set()
+        async with open_engine(settings, path, stop=stopped,
+                               draw=lambda low, high: high) as engine:
+            await engine.run()
+            # the limiter's pace allows the next send 20 s after the first; the draw (u = 1)
+            # doubles that gap
+            assert engine.next_slot_in_s("alice") > 30

@@ -136,3 +136,13 @@ def test_a_paused_run_can_send_again_when_its_first_sender_can() -> None:
     assert next_send_at_s([(capped, 150.0), (resting, 0.0)], key, 20.0) == 150.0
     assert next_send_at_s([(capped, None), (resting, 0.0)], key, 20.0) == 300.0
     assert next_send_at_s([(capped, None)], key, 20.0) is None
+
+
+def test_a_jittered_gap_is_named_when_it_holds_the_next_send_longest() -> None:
+    sender, key = WindowLimiter((parse_rate("12/1m"),), smooth=True), WindowLimiter(KEY_RATES)
+    sender.record(0.0)  # the pace allows the next send at 5 s; the drawn gap says 9 s
+    reason = wait_reason(sender, key, 6.0, jitter_due_s=9.0)
+    assert reason == WaitReason(who="sender", what="jitter", until_s=9.0)
+    assert reason.text(6.0, clock=clock) == "jitter: next send until t=9 (3s)"
+    paced = wait_reason(sender, key, 1.0, jitter_due_s=3.0)  # the pace holds longer
+    assert paced is not None and paced.what == "pace"
