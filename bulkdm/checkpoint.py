@@ -512,14 +512,22 @@ class Checkpoint:
         sql = "SELECT sender, COUNT(*) FROM rows WHERE state = ? GROUP BY sender"
         return {UNBOUND if k is None else str(k): v for k, v in await self._all(sql, (state,))}
 
-    async def plan_totals(self) -> PlanTotals:
+    async def plan_totals(self, *, senders: int) -> PlanTotals:
+        """The pending rows, the lookups they need, and at most how many uploads: one per
+        picture and sender (a media id is the account's own), and a row bound to no sender
+        yet may go to any of the ``senders`` that has not uploaded its picture."""
         # one pass over the pending rows (a fresh plan's are nearly all of them)
         found = await self._all(
             "SELECT COUNT(*), COALESCE(SUM(recipient_id IS NULL), 0), "
-            "COUNT(DISTINCT CASE WHEN media IS NOT NULL THEN json_array(media, sender) END) "
+            "COUNT(DISTINCT CASE WHEN media IS NOT NULL AND sender IS NOT NULL "
+            "THEN json_array(media, sender) END), "
+            "COALESCE(SUM(media IS NOT NULL AND sender IS NULL), 0) "
             "FROM rows WHERE state = 'pending'"
         )
-        pending, lookups, media = found[0]
+        pending, lookups, media, unbound_media = found[0]
+        if unbound_media:
+            media += sum(min(max(0, senders - bound), unbound)
+                         for bound, unbound in await self._all(_UNBOUND_UPLOADS))
         return PlanTotals(pending=pending, lookups=lookups, media_uploads=media)
 
     async def invalid_rows(self, limit: int | None) -> list[RowRecord]:
@@ -869,6 +877,14 @@ _Item: TypeAlias = "tuple[Sequence[Write], asyncio.Future[bool]] | Callable[[], 
 
 class _Mark(Enum):
     EMPTY = "the writer's queue ran out"
+
+
+#: per picture of a pending row bound to no sender: the senders its bound rows have, and its
+#: unbound rows
+_UNBOUND_UPLOADS: Final = (
+    "SELECT COUNT(DISTINCT sender), SUM(sender IS NULL) FROM rows "
+    "WHERE state = 'pending' AND media IS NOT NULL GROUP BY media HAVING SUM(sender IS NULL) > 0"
+)
 
 
 class _Writer:

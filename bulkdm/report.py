@@ -417,13 +417,13 @@ def human_duration(seconds: float) -> str:
 
 
 async def _totals(
-    checkpoint: Checkpoint, states: Mapping[str, int], usernames_only: bool
+    checkpoint: Checkpoint, states: Mapping[str, int], usernames_only: bool, senders: int
 ) -> tuple[int, int, int]:
     """Pending rows, user lookups and media uploads of the plan."""
     if usernames_only:
         pending = states.get("pending", 0)
         return pending, pending, 0
-    totals = await checkpoint.plan_totals()
+    totals = await checkpoint.plan_totals(senders=senders)
     return totals.pending, totals.lookups, totals.media_uploads
 
 
@@ -447,7 +447,8 @@ async def build_report(
     # rows bound to no sender yet counted as the run is expected to spread them
     senders = spread_unbound(settings, await checkpoint.sender_counts(),
                              {s.account: 0.0 for s in settings.senders})
-    pending, lookups, media_uploads = await _totals(checkpoint, states, usernames_only)
+    pending, lookups, media_uploads = await _totals(checkpoint, states, usernames_only,
+                                                    len(settings.senders))
     invalid_rows = await checkpoint.invalid_rows(errors_limit)
     removed = reasons.pop("removed", 0)
     read, invalid, skipped = (

@@ -286,7 +286,7 @@ async def test_plan_totals_count_pending_rows_lookups_and_one_upload_per_file_an
     await write_plan(path, rows)
     checkpoint = await Checkpoint.open(path)
     try:
-        totals = await checkpoint.plan_totals()
+        totals = await checkpoint.plan_totals(senders=2)
     finally:
         await checkpoint.close()
     assert (totals.pending, totals.lookups, totals.media_uploads) == (6, 3, 3)

@@ -367,11 +367,36 @@ async def test_the_plan_report_counts_lookups_and_uploads_as_the_rows_say(
                                {"recipient_username": "dee", "first_name": "D", **other}))
     settings = load_settings(campaign)
     report = await ensure_plan(campaign, settings, checkpoint)
-    totals = await checkpoint.plan_totals()
+    totals = await checkpoint.plan_totals(senders=len(settings.senders))
     assert (report.rows.pending, report.cost.lookups, report.cost.media_uploads) == (
         totals.pending, totals.lookups, totals.media_uploads)
     assert (totals.pending, totals.lookups, totals.media_uploads) == (
         6, 5 if "recipient_id" in other else 6, 1 if "media" in other else 0)
+
+
+async def test_a_picture_of_rows_bound_to_no_sender_is_counted_once_for_each_sender_that_may_send_it(
+    workdir: Path, checkpoint: Checkpoint
+) -> None:
+    # a media id belongs to the account that uploaded it: three unbound rows with one picture,
+    # spread over two senders, upload it twice (the plan said once: its cost and a spend cap's
+    # forecast were short)
+    (workdir / "pic.png").write_bytes(b"\x89PNG")
+    (workdir / "other.png").write_bytes(b"\x89PNG")
+    campaign = workdir / "c.jsonl"
+    unbound: list[dict[str, object]] = [
+        {"recipient_username": f"user_{n}", "first_name": "A", "media": "pic.png"}
+        for n in range(3)]
+    campaign.write_bytes(jsonl(*unbound))
+    settings = load_settings(campaign)
+    report = await ensure_plan(campaign, settings, checkpoint)
+    assert report.cost.media_uploads == 2
+    # one row bound to "one" with the picture: the unbound ones may need it from "two" only;
+    # a picture on a single unbound row is one upload whichever sender takes it
+    campaign.write_bytes(jsonl(
+        {"recipient_username": "bound", "first_name": "B", "media": "pic.png", "sender": "one"},
+        *unbound, {"recipient_username": "solo", "first_name": "S", "media": "other.png"}))
+    report = await ensure_plan(campaign, settings, checkpoint)
+    assert report.cost.media_uploads == 3
 
 
 async def test_a_malformed_line_in_the_middle_leaves_the_rest_planned(
