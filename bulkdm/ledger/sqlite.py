@@ -349,9 +349,9 @@ def _reserve(db: sqlite3.Connection, subject: str, rates: tuple[Rate, ...], hold
 
 def _count(db: sqlite3.Connection, subject: str, holder: str, rate: Rate, now_s: float,
            total: int, want: int) -> int:
-    """The sends in ``rate``'s window ending now; ``total`` (all of the subject's) when even
-    that leaves room for ``want``: counting a window reads each of its reservations, and a
-    day's window of a busy account is thousands."""
+    # the sends in the rate's window ending now, or all of the subject's (``total``) when even
+    # that leaves room for ``want``: counting a window reads each of its reservations, and a
+    # day's window of a busy account is thousands
     if total + want <= rate.count:
         return total
     start_s = now_s - window_s(rate)
