@@ -25,8 +25,16 @@ from bulkdm import checkpoint as cp
 from bulkdm.backoff import retry_delay_s
 from bulkdm.binding import UnboundRows
 from bulkdm.checkpoint import Checkpoint, Expect, Finish, Write
+from bulkdm.fanout import each
 from bulkdm.keys import idempotency_key, idempotency_keys
-from bulkdm.ledger import OPTED_OUT_MESSAGE, AccountPool, Refusal, Ticket, opted_out_entry
+from bulkdm.ledger import (
+    AT_ONCE,
+    OPTED_OUT_MESSAGE,
+    AccountPool,
+    Refusal,
+    Ticket,
+    opted_out_entry,
+)
 from bulkdm.outcomes import Action, Outcome, Reconciliation
 from bulkdm.policies.breakers import REFUSAL_CODES
 from bulkdm.policies.jitter import Draw, Jitter
@@ -341,27 +349,32 @@ class Engine:
     async def _restore_from_pool(self, pool: AccountPool, now: float) -> None:
         """Every campaign's windows and sends of each account and of the key, from the ledger
         (this campaign's are among them), and the rests any campaign recorded."""
-        guard_s = self._settings.run.rate_guard_s
-        self._key = WindowLimiter(pool.rates(None), least_guard_s=guard_s, smooth=True)
+        self._key = WindowLimiter(pool.rates(None), least_guard_s=self._settings.run.rate_guard_s,
+                                  smooth=True)
         self._key.charge(await pool.history(None, now))
-        for account, sender in self._senders.items():
-            sender.limiter = WindowLimiter(pool.rates(account), least_guard_s=guard_s, smooth=True)
-            history = await pool.history(account, now)
-            sender.limiter.charge(history)
-            # reservations a killed run held ahead count in the windows until their lease ends
-            # (charged at now); they were never sent, so its warm-up does not count them
-            self._never_sent[account] = history.count(now)
-            rest = await pool.rest_of(account, now)
-            if rest is not None:
-                sender.limiter.rest_until(rest.until_s)
-                sender.note = f"{rest.reason} until {_iso(rest.until_s)}"
-            first_s = await pool.first_send_of(account)
-            if first_s is not None:
-                self._first_sends[account] = first_s
-            health = await pool.health_of(account)
-            if health is not None and sender.note is None:
-                # recorded by an earlier run: tried again, and cleared by the next delivery
-                sender.note = f"{health.reason} as of {_iso(health.at_s)}; trying again"
+        await each(self._senders.values(), lambda sender: self._restore_sender(pool, sender, now),
+                   at_once=AT_ONCE)
+
+    async def _restore_sender(self, pool: AccountPool, sender: _Sender, now: float) -> None:
+        account = sender.account
+        sender.limiter = WindowLimiter(pool.rates(account),
+                                       least_guard_s=self._settings.run.rate_guard_s, smooth=True)
+        history = await pool.history(account, now)
+        sender.limiter.charge(history)
+        # reservations a killed run held ahead count in the windows until their lease ends
+        # (charged at now); they were never sent, so its warm-up does not count them
+        self._never_sent[account] = history.count(now)
+        rest = await pool.rest_of(account, now)
+        if rest is not None:
+            sender.limiter.rest_until(rest.until_s)
+            sender.note = f"{rest.reason} until {_iso(rest.until_s)}"
+        first_s = await pool.first_send_of(account)
+        if first_s is not None:
+            self._first_sends[account] = first_s
+        health = await pool.health_of(account)
+        if health is not None and sender.note is None:
+            # recorded by an earlier run: tried again, and cleared by the next delivery
+            sender.note = f"{health.reason} as of {_iso(health.at_s)}; trying again"
 
     async def _history(self, account: str | None, limiter: WindowLimiter, now: float) -> list[float]:
         since_s = now - max((limiter.window_s(r) for r in limiter.rates), default=0.0)
