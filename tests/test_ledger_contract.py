@@ -146,6 +146,24 @@ async def test_the_stricter_limits_of_two_campaigns_hold(connect: Opener) -> Non
     assert await ledger.limits(ALICE, now_s=NOW + 86401) == []
 
 
+async def test_a_campaign_registers_its_subjects_at_once_and_sees_every_campaigns_windows(
+    connect: Opener,
+) -> None:
+    ledger, other = await connect(), await connect()
+    bob = account_subject(Realm.LIVE, "@Bob")
+    loose, strict = Rate(count=10, period_s=60.0), Rate(count=3, period_s=60.0)
+    await other.register(ALICE, campaign="support", rates=[strict], now_s=NOW)
+    limits = await ledger.register_many({ALICE: [loose], bob: [loose]}, campaign="welcome",
+                                        now_s=NOW + 1)
+    assert [(c.campaign, c.rates) for c in limits[ALICE]] == [("support", (strict,)),
+                                                              ("welcome", (loose,))]
+    assert [(c.campaign, c.rates) for c in limits[bob]] == [("welcome", (loose,))]
+    # written for everyone, and again (a later run of the campaign) replaces them
+    assert [c.campaign for c in await other.limits(bob, now_s=NOW + 2)] == ["welcome"]
+    again = await ledger.register_many({bob: [strict]}, campaign="welcome", now_s=NOW + 3)
+    assert [c.rates for c in again[bob]] == [(strict,)]
+
+
 async def test_rests_bind_every_campaign_and_the_later_one_wins(connect: Opener) -> None:
     ledger, other = await connect(), await connect()
     await ledger.set_rest(ALICE, until_s=NOW + 3600, reason="x_daily_limit", now_s=NOW)

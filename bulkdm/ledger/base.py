@@ -21,7 +21,7 @@ either at its real time (inside that window) or as "now": so the grant saw them 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final, Protocol
@@ -209,6 +209,11 @@ class Ledger(Protocol):
     async def register(self, subject: str, *, campaign: str, rates: Sequence[Rate],
                        now_s: float) -> None:
         """Record ``campaign``'s windows for ``subject`` (replacing its earlier ones)."""
+
+    async def register_many(self, windows: Mapping[str, Sequence[Rate]], *, campaign: str,
+                            now_s: float) -> dict[str, list[CampaignLimits]]:
+        """:meth:`register` for each subject of ``windows`` in one transaction; then, for each,
+        every campaign's windows as :meth:`limits` gives them (a subject none has: none)."""
 
     async def limits(self, subject: str, *, now_s: float,
                      ttl_s: float = REGISTRATION_TTL_S) -> list[CampaignLimits]:

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from bulkdm.errors import LedgerError
-from bulkdm.fanout import each
 from bulkdm.ledger.base import (
     LEASE_S,
     Ask,
@@ -43,7 +42,7 @@ BATCH: Final = 64
 #: reservations asked for at once in one transaction, at most (one commit, one fsync for
 #: them all; a slow account's reservation is one send, so a group is that many sends)
 GROUP: Final = 16
-#: ledger calls at once when a campaign opens (registrations, each account's state)
+#: ledger calls at once when a run starts (each account's history, rest, first send, health)
 AT_ONCE: Final = 64
 #: how long settlements gather before they are written together
 SETTLE_EVERY_S: Final = 0.05
@@ -134,10 +133,12 @@ class AccountPool:
         registered campaign's windows (the stricter limits hold)."""
         pool = cls(ledger, realm=realm, campaign=campaign, api_key=api_key, clock=clock,
                    lease_s=lease_s)
-        now = clock()
-        # a ledger call is a round trip: one after another, 2,000 accounts took seconds
-        await each([*((pool.subject(a), r) for a, r in accounts.items()), (pool._key, key_rates)],
-                   lambda item: pool._register(*item, now), at_once=AT_ONCE)
+        windows = {**{pool.subject(a): r for a, r in accounts.items()}, pool._key: key_rates}
+        # one call for them all: one each (two round trips and a commit) took seconds for
+        # 2,000 accounts
+        limits = await ledger.register_many(windows, campaign=campaign, now_s=clock())
+        for subject, rates in windows.items():
+            pool._rates[subject] = effective_rates(rates, *(c.rates for c in limits[subject]))
         return pool
 
     async def narrow(self, account: str, rates: Sequence[Rate]) -> None:
@@ -148,9 +149,9 @@ class AccountPool:
         self._wants.pop(subject, None)  # a batch no larger than the new windows allow
 
     async def _register(self, subject: str, rates: Sequence[Rate], now_s: float) -> None:
-        await self.ledger.register(subject, campaign=self._campaign, rates=rates, now_s=now_s)
-        limits = await self.ledger.limits(subject, now_s=now_s)
-        self._rates[subject] = effective_rates(rates, *(c.rates for c in limits))
+        limits = await self.ledger.register_many({subject: rates}, campaign=self._campaign,
+                                                 now_s=now_s)
+        self._rates[subject] = effective_rates(rates, *(c.rates for c in limits[subject]))
 
     def subject(self, account: str | None) -> str:
         """The subject of ``account`` (``None``: the API key)."""

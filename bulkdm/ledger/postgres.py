@@ -8,7 +8,7 @@ reservations of different subjects do not wait for each other. Install with
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
@@ -143,16 +143,29 @@ class PostgresLedger:
 
     async def register(self, subject: str, *, campaign: str, rates: Sequence[Rate],
                        now_s: float) -> None:
-        encoded = orjson.dumps([[r.count, r.period_s] for r in rates]).decode()
-        await self._execute(
-            "INSERT INTO bulkdm_limits VALUES ($1, $2, $3, $4) ON CONFLICT (subject, campaign) "
-            "DO UPDATE SET rates = excluded.rates, updated_s = excluded.updated_s",
-            subject, campaign, encoded, now_s)
+        await self.register_many({subject: rates}, campaign=campaign, now_s=now_s)
+
+    async def register_many(self, windows: Mapping[str, Sequence[Rate]], *, campaign: str,
+                            now_s: float) -> dict[str, list[CampaignLimits]]:
+        rows = [(subject, campaign, orjson.dumps([[r.count, r.period_s] for r in rates]).decode(),
+                 now_s) for subject, rates in windows.items()]
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.executemany(
+                    "INSERT INTO bulkdm_limits VALUES ($1, $2, $3, $4) ON CONFLICT (subject, "
+                    "campaign) DO UPDATE SET rates = excluded.rates, updated_s = excluded.updated_s",
+                    rows)
+                return await _limits_of(conn, list(windows), now_s)
+        except asyncpg.PostgresError as exc:
+            raise LedgerError(f"{self.location}: the account ledger failed: {exc}") from exc
 
     async def limits(self, subject: str, *, now_s: float,
                      ttl_s: float = REGISTRATION_TTL_S) -> list[CampaignLimits]:
-        async with self._pool.acquire() as conn:
-            return await _limits(conn, subject, now_s, ttl_s)
+        try:
+            async with self._pool.acquire() as conn:
+                return await _limits(conn, subject, now_s, ttl_s)
+        except asyncpg.PostgresError as exc:
+            raise LedgerError(f"{self.location}: the account ledger failed: {exc}") from exc
 
     async def reserve(self, subject: str, *, rates: Sequence[Rate], holder: str, want: int,
                       now_s: float, lease_s: float = LEASE_S) -> Grant:
@@ -287,12 +300,19 @@ class PostgresLedger:
 
 async def _limits(conn: Any, subject: str, now_s: float,
                   ttl_s: float = REGISTRATION_TTL_S) -> list[CampaignLimits]:
-    rows = await conn.fetch("SELECT campaign, rates, updated_s FROM bulkdm_limits "
-                            "WHERE subject = $1 AND updated_s > $2 ORDER BY campaign",
-                            subject, now_s - ttl_s)
-    return [CampaignLimits(subject=subject, campaign=r[0], updated_s=r[2],
-                           rates=tuple(Rate(count=c, period_s=p) for c, p in orjson.loads(r[1])))
-            for r in rows]
+    return (await _limits_of(conn, [subject], now_s, ttl_s))[subject]
+
+
+async def _limits_of(conn: Any, subjects: list[str], now_s: float,
+                     ttl_s: float = REGISTRATION_TTL_S) -> dict[str, list[CampaignLimits]]:
+    found: dict[str, list[CampaignLimits]] = {subject: [] for subject in subjects}
+    for r in await conn.fetch("SELECT subject, campaign, rates, updated_s FROM bulkdm_limits "
+                              "WHERE subject = ANY($1::text[]) AND updated_s > $2 "
+                              "ORDER BY subject, campaign", subjects, now_s - ttl_s):
+        found[r[0]].append(CampaignLimits(
+            subject=r[0], campaign=r[1], updated_s=r[3],
+            rates=tuple(Rate(count=c, period_s=p) for c, p in orjson.loads(r[2]))))
+    return found
 
 
 async def _reserve(conn: Any, subject: str, rates: tuple[Rate, ...], holder: str, want: int,
