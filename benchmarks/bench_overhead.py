@@ -180,6 +180,10 @@ def _cpu_per_1000(runs: list[_EngineRun]) -> float:
     return 1000 * sum(r.result.cpu_s for r in runs) / sum(r.sends for r in runs)
 
 
+def _client_cpu_per_1000(runs: list[_ClientRun]) -> float:
+    return 1000 * sum(r.result.cpu_s for r in runs) / sum(r.result.sends for r in runs)
+
+
 def run_overhead(section: Section, sizes: OverheadSizes, folder: Path) -> dict[str, float]:
     """Measure and print targets 1 and 5 (latency); returns the figures for the README table."""
     plans = _Plans(folder)
@@ -258,7 +262,7 @@ def _split(section: Section, loop: str, bare_rate: float, clients: list[_ClientR
            engine_rate: float, figures: dict[str, float]) -> None:
     """Where the distance to the bare loop is: bulkdm's HTTP client alone, then the engine."""
     client_rate = statistics.fmean(c.rate for c in clients)
-    client_cpu = 1000 * sum(c.result.cpu_s for c in clients) / sum(c.result.sends for c in clients)
+    client_cpu = _client_cpu_per_1000(clients)
     client, engine = client_rate / bare_rate, engine_rate / client_rate
     figures[f"client_{loop}"] = client
     figures[f"engine_client_{loop}"] = engine
@@ -281,12 +285,12 @@ def _ceiling(section: Section, loop: str, clients: list[_ClientRun], full: list[
     CPU both spend on a send bounds the rate, however the work were spread over threads or
     processes."""
     cores = os.cpu_count() or 1
-    sends = sum(r.sends for r in full)
-    engine_ms = 1000 * sum(r.result.cpu_s for r in full) / sends
-    sandbox_ms = 1000 * sum(r.sandbox_cpu_s for r in full) / sends
-    client_sends = sum(c.result.sends for c in clients)
-    client_ms = 1000 * sum(c.result.cpu_s for c in clients) / client_sends
-    client_sandbox_ms = 1000 * sum(c.sandbox_cpu_s for c in clients) / client_sends
+    # CPU seconds per 1,000 sends are CPU milliseconds a send
+    engine_ms = _cpu_per_1000(full)
+    sandbox_ms = 1000 * sum(r.sandbox_cpu_s for r in full) / sum(r.sends for r in full)
+    client_ms = _client_cpu_per_1000(clients)
+    client_sandbox_ms = (1000 * sum(c.sandbox_cpu_s for c in clients)
+                         / sum(c.result.sends for c in clients))
     client_rate = statistics.fmean(c.rate for c in clients)
     ceiling = cores * 1000 / (engine_ms + sandbox_ms) / client_rate
     figures[f"ceiling_{loop}"] = ceiling

@@ -27,14 +27,7 @@ from bulkdm.binding import UnboundRows
 from bulkdm.checkpoint import Checkpoint, Expect, Finish, Write
 from bulkdm.fanout import each
 from bulkdm.keys import idempotency_key, idempotency_keys
-from bulkdm.ledger import (
-    AT_ONCE,
-    OPTED_OUT_MESSAGE,
-    AccountPool,
-    Refusal,
-    Ticket,
-    opted_out_entry,
-)
+from bulkdm.ledger import OPTED_OUT_MESSAGE, AccountPool, Refusal, Ticket, opted_out_entry
 from bulkdm.outcomes import Action, Outcome, Reconciliation
 from bulkdm.policies.breakers import REFUSAL_CODES
 from bulkdm.policies.jitter import Draw, Jitter
@@ -55,6 +48,9 @@ _RESOLVE_CONCURRENCY: Final = 8
 #: rows checked against the shared opt-outs at once, just before their sends (at a slow rate
 #: most are checked again when their slots come: _OPT_OUT_FRESH_S)
 _OPT_OUT_AHEAD: Final = 128
+#: ledger calls at once when a run starts (each account's history, rest, first send, health:
+#: one account after another, 10,000 took seconds)
+_RESTORE_AT_ONCE: Final = 64
 #: a row whose check is older than this when its slot comes is checked again: a slow sender
 #: waits minutes for each slot, and the opt-outs of that time must hold too
 _OPT_OUT_FRESH_S: Final = 5.0
@@ -215,10 +211,9 @@ class Engine:
         self._slots = asyncio.Semaphore(_CLAIMS_PER_REQUEST * settings.run.concurrency)
         #: requests in flight: ``[run] concurrency``
         self._wire = asyncio.Semaphore(settings.run.concurrency)
-        guard_s = settings.run.rate_guard_s
-        self._key = WindowLimiter(settings.provider.rates, least_guard_s=guard_s, smooth=True)
+        self._key = self._limiter(settings.provider.rates)
         self._senders = {
-            a: _Sender(auths[a], WindowLimiter(s.windows, least_guard_s=guard_s, smooth=True),
+            a: _Sender(auths[a], self._limiter(s.windows),
                        settings.sender_jitter(s), s, s.send_window or settings.campaign.send_window)
             for a, s in ((s.account, s) for s in settings.senders)}
         #: the jitter's draws (injected by tests); only pacing, so not a secure generator
@@ -349,16 +344,14 @@ class Engine:
     async def _restore_from_pool(self, pool: AccountPool, now: float) -> None:
         """Every campaign's windows and sends of each account and of the key, from the ledger
         (this campaign's are among them), and the rests any campaign recorded."""
-        self._key = WindowLimiter(pool.rates(None), least_guard_s=self._settings.run.rate_guard_s,
-                                  smooth=True)
+        self._key = self._limiter(pool.rates(None))
         self._key.charge(await pool.history(None, now))
         await each(self._senders.values(), lambda sender: self._restore_sender(pool, sender, now),
-                   at_once=AT_ONCE)
+                   at_once=_RESTORE_AT_ONCE)
 
     async def _restore_sender(self, pool: AccountPool, sender: _Sender, now: float) -> None:
         account = sender.account
-        sender.limiter = WindowLimiter(pool.rates(account),
-                                       least_guard_s=self._settings.run.rate_guard_s, smooth=True)
+        sender.limiter = self._limiter(pool.rates(account))
         history = await pool.history(account, now)
         sender.limiter.charge(history)
         # reservations a killed run held ahead count in the windows until their lease ends
@@ -651,6 +644,9 @@ class Engine:
             self._give_back(sender, at_s)
             if not await self._wait_for_pool(sender, answer):
                 return None
+
+    def _limiter(self, rates: Sequence[Rate]) -> WindowLimiter:
+        return WindowLimiter(rates, least_guard_s=self._settings.run.rate_guard_s, smooth=True)
 
     def _give_back(self, sender: _Sender, at_s: float, ticket: Ticket | None = None) -> None:
         """A slot taken and not used: its rate slots, its claim slot and its reservations in

@@ -37,10 +37,9 @@ from bulkdm.ledger.base import (
     opt_out_entries,
     opted_out_entry,
 )
-from bulkdm.ledger.pool import AT_ONCE, AccountPool, Refusal, Ticket
+from bulkdm.ledger.pool import AccountPool, Refusal, Ticket
 
 __all__ = [
-    "AT_ONCE",
     "ENV_VAR",
     "LEASE_S",
     "OPTED_OUT_MESSAGE",

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final, Protocol
 
+import orjson
+
 from bulkdm.ratelimit import default_guard_s
 from bulkdm.rates import Rate
 
@@ -42,7 +44,9 @@ __all__ = [
     "Realm",
     "Rest",
     "account_subject",
+    "decode_rates",
     "effective_rates",
+    "encode_rates",
     "key_subject",
     "next_try_s",
     "opt_out_entries",
@@ -120,6 +124,16 @@ def next_try_s(now_s: float, binding: Sequence[tuple[Rate, float | None]]) -> fl
 
 def rates_text(rates: Sequence[Rate]) -> str:
     return ", ".join(str(r) for r in rates)
+
+
+def encode_rates(rates: Sequence[Rate]) -> str:
+    """``rates`` as both ledgers store a campaign's windows: ``[[count, period_s], ...]``."""
+    return orjson.dumps([[r.count, r.period_s] for r in rates]).decode()
+
+
+def decode_rates(stored: str) -> tuple[Rate, ...]:
+    """The windows :func:`encode_rates` stored."""
+    return tuple(Rate(count=c, period_s=p) for c, p in orjson.loads(stored))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

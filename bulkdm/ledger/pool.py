@@ -42,8 +42,6 @@ BATCH: Final = 64
 #: reservations asked for at once in one transaction, at most (one commit, one fsync for
 #: them all; a slow account's reservation is one send, so a group is that many sends)
 GROUP: Final = 16
-#: ledger calls at once when a run starts (each account's history, rest, first send, health)
-AT_ONCE: Final = 64
 #: how long settlements gather before they are written together
 SETTLE_EVERY_S: Final = 0.05
 

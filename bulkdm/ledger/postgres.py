@@ -8,12 +8,12 @@ reservations of different subjects do not wait for each other. Install with
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-import orjson
 
 from bulkdm.errors import LedgerError
 from bulkdm.ledger.base import (
@@ -27,7 +27,9 @@ from bulkdm.ledger.base import (
     OptOut,
     Realm,
     Rest,
+    decode_rates,
     effective_rates,
+    encode_rates,
     next_try_s,
     opt_out_entries,
     rates_text,
@@ -147,40 +149,34 @@ class PostgresLedger:
 
     async def register_many(self, windows: Mapping[str, Sequence[Rate]], *, campaign: str,
                             now_s: float) -> dict[str, list[CampaignLimits]]:
-        rows = [(subject, campaign, orjson.dumps([[r.count, r.period_s] for r in rates]).decode(),
-                 now_s) for subject, rates in windows.items()]
-        try:
+        rows = [(subject, campaign, encode_rates(rates), now_s)
+                for subject, rates in windows.items()]
+        with self._translated():
             async with self._pool.acquire() as conn, conn.transaction():
                 await conn.executemany(
                     "INSERT INTO bulkdm_limits VALUES ($1, $2, $3, $4) ON CONFLICT (subject, "
                     "campaign) DO UPDATE SET rates = excluded.rates, updated_s = excluded.updated_s",
                     rows)
                 return await _limits_of(conn, list(windows), now_s)
-        except asyncpg.PostgresError as exc:
-            raise LedgerError(f"{self.location}: the account ledger failed: {exc}") from exc
 
     async def limits(self, subject: str, *, now_s: float,
                      ttl_s: float = REGISTRATION_TTL_S) -> list[CampaignLimits]:
-        try:
+        with self._translated():
             async with self._pool.acquire() as conn:
                 return await _limits(conn, subject, now_s, ttl_s)
-        except asyncpg.PostgresError as exc:
-            raise LedgerError(f"{self.location}: the account ledger failed: {exc}") from exc
 
     async def reserve(self, subject: str, *, rates: Sequence[Rate], holder: str, want: int,
                       now_s: float, lease_s: float = LEASE_S) -> Grant:
-        try:
+        with self._translated():
             async with self._pool.acquire() as conn, conn.transaction():
                 # the subject's lock, held to the end of the transaction
                 await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
                                    subject)
                 return await _reserve(conn, subject, tuple(rates), holder, want, now_s, lease_s)
-        except asyncpg.PostgresError as exc:
-            raise LedgerError(f"{self.location}: the account ledger failed: {exc}") from exc
 
     async def reserve_many(self, asks: Sequence[Ask], *, holder: str, now_s: float,
                            lease_s: float = LEASE_S) -> list[Grant]:
-        try:
+        with self._translated():
             async with self._pool.acquire() as conn, conn.transaction():
                 # every subject's lock, in one order for everyone: two groups never wait for
                 # each other in a cycle
@@ -189,11 +185,9 @@ class PostgresLedger:
                                        subject)
                 return [await _reserve(conn, a.subject, a.rates, holder, a.want, now_s, lease_s)
                         for a in asks]
-        except asyncpg.PostgresError as exc:
-            raise LedgerError(f"{self.location}: the account ledger failed: {exc}") from exc
 
     async def settle(self, sent: Sequence[tuple[int, float]], released: Sequence[int]) -> None:
-        try:
+        with self._translated():
             async with self._pool.acquire() as conn, conn.transaction():
                 if sent:
                     await conn.executemany(
@@ -203,8 +197,6 @@ class PostgresLedger:
                 if released:
                     await conn.execute("DELETE FROM bulkdm_reservations WHERE id = ANY($1)",
                                        list(released))
-        except asyncpg.PostgresError as exc:
-            raise LedgerError(f"{self.location}: the account ledger failed: {exc}") from exc
 
     async def history(self, subject: str, *, since_s: float, now_s: float) -> list[float]:
         rows = await self._fetch("SELECT at_s, sent FROM bulkdm_reservations WHERE subject = $1 "
@@ -243,13 +235,11 @@ class PostgresLedger:
     async def add_opt_out(self, realm: Realm, *, user_id: str | None, username: str | None,
                           reason: str, source: str, now_s: float) -> None:
         name = (username or "").strip().removeprefix("@").lower() or None
-        try:
+        with self._translated():
             async with self._pool.acquire() as conn:
                 await conn.executemany(_ADD_OPT_OUT, [
                     (realm.value, entry, user_id or None, name, reason, source, now_s)
                     for entry in opt_out_entries(user_id, username)])
-        except asyncpg.PostgresError as exc:
-            raise LedgerError(f"{self.location}: the account ledger failed: {exc}") from exc
 
     async def remove_opt_out(self, realm: Realm, *, user_id: str | None, username: str | None,
                              reason: str, now_s: float) -> int:
@@ -283,19 +273,23 @@ class PostgresLedger:
         prefix = f"{realm.value}:{kind}:"
         return sorted(r[0] for r in rows if r[0].startswith(prefix))
 
-    async def _execute(self, sql: str, *args: Any) -> None:
+    @contextlib.contextmanager
+    def _translated(self) -> Iterator[None]:
+        # the driver's errors as the ledger's: nothing above the store modules knows asyncpg
         try:
-            async with self._pool.acquire() as conn:
-                await conn.execute(sql, *args)
+            yield
         except asyncpg.PostgresError as exc:
             raise LedgerError(f"{self.location}: the account ledger failed: {exc}") from exc
 
+    async def _execute(self, sql: str, *args: Any) -> None:
+        with self._translated():
+            async with self._pool.acquire() as conn:
+                await conn.execute(sql, *args)
+
     async def _fetch(self, sql: str, *args: Any) -> list[Any]:
-        try:
+        with self._translated():
             async with self._pool.acquire() as conn:
                 return list(await conn.fetch(sql, *args))
-        except asyncpg.PostgresError as exc:
-            raise LedgerError(f"{self.location}: the account ledger failed: {exc}") from exc
 
 
 async def _limits(conn: Any, subject: str, now_s: float,
@@ -309,9 +303,8 @@ async def _limits_of(conn: Any, subjects: list[str], now_s: float,
     for r in await conn.fetch("SELECT subject, campaign, rates, updated_s FROM bulkdm_limits "
                               "WHERE subject = ANY($1::text[]) AND updated_s > $2 "
                               "ORDER BY subject, campaign", subjects, now_s - ttl_s):
-        found[r[0]].append(CampaignLimits(
-            subject=r[0], campaign=r[1], updated_s=r[3],
-            rates=tuple(Rate(count=c, period_s=p) for c, p in orjson.loads(r[2]))))
+        found[r[0]].append(CampaignLimits(subject=r[0], campaign=r[1], updated_s=r[3],
+                                          rates=decode_rates(r[2])))
     return found
 
 

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import aiosqlite
-import orjson
 
 from bulkdm.errors import LedgerError
 from bulkdm.ledger.base import (
@@ -29,7 +28,9 @@ from bulkdm.ledger.base import (
     OptOut,
     Realm,
     Rest,
+    decode_rates,
     effective_rates,
+    encode_rates,
     next_try_s,
     opt_out_entries,
     rates_text,
@@ -141,8 +142,8 @@ class SqliteLedger:
     async def register_many(self, windows: Mapping[str, Sequence[Rate]], *, campaign: str,
                             now_s: float) -> dict[str, list[CampaignLimits]]:
         # one transaction (one fsync) for a campaign's accounts: one each took seconds
-        rows = [(subject, campaign, orjson.dumps([[r.count, r.period_s] for r in rates]).decode(),
-                 now_s) for subject, rates in windows.items()]
+        rows = [(subject, campaign, encode_rates(rates), now_s)
+                for subject, rates in windows.items()]
         return await self._call(_in_transaction, _register_many, rows, list(windows), now_s)
 
     async def limits(self, subject: str, *, now_s: float,
@@ -213,9 +214,7 @@ class SqliteLedger:
                         usernames: Sequence[str]) -> set[str]:
         entries = [f"id:{u}" for u in user_ids] + [f"u:{n.lower()}" for n in usernames]
         found: set[str] = set()
-        for start in range(0, len(entries), 500):  # under SQLite's bound parameter limit
-            chunk = entries[start:start + 500]
-            marks = ", ".join("?" * len(chunk))
+        for chunk, marks in _in_lists(entries):
             rows = await self._call(_fetch, "SELECT entry FROM opt_outs WHERE realm = ? AND "
                                     f"removed_s IS NULL AND entry IN ({marks})",
                                     (realm.value, *chunk))
@@ -335,16 +334,21 @@ def _limits(db: sqlite3.Connection, subject: str, now_s: float,
 def _limits_of(db: sqlite3.Connection, subjects: Sequence[str], now_s: float,
                ttl_s: float = REGISTRATION_TTL_S) -> dict[str, list[CampaignLimits]]:
     found: dict[str, list[CampaignLimits]] = {subject: [] for subject in subjects}
-    for start in range(0, len(subjects), 500):  # under SQLite's bound parameter limit
-        chunk = subjects[start:start + 500]
+    for chunk, marks in _in_lists(subjects):
         for subject, campaign, rates, updated_s in db.execute(
                 "SELECT subject, campaign, rates, updated_s FROM limits WHERE updated_s > ? "
-                f"AND subject IN ({', '.join('?' * len(chunk))}) ORDER BY subject, campaign",
-                (now_s - ttl_s, *chunk)):
-            found[subject].append(CampaignLimits(
-                subject=subject, campaign=campaign, updated_s=updated_s,
-                rates=tuple(Rate(count=c, period_s=p) for c, p in orjson.loads(rates))))
+                f"AND subject IN ({marks}) ORDER BY subject, campaign", (now_s - ttl_s, *chunk)):
+            found[subject].append(CampaignLimits(subject=subject, campaign=campaign,
+                                                 updated_s=updated_s, rates=decode_rates(rates)))
     return found
+
+
+def _in_lists(values: Sequence[str]) -> Iterator[tuple[Sequence[str], str]]:
+    # ``values`` a chunk at a time, each with the marks of its IN list: under SQLite's bound on
+    # a statement's parameters
+    for start in range(0, len(values), 500):
+        chunk = values[start:start + 500]
+        yield chunk, ", ".join("?" * len(chunk))
 
 
 def _reserve(db: sqlite3.Connection, subject: str, rates: tuple[Rate, ...], holder: str,
