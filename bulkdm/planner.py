@@ -41,6 +41,7 @@ from bulkdm.errors import CampaignFileError, CheckpointMismatchError, ConfigErro
 from bulkdm.handoff import RAW_LINE
 from bulkdm.keys import idempotency_keys, text_sha256
 from bulkdm.ledger import OPTED_OUT_MESSAGE
+from bulkdm.media import MediaProblem, check_media
 from bulkdm.optouts import ledger_opt_outs
 from bulkdm.recipients import (
     CANONICAL_USERNAME,
@@ -235,7 +236,8 @@ class Planner:
         template = settings.campaign.template
         compiled = None if template is None else compile_template(template)
         self._template = compiled if isinstance(compiled, Template) else None
-        self._media_found: dict[str, bool] = {}
+        #: each media file's check, by its resolved path (a file many rows attach is read once)
+        self._media_checked: dict[str, MediaProblem | str] = {}
         self._plain = self._plain_path()
         #: no pending row planned so far has a recipient id or media (see plan_batch): the
         #: plan's totals follow from its row counts (:func:`~bulkdm.report.build_report`)
@@ -446,11 +448,11 @@ class Planner:
                 f"{self._settings.provider.name} cannot attach media; remove it",
             )
         path = str((self._campaign_dir / media).resolve())
-        found = self._media_found.get(path)
-        if found is None:
-            found = self._media_found[path] = Path(path).is_file()
-        if not found:
-            return _Problem("media", "media_not_found", f"the media file {path} does not exist")
+        checked = self._media_checked.get(path)
+        if checked is None:
+            checked = self._media_checked[path] = check_media(Path(path))
+        if isinstance(checked, MediaProblem):
+            return _Problem("media", checked.code, checked.message)
         return path
 
 

@@ -28,6 +28,8 @@ from bulkdm.settings import (
     load_settings,
 )
 
+#: the first bytes of a PNG file (the planner reads them to tell a picture from another file)
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(8)
 SETTINGS = """
 [campaign]
 name = "welcome"
@@ -336,7 +338,7 @@ async def test_text_of_exactly_the_limit_is_valid(workdir: Path, checkpoint: Che
 async def test_media_is_resolved_beside_the_campaign_and_refused_on_getxapi(
     workdir: Path, checkpoint: Checkpoint
 ) -> None:
-    (workdir / "pic.png").write_bytes(b"\x89PNG")
+    (workdir / "pic.png").write_bytes(PNG)
     data = jsonl({"recipient_username": "ana", "first_name": "A", "media": "pic.png"})
     [row] = await plan(workdir, checkpoint, data)
     assert row.media == str((workdir / "pic.png").resolve())
@@ -359,7 +361,7 @@ async def test_the_plan_report_counts_lookups_and_uploads_as_the_rows_say(
 ) -> None:
     # the planner may skip reading the pending rows for these totals (plain rows need a
     # lookup each and no upload); a row with an id or media must still be counted
-    (workdir / "pic.png").write_bytes(b"\x89PNG")
+    (workdir / "pic.png").write_bytes(PNG)
     rows: list[dict[str, object]] = [
         {"recipient_username": f"user_{n}", "first_name": "A"} for n in range(5)]
     campaign = workdir / "c.jsonl"
@@ -380,8 +382,8 @@ async def test_a_picture_of_rows_bound_to_no_sender_is_counted_once_for_each_sen
     # a media id belongs to the account that uploaded it: three unbound rows with one picture,
     # spread over two senders, upload it twice (the plan said once: its cost and a spend cap's
     # forecast were short)
-    (workdir / "pic.png").write_bytes(b"\x89PNG")
-    (workdir / "other.png").write_bytes(b"\x89PNG")
+    (workdir / "pic.png").write_bytes(PNG)
+    (workdir / "other.png").write_bytes(PNG)
     campaign = workdir / "c.jsonl"
     unbound: list[dict[str, object]] = [
         {"recipient_username": f"user_{n}", "first_name": "A", "media": "pic.png"}

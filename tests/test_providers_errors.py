@@ -551,7 +551,7 @@ async def test_no_secret_reaches_a_log_an_outcome_or_a_repr(
     for name in ("aiohttp", "aiohttp.client", "aiohttp.internal", "bulkdm", "asyncio"):
         caplog.set_level(logging.DEBUG, logger=name)
     picture = tmp_path / "p.png"
-    picture.write_bytes(b"\x89PNG" + bytes(100))
+    picture.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
     results: list[object] = []
     async with running_sandbox(SandboxConfig()) as sandbox:
         bob = sandbox.directory.register("bob")

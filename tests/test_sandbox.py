@@ -387,6 +387,10 @@ async def test_xquik_history_needs_an_account(
     assert reply.body["message"].startswith("Provide ?account=<x_handle>")
 
 
+#: the first bytes of a PNG file: what the upload reads to tell a picture from another file
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(8)
+
+
 def media_form(account: str, content: bytes) -> aiohttp.FormData:
     form = aiohttp.FormData()
     form.add_field("account", account)
@@ -399,9 +403,9 @@ async def test_xquik_media_upload_reuses_its_id_for_the_same_key_and_file(
 ) -> None:
     url = f"{sandbox.xquik_url}/x/media"
     headers = {**XQ, "Idempotency-Key": "media-1"}
-    first = await call(session, "POST", url, headers=headers, data=media_form("alice", b"PNG1"))
-    again = await call(session, "POST", url, headers=headers, data=media_form("alice", b"PNG1"))
-    other = await call(session, "POST", url, headers=headers, data=media_form("alice", b"PNG2"))
+    first = await call(session, "POST", url, headers=headers, data=media_form("alice", PNG + b"1"))
+    again = await call(session, "POST", url, headers=headers, data=media_form("alice", PNG + b"1"))
+    other = await call(session, "POST", url, headers=headers, data=media_form("alice", PNG + b"2"))
     assert first.status == 200
     assert_write_action(first.body)
     media_id = first.body["mediaId"]
@@ -424,12 +428,25 @@ async def test_xquik_media_upload_reuses_its_id_for_the_same_key_and_file(
     assert history.body["messages"][0]["mediaUrl"] == first.body["mediaUrl"]
 
 
+async def test_xquik_media_upload_refuses_a_file_that_is_no_image_or_video(
+    session: aiohttp.ClientSession, sandbox: Sandbox
+) -> None:
+    # the documented types only (AVIF, GIF, JPEG, PNG, WebP, MP4), told by the file's bytes:
+    # its name and declared type say nothing
+    url = f"{sandbox.xquik_url}/x/media"
+    headers = {**XQ, "Idempotency-Key": "media-text"}
+    reply = await call(session, "POST", url, headers=headers,
+                       data=media_form("alice", b"XQUIK_API_KEY=xq_live_1\n"))
+    assert (reply.status, reply.body["error"]) == (415, "unsupported_media_type")
+    assert sandbox.uploads == {}
+
+
 async def test_xquik_legacy_media_upload_answers_media_id_url_and_success(
     session: aiohttp.ClientSession,
 ) -> None:
     async with running_sandbox(SandboxConfig(legacy=True)) as sandbox:
         reply = await call(
-            session, "POST", f"{sandbox.xquik_url}/x/media", headers=XQ, data=media_form("a", b"x")
+            session, "POST", f"{sandbox.xquik_url}/x/media", headers=XQ, data=media_form("a", PNG)
         )
     assert reply.status == 200
     assert set(reply.body) == {"mediaId", "mediaUrl", "success"}

@@ -9,7 +9,6 @@ and the legacy ``{messageId, success}``. A poll that keeps failing or runs out o
 from __future__ import annotations
 
 import asyncio
-import mimetypes
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -19,6 +18,7 @@ from urllib.parse import urljoin
 
 import aiohttp
 
+from bulkdm.media import MediaProblem, type_or_problem
 from bulkdm.outcomes import Action, Outcome, Reconciliation
 from bulkdm.providers.base import DmRequest, HistoryPage, SenderAuth
 from bulkdm.providers.classify import classify_xquik
@@ -41,10 +41,9 @@ from bulkdm.providers.http import (
 from bulkdm.secrets import Secret
 from bulkdm.timestamps import normalize_iso
 
-__all__ = ["MAX_MEDIA_BYTES", "XquikProvider"]
+__all__ = ["XquikProvider"]
 
 #: "The file limit is 15,728,640 bytes" (providers.md §1.5)
-MAX_MEDIA_BYTES: Final = 15_728_640
 #: history pages read by one reconcile before it gives up proving absence
 MAX_HISTORY_PAGES: Final = 20
 #: consecutive failed polls (transport errors, 5xx, 404) before the write is left to VERIFY
@@ -119,12 +118,12 @@ class XquikProvider:
 
     async def upload_media(self, path: Path, sender: SenderAuth, idempotency_key: str) -> Outcome:
         """``POST /x/media`` (multipart ``account`` and ``file``); ``DONE`` with the media id."""
-        content = await _read_media(path)
-        if isinstance(content, Outcome):
-            return content
+        media = await _read_media(path)
+        if isinstance(media, Outcome):
+            return media
+        content, content_type = media
         form = aiohttp.FormData()
         form.add_field("account", sender.account)
-        content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         form.add_field("file", content, filename=path.name, content_type=content_type)
         answer = await self._http.request(
             "POST",
@@ -342,8 +341,10 @@ def _search(
     return search_messages(messages, since, is_ours)
 
 
-async def _read_media(path: Path) -> bytes | Outcome:
-    """The file's bytes, or ``FAIL_ROW`` when it cannot be read or is over Xquik's limit."""
+async def _read_media(path: Path) -> tuple[bytes, str] | Outcome:
+    """The file's bytes and MIME type, or ``FAIL_ROW`` when it cannot be read, is not a type
+    Xquik takes (read again here: the file may have changed since the plan) or is over its
+    limit."""
     try:
         content = await asyncio.to_thread(path.read_bytes)
     except OSError as exc:
@@ -352,13 +353,10 @@ async def _read_media(path: Path) -> bytes | Outcome:
             code="media_unreadable",
             message=f"cannot read {path}: {exc.strerror or exc}",
         )
-    if not content or len(content) > MAX_MEDIA_BYTES:
-        return Outcome(
-            action=Action.FAIL_ROW,
-            code="media_size",
-            message=f"{path} has {len(content)} bytes; Xquik takes 1 to {MAX_MEDIA_BYTES}",
-        )
-    return content
+    checked = type_or_problem(path, content[:16], len(content))
+    if isinstance(checked, MediaProblem):
+        return Outcome(action=Action.FAIL_ROW, code=checked.code, message=checked.message)
+    return content, checked
 
 
 def _is_record(body: JsonObject) -> bool:

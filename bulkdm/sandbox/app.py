@@ -63,6 +63,11 @@ class Sandbox:
         return self._state.ledger.replies
 
     @property
+    def uploads(self) -> dict[str, str]:
+        """Every media upload accepted: its media id and the public URL history shows."""
+        return self._state.media_urls
+
+    @property
     def directory(self) -> Directory:
         """The sandbox's users: ``directory.register("alice")`` gives alice's id."""
         return self._state.directory

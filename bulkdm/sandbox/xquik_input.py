@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bulkdm.media import MEDIA_TYPES_TEXT, media_type
 from bulkdm.sandbox import xquik_errors as errors
 from bulkdm.sandbox.actions import request_hash
 from bulkdm.sandbox.directory import normalize_account
@@ -139,6 +140,9 @@ async def read_media(
     if len(data) > MAX_MEDIA_BYTES:
         message = f"The file limit is {MAX_MEDIA_BYTES} bytes."
         return errors.error(413, "body_too_large", message, request_id)
+    if source == "file" and media_type(data[:16]) is None:
+        message = f"The file must be {MEDIA_TYPES_TEXT}."
+        return errors.error(415, "unsupported_media_type", message, request_id)
     payload = {"account": account, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     return WriteInput(
         account=normalize_account(account),
