@@ -370,6 +370,9 @@ async def _export(args: argparse.Namespace) -> int:
               "have been delivered. Look at each conversation before sending to them again "
               f"(`bulkdm export {_shown(args.target)} --status failed` lists them)",
               file=sys.stderr if to_stdout else sys.stdout)
+    if exported.duplicates:
+        print(f"left out {exported.duplicates} skipped duplicate(s): an earlier line has the same "
+              "recipient, who gets that line's message", file=sys.stderr if to_stdout else sys.stdout)
     if args.as_campaign and not to_stdout and exported.count:
         config = meta.settings_path if meta is not None else ""
         hint = f" --config {_shown(Path(config))}" if config else " --config SETTINGS.toml"

@@ -75,6 +75,8 @@ class Exported:
     count: int
     #: failed rows left out of a retry campaign because they may have been delivered
     unsettled: int
+    #: skipped duplicates left out of a retry campaign: an earlier line has their recipient
+    duplicates: int = 0
 
 
 async def export_rows(
@@ -91,8 +93,8 @@ async def export_rows(
     ``out`` is a path or an open binary stream (stdout). A path is written to a temporary name
     and renamed, so a reader never sees half of it. ``as_campaign`` writes a campaign file
     (JSONL or CSV) instead of handoff records; it leaves out failed rows whose DM may have been
-    delivered (``outcome_unknown``) and counts them: sending those again could reach a recipient
-    twice.
+    delivered (``outcome_unknown``) and skipped duplicates, and counts them: sending those could
+    reach a recipient twice.
 
     :raises ValueError: ``as_campaign`` with XLSX, or with a row that may reach its recipient
         again (see :func:`~bulkdm.handoff.campaign_rows`).
@@ -108,7 +110,8 @@ async def export_rows(
     else:
         chunks = _record_chunks((handoff_record(r, context) for r in reader.rows()), fmt, csv)
     await asyncio.to_thread(_writer(out), chunks)
-    return Exported(count=reader.count - reader.unsettled, unsettled=reader.unsettled)
+    return Exported(count=reader.count - reader.unsettled - reader.duplicates,
+                    unsettled=reader.unsettled, duplicates=reader.duplicates)
 
 
 class _Pages:
@@ -119,8 +122,10 @@ class _Pages:
         self._states = states
         self._loop = asyncio.get_running_loop()
         self.count = 0
-        #: failed rows left out of a retry campaign because they may have been delivered
+        #: rows left out of a retry campaign: failed ones that may have been delivered, and
+        #: duplicates (their recipient gets an earlier line's message)
         self.unsettled = 0
+        self.duplicates = 0
 
     def _wait(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
         # each page is read on the event loop, so memory stays flat
@@ -145,8 +150,11 @@ class _Pages:
             invalid = [row.id for row in page if row.state is RowState.INVALID]
             originals = self._wait(self._checkpoint.originals(invalid))
             for row in page:
-                if row.state is RowState.FAILED and not retryable(row):
-                    self.unsettled += 1
+                if not retryable(row):
+                    if row.state is RowState.FAILED:
+                        self.unsettled += 1
+                    else:
+                        self.duplicates += 1
                     continue
                 found = originals.get(row.id)
                 yield row, None if found is None else orjson.loads(found)

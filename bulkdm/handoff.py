@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CSV_COLUMNS",
     "CSV_DELIMITERS",
+    "DUPLICATE_REASON",
     "ERROR_FIELD",
     "HANDOFF_FORMAT",
     "RAW_LINE",
@@ -64,6 +65,8 @@ _FORMULA_STARTS: Final = ("=", "+", "-", "@", "\t", "\r")
 _RETRYABLE: Final = frozenset({RowState.FAILED, RowState.SKIPPED, RowState.INVALID})
 #: the reason of a failed row whose DM may have been delivered (its outcome was never settled)
 UNSETTLED_REASON: Final = "outcome_unknown"
+#: a row skipped because an earlier line has the same recipient
+DUPLICATE_REASON: Final = "duplicate"
 #: new files get this mode: the records hold no secret, and a CRM importer may run as another user
 _NEW_FILE_MODE: Final = 0o644
 
@@ -403,11 +406,13 @@ def retryable(row: RowRecord) -> bool:
 
     A pending row still belongs to the running campaign, and a sending or unknown one, or one
     failed as ``outcome_unknown`` (never settled), may have reached its recipient; either could
-    reach them twice. The one predicate for this: change it
-    here, and every retry path follows.
+    reach them twice. A duplicate was skipped because its recipient gets the message of an
+    earlier line. The one predicate for this: change it here, and every retry path follows.
     """
+    if row.state is RowState.FAILED:
+        return row.reason != UNSETTLED_REASON
     return row.state in _RETRYABLE and not (
-        row.state is RowState.FAILED and row.reason == UNSETTLED_REASON)
+        row.state is RowState.SKIPPED and row.reason == DUPLICATE_REASON)
 
 
 def campaign_fields(row: RowRecord, original: Mapping[str, object] | None) -> dict[str, object]:

@@ -152,6 +152,34 @@ async def test_retry_file_of_failed_rows_runs_with_the_readme_command(tmp_path: 
     assert len(handoff_lines(tmp_path / "camp.retry.handoff.jsonl")) == 3
 
 
+async def test_a_retry_file_of_skipped_rows_leaves_out_duplicates(tmp_path: Path) -> None:
+    # a duplicate's recipient got the message of the earlier line: a retry file holding it
+    # messaged them a second time (the new campaign has its own idempotency keys)
+    rows: list[dict[str, object]] = [
+        {"recipient_username": "amy", "first_name": "Amy", "consent": "form"},
+        {"recipient_username": "bo", "first_name": "Bo"},
+        {"recipient_username": "AMY", "first_name": "Amy again", "consent": "form"},
+    ]
+    async with running_sandbox() as sb:
+        campaign = write_campaign(tmp_path, rows, url=sb.xquik_url)
+        settings = tmp_path / "camp.toml"
+        settings.write_text(settings.read_text().replace(
+            "[campaign]\n", "[campaign]\nrequire_consent = true\n", 1))
+        assert (await bulkdm("run", str(campaign), "--progress", "none")).code == 0
+        exported = await bulkdm("export", str(campaign), "--status", "skipped", "--as-campaign")
+        assert exported.code == 0, exported.stderr
+        retry = tmp_path / "camp.retry.jsonl"
+        kept = [orjson.loads(line)["recipient_username"] for line in retry.read_bytes().splitlines()]
+        again = await bulkdm("run", str(retry), "--config", str(tmp_path / "camp.toml"),
+                             "--progress", "none")
+        delivered = sorted(d.text for d in sb.ledger)
+    assert kept == ["bo"]  # skipped for want of consent: provably not messaged
+    assert "wrote 1 rows" in exported.stdout
+    assert "left out 1 skipped duplicate(s)" in exported.stdout
+    assert again.code == 0, again.stdout + again.stderr
+    assert delivered == ["Hello Amy"]  # bo is skipped again (no consent); amy once
+
+
 async def test_fix_file_of_invalid_rows_is_fixed_by_editing_one_field(tmp_path: Path) -> None:
     rows: list[dict[str, object]] = [
         {"recipient_username": "amy", "first_name": "Amy", "external_id": "c-1", "tier": "gold"},
