@@ -355,6 +355,8 @@ async def _export(args: argparse.Namespace) -> int:
         return await _export_replies(args, fmt, csv, to_stdout)
     checkpoint = await _open_existing(args.target)
     try:
+        if not to_stdout:
+            await _refuse_own_files(out, checkpoint)
         exported = await export_rows(
             checkpoint, sys.stdout.buffer if to_stdout else out, fmt=fmt,
             states=args.status or (), as_campaign=args.as_campaign, csv=csv)
@@ -390,6 +392,8 @@ async def _export_replies(args: argparse.Namespace, fmt: ExportFormat, csv: CsvO
     out = args.out or beside(args.target, f".replies-export.{fmt.value}")
     checkpoint = await _open_existing(args.target)
     try:
+        if not to_stdout:
+            await _refuse_own_files(out, checkpoint)
         count = await export_replies(checkpoint, sys.stdout.buffer if to_stdout else out,
                                      fmt=fmt, csv=csv)
     except ValueError as exc:
@@ -399,6 +403,25 @@ async def _export_replies(args: argparse.Namespace, fmt: ExportFormat, csv: CsvO
     where = "stdout" if to_stdout else str(out)
     print(f"wrote {count} replies to {where}", file=sys.stderr if to_stdout else sys.stdout)
     return 0
+
+
+async def _refuse_own_files(out: Path, checkpoint: Checkpoint) -> None:
+    """An ``--out`` naming a file the campaign lives on is refused: an export over the
+    checkpoint lost the record of what was sent, and one over the campaign or settings file a
+    campaign's identity (planning it again would message everyone again)."""
+    meta = await checkpoint.plan_meta()
+    own = {"checkpoint": checkpoint.path}
+    own.update({f"checkpoint's {part}": checkpoint.path.with_name(f"{checkpoint.path.name}-{part}")
+                for part in ("wal", "shm", "journal")})
+    if meta is not None:
+        own["campaign file"] = Path(meta.campaign_path)
+        if meta.settings_path:
+            own["settings file"] = Path(meta.settings_path)
+    target = await asyncio.to_thread(out.resolve)
+    for what, path in own.items():
+        if target == await asyncio.to_thread(path.resolve):
+            raise ConfigError(f"{out} is the campaign's {what}; export to another file",
+                              source=COMMAND_LINE, key="--out")
 
 
 def _csv_options(args: argparse.Namespace, fmt: ExportFormat) -> CsvOptions:

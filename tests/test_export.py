@@ -180,6 +180,29 @@ async def test_a_retry_file_of_skipped_rows_leaves_out_duplicates(tmp_path: Path
     assert delivered == ["Hello Amy"]  # bo is skipped again (no consent); amy once
 
 
+async def test_export_refuses_to_write_over_the_campaigns_own_files(tmp_path: Path) -> None:
+    # an export over the checkpoint lost the record of what was sent (the next run planned a
+    # new campaign: everyone messaged again); over the campaign or settings, its identity
+    async with running_sandbox() as sb:
+        campaign = write_campaign(tmp_path, [{"recipient_username": "amy", "first_name": "A"}],
+                                  url=sb.xquik_url)
+        assert (await bulkdm("run", str(campaign), "--progress", "none")).code == 0
+        own = {name: (tmp_path / name).read_bytes()
+               for name in ("camp.jsonl", "camp.toml", "camp.bulkdm.sqlite")}
+        refused = {}
+        for name in [*own, "camp.bulkdm.sqlite-wal"]:
+            for extra in ((), ("--as-campaign",), ("--records", "replies")):
+                done = await bulkdm("export", str(campaign), "--out", str(tmp_path / name), *extra)
+                refused[(name, extra)] = (done.code, done.stderr)
+        status = await bulkdm("status", str(campaign))
+    assert {code for code, _ in refused.values()} == {1}
+    assert "camp.jsonl is the campaign's campaign file; export to another file" in (
+        refused[("camp.jsonl", ())][1])
+    assert "is the campaign's checkpoint" in refused[("camp.bulkdm.sqlite", ("--as-campaign",))][1]
+    assert all((tmp_path / name).read_bytes() == data for name, data in own.items())
+    assert status.code == 0 and "sent" in status.stdout
+
+
 async def test_fix_file_of_invalid_rows_is_fixed_by_editing_one_field(tmp_path: Path) -> None:
     rows: list[dict[str, object]] = [
         {"recipient_username": "amy", "first_name": "Amy", "external_id": "c-1", "tier": "gold"},
