@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import orjson
+import pytest
 
 from bulkdm.rates import Rate
 from bulkdm.sandbox import running_sandbox
@@ -132,3 +133,25 @@ async def test_a_password_in_the_settings_file_is_refused(tmp_path: Path) -> Non
     done = await bulkdm("plan", str(path))
     assert done.code == 1 and "PGPASSWORD" in done.stderr and "hunter2" not in done.stderr
     assert os.environ["XDG_STATE_HOME"].startswith(str(tmp_path.parent))
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("postgresql://bulkdm@127.0.0.1:1/pool?password=hunter2",
+     "postgresql://bulkdm@127.0.0.1:1/pool?password=***: cannot connect"),
+    ("postgresql://bulkdm:hunter2@127.0.0.1:1/pool?sslmode=disable&password=hunter2",
+     "postgresql://bulkdm:***@127.0.0.1:1/pool?sslmode=disable&password=***: cannot connect"),
+    ("postgresql://bulkdm:hunter2@127.0.0.1:1:2/pool",
+     "postgresql://bulkdm:***@127.0.0.1:1:2/pool: not a PostgreSQL URL the driver can read"),
+    ("postgresql://bulkdm:hunter2@[db/pool",
+     "postgresql://(a URL that cannot be read): not a PostgreSQL URL the driver can read"),
+])
+async def test_a_ledger_url_from_the_environment_never_shows_its_password(
+    tmp_path: Path, url: str, shown: str,
+) -> None:
+    # README: "the whole URL in BULKDM_LEDGER"; its password may be in the query too, and a URL
+    # the driver cannot read ended in a traceback
+    path = campaign(tmp_path, "c", 9000, 1, url="http://127.0.0.1:9/api/v1")
+    done = await bulkdm("plan", str(path), env={**env_for(), "BULKDM_LEDGER": url})
+    assert done.code == 1, done.stderr
+    assert done.stderr.startswith(f"error: {shown}")
+    assert "hunter2" not in done.stdout + done.stderr and "Traceback" not in done.stderr

@@ -103,12 +103,19 @@ _NTH_SETTLED: Final = (
 
 
 def masked_url(url: str) -> str:
-    """``url`` without its password, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    """``url`` without its password (``user:password@`` or ``?password=``), for messages; a URL
+    that cannot be read at all is shown by its scheme alone."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return f"{url.partition('://')[0]}://(a URL that cannot be read)"
+    netloc = parts.netloc
+    if password is not None:
+        netloc = netloc.replace(f":{password}@", ":***@", 1)
+    query = "&".join("password=***" if item.partition("=")[0].lower() == "password" else item
+                     for item in parts.query.split("&")) if parts.query else ""
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 class PostgresLedger:
@@ -123,6 +130,9 @@ class PostgresLedger:
         """Connect to ``url`` (``postgresql://user:password@host:port/db``), creating the tables."""
         try:
             pool = await asyncpg.create_pool(url, min_size=1, max_size=4, timeout=10.0)
+        except ValueError as exc:  # asyncpg's reading of the URL; its text may quote the URL
+            raise LedgerError(f"{masked_url(url)}: not a PostgreSQL URL the driver can read "
+                              "(postgresql://user@host:port/database)") from exc
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise LedgerError(f"{masked_url(url)}: cannot connect to the account ledger: "
                               f"{type(exc).__name__}") from exc
