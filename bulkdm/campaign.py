@@ -385,8 +385,9 @@ def _csv_rows(stream: BinaryIO, file: str, delimiter: str | None) -> Iterator[Ra
     text = _TextLines(stream)
     lines = iter(text)
     first = next(lines, None)
-    if first is None:
-        return
+    if first is None:  # an export that went wrong upstream: say so, not "0 rows"
+        raise CampaignFileError(file, "the file is empty: a CSV campaign starts with a header "
+                                      "row naming its columns (recipient_username or recipient_id)")
     chosen = delimiter or _sniff_delimiter(first)
     reader = csv.reader(itertools.chain([first], lines), delimiter=chosen)
     header = _csv_header(reader, text, file, chosen)

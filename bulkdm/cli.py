@@ -149,8 +149,8 @@ async def _plan(args: argparse.Namespace) -> int:
         print(orjson.dumps({**report.to_dict(), "account_limits": notes}).decode())
     else:
         print("\n".join([format_report(report), *(f"accounts: {n}" for n in notes)]))
-    # nothing to send because every row is invalid: a script must not go on to `run`
-    return 3 if report.rows.read and not report.rows.valid else 0
+    # nothing to send (every row invalid, or none at all): a script must not go on to `run`
+    return 0 if report.rows.valid else 3
 
 
 async def _pool_view(

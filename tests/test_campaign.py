@@ -240,8 +240,10 @@ def test_an_unusable_csv_header_stops_the_command(
         list(reader)
 
 
-def test_an_empty_csv_file_has_no_rows(tmp_path: Path) -> None:
-    assert read_all(write(tmp_path / "c.csv", b"")) == []
+def test_an_empty_csv_file_is_an_error_for_the_file(tmp_path: Path) -> None:
+    # a CSV campaign needs its header; an empty one is an export gone wrong, not "no rows"
+    with pytest.raises(CampaignFileError, match="the file is empty"):
+        read_all(write(tmp_path / "c.csv", b""))
 
 
 @pytest.mark.parametrize("name", ["campaign.txt", "missing.jsonl"])

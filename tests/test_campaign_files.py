@@ -92,3 +92,21 @@ async def test_a_replan_before_any_send_keeps_its_handoff_file(tmp_path: Path) -
     assert again.code == 3, again.stdout + again.stderr
     lines = handoff_lines(tmp_path / "c.handoff.jsonl")
     assert [(r["line"], r["send_status"]) for r in lines] == [(1, "invalid"), (2, "invalid")]
+
+
+async def test_an_empty_campaign_file_stops_a_script_before_run(tmp_path: Path) -> None:
+    # an export that went wrong upstream leaves an empty file: "rows read 0" and exit 0 let a
+    # script go on to `run`, which then "completed" having sent nothing
+    write_campaign(tmp_path, [], url="http://127.0.0.1:9/api/v1")
+    settings = str(tmp_path / "camp.toml")
+    (tmp_path / "empty.csv").write_bytes(b"")
+    (tmp_path / "header.csv").write_bytes(b"recipient_username,first_name\r\n")
+    empty_jsonl = await bulkdm("plan", str(tmp_path / "camp.jsonl"))
+    empty_csv = await bulkdm("plan", str(tmp_path / "empty.csv"), "--config", settings)
+    header_only = await bulkdm("plan", str(tmp_path / "header.csv"), "--config", settings)
+    assert empty_jsonl.code == 3 and "rows read       0" in empty_jsonl.stdout
+    assert empty_csv.code == 1
+    assert empty_csv.stderr == (f"error: {tmp_path / 'empty.csv'}: the file is empty: a CSV "
+                                "campaign starts with a header row naming its columns "
+                                "(recipient_username or recipient_id)\n")
+    assert header_only.code == 3, header_only.stderr
