@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, BinaryIO, Final, NamedTuple, Self, cast
 import orjson
 
 from bulkdm.errors import CampaignFileError
+from bulkdm.recipients import canonical_id, canonical_username
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -404,6 +405,8 @@ def _csv_rows(stream: BinaryIO, file: str, delimiter: str | None) -> Iterator[Ra
             )
             continue
         item = _csv_record(record, header, text.take_problems(), file, start)
+        if isinstance(item, RawRow):
+            item = _open_quote(item, header, chosen, file) or item
         if item is not None:
             yield item
 
@@ -438,6 +441,31 @@ def _no_recipient_column(header: list[str]) -> str:
 
 def _canonical_column(name: str) -> str:
     return name.strip().lower().replace(" ", "_").lstrip("@")
+
+
+def _open_quote(row: RawRow, header: list[str], sep: str, file: str) -> RowError | None:
+    """A field that runs over lines holding what reads as rows of their own: a quote left open
+    (``"Al`` for ``Al``) swallows the records after it, until the next quote, into one valid
+    looking row; those recipients would never be messaged, and nothing said so."""
+    width = len(header)
+    for name, value in row.fields.items():
+        # a text may hold such a line by chance when rows are narrow: judged from 3 columns
+        if not isinstance(value, str) or "\n" not in value or name == "text" and width < 3:
+            continue
+        for inner in value.splitlines()[1:]:
+            cells = inner.split(sep)
+            if len(cells) == width and _names_recipient(dict(zip(header, cells, strict=True))):
+                return RowError(file=file, line=row.line, field=name, reason="open_quote",
+                                message=f"{name} runs over several lines, and one of them reads "
+                                        f"as a row of its own ({inner.strip()!r}): a quote left "
+                                        "open? Close it or remove it")
+    return None
+
+
+def _names_recipient(cells: dict[str, str]) -> bool:
+    username, user_id = cells.get("recipient_username"), cells.get("recipient_id")
+    return (username is not None and canonical_username(username) is not None
+            or user_id is not None and canonical_id(user_id) is not None)
 
 
 def _csv_record(

@@ -178,6 +178,38 @@ def test_csv_with_bom_crlf_quoted_newlines_and_semicolons(tmp_path: Path) -> Non
     ]
 
 
+def test_a_quote_left_open_is_an_error_not_rows_swallowed_in_silence(tmp_path: Path) -> None:
+    # '"Al' opens a quote that the next quote closes: bob and carl became part of alice's
+    # first_name, one valid row where there were three, and nothing said so
+    path = write(tmp_path / "c.csv", b'recipient_username,first_name\nalice,"Al\nbob,Bo\n'
+                                     b'carl,Ca"\ndan,Da\n')
+    first, dan = read_all(path)
+    assert isinstance(first, RowError)
+    assert (first.line, first.field, first.reason) == (2, "first_name", "open_quote")
+    assert "'bob,Bo'" in first.message
+    assert dan == RawRow(line=5, fields={"recipient_username": "dan", "first_name": "Da"})
+
+
+def test_a_text_that_swallowed_rows_is_an_error(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.csv", b'recipient_username,first_name,text\n'
+                                     b'ana,Ana,"Hi\nbob,Bo,Hello\n1234,Cy,Hey"\n')
+    [row] = read_all(path)
+    assert isinstance(row, RowError) and (row.field, row.reason) == ("text", "open_quote")
+
+
+@pytest.mark.parametrize(("header", "text"), [
+    ("recipient_username,first_name,text", "Hi,\nthanks for writing, Ana"),  # 2 cells: no row
+    ("recipient_username,first_name,text", "Hi\nsee you, soon, ok"),  # "see you": no handle
+    ("recipient_username,text", "Hi,\nthanks,the team"),  # 2 columns: a text is not judged
+])
+def test_a_text_over_lines_with_commas_is_kept(tmp_path: Path, header: str, text: str) -> None:
+    width = header.count(",") + 1
+    cells = ["ana", "Ana", f'"{text}"'] if width == 3 else ["ana", f'"{text}"']
+    path = write(tmp_path / "c.csv", f"{header}\n{','.join(cells)}\n".encode())
+    [row] = read_all(path)
+    assert isinstance(row, RawRow) and row.fields["text"] == text
+
+
 @pytest.mark.parametrize("separator", [",", ";", "\t"])
 def test_the_csv_delimiter_is_sniffed_from_the_header(tmp_path: Path, separator: str) -> None:
     header = separator.join(["recipient_username", "first_name", "text"])
