@@ -77,6 +77,10 @@ def compile_template(source: str) -> Template | TemplateProblem:
                     defaults=tuple(defaults))
 
 
+#: floats from here on are not every integer: a value this large may have lost digits
+_EXACT_FLOATS: Final = float(2**53)
+
+
 def _as_text(value: object) -> str | None:
     if isinstance(value, str):
         return value
@@ -113,6 +117,14 @@ def _variable_text(name: str, value: object) -> str | TemplateProblem:
         return TemplateProblem(
             reason="missing_variable",
             message=f"the text uses {{{name}}} but the row has no {name!r} value",
+            variable=name,
+        )
+    if isinstance(value, float) and abs(value) >= _EXACT_FLOATS:
+        # a JSON integer past 64 bits is read as a float: 12345678901234567890123 would be
+        # sent as 1.2345678901234568e+22
+        return TemplateProblem(
+            reason="bad_variable",
+            message=f"{{{name}}} is a number too large to keep exact; write it as a string",
             variable=name,
         )
     text = _as_text(value)

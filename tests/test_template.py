@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from bulkdm.template import Template, TemplateProblem, compile_template, render
@@ -27,6 +28,18 @@ def test_numbers_and_booleans_render_as_json_writes_them() -> None:
     assert render(template, {"n": 1234567890123456789, "x": 2.5, "ok": True}) == (
         "1234567890123456789 2.5 true"
     )
+
+
+def test_a_number_too_large_to_be_exact_is_a_problem_not_a_rounded_text() -> None:
+    # orjson reads an integer past 64 bits as a float: the row's 12345678901234567890123 was
+    # sent as "1.2345678901234568e+22"
+    row = orjson.loads(b'{"n": 12345678901234567890123, "m": 18446744073709551615}')
+    problem = render(compiled("{n}"), row)
+    assert isinstance(problem, TemplateProblem)
+    assert (problem.reason, problem.variable) == ("bad_variable", "n")
+    assert "write it as a string" in problem.message
+    assert render(compiled("{m} {x}"), {**row, "x": 9007199254740991.0}) == (
+        "18446744073709551615 9007199254740991.0")
 
 
 def test_emoji_and_right_to_left_text_pass_through_unchanged() -> None:
