@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 
 from bulkdm.checkpoint import Checkpoint, SenderRecord
 from bulkdm.progress import format_duration
+from bulkdm.rows import RowState
 from bulkdm.timestamps import iso_utc, parse_iso
 
 __all__ = ["SenderStatus", "Status", "read_status", "status_text"]
@@ -46,7 +47,8 @@ class Status:
 
 async def read_status(checkpoint: Checkpoint) -> Status:
     meta = await checkpoint.plan_meta()
-    counts = await checkpoint.state_counts()
+    # every state, 0 included: a script reads counts["failed"] without a KeyError
+    counts = {state.value: 0 for state in RowState} | await checkpoint.state_counts()
     records = {r.account: r for r in await checkpoint.sender_records()}
     sent = await checkpoint.sender_counts("sent")
     waiting = await checkpoint.sender_counts("pending")
@@ -84,7 +86,7 @@ async def _replies(checkpoint: Checkpoint, sent: int) -> dict[str, float | int]:
 def status_text(status: Status) -> str:
     total = sum(status.counts.values())
     lines = [f"campaign {status.campaign} ({status.provider}): {total} rows"]
-    lines.append("  " + ", ".join(f"{k} {v}" for k, v in sorted(status.counts.items())))
+    lines.append("  " + ", ".join(f"{k} {v}" for k, v in sorted(status.counts.items()) if v))
     if status.failures_by_code:
         lines.append("failed by code: " + ", ".join(
             f"{k} {v}" for k, v in sorted(status.failures_by_code.items(), key=lambda kv: -kv[1])))

@@ -262,6 +262,10 @@ async def test_status_after_completion_lists_the_senders(tmp_path: Path) -> None
     as_json = orjson.loads((await bulkdm("status", str(campaign), "--json")).stdout)
     assert as_json["senders"] == [{"account": "alice", "sent": 3, "waiting": 0, "state": "done",
                                    "reason": None, "next_due_at": None}]
+    # every state, 0 included: a script reading counts["failed"] got a KeyError
+    assert as_json["counts"] == {"pending": 0, "sending": 0, "unknown": 0, "sent": 3,
+                                 "failed": 1, "skipped": 0, "invalid": 0}
+    assert "  failed 1, sent 3" in done.stdout.splitlines()  # the text: those there are
 
 
 async def test_csv_flags_are_refused_for_other_formats_and_tsv_is_tabbed(tmp_path: Path) -> None:
