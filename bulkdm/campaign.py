@@ -46,6 +46,8 @@ _READ_CHUNK: Final = 1 << 16
 _JSONL_CHUNK: Final = 1 << 17
 _CSV_BATCH: Final = 1_000
 _DELIMITERS: Final = (",", ";", "\t")
+#: how --delimiter names a separator that cannot be typed as itself
+_DELIMITER_NAMES: Final = {"\t": "tab"}
 #: a CSV header needs one of these: without it no row could say whom to message
 _RECIPIENT_COLUMNS: Final = frozenset({"recipient_username", "recipient_id"})
 
@@ -389,6 +391,9 @@ def _csv_rows(stream: BinaryIO, file: str, delimiter: str | None) -> Iterator[Ra
     if first is None:  # an export that went wrong upstream: say so, not "0 rows"
         raise CampaignFileError(file, "the file is empty: a CSV campaign starts with a header "
                                       "row naming its columns (recipient_username or recipient_id)")
+    if first.startswith("\ufffd\ufffd") and "\x00" in first:  # FF FE, then a NUL a letter
+        raise CampaignFileError(file, 'the file is UTF-16 (Excel\'s "Unicode Text"); save it '
+                                      'as "CSV UTF-8"')
     chosen = delimiter or _sniff_delimiter(first)
     reader = csv.reader(itertools.chain([first], lines), delimiter=chosen)
     header = _csv_header(reader, text, file, chosen)
@@ -415,6 +420,9 @@ def _csv_header(reader: Iterator[list[str]], text: _TextLines, file: str, sep: s
     try:
         header = [name.strip() for name in next(reader)]
     except csv.Error as exc:
+        if "new-line character" in str(exc):  # the csv module's words for a lone CR
+            raise CampaignFileError(file, "its lines end in CR alone (an old Mac format); save "
+                                          "it with LF or CRLF line ends") from exc
         raise CampaignFileError(file, f"the header row is not valid CSV: {exc}") from exc
     problems = text.take_problems()
     if problems:
@@ -427,15 +435,25 @@ def _csv_header(reader: Iterator[list[str]], text: _TextLines, file: str, sep: s
         raise CampaignFileError(file, f"the header names {', '.join(repeated)} more than once")
     if not _RECIPIENT_COLUMNS.intersection(header):
         # one clear error, not a missing_recipient on every row
-        raise CampaignFileError(file, _no_recipient_column(header))
+        raise CampaignFileError(file, _no_recipient_column(header, sep))
     return header
 
 
-def _no_recipient_column(header: list[str]) -> str:
+def _no_recipient_column(header: list[str], sep: str) -> str:
     found = ", ".join(header)
     near = [name for name in header if _canonical_column(name) in _RECIPIENT_COLUMNS]
-    hint = f"; rename {near[0]!r} to {_canonical_column(near[0])!r}" if near else (
-        "; name the column recipient_username or recipient_id")
+    # a recipient column inside a cell split by another separator: the separator is wrong
+    other = [d for d in _DELIMITERS if d != sep and any(
+        d in cell and _RECIPIENT_COLUMNS.intersection(map(_canonical_column, cell.split(d)))
+        for cell in header)]
+    if other:
+        hint = (f"; the header splits into columns at {other[0]!r}, not {sep!r}: pass "
+                f"--delimiter {_DELIMITER_NAMES.get(other[0], other[0])!r} (or set delimiter in "
+                "[campaign])")
+    elif near:
+        hint = f"; rename {near[0]!r} to {_canonical_column(near[0])!r}"
+    else:
+        hint = "; name the column recipient_username or recipient_id"
     return f"no recipient column; found: {found}{hint}"
 
 

@@ -272,6 +272,29 @@ def test_an_unusable_csv_header_stops_the_command(
         list(reader)
 
 
+@pytest.mark.parametrize(
+    ("data", "delimiter", "message"),
+    [
+        # Excel's "Unicode Text": the csv module's own words were about universal-newline mode
+        ("recipient_username\tfirst_name\r\nana\tAna\r\n".encode("utf-16"), None,
+         'the file is UTF-16 \\(Excel\'s "Unicode Text"\\); save it as "CSV UTF-8"'),
+        (b"recipient_username,first_name\rana,Ana\r", None, "its lines end in CR alone"),
+        # the wrong separator: the hint said to rename a column
+        (b"recipient_username;first_name\nana;Ana\n", ",",
+         "the header splits into columns at ';', not ',': pass --delimiter ';'"),
+        (b"recipient_username\tfirst_name\nana\tAna\n", ";", "pass --delimiter 'tab'"),
+        (b"Recipient Username,first_name\nana,Ana\n", None,
+         "rename 'Recipient Username' to 'recipient_username'"),
+    ],
+)
+def test_a_csv_header_that_cannot_be_read_says_what_to_do(
+    tmp_path: Path, data: bytes, delimiter: str | None, message: str
+) -> None:
+    path = write(tmp_path / "c.csv", data)
+    with pytest.raises(CampaignFileError, match=message):
+        read_all(path, delimiter)
+
+
 def test_an_empty_csv_file_is_an_error_for_the_file(tmp_path: Path) -> None:
     # a CSV campaign needs its header; an empty one is an export gone wrong, not "no rows"
     with pytest.raises(CampaignFileError, match="the file is empty"):
