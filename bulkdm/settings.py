@@ -269,6 +269,8 @@ _ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SECTIONS: Final = ("campaign", "provider", "senders", "retry", "costs", "run", "accounts",
                      "replies")
 _DELIMITER_NAMES: Final = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";"}
+#: the ledgers named by a URL (see :func:`bulkdm.ledger.ledger_spec`), not a SQLite file
+_LEDGER_URLS: Final = ("postgresql://", "postgres://")
 #: where a value came from when a flag set it
 COMMAND_LINE: Final = "command line"
 
@@ -421,7 +423,8 @@ def load_settings(
         retry=_retry(_Table(data.get("retry", {}), "retry", where)),
         costs=_costs(_Table(data.get("costs", {}), "costs", where)),
         run=_run(_Table(data.get("run", {}), "run", where)),
-        accounts=_accounts(_Table(data.get("accounts", {}), "accounts", where)),
+        accounts=_accounts(_Table(data.get("accounts", {}), "accounts", where),
+                           Path() if where("accounts.ledger") == COMMAND_LINE else base_dir),
         replies=_replies(_Table(data.get("replies", {}), "replies", where)),
         source=source,
         warnings=_warnings(data, source),
@@ -744,15 +747,23 @@ def _share(table: _Table, key: str, default: float) -> float:
     return share
 
 
-def _accounts(table: _Table) -> AccountsSettings:
+def _accounts(table: _Table, base_dir: Path) -> AccountsSettings:
     ledger = table.optional_text("ledger")
-    if ledger is not None and ledger.startswith(("postgresql://", "postgres://")):
+    if ledger is not None and ledger.startswith(_LEDGER_URLS):
         netloc = ledger.split("://", 1)[1].split("/", 1)[0]
         if "@" in netloc and ":" in netloc.rsplit("@", 1)[0]:
             raise table.error("ledger", "holds a password; secrets come from the environment: "
                                         "set PGPASSWORD, or the whole URL in BULKDM_LEDGER")
     table.done()
-    return AccountsSettings(ledger=ledger)
+    return AccountsSettings(ledger=None if ledger is None else _ledger_place(ledger, base_dir))
+
+
+def _ledger_place(ledger: str, base_dir: Path) -> str:
+    # a relative SQLite path is the settings file's, as a suppression file is: every folder a
+    # campaign runs from must share one ledger, or its windows and caps are not shared
+    if ledger.lower() == "off" or ledger.startswith(_LEDGER_URLS):
+        return ledger
+    return str(base_dir / Path(ledger).expanduser())
 
 
 def _replies(table: _Table) -> RepliesSettings:

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from bulkdm.errors import ConfigError
+from bulkdm.ledger import ledger_spec
 from bulkdm.rates import Rate
 from bulkdm.settings import (
     CampaignSettings,
@@ -356,3 +357,41 @@ def test_a_sender_is_found_by_its_handle_in_any_case_also_after_a_replace() -> N
     fewer = dataclasses.replace(settings, senders=senders[:1])
     assert fewer.sender("acct1") is None and fewer.sender("acct0") is senders[0]
     assert fewer == Settings(campaign=CampaignSettings(name="c"), senders=senders[:1])
+
+
+@pytest.mark.parametrize(
+    ("written", "expected"),
+    [
+        ("myledger.sqlite", "{conf}/myledger.sqlite"),
+        ("state/pool.sqlite", "{conf}/state/pool.sqlite"),
+        ("~/pool.sqlite", "{home}/pool.sqlite"),
+        ("/srv/bulkdm/ledger.sqlite", "/srv/bulkdm/ledger.sqlite"),
+        ("postgresql://bulkdm@db.internal:5432/pool", "postgresql://bulkdm@db.internal:5432/pool"),
+        ("postgres://bulkdm@db.internal/pool", "postgres://bulkdm@db.internal/pool"),
+        ("off", "off"),
+        ("OFF", "OFF"),
+    ],
+)
+def test_a_relative_ledger_path_is_relative_to_the_settings_file(
+    campaign: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, written: str, expected: str
+) -> None:
+    config = tmp_path / "conf" / "s.toml"
+    config.parent.mkdir()
+    config.write_text(f'[accounts]\nledger = "{written}"\n' + MINIMAL)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # the folder a command runs from must not matter
+    ledger = load_settings(campaign, config_path=config).accounts.ledger
+    assert ledger == expected.format(conf=config.parent, home=tmp_path / "home")
+    assert (ledger_spec(ledger, {}) is None) == (written.lower() == "off")
+
+
+def test_a_relative_ledger_path_holds_when_the_settings_path_is_relative(
+    campaign: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "s.toml").write_text('[accounts]\nledger = "l.sqlite"\n' + MINIMAL)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    ledger = load_settings(campaign, config_path=Path("../conf/s.toml")).accounts.ledger
+    assert ledger is not None and Path(ledger).resolve() == tmp_path / "conf" / "l.sqlite"
