@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import math
 import os
 import re
 import tomllib
@@ -29,7 +30,7 @@ from bulkdm.policies.spend import SpendCap, parse_spend
 from bulkdm.policies.warmup import DEFAULT_WARMUP, Warmup, parse_warmup
 from bulkdm.policies.windows import SendWindow, parse_send_window
 from bulkdm.ratelimit import DEFAULT_LEAST_GUARD_S
-from bulkdm.rates import Rate, parse_duration_s, parse_rate
+from bulkdm.rates import MAX_DURATION_S, Rate, parse_duration_s, parse_rate
 from bulkdm.template import TemplateProblem, compile_template
 
 __all__ = [
@@ -266,6 +267,9 @@ class Settings:
 
 _T = TypeVar("_T")
 _ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: the most a price or a spending cap may be: more is a slip, and a price times a campaign's
+#: sends stays a finite number
+_MAX_AMOUNT: Final = 1e12
 _SECTIONS: Final = ("campaign", "provider", "senders", "retry", "costs", "run", "accounts",
                      "replies")
 _DELIMITER_NAMES: Final = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";"}
@@ -297,6 +301,10 @@ class _Table:
         # a TOML boolean is an int to Python; never accept one for a number
         if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
             raise self.error(key, f"must be {what}, not {value!r}")
+        if isinstance(value, int) and float in (kind if isinstance(kind, tuple) else (kind,)):
+            # where a float goes, an integer is read as one; a huge one as infinity, which every
+            # reader's bound refuses (float() would raise OverflowError instead)
+            return _as_float(value)  # type: ignore[return-value]  # float is one of kind
         return value  # type: ignore[return-value]  # checked just above
 
     def text(self, key: str, default: str) -> str:
@@ -319,19 +327,26 @@ class _Table:
         return value
 
     def number(self, key: str, default: float) -> float:
-        value = float(self.take(key, (int, float), default, "a number"))
+        return self.amount(key, self.take(key, (int, float), default, "a number"))
+
+    def amount(self, key: str, value: float) -> float:
+        # every price and cap: from 0 to _MAX_AMOUNT, so never NaN or infinite
         if value < 0:
             raise self.error(key, f"must not be negative, not {value}")
-        return value
+        if not value <= _MAX_AMOUNT:  # NaN too: it fails every comparison
+            raise self.error(key, f"must be a number from 0 to {_MAX_AMOUNT:g}, not {value}")
+        return value + 0.0  # -0.0 is 0
 
-    def duration_s(self, key: str, default_s: float) -> float:
+    def duration_s(self, key: str, default_s: float, *, positive: bool = False) -> float:
+        # from 0 to a year (parse_duration_s); positive where a 0 would mean no time at all to
+        # answer, to poll or between two progress lines
         value = self.take(key, (str, int, float), default_s, 'a duration such as "30s"')
         try:
-            seconds = parse_duration_s(value) if isinstance(value, str) else float(value)
+            seconds = parse_duration_s(value)
         except ValueError as exc:
             raise self.error(key, str(exc)) from exc
-        if seconds < 0:
-            raise self.error(key, "must not be negative")
+        if positive and seconds == 0:
+            raise self.error(key, f"must be more than 0, not {value!r}")
         return seconds
 
     def rates(self, key: str, default: tuple[Rate, ...]) -> tuple[Rate, ...]:
@@ -538,9 +553,10 @@ def _spend_cap(table: _Table) -> SpendCap:
     if table.has("max_spend"):
         value = table.take("max_spend", (str, int, float), 0, 'an amount such as "25 USD"')
         try:
-            usd = parse_spend(value)
+            spend = parse_spend(value)
         except ValueError as exc:
             raise table.error("max_spend", str(exc)) from exc
+        usd = table.amount("max_spend", spend)
     credits = table.number("max_credits", 0.0) if table.has("max_credits") else None
     return SpendCap(usd=usd, credits=credits)
 
@@ -567,8 +583,9 @@ def _provider(table: _Table) -> ProviderSettings:
         api_key_env=table.env_name("api_key_env", DEFAULT_API_KEY_ENV[name]) or "",
         rates=table.rates("rate", defaults.rates),
         read_rates=table.rates("read_rate", ()) if table.has("read_rate") else None,
-        request_timeout_s=table.duration_s("request_timeout", defaults.request_timeout_s),
-        poll_timeout_s=table.duration_s("poll_timeout", defaults.poll_timeout_s),
+        request_timeout_s=table.duration_s("request_timeout", defaults.request_timeout_s,
+                                           positive=True),
+        poll_timeout_s=table.duration_s("poll_timeout", defaults.poll_timeout_s, positive=True),
     )
     table.done()
     return settings
@@ -652,9 +669,12 @@ def _warmup(table: _Table, default: Warmup | None) -> Warmup | None:
     value: str | bool = table.take("warmup", bool, True, what) \
         if isinstance(table._data.get("warmup"), bool) else table.take("warmup", str, "", what)
     try:
-        return parse_warmup(value)
+        ramp = parse_warmup(value)
     except ValueError as exc:
         raise table.error("warmup", str(exc)) from exc
+    if ramp is not None and ramp.days * 86400.0 > MAX_DURATION_S:
+        raise table.error("warmup", f"{value!r}: a ramp is at most 365 days")
+    return ramp
 
 
 def _jitter(table: _Table, default: Jitter | None) -> Jitter | None:
@@ -718,7 +738,8 @@ def _run(table: _Table) -> RunSettings:
         on_dm_not_allowed=DmNotAllowedPolicy(policy),
         synchronous=synchronous.upper(),
         stop_grace_s=table.duration_s("stop_grace", defaults.stop_grace_s),
-        progress_interval_s=table.duration_s("progress_interval", defaults.progress_interval_s),
+        progress_interval_s=table.duration_s("progress_interval", defaults.progress_interval_s,
+                                             positive=True),
         rate_guard_s=table.duration_s("rate_guard", defaults.rate_guard_s),
         max_rest_wait_s=table.duration_s("max_rest_wait", defaults.max_rest_wait_s),
         until_done=table.take("until_done", bool, defaults.until_done, "true or false"),
@@ -773,6 +794,13 @@ def _replies(table: _Table) -> RepliesSettings:
                                sync_every_s=table.duration_s("sync_every", 0.0))
     table.done()
     return settings
+
+
+def _as_float(number: int) -> float:
+    try:
+        return float(number)
+    except OverflowError:  # past a float's range: as far as a float goes
+        return math.inf if number > 0 else -math.inf
 
 
 def settings_fingerprint(settings: Settings) -> str:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import pytest
@@ -395,3 +396,61 @@ def test_a_relative_ledger_path_holds_when_the_settings_path_is_relative(
     monkeypatch.chdir(tmp_path / "elsewhere")
     ledger = load_settings(campaign, config_path=Path("../conf/s.toml")).accounts.ledger
     assert ledger is not None and Path(ledger).resolve() == tmp_path / "conf" / "l.sqlite"
+
+
+HUGE = "9" * 400  # a TOML integer past a float's range
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "message"),
+    [
+        ("[run]\nrate_guard = inf\n", "run.rate_guard", "over a year"),
+        ("[run]\nrate_guard = nan\n", "run.rate_guard", "not a duration"),
+        ('[provider]\nrate = "99999999999999999999/1s"\n', "provider.rate", "at most 2147483647"),
+        ('[provider]\nrate = "5/-1s"\n', "provider.rate", "must both be positive"),
+        ('[[senders]]\naccount = "b"\nrate = "1/400d"\n', "senders[1].rate", "at most a year"),
+        ("[campaign]\nmax_spend = nan\n", "campaign.max_spend", r"from 0 to 1e\+12, not nan"),
+        ("[campaign]\nmax_spend = inf\n", "campaign.max_spend", r"from 0 to 1e\+12, not inf"),
+        (f'[campaign]\nmax_spend = "{HUGE} USD"\n', "campaign.max_spend", "not inf"),
+        ("[campaign]\nmax_credits = nan\n", "campaign.max_credits", "not nan"),
+        ("[costs]\ncredit_price = nan\n", "costs.credit_price", "not nan"),
+        ("[costs]\ncredit_price = inf\n", "costs.credit_price", "not inf"),
+        (f"[costs]\ngetxapi_dm_price = {HUGE}\n", "costs.getxapi_dm_price", "not inf"),
+        ("[provider]\nrequest_timeout = 0\n", "provider.request_timeout", "more than 0"),
+        ("[provider]\nrequest_timeout = nan\n", "provider.request_timeout", "not a duration"),
+        ("[provider]\npoll_timeout = -0.0\n", "provider.poll_timeout", "more than 0"),
+        ("[run]\nprogress_interval = 0\n", "run.progress_interval", "more than 0"),
+        ('[run]\nprogress_interval = "0ms"\n', "run.progress_interval", "more than 0"),
+        ('[retry]\nsettle_after = "99999999999999999999999d"\n', "retry.settle_after",
+         "over a year"),
+        (f"[retry]\nbase_delay = {HUGE}\n", "retry.base_delay", "over a year"),
+        ("[run]\nmax_rest_wait = 1e300\n", "run.max_rest_wait", "over a year"),
+        ('[run]\nstop_grace = "-1s"\n', "run.stop_grace", "negative"),
+        ("[run]\nrefusal_cooldown = -inf\n", "run.refusal_cooldown", "negative"),
+        ("[replies]\nsync_every = inf\n", "replies.sync_every", "over a year"),
+        (f"[campaign]\njitter = {HUGE}\n", "campaign.jitter", "between 0% and 100%"),
+        ('[campaign]\nwarmup = "99999999999999999999d from 20%"\n', "campaign.warmup",
+         "at most 365 days"),
+    ],
+)
+def test_non_finite_and_absurd_numbers_name_the_key_and_the_file(
+    campaign: Path, text: str, key: str, message: str
+) -> None:
+    # each was accepted (and later crashed a run, or said a NaN budget was kept) or raised a
+    # Python error: now a ConfigError that names the file and the key
+    source = beside(campaign, text + MINIMAL)
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_settings(campaign)
+    assert (caught.value.source, caught.value.key) == (str(source), key)
+
+
+def test_zero_and_a_year_are_accepted_where_they_make_sense(campaign: Path) -> None:
+    beside(campaign, '[run]\nstop_grace = 0\nrate_guard = "0s"\nmax_rest_wait = "365d"\n'
+                     "[retry]\nbase_delay = 0\nsettle_after = -0.0\n[costs]\ncredit_price = 0\n"
+                     '[provider]\nrate = "2147483647/365d"\n' + MINIMAL)
+    settings = load_settings(campaign)
+    assert (settings.run.stop_grace_s, settings.run.rate_guard_s) == (0.0, 0.0)
+    assert settings.run.max_rest_wait_s == 365 * 86400.0
+    assert settings.retry.base_delay_s == 0.0 and settings.costs.xquik_credit_usd == 0.0
+    assert math.copysign(1.0, settings.retry.settle_after_s) == 1.0  # -0.0 is read as 0
+    assert settings.provider.rates == (Rate(count=2**31 - 1, period_s=365 * 86400.0),)

@@ -1,5 +1,5 @@
 """Settings through the real CLI in subprocesses: where the ledger goes whatever folder a command
-runs from."""
+runs from, bad numbers refused by ``plan`` before any run."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import orjson
+import pytest
 
 ROW = {"recipient_username": "bob", "first_name": "Bob"}
 
@@ -50,3 +51,21 @@ def test_a_relative_bulkdm_ledger_is_the_current_folders(tmp_path: Path) -> None
     assert done.returncode == 0, done.stderr
     # the variable is the user's shell's: its relative path is where the command runs
     assert sorted(tmp_path.rglob("shell.sqlite")) == [elsewhere / "shell.sqlite"]
+
+
+@pytest.mark.parametrize(
+    ("settings", "campaign", "key"),
+    [
+        ("[run]\nrate_guard = inf\n", "", "run.rate_guard"),  # plan passed, run crashed
+        ('[provider]\nrate = "99999999999999999999/1s"\n', "", "provider.rate"),  # a traceback
+        ("", "max_spend = nan\n", "campaign.max_spend"),  # plan said the estimate was within it
+    ],
+)
+def test_plan_refuses_absurd_numbers_naming_the_file_and_the_key(
+        tmp_path: Path, settings: str, campaign: str, key: str) -> None:
+    camp, conf, _ = _folders(tmp_path, settings, campaign)
+    done = _cli("plan", str(camp / "c.jsonl"), "--config", str(conf / "s.toml"), cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"error: {conf / 's.toml'}, key {key!r}: "), done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (camp / "c.bulkdm.sqlite").exists()  # refused before anything was planned
