@@ -131,7 +131,9 @@ class SenderSettings:
     account: str
     rates: tuple[Rate, ...] = (Rate(count=15, period_s=900.0),)
     daily_cap: int | None = 500
-    #: GetXAPI only: the variable holding this sender's X session token
+    #: GetXAPI only: the variable holding this sender's X session token; the loader gives a
+    #: GetXAPI sender without one ``X_AUTH_TOKEN_`` and its label in capitals, any character a
+    #: variable's name cannot hold as ``_``
     auth_token_env: str | None = None
     #: this sender's own send window (parts it leaves out come from the campaign's)
     send_window: SendWindow | None = None
@@ -267,6 +269,10 @@ class Settings:
 
 _T = TypeVar("_T")
 _ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: how environment variables are named by convention (POSIX): a name with lower-case letters is
+#: allowed, but is more likely a pasted secret than a variable
+_USUAL_ENV_NAME: Final = re.compile(r"[A-Z_][A-Z0-9_]*")
+_NOT_IN_ENV_NAME: Final = re.compile(r"[^A-Z0-9_]")
 #: the most a price or a spending cap may be: more is a slip, and a price times a campaign's
 #: sends stays a finite number
 _MAX_AMOUNT: Final = 1e12
@@ -377,7 +383,9 @@ class _Table:
     def env_name(self, key: str, default: str | None) -> str | None:
         value = self.optional_text(key) if default is None else self.text(key, default)
         if value is not None and not _ENV_NAME.fullmatch(value):
-            raise self.error(key, f"{value!r} is not an environment variable name")
+            # never echoed: what is not a variable's name is most likely the secret itself
+            raise self.error(key, "must name an environment variable (letters, digits, _), "
+                                  "not hold the secret itself")
         return value
 
     def done(self) -> None:
@@ -485,16 +493,38 @@ def _did_you_mean(key: str, known: Sequence[str]) -> str:
 
 
 def _warnings(data: Mapping[str, object], source: Path | None) -> tuple[str, ...]:
+    listed = data.get("senders")
+    senders = [e if isinstance(e, dict) else {} for e in listed] if isinstance(listed, list) \
+        else []
+    return (*_cap_warnings(senders, source), *_env_warnings(data, senders, source))
+
+
+def _cap_warnings(senders: list[dict[str, object]], source: Path | None) -> list[str]:
     found = []
-    senders = data.get("senders")
-    for number, entry in enumerate(senders if isinstance(senders, list) else [], start=1):
-        cap = entry.get("daily_cap") if isinstance(entry, dict) else None
+    for number, entry in enumerate(senders, start=1):
+        cap = entry.get("daily_cap")
         if isinstance(cap, int) and cap > X_DAILY_DMS:
             found.append(
                 f"{source}, key 'senders[{number}].daily_cap': {cap} is over the about "
                 f"{X_DAILY_DMS} DMs a day X allows an account; it may be restricted"
             )
-    return tuple(found)
+    return found
+
+
+def _env_warnings(data: Mapping[str, object], senders: list[dict[str, object]],
+                  source: Path | None) -> list[str]:
+    # a valid name with lower-case letters is more likely a pasted secret than a variable:
+    # said here, where the file and key are known, and never echoed
+    provider = data.get("provider")
+    named = [("provider.api_key_env",
+              provider.get("api_key_env") if isinstance(provider, dict) else None)]
+    named += [(f"senders[{number}].auth_token_env", entry.get("auth_token_env"))
+              for number, entry in enumerate(senders, start=1)]
+    return [f"{source}, key {key!r}: has lower-case letters, unlike an environment variable's "
+            "usual name (not shown: it may be a secret); it must name the variable that holds "
+            "the secret, never hold the secret itself"
+            for key, value in named
+            if isinstance(value, str) and not _USUAL_ENV_NAME.fullmatch(value.strip())]
 
 
 def _read_toml(path: Path) -> dict[str, object]:
@@ -636,7 +666,23 @@ def _senders(
             )
         senders.append(sender)
         seen.add(sender.account.casefold())
+    _check_tokens(senders, where)
     return tuple(senders)
+
+
+def _check_tokens(senders: Sequence[SenderSettings], where: Callable[[str], str]) -> None:
+    # one X session token is one X account: two senders on it would each keep the account's
+    # budget, so together send twice what it allows
+    first: dict[str, int] = {}
+    for number, sender in enumerate(senders, start=1):
+        if sender.auth_token_env is None:
+            continue
+        other = first.setdefault(sender.auth_token_env, number)
+        if other != number:
+            key = f"senders[{number}].auth_token_env"
+            raise ConfigError(f"names the same token variable as senders[{other}] (given or "
+                              "derived from the label); give each sender its own",
+                              source=where(key), key=key)
 
 
 def _sender(
@@ -657,7 +703,15 @@ def _sender(
     if settings.auth_token_env is not None and provider is not ProviderName.GETXAPI:
         raise table.error("auth_token_env", "is for GetXAPI senders only; remove it")
     table.done()
+    if provider is ProviderName.GETXAPI and settings.auth_token_env is None:
+        return replace(settings, auth_token_env=_token_env_of(settings.account))
     return settings
+
+
+def _token_env_of(label: str) -> str:
+    # a label is free text ("help-desk team"): every character a variable's name cannot hold
+    # becomes _, so the name the error suggests can be exported (X_AUTH_TOKEN_HELP_DESK_TEAM)
+    return "X_AUTH_TOKEN_" + _NOT_IN_ENV_NAME.sub("_", label.upper())
 
 
 def _warmup(table: _Table, default: Warmup | None) -> Warmup | None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from bulkdm.errors import ConfigError
 from bulkdm.ledger import ledger_spec
 from bulkdm.rates import Rate
+from bulkdm.secrets import read_secret
 from bulkdm.settings import (
     CampaignSettings,
     CostSettings,
@@ -135,7 +137,8 @@ progress_interval = "5s"
             daily_cap=300,
             auth_token_env="X_AUTH_TOKEN_ONE",
         ),
-        SenderSettings(account="two"),
+        # a GetXAPI sender without its own variable reads X_AUTH_TOKEN_ and its label
+        SenderSettings(account="two", auth_token_env="X_AUTH_TOKEN_TWO"),
     )
     assert settings.retry == RetrySettings(max_attempts=3, base_delay_s=0.5, max_delay_s=120.0,
                                            settle_after_s=300.0, clock_skew_s=2.0)
@@ -208,7 +211,8 @@ def test_suppression_paths_are_relative_to_the_settings_file(
         ('[provider]\nrate = "120 per minute"\n', "provider.rate", "not a rate"),
         ('[provider]\nrate = "0/60s"\n', "provider.rate", "must both be positive"),
         ('[provider]\nbase_url = "ftp://x"\n', "provider.base_url", "http://"),
-        ('[provider]\napi_key_env = "MY KEY"\n', "provider.api_key_env", "not an environment"),
+        ('[provider]\napi_key_env = "MY KEY"\n', "provider.api_key_env",
+         "must name an environment variable"),
         ('[retry]\nbase_delay = "soon"\n', "retry.base_delay", "not a duration"),
         ("[retry]\nmax_attempts = true\n", "retry.max_attempts", "must be an integer"),
         ('[retry]\nbase_delay = "1m"\nmax_delay = "1s"\n', "retry.max_delay", "shorter"),
@@ -454,3 +458,81 @@ def test_zero_and_a_year_are_accepted_where_they_make_sense(campaign: Path) -> N
     assert settings.retry.base_delay_s == 0.0 and settings.costs.xquik_credit_usd == 0.0
     assert math.copysign(1.0, settings.retry.settle_after_s) == 1.0  # -0.0 is read as 0
     assert settings.provider.rates == (Rate(count=2**31 - 1, period_s=365 * 86400.0),)
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('[provider]\napi_key_env = "xq-SECRET/PASTED=="\n', "provider.api_key_env"),
+        # a hex token (an X session token is 40 hex digits) that starts with a digit
+        ('[provider]\napi_key_env = "9f86d081884c7d659a2feaa0c55ad015"\n', "provider.api_key_env"),
+        ('[provider]\nname = "getxapi"\n[[senders]]\naccount = "b"\nauth_token_env = "Tok en:4f9a"\n',
+         "senders[1].auth_token_env"),
+    ],
+)
+def test_a_secret_where_a_variable_name_goes_is_refused_and_never_echoed(
+    campaign: Path, text: str, key: str
+) -> None:
+    source = beside(campaign, text + MINIMAL)
+    with pytest.raises(ConfigError, match="must name an environment variable") as caught:
+        load_settings(campaign)
+    assert (caught.value.source, caught.value.key) == (str(source), key)
+    pasted = text.split('_env = "')[1].split('"')[0]
+    assert pasted not in str(caught.value)
+
+
+def test_a_variable_name_with_lower_case_letters_is_warned_about_and_never_echoed(
+    campaign: Path,
+) -> None:
+    # a valid name, but an Xquik key pasted in its place looks just like this one
+    source = beside(campaign, '[provider]\nname = "getxapi"\napi_key_env = "xq_SECRETPASTED123"\n'
+                              '[[senders]]\naccount = "a"\nauth_token_env = "Tok_a"\n'
+                              '[[senders]]\naccount = "b"\nauth_token_env = "TOK_B"\n')
+    settings = load_settings(campaign)
+    assert settings.provider.api_key_env == "xq_SECRETPASTED123"  # allowed: it may be a name
+    assert [w.split(": ")[0] for w in settings.warnings] == [
+        f"{source}, key 'provider.api_key_env'", f"{source}, key 'senders[1].auth_token_env'"]
+    assert not any("SECRETPASTED" in w or "Tok_a" in w for w in settings.warnings)
+
+
+@pytest.mark.parametrize(
+    ("label", "variable"),
+    [
+        ("helpdesk", "X_AUTH_TOKEN_HELPDESK"),
+        ("help-desk team", "X_AUTH_TOKEN_HELP_DESK_TEAM"),
+        ("josé.b", "X_AUTH_TOKEN_JOS__B"),
+        ("2nd_line", "X_AUTH_TOKEN_2ND_LINE"),
+    ],
+)
+def test_a_getxapi_sender_without_a_variable_reads_one_that_can_be_exported(
+    campaign: Path, label: str, variable: str
+) -> None:
+    beside(campaign, f'[provider]\nname = "getxapi"\n[[senders]]\naccount = "{label}"\n')
+    (sender,) = load_settings(campaign).senders
+    assert sender.auth_token_env == variable
+    assert re.fullmatch(r"[A-Z_][A-Z0-9_]*", variable)
+
+
+def test_two_getxapi_senders_cannot_read_one_token_variable(campaign: Path) -> None:
+    # "help-desk" and "help_desk" both derive X_AUTH_TOKEN_HELP_DESK: one X session for two
+    # senders would let each spend the account's whole budget
+    source = beside(campaign, '[provider]\nname = "getxapi"\n[[senders]]\naccount = "help-desk"\n'
+                              '[[senders]]\naccount = "help_desk"\n')
+    with pytest.raises(ConfigError, match=r"same token variable as senders\[1\]") as caught:
+        load_settings(campaign)
+    assert (caught.value.source, caught.value.key) == (str(source), "senders[2].auth_token_env")
+    beside(campaign, '[provider]\nname = "getxapi"\n[[senders]]\naccount = "help-desk"\n'
+                     '[[senders]]\naccount = "help_desk"\nauth_token_env = "X_AUTH_TOKEN_HD2"\n')
+    assert len(load_settings(campaign).senders) == 2
+
+
+def test_an_unset_variable_is_named_only_when_it_looks_like_one() -> None:
+    with pytest.raises(ConfigError, match="export XQUIK_API_KEY=") as caught:
+        read_secret("XQUIK_API_KEY", purpose="provider API key", environ={})
+    assert caught.value.key == "XQUIK_API_KEY"
+    with pytest.raises(ConfigError, match="holds the provider API key is not set") as caught:
+        read_secret("xq_SECRETPASTED123", purpose="provider API key", environ={})
+    assert "SECRETPASTED" not in str(caught.value) and caught.value.key is None
+    # set, it is read whatever its name
+    found = read_secret("xq_lower", purpose="provider API key", environ={"xq_lower": " k "})
+    assert found.reveal() == "k"

@@ -1,15 +1,20 @@
 """Settings through the real CLI in subprocesses: where the ledger goes whatever folder a command
-runs from, bad numbers refused by ``plan`` before any run."""
+runs from, bad numbers refused by ``plan`` before any run, secrets never printed, a GetXAPI
+label's token variable."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import orjson
 import pytest
+
+from bulkdm.sandbox import running_sandbox
+from tests.clikit import API_KEY, bulkdm
 
 ROW = {"recipient_username": "bob", "first_name": "Bob"}
 
@@ -69,3 +74,43 @@ def test_plan_refuses_absurd_numbers_naming_the_file_and_the_key(
     assert done.stderr.startswith(f"error: {conf / 's.toml'}, key {key!r}: "), done.stderr
     assert "Traceback" not in done.stderr
     assert not (camp / "c.bulkdm.sqlite").exists()  # refused before anything was planned
+
+
+def test_a_secret_pasted_as_the_key_variable_is_never_printed(tmp_path: Path) -> None:
+    camp, conf, _ = _folders(tmp_path, '[provider]\napi_key_env = "xq_SECRETPASTED123"\n'
+                                       '[accounts]\nledger = "off"\n')
+    done = _cli("run", str(camp / "c.jsonl"), "--config", str(conf / "s.toml"), cwd=tmp_path)
+    assert done.returncode == 1
+    assert "SECRETPASTED" not in done.stdout + done.stderr
+    # said where it came from (a warning names the file and key), and what is missing
+    assert f"warning: {conf / 's.toml'}, key 'provider.api_key_env': " in done.stderr
+    assert "error: the environment variable that holds the provider API key is not set" \
+        in done.stderr
+    settings = (conf / "s.toml").read_text(encoding="utf-8")
+    (conf / "s.toml").write_text(settings.replace("xq_SECRETPASTED123", "xq-SECRET/PASTED=="))
+    done = _cli("plan", str(camp / "c.jsonl"), "--config", str(conf / "s.toml"), cwd=tmp_path)
+    assert done.returncode == 1 and "SECRET" not in done.stdout + done.stderr
+    where = f"{conf / 's.toml'}, key 'provider.api_key_env'"
+    assert f"{where}: must name an environment variable" in done.stderr
+
+
+async def test_a_getxapi_label_with_spaces_reads_a_variable_that_can_be_exported(
+        tmp_path: Path) -> None:
+    campaign = tmp_path / "c.jsonl"
+    campaign.write_bytes(orjson.dumps(ROW) + b"\n")
+    async with running_sandbox() as sb:
+        campaign.with_suffix(".toml").write_text(
+            f'[campaign]\ntemplate = "Hi {{first_name}}"\n[provider]\nname = "getxapi"\n'
+            f'base_url = "{sb.getxapi_url}"\n[[senders]]\naccount = "help-desk team"\n',
+            encoding="utf-8")
+        env = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY", "_TOKEN"))}
+        env["GETXAPI_API_KEY"] = API_KEY
+        done = await bulkdm("run", str(campaign), "--progress", "none", env=env)
+        assert done.code == 1
+        suggested = re.search(r"\(export (\S+)=\.\.\.\)", done.stderr)
+        assert suggested is not None, done.stderr
+        assert suggested.group(1) == "X_AUTH_TOKEN_HELP_DESK_TEAM"  # was ..._HELP-DESK TEAM
+        env[suggested.group(1)] = "tok-help-desk team"  # the sandbox's sender is the token's
+        done = await bulkdm("run", str(campaign), "--progress", "none", env=env)
+        assert done.code == 0, done.stderr
+        assert [d.sender for d in sb.ledger] == ["help-desk team"]
