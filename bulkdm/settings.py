@@ -12,6 +12,7 @@ import math
 import os
 import re
 import tomllib
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -276,6 +277,8 @@ _NOT_IN_ENV_NAME: Final = re.compile(r"[^A-Z0-9_]")
 #: the most a price or a spending cap may be: more is a slip, and a price times a campaign's
 #: sends stays a finite number
 _MAX_AMOUNT: Final = 1e12
+#: the only control characters a message may hold: it may span lines, as a row's text may
+_SPACING: Final = str.maketrans("", "", "\n\t")
 _SECTIONS: Final = ("campaign", "provider", "senders", "retry", "costs", "run", "accounts",
                      "replies")
 _DELIMITER_NAMES: Final = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";"}
@@ -317,6 +320,16 @@ class _Table:
         value = self.take(key, str, default, "a string").strip()
         if not value or not value.isprintable():
             raise self.error(key, "must be a non-empty string of printable characters")
+        return value
+
+    def message(self, key: str) -> str:
+        # a message may span lines and hold what isprintable() refuses but DMs carry (a no-break
+        # space, an emoji's zero-width joiner): only control characters other than a line break
+        # or a tab are refused. Stripped as a row's text is
+        value = self.take(key, str, "", "a string").strip()
+        if not value or any(unicodedata.category(c) == "Cc" for c in value.translate(_SPACING)):
+            raise self.error(key, "must be non-empty text without control characters other "
+                                  "than new lines (\\n) and tabs")
         return value
 
     def has(self, key: str) -> bool:
@@ -552,7 +565,7 @@ def _apply_overrides(data: dict[str, object], overrides: Mapping[str, object]) -
 
 def _campaign(table: _Table, campaign_path: Path, base_dir: Path) -> CampaignSettings:
     name = table.text("name", campaign_stem(campaign_path))
-    template = table.optional_text("template")
+    template = table.message("template") if table.has("template") else None
     if template is not None:
         compiled = compile_template(template)
         if isinstance(compiled, TemplateProblem):

@@ -536,3 +536,28 @@ def test_an_unset_variable_is_named_only_when_it_looks_like_one() -> None:
     # set, it is read whatever its name
     found = read_secret("xq_lower", purpose="provider API key", environ={"xq_lower": " k "})
     assert found.reveal() == "k"
+
+
+@pytest.mark.parametrize(
+    ("toml", "template"),
+    [
+        ('"Hi {first_name}\\nline two"', "Hi {first_name}\nline two"),
+        ('"Hi {first_name},\\tthanks"', "Hi {first_name},\tthanks"),
+        # the closing line break of a """ string is trimmed, as a row's text is; the rest stays
+        ('"""\nHi {first_name},\n\n  line three\n"""', "Hi {first_name},\n\n  line three"),
+        # what isprintable() refuses but DMs carry: a no-break space, an emoji's joiner
+        ('"Bonjour\\u00a0!"', "Bonjour\u00a0!"),
+        ('"Pride \\U0001F3F3\\uFE0F\\u200D\\U0001F308"', "Pride \U0001f3f3\ufe0f\u200d\U0001f308"),
+    ],
+)
+def test_a_template_may_span_lines(campaign: Path, toml: str, template: str) -> None:
+    beside(campaign, f"[campaign]\ntemplate = {toml}\n" + MINIMAL)
+    assert load_settings(campaign).campaign.template == template
+
+
+@pytest.mark.parametrize("toml", ['"Hi\\u0007"', '"Hi\\r\\nthere"', '"\\u001b[31mHi"', '" \\n "'])
+def test_a_template_refuses_other_control_characters(campaign: Path, toml: str) -> None:
+    beside(campaign, f"[campaign]\ntemplate = {toml}\n" + MINIMAL)
+    with pytest.raises(ConfigError, match="without control characters other than new") as caught:
+        load_settings(campaign)
+    assert caught.value.key == "campaign.template"

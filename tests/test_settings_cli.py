@@ -1,6 +1,6 @@
 """Settings through the real CLI in subprocesses: where the ledger goes whatever folder a command
 runs from, bad numbers refused by ``plan`` before any run, secrets never printed, a GetXAPI
-label's token variable."""
+label's token variable, a template over several lines as delivered."""
 
 from __future__ import annotations
 
@@ -114,3 +114,19 @@ async def test_a_getxapi_label_with_spaces_reads_a_variable_that_can_be_exported
         done = await bulkdm("run", str(campaign), "--progress", "none", env=env)
         assert done.code == 0, done.stderr
         assert [d.sender for d in sb.ledger] == ["help-desk team"]
+
+
+async def test_a_template_over_several_lines_is_delivered_with_its_lines(tmp_path: Path) -> None:
+    campaign = tmp_path / "c.jsonl"
+    campaign.write_bytes(orjson.dumps(ROW) + b"\n")
+    campaign.with_suffix(".toml").write_text(
+        '[campaign]\ntemplate = """\nHi {first_name},\n\tthanks for signing up.\n"""\n'
+        '[[senders]]\naccount = "acme"\n', encoding="utf-8")
+    async with running_sandbox() as sb:
+        toml = campaign.with_suffix(".toml")
+        toml.write_text(toml.read_text(encoding="utf-8")
+                        + f'[provider]\nbase_url = "{sb.xquik_url}"\n', encoding="utf-8")
+        done = await bulkdm("run", str(campaign), "--progress", "none")
+        assert done.code == 0, done.stderr
+        # the closing line break of the """ string is trimmed, as a row's text is
+        assert [d.text for d in sb.ledger] == ["Hi Bob,\n\tthanks for signing up."]
