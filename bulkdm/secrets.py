@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Final
 
@@ -11,6 +12,8 @@ from bulkdm.errors import ConfigError
 __all__ = ["MASK", "Secret", "read_secret"]
 
 MASK: Final = "********"
+#: how environment variables are named by convention (POSIX)
+_USUAL_NAME: Final = re.compile(r"[A-Z_][A-Z0-9_]*")
 
 
 class Secret:
@@ -44,12 +47,26 @@ class Secret:
 
 
 def read_secret(variable: str, *, purpose: str, environ: Mapping[str, str] | None = None) -> Secret:
-    """Read ``variable`` from the environment; a missing or empty one is a :class:`ConfigError`."""
+    """Read ``variable`` from the environment; a missing or empty one is a :class:`ConfigError`.
+
+    The error names the variable only when it is named as variables are (capitals, digits,
+    ``_``): any other name came from a settings file and may be the secret pasted in its place.
+    """
     value = (os.environ if environ is None else environ).get(variable, "")
     if not value.strip():
-        raise ConfigError(
+        raise _not_set(variable, purpose)
+    return Secret(value.strip())
+
+
+def _not_set(variable: str, purpose: str) -> ConfigError:
+    if _USUAL_NAME.fullmatch(variable):
+        return ConfigError(
             f"environment variable {variable} is not set; it holds the {purpose}. "
             f"Export it (export {variable}=...) and run again",
             key=variable,
         )
-    return Secret(value.strip())
+    return ConfigError(
+        f"the environment variable that holds the {purpose} is not set. Its name, from the "
+        "settings file (api_key_env or auth_token_env), is not shown: it has lower-case "
+        "letters, as a secret does. Name the variable there, and export the secret in it"
+    )

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import math
 import os
 import re
 import tomllib
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -29,7 +31,7 @@ from bulkdm.policies.spend import SpendCap, parse_spend
 from bulkdm.policies.warmup import DEFAULT_WARMUP, Warmup, parse_warmup
 from bulkdm.policies.windows import SendWindow, parse_send_window
 from bulkdm.ratelimit import DEFAULT_LEAST_GUARD_S
-from bulkdm.rates import Rate, parse_duration_s, parse_rate
+from bulkdm.rates import MAX_DURATION_S, Rate, parse_duration_s, parse_rate
 from bulkdm.template import TemplateProblem, compile_template
 
 __all__ = [
@@ -130,7 +132,9 @@ class SenderSettings:
     account: str
     rates: tuple[Rate, ...] = (Rate(count=15, period_s=900.0),)
     daily_cap: int | None = 500
-    #: GetXAPI only: the variable holding this sender's X session token
+    #: GetXAPI only: the variable holding this sender's X session token; the loader gives a
+    #: GetXAPI sender without one ``X_AUTH_TOKEN_`` and its label in capitals, any character a
+    #: variable's name cannot hold as ``_``
     auth_token_env: str | None = None
     #: this sender's own send window (parts it leaves out come from the campaign's)
     send_window: SendWindow | None = None
@@ -266,9 +270,20 @@ class Settings:
 
 _T = TypeVar("_T")
 _ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: how environment variables are named by convention (POSIX): a name with lower-case letters is
+#: allowed, but is more likely a pasted secret than a variable
+_USUAL_ENV_NAME: Final = re.compile(r"[A-Z_][A-Z0-9_]*")
+_NOT_IN_ENV_NAME: Final = re.compile(r"[^A-Z0-9_]")
+#: the most a price or a spending cap may be: more is a slip, and a price times a campaign's
+#: sends stays a finite number
+_MAX_AMOUNT: Final = 1e12
+#: the only control characters a message may hold: it may span lines, as a row's text may
+_SPACING: Final = str.maketrans("", "", "\n\t")
 _SECTIONS: Final = ("campaign", "provider", "senders", "retry", "costs", "run", "accounts",
                      "replies")
 _DELIMITER_NAMES: Final = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";"}
+#: the ledgers named by a URL (see :func:`bulkdm.ledger.ledger_spec`), not a SQLite file
+_LEDGER_URLS: Final = ("postgresql://", "postgres://")
 #: where a value came from when a flag set it
 COMMAND_LINE: Final = "command line"
 
@@ -295,12 +310,26 @@ class _Table:
         # a TOML boolean is an int to Python; never accept one for a number
         if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
             raise self.error(key, f"must be {what}, not {value!r}")
+        if isinstance(value, int) and float in (kind if isinstance(kind, tuple) else (kind,)):
+            # where a float goes, an integer is read as one; a huge one as infinity, which every
+            # reader's bound refuses (float() would raise OverflowError instead)
+            return _as_float(value)  # type: ignore[return-value]  # float is one of kind
         return value  # type: ignore[return-value]  # checked just above
 
     def text(self, key: str, default: str) -> str:
         value = self.take(key, str, default, "a string").strip()
         if not value or not value.isprintable():
             raise self.error(key, "must be a non-empty string of printable characters")
+        return value
+
+    def message(self, key: str) -> str:
+        # a message may span lines and hold what isprintable() refuses but DMs carry (a no-break
+        # space, an emoji's zero-width joiner): only control characters other than a line break
+        # or a tab are refused. Stripped as a row's text is
+        value = self.take(key, str, "", "a string").strip()
+        if not value or any(unicodedata.category(c) == "Cc" for c in value.translate(_SPACING)):
+            raise self.error(key, "must be non-empty text without control characters other "
+                                  "than new lines (\\n) and tabs")
         return value
 
     def has(self, key: str) -> bool:
@@ -317,19 +346,26 @@ class _Table:
         return value
 
     def number(self, key: str, default: float) -> float:
-        value = float(self.take(key, (int, float), default, "a number"))
+        return self.amount(key, self.take(key, (int, float), default, "a number"))
+
+    def amount(self, key: str, value: float) -> float:
+        # every price and cap: from 0 to _MAX_AMOUNT, so never NaN or infinite
         if value < 0:
             raise self.error(key, f"must not be negative, not {value}")
-        return value
+        if not value <= _MAX_AMOUNT:  # NaN too: it fails every comparison
+            raise self.error(key, f"must be a number from 0 to {_MAX_AMOUNT:g}, not {value}")
+        return value + 0.0  # -0.0 is 0
 
-    def duration_s(self, key: str, default_s: float) -> float:
+    def duration_s(self, key: str, default_s: float, *, positive: bool = False) -> float:
+        # from 0 to a year (parse_duration_s); positive where a 0 would mean no time at all to
+        # answer, to poll or between two progress lines
         value = self.take(key, (str, int, float), default_s, 'a duration such as "30s"')
         try:
-            seconds = parse_duration_s(value) if isinstance(value, str) else float(value)
+            seconds = parse_duration_s(value)
         except ValueError as exc:
             raise self.error(key, str(exc)) from exc
-        if seconds < 0:
-            raise self.error(key, "must not be negative")
+        if positive and seconds == 0:
+            raise self.error(key, f"must be more than 0, not {value!r}")
         return seconds
 
     def rates(self, key: str, default: tuple[Rate, ...]) -> tuple[Rate, ...]:
@@ -360,7 +396,9 @@ class _Table:
     def env_name(self, key: str, default: str | None) -> str | None:
         value = self.optional_text(key) if default is None else self.text(key, default)
         if value is not None and not _ENV_NAME.fullmatch(value):
-            raise self.error(key, f"{value!r} is not an environment variable name")
+            # never echoed: what is not a variable's name is most likely the secret itself
+            raise self.error(key, "must name an environment variable (letters, digits, _), "
+                                  "not hold the secret itself")
         return value
 
     def done(self) -> None:
@@ -421,7 +459,8 @@ def load_settings(
         retry=_retry(_Table(data.get("retry", {}), "retry", where)),
         costs=_costs(_Table(data.get("costs", {}), "costs", where)),
         run=_run(_Table(data.get("run", {}), "run", where)),
-        accounts=_accounts(_Table(data.get("accounts", {}), "accounts", where)),
+        accounts=_accounts(_Table(data.get("accounts", {}), "accounts", where),
+                           Path() if where("accounts.ledger") == COMMAND_LINE else base_dir),
         replies=_replies(_Table(data.get("replies", {}), "replies", where)),
         source=source,
         warnings=_warnings(data, source),
@@ -467,16 +506,38 @@ def _did_you_mean(key: str, known: Sequence[str]) -> str:
 
 
 def _warnings(data: Mapping[str, object], source: Path | None) -> tuple[str, ...]:
+    listed = data.get("senders")
+    senders = [e if isinstance(e, dict) else {} for e in listed] if isinstance(listed, list) \
+        else []
+    return (*_cap_warnings(senders, source), *_env_warnings(data, senders, source))
+
+
+def _cap_warnings(senders: list[dict[str, object]], source: Path | None) -> list[str]:
     found = []
-    senders = data.get("senders")
-    for number, entry in enumerate(senders if isinstance(senders, list) else [], start=1):
-        cap = entry.get("daily_cap") if isinstance(entry, dict) else None
+    for number, entry in enumerate(senders, start=1):
+        cap = entry.get("daily_cap")
         if isinstance(cap, int) and cap > X_DAILY_DMS:
             found.append(
                 f"{source}, key 'senders[{number}].daily_cap': {cap} is over the about "
                 f"{X_DAILY_DMS} DMs a day X allows an account; it may be restricted"
             )
-    return tuple(found)
+    return found
+
+
+def _env_warnings(data: Mapping[str, object], senders: list[dict[str, object]],
+                  source: Path | None) -> list[str]:
+    # a valid name with lower-case letters is more likely a pasted secret than a variable:
+    # said here, where the file and key are known, and never echoed
+    provider = data.get("provider")
+    named = [("provider.api_key_env",
+              provider.get("api_key_env") if isinstance(provider, dict) else None)]
+    named += [(f"senders[{number}].auth_token_env", entry.get("auth_token_env"))
+              for number, entry in enumerate(senders, start=1)]
+    return [f"{source}, key {key!r}: has lower-case letters, unlike an environment variable's "
+            "usual name (not shown: it may be a secret); it must name the variable that holds "
+            "the secret, never hold the secret itself"
+            for key, value in named
+            if isinstance(value, str) and not _USUAL_ENV_NAME.fullmatch(value.strip())]
 
 
 def _read_toml(path: Path) -> dict[str, object]:
@@ -504,7 +565,7 @@ def _apply_overrides(data: dict[str, object], overrides: Mapping[str, object]) -
 
 def _campaign(table: _Table, campaign_path: Path, base_dir: Path) -> CampaignSettings:
     name = table.text("name", campaign_stem(campaign_path))
-    template = table.optional_text("template")
+    template = table.message("template") if table.has("template") else None
     if template is not None:
         compiled = compile_template(template)
         if isinstance(compiled, TemplateProblem):
@@ -535,9 +596,10 @@ def _spend_cap(table: _Table) -> SpendCap:
     if table.has("max_spend"):
         value = table.take("max_spend", (str, int, float), 0, 'an amount such as "25 USD"')
         try:
-            usd = parse_spend(value)
+            spend = parse_spend(value)
         except ValueError as exc:
             raise table.error("max_spend", str(exc)) from exc
+        usd = table.amount("max_spend", spend)
     credits = table.number("max_credits", 0.0) if table.has("max_credits") else None
     return SpendCap(usd=usd, credits=credits)
 
@@ -564,8 +626,9 @@ def _provider(table: _Table) -> ProviderSettings:
         api_key_env=table.env_name("api_key_env", DEFAULT_API_KEY_ENV[name]) or "",
         rates=table.rates("rate", defaults.rates),
         read_rates=table.rates("read_rate", ()) if table.has("read_rate") else None,
-        request_timeout_s=table.duration_s("request_timeout", defaults.request_timeout_s),
-        poll_timeout_s=table.duration_s("poll_timeout", defaults.poll_timeout_s),
+        request_timeout_s=table.duration_s("request_timeout", defaults.request_timeout_s,
+                                           positive=True),
+        poll_timeout_s=table.duration_s("poll_timeout", defaults.poll_timeout_s, positive=True),
     )
     table.done()
     return settings
@@ -616,7 +679,23 @@ def _senders(
             )
         senders.append(sender)
         seen.add(sender.account.casefold())
+    _check_tokens(senders, where)
     return tuple(senders)
+
+
+def _check_tokens(senders: Sequence[SenderSettings], where: Callable[[str], str]) -> None:
+    # one X session token is one X account: two senders on it would each keep the account's
+    # budget, so together send twice what it allows
+    first: dict[str, int] = {}
+    for number, sender in enumerate(senders, start=1):
+        if sender.auth_token_env is None:
+            continue
+        other = first.setdefault(sender.auth_token_env, number)
+        if other != number:
+            key = f"senders[{number}].auth_token_env"
+            raise ConfigError(f"names the same token variable as senders[{other}] (given or "
+                              "derived from the label); give each sender its own",
+                              source=where(key), key=key)
 
 
 def _sender(
@@ -637,7 +716,15 @@ def _sender(
     if settings.auth_token_env is not None and provider is not ProviderName.GETXAPI:
         raise table.error("auth_token_env", "is for GetXAPI senders only; remove it")
     table.done()
+    if provider is ProviderName.GETXAPI and settings.auth_token_env is None:
+        return replace(settings, auth_token_env=_token_env_of(settings.account))
     return settings
+
+
+def _token_env_of(label: str) -> str:
+    # a label is free text ("help-desk team"): every character a variable's name cannot hold
+    # becomes _, so the name the error suggests can be exported (X_AUTH_TOKEN_HELP_DESK_TEAM)
+    return "X_AUTH_TOKEN_" + _NOT_IN_ENV_NAME.sub("_", label.upper())
 
 
 def _warmup(table: _Table, default: Warmup | None) -> Warmup | None:
@@ -649,9 +736,12 @@ def _warmup(table: _Table, default: Warmup | None) -> Warmup | None:
     value: str | bool = table.take("warmup", bool, True, what) \
         if isinstance(table._data.get("warmup"), bool) else table.take("warmup", str, "", what)
     try:
-        return parse_warmup(value)
+        ramp = parse_warmup(value)
     except ValueError as exc:
         raise table.error("warmup", str(exc)) from exc
+    if ramp is not None and ramp.days * 86400.0 > MAX_DURATION_S:
+        raise table.error("warmup", f"{value!r}: a ramp is at most 365 days")
+    return ramp
 
 
 def _jitter(table: _Table, default: Jitter | None) -> Jitter | None:
@@ -715,7 +805,8 @@ def _run(table: _Table) -> RunSettings:
         on_dm_not_allowed=DmNotAllowedPolicy(policy),
         synchronous=synchronous.upper(),
         stop_grace_s=table.duration_s("stop_grace", defaults.stop_grace_s),
-        progress_interval_s=table.duration_s("progress_interval", defaults.progress_interval_s),
+        progress_interval_s=table.duration_s("progress_interval", defaults.progress_interval_s,
+                                             positive=True),
         rate_guard_s=table.duration_s("rate_guard", defaults.rate_guard_s),
         max_rest_wait_s=table.duration_s("max_rest_wait", defaults.max_rest_wait_s),
         until_done=table.take("until_done", bool, defaults.until_done, "true or false"),
@@ -744,15 +835,23 @@ def _share(table: _Table, key: str, default: float) -> float:
     return share
 
 
-def _accounts(table: _Table) -> AccountsSettings:
+def _accounts(table: _Table, base_dir: Path) -> AccountsSettings:
     ledger = table.optional_text("ledger")
-    if ledger is not None and ledger.startswith(("postgresql://", "postgres://")):
+    if ledger is not None and ledger.startswith(_LEDGER_URLS):
         netloc = ledger.split("://", 1)[1].split("/", 1)[0]
         if "@" in netloc and ":" in netloc.rsplit("@", 1)[0]:
             raise table.error("ledger", "holds a password; secrets come from the environment: "
                                         "set PGPASSWORD, or the whole URL in BULKDM_LEDGER")
     table.done()
-    return AccountsSettings(ledger=ledger)
+    return AccountsSettings(ledger=None if ledger is None else _ledger_place(ledger, base_dir))
+
+
+def _ledger_place(ledger: str, base_dir: Path) -> str:
+    # a relative SQLite path is the settings file's, as a suppression file is: every folder a
+    # campaign runs from must share one ledger, or its windows and caps are not shared
+    if ledger.lower() == "off" or ledger.startswith(_LEDGER_URLS):
+        return ledger
+    return str(base_dir / Path(ledger).expanduser())
 
 
 def _replies(table: _Table) -> RepliesSettings:
@@ -762,6 +861,13 @@ def _replies(table: _Table) -> RepliesSettings:
                                sync_every_s=table.duration_s("sync_every", 0.0))
     table.done()
     return settings
+
+
+def _as_float(number: int) -> float:
+    try:
+        return float(number)
+    except OverflowError:  # past a float's range: as far as a float goes
+        return math.inf if number > 0 else -math.inf
 
 
 def settings_fingerprint(settings: Settings) -> str:

@@ -1,12 +1,16 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from pathlib import Path
 
 import pytest
 
 from bulkdm.errors import ConfigError
+from bulkdm.ledger import ledger_spec
 from bulkdm.rates import Rate
+from bulkdm.secrets import read_secret
 from bulkdm.settings import (
     CampaignSettings,
     CostSettings,
@@ -133,7 +137,8 @@ progress_interval = "5s"
             daily_cap=300,
             auth_token_env="X_AUTH_TOKEN_ONE",
         ),
-        SenderSettings(account="two"),
+        # a GetXAPI sender without its own variable reads X_AUTH_TOKEN_ and its label
+        SenderSettings(account="two", auth_token_env="X_AUTH_TOKEN_TWO"),
     )
     assert settings.retry == RetrySettings(max_attempts=3, base_delay_s=0.5, max_delay_s=120.0,
                                            settle_after_s=300.0, clock_skew_s=2.0)
@@ -206,7 +211,8 @@ def test_suppression_paths_are_relative_to_the_settings_file(
         ('[provider]\nrate = "120 per minute"\n', "provider.rate", "not a rate"),
         ('[provider]\nrate = "0/60s"\n', "provider.rate", "must both be positive"),
         ('[provider]\nbase_url = "ftp://x"\n', "provider.base_url", "http://"),
-        ('[provider]\napi_key_env = "MY KEY"\n', "provider.api_key_env", "not an environment"),
+        ('[provider]\napi_key_env = "MY KEY"\n', "provider.api_key_env",
+         "must name an environment variable"),
         ('[retry]\nbase_delay = "soon"\n', "retry.base_delay", "not a duration"),
         ("[retry]\nmax_attempts = true\n", "retry.max_attempts", "must be an integer"),
         ('[retry]\nbase_delay = "1m"\nmax_delay = "1s"\n', "retry.max_delay", "shorter"),
@@ -356,3 +362,202 @@ def test_a_sender_is_found_by_its_handle_in_any_case_also_after_a_replace() -> N
     fewer = dataclasses.replace(settings, senders=senders[:1])
     assert fewer.sender("acct1") is None and fewer.sender("acct0") is senders[0]
     assert fewer == Settings(campaign=CampaignSettings(name="c"), senders=senders[:1])
+
+
+@pytest.mark.parametrize(
+    ("written", "expected"),
+    [
+        ("myledger.sqlite", "{conf}/myledger.sqlite"),
+        ("state/pool.sqlite", "{conf}/state/pool.sqlite"),
+        ("~/pool.sqlite", "{home}/pool.sqlite"),
+        ("/srv/bulkdm/ledger.sqlite", "/srv/bulkdm/ledger.sqlite"),
+        ("postgresql://bulkdm@db.internal:5432/pool", "postgresql://bulkdm@db.internal:5432/pool"),
+        ("postgres://bulkdm@db.internal/pool", "postgres://bulkdm@db.internal/pool"),
+        ("off", "off"),
+        ("OFF", "OFF"),
+    ],
+)
+def test_a_relative_ledger_path_is_relative_to_the_settings_file(
+    campaign: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, written: str, expected: str
+) -> None:
+    config = tmp_path / "conf" / "s.toml"
+    config.parent.mkdir()
+    config.write_text(f'[accounts]\nledger = "{written}"\n' + MINIMAL)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # the folder a command runs from must not matter
+    ledger = load_settings(campaign, config_path=config).accounts.ledger
+    assert ledger == expected.format(conf=config.parent, home=tmp_path / "home")
+    assert (ledger_spec(ledger, {}) is None) == (written.lower() == "off")
+
+
+def test_a_relative_ledger_path_holds_when_the_settings_path_is_relative(
+    campaign: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "s.toml").write_text('[accounts]\nledger = "l.sqlite"\n' + MINIMAL)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    ledger = load_settings(campaign, config_path=Path("../conf/s.toml")).accounts.ledger
+    assert ledger is not None and Path(ledger).resolve() == tmp_path / "conf" / "l.sqlite"
+
+
+HUGE = "9" * 400  # a TOML integer past a float's range
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "message"),
+    [
+        ("[run]\nrate_guard = inf\n", "run.rate_guard", "over a year"),
+        ("[run]\nrate_guard = nan\n", "run.rate_guard", "not a duration"),
+        ('[provider]\nrate = "99999999999999999999/1s"\n', "provider.rate", "at most 2147483647"),
+        ('[provider]\nrate = "5/-1s"\n', "provider.rate", "must both be positive"),
+        ('[[senders]]\naccount = "b"\nrate = "1/400d"\n', "senders[1].rate", "at most a year"),
+        ("[campaign]\nmax_spend = nan\n", "campaign.max_spend", r"from 0 to 1e\+12, not nan"),
+        ("[campaign]\nmax_spend = inf\n", "campaign.max_spend", r"from 0 to 1e\+12, not inf"),
+        (f'[campaign]\nmax_spend = "{HUGE} USD"\n', "campaign.max_spend", "not inf"),
+        ("[campaign]\nmax_credits = nan\n", "campaign.max_credits", "not nan"),
+        ("[costs]\ncredit_price = nan\n", "costs.credit_price", "not nan"),
+        ("[costs]\ncredit_price = inf\n", "costs.credit_price", "not inf"),
+        (f"[costs]\ngetxapi_dm_price = {HUGE}\n", "costs.getxapi_dm_price", "not inf"),
+        ("[provider]\nrequest_timeout = 0\n", "provider.request_timeout", "more than 0"),
+        ("[provider]\nrequest_timeout = nan\n", "provider.request_timeout", "not a duration"),
+        ("[provider]\npoll_timeout = -0.0\n", "provider.poll_timeout", "more than 0"),
+        ("[run]\nprogress_interval = 0\n", "run.progress_interval", "more than 0"),
+        ('[run]\nprogress_interval = "0ms"\n', "run.progress_interval", "more than 0"),
+        ('[retry]\nsettle_after = "99999999999999999999999d"\n', "retry.settle_after",
+         "over a year"),
+        (f"[retry]\nbase_delay = {HUGE}\n", "retry.base_delay", "over a year"),
+        ("[run]\nmax_rest_wait = 1e300\n", "run.max_rest_wait", "over a year"),
+        ('[run]\nstop_grace = "-1s"\n', "run.stop_grace", "negative"),
+        ("[run]\nrefusal_cooldown = -inf\n", "run.refusal_cooldown", "negative"),
+        ("[replies]\nsync_every = inf\n", "replies.sync_every", "over a year"),
+        (f"[campaign]\njitter = {HUGE}\n", "campaign.jitter", "between 0% and 100%"),
+        ('[campaign]\nwarmup = "99999999999999999999d from 20%"\n', "campaign.warmup",
+         "at most 365 days"),
+    ],
+)
+def test_non_finite_and_absurd_numbers_name_the_key_and_the_file(
+    campaign: Path, text: str, key: str, message: str
+) -> None:
+    # each was accepted (and later crashed a run, or said a NaN budget was kept) or raised a
+    # Python error: now a ConfigError that names the file and the key
+    source = beside(campaign, text + MINIMAL)
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_settings(campaign)
+    assert (caught.value.source, caught.value.key) == (str(source), key)
+
+
+def test_zero_and_a_year_are_accepted_where_they_make_sense(campaign: Path) -> None:
+    beside(campaign, '[run]\nstop_grace = 0\nrate_guard = "0s"\nmax_rest_wait = "365d"\n'
+                     "[retry]\nbase_delay = 0\nsettle_after = -0.0\n[costs]\ncredit_price = 0\n"
+                     '[provider]\nrate = "2147483647/365d"\n' + MINIMAL)
+    settings = load_settings(campaign)
+    assert (settings.run.stop_grace_s, settings.run.rate_guard_s) == (0.0, 0.0)
+    assert settings.run.max_rest_wait_s == 365 * 86400.0
+    assert settings.retry.base_delay_s == 0.0 and settings.costs.xquik_credit_usd == 0.0
+    assert math.copysign(1.0, settings.retry.settle_after_s) == 1.0  # -0.0 is read as 0
+    assert settings.provider.rates == (Rate(count=2**31 - 1, period_s=365 * 86400.0),)
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('[provider]\napi_key_env = "xq-SECRET/PASTED=="\n', "provider.api_key_env"),
+        # a hex token (an X session token is 40 hex digits) that starts with a digit
+        ('[provider]\napi_key_env = "9f86d081884c7d659a2feaa0c55ad015"\n', "provider.api_key_env"),
+        ('[provider]\nname = "getxapi"\n[[senders]]\naccount = "b"\nauth_token_env = "Tok en:4f9a"\n',
+         "senders[1].auth_token_env"),
+    ],
+)
+def test_a_secret_where_a_variable_name_goes_is_refused_and_never_echoed(
+    campaign: Path, text: str, key: str
+) -> None:
+    source = beside(campaign, text + MINIMAL)
+    with pytest.raises(ConfigError, match="must name an environment variable") as caught:
+        load_settings(campaign)
+    assert (caught.value.source, caught.value.key) == (str(source), key)
+    pasted = text.split('_env = "')[1].split('"')[0]
+    assert pasted not in str(caught.value)
+
+
+def test_a_variable_name_with_lower_case_letters_is_warned_about_and_never_echoed(
+    campaign: Path,
+) -> None:
+    # a valid name, but an Xquik key pasted in its place looks just like this one
+    source = beside(campaign, '[provider]\nname = "getxapi"\napi_key_env = "xq_SECRETPASTED123"\n'
+                              '[[senders]]\naccount = "a"\nauth_token_env = "Tok_a"\n'
+                              '[[senders]]\naccount = "b"\nauth_token_env = "TOK_B"\n')
+    settings = load_settings(campaign)
+    assert settings.provider.api_key_env == "xq_SECRETPASTED123"  # allowed: it may be a name
+    assert [w.split(": ")[0] for w in settings.warnings] == [
+        f"{source}, key 'provider.api_key_env'", f"{source}, key 'senders[1].auth_token_env'"]
+    assert not any("SECRETPASTED" in w or "Tok_a" in w for w in settings.warnings)
+
+
+@pytest.mark.parametrize(
+    ("label", "variable"),
+    [
+        ("helpdesk", "X_AUTH_TOKEN_HELPDESK"),
+        ("help-desk team", "X_AUTH_TOKEN_HELP_DESK_TEAM"),
+        ("josé.b", "X_AUTH_TOKEN_JOS__B"),
+        ("2nd_line", "X_AUTH_TOKEN_2ND_LINE"),
+    ],
+)
+def test_a_getxapi_sender_without_a_variable_reads_one_that_can_be_exported(
+    campaign: Path, label: str, variable: str
+) -> None:
+    beside(campaign, f'[provider]\nname = "getxapi"\n[[senders]]\naccount = "{label}"\n')
+    (sender,) = load_settings(campaign).senders
+    assert sender.auth_token_env == variable
+    assert re.fullmatch(r"[A-Z_][A-Z0-9_]*", variable)
+
+
+def test_two_getxapi_senders_cannot_read_one_token_variable(campaign: Path) -> None:
+    # "help-desk" and "help_desk" both derive X_AUTH_TOKEN_HELP_DESK: one X session for two
+    # senders would let each spend the account's whole budget
+    source = beside(campaign, '[provider]\nname = "getxapi"\n[[senders]]\naccount = "help-desk"\n'
+                              '[[senders]]\naccount = "help_desk"\n')
+    with pytest.raises(ConfigError, match=r"same token variable as senders\[1\]") as caught:
+        load_settings(campaign)
+    assert (caught.value.source, caught.value.key) == (str(source), "senders[2].auth_token_env")
+    beside(campaign, '[provider]\nname = "getxapi"\n[[senders]]\naccount = "help-desk"\n'
+                     '[[senders]]\naccount = "help_desk"\nauth_token_env = "X_AUTH_TOKEN_HD2"\n')
+    assert len(load_settings(campaign).senders) == 2
+
+
+def test_an_unset_variable_is_named_only_when_it_looks_like_one() -> None:
+    with pytest.raises(ConfigError, match="export XQUIK_API_KEY=") as caught:
+        read_secret("XQUIK_API_KEY", purpose="provider API key", environ={})
+    assert caught.value.key == "XQUIK_API_KEY"
+    with pytest.raises(ConfigError, match="holds the provider API key is not set") as caught:
+        read_secret("xq_SECRETPASTED123", purpose="provider API key", environ={})
+    assert "SECRETPASTED" not in str(caught.value) and caught.value.key is None
+    # set, it is read whatever its name
+    found = read_secret("xq_lower", purpose="provider API key", environ={"xq_lower": " k "})
+    assert found.reveal() == "k"
+
+
+@pytest.mark.parametrize(
+    ("toml", "template"),
+    [
+        ('"Hi {first_name}\\nline two"', "Hi {first_name}\nline two"),
+        ('"Hi {first_name},\\tthanks"', "Hi {first_name},\tthanks"),
+        # the closing line break of a """ string is trimmed, as a row's text is; the rest stays
+        ('"""\nHi {first_name},\n\n  line three\n"""', "Hi {first_name},\n\n  line three"),
+        # what isprintable() refuses but DMs carry: a no-break space, an emoji's joiner
+        ('"Bonjour\\u00a0!"', "Bonjour\u00a0!"),
+        ('"Pride \\U0001F3F3\\uFE0F\\u200D\\U0001F308"', "Pride \U0001f3f3\ufe0f\u200d\U0001f308"),
+    ],
+)
+def test_a_template_may_span_lines(campaign: Path, toml: str, template: str) -> None:
+    beside(campaign, f"[campaign]\ntemplate = {toml}\n" + MINIMAL)
+    assert load_settings(campaign).campaign.template == template
+
+
+@pytest.mark.parametrize("toml", ['"Hi\\u0007"', '"Hi\\r\\nthere"', '"\\u001b[31mHi"', '" \\n "'])
+def test_a_template_refuses_other_control_characters(campaign: Path, toml: str) -> None:
+    beside(campaign, f"[campaign]\ntemplate = {toml}\n" + MINIMAL)
+    with pytest.raises(ConfigError, match="without control characters other than new") as caught:
+        load_settings(campaign)
+    assert caught.value.key == "campaign.template"
