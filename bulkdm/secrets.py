@@ -6,10 +6,11 @@ import os
 import re
 from collections.abc import Mapping
 from typing import Final
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from bulkdm.errors import ConfigError
 
-__all__ = ["MASK", "Secret", "read_secret"]
+__all__ = ["MASK", "Secret", "holds_password", "masked_url", "read_secret"]
 
 MASK: Final = "********"
 #: how environment variables are named by convention (POSIX)
@@ -70,3 +71,38 @@ def _not_set(variable: str, purpose: str) -> ConfigError:
         "settings file (api_key_env or auth_token_env), is not shown: it has lower-case "
         "letters, as a secret does. Name the variable there, and export the secret in it"
     )
+
+
+def masked_url(url: str) -> str:
+    """``url`` without its password (``user:password@`` or ``?password=``), for messages; a URL
+    that cannot be read at all is shown by its scheme alone."""
+    parts = _parts(url)
+    if parts is None:
+        return f"{url.partition('://')[0]}://(a URL that cannot be read)"
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
+    query = "&".join("password=***" if _is_password(item) else item
+                     for item in parts.query.split("&")) if parts.query else ""
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def holds_password(url: str) -> bool:
+    """Whether ``url`` carries a password (``user:password@`` or ``?password=``); one that
+    cannot be read is left to its reader to refuse."""
+    parts = _parts(url)
+    return parts is not None and (parts.password is not None
+                                  or any(map(_is_password, parts.query.split("&"))))
+
+
+def _parts(url: str) -> SplitResult | None:
+    try:
+        parts = urlsplit(url)
+        parts.password  # noqa: B018  # reading it is what may raise (a bad port, a bad [host)
+    except ValueError:
+        return None
+    return parts
+
+
+def _is_password(item: str) -> bool:
+    return item.partition("=")[0].lower() == "password"

@@ -32,6 +32,7 @@ from bulkdm.policies.warmup import DEFAULT_WARMUP, Warmup, parse_warmup
 from bulkdm.policies.windows import SendWindow, parse_send_window
 from bulkdm.ratelimit import DEFAULT_LEAST_GUARD_S
 from bulkdm.rates import MAX_DURATION_S, Rate, parse_duration_s, parse_rate
+from bulkdm.secrets import holds_password
 from bulkdm.template import TemplateProblem, compile_template
 
 __all__ = [
@@ -837,11 +838,9 @@ def _share(table: _Table, key: str, default: float) -> float:
 
 def _accounts(table: _Table, base_dir: Path) -> AccountsSettings:
     ledger = table.optional_text("ledger")
-    if ledger is not None and ledger.startswith(_LEDGER_URLS):
-        netloc = ledger.split("://", 1)[1].split("/", 1)[0]
-        if "@" in netloc and ":" in netloc.rsplit("@", 1)[0]:
-            raise table.error("ledger", "holds a password; secrets come from the environment: "
-                                        "set PGPASSWORD, or the whole URL in BULKDM_LEDGER")
+    if ledger is not None and ledger.startswith(_LEDGER_URLS) and holds_password(ledger):
+        raise table.error("ledger", "holds a password; secrets come from the environment: "
+                                    "set PGPASSWORD, or the whole URL in BULKDM_LEDGER")
     table.done()
     return AccountsSettings(ledger=None if ledger is None else _ledger_place(ledger, base_dir))
 

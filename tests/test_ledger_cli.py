@@ -126,10 +126,12 @@ async def test_plan_says_which_limits_hold_when_two_campaigns_disagree(tmp_path:
     assert as_json["account_limits"] == [n.removeprefix("accounts: ") for n in notes]
 
 
-async def test_a_password_in_the_settings_file_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("url", ["postgresql://bulkdm:hunter2@db.example/pool",
+                                 "postgres://bulkdm@db.example/pool?sslmode=require&password=hunter2"])
+async def test_a_password_in_the_settings_file_is_refused(tmp_path: Path, url: str) -> None:
     path = campaign(tmp_path, "c", 9000, 1, url="http://127.0.0.1:9/api/v1")
     with path.with_suffix(".toml").open("a", encoding="utf-8") as toml:
-        toml.write('\n[accounts]\nledger = "postgresql://bulkdm:hunter2@db.example/pool"\n')
+        toml.write(f'\n[accounts]\nledger = "{url}"\n')
     done = await bulkdm("plan", str(path))
     assert done.code == 1 and "PGPASSWORD" in done.stderr and "hunter2" not in done.stderr
     assert os.environ["XDG_STATE_HOME"].startswith(str(tmp_path.parent))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
@@ -37,8 +36,9 @@ from bulkdm.ledger.base import (
     window_s,
 )
 from bulkdm.rates import Rate
+from bulkdm.secrets import masked_url
 
-__all__ = ["PostgresLedger", "masked_url"]
+__all__ = ["PostgresLedger"]
 
 _KEEP_S: Final = 8 * 86400.0
 _SCHEMA: Final = """
@@ -100,22 +100,6 @@ _NTH_SETTLED: Final = (
     "FROM bulkdm_reservations WHERE subject = $3 AND at_s > $4 AND (holder != $1 OR at_s > $5) "
     "AND (sent OR at_s <= $6) ORDER BY until_s DESC LIMIT 1 OFFSET $7"
 )
-
-
-def masked_url(url: str) -> str:
-    """``url`` without its password (``user:password@`` or ``?password=``), for messages; a URL
-    that cannot be read at all is shown by its scheme alone."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return f"{url.partition('://')[0]}://(a URL that cannot be read)"
-    netloc = parts.netloc
-    if password is not None:
-        netloc = netloc.replace(f":{password}@", ":***@", 1)
-    query = "&".join("password=***" if item.partition("=")[0].lower() == "password" else item
-                     for item in parts.query.split("&")) if parts.query else ""
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 class PostgresLedger:
