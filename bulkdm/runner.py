@@ -32,7 +32,7 @@ from bulkdm.rows import UNBOUND
 from bulkdm.runlock import RunLock
 from bulkdm.sandbox import SandboxConfig, running_sandbox
 from bulkdm.secrets import Secret, read_secret
-from bulkdm.settings import ProviderName, RunSettings, Settings
+from bulkdm.settings import ProviderName, RunSettings, Settings, token_env_of
 from bulkdm.timestamps import iso_utc
 from bulkdm.waits import next_send_at_s, time_left_s, wait_reason
 
@@ -128,7 +128,8 @@ async def _provider(
             api_key = Secret(_SANDBOX_KEY)
         else:
             api_key = read_secret(settings.provider.api_key_env, purpose="provider API key",
-                                  environ=environ)
+                                  environ=environ, source=settings.source,
+                                  key="provider.api_key_env")
         auths = _sender_auths(settings, sandbox=options.sandbox, environ=environ)
         provider = await open_provider(settings.provider, api_key,
                                        concurrency=settings.run.concurrency)
@@ -173,15 +174,16 @@ def _sender_auths(
     settings: Settings, *, sandbox: bool, environ: Mapping[str, str] | None
 ) -> dict[str, SenderAuth]:
     auths = {}
-    for sender in settings.senders:
+    for number, sender in enumerate(settings.senders, start=1):
         token = None
         if settings.provider.name is ProviderName.GETXAPI:
             if sandbox:
                 token = Secret(f"tok-{sender.account}")
             else:
-                variable = sender.auth_token_env or f"X_AUTH_TOKEN_{sender.account.upper()}"
-                token = read_secret(variable, purpose=f"X session token of {sender.account}",
-                                    environ=environ)
+                token = read_secret(sender.auth_token_env or token_env_of(sender.account),
+                                    purpose=f"X session token of {sender.account}",
+                                    environ=environ, source=settings.source,
+                                    key=f"senders[{number}].auth_token_env")
         auths[sender.account] = SenderAuth(account=sender.account, auth_token=token)
     return auths
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Final
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
@@ -47,30 +48,28 @@ class Secret:
         raise TypeError("a Secret cannot be pickled")
 
 
-def read_secret(variable: str, *, purpose: str, environ: Mapping[str, str] | None = None) -> Secret:
-    """Read ``variable`` from the environment; a missing or empty one is a :class:`ConfigError`.
+def read_secret(variable: str, *, purpose: str, environ: Mapping[str, str] | None = None,
+                source: Path | str | None = None, key: str | None = None) -> Secret:
+    """Read ``variable`` from the environment; a missing or empty one is a :class:`ConfigError`
+    naming the settings file (``source``) and the key that names the variable (``key``).
 
     The error names the variable only when it is named as variables are (capitals, digits,
     ``_``): any other name came from a settings file and may be the secret pasted in its place.
     """
     value = (os.environ if environ is None else environ).get(variable, "")
     if not value.strip():
-        raise _not_set(variable, purpose)
+        named = variable if _USUAL_NAME.fullmatch(variable) else None  # else maybe the secret
+        raise ConfigError(_not_set(variable, purpose), source=source, key=key or named)
     return Secret(value.strip())
 
 
-def _not_set(variable: str, purpose: str) -> ConfigError:
+def _not_set(variable: str, purpose: str) -> str:
     if _USUAL_NAME.fullmatch(variable):
-        return ConfigError(
-            f"environment variable {variable} is not set; it holds the {purpose}. "
-            f"Export it (export {variable}=...) and run again",
-            key=variable,
-        )
-    return ConfigError(
-        f"the environment variable that holds the {purpose} is not set. Its name, from the "
-        "settings file (api_key_env or auth_token_env), is not shown: it has lower-case "
-        "letters, as a secret does. Name the variable there, and export the secret in it"
-    )
+        return (f"environment variable {variable} is not set; it holds the {purpose}. "
+                f"Export it (export {variable}=...) and run again")
+    return (f"the environment variable that holds the {purpose} is not set. Its name is not "
+            "shown: it has lower-case letters, as a secret does. Name the variable there, and "
+            "export the secret in it")
 
 
 def masked_url(url: str) -> str:

@@ -51,6 +51,7 @@ __all__ = [
     "load_settings",
     "settings_fingerprint",
     "settings_path",
+    "token_env_of",
 ]
 
 
@@ -718,11 +719,12 @@ def _sender(
         raise table.error("auth_token_env", "is for GetXAPI senders only; remove it")
     table.done()
     if provider is ProviderName.GETXAPI and settings.auth_token_env is None:
-        return replace(settings, auth_token_env=_token_env_of(settings.account))
+        return replace(settings, auth_token_env=token_env_of(settings.account))
     return settings
 
 
-def _token_env_of(label: str) -> str:
+def token_env_of(label: str) -> str:
+    """The variable a GetXAPI sender's X session token is read from when its settings name none."""
     # a label is free text ("help-desk team"): every character a variable's name cannot hold
     # becomes _, so the name the error suggests can be exported (X_AUTH_TOKEN_HELP_DESK_TEAM)
     return "X_AUTH_TOKEN_" + _NOT_IN_ENV_NAME.sub("_", label.upper())

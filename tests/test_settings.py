@@ -533,6 +533,11 @@ def test_an_unset_variable_is_named_only_when_it_looks_like_one() -> None:
     with pytest.raises(ConfigError, match="holds the provider API key is not set") as caught:
         read_secret("xq_SECRETPASTED123", purpose="provider API key", environ={})
     assert "SECRETPASTED" not in str(caught.value) and caught.value.key is None
+    # from a settings file: the error names the file and the key that names the variable
+    with pytest.raises(ConfigError, match="export X_AUTH_TOKEN_AMY=") as caught:
+        read_secret("X_AUTH_TOKEN_AMY", purpose="X session token of amy", environ={},
+                    source="/srv/c.toml", key="senders[1].auth_token_env")
+    assert str(caught.value).startswith("/srv/c.toml, key 'senders[1].auth_token_env': ")
     # set, it is read whatever its name
     found = read_secret("xq_lower", purpose="provider API key", environ={"xq_lower": " k "})
     assert found.reveal() == "k"

@@ -84,8 +84,9 @@ def test_a_secret_pasted_as_the_key_variable_is_never_printed(tmp_path: Path) ->
     assert "SECRETPASTED" not in done.stdout + done.stderr
     # said where it came from (a warning names the file and key), and what is missing
     assert f"warning: {conf / 's.toml'}, key 'provider.api_key_env': " in done.stderr
-    assert "error: the environment variable that holds the provider API key is not set" \
-        in done.stderr
+    # the run's error names the file and key too
+    assert (f"error: {conf / 's.toml'}, key 'provider.api_key_env': the environment variable "
+            "that holds the provider API key is not set") in done.stderr
     settings = (conf / "s.toml").read_text(encoding="utf-8")
     (conf / "s.toml").write_text(settings.replace("xq_SECRETPASTED123", "xq-SECRET/PASTED=="))
     done = _cli("plan", str(camp / "c.jsonl"), "--config", str(conf / "s.toml"), cwd=tmp_path)
