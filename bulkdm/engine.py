@@ -778,7 +778,8 @@ class Engine:
                 # the replay's answer is the original, still ambiguous, action: look it up
                 await self._after_replay_ambiguous(row, sender, request, outcome, sent.at_s)
             else:
-                await self._submit(await self._after_send(row, sender, request, outcome, sent.at_s))
+                await self._submit(await self._after_send(row, sender, request, outcome,
+                                                          sent.at_s, unsettled=replay))
         finally:
             if ticket is not None:
                 ticket.release()  # the request never left (a no-op once it did)
@@ -788,8 +789,10 @@ class Engine:
 
     async def _after_send(
         self, row: RowRecord, sender: _Sender, request: DmRequest, outcome: Outcome,
-        sent_at_s: float,
+        sent_at_s: float, *, unsettled: bool = False,
     ) -> list[Write]:
+        """The writes a send's answer makes. ``unsettled``: the row's outcome was unknown before
+        this send (a replay): an answer that does not settle it leaves it unknown."""
         # the row's own (conditional) write goes first: when it finds the row moved, nothing of
         # the submission was written and the commit needs no savepoint (checkpoint.py)
         writes = [cp.attempt_result(row_id=row.id, attempt=row.attempts,
@@ -806,8 +809,8 @@ class Engine:
         if action is Action.FAIL_ROW:
             return [*await self._refused(row, sender, outcome), *writes]
         if action in (Action.REST_SENDER, Action.DROP_SENDER, Action.STOP_RUN):
-            return [*self._sender_problem(row, sender, outcome), *writes]
-        return [*await self._retry_later(row, outcome), *writes]
+            return [*self._sender_problem(row, sender, outcome, unsettled=unsettled), *writes]
+        return [*await self._retry_later(row, outcome, unsettled=unsettled), *writes]
 
     def _within_cap(self, *, dms: int = 0, uploads: int = 0, lookups: int = 0) -> bool:
         """Whether these calls, on top of what was spent, keep the campaign within its cap."""
@@ -921,11 +924,14 @@ class Engine:
                                     from_sender=row.sender)]
         return [self._fail(row, outcome.code, outcome.message)]
 
-    def _sender_problem(self, row: RowRecord, sender: _Sender, outcome: Outcome) -> list[Write]:
+    def _sender_problem(self, row: RowRecord, sender: _Sender, outcome: Outcome, *,
+                        unsettled: bool = False) -> list[Write]:
         """STOP_RUN, DROP_SENDER or REST_SENDER from a send, lookup, upload or read: the call
-        was not performed, so the row goes back to where it was (a claimed row to pending), or
-        to no sender when its claim bound it."""
-        back = RowState.PENDING if row.state is RowState.SENDING else row.state
+        was not performed, so the row goes back to where it was (a claimed row to pending, a
+        replayed one to unknown: its first send may have been delivered), or to no sender when
+        its claim bound it and it is provably not delivered."""
+        back = (RowState.UNKNOWN if unsettled
+                else RowState.PENDING if row.state is RowState.SENDING else row.state)
         if outcome.action is not Action.STOP_RUN:
             return [*self._row_leaves(row, back, outcome), *self._sender_leaves(sender, outcome)]
         if self._halt is None:
@@ -990,18 +996,25 @@ class Engine:
         delay_s = retry_delay_s(tries, self._settings.retry, retry_after_s=outcome.retry_after_s)
         return [self._defer(row, row.state, delay_s, outcome)]
 
-    async def _retry_later(self, row: RowRecord, outcome: Outcome) -> list[Write]:
+    async def _retry_later(self, row: RowRecord, outcome: Outcome, *,
+                           unsettled: bool = False) -> list[Write]:
+        """A send to try again. ``unsettled`` (a replay whose answer did not settle the row):
+        it stays unknown, never unbound nor sent under another key, and once out of attempts
+        the conversation settles it (_settle_unknown), never a plain failure a retry file
+        would send again."""
         if outcome.code in _THROTTLE_CODES and outcome.retry_after_s:
             self._key.rest_until(self._clock() + outcome.retry_after_s)
         failures = await self._failures(row)
-        if failures >= self._settings.retry.max_attempts and outcome.action is not Action.VERIFY:
-            return [self._fail(row, outcome.code, f"gave up after {failures} attempts: "
-                                                  f"{outcome.message or outcome.code}")]
         delay_s = retry_delay_s(failures, self._settings.retry, retry_after_s=outcome.retry_after_s)
         if outcome.action is Action.VERIFY:
             # with the budget spent too: settled (one look at the conversation) before it fails
             return [self._defer(row, RowState.UNKNOWN,
                                 max(delay_s, 1.0, self._settle_after_s), outcome)]
+        if unsettled:
+            return [self._defer(row, RowState.UNKNOWN, delay_s, outcome)]
+        if failures >= self._settings.retry.max_attempts:
+            return [self._fail(row, outcome.code, f"gave up after {failures} attempts: "
+                                                  f"{outcome.message or outcome.code}")]
         if row.bound_by_claim and outcome.code in _THROTTLE_CODES:
             # refused before delivery: another account may send it, under its own key
             return [self._unbind(row, delay_s, outcome)]
@@ -1239,9 +1252,9 @@ class Engine:
 
     async def _settle_rows_of(self, gone: _Sender) -> None:
         """An out sender's ``unknown`` rows are settled before anything moves them: Xquik
-        replays each under its own key (a refusal proves it was never dispatched, and the row
-        goes back to pending); GetXAPI reads the sender's own conversation. What cannot be
-        settled stays ``unknown`` with its sender, for a later run."""
+        replays each under its own key (the stored action settles it), then, as GetXAPI, the
+        sender's own conversation is read: found, it was sent; absent, it goes back to pending.
+        What cannot be settled stays ``unknown`` with its sender, for a later run."""
         after_id = 0
         while not self._stop.is_set() and (rows := await self._cp.rows_of_sender(
                 gone.account, (RowState.UNKNOWN,), after_id=after_id, limit=_PAGE)):
@@ -1253,13 +1266,22 @@ class Engine:
                 await self._sleep(wait_s)
                 if self._stop.is_set():
                     return
-                [row] = await self._cp.rows_by_ids([row.id])  # as it is now, after the wait
-                if row.state is not RowState.UNKNOWN or row.sender != gone.account:
-                    continue
                 if self._settings.provider.name is ProviderName.XQUIK:
-                    await self._work_row(row, gone)
-                else:
+                    await self._replay_unknown(row.id, gone)
+                # a replay refused says nothing of the first send (a provider may look at the
+                # account, or its windows, before the key): its conversation settles it
+                [row] = await self._cp.rows_by_ids([row.id])  # as it is now
+                if row.state is RowState.UNKNOWN and row.sender == gone.account:
                     await self._settle_by_reading(row, gone)
+
+    async def _replay_unknown(self, row_id: int, gone: _Sender) -> None:
+        """Replay an out sender's unknown row under its own key, to its answer: a stored action
+        (sent) settles it."""
+        [row] = await self._cp.rows_by_ids([row_id])  # as it is now, after the wait
+        if row.state is RowState.UNKNOWN and row.sender == gone.account:
+            task = await self._work_row(row, gone)
+            if task is not None:
+                await asyncio.shield(task)  # the send ends (and is recorded) even if we stop
 
     async def _settle_by_reading(self, row: RowRecord, gone: _Sender) -> None:
         result = await self._look_up(row, gone)
@@ -1267,7 +1289,9 @@ class Engine:
             return
         if result.found is None:
             code = result.outcome.code if result.outcome else "history_unavailable"
-            gone.note = f"{gone.note or 'out'}; its unknown rows wait to be settled ({code})"
+            waiting = f"its unknown rows wait to be settled ({code})"
+            if waiting not in (gone.note or ""):  # once, however many rows wait
+                gone.note = f"{gone.note or 'out'}; {waiting}"
         elif result.found:
             await self._submit([self._found(row, gone, result)])
         else:

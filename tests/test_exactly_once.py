@@ -247,11 +247,14 @@ async def test_a_sender_out_in_an_earlier_run_is_tried_again(tmp_path: Path) -> 
     assert delivered == Counter(r["recipient_id"] for r in rows)
 
 
-async def test_an_out_senders_unknown_rows_are_settled_with_its_own_key_then_moved(
+async def test_an_out_senders_unknown_rows_stay_with_it_when_nothing_settles_them(
     tmp_path: Path,
 ) -> None:
-    # reauth1's five rows were in flight when a run died; its replays (same key) are refused
-    # before dispatch, which proves them undelivered, so they move to steady and are sent
+    # reauth1's five rows were in flight when a run died. Its replays (same key) are refused
+    # for its account, which says nothing of the first sends (a provider may look at the
+    # account before the key), and its conversation cannot be read: the rows stay unknown with
+    # it, for a run after it is re-authorised. Moving them to steady sent them again under
+    # steady's keys whenever the first sends had been delivered (QA: 12 in 200)
     path = tmp_path / "c.sqlite"
     mine = [planned(i, sender="reauth1", recipient_id=str(66_000 + i)) for i in range(1, 6)]
     theirs = [planned(i, sender="steady", recipient_id=str(66_000 + i)) for i in range(6, 11)]
@@ -272,6 +275,10 @@ async def test_an_out_senders_unknown_rows_are_settled_with_its_own_key_then_mov
             report = await asyncio.wait_for(engine.run(), timeout=30)
         delivered = Counter(d.recipient_id for d in sb.ledger)
         senders = {d.sender for d in sb.ledger}
-    assert report.finish_reason is FinishReason.COMPLETED, report
-    assert delivered == Counter(str(66_000 + i) for i in range(1, 11))
+    assert report.finish_reason is FinishReason.PAUSED, report
+    assert report.detail is not None
+    assert report.detail.count("its unknown rows wait to be settled (account_needs_reauth)") == 1
+    assert delivered == Counter(str(66_000 + i) for i in range(6, 11))
     assert senders == {"steady"}
+    result = await states(path)
+    assert {result[i][0] for i in range(1, 6)} == {"unknown"}
