@@ -150,11 +150,13 @@ class _Pages:
             invalid = [row.id for row in page if row.state is RowState.INVALID]
             originals = self._wait(self._checkpoint.originals(invalid))
             for row in page:
-                if not retryable(row):
-                    if row.state is RowState.FAILED:
-                        self.unsettled += 1
-                    else:
-                        self.duplicates += 1
+                # final rows that may have reached their recipient are counted and left out;
+                # any other row (sent, not final) is refused by campaign_fields, saying why
+                if row.state is RowState.FAILED and not retryable(row):
+                    self.unsettled += 1
+                    continue
+                if row.state is RowState.SKIPPED and not retryable(row):
+                    self.duplicates += 1
                     continue
                 found = originals.get(row.id)
                 yield row, None if found is None else orjson.loads(found)

@@ -168,6 +168,10 @@ async def test_a_retry_file_of_skipped_rows_leaves_out_duplicates(tmp_path: Path
         assert (await bulkdm("run", str(campaign), "--progress", "none")).code == 0
         exported = await bulkdm("export", str(campaign), "--status", "skipped", "--as-campaign")
         assert exported.code == 0, exported.stderr
+        # a sent row is refused, saying why, not counted among the duplicates
+        sent = await bulkdm("export", str(campaign), "--status", "sent", "skipped",
+                            "--as-campaign", "--out", str(tmp_path / "sent.jsonl"))
+        assert sent.code == 1 and "line 1 is sent" in sent.stderr, sent.stdout + sent.stderr
         retry = tmp_path / "camp.retry.jsonl"
         kept = [orjson.loads(line)["recipient_username"] for line in retry.read_bytes().splitlines()]
         again = await bulkdm("run", str(retry), "--config", str(tmp_path / "camp.toml"),
