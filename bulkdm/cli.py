@@ -51,6 +51,8 @@ HELP_CONFIG: Final = "settings file (default: NAME.toml beside the campaign file
 HELP_CHECKPOINT: Final = "checkpoint file (default: NAME.bulkdm.sqlite beside the campaign file)"
 #: ``runner.ExitCode.STOPPED`` (not imported: ``bulkdm --help`` stays light)
 _EXIT_STOPPED: Final = 4
+#: what a shell reports for a program its reader left (128 + SIGPIPE)
+_EXIT_BROKEN_PIPE: Final = 141
 HELP_DELIMITER: Final = 'CSV field separator: ",", ";" or "tab" (default: sniffed from the header)'
 
 
@@ -547,7 +549,13 @@ def main(argv: Sequence[str] | None = None, *, commands: Sequence[Command] = COM
     handler: Callable[[argparse.Namespace], Awaitable[int]] = args.handler
     try:
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
-            return runner.run(_call(handler, args))
+            code = runner.run(_call(handler, args))
+        sys.stdout.flush()  # here, where a reader gone is caught, not at the interpreter's exit
+        return code
+    except BrokenPipeError:
+        # the reader left (`bulkdm status ... | head -3`): no traceback for what it did not want
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return _EXIT_BROKEN_PIPE
     except StorageError as exc:
         print(f"bulkdm: stopped: {exc}. Nothing is lost: once the file can be written (free "
               "space, or make it writable), run the same command to resume.", file=sys.stderr)

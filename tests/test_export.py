@@ -3,21 +3,25 @@ the files are read back with the libraries their users read them with (openpyxl,
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
+import os
 import sqlite3
+import sys
 from datetime import datetime
 from pathlib import Path
 
 import duckdb
 import orjson
+import pytest
 from openpyxl import load_workbook
 
 from bulkdm.checkpoint import Checkpoint
 from bulkdm.sandbox import Faults, SandboxConfig, running_sandbox
 from bulkdm.schema import MIGRATIONS, SCHEMA_VERSION
 from bulkdm.workbook import xlsx_bytes
-from tests.clikit import bulkdm, handoff_lines, write_campaign
+from tests.clikit import bulkdm, env_for, handoff_lines, write_campaign
 
 ROWS: list[dict[str, object]] = [
     {"recipient_id": "1893726451029384192", "external_id": "00123", "consent": "opted_in:2026-10-01",
@@ -292,3 +296,23 @@ def test_xlsx_of_no_rows_has_the_header_and_a_control_character_is_replaced() ->
     header, values = list(book["dm_send"].iter_rows(values_only=True))
     row = dict(zip(header, values, strict=True))
     assert row["text"] == "bell\ufffd and\ttab\nline" and row["line"] == 1
+
+
+@pytest.mark.parametrize("command", [("status",), ("export", "--out", "-")])
+async def test_a_reader_that_leaves_early_gets_no_traceback(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    # `bulkdm status c.jsonl | head -3`: head exits, the next write fails with EPIPE, and
+    # Python printed a BrokenPipeError traceback (at its exit, for a short output)
+    campaign, _ = await _sent_campaign(tmp_path)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first write: every write fails
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bulkdm", command[0], str(campaign), *command[1:],
+            stdout=write_end, stderr=asyncio.subprocess.PIPE, env=env_for())
+    finally:
+        os.close(write_end)
+    _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 141
+    assert stderr.decode() == ""
