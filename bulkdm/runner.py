@@ -280,9 +280,16 @@ async def _run_again_at_s(engine: Engine, checkpoint: Checkpoint) -> float | Non
     and when their rows are due (an out sender sends nothing until it is fixed). Rows bound to
     no sender yet are any usable sender's."""
     unbound_s = await checkpoint.next_unbound_due_s()
-    senders = [(s.limiter, _earliest(await checkpoint.next_due_s(s.account), unbound_s))
+    senders = [(s.limiter, _not_before(_earliest(await checkpoint.next_due_s(s.account),
+                                                 unbound_s), s.free_at_s))
                for s in engine.senders if s.usable]
     return next_send_at_s(senders, engine.api_key_limiter, time.time())
+
+
+def _not_before(due_s: float | None, free_s: float | None) -> float | None:
+    # a sender that stopped for the run knows when it is free (the shared ledger's refusal:
+    # another campaign filled the day), which this run's own limiters do not
+    return None if due_s is None else max(due_s, free_s or due_s)
 
 
 def _earliest(*times: float | None) -> float | None:

@@ -84,6 +84,10 @@ async def test_two_campaigns_in_a_row_keep_the_daily_cap_together(tmp_path: Path
     assert all(len([d for d in ledger if d.sender == s and d.recipient_id.startswith("4")]) == 0
                for s in SENDERS)
     assert "next slot at" in two.stdout
+    # the summary's time is the ledger's (the day full, all campaigns), not this run's own
+    # limiters' (it sent nothing): it said "(in 0s)"
+    again = re.search(r"Next send possible at .* \(in ([^)]*)\)", two.stdout)
+    assert again is not None and again.group(1) in ("1d00h", "23h59m"), two.stdout
     pool = orjson.loads((await bulkdm("accounts", "--sandbox", "--json")).stdout)
     views = {a["account"]: a for a in pool["accounts"]}
     assert set(views) == {"s1", "s2"}
@@ -92,6 +96,32 @@ async def test_two_campaigns_in_a_row_keep_the_daily_cap_together(tmp_path: Path
     assert views["s1"]["campaigns"] == ["support", "welcome"]
     live = orjson.loads((await bulkdm("accounts", "--json")).stdout)
     assert live["accounts"] == []  # sandbox runs never charge a live account
+
+
+async def test_a_cap_filled_by_another_campaign_meanwhile_says_when_it_is_free(
+    tmp_path: Path,
+) -> None:
+    # a run's own limiters count the sends the ledger held when it started, and its own: the
+    # one whose day another campaign filled meanwhile said "Next send possible ... (in 0s)"
+    # while its note said tomorrow
+    async with running_sandbox() as sb:
+        slow = campaign(tmp_path / "b", "support", 6000, 6, url=sb.xquik_url,
+                        sender_rate="1/5s", daily_cap=2)
+        fast = campaign(tmp_path / "a", "welcome", 5000, 6, url=sb.xquik_url,
+                        sender_rate="1000/1s", daily_cap=2)
+        running = await start("run", str(slow), "--progress", "none", env=pool_env())
+        for _ in range(5000):  # its first send from each sender, then 5 s to its next
+            if len(await delivered(sb.root_url)) == 2:
+                break
+            await asyncio.sleep(0.002)
+        filled = await bulkdm("run", str(fast), "--progress", "none", env=pool_env())
+        refused = await finish(running)
+        ledger = await delivered(sb.root_url)
+    assert Counter(d.sender for d in ledger) == {"s1": 2, "s2": 2}
+    for run in (refused, filled):
+        assert run.code == 4, run.stdout + run.stderr
+        again = re.search(r"Next send possible at .* \(in ([^)]*)\)", run.stdout)
+        assert again is not None and again.group(1) in ("1d00h", "23h59m"), run.stdout
 
 
 async def test_two_hosts_coordinate_only_through_a_postgres_ledger(
