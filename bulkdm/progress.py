@@ -260,9 +260,11 @@ def summary_text(
     failures_by_code: Mapping[str, int],
     resume_command: str | None,
     run_again_at_s: float | None = None,
+    unnamed: Mapping[str, int] | None = None,
 ) -> str:
     """The end-of-run report: why it ended, rows by state, failures by code, senders, next step
-    (``run_again_at_s``: when a paused run's next send can leave)."""
+    (``run_again_at_s``: when a paused run's next send can leave; ``unnamed``: rows in doubt
+    of accounts the settings no longer name, by account)."""
     lines = [
         f"Campaign {final.campaign!r}: {finish_reason} after {format_duration(final.elapsed_s)}",
         "Rows (whole campaign, earlier runs included):",
@@ -279,6 +281,10 @@ def summary_text(
             f"  {in_doubt} row(s) may have been delivered; the next run settles them "
             "before sending anything to those recipients"
         )
+    for account, n in sorted((unnamed or {}).items()):
+        # only its own key and conversation can settle them: nothing else ever will
+        lines.append(f"  {n} of them were sent by {account}, which the settings no longer "
+                     f"name: add {account} back to settle them (no other account sends them)")
     if failures_by_code:
         lines.append("Failures by code:")
         ranked = sorted(failures_by_code.items(), key=lambda item: (-item[1], item[0]))

@@ -28,7 +28,7 @@ from bulkdm.providers.base import Provider, SenderAuth
 from bulkdm.ratelimit import WindowLimiter
 from bulkdm.replies import REPLIES_SUFFIX, replies_lock, sync_replies, write_replies_file
 from bulkdm.report import format_report
-from bulkdm.rows import UNBOUND
+from bulkdm.rows import UNBOUND, RowState
 from bulkdm.runlock import RunLock
 from bulkdm.sandbox import SandboxConfig, running_sandbox
 from bulkdm.secrets import Secret, read_secret
@@ -235,6 +235,7 @@ async def _send_all(
         if report.finish_reason is FinishReason.PAUSED else None
     stream.write(summary_text(final, finish_reason=report.finish_reason.value,
                               failures_by_code=failures, run_again_at_s=again_s,
+                              unnamed=await _in_doubt_unnamed(checkpoint, settings),
                               resume_command=None if report.finish_reason is FinishReason.COMPLETED
                               else _resume_command(options)) + "\n")
     if report.detail:
@@ -284,6 +285,17 @@ async def _run_again_at_s(engine: Engine, checkpoint: Checkpoint) -> float | Non
                                                  unbound_s), s.free_at_s))
                for s in engine.senders if s.usable]
     return next_send_at_s(senders, engine.api_key_limiter, time.time())
+
+
+async def _in_doubt_unnamed(checkpoint: Checkpoint, settings: Settings) -> dict[str, int]:
+    """Rows that may have been delivered, of accounts the settings no longer name: by account."""
+    named = {s.account.casefold() for s in settings.senders}
+    found: dict[str, int] = {}
+    for state in (RowState.UNKNOWN, RowState.SENDING):
+        for account, n in (await checkpoint.sender_counts(state.value)).items():
+            if account != UNBOUND and account.casefold() not in named:
+                found[account] = found.get(account, 0) + n
+    return found
 
 
 def _not_before(due_s: float | None, free_s: float | None) -> float | None:

@@ -282,3 +282,33 @@ async def test_an_out_senders_unknown_rows_stay_with_it_when_nothing_settles_the
     assert senders == {"steady"}
     result = await states(path)
     assert {result[i][0] for i in range(1, 6)} == {"unknown"}
+
+
+async def test_rows_in_doubt_of_a_sender_removed_from_the_settings_say_how_to_settle_them(
+    tmp_path: Path,
+) -> None:
+    # a run died with s_b's sends in flight, then s_b was taken out of the settings: its rows
+    # can be settled only by its own key and conversation, so every later run paused on them
+    # and said only "the next run settles them", which no run ever did
+    async with running_sandbox() as sb:
+        rows = [{"recipient_id": str(67_000 + i), "first_name": "x",
+                 "sender": "s_a" if i < 3 else "s_b"} for i in range(6)]
+        campaign = write_campaign(tmp_path, rows, url=sb.xquik_url, senders=("s_a", "s_b"))
+        assert (await bulkdm("plan", str(campaign))).code == 0
+        checkpoint = await Checkpoint.open(campaign.with_suffix(".bulkdm.sqlite"))
+        try:
+            for row in await checkpoint.due_rows("s_b", after_id=0, now_s=1e12, limit=10):
+                assert await checkpoint.submit(cp.claim(
+                    row_id=row.id, attempt=1, sender="s_b", key=row.idempotency_key or "",
+                    key_rotation=0, at_s=1.0, expect=Expect(state=row.state, sender="s_b")))
+        finally:
+            await checkpoint.close()
+        settings = tmp_path / "camp.toml"
+        settings.write_text(settings.read_text().replace(
+            '[[senders]]\naccount = "s_b"\nrate = "1000/1s"\n', ""))
+        done = await bulkdm("run", str(campaign), "--amend", "--progress", "none")
+        delivered = [d.recipient_id for d in sb.ledger]
+    assert sorted(delivered) == ["67000", "67001", "67002"]  # s_b's never sent by s_a
+    assert done.code == 4, done.stdout + done.stderr
+    assert ("  3 of them were sent by s_b, which the settings no longer name: add s_b back to "
+            "settle them (no other account sends them)") in done.stdout.splitlines()
