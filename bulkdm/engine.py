@@ -416,11 +416,14 @@ class Engine:
         return woke
 
     async def _finish_reason(self) -> FinishReason:
+        # the counts as the checkpoint holds them: a username resolved to a recipient another
+        # line has skipped its row in SQL, where no write says so (the summary said "pending")
+        counts = await self._cp.state_counts()
+        self.counts = Counter(counts)
         if self._halt is not None:
             return self._halted_by or FinishReason.STOPPED_BY_PROVIDER
         if self._stop.is_set():
             return FinishReason.INTERRUPTED
-        counts = await self._cp.state_counts()
         left = counts.get(RowState.PENDING, 0) + counts.get(RowState.UNKNOWN, 0)
         return FinishReason.PAUSED if left else FinishReason.COMPLETED
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bulkdm.rates import Rate
-from bulkdm.sandbox import Faults, SandboxConfig, running_sandbox
+from bulkdm.sandbox import Faults, SandboxConfig, derive_user_id, running_sandbox
 from tests.clikit import (
     bulkdm,
     env_for,
@@ -168,3 +168,24 @@ async def test_status_and_export_read_the_checkpoint(tmp_path: Path) -> None:
                          "--out", str(retry))
     assert again.code == 0, again.stderr
     assert len(retry.read_text(encoding="utf-8").splitlines()) == 2
+
+
+async def test_a_username_resolved_to_another_lines_recipient_is_counted_skipped(
+    tmp_path: Path,
+) -> None:
+    # line 1 names @other1, line 2 the same person by id: the run finds out when it resolves
+    # the name, and skips line 1 in SQL, where no write tells the engine's counts; a completed
+    # run's summary said "pending 1"
+    rows: list[dict[str, object]] = [
+        {"recipient_username": "other1", "first_name": "O"},
+        {"recipient_id": derive_user_id("other1"), "first_name": "O"},
+        {"recipient_username": "amy", "first_name": "A"}]
+    async with running_sandbox() as sb:
+        campaign = write_campaign(tmp_path, rows, url=sb.xquik_url)
+        done = await bulkdm("run", str(campaign), "--progress", "none")
+        delivered = sorted(d.recipient_id for d in sb.ledger)
+    assert delivered == sorted([derive_user_id("other1"), derive_user_id("amy")])
+    assert done.code == 0, done.stdout + done.stderr
+    summary = done.stdout.splitlines()
+    assert ["skipped", "1"] in [line.split() for line in summary], done.stdout
+    assert not any(line.startswith("  pending") for line in summary), done.stdout
