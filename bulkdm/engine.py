@@ -1272,9 +1272,12 @@ class Engine:
                 if self._settings.provider.name is ProviderName.XQUIK:
                     await self._replay_unknown(row.id, gone)
                 # a replay refused says nothing of the first send (a provider may look at the
-                # account, or its windows, before the key): its conversation settles it
+                # account, or its windows, before the key): its conversation settles it, once
+                # due (a replay whose own answer was lost may yet arrive: it waits its turn)
                 [row] = await self._cp.rows_by_ids([row.id])  # as it is now
-                if row.state is RowState.UNKNOWN and row.sender == gone.account:
+                due_s = await self._cp.due_s(row.id) or 0.0
+                if row.state is RowState.UNKNOWN and row.sender == gone.account \
+                        and due_s <= self._clock():
                     await self._settle_by_reading(row, gone)
 
     async def _replay_unknown(self, row_id: int, gone: _Sender) -> None:
