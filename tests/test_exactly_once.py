@@ -212,14 +212,7 @@ async def test_unknown_rows_whose_conversation_cannot_be_read_end_and_say_why(
     path = tmp_path / "c.sqlite"
     await write_plan(path, [planned(i, sender="alice", recipient_id=str(64_000 + i))
                             for i in (1, 2)])
-    checkpoint = await Checkpoint.open(path)
-    try:
-        for row in await checkpoint.due_rows("alice", after_id=0, now_s=1e12, limit=10):
-            assert await checkpoint.submit(cp.claim(
-                row_id=row.id, attempt=1, sender="alice", key=row.idempotency_key or "",
-                key_rotation=0, at_s=1.0, expect=Expect(state=row.state, sender="alice")))
-    finally:
-        await checkpoint.close()
+    await in_flight(path, "alice")
     async with running_sandbox() as sb:
         base = settings_for(sb, provider=ProviderName.GETXAPI)
     settings = replace(base, provider=replace(base.provider, base_url=_dead_url(
@@ -259,14 +252,7 @@ async def test_an_out_senders_unknown_rows_stay_with_it_when_nothing_settles_the
     mine = [planned(i, sender="reauth1", recipient_id=str(66_000 + i)) for i in range(1, 6)]
     theirs = [planned(i, sender="steady", recipient_id=str(66_000 + i)) for i in range(6, 11)]
     await write_plan(path, mine + theirs)
-    checkpoint = await Checkpoint.open(path)
-    try:
-        for row in await checkpoint.due_rows("reauth1", after_id=0, now_s=1e12, limit=10):
-            assert await checkpoint.submit(cp.claim(
-                row_id=row.id, attempt=1, sender="reauth1", key=row.idempotency_key or "",
-                key_rotation=0, at_s=1.0, expect=Expect(state=row.state, sender="reauth1")))
-    finally:
-        await checkpoint.close()
+    await in_flight(path, "reauth1")
     async with running_sandbox() as sb:
         base = settings_for(sb, senders=("reauth1", "steady"))
         slow = replace(base.senders[0], rates=(Rate(count=2, period_s=1.0),))
@@ -295,14 +281,7 @@ async def test_rows_in_doubt_of_a_sender_removed_from_the_settings_say_how_to_se
                  "sender": "s_a" if i < 3 else "s_b"} for i in range(6)]
         campaign = write_campaign(tmp_path, rows, url=sb.xquik_url, senders=("s_a", "s_b"))
         assert (await bulkdm("plan", str(campaign))).code == 0
-        checkpoint = await Checkpoint.open(campaign.with_suffix(".bulkdm.sqlite"))
-        try:
-            for row in await checkpoint.due_rows("s_b", after_id=0, now_s=1e12, limit=10):
-                assert await checkpoint.submit(cp.claim(
-                    row_id=row.id, attempt=1, sender="s_b", key=row.idempotency_key or "",
-                    key_rotation=0, at_s=1.0, expect=Expect(state=row.state, sender="s_b")))
-        finally:
-            await checkpoint.close()
+        await in_flight(campaign.with_suffix(".bulkdm.sqlite"), "s_b")
         settings = tmp_path / "camp.toml"
         settings.write_text(settings.read_text().replace(
             '[[senders]]\naccount = "s_b"\nrate = "1000/1s"\n', ""))
@@ -312,3 +291,15 @@ async def test_rows_in_doubt_of_a_sender_removed_from_the_settings_say_how_to_se
     assert done.code == 4, done.stdout + done.stderr
     assert ("  3 of them were sent by s_b, which the settings no longer name: add s_b back to "
             "settle them (no other account sends them)") in done.stdout.splitlines()
+
+
+async def in_flight(path: Path, sender: str) -> None:
+    """Leave ``sender``'s due rows claimed and not answered, as a run killed mid-send does."""
+    checkpoint = await Checkpoint.open(path)
+    try:
+        for row in await checkpoint.due_rows(sender, after_id=0, now_s=1e12, limit=10):
+            assert await checkpoint.submit(cp.claim(
+                row_id=row.id, attempt=1, sender=sender, key=row.idempotency_key or "",
+                key_rotation=0, at_s=1.0, expect=Expect(state=row.state, sender=sender)))
+    finally:
+        await checkpoint.close()
