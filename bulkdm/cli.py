@@ -148,7 +148,10 @@ async def _plan(args: argparse.Namespace) -> int:
         finally:
             await checkpoint.close()
     if args.json:
-        print(orjson.dumps({**report.to_dict(), "account_limits": notes}).decode())
+        # a script reading invalid_rows knows whether it has them all (without --errors: 20)
+        cut = len(report.invalid_rows) < report.rows.invalid
+        print(orjson.dumps({**report.to_dict(), "invalid_rows_cut": cut,
+                            "account_limits": notes}).decode())
     else:
         print("\n".join([format_report(report), *(f"accounts: {n}" for n in notes)]))
     # nothing to send (every row invalid, or none at all): a script must not go on to `run`

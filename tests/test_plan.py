@@ -627,8 +627,12 @@ def test_cli_plan_errors_lists_all_and_json_is_one_object(workdir: Path) -> None
         "reason": "bad_username",
         "message": "'bad name 0' is not an X username (1-15 letters, digits or _)",
     }
+    assert report["invalid_rows_cut"] is False
     again = bulkdm("plan", "c.jsonl", "--json", "--checkpoint", "other.sqlite", cwd=workdir)
-    assert orjson.loads(again.stdout)["status"] == "unchanged"
+    unchanged = orjson.loads(again.stdout)
+    assert unchanged["status"] == "unchanged"
+    # without --errors the list stops at 20, and says so (a script could not tell before)
+    assert len(unchanged["invalid_rows"]) == 20 and unchanged["invalid_rows_cut"] is True
 
 
 def test_cli_bad_settings_exit_1_with_the_key_and_file(workdir: Path) -> None:
