@@ -33,7 +33,7 @@ from bulkdm.sandbox import cli as sandbox_cli
 from bulkdm.settings import COMMAND_LINE, Settings, load_settings
 
 if TYPE_CHECKING:
-    from bulkdm.checkpoint import Checkpoint
+    from bulkdm.checkpoint import Checkpoint, PlanMeta
     from bulkdm.export import CsvOptions, ExportFormat
 
 __all__ = [
@@ -360,12 +360,12 @@ async def _export(args: argparse.Namespace) -> int:
         return await _export_replies(args, fmt, csv, to_stdout)
     checkpoint = await _open_existing(args.target)
     try:
+        meta = await checkpoint.plan_meta()
         if not to_stdout:
-            await _refuse_own_files(out, checkpoint)
+            await _refuse_own_files(out, checkpoint.path, meta)
         exported = await export_rows(
             checkpoint, sys.stdout.buffer if to_stdout else out, fmt=fmt,
             states=args.status or (), as_campaign=args.as_campaign, csv=csv)
-        meta = await checkpoint.plan_meta()
     except ValueError as exc:
         raise ConfigError(str(exc), source=COMMAND_LINE, key="--as-campaign") from exc
     finally:
@@ -398,7 +398,7 @@ async def _export_replies(args: argparse.Namespace, fmt: ExportFormat, csv: CsvO
     checkpoint = await _open_existing(args.target)
     try:
         if not to_stdout:
-            await _refuse_own_files(out, checkpoint)
+            await _refuse_own_files(out, checkpoint.path, await checkpoint.plan_meta())
         count = await export_replies(checkpoint, sys.stdout.buffer if to_stdout else out,
                                      fmt=fmt, csv=csv)
     except ValueError as exc:
@@ -410,13 +410,12 @@ async def _export_replies(args: argparse.Namespace, fmt: ExportFormat, csv: CsvO
     return 0
 
 
-async def _refuse_own_files(out: Path, checkpoint: Checkpoint) -> None:
+async def _refuse_own_files(out: Path, checkpoint: Path, meta: PlanMeta | None) -> None:
     """An ``--out`` naming a file the campaign lives on is refused: an export over the
     checkpoint lost the record of what was sent, and one over the campaign or settings file a
     campaign's identity (planning it again would message everyone again)."""
-    meta = await checkpoint.plan_meta()
-    own = {"checkpoint": checkpoint.path}
-    own.update({f"checkpoint's {part}": checkpoint.path.with_name(f"{checkpoint.path.name}-{part}")
+    own = {"checkpoint": checkpoint}
+    own.update({f"checkpoint's {part}": checkpoint.with_name(f"{checkpoint.name}-{part}")
                 for part in ("wal", "shm", "journal")})
     if meta is not None:
         own["campaign file"] = Path(meta.campaign_path)

@@ -317,7 +317,10 @@ class Engine:
                 break
         await self._drain()
         await self._cp.flush()
-        reason = await self._finish_reason()
+        # the counts as the checkpoint holds them: a username resolved to a recipient another
+        # line has skipped its row in SQL, where no write says so (the summary said "pending")
+        self.counts = Counter(await self._cp.state_counts())
+        reason = self._finish_reason()
         detail = self._halt or self._waiting_note()
         if reason is FinishReason.PAUSED:
             detail = "; ".join(filter(None, [detail, self._free_again_note()]))
@@ -415,16 +418,12 @@ class Engine:
                 woke = True
         return woke
 
-    async def _finish_reason(self) -> FinishReason:
-        # the counts as the checkpoint holds them: a username resolved to a recipient another
-        # line has skipped its row in SQL, where no write says so (the summary said "pending")
-        counts = await self._cp.state_counts()
-        self.counts = Counter(counts)
+    def _finish_reason(self) -> FinishReason:
         if self._halt is not None:
             return self._halted_by or FinishReason.STOPPED_BY_PROVIDER
         if self._stop.is_set():
             return FinishReason.INTERRUPTED
-        left = counts.get(RowState.PENDING, 0) + counts.get(RowState.UNKNOWN, 0)
+        left = self.counts[RowState.PENDING] + self.counts[RowState.UNKNOWN]
         return FinishReason.PAUSED if left else FinishReason.COMPLETED
 
     def _free_again_note(self) -> str | None:

@@ -39,8 +39,8 @@ class MediaProblem:
 
 
 def media_type(head: bytes) -> str | None:
-    """The MIME type of a file that starts with ``head`` when it is one Xquik takes, else
-    ``None``."""
+    """The MIME type of a file that starts with ``head`` (its first bytes, or all of it) when it
+    is one Xquik takes, else ``None``."""
     if head.startswith(b"\xff\xd8\xff"):
         return "image/jpeg"
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
@@ -76,7 +76,8 @@ def check_media(path: Path) -> MediaProblem | str:
 
 
 def type_or_problem(path: Path, head: bytes, size: int) -> MediaProblem | str:
-    """:func:`check_media` on what was read of the file: its first bytes and its size."""
+    """:func:`check_media` on what was read of the file: its first bytes (or all of it) and its
+    size."""
     kind = media_type(head)
     if kind is None:
         return MediaProblem(code="media_type", message=(

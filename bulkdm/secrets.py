@@ -11,7 +11,7 @@ from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from bulkdm.errors import ConfigError
 
-__all__ = ["MASK", "Secret", "holds_password", "masked_url", "read_secret"]
+__all__ = ["MASK", "Secret", "holds_password", "masked_url", "read_secret", "usual_env_name"]
 
 MASK: Final = "********"
 #: how environment variables are named by convention (POSIX)
@@ -58,13 +58,19 @@ def read_secret(variable: str, *, purpose: str, environ: Mapping[str, str] | Non
     """
     value = (os.environ if environ is None else environ).get(variable, "")
     if not value.strip():
-        named = variable if _USUAL_NAME.fullmatch(variable) else None  # else maybe the secret
+        named = variable if usual_env_name(variable) else None  # else maybe the secret
         raise ConfigError(_not_set(variable, purpose), source=source, key=key or named)
     return Secret(value.strip())
 
 
+def usual_env_name(name: str) -> bool:
+    """Whether ``name`` is named as environment variables are (capitals, digits, ``_``): a name
+    with lower-case letters is allowed, but is more likely a secret pasted in its place."""
+    return _USUAL_NAME.fullmatch(name) is not None
+
+
 def _not_set(variable: str, purpose: str) -> str:
-    if _USUAL_NAME.fullmatch(variable):
+    if usual_env_name(variable):
         return (f"environment variable {variable} is not set; it holds the {purpose}. "
                 f"Export it (export {variable}=...) and run again")
     return (f"the environment variable that holds the {purpose} is not set. Its name is not "

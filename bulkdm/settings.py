@@ -32,7 +32,7 @@ from bulkdm.policies.warmup import DEFAULT_WARMUP, Warmup, parse_warmup
 from bulkdm.policies.windows import SendWindow, parse_send_window
 from bulkdm.ratelimit import DEFAULT_LEAST_GUARD_S
 from bulkdm.rates import MAX_DURATION_S, Rate, parse_duration_s, parse_rate
-from bulkdm.secrets import holds_password
+from bulkdm.secrets import holds_password, usual_env_name
 from bulkdm.template import TemplateProblem, compile_template
 
 __all__ = [
@@ -272,9 +272,6 @@ class Settings:
 
 _T = TypeVar("_T")
 _ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-#: how environment variables are named by convention (POSIX): a name with lower-case letters is
-#: allowed, but is more likely a pasted secret than a variable
-_USUAL_ENV_NAME: Final = re.compile(r"[A-Z_][A-Z0-9_]*")
 _NOT_IN_ENV_NAME: Final = re.compile(r"[^A-Z0-9_]")
 #: the most a price or a spending cap may be: more is a slip, and a price times a campaign's
 #: sends stays a finite number
@@ -539,7 +536,7 @@ def _env_warnings(data: Mapping[str, object], senders: list[dict[str, object]],
             "usual name (not shown: it may be a secret); it must name the variable that holds "
             "the secret, never hold the secret itself"
             for key, value in named
-            if isinstance(value, str) and not _USUAL_ENV_NAME.fullmatch(value.strip())]
+            if isinstance(value, str) and not usual_env_name(value.strip())]
 
 
 def _read_toml(path: Path) -> dict[str, object]:

@@ -353,7 +353,7 @@ async def _read_media(path: Path) -> tuple[bytes, str] | Outcome:
             code="media_unreadable",
             message=f"cannot read {path}: {exc.strerror or exc}",
         )
-    checked = type_or_problem(path, content[:16], len(content))
+    checked = type_or_problem(path, content, len(content))
     if isinstance(checked, MediaProblem):
         return Outcome(action=Action.FAIL_ROW, code=checked.code, message=checked.message)
     return content, checked

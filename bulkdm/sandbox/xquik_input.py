@@ -140,7 +140,7 @@ async def read_media(
     if len(data) > MAX_MEDIA_BYTES:
         message = f"The file limit is {MAX_MEDIA_BYTES} bytes."
         return errors.error(413, "body_too_large", message, request_id)
-    if source == "file" and media_type(data[:16]) is None:
+    if source == "file" and media_type(data) is None:
         message = f"The file must be {MEDIA_TYPES_TEXT}."
         return errors.error(415, "unsupported_media_type", message, request_id)
     payload = {"account": account, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
