@@ -24,7 +24,7 @@ from typing import Final
 
 from bulkdm import checkpoint as cp
 from bulkdm.checkpoint import Checkpoint, HandoffCursor, PlanMeta, RowParams, Write
-from bulkdm.rows import RowRecord, RowState
+from bulkdm.rows import FINAL_STATES, RowRecord, RowState
 
 __all__ = ["AmendSummary", "KeptRow", "PlannedLine", "amend_checkpoint", "diff_plan"]
 
@@ -336,8 +336,10 @@ def _writes(rows: list[_Row], checkpoint: Checkpoint, now_iso: str) -> tuple[lis
                                           finished_at=now_iso))
         elif row.fate in ("unchanged", "kept") and record is not None and row.new is not None \
                 and row.new.params[_LINE] != record.line:
-            # the line follows the file, also for a row kept as it was sent
+            # the line follows the file, also for a row kept as it was sent; a record the
+            # handoff file holds names its line, so the file is written again
             writes.append(cp.amend_line(row_id=record.id, line=row.new.params[_LINE]))
+            rewritten = rewritten or record.state in FINAL_STATES
         if record is not None and row.fate in ("changed", "removed") \
                 and record.state in (RowState.SKIPPED, RowState.INVALID):
             rewritten = True

@@ -51,6 +51,9 @@ async def test_an_edit_after_a_run_is_refused_then_amended_without_resending(
     assert delivered == Counter({**{str(r["recipient_id"]): 1 for r in rows}, "70999": 1})
     lines = handoff_lines(tmp_path / "camp.handoff.jsonl")
     assert len(lines) == 11 and {r["send_status"] for r in lines} == {"sent"}
+    # every record names its row's line in the edited file, those sent before the edit too
+    assert {r["external_id"]: r["line"] for r in lines} \
+        == {"c-new": 1, **{f"c-{i}": i + 2 for i in range(10)}}
 
 
 async def test_amend_mid_campaign_replans_only_unsent_rows(tmp_path: Path) -> None:
