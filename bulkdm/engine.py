@@ -874,12 +874,18 @@ class Engine:
     def _same_error(self, outcome: Outcome) -> None:
         """Every send's answer counts (a success as ``None``), final or not: an outage (5xx,
         cut connections, timeouts), a revoked key or a bad template fails send after send,
-        and retrying each row in turn would burn through the list. A rate limit's rest is
-        pacing, not an error: it counts for nothing."""
+        and retrying each row in turn would burn through the list. So does every lookup,
+        upload and conversation read that fails (one that works counts as a success): an
+        outage met before the first send must not fail the list row by row either. A rate
+        limit's rest is pacing, not an error: it counts for nothing."""
         if outcome.action is Action.REST_SENDER or outcome.code in _THROTTLE_CODES:
             return
+        self._count_answer(None if outcome.action is Action.DONE
+                           else outcome.code or outcome.action.value)
+
+    def _count_answer(self, latest: str | None) -> None:
+        """One call's answer for the same-error breaker: ``None`` a success, else its code."""
         breaker = self._settings.run.same_error_breaker
-        latest = None if outcome.action is Action.DONE else outcome.code or outcome.action.value
         full = len(self._recent_codes) >= breaker.sample  # a whole sample before this answer
         self._recent_codes.append(latest)
         del self._recent_codes[:-max(1, breaker.sample)]
@@ -888,7 +894,7 @@ class Engine:
         code = None if latest is None and full else breaker.trips(self._recent_codes)
         if code is not None and self._halt is None:
             self._halt = (f"same-error breaker: {code} on most of the last "
-                          f"{len(self._recent_codes)} sends; fix the cause (or wait for the "
+                          f"{len(self._recent_codes)} calls to the provider; fix the cause (or wait for the "
                           "provider to recover), then run again")
             self._halted_by = FinishReason.STOPPED_BY_BREAKER
             self._stop.set()
@@ -979,6 +985,11 @@ class Engine:
         return cp.unbind(row_id=row.id, due_s=self._clock() + delay_s, reason=outcome.code,
                          message=outcome.message, expect=_expect(row))
 
+    def _call_worked(self, sender: _Sender) -> None:
+        """A lookup, upload or read that was answered (a user not found included)."""
+        sender.call_succeeded()
+        self._count_answer(None)
+
     def _call_failed(self, row: RowRecord, sender: _Sender, outcome: Outcome, what: str) -> list[Write]:
         """A lookup, media upload or conversation read for ``row`` that did not succeed, acted
         on as a send's outcome is: the sender and run actions apply, and retries are bounded by
@@ -987,6 +998,7 @@ class Engine:
         sender.note = sender.call_note = f"{what} failed ({detail})"  # shown in the display
         if outcome.action in (Action.STOP_RUN, Action.DROP_SENDER, Action.REST_SENDER):
             return self._sender_problem(row, sender, outcome)
+        self._same_error(outcome)
         self._call_failures[row.id] += 1
         tries = self._call_failures[row.id]
         if tries >= self._settings.retry.max_attempts:
@@ -1044,7 +1056,7 @@ class Engine:
             outcome = result.outcome or Outcome(action=Action.RETRY, code="history_unavailable")
             await self._submit(self._call_failed(row, sender, outcome, "conversation read"))
             return False
-        sender.call_succeeded()
+        self._call_worked(sender)
         if result.found:
             await self._submit([self._found(row, sender, result)])
             return False
@@ -1165,7 +1177,7 @@ class Engine:
         writes = self._user_writes(outcomes)
         for username, outcome in outcomes.items():
             if outcome.action in (Action.DONE, Action.FAIL_ROW):
-                sender.call_succeeded()
+                self._call_worked(sender)
                 known[username] = (outcome.value, "ok" if outcome.ok else outcome.code or "failed")
         writes += self._recipient_writes(rows, known, outcomes, sender)
         # one submission each: a row another sender took meanwhile refuses only its own write
@@ -1217,7 +1229,7 @@ class Engine:
         outcome = await self._provider.upload_media(Path(path), sender.auth, key)
         done = cp.upload_done(path=path, sender=sender.account, at_s=at_s)
         if outcome.ok and outcome.value:
-            sender.call_succeeded()
+            self._call_worked(sender)
             await self._submit([done, cp.store_media(path=path, sender=sender.account,
                                                      media_id=outcome.value, at_s=self._clock())])
             return outcome.value

@@ -3,13 +3,18 @@
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 from collections import Counter
 from contextlib import closing
 from pathlib import Path
 
+import orjson
+
 from bulkdm.sandbox import Faults, SandboxConfig, running_sandbox
 from tests.clikit import bulkdm, env_for, handoff_lines, write_campaign
+
+_CALLS = "calls to the provider"
 
 
 def _statuses(folder: Path) -> Counter[object]:
@@ -42,9 +47,10 @@ async def test_one_error_on_most_sends_stops_the_whole_run(tmp_path: Path) -> No
         status = await bulkdm("status", str(campaign))
     assert done.code == 5, done.stdout + done.stderr  # a policy stopped it
     assert "Campaign 'camp': stopped_by_breaker after" in done.stdout, done.stdout
-    assert "same-error breaker: x_account_protected on most of the last 10 sends" in done.stdout
+    assert f"same-error breaker: x_account_protected on most of the last 10 {_CALLS}" in done.stdout
     statuses = _statuses(tmp_path)
-    assert 10 <= statuses["failed"] < 20 and statuses["sent"] == 0
+    # the lookups' answers (successes) count too, so the sample is whole before the sends
+    assert 8 <= statuses["failed"] < 20 and statuses["sent"] == 0
     assert "last run: stopped_by_breaker at" in status.stdout, status.stdout
 
 
@@ -55,15 +61,16 @@ async def test_a_success_that_makes_the_sample_whole_still_trips_the_breaker(
     # the sample of 10 whole with 9 of one error, over 80 %; the answers after it never hold
     # as many again (the engine skips the breaker's count for a success once the sample is
     # whole, and must not skip it for the answer that makes it whole)
-    rows = [{"recipient_username": f"protected_{i}", "first_name": "x"} for i in range(9)]
-    rows += [{"recipient_username": f"open_{i}", "first_name": "x"} for i in range(30)]
+    names = [f"protected_{i}" for i in range(9)] + [f"open_{i}" for i in range(30)]
     async with running_sandbox() as sb:
+        # ids, not usernames: a lookup's answer counts too, and would make the sample whole
+        rows = [{"recipient_id": sb.directory.register(n), "first_name": "x"} for n in names]
         # the refusal breaker (an account's) would rest the account first: its share is raised
         campaign = write_campaign(tmp_path, rows, url=sb.xquik_url, sender_rate="20/1s",
                                   extra="refusal_threshold = 0.99")
         done = await bulkdm("run", str(campaign), "--progress", "none")
     assert done.code == 5, done.stdout + done.stderr
-    assert "same-error breaker: x_account_protected on most of the last 10 sends" in done.stdout
+    assert f"same-error breaker: x_account_protected on most of the last 10 {_CALLS}" in done.stdout
     statuses = _statuses(tmp_path)
     assert statuses["failed"] == 9 and 1 <= statuses["sent"] < 30, statuses
 
@@ -88,10 +95,38 @@ async def test_a_provider_outage_stops_the_run_early_and_it_resumes_after(tmp_pa
         delivered = Counter(d.recipient_id for d in sb.ledger)
     assert done.code == 5, done.stdout + done.stderr
     assert "Campaign 'camp': stopped_by_breaker after" in done.stdout, done.stdout
-    assert "note: same-error breaker: internal_error on most of the last 10 sends" in done.stdout
+    assert f"note: same-error breaker: internal_error on most of the last 10 {_CALLS}" in done.stdout
     assert attempted <= 20  # the first answers' rows (and those in flight), not all 60
     assert "failed" not in Counter(r["send_status"] for r in
                                    handoff_lines(tmp_path / "camp.handoff.jsonl"))
     assert '"finish_reason":"stopped_by_breaker"' in status.stdout, status.stdout
     assert again.code == 0, again.stdout + again.stderr
     assert delivered == Counter(r["recipient_id"] for r in rows)  # each once
+
+
+async def test_an_outage_met_by_the_username_lookups_stops_the_run_before_rows_fail(
+    tmp_path: Path,
+) -> None:
+    """The provider down (or a base_url naming the wrong port) before the first send: every
+    username lookup fails. The run stops with the breaker instead of failing the list row by
+    row, and once the provider answers the same command sends every row once."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}/api/v1"
+    rows = [{"recipient_username": f"user_{i}", "first_name": "x"} for i in range(60)]
+    async with running_sandbox() as sb:
+        campaign = write_campaign(tmp_path, rows, url=closed, sender_rate="100/1s")
+        done = await bulkdm("run", str(campaign), "--progress", "none")
+        status = await bulkdm("status", str(campaign), "--json")
+        settings = tmp_path / "camp.toml"
+        settings.write_text(settings.read_text(encoding="utf-8").replace(closed, sb.xquik_url),
+                            encoding="utf-8")
+        again = await bulkdm("run", str(campaign), "--progress", "none")
+        delivered = Counter(d.recipient_id for d in sb.ledger)
+    assert done.code == 5, done.stdout + done.stderr
+    breaker = f"note: same-error breaker: connect_failed on most of the last 10 {_CALLS}"
+    assert breaker in done.stdout, done.stdout
+    assert orjson.loads(status.stdout)["counts"] == {**dict.fromkeys(
+        ("sending", "unknown", "sent", "failed", "skipped", "invalid"), 0), "pending": 60}
+    assert again.code == 0, again.stdout + again.stderr
+    assert len(delivered) == 60 and set(delivered.values()) == {1}

@@ -190,15 +190,29 @@ async def test_username_rows_with_a_revoked_key_stop_the_run_with_the_reason(
 
 
 @pytest.mark.parametrize("provider", ["xquik", "getxapi"])
-async def test_a_run_with_nothing_listening_ends_with_the_rows_failed(
+async def test_a_run_with_nothing_listening_stops_with_the_rows_pending(
     tmp_path: Path, provider: str
 ) -> None:
     url = _dead_url(ProviderName(provider))
     campaign = write_campaign(tmp_path, USERNAMES, url=url, provider=provider)
     done = await _bounded("run", str(campaign), "--progress", "plain", env=env_for(),
                           timeout_s=30)
-    assert done.code == 3, done.stdout + done.stderr
+    assert done.code == 5, done.stdout + done.stderr  # the same-error breaker: an outage
     assert "alice: username lookup failed (" in done.stdout + done.stderr  # the display says why
+    assert "same-error breaker: connect_failed" in done.stdout
+    assert "pending        3" in done.stdout, done.stdout
+
+
+@pytest.mark.parametrize("provider", ["xquik", "getxapi"])
+async def test_without_the_breaker_a_lookup_that_never_works_fails_its_rows(
+    tmp_path: Path, provider: str
+) -> None:
+    url = _dead_url(ProviderName(provider))
+    campaign = write_campaign(tmp_path, USERNAMES, url=url, provider=provider,
+                              extra="same_error_sample = 0")
+    done = await _bounded("run", str(campaign), "--progress", "plain", env=env_for(),
+                          timeout_s=30)
+    assert done.code == 3, done.stdout + done.stderr
     lines = handoff_lines(tmp_path / "camp.handoff.jsonl")
     assert [r["send_status"] for r in lines] == ["failed"] * 3
     assert all("username lookup gave up" in str(r["error"]) for r in lines), lines

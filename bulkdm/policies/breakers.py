@@ -5,9 +5,10 @@ fail the same way. Pure functions of the recent outcomes; the engine feeds them 
   ``threshold`` of that sample were refused by their recipients (DMs closed, not found,
   protected, blocked), the account rests for ``cooldown_s``. The share is of the whole sample
   from the first send on, so a run of refusals trips it within the sample.
-* The **same-error breaker** watches the final answers of the campaign's last ``sample`` sends
-  (every sender's): when one error code is most of them (``share``), the run stops (a bad
-  template, a bad list) instead of burning through the list.
+* The **same-error breaker** watches the answers of the campaign's last ``sample`` calls to the
+  provider (every sender's sends, final or not, and its lookups, uploads and reads): when one
+  error code is most of them (``share``), the run stops (an outage, a bad template, a bad list)
+  instead of burning through the list.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class SameErrorBreaker:
     share: float = 0.8
 
     def trips(self, codes: Sequence[str | None]) -> str | None:
-        """The error code that holds ``share`` or more of the last ``sample`` sends (``None``
+        """The error code that holds ``share`` or more of the last ``sample`` calls (``None``
         a success), once there are that many; else ``None``."""
         if self.sample <= 0 or len(codes) < self.sample:
             return None
