@@ -56,6 +56,8 @@ _RESTORE_AT_ONCE: Final = 64
 _OPT_OUT_FRESH_S: Final = 5.0
 #: codes that say "not performed, the key's budget is spent": not the row's fault
 _THROTTLE_CODES: Final = frozenset({"rate_limit_exceeded", "x_rate_limited", "http_429"})
+#: the same-error breaker's one code for every passing error (5xx, timeouts, cut connections)
+_OUTAGE: Final = "\0outage"
 #: a wait for a slot longer than this is one sleep (stop ends it), not a poll every second
 _LONG_WAIT_S: Final = 60.0
 #: a slot this close to its send window's end is not taken: the request must leave inside it
@@ -98,6 +100,9 @@ class RunReport:
     finish_reason: FinishReason
     detail: str | None
     sent_this_run: int
+    #: the same-error breaker stopped the run on a passing error (a 5xx, a timeout, a refused
+    #: or cut connection): an outage, which a later run may find over
+    outage: bool = False
 
 
 class _Sender:
@@ -193,7 +198,11 @@ class Engine:
         gate: Gate | None = None,
         pool: AccountPool | None = None,
         draw: Draw | None = None,
+        probe: bool = False,
     ) -> None:
+        """``probe``: the last run stopped on an outage. One send at a time until one is
+        answered: a success opens the run's full concurrency, a passing error stops it again
+        at once (one row's attempt spent, not a sample's)."""
         self._settings = settings
         #: the campaign's key function (its part of the hash made once, not per row)
         self._keys = idempotency_keys(settings.campaign.key_scope)
@@ -208,9 +217,11 @@ class Engine:
         #: the wire or on it. Twice the requests in flight, so that a commit's wait is not time
         #: a request slot stands idle (rate slots are pending until their request leaves:
         #: ratelimit.py)
-        self._slots = asyncio.Semaphore(_CLAIMS_PER_REQUEST * settings.run.concurrency)
-        #: requests in flight: ``[run] concurrency``
-        self._wire = asyncio.Semaphore(settings.run.concurrency)
+        self._probing = probe
+        width = 1 if probe else settings.run.concurrency
+        self._slots = asyncio.Semaphore(_CLAIMS_PER_REQUEST * width)
+        #: requests in flight: ``[run] concurrency`` (one while probing)
+        self._wire = asyncio.Semaphore(width)
         self._key = self._limiter(settings.provider.rates)
         self._senders = {
             a: _Sender(auths[a], self._limiter(s.windows),
@@ -231,6 +242,10 @@ class Engine:
         #: the breakers' samples: the campaign's last error codes (None: sent), and per account
         #: whether each of its last sends was refused
         self._recent_codes: list[str | None] = []
+        #: beside it, the code of each passing error (one that came with a retry or a check),
+        #: and whether the same-error breaker tripped on them (an outage)
+        self._recent_passing: list[str | None] = []
+        self._outage = False
         self._refusals: dict[str, list[bool]] = {}
         #: what the campaign has been billed for (DM attempts, uploads, lookups), from the
         #: checkpoint at the start, counted before each call in this run
@@ -325,7 +340,8 @@ class Engine:
         if reason is FinishReason.PAUSED:
             detail = "; ".join(filter(None, [detail, self._free_again_note()]))
         return RunReport(finish_reason=reason, detail=detail or None,
-                         sent_this_run=self.counts[RowState.SENT] - sent_before)
+                         sent_this_run=self.counts[RowState.SENT] - sent_before,
+                         outage=self._outage and reason is FinishReason.STOPPED_BY_BREAKER)
 
     async def _restore(self) -> None:
         now = self._clock()
@@ -881,22 +897,52 @@ class Engine:
         if outcome.action is Action.REST_SENDER or outcome.code in _THROTTLE_CODES:
             return
         self._count_answer(None if outcome.action is Action.DONE
-                           else outcome.code or outcome.action.value)
+                           else outcome.code or outcome.action.value,
+                           passing=outcome.action in (Action.RETRY, Action.VERIFY))
 
-    def _count_answer(self, latest: str | None) -> None:
-        """One call's answer for the same-error breaker: ``None`` a success, else its code."""
+    def _count_answer(self, latest: str | None, *, passing: bool = False) -> None:
+        """One call's answer for the same-error breaker: ``None`` a success, else its code.
+        ``passing``: it came with a retry or a check. Passing errors count as one error, an
+        outage: a 500 here, a 503 or a timeout there is one provider down, not three causes."""
+        down = passing and latest is not None
+        if self._probing:
+            self._probed(latest if down else None)
+            if down:
+                return
         breaker = self._settings.run.same_error_breaker
         full = len(self._recent_codes) >= breaker.sample  # a whole sample before this answer
-        self._recent_codes.append(latest)
-        del self._recent_codes[:-max(1, breaker.sample)]
+        self._recent_codes.append(_OUTAGE if down else latest)
+        self._recent_passing.append(latest if down else None)
+        keep = max(1, breaker.sample)
+        del self._recent_codes[:-keep], self._recent_passing[:-keep]
         # once the sample is whole, a success cannot trip it where the answer before did not
         # (no code's count grows); the answer that makes it whole is always looked at
         code = None if latest is None and full else breaker.trips(self._recent_codes)
         if code is not None and self._halt is None:
-            self._halt = (f"same-error breaker: {code} on most of the last "
-                          f"{len(self._recent_codes)} calls to the provider; fix the cause (or wait for the "
-                          "provider to recover), then run again")
+            self._outage = code == _OUTAGE
+            what = _outage_codes(self._recent_passing) if self._outage else code
+            self._halt = (f"same-error breaker: {what} on most of the last "
+                          f"{len(self._recent_codes)} calls to the provider; fix the cause (or "
+                          "wait for the provider to recover), then run again")
             self._halted_by = FinishReason.STOPPED_BY_BREAKER
+            self._stop.set()
+
+    def _probed(self, latest: str | None) -> None:
+        """The probe's answer (``None``: the provider answered, if only to refuse a row, and
+        the full concurrency opens; else the passing error it still gives)."""
+        self._probing = False
+        if latest is None:
+            extra = self._settings.run.concurrency - 1
+            for _ in range(extra):
+                self._wire.release()
+            for _ in range(_CLAIMS_PER_REQUEST * extra):
+                self._slots.release()
+        elif self._halt is None:
+            self._halt = (f"same-error breaker: {latest} again on the first call after the "
+                          "outage; fix the cause (or wait for the provider to recover), then "
+                          "run again")
+            self._halted_by = FinishReason.STOPPED_BY_BREAKER
+            self._outage = True
             self._stop.set()
 
     def _finish_sent(self, row: RowRecord, outcome: Outcome, media_id: str | None) -> Write:
@@ -1367,3 +1413,12 @@ def _raise_first(results: Iterable[object]) -> None:
 
 def _file_sha256(path: str) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _outage_codes(codes: Sequence[str | None]) -> str:
+    """The passing errors of the breaker's sample: ``internal_error``, or, when they differ,
+    ``provider errors (http_502 x5, timeout x3)``."""
+    counted = Counter(code for code in codes if code is not None).most_common()
+    if len(counted) == 1:
+        return counted[0][0]
+    return "provider errors (" + ", ".join(f"{code} x{n}" for code, n in counted) + ")"

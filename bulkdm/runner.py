@@ -7,7 +7,7 @@ import contextlib
 import shlex
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from enum import IntEnum
 from pathlib import Path
@@ -22,7 +22,14 @@ from bulkdm.naming import beside
 from bulkdm.optouts import campaign_realm
 from bulkdm.outbox import Outbox
 from bulkdm.planner import ensure_plan, planned_settings
-from bulkdm.progress import Progress, SenderView, Snapshot, make_progress, summary_text
+from bulkdm.progress import (
+    Progress,
+    SenderView,
+    Snapshot,
+    format_duration,
+    make_progress,
+    summary_text,
+)
 from bulkdm.providers import open_provider
 from bulkdm.providers.base import Provider, SenderAuth
 from bulkdm.ratelimit import WindowLimiter
@@ -109,10 +116,41 @@ async def run_campaign(
             async with (_provider(settings, options, environ) as (live, provider, auths, key),
                         _account_pool(live, options, key, environ) as pool):
                 with tuned_collector():
-                    return await _send_all(options, live, checkpoint, provider, auths, stream,
-                                           stop, pool)
+                    return await _send_through_outages(
+                        lambda probe: _send_all(options, live, checkpoint, provider, auths,
+                                                stream, stop, pool, probe=probe),
+                        live.run, stream, stop)
         finally:
             await checkpoint.close()
+
+
+async def _send_through_outages(
+    send_all: Callable[[bool], Awaitable[tuple[ExitCode, RunReport]]], run: RunSettings,
+    stream: TextIO, stop: asyncio.Event,
+) -> ExitCode:
+    """Send; with ``--until-done``, a run the same-error breaker stopped on an outage starts
+    again after ``outage_wait_s`` (doubled after each stop that sent nothing), as the same
+    command run again would: it resumes from the checkpoint, with one send (a probe) until
+    the provider answers."""
+    idle_stops = 0
+    probe = False
+    while True:
+        code, report = await send_all(probe)
+        probe = True
+        if not (run.until_done and report.outage) or stop.is_set():
+            return code
+        idle_stops = 0 if report.sent_this_run else idle_stops + 1
+        wait_s = min(run.outage_wait_s * 2 ** max(idle_stops - 1, 0), 16 * run.outage_wait_s)
+        at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(time.time() + wait_s))
+        stream.write(f"--until-done: the provider looks down; trying again at {at} (in "
+                     f"{format_duration(wait_s)}); Ctrl-C stops\n\n")
+        stream.flush()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=wait_s)
+        if stop.is_set():
+            stream.write("stopped while waiting for the provider; run the same command to "
+                         "resume\n")
+            return ExitCode.STOPPED
 
 
 @contextlib.asynccontextmanager
@@ -191,10 +229,13 @@ def _sender_auths(
 async def _send_all(
     options: RunOptions, settings: Settings, checkpoint: Checkpoint, provider: Provider,
     auths: dict[str, SenderAuth], stream: TextIO, stop: asyncio.Event,
-    pool: AccountPool | None = None,
-) -> ExitCode:
+    pool: AccountPool | None = None, *, probe: bool = False,
+) -> tuple[ExitCode, RunReport]:
+    # the engine's own stop: a halt it decides (a breaker, the spend cap) ends this run, not the
+    # command, which may start again (_send_through_outages); a stop asked for reaches it
+    run_stop = asyncio.Event()
     engine = Engine(settings=settings, checkpoint=checkpoint, provider=provider, auths=auths,
-                    stop=stop, pool=pool)
+                    stop=run_stop, pool=pool, probe=probe)
     outbox = await Outbox.open(checkpoint, options.out, campaign=settings.campaign.name,
                                provider=settings.provider.name.value,
                                source_endpoint=provider.send_endpoint)
@@ -204,13 +245,14 @@ async def _send_all(
     done = asyncio.Event()
     try:
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(outbox.follow(done, stop))
+            tasks.create_task(_forward_stop(stop, run_stop, done))
+            tasks.create_task(outbox.follow(done, run_stop))
             tasks.create_task(_sync_replies_while_running(
-                options, settings, checkpoint, provider, auths, pool, done, stop, stream))
+                options, settings, checkpoint, provider, auths, pool, done, run_stop, stream))
             counted = checkpoint if options.progress != "none" else None
             tasks.create_task(_show(engine, settings, counted, display, started_s, done))
             try:
-                report = await _run_with_grace(engine, settings.run, stop)
+                report = await _run_with_grace(engine, settings.run, run_stop)
             finally:
                 done.set()
     except* BulkdmError as group:
@@ -241,7 +283,19 @@ async def _send_all(
     if report.detail:
         stream.write(f"note: {report.detail}\n")
     stream.flush()
-    return _exit_code(report, final)
+    return _exit_code(report, final), report
+
+
+async def _forward_stop(stop: asyncio.Event, run_stop: asyncio.Event, done: asyncio.Event) -> None:
+    """A stop asked for (Ctrl-C, SIGTERM) stops the run, until the run is done."""
+    waits = [asyncio.create_task(stop.wait()), asyncio.create_task(done.wait())]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+    if stop.is_set():
+        run_stop.set()
 
 
 async def _sync_replies_while_running(

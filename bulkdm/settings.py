@@ -199,6 +199,10 @@ class RunSettings:
     #: ``until_done`` waits however long it takes instead (``bulkdm run --until-done``)
     max_rest_wait_s: float = 3600.0
     until_done: bool = False
+    #: with ``until_done``, a run the same-error breaker stopped on a passing error (a 5xx, a
+    #: timeout, a refused or cut connection) starts again after this; twice as long after each
+    #: further stop that sent nothing, up to 16 times this
+    outage_wait_s: float = 60.0
     #: an account whose recent sends are refused too often rests (every campaign with it)
     refusal_breaker: RefusalBreaker = field(default_factory=RefusalBreaker)
     #: the run stops when one error is most of its last sends (``sample = 0``: never)
@@ -810,6 +814,7 @@ def _run(table: _Table) -> RunSettings:
         rate_guard_s=table.duration_s("rate_guard", defaults.rate_guard_s),
         max_rest_wait_s=table.duration_s("max_rest_wait", defaults.max_rest_wait_s),
         until_done=table.take("until_done", bool, defaults.until_done, "true or false"),
+        outage_wait_s=table.duration_s("outage_wait", defaults.outage_wait_s, positive=True),
         refusal_breaker=RefusalBreaker(
             sample=table.integer("refusal_sample", defaults.refusal_breaker.sample, minimum=1),
             threshold=_share(table, "refusal_threshold", defaults.refusal_breaker.threshold),

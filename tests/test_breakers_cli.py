@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import sqlite3
 from collections import Counter
@@ -95,7 +96,11 @@ async def test_a_provider_outage_stops_the_run_early_and_it_resumes_after(tmp_pa
         delivered = Counter(d.recipient_id for d in sb.ledger)
     assert done.code == 5, done.stdout + done.stderr
     assert "Campaign 'camp': stopped_by_breaker after" in done.stdout, done.stdout
-    assert f"note: same-error breaker: internal_error on most of the last 10 {_CALLS}" in done.stdout
+    # the sandbox's failures are 500 internal_error or 503 write_tracking_unavailable: one outage
+    one, other = r"internal_error x\d+", r"write_tracking_unavailable x\d+"
+    both = f"({one}, {other}|{other}, {one})"
+    assert re.search(rf"note: same-error breaker: provider errors \({both}\) on most of the "
+                     rf"last 10 {_CALLS}", done.stdout), done.stdout
     assert attempted <= 20  # the first answers' rows (and those in flight), not all 60
     assert "failed" not in Counter(r["send_status"] for r in
                                    handoff_lines(tmp_path / "camp.handoff.jsonl"))

@@ -6,13 +6,15 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
+import sqlite3
 import time
 from collections import Counter
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 
 from bulkdm.rates import Rate
-from bulkdm.sandbox import running_sandbox
+from bulkdm.sandbox import Faults, SandboxConfig, running_sandbox
 from tests.clikit import bulkdm, finish, handoff_lines, start, windows_over, write_campaign
 
 CAP = Rate(count=3, period_s=5.0)
@@ -117,3 +119,62 @@ async def test_a_window_hours_away_is_one_sleep_that_a_stop_ends(tmp_path: Path)
         stopped = await finish(process, timeout_s=3.0)
         assert len(sb.ledger) == 0
     assert stopped.code == 4 and "interrupted" in stopped.stdout, stopped.stdout + stopped.stderr
+
+
+_DOWN = "--until-done: the provider looks down; trying again at"
+
+
+async def _outage_line(process: asyncio.subprocess.Process, seen: list[str]) -> None:
+    """Read the run's output up to its next line saying it waits out an outage."""
+    assert process.stdout is not None
+    while _DOWN not in (line := (await asyncio.wait_for(process.stdout.readline(), 30)).decode()):
+        assert line, "".join(seen)  # it ended instead
+        seen.append(line)
+    seen.append(line)
+
+
+def _attempts(folder: Path) -> int:
+    with closing(sqlite3.connect(folder / "camp.bulkdm.sqlite")) as db:
+        return int(db.execute("SELECT COUNT(*) FROM attempts").fetchone()[0])
+
+
+async def test_until_done_waits_out_an_outage_with_one_probe_a_time(tmp_path: Path) -> None:
+    """Every send answered 5xx: the breaker stops the run, and with --until-done the same
+    command starts again after outage_wait, doubled each time. Each start after an outage
+    sends one row (a probe), so a long outage spends one attempt a start, not a sample's.
+    Once the provider is back, every row is sent once."""
+    rows = [{"recipient_id": str(71_000 + i), "first_name": "x"} for i in range(30)]
+    async with running_sandbox(SandboxConfig(faults=Faults(fail_rate=1.0))) as sb:
+        campaign = write_campaign(tmp_path, rows, url=sb.xquik_url, sender_rate="100/1s",
+                                  extra='outage_wait = "500ms"')
+        process = await start("run", str(campaign), "--until-done", "--progress", "none")
+        seen: list[str] = []
+        counts = []
+        for _ in range(3):  # the first stop, then two probes the outage still fails
+            await _outage_line(process, seen)
+            counts.append(_attempts(tmp_path))
+        sb.reconfigure(SandboxConfig())
+        done = await finish(process)
+        delivered = Counter(d.recipient_id for d in sb.ledger)
+    out = "".join(seen) + done.stdout
+    assert done.code == 0, out + done.stderr
+    assert counts[0] >= 10 and counts[1] == counts[0] + 1 and counts[2] == counts[1] + 1, counts
+    assert out.count("again on the first call after the outage") == 2, out
+    waits = re.findall(r"trying again at \S+ \S+ \(in (\d+)s\)", out)
+    assert waits == ["0", "1", "2"], waits  # 500 ms, doubled, doubled (whole seconds shown)
+    assert delivered == Counter(r["recipient_id"] for r in rows)  # each once
+    assert {r["send_status"] for r in handoff_lines(tmp_path / "camp.handoff.jsonl")} == {"sent"}
+
+
+async def test_a_stop_while_waiting_out_an_outage_ends_the_run_at_once(tmp_path: Path) -> None:
+    rows = [{"recipient_id": str(72_000 + i), "first_name": "x"} for i in range(30)]
+    async with running_sandbox(SandboxConfig(faults=Faults(fail_rate=1.0))) as sb:
+        campaign = write_campaign(tmp_path, rows, url=sb.xquik_url, sender_rate="100/1s",
+                                  extra='outage_wait = "1h"')
+        process = await start("run", str(campaign), "--until-done", "--progress", "none")
+        await _outage_line(process, [])
+        process.send_signal(signal.SIGINT)
+        done = await finish(process, timeout_s=10)
+    assert done.code == 4, done.stdout + done.stderr
+    assert "stopped while waiting for the provider; run the same command to resume" \
+        in done.stdout
