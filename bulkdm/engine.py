@@ -1093,7 +1093,10 @@ class Engine:
         the conversation shows the message is not there). A row whose retry budget is spent
         is settled and never sent again: sent if the conversation has it, else failed."""
         spent = await self._failures(row) >= self._settings.retry.max_attempts
-        if self._settings.provider.name is ProviderName.XQUIK and not spent:
+        # a recipient who opted out meanwhile gets no replay (it would deliver a DM that was
+        # not) and no new send: the conversation settles the row
+        opted_out = await self._opted_out_now(row)
+        if self._settings.provider.name is ProviderName.XQUIK and not spent and not opted_out:
             return True
         result = await self._look_up(row, sender)
         if result is None:
@@ -1106,10 +1109,31 @@ class Engine:
         if result.found:
             await self._submit([self._found(row, sender, result)])
             return False
-        if spent:
-            await self._submit([self._given_up(row)])
+        if spent or opted_out:
+            await self._submit([self._opted_out_unsent(row) if opted_out else self._given_up(row)])
             return False
         return True
+
+    async def _opted_out_now(self, row: RowRecord) -> bool:
+        """Whether the row's recipient is in the shared opt-outs now, whatever the row's state."""
+        if self._pool is None:
+            return False
+        found = await self._pool.ledger.opted_out(
+            self._pool.realm, user_ids=[row.recipient_id] if row.recipient_id else [],
+            usernames=[row.recipient_username] if row.recipient_username else [])
+        return bool(found) and opted_out_entry(row.recipient_id, row.recipient_username, found)
+
+    def _opted_out_unsent(self, row: RowRecord) -> Write:
+        """A row in doubt whose recipient opted out, its DM not in the conversation. GetXAPI:
+        provably not delivered, so skipped as opted out. Xquik: its write action may still be
+        pending, so it fails ``outcome_unknown``: never replayed, never offered for a retry."""
+        if self._settings.provider.name is ProviderName.XQUIK:
+            return self._fail(row, "outcome_unknown",
+                              "the recipient opted out while this DM's outcome was unknown: not "
+                              "replayed (it may have been delivered; the conversation does not "
+                              "show it yet)")
+        return self._finish(row, Finish(state=RowState.SKIPPED, reason="opted_out",
+                                        message=OPTED_OUT_MESSAGE))
 
     def _given_up(self, row: RowRecord) -> Write:
         """A row out of attempts whose DM is not in the conversation. GetXAPI: provably not

@@ -3,11 +3,24 @@ export is a suppression file the planner reads. The real CLI, a real ledger file
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
+import pytest
+
 from bulkdm.planner import load_suppression
-from bulkdm.sandbox import running_sandbox
-from tests.clikit import bulkdm, finish, handoff_lines, start, wait_for, write_campaign
+from bulkdm.sandbox import Faults, SandboxConfig, running_sandbox
+from tests.clikit import (
+    bulkdm,
+    env_for,
+    finish,
+    handoff_lines,
+    kill_when,
+    start,
+    wait_for,
+    write_campaign,
+)
 
 LOOPBACK = "http://127.0.0.1:9"  # never called: plan reads no provider; the sandbox realm
 ROWS: list[dict[str, object]] = [
@@ -72,3 +85,44 @@ async def test_an_opt_out_added_while_a_slow_sender_waits_skips_the_row(tmp_path
     records = {r["recipient_username"]: r for r in handoff_lines(tmp_path / "camp.handoff.jsonl")}
     assert records["late_stopper"]["send_status"] == "skipped"
     assert records["late_stopper"]["error"]["code"] == "opted_out"  # type: ignore[index]
+
+
+def _state(checkpoint: Path) -> str | None:
+    """The one row's state (None: not planned yet)."""
+    try:
+        with closing(sqlite3.connect(checkpoint)) as db:
+            found = db.execute("SELECT state FROM rows").fetchone()
+    except sqlite3.OperationalError:  # the schema is not there yet
+        return None
+    return None if found is None else str(found[0])
+
+
+@pytest.mark.parametrize(("provider", "faults", "ends"), [
+    # a 5xx: GetXAPI may still deliver it, so the row waits in doubt; the conversation then
+    # proves it was not delivered, and the opt-out skips it instead of sending it
+    ("getxapi", Faults(fail_rate=1.0), ("skipped", "opted_out")),
+    # delivered, the answer cut: Xquik would replay the key; the conversation shows it sent
+    ("xquik", Faults(drop_rate=1.0), ("sent", None)),
+])
+async def test_a_row_in_doubt_whose_recipient_opts_out_is_settled_not_sent(
+    tmp_path: Path, provider: str, faults: Faults, ends: tuple[str, str | None],
+) -> None:
+    env = env_for(("s1",))
+    async with running_sandbox(SandboxConfig(faults=faults)) as sb:
+        url = sb.getxapi_url if provider == "getxapi" else sb.xquik_url
+        campaign = write_campaign(tmp_path, [{"recipient_username": "doubt_dora",
+                                              "first_name": "D"}],
+                                  url=url, provider=provider, senders=("s1",))
+        checkpoint = tmp_path / "camp.bulkdm.sqlite"
+        await kill_when(await start("run", str(campaign), "--progress", "none", env=env),
+                        lambda: checkpoint.exists() and _state(checkpoint) == "unknown")
+        added = await bulkdm("optouts", "--sandbox", "--add", "@doubt_dora", "--reason", "STOP")
+        sb.reconfigure(SandboxConfig())
+        done = await bulkdm("run", str(campaign), "--progress", "none", env=env)
+        delivered = len(sb.ledger)
+    assert added.code == 0, added.stderr
+    assert done.code == 0, done.stdout + done.stderr
+    [record] = handoff_lines(tmp_path / "camp.handoff.jsonl")
+    error = record.get("error")
+    assert (record["send_status"], error["code"] if isinstance(error, dict) else None) == ends
+    assert delivered == (1 if ends[0] == "sent" else 0)  # never a DM after the opt-out
