@@ -40,6 +40,7 @@ __all__ = [
     "PlanRow",
     "PlanTotals",
     "PlanValues",
+    "ReplyRead",
     "ReplyRecord",
     "RowParams",
     "SenderRecord",
@@ -198,6 +199,15 @@ class HandoffCursor:
     seq: int
     offset: int
     path: str | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ReplyRead:
+    """How far a sent row's conversation was read: to ``until_at`` (the newest message then
+    seen); ``later_at``: when the sender first wrote again after the row's DM (None: not yet)."""
+
+    until_at: str
+    later_at: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -707,12 +717,13 @@ class Checkpoint:
                "AND message_id IS NOT NULL AND recipient_id IS NOT NULL ORDER BY id LIMIT ?")
         return [_record(r) for r in await self._all(sql, (after_id, limit))]
 
-    async def reply_reads(self, row_ids: Sequence[int]) -> dict[int, str]:
-        """How far each row's conversation was read whole (the newest message then seen)."""
+    async def reply_reads(self, row_ids: Sequence[int]) -> dict[int, ReplyRead]:
+        """How far each row's conversation was read whole (the newest message then seen), and
+        when the sender first wrote again after the row's DM, if it did."""
         marks = ", ".join("?" * len(row_ids))
-        rows = await self._all(f"SELECT row_id, until_at FROM reply_reads WHERE row_id IN "
-                               f"({marks})", tuple(row_ids))
-        return {int(r[0]): str(r[1]) for r in rows}
+        rows = await self._all(f"SELECT row_id, until_at, later_at FROM reply_reads WHERE "
+                               f"row_id IN ({marks})", tuple(row_ids))
+        return {int(r[0]): ReplyRead(until_at=str(r[1]), later_at=r[2]) for r in rows}
 
     async def replies_after(self, seq: int, *, limit: int) -> list[ReplyRecord]:
         """Recorded replies after ``seq``, in order, with their rows."""
@@ -1276,10 +1287,11 @@ def record_reply(*, message_id: str, row_id: int, text: str, received_at: str | 
         (message_id, row_id, text, received_at, int(opt_out)))
 
 
-def read_replies_until(*, row_id: int, until_at: str) -> Write:
-    """The row's conversation was read whole up to ``until_at``."""
-    return Write("INSERT OR REPLACE INTO reply_reads (row_id, until_at) VALUES (?, ?)",
-                 (row_id, until_at))
+def read_replies_until(*, row_id: int, until_at: str, later_at: str | None = None) -> Write:
+    """The row's conversation was read whole up to ``until_at``; ``later_at``: the sender wrote
+    again then (the answers after it are not the row's)."""
+    return Write("INSERT OR REPLACE INTO reply_reads (row_id, until_at, later_at) "
+                 "VALUES (?, ?, ?)", (row_id, until_at, later_at))
 
 
 def set_last_run(*, finish_reason: str, detail: str | None, ended_at: str) -> list[Write]:

@@ -1,9 +1,11 @@
 """Reading the answers to sent DMs: each recipient's reply recorded once, opt-outs shared.
 
 For every sent row, the conversation of its sender with its recipient is read newest first,
-page by page, until it reaches the DM (its message id; or a message older than the DM, less the
-clock skew), or what an earlier sync already read whole (``reply_reads``). Each message the
-recipient wrote after the DM is recorded in the checkpoint once, by its message id. An answer
+page by page, until it reaches the DM (its message id; or a message older than its first
+attempt, less the clock skew), or what an earlier sync already read whole (``reply_reads``).
+Each message the recipient wrote after the DM, up to the sender's next message to them (another
+campaign's DM, an agent's), is recorded in the checkpoint once, by its message id; the answers
+after that next message are that message's, and only their opt-outs count here. An answer
 that matches the opt-out rules (:mod:`bulkdm.optout`) is written to the shared ledger's opt-out
 store **before** the checkpoint records it, so a sync killed at any point loses no opt-out: the
 next sync reads that conversation again (its read mark is written with its replies, in one
@@ -19,11 +21,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bulkdm import checkpoint as cp
-from bulkdm.checkpoint import Checkpoint, HandoffCursor
+from bulkdm.checkpoint import Checkpoint, HandoffCursor, ReplyRead
 from bulkdm.errors import ProviderError
 from bulkdm.handoff import HandoffLog, encode_jsonl, reply_record, write_atomic
 from bulkdm.ledger import Ledger, Realm
@@ -77,6 +79,9 @@ class _Conversation:
     answers: tuple[HistoryMessage, ...]
     #: the newest message seen, when the read reached the DM (None: read again next time)
     read_until: str | None
+    #: the recipient's messages after a later message of the sender, and that message's time
+    later: tuple[HistoryMessage, ...] = ()
+    later_at: str | None = None
     problem: str | None = None
 
 
@@ -104,7 +109,11 @@ async def sync_replies(
                 report.unread["sender_not_configured"] = \
                     report.unread.get("sender_not_configured", 0) + 1
                 continue
-            found = await _read(provider, auth, row, reads.get(row.id), settings, report, sleep)
+            # the DM cannot be older than its first attempt (its sent_at may be much later:
+            # Xquik's completedAt of an action it confirmed late)
+            first_s = await checkpoint.first_attempt_s(row.id, row.sender or "")
+            found = await _read(provider, auth, row, reads.get(row.id), settings, report, sleep,
+                                first_s=first_s)
             await _record(checkpoint, row, found, rules, ledger, realm, settings, report, now_s)
     return report
 
@@ -118,18 +127,18 @@ async def _record(checkpoint: Checkpoint, row: RowRecord, found: _Conversation,
     writes = []
     for answer in found.answers:
         opt_out = rules.matches(answer.text)
-        if opt_out and ledger is not None:
+        if opt_out:
             # the ledger first: a sync killed after it records the reply on its next pass
-            await ledger.add_opt_out(realm, user_id=row.recipient_id,
-                                     username=row.recipient_username,
-                                     reason=f"replied {answer.text[:200]!r}",
-                                     source=f"reply:{settings.campaign.name}:{answer.message_id}",
-                                     now_s=now_s())
+            await _opt_out(ledger, realm, row, answer, settings, now_s)
         writes.append(cp.record_reply(message_id=answer.message_id, row_id=row.id,
                                       text=answer.text, received_at=answer.created_at,
                                       opt_out=opt_out))
+    for answer in found.later:  # another message's answers: not this row's, but a STOP holds
+        if rules.matches(answer.text):
+            await _opt_out(ledger, realm, row, answer, settings, now_s)
     if found.read_until is not None:
-        writes.append(cp.read_replies_until(row_id=row.id, until_at=found.read_until))
+        writes.append(cp.read_replies_until(row_id=row.id, until_at=found.read_until,
+                                            later_at=found.later_at))
     if writes:
         before = await checkpoint.reply_counts()
         await checkpoint.submit(writes)
@@ -139,30 +148,80 @@ async def _record(checkpoint: Checkpoint, row: RowRecord, found: _Conversation,
         report.opt_outs += after[2] - before[2]
 
 
-async def _read(provider: Provider, auth: SenderAuth, row: RowRecord, read_until: str | None,
-                settings: Settings, report: SyncReport, sleep: Sleep) -> _Conversation:
-    """The recipient's messages after the DM, newest first, reading no further than needed."""
-    dm_at = parse_iso(row.sent_at)
-    floor = None if dm_at is None else dm_at - timedelta(seconds=settings.retry.clock_skew_s)
-    known = parse_iso(read_until)
-    answers: list[HistoryMessage] = []
+async def _opt_out(ledger: Ledger | None, realm: Realm, row: RowRecord, answer: HistoryMessage,
+                   settings: Settings, now_s: Callable[[], float]) -> None:
+    if ledger is None:
+        return
+    said = parse_iso(answer.created_at)
+    await ledger.add_opt_out(realm, user_id=row.recipient_id, username=row.recipient_username,
+                             reason=f"replied {answer.text[:200]!r}",
+                             source=f"reply:{settings.campaign.name}:{answer.message_id}",
+                             now_s=now_s(), said_s=None if said is None else said.timestamp())
+
+
+async def _read(provider: Provider, auth: SenderAuth, row: RowRecord, read: ReplyRead | None,
+                settings: Settings, report: SyncReport, sleep: Sleep, *,
+                first_s: float | None) -> _Conversation:
+    """The recipient's messages after the DM, newest first, reading no further than needed.
+    Those after a later message of the sender (another campaign's DM, an agent's) answer that
+    message: they come back apart (``later``), for the opt-out rules only."""
+    floor = _floor(row, first_s, settings.retry.clock_skew_s)
+    known = parse_iso(read.until_at) if read is not None else None
+    walk = _Walk(later_at=read.later_at if read is not None else None)
     newest: str | None = None
     cursor: str | None = None
     for _ in range(MAX_PAGES):
         page = await _page(provider, auth, row, cursor, report, sleep)
         if isinstance(page, Outcome):
-            return _Conversation(answers=tuple(answers), read_until=None,
-                                 problem=page.code or page.action.value)
+            return walk.conversation(None, problem=page.code or page.action.value)
         for message in page.messages:
             newest = newest or message.created_at
             if _reached(message, row, floor, known):
-                return _Conversation(answers=tuple(answers), read_until=newest or read_until)
-            if message.sender_id == row.recipient_id:
-                answers.append(message)
+                return walk.conversation(newest or _until(read))
+            walk.see(message, row)
         if page.cursor is None:  # the start of the conversation
-            return _Conversation(answers=tuple(answers), read_until=newest or read_until)
+            return walk.conversation(newest or _until(read))
         cursor = page.cursor
-    return _Conversation(answers=tuple(answers), read_until=None, problem="history_too_long")
+    return walk.conversation(None, problem="history_too_long")
+
+
+def _until(read: ReplyRead | None) -> str | None:
+    return None if read is None else read.until_at
+
+
+def _floor(row: RowRecord, first_s: float | None, skew_s: float) -> datetime | None:
+    """No message older than this is after the DM: its first attempt (or its sent_at, if
+    earlier), less the clock skew allowance."""
+    dm_at = parse_iso(row.sent_at)
+    if first_s is not None:
+        first = datetime.fromtimestamp(first_s, tz=UTC)
+        dm_at = first if dm_at is None else min(dm_at, first)
+    return None if dm_at is None else dm_at - timedelta(seconds=skew_s)
+
+
+@dataclass(slots=True)
+class _Walk:
+    """The messages after the DM, newest first: the recipient's are the DM's answers until a
+    later message of the sender shows that those seen so far answer that message instead."""
+
+    later_at: str | None
+    answers: list[HistoryMessage] = field(default_factory=list)
+    later: list[HistoryMessage] = field(default_factory=list)
+
+    def see(self, message: HistoryMessage, row: RowRecord) -> None:
+        if message.sender_id == row.recipient_id:
+            after = self.later_at is not None and message.created_at is not None \
+                and message.created_at >= self.later_at
+            (self.later if after else self.answers).append(message)
+        elif message.text != row.text:  # the sender wrote again after the DM
+            self.later += self.answers
+            self.answers = []
+            if message.created_at is not None:
+                self.later_at = min(filter(None, (self.later_at, message.created_at)))
+
+    def conversation(self, read_until: str | None, *, problem: str | None = None) -> _Conversation:
+        return _Conversation(answers=tuple(self.answers), later=tuple(self.later),
+                             read_until=read_until, later_at=self.later_at, problem=problem)
 
 
 def _reached(message: HistoryMessage, row: RowRecord, floor: datetime | None,

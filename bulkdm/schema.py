@@ -135,7 +135,14 @@ CREATE INDEX replies_by_row ON replies (row_id);
 CREATE TABLE reply_reads (row_id INTEGER PRIMARY KEY, until_at TEXT NOT NULL);
 """
 
+#: v8 (replies answer the sender's newest message): when the sender wrote to the recipient again
+#: after the row's DM (another campaign's DM, an agent's message), the first such message's time;
+#: the recipient's messages after it answer that message, not the row's DM
+_V8_LATER_MESSAGE: Final = """
+ALTER TABLE reply_reads ADD COLUMN later_at TEXT;
+"""
+
 MIGRATIONS: Final = (
-    _V1, _V2, _V3, _V4_ORIGINAL, _V5_UPLOADS, _V6_BOUND_BY_CLAIM, _V7_REPLIES,
+    _V1, _V2, _V3, _V4_ORIGINAL, _V5_UPLOADS, _V6_BOUND_BY_CLAIM, _V7_REPLIES, _V8_LATER_MESSAGE,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)

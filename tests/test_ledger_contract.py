@@ -224,6 +224,10 @@ async def test_opt_outs_are_shared_by_id_or_username_and_removed_with_a_reason(
                                         reason="asked to be written again", now_s=NOW + 2) == 2
     assert await replies.opted_out(Realm.LIVE, user_ids=["42"], usernames=["stopper_a"]) == set()
     assert [o.username for o in await replies.opt_outs(Realm.LIVE)] == ["quiet"]
+    # the old answer read again by a sync (said before the removal) does not revive it
+    await replies.add_opt_out(Realm.LIVE, user_id="42", username="stopper_a", reason="STOP",
+                              source="reply:c1:m1", now_s=NOW + 3, said_s=NOW)
+    assert await planner.opted_out(Realm.LIVE, user_ids=["42"], usernames=["stopper_a"]) == set()
     # opting out again after a removal holds again
     await replies.add_opt_out(Realm.LIVE, user_id="42", username=None, reason="STOP",
                               source="reply:c2:m9", now_s=NOW + 3)

@@ -16,6 +16,7 @@ import pytest
 from bulkdm.rates import Rate
 from bulkdm.replies import replies_lock
 from bulkdm.sandbox import Faults, Sandbox, SandboxConfig, running_sandbox
+from bulkdm.timestamps import iso_utc
 from tests.clikit import bulkdm, env_for, handoff_lines, kill_when, start, wait_for, write_campaign
 
 PEOPLE: list[dict[str, object]] = [
@@ -208,3 +209,66 @@ def test_the_sandbox_command_sets_when_people_answer_and_the_page_size() -> None
     config = build_config(parse_args(["--reply-after", "1s", "--history-page-size", "2"]))
     assert (config.reply_after_ms, config.history_page_size) == (1000.0, 2)
     assert build_config(parse_args([])).history_page_size == 20
+
+
+async def test_answers_to_a_dm_xquik_confirmed_late_are_all_read(tmp_path: Path) -> None:
+    """Xquik answers 202 and the write action completes later (sent_at is its completedAt,
+    after the DM and its answers): the read still reaches the DM, so no answer (and no STOP)
+    is taken for older than the DM and left unread for good."""
+    people = [{"recipient_username": "stopper_lou", "first_name": "L"},
+              {"recipient_username": "reply_may", "first_name": "M"}]
+    late = SandboxConfig(faults=Faults(accept_rate=1.0, latency_ms=700), reply_after_ms=50)
+    async with running_sandbox(late) as sb:
+        campaign = write_campaign(tmp_path, people, url=sb.xquik_url)
+        settings = tmp_path / "camp.toml"
+        settings.write_text(settings.read_text(encoding="utf-8").replace(
+            "[retry]\n", '[retry]\nclock_skew = "0s"\n'), encoding="utf-8")
+        done = await bulkdm("run", str(campaign), "--progress", "none")
+        await wait_for(lambda: len(sb.replies) >= 4)
+        synced = await bulkdm("replies", str(campaign), "--json")
+    assert done.code == 0, done.stdout + done.stderr
+    sent_at = {r["recipient_username"]: r["sent_at"]
+               for r in handoff_lines(tmp_path / "camp.handoff.jsonl")}
+    answered = min(d.at_s for d in sb.replies)
+    assert all(str(at) > iso_utc(answered) for at in sent_at.values())  # confirmed after answers
+    result = orjson.loads(synced.stdout)
+    assert (result["new_replies"], result["new_opt_outs"]) == (4, 1), synced.stdout
+
+
+async def test_a_later_campaigns_dm_takes_the_answers_after_it(tmp_path: Path) -> None:
+    """Spring, then autumn, write to the same person from the same account; each campaign's
+    replies are the answers to its own DM, once (not autumn's answers again in spring's)."""
+    spring, autumn = tmp_path / "spring", tmp_path / "autumn"
+    spring.mkdir()
+    autumn.mkdir()
+    async with running_sandbox(SMALL_PAGES) as sb:
+        first = write_campaign(spring, [{"recipient_username": "reply_kim", "text": "Spring?"}],
+                               url=sb.xquik_url)
+        assert (await bulkdm("run", str(first), "--progress", "none")).code == 0
+        await wait_for(lambda: len(sb.replies) >= 3)
+        early = await bulkdm("replies", str(first), "--json")  # one sync before autumn
+        second = write_campaign(autumn, [{"recipient_username": "reply_kim", "text": "Autumn?"}],
+                                url=sb.xquik_url)
+        assert (await bulkdm("run", str(second), "--progress", "none")).code == 0
+        await wait_for(lambda: len(sb.replies) >= 6)
+        synced = [await bulkdm("replies", str(c), "--json") for c in (first, second)]
+    assert orjson.loads(early.stdout)["new_replies"] == 3, early.stdout
+    assert [orjson.loads(s.stdout)["new_replies"] for s in synced] == [0, 3], synced
+    spring_ids = {r["message_id"] for r in handoff_lines(spring / "camp.replies.jsonl")}
+    autumn_ids = {r["message_id"] for r in handoff_lines(autumn / "camp.replies.jsonl")}
+    assert len(spring_ids) == len(autumn_ids) == 3 and not spring_ids & autumn_ids
+
+
+async def test_a_lifted_opt_out_stays_lifted_when_the_stop_is_read_again(tmp_path: Path) -> None:
+    async with running_sandbox(SMALL_PAGES) as sb:
+        campaign = await _sent_and_answered(sb, tmp_path, "xquik")
+        first = await bulkdm("replies", str(campaign), "--json")
+        lifted = await bulkdm("optouts", "--sandbox", "--remove", "@stopper_bob", "--reason",
+                              "wrote to us again")
+        again = await bulkdm("replies", str(campaign), "--json")
+        listed = await bulkdm("optouts", "--sandbox", "--json")
+    assert orjson.loads(first.stdout)["new_opt_outs"] == 2, first.stdout
+    assert lifted.code == 0, lifted.stderr
+    assert again.code == 0, again.stderr
+    names = {o["username"] for o in orjson.loads(listed.stdout)["opt_outs"]}
+    assert names == {"polite_cy"}, listed.stdout  # stopper_bob's old STOP did not come back

@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 
 from bulkdm import checkpoint as cp
-from bulkdm.checkpoint import Checkpoint
+from bulkdm.checkpoint import Checkpoint, ReplyRead
 from bulkdm.schema import MIGRATIONS, SCHEMA_VERSION
 
 
@@ -24,7 +24,7 @@ async def test_a_version_5_checkpoint_gains_the_reply_tables_and_keeps_its_rows(
     _v5(path)
     checkpoint = await Checkpoint.open(path)
     try:
-        assert SCHEMA_VERSION == 7
+        assert SCHEMA_VERSION == 8
         assert [r.message_id for r in await checkpoint.sent_rows(after_id=0, limit=10)] == ["m-1"]
         assert await checkpoint.reply_counts() == (0, 0, 0)
     finally:
@@ -33,6 +33,8 @@ async def test_a_version_5_checkpoint_gains_the_reply_tables_and_keeps_its_rows(
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert {"replies", "reply_reads"} <= tables
+        columns = {r[1] for r in db.execute("PRAGMA table_info(reply_reads)")}
+        assert columns == {"row_id", "until_at", "later_at"}
 
 
 async def test_an_answer_is_recorded_once_and_in_order(tmp_path: Path) -> None:
@@ -54,6 +56,7 @@ async def test_an_answer_is_recorded_once_and_in_order(tmp_path: Path) -> None:
             (1, "r-2", False), (2, "r-3", True)]
         assert replies[0].row.recipient_id == "42"
         assert await checkpoint.reply_counts() == (2, 1, 1)
-        assert await checkpoint.reply_reads([row_id]) == {row_id: "2026-11-30T06:00:02.000Z"}
+        assert await checkpoint.reply_reads([row_id]) == {
+            row_id: ReplyRead(until_at="2026-11-30T06:00:02.000Z")}
     finally:
         await checkpoint.close()

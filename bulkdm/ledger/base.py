@@ -269,8 +269,11 @@ class Ledger(Protocol):
         """Every subject of ``kind`` the ledger knows in ``realm``, sorted."""
 
     async def add_opt_out(self, realm: Realm, *, user_id: str | None, username: str | None,
-                          reason: str, source: str, now_s: float) -> None:
-        """Record that a recipient opted out (again, after a removal: the newest reason wins)."""
+                          reason: str, source: str, now_s: float,
+                          said_s: float | None = None) -> None:
+        """Record that a recipient opted out, at ``said_s`` (when their answer said so; default
+        ``now_s``). Again after a removal, the newest reason wins; but an opt-out said before
+        its removal stays lifted (a sync reading that old answer again does not revive it)."""
 
     async def remove_opt_out(self, realm: Realm, *, user_id: str | None, username: str | None,
                              reason: str, now_s: float) -> int:

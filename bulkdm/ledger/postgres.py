@@ -78,7 +78,9 @@ _ADD_OPT_OUT: Final = (
     "user_id = COALESCE(excluded.user_id, bulkdm_opt_outs.user_id), "
     "username = COALESCE(excluded.username, bulkdm_opt_outs.username), "
     "reason = excluded.reason, source = excluded.source, at_s = excluded.at_s, "
-    "removed_s = NULL, removed_reason = NULL"
+    "removed_s = NULL, removed_reason = NULL "
+    # an opt-out said before its removal (an old answer read again) stays lifted
+    "WHERE bulkdm_opt_outs.removed_s IS NULL OR bulkdm_opt_outs.removed_s <= excluded.at_s"
 )
 #: each account's first send, the earliest of its sent reservations (its warm-up counts from it)
 _FIRSTS: Final = (
@@ -227,12 +229,14 @@ class PostgresLedger:
         return Health(subject=subject, state=rows[0][0], reason=rows[0][1], at_s=rows[0][2])
 
     async def add_opt_out(self, realm: Realm, *, user_id: str | None, username: str | None,
-                          reason: str, source: str, now_s: float) -> None:
+                          reason: str, source: str, now_s: float,
+                          said_s: float | None = None) -> None:
         name = (username or "").strip().removeprefix("@").lower() or None
+        at_s = now_s if said_s is None else said_s
         with self._translated():
             async with self._pool.acquire() as conn:
                 await conn.executemany(_ADD_OPT_OUT, [
-                    (realm.value, entry, user_id or None, name, reason, source, now_s)
+                    (realm.value, entry, user_id or None, name, reason, source, at_s)
                     for entry in opt_out_entries(user_id, username)])
 
     async def remove_opt_out(self, realm: Realm, *, user_id: str | None, username: str | None,

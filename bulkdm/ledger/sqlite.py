@@ -198,10 +198,12 @@ class SqliteLedger:
         return Health(subject=subject, state=rows[0][0], reason=rows[0][1], at_s=rows[0][2])
 
     async def add_opt_out(self, realm: Realm, *, user_id: str | None, username: str | None,
-                          reason: str, source: str, now_s: float) -> None:
+                          reason: str, source: str, now_s: float,
+                          said_s: float | None = None) -> None:
         name = (username or "").strip().removeprefix("@").lower() or None
+        at_s = now_s if said_s is None else said_s
         await self._call(_write, _ADD_OPT_OUT, [
-            (realm.value, entry, user_id or None, name, reason, source, now_s)
+            (realm.value, entry, user_id or None, name, reason, source, at_s)
             for entry in opt_out_entries(user_id, username)])
 
     async def remove_opt_out(self, realm: Realm, *, user_id: str | None, username: str | None,
@@ -245,7 +247,9 @@ _ADD_OPT_OUT: Final = (
     "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (realm, entry) DO UPDATE SET "
     "user_id = COALESCE(excluded.user_id, user_id), username = COALESCE(excluded.username, "
     "username), reason = excluded.reason, source = excluded.source, at_s = excluded.at_s, "
-    "removed_s = NULL, removed_reason = NULL"
+    "removed_s = NULL, removed_reason = NULL "
+    # an opt-out said before its removal (an old answer read again) stays lifted
+    "WHERE removed_s IS NULL OR removed_s <= excluded.at_s"
 )
 _OPT_OUTS: Final = (
     "SELECT DISTINCT user_id, username, reason, source, at_s FROM opt_outs "
