@@ -712,9 +712,12 @@ class Checkpoint:
     # -- replies (see bulkdm.replies) -----------------------------------------------------------
 
     async def sent_rows(self, *, after_id: int, limit: int) -> list[RowRecord]:
-        """Sent rows with a message id and a recipient id, by id: the conversations to read."""
-        sql = (f"SELECT {_ROW_COLUMNS} FROM rows WHERE state = 'sent' AND id > ? "
-               "AND message_id IS NOT NULL AND recipient_id IS NOT NULL ORDER BY id LIMIT ?")
+        """The conversations to read, by id: rows sent (with a message id), and rows whose DM
+        may have been delivered (``unknown``, or failed ``outcome_unknown``): a STOP answering
+        one of those is an opt-out all the same."""
+        sql = (f"SELECT {_ROW_COLUMNS} FROM rows WHERE id > ? AND recipient_id IS NOT NULL AND "
+               "((state = 'sent' AND message_id IS NOT NULL) OR state = 'unknown' OR "
+               "(state = 'failed' AND reason = 'outcome_unknown')) ORDER BY id LIMIT ?")
         return [_record(r) for r in await self._all(sql, (after_id, limit))]
 
     async def reply_reads(self, row_ids: Sequence[int]) -> dict[int, ReplyRead]:
