@@ -1044,6 +1044,11 @@ class Engine:
         sender.note = sender.call_note = f"{what} failed ({detail})"  # shown in the display
         if outcome.action in (Action.STOP_RUN, Action.DROP_SENDER, Action.REST_SENDER):
             return self._sender_problem(row, sender, outcome)
+        if outcome.code in _THROTTLE_CODES or outcome.http_status == 429:
+            # the key's reads over the provider's budget: pacing, not the row's failure (the
+            # client holds every read back meanwhile); the row waits, its budget untouched
+            delay_s = outcome.retry_after_s if outcome.retry_after_s is not None else 1.0
+            return [self._defer(row, row.state, delay_s, outcome)]
         self._same_error(outcome)
         self._call_failures[row.id] += 1
         tries = self._call_failures[row.id]

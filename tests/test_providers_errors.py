@@ -21,6 +21,7 @@ from bulkdm.outcomes import Action, Outcome, Reconciliation
 from bulkdm.providers import DmRequest, GetXapiProvider, SenderAuth, XquikProvider, open_provider
 from bulkdm.providers.classify import (
     XQUIK_ACTIONS,
+    as_lookup,
     classify_getxapi,
     classify_xquik,
     getxapi_error_text,
@@ -600,3 +601,19 @@ def test_public_names_are_complete_and_sorted() -> None:
     assert names == sorted(names)
     assert all(hasattr(bulkdm.providers, name) for name in names)
     assert {"open_provider", "XquikProvider", "GetXapiProvider", "Provider"} <= set(names)
+
+
+@pytest.mark.parametrize(("status", "error", "action", "code"), [
+    (403, "User has been suspended.", Action.FAIL_ROW, "user_suspended"),
+    (404, "User not found or suspended", Action.FAIL_ROW, "user_suspended"),
+    (403, "This account is temporarily locked", Action.FAIL_ROW, "user_unavailable"),
+    (401, "Invalid auth_token", Action.STOP_RUN, "unauthenticated"),  # the API key: all a lookup has
+    (429, "Rate limit exceeded", Action.RETRY, "http_429"),
+    (429, "Daily limit reached for this account", Action.RETRY, "x_daily_limit"),
+])
+def test_a_lookup_answer_about_an_account_is_about_the_user_looked_up(
+    status: int, error: str, action: Action, code: str,
+) -> None:
+    outcome = as_lookup(classify_getxapi(status=status, body={"error": error},
+                                         retry_after_s=None, write=False))
+    assert (outcome.action, outcome.code) == (action, code)

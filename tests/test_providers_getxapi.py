@@ -341,6 +341,16 @@ async def test_resolve_unknown_user_fails_the_row(client: GetXapiProvider) -> No
     )
 
 
+async def test_resolve_of_a_suspended_user_fails_the_row_not_the_sender(
+    client: GetXapiProvider,
+) -> None:
+    # "User has been suspended." is about the user looked up: a lookup carries no sender
+    outcome = await client.resolve("banned_bo", auth("alice"))
+
+    assert (outcome.action, outcome.code, outcome.http_status) == (
+        Action.FAIL_ROW, "user_suspended", 403)
+
+
 async def test_repr_shows_no_key(client: GetXapiProvider) -> None:
     assert API_KEY not in repr(client)
     assert "GetXapiProvider" in repr(client)

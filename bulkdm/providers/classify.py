@@ -36,6 +36,7 @@ __all__ = [
     "GETXAPI_THROTTLE_S",
     "XQUIK_ACTIONS",
     "X_THROTTLE_S",
+    "as_lookup",
     "classify_getxapi",
     "classify_xquik",
     "getxapi_error_text",
@@ -329,3 +330,18 @@ def _getxapi_refusal(status: int, text: str, is_json: bool) -> tuple[Action, str
     if status == 408:
         return Action.RETRY, "http_408"
     return Action.FAIL_ROW, f"http_{status}"
+
+
+def as_lookup(outcome: Outcome) -> Outcome:
+    """A username lookup's failure, read as one: it carries only the API key, so an answer
+    about an account (suspended, locked, throttled by X) is about the user looked up, never
+    the sender. Such a user fails its row (``user_suspended``, ``user_unavailable``); a
+    throttle is the key's reads (retried, not charged to the row); a 401 is the API key."""
+    if outcome.http_status == 401:
+        return replace(outcome, action=Action.STOP_RUN, code="unauthenticated")
+    if outcome.action is Action.DROP_SENDER:
+        code = "user_suspended" if "suspend" in (outcome.code or "") else "user_unavailable"
+        return replace(outcome, action=Action.FAIL_ROW, code=code)
+    if outcome.action is Action.REST_SENDER:
+        return replace(outcome, action=Action.RETRY)
+    return outcome

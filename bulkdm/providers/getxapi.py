@@ -16,7 +16,7 @@ from typing import Final
 
 from bulkdm.outcomes import Action, Outcome, Reconciliation
 from bulkdm.providers.base import DmRequest, HistoryPage, SenderAuth
-from bulkdm.providers.classify import classify_getxapi
+from bulkdm.providers.classify import as_lookup, classify_getxapi
 from bulkdm.providers.http import (
     Answer,
     BaseUrl,
@@ -123,7 +123,7 @@ class GetXapiProvider:
         user_id = text_field(object_field(body, "data"), "id") or text_field(body, "id")
         if answer.status == 200 and user_id is not None:
             return Outcome(action=Action.DONE, value=user_id, http_status=200)
-        return self._scrub(_read_failure(answer, body), sender.auth_token)
+        return self._scrub(as_lookup(_read_failure(answer, body)), sender.auth_token)
 
     async def reconcile(self, request: DmRequest, since_iso: str) -> Reconciliation:
         """Page ``POST /twitter/dm/conversation`` (newest first) for ``request.text`` sent by

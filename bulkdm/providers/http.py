@@ -64,6 +64,10 @@ JsonObject = Mapping[str, object]
 EXTRA_CONNECTIONS: Final = 4
 #: a connect that takes longer than this is a dead host, whatever the request timeout
 MAX_CONNECT_TIMEOUT_S: Final = 10.0
+#: how long every read waits after one was refused with a 429: its Retry-After (at most a
+#: minute: a longer one is the caller's to act on, e.g. a sync leaves that conversation), else 1 s
+_READ_PAUSE_S: Final = 1.0
+_MAX_READ_PAUSE_S: Final = 60.0
 #: provider texts copied into an Outcome are cut to this length
 MAX_MESSAGE_CHARS: Final = 300
 
@@ -245,6 +249,11 @@ class HttpClient:
         if _log.isEnabledFor(logging.DEBUG):  # the path and the time only for a log that shows
             elapsed_ms = (time.monotonic() - started_s) * 1000
             _log.debug("%s %s -> %d in %.0f ms", method, _path(url), answer.status, elapsed_ms)
+        if answer.status == 429 and not write:
+            # the key's reads are over the provider's budget: all of them wait, as long as it
+            # says (a second when it does not)
+            hint = retry_after_s(answer.headers, answer.json_object())
+            self.reads.pause(min(hint if hint is not None else _READ_PAUSE_S, _MAX_READ_PAUSE_S))
         return answer
 
     async def aclose(self) -> None:

@@ -15,6 +15,8 @@ budget costs a 429 and a retry, never a DM; sends keep the sliding-window log of
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterable
 
 from aiolimiter import AsyncLimiter
@@ -34,14 +36,24 @@ class ReadBudget:
     def __init__(self, rates: Iterable[Rate] = ()) -> None:
         self.rates = tuple(rates)
         self._limiters = tuple(AsyncLimiter(r.count, r.period_s) for r in self.rates)
+        #: no read leaves before this (``time.monotonic()``): the provider said to wait
+        self._paused_until_s = 0.0
 
     def __repr__(self) -> str:
         return f"ReadBudget({', '.join(f'{r.count}/{r.period_s:g}s' for r in self.rates)})"
 
     async def acquire(self) -> None:
-        """Wait until every bucket has room for one more read, and take it."""
+        """Wait out a pause, then until every bucket has room for one more read, and take it."""
+        wait_s = self._paused_until_s - time.monotonic()
+        if wait_s > 0:
+            await asyncio.sleep(wait_s)
         for limiter in self._limiters:
             await limiter.acquire()
+
+    def pause(self, seconds: float) -> None:
+        """No read leaves for ``seconds`` from now (a read was refused with a 429): every
+        reader waits, instead of each spending a request on another refusal."""
+        self._paused_until_s = max(self._paused_until_s, time.monotonic() + seconds)
 
     def room(self) -> int | None:
         """Reads that would pass now without waiting (the least of any bucket); None: no limit."""

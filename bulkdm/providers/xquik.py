@@ -21,7 +21,7 @@ import aiohttp
 from bulkdm.media import MediaProblem, type_or_problem
 from bulkdm.outcomes import Action, Outcome, Reconciliation
 from bulkdm.providers.base import DmRequest, HistoryPage, SenderAuth
-from bulkdm.providers.classify import classify_xquik
+from bulkdm.providers.classify import as_lookup, classify_xquik
 from bulkdm.providers.http import (
     Answer,
     BaseUrl,
@@ -251,7 +251,7 @@ class XquikProvider:
             return Outcome(
                 action=Action.DONE, value=user_id, http_status=200, request_id=request_id
             )
-        return self._scrub(self._read_failure(answer, body))
+        return self._scrub(as_lookup(self._read_failure(answer, body)))
 
     def _read_failure(self, answer: Answer, body: JsonObject | None) -> Outcome:
         if answer.status == 200:

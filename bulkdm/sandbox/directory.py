@@ -10,6 +10,9 @@ Users (recipients)
       user named ``user_<id>`` (campaigns may give ids without a lookup).
     * ``nf_*`` users do not exist: lookups answer 404 ``user_not_found``, and a send to the id
       derived from such a name fails (Xquik 422 ``x_target_not_found``, GetXAPI 404).
+    * ``banned_*`` users are suspended by X: a lookup answers GetXAPI 403 ``User has been
+      suspended.`` (X's words: an answer about the user looked up, not about any sender),
+      Xquik 404 ``user_not_found``.
     * ``closed_*`` users refuse DMs (Xquik 422 ``x_dm_not_allowed``, GetXAPI 403) from every
       sender except those whose account starts with ``vip``.
     * ``protected_*`` users refuse DMs from everyone (Xquik 422 ``x_account_protected``,
@@ -38,6 +41,7 @@ __all__ = [
     "RecipientRefusal",
     "SenderRefusal",
     "derive_user_id",
+    "is_banned",
     "normalize_account",
 ]
 
@@ -114,9 +118,9 @@ class Directory:
         return user_id.isdigit() and not _is_missing(self.username_for(user_id))
 
     def find(self, username: str) -> str | None:
-        """The id of an existing ``username``, or None (``nf_*`` names)."""
+        """The id of an existing ``username``, or None (``nf_*`` and ``banned_*`` names)."""
         user_id = self.register(username)
-        return None if _is_missing(username) else user_id
+        return None if _is_missing(username) or is_banned(username) else user_id
 
     def profile(self, user_id: str) -> Profile:
         name = self.username_for(user_id)
@@ -168,6 +172,11 @@ _SENDER_PREFIXES = (
     ("restricted", SenderRefusal.RESTRICTED),
     ("nosuch", SenderRefusal.NOT_CONNECTED),
 )
+
+
+def is_banned(username: str) -> bool:
+    """A user X suspended (``banned_*``): lookups find no one, GetXAPI says why."""
+    return normalize_account(username).lower().startswith("banned_")
 
 
 def _is_missing(username: str) -> bool:

@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bulkdm.sandbox.directory import Profile, RecipientRefusal, SenderRefusal
+from bulkdm.sandbox.directory import Profile, RecipientRefusal, SenderRefusal, is_banned
 from bulkdm.sandbox.ledger import Entry, Page, page_newest_first, pair_key
 from bulkdm.sandbox.replies import cut_connection, json_reply, read_json_object
 from bulkdm.sandbox.state import SandboxState
@@ -260,6 +260,8 @@ class GetXapiRoutes:
         username = request.query.get("userName", "").strip().removeprefix("@")
         if not username:
             return _error(400, "Missing required query parameter: userName")
+        if is_banned(username):
+            return _error(403, "User has been suspended.")
         user_id = self._state.directory.find(username)
         return self._user_reply(user_id)
 
