@@ -74,11 +74,16 @@ async def _dry_run(checkpoint: Checkpoint, settings: Settings, as_json: bool) ->
 async def _sync(checkpoint: Checkpoint, settings: Settings, meta: PlanMeta,
                 args: argparse.Namespace) -> int:
     from bulkdm.optouts import campaign_realm, open_store
+    from bulkdm.ownership import REPLIES_FILE, claim_replies_file, refuse_own_files
     from bulkdm.replies import REPLIES_SUFFIX, replies_lock, sync_replies, write_replies_file
     from bulkdm.runner import campaign_provider
 
     out = args.out or beside(Path(meta.campaign_path), REPLIES_SUFFIX)
+    await refuse_own_files(out, checkpoint, meta, keep=REPLIES_FILE,
+                           instead="write replies to another file")
     with replies_lock(checkpoint.path):
+        # before anything is read: a file that is not this campaign's is refused at no cost
+        out = await claim_replies_file(checkpoint, out)
         ledger = await open_store(settings)
         try:
             async with campaign_provider(settings) as (used, provider, auths, _key):
