@@ -21,7 +21,7 @@ from bulkdm.checkpoint import Checkpoint
 from bulkdm.sandbox import Faults, SandboxConfig, running_sandbox
 from bulkdm.schema import MIGRATIONS, SCHEMA_VERSION
 from bulkdm.workbook import xlsx_bytes
-from tests.clikit import bulkdm, env_for, handoff_lines, write_campaign
+from tests.clikit import bulkdm, env_for, handoff_lines, wait_for, write_campaign
 
 ROWS: list[dict[str, object]] = [
     {"recipient_id": "1893726451029384192", "external_id": "00123", "consent": "opted_in:2026-10-01",
@@ -209,6 +209,32 @@ async def test_export_refuses_to_write_over_the_campaigns_own_files(tmp_path: Pa
     assert "is the campaign's checkpoint" in refused[("camp.bulkdm.sqlite", ("--as-campaign",))][1]
     assert all((tmp_path / name).read_bytes() == data for name, data in own.items())
     assert status.code == 0 and "sent" in status.stdout
+
+
+async def test_export_refuses_the_handoff_and_replies_files_a_run_writes(tmp_path: Path) -> None:
+    # an export over the handoff file while a run appended to it replaced the file: the run's
+    # later records went to the old inode and the handoff file ended short
+    handoff, answers = tmp_path / "crm" / "handoff.jsonl", tmp_path / "answers.jsonl"
+    handoff.parent.mkdir()
+    async with running_sandbox(SandboxConfig(reply_after_ms=10)) as sb:
+        campaign = write_campaign(tmp_path, [{"recipient_username": "reply_amy",
+                                              "first_name": "A"}], url=sb.xquik_url)
+        ran = await bulkdm("run", str(campaign), "--out", str(handoff), "--progress", "none")
+        assert ran.code == 0, ran.stdout + ran.stderr
+        await wait_for(lambda: len(sb.replies) >= 1)
+        assert (await bulkdm("replies", str(campaign), "--out", str(answers))).code == 0
+        own = {path: path.read_bytes() for path in (handoff, answers)}
+        refused = {(path.name, extra): await bulkdm("export", str(campaign), "--out", str(path),
+                                                    *extra)
+                   for path in (handoff, answers, tmp_path / "camp.handoff.jsonl")
+                   for extra in ((), ("--records", "replies"))}
+    assert {d.code for d in refused.values()} == {1}, [d.stderr for d in refused.values()]
+    assert f"{handoff} is the campaign's handoff file; export to another file" in (
+        refused[("handoff.jsonl", ())].stderr)
+    assert f"{answers} is the campaign's replies file" in (
+        refused[("answers.jsonl", ("--records", "replies"))].stderr)
+    assert all(path.read_bytes() == data for path, data in own.items())
+    assert not (tmp_path / "camp.handoff.jsonl").exists()
 
 
 async def test_fix_file_of_invalid_rows_is_fixed_by_editing_one_field(tmp_path: Path) -> None:
