@@ -424,6 +424,10 @@ def _csv_options(args: argparse.Namespace, fmt: ExportFormat) -> CsvOptions:
     if fmt is not ExportFormat.CSV and given:
         raise ConfigError(f"is for CSV exports, not {fmt.value}", source=COMMAND_LINE,
                           key=given[0])
+    if args.formula_safe and args.as_campaign:
+        raise ConfigError("cannot go with --as-campaign: a retry file's texts are what gets "
+                          "sent, so a ' put before a cell would be sent too. Export the retry "
+                          "file without it", source=COMMAND_LINE, key="--formula-safe")
     # a .tsv file is tab-separated unless told otherwise
     tsv = args.out is not None and Path(args.out).suffix.lower() == ".tsv"
     name = args.delimiter or ("tab" if tsv else ",")

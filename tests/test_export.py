@@ -101,6 +101,14 @@ async def test_formula_safe_csv_and_bom_are_opt_in(tmp_path: Path) -> None:
     assert data.startswith(b"\xef\xbb\xbf")
     texts = {r["text"] for r in csv.DictReader(io.StringIO(data.decode("utf-8-sig"), newline=""))}
     assert "'-20% today only, Amy" in texts
+    # a retry file's texts are sent as they are: the ' would go out too, so it was not added
+    # (and the flag silently ignored); now the pair is refused, saying why
+    retry = tmp_path / "retry.csv"
+    refused = await bulkdm("export", str(campaign), "--status", "failed", "--as-campaign",
+                           "--format", "csv", "--formula-safe", "--out", str(retry))
+    assert refused.code == 1, refused.stdout + refused.stderr
+    assert "'--formula-safe': cannot go with --as-campaign" in refused.stderr
+    assert not retry.exists()
 
 
 async def test_out_dash_writes_to_stdout(tmp_path: Path) -> None:
