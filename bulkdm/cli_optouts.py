@@ -63,7 +63,10 @@ async def optouts(args: argparse.Namespace) -> int:
     from bulkdm.ledger import Realm, ledger_spec, open_ledger
     from bulkdm.optouts import campaign_realm
 
-    if (args.add or args.remove) and not (args.reason or "").strip():
+    # `is not None`: an empty handle (a shell variable left unset) is refused by _who, not
+    # taken for no --add at all, which listed the opt-outs and exited 0
+    editing = args.add is not None or args.remove is not None
+    if editing and not (args.reason or "").strip():
         raise ConfigError("--add and --remove need --reason TEXT", source="command line",
                           key="optouts")
     settings = _campaign_settings(args.campaign, args.config)
@@ -108,13 +111,13 @@ async def _optouts(ledger: Ledger, realm: Realm, args: argparse.Namespace) -> in
     from bulkdm.optouts import write_suppression
 
     now = time.time()
-    if args.add:
+    if args.add is not None:
         user_id, username = _who(args.add)
         await ledger.add_opt_out(realm, user_id=user_id, username=username,
                                  reason=args.reason.strip(), source=_MANUAL, now_s=now)
         print(f"opted out: {args.add.strip()} ({realm.value})")
         return 0
-    if args.remove:
+    if args.remove is not None:
         user_id, username = _who(args.remove)
         lifted = await ledger.remove_opt_out(realm, user_id=user_id, username=username,
                                              reason=args.reason.strip(), now_s=now)

@@ -102,3 +102,13 @@ async def test_optouts_of_a_campaign_without_a_ledger_say_where_it_is_off(tmp_pa
     assert refused.code == 1, refused.stdout + refused.stderr
     assert f"{tmp_path / 'camp.toml'}, key 'accounts.ledger': is off" in refused.stderr
     assert missing.code == 1 and "nope.jsonl: no such file" in missing.stderr
+
+
+async def test_an_empty_handle_is_refused_not_taken_for_a_listing() -> None:
+    # `optouts --add "$HANDLE"` with HANDLE unset listed the opt-outs and exited 0: a script
+    # believed the opt-out recorded
+    added = await bulkdm("optouts", "--sandbox", "--add", "", "--reason", "said stop")
+    removed = await bulkdm("optouts", "--sandbox", "--remove", " ", "--reason", "back")
+    assert added.code == 1 and "'' is neither an X username nor a user id" in added.stderr
+    assert removed.code == 1 and "is neither" in removed.stderr, removed.stdout
+    assert added.stdout == removed.stdout == ""
