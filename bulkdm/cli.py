@@ -330,7 +330,9 @@ def _export_arguments(parser: argparse.ArgumentParser) -> None:
                              "import; xlsx: a workbook for people (default: from --out's "
                              "extension, else jsonl)")
     parser.add_argument("--status", action="extend", nargs="+", metavar="STATE",
-                        choices=("sent", "failed", "skipped", "invalid", "pending", "unknown"),
+                        # every state `status` shows: `sending` rows are there after a kill -9
+                        choices=("sent", "failed", "skipped", "invalid", "pending", "sending",
+                                 "unknown"),
                         help="only rows in these states (default: every finished row)")
     parser.add_argument("--records", choices=("rows", "replies"), default="rows",
                         help="rows: one handoff record per row (default); replies: one "

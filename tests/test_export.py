@@ -350,3 +350,20 @@ async def test_a_reader_that_leaves_early_gets_no_traceback(
     _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
     assert process.returncode == 141
     assert stderr.decode() == ""
+
+
+async def test_every_state_status_shows_can_be_exported(tmp_path: Path) -> None:
+    # `status` counts `sending` rows (after a kill -9), and `export --status sending` was a
+    # usage error: the rows status showed could not be listed
+    from bulkdm.cli import build_parser
+    from bulkdm.rows import RowState
+
+    states = [state.value for state in RowState]
+    assert build_parser().parse_args(["export", "c.jsonl", "--status", *states]).status == states
+    campaign = write_campaign(tmp_path, [{"recipient_username": "amy", "first_name": "A"}],
+                              url="http://127.0.0.1:9")
+    assert (await bulkdm("plan", str(campaign))).code == 0
+    done = await bulkdm("export", str(campaign), "--status", "sending", "--out", "-")
+    status = orjson.loads((await bulkdm("status", str(campaign), "--json")).stdout)
+    assert set(status["counts"]) == set(states)
+    assert done.code == 0 and "wrote 0 rows to stdout" in done.stderr, done.stderr
