@@ -384,6 +384,9 @@ async def _export(args: argparse.Namespace) -> int:
     if exported.duplicates:
         print(f"left out {exported.duplicates} skipped duplicate(s): an earlier line has the same "
               "recipient, who gets that line's message", file=sys.stderr if to_stdout else sys.stdout)
+    if exported.opted_out:
+        print(f"left out {exported.opted_out} opted-out recipient(s): they asked not to be "
+              "messaged again", file=sys.stderr if to_stdout else sys.stdout)
     if args.as_campaign and not to_stdout and exported.count:
         config = meta.settings_path if meta is not None else ""
         hint = f" --config {_shown(Path(config))}" if config else " --config SETTINGS.toml"

@@ -171,7 +171,11 @@ async def test_a_retry_file_of_skipped_rows_leaves_out_duplicates(tmp_path: Path
         {"recipient_username": "amy", "first_name": "Amy", "consent": "form"},
         {"recipient_username": "bo", "first_name": "Bo"},
         {"recipient_username": "AMY", "first_name": "Amy again", "consent": "form"},
+        # opted out: a retry file offered them for sending again (by a ledger maybe off)
+        {"recipient_username": "zed", "first_name": "Zed", "consent": "form"},
     ]
+    opted = await bulkdm("optouts", "--sandbox", "--add", "@zed", "--reason", "said stop")
+    assert opted.code == 0, opted.stderr
     async with running_sandbox() as sb:
         campaign = write_campaign(tmp_path, rows, url=sb.xquik_url)
         settings = tmp_path / "camp.toml"
@@ -192,6 +196,7 @@ async def test_a_retry_file_of_skipped_rows_leaves_out_duplicates(tmp_path: Path
     assert kept == ["bo"]  # skipped for want of consent: provably not messaged
     assert "wrote 1 rows" in exported.stdout
     assert "left out 1 skipped duplicate(s)" in exported.stdout
+    assert "left out 1 opted-out recipient(s)" in exported.stdout
     assert again.code == 0, again.stdout + again.stderr
     assert delivered == ["Hello Amy"]  # bo is skipped again (no consent); amy once
 
