@@ -372,3 +372,19 @@ async def test_every_state_status_shows_can_be_exported(tmp_path: Path) -> None:
     status = orjson.loads((await bulkdm("status", str(campaign), "--json")).stdout)
     assert set(status["counts"]) == set(states)
     assert done.code == 0 and "wrote 0 rows to stdout" in done.stderr, done.stderr
+
+
+async def test_an_invalid_recipients_row_keeps_its_consent(tmp_path: Path) -> None:
+    # a bad username dropped the row's consent from its records (consent: null), though a row
+    # invalid for any other reason kept it: the CRM lost the basis it had recorded
+    rows: list[dict[str, object]] = [
+        {"recipient_username": "bad user", "text": "hi", "consent": "opted_in:2026-10-01"},
+        {"recipient_username": "ok_two", "text": "{missing}", "consent": "form:7"},
+    ]
+    campaign = write_campaign(tmp_path, rows, url="http://127.0.0.1:9")
+    assert (await bulkdm("plan", str(campaign))).code == 3  # no row is valid
+    done = await bulkdm("export", str(campaign), "--status", "invalid", "--out", "-")
+    assert done.code == 0, done.stderr
+    records = {r["line"]: r for r in map(orjson.loads, done.stdout.splitlines())}
+    assert records[1]["error"]["code"] == "bad_username"
+    assert (records[1]["consent"], records[2]["consent"]) == ("opted_in:2026-10-01", "form:7")
