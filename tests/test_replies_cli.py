@@ -250,6 +250,20 @@ async def test_two_campaigns_never_write_one_replies_file(tmp_path: Path) -> Non
     assert len(handoff_lines(a / "camp.replies.jsonl")) == ANSWERS
 
 
+async def test_replies_that_read_nothing_exit_4_and_say_so(tmp_path: Path) -> None:
+    # with the provider unreachable, `replies` printed "read 1 conversations" and exited 0: a
+    # script took the sync for done
+    async with running_sandbox(SMALL_PAGES) as sb:
+        campaign = write_campaign(tmp_path, [{"recipient_username": "stopper_ida",
+                                              "first_name": "I"}], url=sb.xquik_url)
+        assert (await bulkdm("run", str(campaign), "--progress", "none")).code == 0
+    synced = await bulkdm("replies", str(campaign))  # the sandbox is gone
+    as_json = await bulkdm("replies", str(campaign), "--json")
+    assert synced.code == 4, synced.stdout + synced.stderr
+    assert "could not read any conversation (connect_failed 1)" in synced.stdout
+    assert as_json.code == 4 and orjson.loads(as_json.stdout)["unread"] == {"connect_failed": 1}
+
+
 def test_the_sandbox_command_sets_when_people_answer_and_the_page_size() -> None:
     from bulkdm.sandbox.cli import build_config, parse_args
 
