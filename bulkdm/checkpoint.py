@@ -55,6 +55,7 @@ __all__ = [
     "defer",
     "finish",
     "own_handoff",
+    "own_replies",
     "pending_params",
     "pending_values",
     "plain_as_bulk",
@@ -80,6 +81,8 @@ __all__ = [
 
 #: meta key prefix of every handoff file the checkpoint has written
 _OWNED: Final = "handoff.owned:"
+#: meta key prefix of every replies file the checkpoint has written
+_OWNED_REPLIES: Final = "replies.owned:"
 _SYNC_MODES: Final = frozenset({"FULL", "NORMAL", "EXTRA", "OFF"})
 #: SQLite's result codes that say the file cannot be written (not that a statement is wrong)
 _STORAGE_REASONS: Final = {
@@ -696,6 +699,26 @@ class Checkpoint:
         return await self._scalar(
             "SELECT EXISTS (SELECT 1 FROM meta WHERE key = ?)", (_OWNED + path,)
         ) == 1
+
+    async def wrote_replies(self, path: str) -> bool:
+        """Whether this checkpoint has written the replies file ``path`` (see :func:`own_replies`)."""
+        return await self._scalar(
+            "SELECT EXISTS (SELECT 1 FROM meta WHERE key = ?)", (_OWNED_REPLIES + path,)
+        ) == 1
+
+    async def owned_files(self) -> dict[str, list[str]]:
+        """Every file this checkpoint has written or is writing, by kind (``handoff file``,
+        ``replies file``): the recorded owners and the cursors' paths."""
+        rows = await self._all(
+            "SELECT key, value FROM meta WHERE key LIKE 'handoff.%' OR key LIKE 'replies.%'")
+        found: dict[str, list[str]] = {"handoff file": [], "replies file": []}
+        for key, value in rows:
+            kind = "handoff file" if key.startswith("handoff.") else "replies file"
+            if key.startswith((_OWNED, _OWNED_REPLIES)):
+                found[kind].append(key.removeprefix(_OWNED).removeprefix(_OWNED_REPLIES))
+            elif key in ("handoff.path", "replies.path"):
+                found[kind].append(value)
+        return {kind: sorted(set(paths)) for kind, paths in found.items()}
 
     async def spend_counts(self) -> tuple[int, int, int]:
         """What this campaign has been billed for so far: DM attempts (retries and replays
@@ -1317,6 +1340,12 @@ def set_replies_cursor(cursor: HandoffCursor) -> list[Write]:
 def own_handoff(path: str) -> Write:
     """Record that this checkpoint writes the handoff file ``path`` (so it may rewrite it)."""
     return Write("INSERT OR REPLACE INTO meta (key, value) VALUES (?, '1')", (_OWNED + path,))
+
+
+def own_replies(path: str) -> Write:
+    """Record that this checkpoint writes the replies file ``path`` (so it may rewrite it)."""
+    return Write("INSERT OR REPLACE INTO meta (key, value) VALUES (?, '1')",
+                 (_OWNED_REPLIES + path,))
 
 
 def unsettle_in_flight(*, settle_after_s: float = 0.0) -> Write:

@@ -33,7 +33,7 @@ from bulkdm.sandbox import cli as sandbox_cli
 from bulkdm.settings import COMMAND_LINE, Settings, load_settings
 
 if TYPE_CHECKING:
-    from bulkdm.checkpoint import Checkpoint, PlanMeta
+    from bulkdm.checkpoint import Checkpoint
     from bulkdm.export import CsvOptions, ExportFormat
 
 __all__ = [
@@ -53,6 +53,7 @@ HELP_CHECKPOINT: Final = "checkpoint file (default: NAME.bulkdm.sqlite beside th
 _EXIT_STOPPED: Final = 4
 #: what a shell reports for a program its reader left (128 + SIGPIPE)
 _EXIT_BROKEN_PIPE: Final = 141
+_EXPORT_ELSEWHERE: Final = "export to another file"
 HELP_DELIMITER: Final = 'CSV field separator: ",", ";" or "tab" (default: sniffed from the header)'
 
 
@@ -329,7 +330,9 @@ def _export_arguments(parser: argparse.ArgumentParser) -> None:
                              "import; xlsx: a workbook for people (default: from --out's "
                              "extension, else jsonl)")
     parser.add_argument("--status", action="extend", nargs="+", metavar="STATE",
-                        choices=("sent", "failed", "skipped", "invalid", "pending", "unknown"),
+                        # every state `status` shows: `sending` rows are there after a kill -9
+                        choices=("sent", "failed", "skipped", "invalid", "pending", "sending",
+                                 "unknown"),
                         help="only rows in these states (default: every finished row)")
     parser.add_argument("--records", choices=("rows", "replies"), default="rows",
                         help="rows: one handoff record per row (default); replies: one "
@@ -349,6 +352,7 @@ def _export_arguments(parser: argparse.ArgumentParser) -> None:
 
 async def _export(args: argparse.Namespace) -> int:
     from bulkdm.export import ExportFormat, export_rows, format_of
+    from bulkdm.ownership import refuse_own_files
 
     to_stdout = args.out is not None and str(args.out) == "-"
     fmt = ExportFormat(args.format) if args.format else (
@@ -362,7 +366,7 @@ async def _export(args: argparse.Namespace) -> int:
     try:
         meta = await checkpoint.plan_meta()
         if not to_stdout:
-            await _refuse_own_files(out, checkpoint.path, meta)
+            await refuse_own_files(out, checkpoint, meta, instead=_EXPORT_ELSEWHERE)
         exported = await export_rows(
             checkpoint, sys.stdout.buffer if to_stdout else out, fmt=fmt,
             states=args.status or (), as_campaign=args.as_campaign, csv=csv)
@@ -380,6 +384,9 @@ async def _export(args: argparse.Namespace) -> int:
     if exported.duplicates:
         print(f"left out {exported.duplicates} skipped duplicate(s): an earlier line has the same "
               "recipient, who gets that line's message", file=sys.stderr if to_stdout else sys.stdout)
+    if exported.opted_out:
+        print(f"left out {exported.opted_out} opted-out recipient(s): they asked not to be "
+              "messaged again", file=sys.stderr if to_stdout else sys.stdout)
     if args.as_campaign and not to_stdout and exported.count:
         config = meta.settings_path if meta is not None else ""
         hint = f" --config {_shown(Path(config))}" if config else " --config SETTINGS.toml"
@@ -390,6 +397,7 @@ async def _export(args: argparse.Namespace) -> int:
 async def _export_replies(args: argparse.Namespace, fmt: ExportFormat, csv: CsvOptions,
                           to_stdout: bool) -> int:
     from bulkdm.export import export_replies
+    from bulkdm.ownership import refuse_own_files
 
     if args.as_campaign or args.status:
         raise ConfigError("is for --records rows", source=COMMAND_LINE,
@@ -398,7 +406,8 @@ async def _export_replies(args: argparse.Namespace, fmt: ExportFormat, csv: CsvO
     checkpoint = await _open_existing(args.target)
     try:
         if not to_stdout:
-            await _refuse_own_files(out, checkpoint.path, await checkpoint.plan_meta())
+            await refuse_own_files(out, checkpoint, await checkpoint.plan_meta(),
+                                   instead=_EXPORT_ELSEWHERE)
         count = await export_replies(checkpoint, sys.stdout.buffer if to_stdout else out,
                                      fmt=fmt, csv=csv)
     except ValueError as exc:
@@ -408,24 +417,6 @@ async def _export_replies(args: argparse.Namespace, fmt: ExportFormat, csv: CsvO
     where = "stdout" if to_stdout else str(out)
     print(f"wrote {count} replies to {where}", file=sys.stderr if to_stdout else sys.stdout)
     return 0
-
-
-async def _refuse_own_files(out: Path, checkpoint: Path, meta: PlanMeta | None) -> None:
-    """An ``--out`` naming a file the campaign lives on is refused: an export over the
-    checkpoint lost the record of what was sent, and one over the campaign or settings file a
-    campaign's identity (planning it again would message everyone again)."""
-    own = {"checkpoint": checkpoint}
-    own.update({f"checkpoint's {part}": checkpoint.with_name(f"{checkpoint.name}-{part}")
-                for part in ("wal", "shm", "journal")})
-    if meta is not None:
-        own["campaign file"] = Path(meta.campaign_path)
-        if meta.settings_path:
-            own["settings file"] = Path(meta.settings_path)
-    target = await asyncio.to_thread(out.resolve)
-    for what, path in own.items():
-        if target == await asyncio.to_thread(path.resolve):
-            raise ConfigError(f"{out} is the campaign's {what}; export to another file",
-                              source=COMMAND_LINE, key="--out")
 
 
 def _csv_options(args: argparse.Namespace, fmt: ExportFormat) -> CsvOptions:
@@ -438,6 +429,10 @@ def _csv_options(args: argparse.Namespace, fmt: ExportFormat) -> CsvOptions:
     if fmt is not ExportFormat.CSV and given:
         raise ConfigError(f"is for CSV exports, not {fmt.value}", source=COMMAND_LINE,
                           key=given[0])
+    if args.formula_safe and args.as_campaign:
+        raise ConfigError("cannot go with --as-campaign: a retry file's texts are what gets "
+                          "sent, so a ' put before a cell would be sent too. Export the retry "
+                          "file without it", source=COMMAND_LINE, key="--formula-safe")
     # a .tsv file is tab-separated unless told otherwise
     tsv = args.out is not None and Path(args.out).suffix.lower() == ".tsv"
     name = args.delimiter or ("tab" if tsv else ",")

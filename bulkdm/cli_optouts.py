@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -14,6 +15,7 @@ from bulkdm.errors import ConfigError
 
 if TYPE_CHECKING:  # imported when the command runs: `bulkdm --help` stays light
     from bulkdm.ledger import Ledger, Realm
+    from bulkdm.settings import Settings
 
 __all__ = ["add_arguments", "optouts"]
 
@@ -21,9 +23,15 @@ _MANUAL: Final = "manual"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("campaign", nargs="?", type=Path, metavar="CAMPAIGN",
+                        help="a campaign file: its settings' [accounts] ledger, and the sandbox's "
+                             "opt-outs for a loopback base_url")
+    parser.add_argument("--config", type=Path, metavar="FILE",
+                        help="settings file whose ledger and realm to use (default: NAME.toml "
+                             "beside CAMPAIGN)")
     parser.add_argument("--ledger", metavar="PATH|URL",
-                        help="the account ledger (default: $BULKDM_LEDGER, else "
-                             "$XDG_STATE_HOME/bulkdm/ledger.sqlite)")
+                        help="the account ledger (default: the campaign's [accounts] ledger, "
+                             "else $BULKDM_LEDGER, else $XDG_STATE_HOME/bulkdm/ledger.sqlite)")
     parser.add_argument("--sandbox", action="store_true",
                         help="the sandbox's opt-outs (runs against a loopback URL)")
     edit = parser.add_mutually_exclusive_group()
@@ -53,15 +61,20 @@ def _who(raw: str) -> tuple[str | None, str | None]:
 
 async def optouts(args: argparse.Namespace) -> int:
     from bulkdm.ledger import Realm, ledger_spec, open_ledger
+    from bulkdm.optouts import campaign_realm
 
-    spec = ledger_spec(args.ledger)
-    if spec is None:
-        raise ConfigError("the account ledger is off, and opt-outs live there; name one with "
-                          "--ledger", source="environment", key="BULKDM_LEDGER")
-    if (args.add or args.remove) and not (args.reason or "").strip():
+    # `is not None`: an empty handle (a shell variable left unset) is refused by _who, not
+    # taken for no --add at all, which listed the opt-outs and exited 0
+    editing = args.add is not None or args.remove is not None
+    if editing and not (args.reason or "").strip():
         raise ConfigError("--add and --remove need --reason TEXT", source="command line",
                           key="optouts")
-    realm = Realm.SANDBOX if args.sandbox else Realm.LIVE
+    settings = _campaign_settings(args.campaign, args.config)
+    spec = ledger_spec(args.ledger or (settings.accounts.ledger if settings else None))
+    if spec is None:
+        raise _ledger_off(settings if args.ledger is None else None)
+    realm = (Realm.SANDBOX if args.sandbox else
+             campaign_realm(settings) if settings is not None else Realm.LIVE)
     ledger = await open_ledger(spec, now_s=time.time())
     try:
         return await _optouts(ledger, realm, args)
@@ -69,17 +82,42 @@ async def optouts(args: argparse.Namespace) -> int:
         await ledger.close()
 
 
+def _campaign_settings(campaign: Path | None, config: Path | None) -> Settings | None:
+    """The settings of the campaign named (``None`` without one): where its opt-outs live."""
+    from bulkdm.errors import CampaignFileError
+    from bulkdm.settings import load_settings
+
+    if campaign is None and config is None:
+        return None
+    if campaign is not None and not campaign.is_file():
+        raise CampaignFileError(campaign, "is a directory" if campaign.is_dir() else "no such file")
+    # without a campaign, the settings file stands in for it (only its own keys are read)
+    settings = load_settings(campaign or config or Path(), config_path=config)
+    for warning in settings.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return settings
+
+
+def _ledger_off(settings: Settings | None) -> ConfigError:
+    if settings is not None and settings.accounts.ledger is not None:
+        return ConfigError("is off, and opt-outs live in the ledger; use optouts --export and "
+                           "[campaign] suppression instead, or name a ledger with --ledger",
+                           source=settings.source, key="accounts.ledger")
+    return ConfigError("the account ledger is off, and opt-outs live there; name one with "
+                       "--ledger", source="environment", key="BULKDM_LEDGER")
+
+
 async def _optouts(ledger: Ledger, realm: Realm, args: argparse.Namespace) -> int:
     from bulkdm.optouts import write_suppression
 
     now = time.time()
-    if args.add:
+    if args.add is not None:
         user_id, username = _who(args.add)
         await ledger.add_opt_out(realm, user_id=user_id, username=username,
                                  reason=args.reason.strip(), source=_MANUAL, now_s=now)
         print(f"opted out: {args.add.strip()} ({realm.value})")
         return 0
-    if args.remove:
+    if args.remove is not None:
         user_id, username = _who(args.remove)
         lifted = await ledger.remove_opt_out(realm, user_id=user_id, username=username,
                                              reason=args.reason.strip(), now_s=now)

@@ -20,6 +20,9 @@ if TYPE_CHECKING:  # imported when the command runs: `bulkdm --help` stays light
 
 __all__ = ["add_arguments", "replies"]
 
+#: ``runner.ExitCode.STOPPED``: nothing could be read, and the same command goes on later
+_EXIT_STOPPED = 4
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", type=Path, metavar="CAMPAIGN|CHECKPOINT",
@@ -74,11 +77,16 @@ async def _dry_run(checkpoint: Checkpoint, settings: Settings, as_json: bool) ->
 async def _sync(checkpoint: Checkpoint, settings: Settings, meta: PlanMeta,
                 args: argparse.Namespace) -> int:
     from bulkdm.optouts import campaign_realm, open_store
+    from bulkdm.ownership import REPLIES_FILE, claim_replies_file, refuse_own_files
     from bulkdm.replies import REPLIES_SUFFIX, replies_lock, sync_replies, write_replies_file
     from bulkdm.runner import campaign_provider
 
     out = args.out or beside(Path(meta.campaign_path), REPLIES_SUFFIX)
+    await refuse_own_files(out, checkpoint, meta, keep=REPLIES_FILE,
+                           instead="write replies to another file")
     with replies_lock(checkpoint.path):
+        # before anything is read: a file that is not this campaign's is refused at no cost
+        out = await claim_replies_file(checkpoint, out)
         ledger = await open_store(settings)
         try:
             async with campaign_provider(settings) as (used, provider, auths, _key):
@@ -93,8 +101,15 @@ async def _sync(checkpoint: Checkpoint, settings: Settings, meta: PlanMeta,
               "results": report.results, "new_replies": report.new_replies,
               "new_opt_outs": report.opt_outs, "unread": report.unread, "credits": credits,
               "usd": usd, "replies_file": str(out), "written": added}
+    # every conversation left unread (the provider unreachable, a long throttle): a script
+    # must not take the sync for done; 4 is the CLI's "stopped, the same command goes on"
+    read_nothing = bool(report.unread) and report.pages == 0
     if args.json:
         print(orjson.dumps(result).decode())
+    elif read_nothing:
+        print("could not read any conversation (" + ", ".join(
+            f"{code} {n}" for code, n in sorted(report.unread.items())) + "): nothing was "
+            "recorded; run the same command again later")
     else:
         cost = f"{credits} credits (${usd:.4f})" if credits is not None else f"${usd:.4f}"
         print(f"read {report.conversations} conversations ({report.pages} pages, {cost}): "
@@ -103,4 +118,4 @@ async def _sync(checkpoint: Checkpoint, settings: Settings, meta: PlanMeta,
         if report.unread:
             print("not read (run again later): " + ", ".join(
                 f"{code} {n}" for code, n in sorted(report.unread.items())), file=sys.stderr)
-    return 0
+    return _EXIT_STOPPED if read_nothing else 0

@@ -11,6 +11,7 @@ value, never an exception: see :mod:`bulkdm.outcomes`. An exception means the co
       CheckpointError             the checkpoint cannot be used
         CheckpointLockedError       another runner holds it
         CheckpointMismatchError     the campaign or settings changed since the plan was made
+        ForeignFileError            an output file holds records this checkpoint did not write
       LedgerError                 the account ledger (shared budgets) cannot be used
       ProviderError               raised by providers only when no outcome fits
         AuthenticationError         the API credentials are refused for every call
@@ -34,6 +35,7 @@ __all__ = [
     "CheckpointLockedError",
     "CheckpointMismatchError",
     "ConfigError",
+    "ForeignFileError",
     "LedgerError",
     "ProtocolError",
     "ProviderError",
@@ -139,6 +141,11 @@ class CheckpointLockedError(CheckpointError):
 
 class CheckpointMismatchError(CheckpointError):
     """Raised when the campaign file or settings changed after sends began."""
+
+
+class ForeignFileError(CheckpointError):
+    """Raised when a file the checkpoint would rewrite holds records it did not write; the file
+    is left as it is."""
 
 
 class LedgerError(BulkdmError):

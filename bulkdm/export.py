@@ -20,6 +20,7 @@ import orjson
 from bulkdm.checkpoint import Checkpoint
 from bulkdm.errors import CheckpointError
 from bulkdm.handoff import (
+    OPTED_OUT_REASON,
     REPLY_CSV_COLUMNS,
     SEND_ENDPOINTS,
     HandoffContext,
@@ -77,6 +78,8 @@ class Exported:
     unsettled: int
     #: skipped duplicates left out of a retry campaign: an earlier line has their recipient
     duplicates: int = 0
+    #: skipped rows left out of a retry campaign because their recipient opted out
+    opted_out: int = 0
 
 
 async def export_rows(
@@ -93,8 +96,8 @@ async def export_rows(
     ``out`` is a path or an open binary stream (stdout). A path is written to a temporary name
     and renamed, so a reader never sees half of it. ``as_campaign`` writes a campaign file
     (JSONL or CSV) instead of handoff records; it leaves out failed rows whose DM may have been
-    delivered (``outcome_unknown``) and skipped duplicates, and counts them: sending those could
-    reach a recipient twice.
+    delivered (``outcome_unknown``), skipped duplicates and opted-out rows, and counts them:
+    sending those could reach a recipient twice, or one who asked not to be messaged.
 
     :raises ValueError: ``as_campaign`` with XLSX, or with a row that may reach its recipient
         again (see :func:`~bulkdm.handoff.campaign_rows`).
@@ -110,8 +113,9 @@ async def export_rows(
     else:
         chunks = _record_chunks((handoff_record(r, context) for r in reader.rows()), fmt, csv)
     await asyncio.to_thread(_writer(out), chunks)
-    return Exported(count=reader.count - reader.unsettled - reader.duplicates,
-                    unsettled=reader.unsettled, duplicates=reader.duplicates)
+    return Exported(count=reader.count - reader.unsettled - reader.duplicates - reader.opted_out,
+                    unsettled=reader.unsettled, duplicates=reader.duplicates,
+                    opted_out=reader.opted_out)
 
 
 class _Pages:
@@ -126,6 +130,7 @@ class _Pages:
         #: duplicates (their recipient gets an earlier line's message)
         self.unsettled = 0
         self.duplicates = 0
+        self.opted_out = 0
 
     def _wait(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
         # each page is read on the event loop, so memory stays flat
@@ -156,7 +161,10 @@ class _Pages:
                     self.unsettled += 1
                     continue
                 if row.state is RowState.SKIPPED and not retryable(row):
-                    self.duplicates += 1
+                    if row.reason == OPTED_OUT_REASON:
+                        self.opted_out += 1
+                    else:
+                        self.duplicates += 1
                     continue
                 found = originals.get(row.id)
                 yield row, None if found is None else orjson.loads(found)

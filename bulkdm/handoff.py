@@ -36,6 +36,7 @@ __all__ = [
     "DUPLICATE_REASON",
     "ERROR_FIELD",
     "HANDOFF_FORMAT",
+    "OPTED_OUT_REASON",
     "RAW_LINE",
     "REPLY_CSV_COLUMNS",
     "SEND_ENDPOINTS",
@@ -67,6 +68,8 @@ _RETRYABLE: Final = frozenset({RowState.FAILED, RowState.SKIPPED, RowState.INVAL
 UNSETTLED_REASON: Final = "outcome_unknown"
 #: a row skipped because an earlier line has the same recipient
 DUPLICATE_REASON: Final = "duplicate"
+#: a row skipped because its recipient asked not to be messaged again
+OPTED_OUT_REASON: Final = "opted_out"
 #: new files get this mode: the records hold no secret, and a CRM importer may run as another user
 _NEW_FILE_MODE: Final = 0o644
 
@@ -407,12 +410,14 @@ def retryable(row: RowRecord) -> bool:
     A pending row still belongs to the running campaign, and a sending or unknown one, or one
     failed as ``outcome_unknown`` (never settled), may have reached its recipient; either could
     reach them twice. A duplicate was skipped because its recipient gets the message of an
-    earlier line. The one predicate for this: change it here, and every retry path follows.
+    earlier line, and an opted-out row because its recipient asked not to be messaged again (a
+    retry file holding it would offer them for sending, by a ledger that may be off or
+    another's). The one predicate for this: change it here, and every retry path follows.
     """
     if row.state is RowState.FAILED:
         return row.reason != UNSETTLED_REASON
     return row.state in _RETRYABLE and not (
-        row.state is RowState.SKIPPED and row.reason == DUPLICATE_REASON)
+        row.state is RowState.SKIPPED and row.reason in (DUPLICATE_REASON, OPTED_OUT_REASON))
 
 
 def campaign_fields(row: RowRecord, original: Mapping[str, object] | None) -> dict[str, object]:

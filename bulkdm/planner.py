@@ -322,7 +322,8 @@ class Planner:
         recipient = recipient_values(user_id, username)
         if isinstance(recipient, RecipientProblem):
             problem = _Problem(recipient.field, recipient.reason, recipient.message)
-            return self._invalid_row(item, problem, external_id)
+            # no recipient to name, but the row's consent is still the row's (as for other errors)
+            return self._invalid_row(item, problem, external_id, consent=consent)
         # from here on the recipient is known: an invalid row still names them in its records
         text = self._text(own_text, item.fields)
         if isinstance(text, _Problem):

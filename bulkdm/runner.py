@@ -16,11 +16,12 @@ from typing import Final, Protocol, TextIO
 from bulkdm.checkpoint import Checkpoint, set_last_run
 from bulkdm.collector import tuned_collector
 from bulkdm.engine import Engine, FinishReason, RunReport, SenderState
-from bulkdm.errors import BulkdmError, CheckpointLockedError, ProviderError
+from bulkdm.errors import BulkdmError, CheckpointLockedError, ForeignFileError, ProviderError
 from bulkdm.ledger import AccountPool, ledger_spec, open_ledger, realm_for
 from bulkdm.naming import beside
 from bulkdm.optouts import campaign_realm
 from bulkdm.outbox import Outbox
+from bulkdm.ownership import claim_replies_file
 from bulkdm.planner import ensure_plan, planned_settings
 from bulkdm.progress import (
     Progress,
@@ -316,6 +317,7 @@ async def _sync_replies_while_running(
             return
         try:
             with replies_lock(checkpoint.path):
+                out = await claim_replies_file(checkpoint, out)
                 await sync_replies(checkpoint, settings, provider, auths,
                                    ledger=None if pool is None else pool.ledger,
                                    realm=campaign_realm(settings) if pool is None else pool.realm,
@@ -323,7 +325,7 @@ async def _sync_replies_while_running(
                 await write_replies_file(checkpoint, out, campaign=settings.campaign.name)
         except CheckpointLockedError:
             pass  # `bulkdm replies` is reading them now
-        except ProviderError as exc:  # reading replies never stops the sends
+        except (ProviderError, ForeignFileError) as exc:  # reading replies never stops the sends
             stream.write(f"note: replies not read: {exc}\n")
             return
         if done.is_set():

@@ -21,7 +21,7 @@ from bulkdm.checkpoint import Checkpoint
 from bulkdm.sandbox import Faults, SandboxConfig, running_sandbox
 from bulkdm.schema import MIGRATIONS, SCHEMA_VERSION
 from bulkdm.workbook import xlsx_bytes
-from tests.clikit import bulkdm, env_for, handoff_lines, write_campaign
+from tests.clikit import bulkdm, env_for, handoff_lines, wait_for, write_campaign
 
 ROWS: list[dict[str, object]] = [
     {"recipient_id": "1893726451029384192", "external_id": "00123", "consent": "opted_in:2026-10-01",
@@ -101,6 +101,14 @@ async def test_formula_safe_csv_and_bom_are_opt_in(tmp_path: Path) -> None:
     assert data.startswith(b"\xef\xbb\xbf")
     texts = {r["text"] for r in csv.DictReader(io.StringIO(data.decode("utf-8-sig"), newline=""))}
     assert "'-20% today only, Amy" in texts
+    # a retry file's texts are sent as they are: the ' would go out too, so it was not added
+    # (and the flag silently ignored); now the pair is refused, saying why
+    retry = tmp_path / "retry.csv"
+    refused = await bulkdm("export", str(campaign), "--status", "failed", "--as-campaign",
+                           "--format", "csv", "--formula-safe", "--out", str(retry))
+    assert refused.code == 1, refused.stdout + refused.stderr
+    assert "'--formula-safe': cannot go with --as-campaign" in refused.stderr
+    assert not retry.exists()
 
 
 async def test_out_dash_writes_to_stdout(tmp_path: Path) -> None:
@@ -163,7 +171,11 @@ async def test_a_retry_file_of_skipped_rows_leaves_out_duplicates(tmp_path: Path
         {"recipient_username": "amy", "first_name": "Amy", "consent": "form"},
         {"recipient_username": "bo", "first_name": "Bo"},
         {"recipient_username": "AMY", "first_name": "Amy again", "consent": "form"},
+        # opted out: a retry file offered them for sending again (by a ledger maybe off)
+        {"recipient_username": "zed", "first_name": "Zed", "consent": "form"},
     ]
+    opted = await bulkdm("optouts", "--sandbox", "--add", "@zed", "--reason", "said stop")
+    assert opted.code == 0, opted.stderr
     async with running_sandbox() as sb:
         campaign = write_campaign(tmp_path, rows, url=sb.xquik_url)
         settings = tmp_path / "camp.toml"
@@ -184,6 +196,7 @@ async def test_a_retry_file_of_skipped_rows_leaves_out_duplicates(tmp_path: Path
     assert kept == ["bo"]  # skipped for want of consent: provably not messaged
     assert "wrote 1 rows" in exported.stdout
     assert "left out 1 skipped duplicate(s)" in exported.stdout
+    assert "left out 1 opted-out recipient(s)" in exported.stdout
     assert again.code == 0, again.stdout + again.stderr
     assert delivered == ["Hello Amy"]  # bo is skipped again (no consent); amy once
 
@@ -209,6 +222,32 @@ async def test_export_refuses_to_write_over_the_campaigns_own_files(tmp_path: Pa
     assert "is the campaign's checkpoint" in refused[("camp.bulkdm.sqlite", ("--as-campaign",))][1]
     assert all((tmp_path / name).read_bytes() == data for name, data in own.items())
     assert status.code == 0 and "sent" in status.stdout
+
+
+async def test_export_refuses_the_handoff_and_replies_files_a_run_writes(tmp_path: Path) -> None:
+    # an export over the handoff file while a run appended to it replaced the file: the run's
+    # later records went to the old inode and the handoff file ended short
+    handoff, answers = tmp_path / "crm" / "handoff.jsonl", tmp_path / "answers.jsonl"
+    handoff.parent.mkdir()
+    async with running_sandbox(SandboxConfig(reply_after_ms=10)) as sb:
+        campaign = write_campaign(tmp_path, [{"recipient_username": "reply_amy",
+                                              "first_name": "A"}], url=sb.xquik_url)
+        ran = await bulkdm("run", str(campaign), "--out", str(handoff), "--progress", "none")
+        assert ran.code == 0, ran.stdout + ran.stderr
+        await wait_for(lambda: len(sb.replies) >= 1)
+        assert (await bulkdm("replies", str(campaign), "--out", str(answers))).code == 0
+        own = {path: path.read_bytes() for path in (handoff, answers)}
+        refused = {(path.name, extra): await bulkdm("export", str(campaign), "--out", str(path),
+                                                    *extra)
+                   for path in (handoff, answers, tmp_path / "camp.handoff.jsonl")
+                   for extra in ((), ("--records", "replies"))}
+    assert {d.code for d in refused.values()} == {1}, [d.stderr for d in refused.values()]
+    assert f"{handoff} is the campaign's handoff file; export to another file" in (
+        refused[("handoff.jsonl", ())].stderr)
+    assert f"{answers} is the campaign's replies file" in (
+        refused[("answers.jsonl", ("--records", "replies"))].stderr)
+    assert all(path.read_bytes() == data for path, data in own.items())
+    assert not (tmp_path / "camp.handoff.jsonl").exists()
 
 
 async def test_fix_file_of_invalid_rows_is_fixed_by_editing_one_field(tmp_path: Path) -> None:
@@ -316,3 +355,36 @@ async def test_a_reader_that_leaves_early_gets_no_traceback(
     _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
     assert process.returncode == 141
     assert stderr.decode() == ""
+
+
+async def test_every_state_status_shows_can_be_exported(tmp_path: Path) -> None:
+    # `status` counts `sending` rows (after a kill -9), and `export --status sending` was a
+    # usage error: the rows status showed could not be listed
+    from bulkdm.cli import build_parser
+    from bulkdm.rows import RowState
+
+    states = [state.value for state in RowState]
+    assert build_parser().parse_args(["export", "c.jsonl", "--status", *states]).status == states
+    campaign = write_campaign(tmp_path, [{"recipient_username": "amy", "first_name": "A"}],
+                              url="http://127.0.0.1:9")
+    assert (await bulkdm("plan", str(campaign))).code == 0
+    done = await bulkdm("export", str(campaign), "--status", "sending", "--out", "-")
+    status = orjson.loads((await bulkdm("status", str(campaign), "--json")).stdout)
+    assert set(status["counts"]) == set(states)
+    assert done.code == 0 and "wrote 0 rows to stdout" in done.stderr, done.stderr
+
+
+async def test_an_invalid_recipients_row_keeps_its_consent(tmp_path: Path) -> None:
+    # a bad username dropped the row's consent from its records (consent: null), though a row
+    # invalid for any other reason kept it: the CRM lost the basis it had recorded
+    rows: list[dict[str, object]] = [
+        {"recipient_username": "bad user", "text": "hi", "consent": "opted_in:2026-10-01"},
+        {"recipient_username": "ok_two", "text": "{missing}", "consent": "form:7"},
+    ]
+    campaign = write_campaign(tmp_path, rows, url="http://127.0.0.1:9")
+    assert (await bulkdm("plan", str(campaign))).code == 3  # no row is valid
+    done = await bulkdm("export", str(campaign), "--status", "invalid", "--out", "-")
+    assert done.code == 0, done.stderr
+    records = {r["line"]: r for r in map(orjson.loads, done.stdout.splitlines())}
+    assert records[1]["error"]["code"] == "bad_username"
+    assert (records[1]["consent"], records[2]["consent"]) == ("opted_in:2026-10-01", "form:7")

@@ -41,3 +41,18 @@ def test_configured_rules_replace_the_defaults_and_none_match_nothing() -> None:
     assert rules.matches("please LEAVE ME   alone") and rules.matches("stoppen!")
     assert not rules.matches("STOP")
     assert not OptOutRules([]).matches("STOP")
+
+
+@pytest.mark.parametrize("text", [
+    "ARRE\u0302T", "de\u0301sabonner", "Je veux me DE\u0301SABONNER", "ＳＴＯＰ", "ｓｔｏｐ！",
+    "ＵＮＳＵＢＳＣＲＩＢＥ me",
+])
+def test_decomposed_accents_and_full_width_letters_opt_out(text: str) -> None:
+    # a phone keyboard may send Ê as E + a combining accent, an East Asian one full-width
+    # letters: the answer shows the rule's word, and was not read as an opt-out
+    assert DEFAULT.matches(text)
+
+
+def test_a_rule_written_decomposed_matches_the_composed_answer() -> None:
+    assert OptOutRules(["de\u0301sinscrire"]).matches("Désinscrire, merci")
+    assert not DEFAULT.matches("ＳＴＯＰＰＥＤ by the store")

@@ -126,3 +126,43 @@ async def test_a_row_in_doubt_whose_recipient_opts_out_is_settled_not_sent(
     error = record.get("error")
     assert (record["send_status"], error["code"] if isinstance(error, dict) else None) == ends
     assert delivered == (1 if ends[0] == "sent" else 0)  # never a DM after the opt-out
+
+
+async def test_optouts_of_a_campaign_use_its_ledger_and_realm(tmp_path: Path) -> None:
+    # `optouts` read only --ledger or the default: a campaign whose [accounts] ledger is its
+    # team's added an opt-out where no plan of it looked, and the person was messaged
+    campaign = write_campaign(tmp_path, ROWS, url=LOOPBACK,
+                              extra='\n[accounts]\nledger = "team.sqlite"\n')
+    added = await bulkdm("optouts", str(campaign), "--add", "@carl", "--reason", "by email")
+    listed = await bulkdm("optouts", "--config", str(tmp_path / "camp.toml"), "--json")
+    elsewhere = [await bulkdm("optouts", *flag, "--json") for flag in ((), ("--sandbox",))]
+    exported = await bulkdm("optouts", str(campaign), "--export", str(tmp_path / "dnc.txt"))
+    planned = await bulkdm("plan", str(campaign), "--json")
+    lifted = await bulkdm("optouts", str(campaign), "--remove", "carl", "--reason", "came back")
+    assert added.code == 0 and "(sandbox)" in added.stdout, added.stdout + added.stderr
+    assert listed.code == 0, listed.stderr
+    assert str(tmp_path / "team.sqlite") in listed.stdout and '"realm":"sandbox"' in listed.stdout
+    assert '"username":"carl"' in listed.stdout
+    assert all('"opt_outs":[]' in done.stdout for done in elsewhere)
+    assert exported.code == 0 and load_suppression([tmp_path / "dnc.txt"]).usernames == {"carl"}
+    assert '"opted_out":1' in planned.stdout.replace(" ", ""), planned.stdout
+    assert lifted.code == 0 and "lifted 1" in lifted.stdout
+
+
+async def test_optouts_of_a_campaign_without_a_ledger_say_where_it_is_off(tmp_path: Path) -> None:
+    campaign = write_campaign(tmp_path, ROWS, url=LOOPBACK, extra='\n[accounts]\nledger = "off"\n')
+    refused = await bulkdm("optouts", str(campaign))
+    missing = await bulkdm("optouts", str(tmp_path / "nope.jsonl"))
+    assert refused.code == 1, refused.stdout + refused.stderr
+    assert f"{tmp_path / 'camp.toml'}, key 'accounts.ledger': is off" in refused.stderr
+    assert missing.code == 1 and "nope.jsonl: no such file" in missing.stderr
+
+
+async def test_an_empty_handle_is_refused_not_taken_for_a_listing() -> None:
+    # `optouts --add "$HANDLE"` with HANDLE unset listed the opt-outs and exited 0: a script
+    # believed the opt-out recorded
+    added = await bulkdm("optouts", "--sandbox", "--add", "", "--reason", "said stop")
+    removed = await bulkdm("optouts", "--sandbox", "--remove", " ", "--reason", "back")
+    assert added.code == 1 and "'' is neither an X username nor a user id" in added.stderr
+    assert removed.code == 1 and "is neither" in removed.stderr, removed.stdout
+    assert added.stdout == removed.stdout == ""

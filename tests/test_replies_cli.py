@@ -203,6 +203,68 @@ async def test_one_reader_of_replies_at_a_time(tmp_path: Path) -> None:
     assert orjson.loads(after.stdout)["new_replies"] == ANSWERS
 
 
+async def test_replies_out_refuses_the_campaigns_own_files(tmp_path: Path) -> None:
+    # `--out camp.bulkdm.sqlite` emptied the checkpoint (the next run messaged everyone again);
+    # over the campaign, settings or handoff file it replaced them with replies
+    async with running_sandbox(SMALL_PAGES) as sb:
+        campaign = await _sent_and_answered(sb, tmp_path, "xquik")
+        own = ("camp.bulkdm.sqlite", "camp.jsonl", "camp.toml", "camp.handoff.jsonl")
+        before = {name: (tmp_path / name).read_bytes() for name in own}
+        refused = {name: await bulkdm("replies", str(campaign), "--out", str(tmp_path / name))
+                   for name in (*own, "camp.bulkdm.sqlite-wal")}
+        status = await bulkdm("status", str(campaign), "--json")
+    assert {d.code for d in refused.values()} == {1}, [d.stderr for d in refused.values()]
+    assert "camp.bulkdm.sqlite is the campaign's checkpoint; write replies to another file" in (
+        refused["camp.bulkdm.sqlite"].stderr)
+    assert "is the campaign's handoff file" in refused["camp.handoff.jsonl"].stderr
+    assert "is the campaign's checkpoint's wal" in refused["camp.bulkdm.sqlite-wal"].stderr
+    assert {name: (tmp_path / name).read_bytes() for name in own} == before
+    assert orjson.loads(status.stdout)["counts"]["sent"] == len(PEOPLE)
+
+
+async def test_two_campaigns_never_write_one_replies_file(tmp_path: Path) -> None:
+    # a second campaign's sync truncated the file the first had written, and back again
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    shared = tmp_path / "crm-inbox.jsonl"
+    async with running_sandbox(SMALL_PAGES) as sb:
+        first = await _sent_and_answered(sb, a, "xquik")
+        second = write_campaign(b, [{"recipient_username": "reply_eve", "first_name": "Eve"}],
+                                url=sb.xquik_url)
+        assert (await bulkdm("run", str(second), "--progress", "none")).code == 0
+        await wait_for(lambda: len(sb.replies) >= ANSWERS + 1)
+        wrote = await bulkdm("replies", str(first), "--out", str(shared))
+        written = shared.read_bytes()
+        other = await bulkdm("replies", str(second), "--out", str(shared))
+        kept = shared.read_bytes()
+        again = await bulkdm("replies", str(first), "--out", str(shared), "--json")
+        default = await bulkdm("replies", str(first), "--json")
+    assert wrote.code == 0, wrote.stderr
+    assert other.code == 1, other.stdout + other.stderr
+    assert f"{shared} holds records that {b / 'camp.bulkdm.sqlite'} did not write" in (
+        other.stderr)
+    assert kept == written and len(handoff_lines(shared)) == ANSWERS
+    assert again.code == 0 and orjson.loads(again.stdout)["written"] == 0, again.stderr
+    # going back to the default file writes it whole, from the first reply
+    assert default.code == 0 and orjson.loads(default.stdout)["written"] == ANSWERS
+    assert len(handoff_lines(a / "camp.replies.jsonl")) == ANSWERS
+
+
+async def test_replies_that_read_nothing_exit_4_and_say_so(tmp_path: Path) -> None:
+    # with the provider unreachable, `replies` printed "read 1 conversations" and exited 0: a
+    # script took the sync for done
+    async with running_sandbox(SMALL_PAGES) as sb:
+        campaign = write_campaign(tmp_path, [{"recipient_username": "stopper_ida",
+                                              "first_name": "I"}], url=sb.xquik_url)
+        assert (await bulkdm("run", str(campaign), "--progress", "none")).code == 0
+    synced = await bulkdm("replies", str(campaign))  # the sandbox is gone
+    as_json = await bulkdm("replies", str(campaign), "--json")
+    assert synced.code == 4, synced.stdout + synced.stderr
+    assert "could not read any conversation (connect_failed 1)" in synced.stdout
+    assert as_json.code == 4 and orjson.loads(as_json.stdout)["unread"] == {"connect_failed": 1}
+
+
 def test_the_sandbox_command_sets_when_people_answer_and_the_page_size() -> None:
     from bulkdm.sandbox.cli import build_config, parse_args
 

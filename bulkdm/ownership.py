@@ -1,0 +1,108 @@
+"""The files a campaign lives on, and which of them an ``--out`` may name.
+
+An output must not be one of the campaign's own files: written over the checkpoint it lost the
+record of what was sent (planning again then messaged everyone again), over the campaign or
+settings file the campaign's identity, and over the handoff or replies file the records a run
+or a sync appends there (their writer kept writing into the replaced file, and the visible one
+ended short). A replies file is rewritten whole when it no longer continues from its cursor, so
+a checkpoint writes only a replies file it wrote before (recorded before the file is first
+touched, as the handoff file's), or one that is empty or missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bulkdm import checkpoint as cp
+from bulkdm.checkpoint import HandoffCursor
+from bulkdm.errors import ConfigError, ForeignFileError
+from bulkdm.naming import HANDOFF_SUFFIX, beside
+
+if TYPE_CHECKING:
+    from bulkdm.checkpoint import Checkpoint, PlanMeta
+
+__all__ = ["REPLIES_FILE", "claim_replies_file", "own_files", "refuse_own_files"]
+
+#: what :func:`own_files` calls a replies file (``replies`` passes it to keep its own)
+REPLIES_FILE = "replies file"
+#: ``bulkdm.replies.REPLIES_SUFFIX`` (not imported: that module loads the providers)
+_REPLIES_SUFFIX = ".replies.jsonl"
+
+
+async def own_files(checkpoint: Checkpoint, meta: PlanMeta | None) -> list[tuple[str, Path]]:
+    """(what, path) of every file the campaign of ``checkpoint`` lives on or writes: the
+    checkpoint and its SQLite side files, the campaign and settings files, every handoff and
+    replies file it has written, and the default ones beside the campaign."""
+    path = checkpoint.path
+    own = [("checkpoint", path)]
+    own += [(f"checkpoint's {part}", path.with_name(f"{path.name}-{part}"))
+            for part in ("wal", "shm", "journal")]
+    if meta is not None:
+        campaign = Path(meta.campaign_path)
+        own.append(("campaign file", campaign))
+        if meta.settings_path:
+            own.append(("settings file", Path(meta.settings_path)))
+        own += [("handoff file", beside(campaign, HANDOFF_SUFFIX)),
+                (REPLIES_FILE, beside(campaign, _REPLIES_SUFFIX))]
+    for what, paths in (await checkpoint.owned_files()).items():
+        own += [(what, Path(p)) for p in paths]
+    return own
+
+
+async def refuse_own_files(out: Path, checkpoint: Checkpoint, meta: PlanMeta | None, *,
+                           instead: str, keep: str | None = None) -> None:
+    """Raise if ``out`` is one of :func:`own_files` (but a ``keep`` one: a command's own kind).
+
+    :raises ConfigError: naming ``out``, which file it is, and ``instead`` (what to do).
+    """
+    target = await asyncio.to_thread(out.resolve)
+    for what, path in await own_files(checkpoint, meta):
+        if what != keep and target == await asyncio.to_thread(path.resolve):
+            raise ConfigError(f"{out} is the campaign's {what}; {instead}",
+                              source="command line", key="--out")
+
+
+async def claim_replies_file(checkpoint: Checkpoint, path: Path) -> Path:
+    """Make ``path`` (made absolute, and returned) the checkpoint's replies file, unless it
+    holds records this checkpoint did not write; a new file starts from the first reply.
+
+    :raises ForeignFileError: ``path`` is not empty and this checkpoint never wrote it (another
+        campaign's replies file, or any other file); it is left as it is.
+    """
+    # normalised as the run's paths are: one file is one string, whatever folder it ran from
+    path = Path(await asyncio.to_thread(os.path.abspath, path))
+    cursor = await checkpoint.replies_cursor()
+    if await _same_file(cursor.path, path) or await checkpoint.wrote_replies(str(path)):
+        # recorded for a checkpoint of before ownership was (the cursor's path was enough)
+        await checkpoint.submit([cp.own_replies(str(path))])
+        if cursor.path != str(path):  # written before, not the cursor's: written again whole
+            await checkpoint.submit(cp.set_replies_cursor(
+                HandoffCursor(seq=0, offset=0, path=str(path))))
+        return path
+    if await asyncio.to_thread(_size, path):
+        raise ForeignFileError(
+            f"{path} holds records that {checkpoint.path} did not write (another campaign's "
+            "replies file, or another file?); it was left as it is. Pass --out with a new file, "
+            "or move that file away if it is this campaign's")
+    # recorded before the file is touched: after a crash it is still known to be this one's
+    await checkpoint.submit([cp.own_replies(str(path)), *cp.set_replies_cursor(
+        HandoffCursor(seq=0, offset=0, path=str(path)))])
+    return path
+
+
+async def _same_file(recorded: str | None, path: Path) -> bool:
+    if recorded is None:
+        return False
+    # a cursor written before paths were made absolute may hold a relative one
+    return recorded == str(path) or await asyncio.to_thread(
+        lambda: Path(recorded).resolve() == path.resolve())
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
