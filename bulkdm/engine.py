@@ -56,6 +56,9 @@ _RESTORE_AT_ONCE: Final = 64
 _OPT_OUT_FRESH_S: Final = 5.0
 #: codes that say "not performed, the key's budget is spent": not the row's fault
 _THROTTLE_CODES: Final = frozenset({"rate_limit_exceeded", "x_rate_limited", "http_429"})
+#: a send in the checkpoint and one in the ledger this close are the same send (both record the
+#: moment its request left; an in-flight one is counted from the restart in both)
+_SAME_SEND_S: Final = 1.0
 #: the same-error breaker's one code for every passing error (5xx, timeouts, cut connections)
 _OUTAGE: Final = "\0outage"
 #: a wait for a slot longer than this is one sleep (stop ends it), not a poll every second
@@ -364,7 +367,8 @@ class Engine:
         """Every campaign's windows and sends of each account and of the key, from the ledger
         (this campaign's are among them), and the rests any campaign recorded."""
         self._key = self._limiter(pool.rates(None))
-        self._key.charge(await pool.history(None, now))
+        self._key.charge(_merged(await pool.history(None, now),
+                                 await self._history(None, self._key, now)))
         await each(self._senders.values(), lambda sender: self._restore_sender(pool, sender, now),
                    at_once=_RESTORE_AT_ONCE)
 
@@ -372,7 +376,9 @@ class Engine:
         account = sender.account
         sender.limiter = self._limiter(pool.rates(account))
         history = await pool.history(account, now)
-        sender.limiter.charge(history)
+        # this campaign's own sends, from the checkpoint, that the ledger does not hold (a
+        # ledger deleted, moved, or another file for this run): they count all the same
+        sender.limiter.charge(_merged(history, await self._history(account, sender.limiter, now)))
         # reservations a killed run held ahead count in the windows until their lease ends
         # (charged at now); they were never sent, so its warm-up does not count them
         self._never_sent[account] = history.count(now)
@@ -1442,6 +1448,22 @@ def _raise_first(results: Iterable[object]) -> None:
 
 def _file_sha256(path: str) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _merged(ledger_s: Sequence[float], own_s: Sequence[float]) -> list[float]:
+    """The ledger's send times, plus those of the checkpoint's own that it does not hold: an
+    own send matches a ledger entry within :data:`_SAME_SEND_S` (each entry matches once)."""
+    ledger = sorted(ledger_s)
+    extra: list[float] = []
+    j = 0
+    for at_s in sorted(own_s):
+        while j < len(ledger) and ledger[j] < at_s - _SAME_SEND_S:
+            j += 1
+        if j < len(ledger) and ledger[j] <= at_s + _SAME_SEND_S:
+            j += 1
+        else:
+            extra.append(at_s)
+    return [*ledger, *extra]
 
 
 def _outage_codes(codes: Sequence[str | None]) -> str:

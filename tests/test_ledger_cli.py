@@ -98,6 +98,39 @@ async def test_two_campaigns_in_a_row_keep_the_daily_cap_together(tmp_path: Path
     assert live["accounts"] == []  # sandbox runs never charge a live account
 
 
+async def test_a_ledger_that_lost_the_campaigns_sends_does_not_reopen_its_day(
+    tmp_path: Path,
+) -> None:
+    """The same command resumed where the ledger is another file (cron's or a container's
+    XDG_STATE_HOME; or the ledger deleted): the checkpoint's own sends still count, so the day
+    its cap filled stays full."""
+    async with running_sandbox() as sb:
+        capped = campaign(tmp_path / "a", "welcome", 5000, 8, url=sb.xquik_url,
+                          sender_rate="1000/1s", daily_cap=2)
+        one = await bulkdm("run", str(capped), "--progress", "none")
+        elsewhere = pool_env(BULKDM_LEDGER=str(tmp_path / "another-ledger.sqlite"))
+        two = await bulkdm("run", str(capped), "--progress", "none", env=elsewhere)
+        ledger = await delivered(sb.root_url)
+    assert one.code == 4 and two.code == 4, one.stdout + two.stdout  # paused: caps reached
+    assert Counter(d.sender for d in ledger) == {"s1": 2, "s2": 2}, two.stdout
+
+
+async def test_a_resumed_campaign_counts_each_of_its_sends_once(tmp_path: Path) -> None:
+    """Its sends are in the ledger and in its checkpoint: counted once, so the rows added to
+    the campaign get the rest of the day's cap."""
+    async with running_sandbox() as sb:
+        growing = campaign(tmp_path / "a", "welcome", 6000, 4, url=sb.xquik_url,
+                           sender_rate="1000/1s", daily_cap=4)
+        one = await bulkdm("run", str(growing), "--progress", "none")
+        more = [{"recipient_id": str(6100 + i), "first_name": "x"} for i in range(6)]
+        with growing.open("ab") as file:
+            file.write(b"".join(orjson.dumps(r) + b"\n" for r in more))
+        two = await bulkdm("run", str(growing), "--amend", "--progress", "none")
+        ledger = await delivered(sb.root_url)
+    assert one.code == 0 and two.code == 4, one.stdout + two.stdout  # the cap, then a pause
+    assert Counter(d.sender for d in ledger) == {"s1": 4, "s2": 4}, two.stdout
+
+
 async def test_a_cap_filled_by_another_campaign_meanwhile_says_when_it_is_free(
     tmp_path: Path,
 ) -> None:
