@@ -84,6 +84,10 @@ _OWNED: Final = "handoff.owned:"
 #: meta key prefix of every replies file the checkpoint has written
 _OWNED_REPLIES: Final = "replies.owned:"
 _SYNC_MODES: Final = frozenset({"FULL", "NORMAL", "EXTRA", "OFF"})
+#: a journal mode switch refused while another connection reads is tried this often, this far
+#: apart (10 s in all, the busy timeout)
+_MODE_TRIES: Final = 1000
+_MODE_RETRY_S: Final = 0.01
 #: SQLite's result codes that say the file cannot be written (not that a statement is wrong)
 _STORAGE_REASONS: Final = {
     "SQLITE_FULL": "the disk is full",
@@ -426,7 +430,7 @@ class Checkpoint:
         # the writer's connection would deny it, so it closes (the next submit opens it again).
         await self._writer.release()
         try:
-            await self._db.execute("PRAGMA journal_mode = DELETE")
+            await self._journal_mode("DELETE", wait=False)
             try:
                 await self._db.execute("BEGIN IMMEDIATE")
                 try:
@@ -437,10 +441,28 @@ class Checkpoint:
                         await self._db.execute("ROLLBACK")
                     raise
             finally:
-                await self._db.execute("PRAGMA journal_mode = WAL")
+                await self._journal_mode("WAL", wait=True)
         except sqlite3.Error as exc:
             raise _error_of(self.path, exc, "cannot write the plan") from exc
         self._seq = await self._last_seq()
+
+    async def _journal_mode(self, mode: str, *, wait: bool) -> None:
+        """Switch the journal mode. Another connection reading the file (``status``, a script)
+        makes SQLite refuse the switch at once, busy timeout or not: a bulk load then goes
+        through the WAL (correct, slower); the way back to WAL is tried again until it takes
+        (readers are brief), for the run that follows the plan."""
+        for _ in range(_MODE_TRIES if wait else 1):
+            try:
+                await self._db.execute(f"PRAGMA journal_mode = {mode}")
+                return
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+                    raise
+            if wait:
+                await asyncio.sleep(_MODE_RETRY_S)
+        # readers for _MODE_TRIES in a row: this connection goes on in the rollback journal
+        # (correct; readers then hold writes back for up to the busy timeout), and the next
+        # open of the checkpoint sets WAL again
 
     async def _replace_plan(
         self, meta_of: PlanMeta | Callable[[], PlanMeta], batches: Iterable[Sequence[PlanRow]]

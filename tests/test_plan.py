@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 
@@ -683,3 +685,31 @@ def test_the_example_campaigns_plan(tmp_path: Path) -> None:
         report = orjson.loads(result.stdout)
         assert report["rows"]["invalid"] > 0 and report["rows"]["duplicates"] == 1
         assert report["rows"]["suppressed"] >= 1 and report["rows"]["pending"] >= 5
+
+
+def test_a_replan_while_another_connection_reads_the_checkpoint_is_stored(
+    tmp_path: Path,
+) -> None:
+    """``status`` (or any script) reading the checkpoint while ``plan`` stores a plan: SQLite
+    refuses the switch to the rollback journal the bulk load prefers, busy timeout or not, and
+    the plan failed ('database is locked'). It goes through the WAL instead."""
+    campaign = tmp_path / "c.jsonl"
+    settings = tmp_path / "c.toml"
+    settings.write_text('[campaign]\nname = "c"\ntemplate = "Hi {n}"\n[provider]\nname = '
+                        '"xquik"\nbase_url = "http://127.0.0.1:9/api/v1"\n[[senders]]\n'
+                        'account = "a"\nrate = "1/1s"\n', encoding="utf-8")
+    env = {**os.environ, "XQUIK_API_KEY": "k"}
+    for count in (3, 5):  # a plan, then the edited file planned again (nothing sent yet)
+        campaign.write_bytes(b"".join(orjson.dumps({"recipient_id": str(100 + i), "n": i})
+                                      + b"\n" for i in range(count)))
+        if count == 5:
+            reader = sqlite3.connect(tmp_path / "c.bulkdm.sqlite")
+            reader.execute("BEGIN")
+            reader.execute("SELECT COUNT(*) FROM rows").fetchall()  # a read transaction, open
+        done = subprocess.run([sys.executable, "-m", "bulkdm", "plan", str(campaign)],
+                              capture_output=True, text=True, env=env, timeout=60, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+    reader.close()
+    with closing(sqlite3.connect(tmp_path / "c.bulkdm.sqlite")) as db:
+        assert db.execute("SELECT COUNT(*) FROM rows").fetchone()[0] == 5
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
