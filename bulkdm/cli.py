@@ -129,19 +129,21 @@ def _plan_arguments(parser: argparse.ArgumentParser) -> None:
 async def _plan(args: argparse.Namespace) -> int:
     # imported here so `bulkdm --help` does not load SQLite and the planner
     from bulkdm.checkpoint import Checkpoint
-    from bulkdm.planner import ensure_plan
+    from bulkdm.planner import ensure_plan, planned_settings
     from bulkdm.report import format_report, with_account_waits
     from bulkdm.runlock import RunLock
 
     settings = settings_from_args(args)
     path = checkpoint_path(args)
-    notes, waits, first_sends = await _pool_view(settings)
     # an amend rewrites rows, so no run may hold the checkpoint meanwhile
     with RunLock(path) if args.amend else contextlib.nullcontext():
         checkpoint = await Checkpoint.open(path, synchronous=settings.run.synchronous)
         try:
             report = await ensure_plan(args.campaign, settings, checkpoint, amend=args.amend,
                                        errors_limit=None if args.errors else 20)
+            # with the plan's identity: the ledger tells this campaign from one of its name
+            notes, waits, first_sends = await _pool_view(
+                await planned_settings(settings, checkpoint))
             if waits:  # the duration counts what each account can still send, by the ledger,
                 # and where each is on its warm-up ramp
                 report = await with_account_waits(report, checkpoint, settings, waits,
@@ -165,7 +167,7 @@ async def _pool_view(
     """Where another campaign sets other limits for one of this campaign's accounts, how long
     each account waits before it may send (every campaign's sends, its rest), and each
     account's first send (where its warm-up ramp counts from)."""
-    from bulkdm.ledger import account_subject, ledger_spec, open_ledger, realm_for
+    from bulkdm.ledger import account_subject, campaign_key, ledger_spec, open_ledger, realm_for
     from bulkdm.ledger.view import account_waits, limit_notes
 
     spec = ledger_spec(settings.accounts.ledger)
@@ -176,8 +178,9 @@ async def _pool_view(
     realm = realm_for(settings.provider.base_url, sandbox=False)
     accounts = {s.account: s.windows for s in settings.senders}
     try:
-        notes = await limit_notes(ledger, realm=realm, campaign=settings.campaign.name,
-                                  now_s=time.time(), accounts=accounts)
+        notes = await limit_notes(
+            ledger, realm=realm, now_s=time.time(), accounts=accounts,
+            campaign=campaign_key(settings.campaign.name, settings.campaign.campaign_id))
         firsts = {a: await ledger.first_send(account_subject(realm, a)) for a in accounts}
         return notes, await account_waits(ledger, realm=realm, accounts=accounts,
                                           now_s=time.time()), \

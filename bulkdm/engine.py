@@ -369,6 +369,9 @@ class Engine:
         self._key = self._limiter(pool.rates(None))
         self._key.charge(_merged(await pool.history(None, now),
                                  await self._history(None, self._key, now)))
+        rest = await pool.rest_of(None, now)  # a Retry-After on the key, any campaign's
+        if rest is not None:
+            self._key.rest_until(rest.until_s)
         await each(self._senders.values(), lambda sender: self._restore_sender(pool, sender, now),
                    at_once=_RESTORE_AT_ONCE)
 
@@ -1074,7 +1077,13 @@ class Engine:
         the conversation settles it (_settle_unknown), never a plain failure a retry file
         would send again."""
         if outcome.code in _THROTTLE_CODES and outcome.retry_after_s:
-            self._key.rest_until(self._clock() + outcome.retry_after_s)
+            until_s = self._clock() + outcome.retry_after_s
+            self._key.rest_until(until_s)
+            if self._pool is not None:  # every campaign, process and restart on the key:
+                # in the ledger before the checkpoint records the refusal (a kill between the
+                # two then still finds the rest)
+                await self._pool.rest_now(None, until_s=until_s,
+                                          reason=f"{outcome.code} (Retry-After)")
         failures = await self._failures(row)
         delay_s = retry_delay_s(failures, self._settings.retry, retry_after_s=outcome.retry_after_s)
         if outcome.action is Action.VERIFY:

@@ -17,7 +17,7 @@ from bulkdm.checkpoint import Checkpoint, set_last_run
 from bulkdm.collector import tuned_collector
 from bulkdm.engine import Engine, FinishReason, RunReport, SenderState
 from bulkdm.errors import BulkdmError, CheckpointLockedError, ForeignFileError, ProviderError
-from bulkdm.ledger import AccountPool, ledger_spec, open_ledger, realm_for
+from bulkdm.ledger import AccountPool, campaign_key, ledger_spec, open_ledger, realm_for
 from bulkdm.naming import beside
 from bulkdm.optouts import campaign_realm
 from bulkdm.outbox import Outbox
@@ -198,7 +198,8 @@ async def _account_pool(
     try:
         pool = await AccountPool.open(
             ledger, realm=realm_for(settings.provider.base_url, sandbox=options.sandbox),
-            campaign=settings.campaign.name, api_key=api_key.reveal(),
+            campaign=campaign_key(settings.campaign.name, settings.campaign.campaign_id),
+            api_key=api_key.reveal(),
             accounts={s.account: s.windows for s in settings.senders},
             key_rates=settings.provider.rates)
         try:

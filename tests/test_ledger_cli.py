@@ -6,22 +6,27 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import sqlite3
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from contextlib import closing
 from pathlib import Path
 
 import orjson
 import pytest
 
 from bulkdm.rates import Rate
-from bulkdm.sandbox import running_sandbox
+from bulkdm.sandbox import SandboxConfig, running_sandbox
 from tests.clikit import (
     Done,
     bulkdm,
     delivered,
     env_for,
     finish,
+    kill_when,
     start,
+    wait_for,
     windows_over,
     write_campaign,
 )
@@ -189,6 +194,26 @@ async def test_plan_says_which_limits_hold_when_two_campaigns_disagree(tmp_path:
     assert as_json["account_limits"] == [n.removeprefix("accounts: ") for n in notes]
 
 
+async def test_two_campaigns_of_one_name_keep_each_others_limits(tmp_path: Path) -> None:
+    """Two teams' customers.jsonl, no name set: both campaigns are called customers. The
+    strict one's 2/5s holds for both; the loose one's plan says so (it replaced the strict
+    one's registration, and the loose one sent 6 in a window)."""
+    async with running_sandbox() as sb:
+        strict = campaign(tmp_path / "a", "customers", 9000, 6, url=sb.xquik_url)
+        loose = campaign(tmp_path / "b", "customers", 9500, 6, url=sb.xquik_url,
+                         sender_rate="6/5s")
+        first = await start("run", str(strict), "--progress", "none", env=pool_env())
+        await wait_for(lambda: len(sb.ledger) >= 1, process=first)  # registered: it sends
+        plan = await bulkdm("plan", str(loose))
+        second = await bulkdm("run", str(loose), "--progress", "none", env=pool_env())
+        done = [await finish(first), second]
+        ledger = await delivered(sb.root_url)
+    assert [d.code for d in done] == [0, 0], [d.stdout + d.stderr for d in done]
+    assert "another campaign also named customers sets 2/5s" in plan.stdout, plan.stdout
+    assert len(ledger) == 12
+    assert windows_over(ledger, TWO_PER_5S) == []
+
+
 @pytest.mark.parametrize("url", ["postgresql://bulkdm:hunter2@db.example/pool",
                                  "postgres://bulkdm@db.example/pool?sslmode=require&password=hunter2"])
 async def test_a_password_in_the_settings_file_is_refused(tmp_path: Path, url: str) -> None:
@@ -220,3 +245,42 @@ async def test_a_ledger_url_from_the_environment_never_shows_its_password(
     assert done.code == 1, done.stderr
     assert done.stderr.startswith(f"error: {shown}")
     assert "hunter2" not in done.stdout + done.stderr and "Traceback" not in done.stderr
+
+
+def _attempts(checkpoint: Path) -> list[tuple[float, str | None]]:
+    """(at_s, code) of every attempt, oldest first (empty until the schema is there)."""
+    try:
+        with closing(sqlite3.connect(checkpoint)) as db:
+            return [(float(at), code) for at, code in
+                    db.execute("SELECT at_s, code FROM attempts ORDER BY at_s")]
+    except sqlite3.OperationalError:
+        return []
+
+
+async def test_a_retry_after_on_the_api_key_holds_across_a_kill(tmp_path: Path) -> None:
+    """The provider's key allows 2 DMs in 10 s, the settings say 3 in 2 s: the third is
+    answered 429 with a Retry-After until the first leaves the provider's window. The run is
+    killed while it waits; the same command, started at once, waits out the rest of it (the
+    ledger keeps the key's rest), where it sent as its own 2 s window allowed, and was refused
+    again."""
+    async with running_sandbox(SandboxConfig(key_rates=(Rate(count=2, period_s=10.0),))) as sb:
+        folder = tmp_path / "a"
+        capped = campaign(folder, "welcome", 9700, 6, url=sb.xquik_url, sender_rate="100/1s")
+        settings = folder / "camp.toml"
+        settings.write_text(settings.read_text(encoding="utf-8").replace(
+            'rate = "100000/1s"', 'rate = "3/2s"'), encoding="utf-8")
+        checkpoint = folder / "camp.bulkdm.sqlite"
+        killed = await kill_when(await start("run", str(capped), "--progress", "none",
+                                             env=pool_env()),
+                                 lambda: any(c == "rate_limit_exceeded"
+                                             for _, c in _attempts(checkpoint)))
+        restarted_s = time.time()
+        # the rows not tried yet are due at once: only the key's rest holds them back
+        again = await kill_when(await start("run", str(capped), "--progress", "none",
+                                            env=pool_env()),
+                                lambda: any(at >= restarted_s for at, _ in _attempts(checkpoint)))
+        first_delivery_s = min(d.at_s for d in await delivered(sb.root_url))
+    assert killed.code == again.code == -9, killed.stdout + killed.stderr + again.stderr
+    after = [at for at, _ in _attempts(checkpoint) if at >= restarted_s]
+    # the key's rest ends when the first DM leaves the provider's 10 s window (whole seconds)
+    assert after and min(after) >= first_delivery_s + 9.9, (after, first_delivery_s)

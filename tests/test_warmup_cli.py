@@ -69,13 +69,12 @@ async def test_a_new_account_ramps_by_default_and_warmup_false_opts_out(tmp_path
         plan = await bulkdm("plan", str(new))
         done = await bulkdm("run", str(new), "--progress", "none")
         assert len(sb.ledger) == 2  # the default ramp: 20 % of 10 on day 0
-        # the same campaign (both are named "camp": a user who sets warmup = false in the
-        # campaign that ramped) says alice is established: its registration of the ramp's 2 a
-        # day is replaced, and only its daily cap holds (10 a day, the 2 sent today included).
-        # Another campaign's ramp would still hold: the test below
-        known = _ramped(tmp_path / "known", sb.xquik_url, 10, warmup="warmup = false\n",
-                        first_id=91_000)
-        other = await bulkdm("run", str(known), "--progress", "none")
+        # the same campaign (a user who sets warmup = false in the campaign that ramped, and
+        # adds rows) says alice is established: its registration of the ramp's 2 a day is
+        # replaced, and only its daily cap holds (10 a day, the 2 sent today included).
+        # Another campaign's ramp would still hold, even one of the same name: the test below
+        _ramped(tmp_path / "new", sb.xquik_url, 15, warmup="warmup = false\n")
+        other = await bulkdm("run", str(new), "--amend", "--progress", "none")
         assert len(sb.ledger) == 10
     new_note = "warm-up: alice new to the account ledger: the daily cap ramps 14d from 20% (2/10"
     assert f"{new_note} on day 0" in plan.stdout, plan.stdout

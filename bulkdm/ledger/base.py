@@ -44,6 +44,8 @@ __all__ = [
     "Realm",
     "Rest",
     "account_subject",
+    "campaign_key",
+    "campaign_name",
     "decode_rates",
     "effective_rates",
     "encode_rates",
@@ -73,6 +75,23 @@ class Realm(StrEnum):
     LIVE = "live"
     #: runs against the sandbox (``--sandbox`` or a loopback base URL): never a real budget
     SANDBOX = "sandbox"
+
+
+#: between a campaign's name and its identity in the ledger's name for it
+_ID_SEPARATOR: Final = "#"
+
+
+def campaign_key(name: str, campaign_id: str | None) -> str:
+    """How the ledger names a campaign's registration: its name and its identity (the
+    checkpoint's), as two campaigns may share a name (``customers.jsonl`` in two folders) and
+    must not replace each other's limits. Without an identity, the name."""
+    return f"{name}{_ID_SEPARATOR}{campaign_id[:12]}" if campaign_id else name
+
+
+def campaign_name(key: str) -> str:
+    """The name in a :func:`campaign_key`."""
+    name, separator, ident = key.rpartition(_ID_SEPARATOR)
+    return name if separator and len(ident) == 12 and ident.isalnum() else key
 
 
 def account_subject(realm: Realm, account: str) -> str:

@@ -44,6 +44,9 @@ BATCH: Final = 64
 GROUP: Final = 16
 #: how long settlements gather before they are written together
 SETTLE_EVERY_S: Final = 0.05
+#: a running campaign registers its windows again this often (a registration counts for a
+#: day, REGISTRATION_TTL_S: a run of days must keep other campaigns to its limits)
+REFRESH_S: Final = 3600.0
 
 
 def batch_size(rates: Sequence[Rate], lease_s: float) -> int:
@@ -121,6 +124,10 @@ class AccountPool:
         self._reserver: asyncio.Task[None] | None = None
         self._failure: LedgerError | None = None
         self._unhealthy: set[str] = set()
+        #: this campaign's own windows per subject, as registered, and when they last were: a
+        #: registration counts for REGISTRATION_TTL_S, so a run of days registers again
+        self._own: dict[str, tuple[Rate, ...]] = {}
+        self._registered_s = clock()
 
     @classmethod
     async def open(cls, ledger: Ledger, *, realm: Realm, campaign: str, api_key: str,
@@ -137,6 +144,7 @@ class AccountPool:
         limits = await ledger.register_many(windows, campaign=campaign, now_s=clock())
         for subject, rates in windows.items():
             pool._rates[subject] = effective_rates(rates, *(c.rates for c in limits[subject]))
+            pool._own[subject] = tuple(rates)
         return pool
 
     async def narrow(self, account: str, rates: Sequence[Rate]) -> None:
@@ -150,6 +158,22 @@ class AccountPool:
         limits = await self.ledger.register_many({subject: rates}, campaign=self._campaign,
                                                  now_s=now_s)
         self._rates[subject] = effective_rates(rates, *(c.rates for c in limits[subject]))
+        self._own[subject] = tuple(rates)
+
+    def _register_again_if_due(self) -> None:
+        """Register this campaign's windows again once REFRESH_S has passed (in the
+        background): other campaigns keep to them for as long as this one runs, not a day."""
+        now = self._clock()
+        if now - self._registered_s < REFRESH_S:
+            return
+        self._registered_s = now
+        own = dict(self._own)
+        self._chore(lambda: self._register_all(own, now))
+
+    async def _register_all(self, own: Mapping[str, Sequence[Rate]], now_s: float) -> None:
+        limits = await self.ledger.register_many(own, campaign=self._campaign, now_s=now_s)
+        for subject, rates in own.items():  # and keeps to what others registered meanwhile
+            self._rates[subject] = effective_rates(rates, *(c.rates for c in limits[subject]))
 
     def subject(self, account: str | None) -> str:
         """The subject of ``account`` (``None``: the API key)."""
@@ -174,7 +198,7 @@ class AccountPool:
         """When ``account`` first sent, in any campaign (``None``: never)."""
         return await self.ledger.first_send(self.subject(account))
 
-    async def rest_of(self, account: str, now_s: float) -> Rest | None:
+    async def rest_of(self, account: str | None, now_s: float) -> Rest | None:
         return await self.ledger.rest(self.subject(account), now_s=now_s)
 
     async def health_of(self, account: str) -> Health | None:
@@ -189,6 +213,7 @@ class AccountPool:
         """A ticket for one send of ``account`` now, or when to ask again."""
         if self._failure is not None:
             raise self._failure
+        self._register_again_if_due()
         subject = self.subject(account)
         mine, key = self._held.get(subject), self._held.get(self._key)
         if mine is None or key is None or not (self._usable(mine) and self._usable(key)):
@@ -306,11 +331,17 @@ class AccountPool:
 
     # -- rests and health ------------------------------------------------------------------------
 
-    def rest(self, account: str, *, until_s: float, reason: str) -> None:
-        """Rest ``account`` for every campaign (written in the background)."""
+    def rest(self, account: str | None, *, until_s: float, reason: str) -> None:
+        """Rest ``account`` (``None``: the API key) for every campaign (written in the
+        background)."""
         subject, now = self.subject(account), self._clock()
         self._chore(lambda: self.ledger.set_rest(subject, until_s=until_s, reason=reason,
                                                  now_s=now))
+
+    async def rest_now(self, account: str | None, *, until_s: float, reason: str) -> None:
+        """:meth:`rest`, written before it returns."""
+        await self.ledger.set_rest(self.subject(account), until_s=until_s, reason=reason,
+                                   now_s=self._clock())
 
     def unhealthy(self, account: str, reason: str) -> None:
         """A provider said ``account`` cannot send (suspended, needs re-auth)."""

@@ -11,6 +11,7 @@ from bulkdm.ledger.base import (
     Ledger,
     Realm,
     account_subject,
+    campaign_name,
     effective_rates,
     rates_text,
     subject_name,
@@ -77,7 +78,7 @@ async def _account(ledger: Ledger, subject: str, now_s: float) -> AccountView:
         resting_until=_iso(rest.until_s) if rest else None,
         rest_reason=rest.reason if rest else None,
         health=f"{health.state}: {health.reason} (since {_iso(health.at_s)})" if health else None,
-        campaigns=tuple(c.campaign for c in used_by),
+        campaigns=tuple(dict.fromkeys(campaign_name(c.campaign) for c in used_by)),
         first_send=_iso(first_s) if first_s is not None else None,
         warmup=_ramp_text(windows, first_s, now_s))
 
@@ -110,7 +111,8 @@ async def limit_notes(ledger: Ledger, *, realm: Realm, campaign: str,
                   if c.campaign != campaign and set(c.rates) != set(mine)]
         if others:
             kept = effective_rates(mine, *(c.rates for c in others))
-            said = "; ".join(f"campaign {c.campaign} sets {rates_text(c.rates)}" for c in others)
+            said = "; ".join(f"{_another(c.campaign, campaign)} sets {rates_text(c.rates)}"
+                             for c in others)
             notes.append(f"{account}: this campaign sets {rates_text(mine)}; {said}; "
                          f"every window holds for all of them, so the stricter wins: "
                          f"{rates_text(kept)}")
@@ -156,3 +158,10 @@ def _ramp_text(windows: Sequence[WindowUse], first_s: float | None, now_s: float
 def _iso(epoch_s: float) -> str:
     return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="seconds").replace(
         "+00:00", "Z")
+
+
+def _another(key: str, mine: str) -> str:
+    name = campaign_name(key)
+    if name == campaign_name(mine):  # the same name: another folder's campaign
+        return f"another campaign also named {name}"
+    return f"campaign {name}"
