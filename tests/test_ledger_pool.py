@@ -264,3 +264,30 @@ async def test_a_reservation_that_fails_unexpectedly_fails_its_askers_and_leaves
             await pool.close()
     finally:
         await ledger.close()
+
+
+async def test_a_campaign_running_for_days_keeps_its_limits_registered(tmp_path: Path) -> None:
+    """A registration counts for a day (REGISTRATION_TTL_S): a campaign that runs for days
+    registers its windows again as it sends, so a campaign opened on day two still keeps to
+    them. It had stopped after the first day: the looser campaign sent at its own rate."""
+    ledger = await open_ledger(str(tmp_path / "l.sqlite"), now_s=NOW)
+    clock = [NOW]
+    strict = (Rate(count=2, period_s=10.0),)
+    try:
+        running = await AccountPool.open(ledger, realm=Realm.LIVE, campaign="strict",
+                                         api_key="k", accounts={"alice": strict},
+                                         key_rates=FAST, clock=lambda: clock[0])
+        for hours in range(1, 30):  # a send an hour, for a day and more
+            clock[0] = NOW + hours * 3600.0
+            ticket = await running.ticket("alice")
+            assert isinstance(ticket, Ticket)
+            ticket.sent(clock[0])
+            await running.flush()
+        later = await AccountPool.open(ledger, realm=Realm.LIVE, campaign="loose",
+                                       api_key="k", accounts={"alice": FAST}, key_rates=FAST,
+                                       clock=lambda: clock[0])
+        assert strict[0] in later.rates("alice")  # the stricter window holds for it too
+        await running.close()
+        await later.close()
+    finally:
+        await ledger.close()
