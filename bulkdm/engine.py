@@ -310,6 +310,7 @@ class Engine:
     async def run(self) -> RunReport:
         """Send until every row is final, a stop is asked for, or only waiting rows remain."""
         await self._restore()
+        await self._resolve_opt_out_names()
         waker = asyncio.create_task(self._wake_slot_waiters())
         try:
             return await self._rounds()
@@ -1227,6 +1228,36 @@ class Engine:
             state=RowState.SKIPPED, reason="opted_out", message=OPTED_OUT_MESSAGE))])
             for r in rows if r.id in gone))
         return [r for r in rows if r.id not in gone]
+
+    async def _resolve_opt_out_names(self) -> None:
+        """An opt-out recorded by username only (``optouts --add @name``) must also stop a row
+        that gives the person by id: each such name is looked up once and its id kept in the
+        ledger beside it. A lookup that fails is tried again by the next run."""
+        if self._pool is None or self._stop.is_set():
+            return
+        pool = self._pool
+        named = [o for o in await pool.ledger.opt_outs(pool.realm)
+                 if o.user_id is None and o.username]
+        sender = next((s for s in self._senders.values() if s.usable), None)
+        if not named or sender is None:
+            return
+        known = await self._cp.cached_users([o.username or "" for o in named])
+        for opt_out in named:
+            name = opt_out.username or ""
+            user_id = known[name][0] if name in known else await self._look_up_name(name, sender)
+            if user_id is not None:
+                await pool.ledger.add_opt_out(pool.realm, user_id=user_id, username=name,
+                                              reason=opt_out.reason, source=opt_out.source,
+                                              now_s=self._clock(), said_s=opt_out.at_s)
+
+    async def _look_up_name(self, name: str, sender: _Sender) -> str | None:
+        if not self._may_spend(lookups=1):
+            return None
+        outcome = await self._provider.resolve(name, sender.auth)
+        if outcome.action not in (Action.DONE, Action.FAIL_ROW):
+            return None
+        await self._submit(self._user_writes({name: outcome}))
+        return outcome.value if outcome.ok else None
 
     async def _screen_again(self, row: RowRecord) -> bool:
         """False when ``row``'s recipient opted out since its check, if that was more than

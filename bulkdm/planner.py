@@ -242,6 +242,9 @@ class Planner:
         #: no pending row planned so far has a recipient id or media (see plan_batch): the
         #: plan's totals follow from its row counts (:func:`~bulkdm.report.build_report`)
         self.usernames_only = True
+        #: rows given by id only, kept, while the suppression names people by username only:
+        #: not checked against those names (the plan knows no id for them)
+        self.ids_unchecked = 0
 
     def plan_batch(self, items: Sequence[RawRow | RowError]) -> list[PlanRow]:
         """:meth:`plan_bulk` of each item, a plain row through a shortcut that gives the same
@@ -402,6 +405,8 @@ class Planner:
             return _SUPPRESSED
         if consent is None and self._settings.campaign.require_consent:
             return _NO_CONSENT
+        if username is None and self._suppression.usernames:
+            self.ids_unchecked += 1
         return None
 
     def _text(self, own: str | None, variables: dict[str, object]) -> str | _Problem:
@@ -595,10 +600,21 @@ async def ensure_plan(
     status = "planned" if old is None else "replaced"
     report = await build_report(checkpoint, settings, errors_limit=errors_limit, status=status,
                                 usernames_only=planner.usernames_only)
+    report = replace(report, notes=report.notes + _unchecked_note(planner, suppression))
     if old is not None and old.campaign_id:
         return report
     notes = await anyio.to_thread.run_sync(_register, meta, checkpoint.path)
     return replace(report, notes=report.notes + notes)
+
+
+def _unchecked_note(planner: Planner, suppression: Suppression) -> tuple[str, ...]:
+    if not planner.ids_unchecked:
+        return ()
+    note = (f"suppression: {len(suppression.usernames)} entries name a username only, and "
+            f"{planner.ids_unchecked} rows give a user id only: those rows are not checked "
+            "against those names (no id is known for them). Put the ids in the suppression "
+            "file too (optouts --export writes both), or give the rows' usernames")
+    return (note,)
 
 
 def _register(meta: PlanMeta, checkpoint_path: Path) -> tuple[str, ...]:

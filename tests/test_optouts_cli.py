@@ -7,6 +7,7 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
+import orjson
 import pytest
 
 from bulkdm.planner import load_suppression
@@ -166,3 +167,27 @@ async def test_an_empty_handle_is_refused_not_taken_for_a_listing() -> None:
     assert added.code == 1 and "'' is neither an X username nor a user id" in added.stderr
     assert removed.code == 1 and "is neither" in removed.stderr, removed.stdout
     assert added.stdout == removed.stdout == ""
+
+
+async def test_an_opt_out_by_username_stops_a_row_that_gives_the_person_by_id(
+    tmp_path: Path,
+) -> None:
+    """``optouts --add @dana_x`` records a name; a CRM export gives dana by id. The run looks
+    the name up once, keeps the id beside it in the ledger, and skips her row."""
+    async with running_sandbox() as sb:
+        dana, eli = sb.directory.register("dana_x"), sb.directory.register("eli_y")
+        added = await bulkdm("optouts", "--sandbox", "--add", "@dana_x", "--reason", "asked")
+        campaign = write_campaign(tmp_path, [{"recipient_id": dana, "first_name": "D"},
+                                             {"recipient_id": eli, "first_name": "E"}],
+                                  url=sb.xquik_url)
+        done = await bulkdm("run", str(campaign), "--progress", "none")
+        listed = await bulkdm("optouts", "--sandbox", "--json")
+        delivered = [d.recipient_id for d in sb.ledger]
+    assert added.code == 0, added.stderr
+    assert done.code == 0, done.stdout + done.stderr
+    assert delivered == [eli]
+    records = {r["user_id"]: r for r in handoff_lines(tmp_path / "camp.handoff.jsonl")}
+    assert records[dana]["send_status"] == "skipped"
+    assert records[dana]["error"]["code"] == "opted_out"  # type: ignore[index]
+    [entry] = orjson.loads(listed.stdout)["opt_outs"]
+    assert (entry["user_id"], entry["username"], entry["reason"]) == (dana, "dana_x", "asked")

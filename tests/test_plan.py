@@ -713,3 +713,23 @@ def test_a_replan_while_another_connection_reads_the_checkpoint_is_stored(
     with closing(sqlite3.connect(tmp_path / "c.bulkdm.sqlite")) as db:
         assert db.execute("SELECT COUNT(*) FROM rows").fetchone()[0] == 5
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_rows_by_id_unchecked_against_usernames_in_a_suppression_file_are_named(
+    tmp_path: Path,
+) -> None:
+    """A suppression file of usernames and a campaign of ids: the plan cannot tell who is
+    who, and says so (the rows were planned to send as if checked)."""
+    (tmp_path / "dnc.txt").write_text("@quiet_dan\n", encoding="utf-8")
+    (tmp_path / "c.toml").write_text(
+        '[campaign]\nname = "c"\ntemplate = "Hi"\nsuppression = ["dnc.txt"]\n[provider]\n'
+        'name = "xquik"\nbase_url = "http://127.0.0.1:9/api/v1"\n[[senders]]\naccount = "a"\n'
+        'rate = "1/1s"\n', encoding="utf-8")
+    campaign = tmp_path / "c.jsonl"
+    campaign.write_bytes(b'{"recipient_id": "42"}\n{"recipient_username": "ann"}\n')
+    done = subprocess.run([sys.executable, "-m", "bulkdm", "plan", str(campaign)],
+                          capture_output=True, text=True, timeout=60, check=False,
+                          env={**os.environ, "XQUIK_API_KEY": "k"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "suppression: 1 entries name a username only, and 1 rows give a user id only" \
+        in done.stdout, done.stdout
