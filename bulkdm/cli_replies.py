@@ -28,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", type=Path, metavar="CAMPAIGN|CHECKPOINT",
                         help="a campaign file (its checkpoint is NAME.bulkdm.sqlite) or a checkpoint")
     parser.add_argument("--config", type=Path, metavar="FILE",
-                        help="settings file (default: the one the campaign was planned with)")
+                        help="settings file (default: the one the campaign was planned with, "
+                             "by its name beside the campaign)")
     parser.add_argument("--out", type=Path, metavar="FILE",
                         help="the replies file (default: NAME.replies.jsonl beside the campaign)")
     parser.add_argument("--dry-run", action="store_true",
@@ -47,17 +48,33 @@ async def replies(args: argparse.Namespace) -> int:
         meta = await checkpoint.plan_meta()
         if meta is None:
             raise CheckpointError(f"{path} holds no plan yet; run `bulkdm plan` first")
-        settings = _settings(meta, args.config)
+        campaign = await asyncio.to_thread(_campaign_here, args.target, path, meta)
+        settings = await asyncio.to_thread(_settings, campaign, meta, args.config)
         if args.dry_run:
             return await _dry_run(checkpoint, settings, args.json)
-        return await _sync(checkpoint, settings, meta, args)
+        return await _sync(checkpoint, settings, meta, args, campaign)
     finally:
         await checkpoint.close()
 
 
-def _settings(meta: PlanMeta, config: Path | None) -> Settings:
-    configured = config or (Path(meta.settings_path) if meta.settings_path else None)
-    return load_settings(Path(meta.campaign_path), config_path=configured)
+def _campaign_here(target: Path, checkpoint: Path, meta: PlanMeta) -> Path:
+    """The campaign file where the command finds it: the target itself, or the plan's file by
+    name beside the checkpoint (a campaign folder moved or copied since), else where the plan
+    was made."""
+    if target != checkpoint:
+        return target
+    here = checkpoint.with_name(Path(meta.campaign_path).name)
+    return here if here.is_file() else Path(meta.campaign_path)
+
+
+def _settings(campaign: Path, meta: PlanMeta, config: Path | None) -> Settings:
+    """``--config``, else the plan's settings file by name beside ``campaign`` (a folder moved
+    or copied: its own, not the old folder's), else the plan's own."""
+    if config is None and meta.settings_path:
+        recorded = Path(meta.settings_path)
+        here = campaign.with_name(recorded.name)
+        config = here if here.is_file() else recorded
+    return load_settings(campaign, config_path=config)
 
 
 async def _dry_run(checkpoint: Checkpoint, settings: Settings, as_json: bool) -> int:
@@ -75,13 +92,13 @@ async def _dry_run(checkpoint: Checkpoint, settings: Settings, as_json: bool) ->
 
 
 async def _sync(checkpoint: Checkpoint, settings: Settings, meta: PlanMeta,
-                args: argparse.Namespace) -> int:
+                args: argparse.Namespace, campaign: Path) -> int:
     from bulkdm.optouts import campaign_realm, open_store
     from bulkdm.ownership import REPLIES_FILE, claim_replies_file, refuse_own_files
     from bulkdm.replies import REPLIES_SUFFIX, replies_lock, sync_replies, write_replies_file
     from bulkdm.runner import campaign_provider
 
-    out = args.out or beside(Path(meta.campaign_path), REPLIES_SUFFIX)
+    out = args.out or beside(campaign, REPLIES_SUFFIX)
     await refuse_own_files(out, checkpoint, meta, keep=REPLIES_FILE,
                            instead="write replies to another file")
     with replies_lock(checkpoint.path):

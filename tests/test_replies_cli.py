@@ -360,3 +360,21 @@ async def test_a_stop_answering_a_dm_in_doubt_opts_the_person_out(tmp_path: Path
     assert len(sb.ledger) == 1  # it was delivered
     assert orjson.loads(synced.stdout)["new_opt_outs"] == 1, synced.stdout
     assert [o["username"] for o in orjson.loads(listed.stdout)["opt_outs"]] == ["stopper_gil"]
+
+
+async def test_replies_of_a_campaign_folder_moved_since_its_run(tmp_path: Path) -> None:
+    """The campaign folder archived (moved) after its run: ``replies`` finds the settings and
+    writes the replies file beside the campaign where it is now (it looked for the folder the
+    plan was made in, which no longer exists, and crashed)."""
+    active, archive = tmp_path / "active", tmp_path / "archive"
+    active.mkdir()
+    async with running_sandbox(SMALL_PAGES) as sb:
+        await _sent_and_answered(sb, active, "xquik")
+        active.rename(archive)
+        synced = await bulkdm("replies", str(archive / "camp.jsonl"), "--json")
+        by_checkpoint = await bulkdm("replies", str(archive / "camp.bulkdm.sqlite"), "--json")
+    assert synced.code == 0, synced.stdout + synced.stderr
+    assert orjson.loads(synced.stdout)["new_replies"] == ANSWERS
+    assert len(handoff_lines(archive / "camp.replies.jsonl")) == ANSWERS
+    assert by_checkpoint.code == 0, by_checkpoint.stdout + by_checkpoint.stderr
+    assert not active.exists()
