@@ -12,7 +12,9 @@ value, never an exception: see :mod:`bulkdm.outcomes`. An exception means the co
         CheckpointLockedError       another runner holds it
         CheckpointMismatchError     the campaign or settings changed since the plan was made
         ForeignFileError            an output file holds records this checkpoint did not write
-      LedgerError                 the account ledger (shared budgets) cannot be used
+      LedgerError                 the account ledger (shared budgets) cannot be used; mid-run,
+                                  ``run`` stops as on Ctrl-C and exits with code 4
+        LedgerUnreachableError      it does not answer (down, hung, cut off)
       ProviderError               raised by providers only when no outcome fits
         AuthenticationError         the API credentials are refused for every call
         ProtocolError               a response breaks the documented contract
@@ -37,6 +39,7 @@ __all__ = [
     "ConfigError",
     "ForeignFileError",
     "LedgerError",
+    "LedgerUnreachableError",
     "ProtocolError",
     "ProviderError",
     "StorageError",
@@ -151,6 +154,11 @@ class ForeignFileError(CheckpointError):
 class LedgerError(BulkdmError):
     """Raised when the account ledger cannot be opened or written; sending stops (an account's
     budget cannot be kept without it)."""
+
+
+class LedgerUnreachableError(LedgerError):
+    """Raised when the account ledger does not answer: its server is down, hung or cut off
+    (nothing was written by the call that failed, or its transaction was rolled back)."""
 
 
 class ProviderError(BulkdmError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shlex
+import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -16,7 +17,14 @@ from typing import Final, Protocol, TextIO
 from bulkdm.checkpoint import Checkpoint, set_last_run
 from bulkdm.collector import tuned_collector
 from bulkdm.engine import Engine, FinishReason, RunReport, SenderState
-from bulkdm.errors import BulkdmError, CheckpointLockedError, ForeignFileError, ProviderError
+from bulkdm.errors import (
+    BulkdmError,
+    CheckpointLockedError,
+    ForeignFileError,
+    LedgerError,
+    LedgerUnreachableError,
+    ProviderError,
+)
 from bulkdm.ledger import AccountPool, campaign_key, ledger_spec, open_ledger, realm_for
 from bulkdm.naming import beside
 from bulkdm.optouts import campaign_realm
@@ -205,9 +213,22 @@ async def _account_pool(
         try:
             yield pool
         finally:
-            await pool.close()
+            await _close_pool(pool)
     finally:
         await ledger.close()
+
+
+async def _close_pool(pool: AccountPool) -> None:
+    """Write what the pool holds. A ledger that fails here never hides how the run ended (an
+    error raised before, or a summary): a failure the run reported is not reported again, and
+    a new one is a note, as the sends it could not record count until their lease ends."""
+    reported = pool.failure is not None
+    try:
+        await pool.close()
+    except LedgerError as exc:
+        if not reported:
+            sys.stderr.write(f"bulkdm: note: {exc}; the last sends' times were not recorded "
+                             "there, so the ledger counts them until their lease ends\n")
 
 
 def _sender_auths(
@@ -238,6 +259,10 @@ async def _send_all(
     run_stop = asyncio.Event()
     engine = Engine(settings=settings, checkpoint=checkpoint, provider=provider, auths=auths,
                     stop=run_stop, pool=pool, probe=probe)
+    if pool is not None:
+        # a ledger that fails stops the run as a Ctrl-C does: no new send starts, the sends in
+        # flight end and are recorded in the checkpoint, and the summary says why
+        pool.on_failure(lambda _error: run_stop.set())
     outbox = await Outbox.open(checkpoint, options.out, campaign=settings.campaign.name,
                                provider=settings.provider.name.value,
                                source_endpoint=provider.send_endpoint)
@@ -247,16 +272,22 @@ async def _send_all(
     done = asyncio.Event()
     try:
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(_forward_stop(stop, run_stop, done))
+            tasks.create_task(_forward_stop(stop, run_stop, done, pool))
             tasks.create_task(outbox.follow(done, run_stop))
             tasks.create_task(_sync_replies_while_running(
                 options, settings, checkpoint, provider, auths, pool, done, run_stop, stream))
             counted = checkpoint if options.progress != "none" else None
             tasks.create_task(_show(engine, settings, counted, display, started_s, done))
+            ledger_error = None
             try:
                 report = await _run_with_grace(engine, settings.run, run_stop)
+            except LedgerError as exc:
+                report, ledger_error = _stopped_by_ledger(engine, exc), exc
             finally:
                 done.set()
+            if ledger_error is None and pool is not None and pool.failure is not None:
+                ledger_error = pool.failure
+                report = _stopped_by_ledger(engine, ledger_error)
     except* BulkdmError as group:
         # a live table ends where it stood (rows left are not read again from a failed store)
         display.close(_snapshot(engine, settings, started_s, {}))
@@ -285,11 +316,28 @@ async def _send_all(
     if report.detail:
         stream.write(f"note: {report.detail}\n")
     stream.flush()
+    if ledger_error is not None:  # as a file that cannot be written is said: one line
+        sys.stderr.write(f"bulkdm: stopped: {report.detail}\n")
     return _exit_code(report, final), report
 
 
-async def _forward_stop(stop: asyncio.Event, run_stop: asyncio.Event, done: asyncio.Event) -> None:
-    """A stop asked for (Ctrl-C, SIGTERM) stops the run, until the run is done."""
+def _stopped_by_ledger(engine: Engine, error: LedgerError) -> RunReport:
+    """The report of a run the account ledger stopped (its sends in flight ended): interrupted,
+    and each sender with rows left says why (the same command resumes)."""
+    why = "unreachable" if isinstance(error, LedgerUnreachableError) else "failing"
+    for sender in engine.senders:
+        if sender.state is SenderState.READY:  # a rest or a fault keeps its own note
+            sender.note = f"stopped: the account ledger is {why}"
+    return RunReport(finish_reason=FinishReason.INTERRUPTED,
+                     detail=f"{error}. Nothing is lost: once the account ledger answers, run "
+                            "the same command to resume",
+                     sent_this_run=sum(s.sent for s in engine.senders))
+
+
+async def _forward_stop(stop: asyncio.Event, run_stop: asyncio.Event, done: asyncio.Event,
+                        pool: AccountPool | None) -> None:
+    """A stop asked for (Ctrl-C, SIGTERM) stops the run, until the run is done; no sender
+    waits for the account ledger then (a hung one would hold the run)."""
     waits = [asyncio.create_task(stop.wait()), asyncio.create_task(done.wait())]
     try:
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
@@ -298,6 +346,8 @@ async def _forward_stop(stop: asyncio.Event, run_stop: asyncio.Event, done: asyn
             wait.cancel()
     if stop.is_set():
         run_stop.set()
+        if pool is not None:
+            pool.stop()
 
 
 async def _sync_replies_while_running(

@@ -123,6 +123,9 @@ class AccountPool:
         self._asks: list[tuple[str, asyncio.Future[Grant]]] = []
         self._reserver: asyncio.Task[None] | None = None
         self._failure: LedgerError | None = None
+        self._on_failure: list[Callable[[LedgerError], None]] = []
+        #: a stop was asked for: no sender waits for the ledger any more
+        self._stopped = False
         self._unhealthy: set[str] = set()
         #: this campaign's own windows per subject, as registered, and when they last were: a
         #: registration counts for REGISTRATION_TTL_S, so a run of days registers again
@@ -207,12 +210,47 @@ class AccountPool:
             self._unhealthy.add(account)
         return health
 
+    # -- failure and stop ------------------------------------------------------------------------
+
+    @property
+    def failure(self) -> LedgerError | None:
+        """The ledger's first failure in this pool's life (None: none)."""
+        return self._failure
+
+    def on_failure(self, callback: Callable[[LedgerError], None]) -> None:
+        """Call ``callback`` with the error when the ledger first fails (a run stops there)."""
+        self._on_failure.append(callback)
+
+    def _fail(self, exc: LedgerError) -> None:
+        if self._failure is None:
+            self._failure = exc
+            for callback in self._on_failure:
+                callback(exc)
+
+    def stop(self) -> None:
+        """A stop was asked for: every ticket asked for from now on, and every one waiting for
+        the ledger, is refused at once (a hung ledger holds no sender past a Ctrl-C); what the
+        ledger grants later is released."""
+        self._stopped = True
+        for _, granted in self._asks:
+            if not granted.done():
+                granted.set_result(self._stopping_grant())
+        for held in self._held.values():
+            if held.filling is not None:
+                held.filling.set()
+
+    def _stopping_grant(self) -> Grant:
+        now = self._clock()
+        return Grant(ids=(), expires_s=now, next_s=now, reason="stopping")
+
     # -- tickets ---------------------------------------------------------------------------------
 
     async def ticket(self, account: str) -> Ticket | Refusal:
         """A ticket for one send of ``account`` now, or when to ask again."""
         if self._failure is not None:
             raise self._failure
+        if self._stopped:
+            return Refusal(next_s=self._clock(), reason="stopping")
         self._register_again_if_due()
         subject = self.subject(account)
         mine, key = self._held.get(subject), self._held.get(self._key)
@@ -238,14 +276,16 @@ class AccountPool:
         try:
             if held.filling is None and len(held.ids) <= self._want(subject) // 4:
                 await self._fill(subject, held)
-        except LedgerError as exc:  # kept, and raised by the next ticket or the close
-            self._failure = exc
+        except LedgerError as exc:  # kept, and raised by the next ticket
+            self._fail(exc)
         finally:
             held.refill = None
 
     async def _ensure(self, subject: str) -> Refusal | None:
         held = self._held.setdefault(subject, _Held())
         while not self._usable(held):
+            if self._stopped:
+                return Refusal(next_s=self._clock(), reason="stopping")
             if held.filling is not None:
                 await held.filling.wait()
                 continue
@@ -273,6 +313,10 @@ class AccountPool:
         """Reserve a batch of ``subject`` now, in one transaction with every other reservation
         asked for meanwhile (by other senders of this campaign): one commit for them all."""
         granted: asyncio.Future[Grant] = asyncio.get_running_loop().create_future()
+        if self._failure is not None:  # no second wait for a ledger that failed
+            raise self._failure
+        if self._stopped:
+            return self._stopping_grant()
         self._asks.append((subject, granted))
         if self._reserver is None or self._reserver.done():
             self._reserver = asyncio.get_running_loop().create_task(self._reserve_loop())
@@ -282,7 +326,7 @@ class AccountPool:
         # the asks that came while a group was in the ledger form the next group
         asks: list[tuple[str, asyncio.Future[Grant]]] = []
         try:
-            while self._asks:
+            while self._asks and self._failure is None:
                 # a group at most: its grants let that many sends go at once, and a burst
                 # of them waits in the provider's queue, to be stamped later than it left
                 asks, self._asks = self._asks[:GROUP], self._asks[GROUP:]
@@ -294,8 +338,9 @@ class AccountPool:
             stopped = [granted for _, granted in [*asks, *self._asks] if not granted.done()]
             self._asks = []
             if stopped:
-                self._failure = self._failure or LedgerError(
-                    f"{self.ledger.location}: the account ledger's reservations stopped")
+                self._fail(LedgerError(
+                    f"{self.ledger.location}: the account ledger's reservations stopped"))
+                assert self._failure is not None
                 for granted in stopped:
                     granted.set_exception(self._failure)
 
@@ -304,7 +349,8 @@ class AccountPool:
             grants = await self.ledger.reserve_many(
                 [Ask(subject=s, rates=self._rates[s], want=self._want(s)) for s, _ in asks],
                 holder=self._holder, now_s=self._clock(), lease_s=self._lease_s)
-        except LedgerError as exc:  # each asker raises it
+        except LedgerError as exc:  # each asker raises it, and every later ticket
+            self._fail(exc)
             for _, granted in asks:
                 if not granted.done():
                     granted.set_exception(exc)
@@ -386,8 +432,8 @@ class AccountPool:
                     await self.ledger.settle(sent, released)
                 for chore in chores:
                     await chore()
-            except LedgerError as exc:  # kept, and raised by the next ticket or the close
-                self._failure = exc
+            except LedgerError as exc:  # kept, and raised by the next ticket
+                self._fail(exc)
                 return
 
     async def flush(self) -> None:
@@ -399,13 +445,36 @@ class AccountPool:
 
     async def close(self) -> None:
         """Release the reservations taken ahead and not used, and write everything (the ledger
-        stays open: its opener closes it)."""
+        stays open: its opener closes it).
+
+        :raises LedgerError: the ledger failed, now or before (the first failure)."""
+        if self._failure is not None or self._stopped:
+            # what is under way may wait for a ledger that does not answer: its reservations
+            # count until their lease ends, the safe side
+            for task in [h.refill for h in self._held.values()] + [self._reserver]:
+                if task is not None:
+                    task.cancel()
         for held in self._held.values():
             if held.refill is not None:
-                await held.refill
+                await _ended(held.refill)
         if self._reserver is not None:
-            await self._reserver  # its grants are in held, or released
+            await _ended(self._reserver)  # its grants are in held, or released
         for held in self._held.values():
             self.settle_later(released=[i for i, _ in held.ids])
             held.ids.clear()
-        await self.flush()
+        if self._failure is None:
+            await self.flush()
+        elif self._writer is not None:
+            self._writer.cancel()
+            await _ended(self._writer)
+        if self._failure is not None:
+            raise self._failure
+
+
+async def _ended(task: asyncio.Task[None]) -> None:
+    """Wait for ``task`` to end; raise its error, if it had one other than a cancel (the
+    ledger's errors are kept as the pool's failure, not raised by it)."""
+    await asyncio.wait([task])
+    error = None if task.cancelled() else task.exception()
+    if error is not None:
+        raise error

@@ -8,13 +8,15 @@ reservations of different subjects do not wait for each other. Install with
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+import logging
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any, Final
 
 import asyncpg
 
-from bulkdm.errors import LedgerError
+from bulkdm.errors import LedgerError, LedgerUnreachableError
 from bulkdm.ledger.base import (
     LEASE_S,
     OTHER_HOLDER_MARGIN_S,
@@ -38,8 +40,20 @@ from bulkdm.ledger.base import (
 from bulkdm.rates import Rate
 from bulkdm.secrets import masked_url
 
-__all__ = ["PostgresLedger"]
+__all__ = ["COMMAND_TIMEOUT_S", "PostgresLedger"]
 
+#: the longest a connection or one statement may take: a hung server (or a cut network) stops
+#: the run after this, instead of holding every sender for ever
+COMMAND_TIMEOUT_S: Final = 10.0
+#: what the driver raises when the server is down, hung, shutting down or cut off (TimeoutError
+#: is an OSError)
+_UNREACHABLE: Final = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
+                       asyncpg.AdminShutdownError, asyncpg.CannotConnectNowError,
+                       asyncpg.CrashShutdownError)
+# the pool logs its reconnection attempts with a traceback; a lost server is reported once, as a
+# LedgerError, and a run that recovers says nothing
+logging.getLogger("asyncpg").addHandler(logging.NullHandler())
+logging.getLogger("asyncpg").propagate = False
 _KEEP_S: Final = 8 * 86400.0
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS bulkdm_reservations (
@@ -104,18 +118,44 @@ _NTH_SETTLED: Final = (
 )
 
 
+class _DeadlinePool:
+    """The driver's pool, each use of a connection bounded as a whole, its release too. (After
+    a statement's timeout or a cancel, the driver's release waits for the server to take the
+    cancel request, without end by default: a hung server never takes it.)"""
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[Any]:
+        # the acquire's timeout is its release's too: a connection not released in time is
+        # terminated (a new one is opened when the ledger answers again). The release is not
+        # under the deadline: cancelled, the driver's release goes on unwatched
+        async with self._pool.acquire(timeout=COMMAND_TIMEOUT_S / 2) as conn:
+            async with asyncio.timeout(COMMAND_TIMEOUT_S):
+                yield conn
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    def terminate(self) -> None:
+        self._pool.terminate()
+
+
 class PostgresLedger:
     """The ledger in a PostgreSQL database. Create with :meth:`open`; close with :meth:`close`."""
 
     def __init__(self, pool: Any, url: str) -> None:
-        self._pool = pool
+        self._pool = _DeadlinePool(pool)
         self.location = masked_url(url)
 
     @classmethod
     async def open(cls, url: str, *, now_s: float) -> PostgresLedger:
         """Connect to ``url`` (``postgresql://user:password@host:port/db``), creating the tables."""
         try:
-            pool = await asyncpg.create_pool(url, min_size=1, max_size=4, timeout=10.0)
+            pool = await asyncpg.create_pool(url, min_size=1, max_size=4,
+                                             timeout=COMMAND_TIMEOUT_S,
+                                             command_timeout=COMMAND_TIMEOUT_S)
         except ValueError as exc:  # asyncpg's reading of the URL; its text may quote the URL
             raise LedgerError(f"{masked_url(url)}: not a PostgreSQL URL the driver can read "
                               "(postgresql://user@host:port/database)") from exc
@@ -124,20 +164,27 @@ class PostgresLedger:
                               f"{type(exc).__name__}") from exc
         ledger = cls(pool, url)
         try:
-            async with pool.acquire() as conn:
+            async with ledger._pool.acquire() as conn:
                 # one schema creation at a time, when several hosts start at once
                 async with conn.transaction():
                     await conn.execute("SELECT pg_advisory_xact_lock(4242001)")
                     await conn.execute(_SCHEMA)
                 await conn.execute("DELETE FROM bulkdm_reservations WHERE at_s < $1",
                                    now_s - _KEEP_S)
+        except _UNREACHABLE as exc:
+            await ledger.close()
+            raise _unreachable(ledger.location, exc) from exc
         except asyncpg.PostgresError as exc:
-            await pool.close()
+            await ledger.close()
             raise LedgerError(f"{ledger.location}: not a usable account ledger: {exc}") from exc
         return ledger
 
     async def close(self) -> None:
-        await self._pool.close()
+        # a graceful close waits for the server's goodbye: a hung server never says it
+        try:
+            await asyncio.wait_for(self._pool.close(), timeout=COMMAND_TIMEOUT_S)
+        except (TimeoutError, *_UNREACHABLE):
+            self._pool.terminate()
 
     async def register(self, subject: str, *, campaign: str, rates: Sequence[Rate],
                        now_s: float) -> None:
@@ -276,6 +323,8 @@ class PostgresLedger:
         # the driver's errors as the ledger's: nothing above the store modules knows asyncpg
         try:
             yield
+        except _UNREACHABLE as exc:
+            raise _unreachable(self.location, exc) from exc
         except asyncpg.PostgresError as exc:
             raise LedgerError(f"{self.location}: the account ledger failed: {exc}") from exc
 
@@ -288,6 +337,14 @@ class PostgresLedger:
         with self._translated():
             async with self._pool.acquire() as conn:
                 return list(await conn.fetch(sql, *args))
+
+
+def _unreachable(location: str, exc: BaseException) -> LedgerUnreachableError:
+    if isinstance(exc, TimeoutError):
+        why = f"no answer within {COMMAND_TIMEOUT_S:g}s"
+    else:
+        why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return LedgerUnreachableError(f"{location}: the account ledger is unreachable ({why})")
 
 
 async def _limits(conn: Any, subject: str, now_s: float,

@@ -1,0 +1,126 @@
+"""A PostgreSQL account ledger lost mid-run: the real CLI in a subprocess, a real server of the
+test's own (it is stopped or frozen here, so never the session's), the sandbox over 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bulkdm.sandbox import running_sandbox
+from tests.clikit import Done, delivered, env_for, finish, start, write_campaign
+from tests.conftest import _PostgresServer
+
+#: trust authentication ignores it: it is here to be masked in every message
+PASSWORD = "hunter2"
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[tuple[_PostgresServer, str]]:
+    """A PostgreSQL server for one test, with a password in its URL."""
+    server = _PostgresServer()
+    try:
+        url = server.start()
+    except (OSError, subprocess.SubprocessError) as exc:
+        pytest.skip(f"no PostgreSQL server: {exc}")
+    try:
+        yield server, url.replace("bulkdm@", f"bulkdm:{PASSWORD}@")
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError):  # a test stopped it
+            server.stop()
+
+
+def server_pids(server: _PostgresServer) -> list[int]:
+    """The postmaster and its children (the backends serving the run)."""
+    main = int((server.folder / "data" / "postmaster.pid").read_text().split()[0])
+    children = subprocess.run(["pgrep", "-P", str(main)], capture_output=True, text=True,
+                              check=False, timeout=10).stdout.split()
+    return [main, *map(int, children)]
+
+
+async def run_until_sent(tmp_path: Path, url: str, ledger: str) -> asyncio.subprocess.Process:
+    """A run of 40 rows on a ledger, once it has sent three (the ledger then in use)."""
+    rows = [{"recipient_id": str(7000 + i), "first_name": "x"} for i in range(40)]
+    campaign = write_campaign(tmp_path, rows, url=url, sender_rate="2/1s",
+                              extra='progress_interval = "1s"\n')
+    env = {**env_for(), "BULKDM_LEDGER": ledger}
+    return await start("run", str(campaign), "--progress", "plain", env=env)
+
+
+async def wait_for_sends(root_url: str, count: int) -> None:
+    for _ in range(2000):
+        if len(await delivered(root_url)) >= count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"fewer than {count} sends in 20 s")
+
+
+def assert_stopped_by_ledger(done: Done, why: str) -> None:
+    assert done.code == 4, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and "asyncpg" not in done.stderr, done.stderr
+    assert PASSWORD not in done.stdout + done.stderr
+    masked = "postgresql://bulkdm:***@127.0.0.1:"
+    stops = [line for line in done.stderr.splitlines() if line.startswith("bulkdm: stopped: ")]
+    assert len(stops) == 1 and masked in stops[0] and why in stops[0], done.stderr
+    assert "run the same command to resume" in stops[0]
+    assert "interrupted after" in done.stdout, done.stdout
+    assert f"note: {masked}" in done.stdout and "To resume: bulkdm run " in done.stdout
+    assert "(stopped: the account ledger is unreachable)" in done.stdout, done.stdout
+
+
+@pytest.mark.timeout(120)
+async def test_a_hung_postgres_ledger_stops_the_run_within_its_timeout(
+    tmp_path: Path, own_postgres: tuple[_PostgresServer, str],
+) -> None:
+    # a hung server (or a cut network) held the run for ever, past Ctrl-C and SIGTERM too
+    server, ledger = own_postgres
+    async with running_sandbox() as sb:
+        process = await run_until_sent(tmp_path, sb.xquik_url, ledger)
+        frozen: list[int] = []
+        try:
+            await wait_for_sends(sb.root_url, 3)
+            frozen = server_pids(server)  # the backends serving the run among them
+            for pid in frozen:
+                os.kill(pid, signal.SIGSTOP)
+            frozen_at = time.monotonic()
+            done = await finish(process, timeout_s=45.0)
+            took_s = time.monotonic() - frozen_at
+        finally:
+            for pid in frozen:
+                os.kill(pid, signal.SIGCONT)
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        sent = len(await delivered(sb.root_url))
+    assert_stopped_by_ledger(done, "the account ledger is unreachable (no answer within 10s)")
+    assert took_s < 30.0, took_s  # the 10 s timeout, and the connection's release after it
+    assert sent < 40
+
+
+@pytest.mark.timeout(120)
+async def test_a_stopped_postgres_ledger_stops_the_run_with_one_line(
+    tmp_path: Path, own_postgres: tuple[_PostgresServer, str],
+) -> None:
+    # the server stopped mid-run: asyncpg's tracebacks, exit 1, and no 'error:' line
+    server, ledger = own_postgres
+    async with running_sandbox() as sb:
+        process = await run_until_sent(tmp_path, sb.xquik_url, ledger)
+        try:
+            await wait_for_sends(sb.root_url, 3)
+            await asyncio.to_thread(server._run, "pg_ctl", "-D", str(server.folder / "data"),
+                                    "-m", "fast", "-w", "stop")
+            done = await finish(process, timeout_s=45.0)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    assert_stopped_by_ledger(done, "the account ledger is unreachable")
+    resumed = done.stdout.split("To resume: ", 1)[1].splitlines()[0]
+    assert "--checkpoint" in resumed and "--out" in resumed
