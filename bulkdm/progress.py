@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bulkdm.rows import RowState
+from bulkdm.timestamps import local_time
 
 __all__ = [
     "LIVE_REFRESH_S",
@@ -294,7 +295,7 @@ def summary_text(
         lines.append("Senders (this run):")
         lines += [_summary_sender(view) for view in final.senders]
     if run_again_at_s is not None:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run_again_at_s))
+        when = local_time(run_again_at_s)
         wait = format_duration(max(0.0, run_again_at_s - time.time()))
         lines.append(f"Next send possible at {when} (in {wait}): run again then, or run with "
                      "--until-done to wait in one run")

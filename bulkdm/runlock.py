@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import Final, Self
 
 from bulkdm.errors import CheckpointLockedError
+from bulkdm.timestamps import local_time
 
 __all__ = ["RunLock"]
 
@@ -41,7 +42,7 @@ class RunLock:
                 break
         else:
             raise CheckpointLockedError(self.path.with_suffix(""), "its lock file keeps changing")
-        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
+        started = local_time(time.time())
         text = f"pid {os.getpid()} on {socket.gethostname()} since {started}".encode()
         os.ftruncate(fd, 0)
         os.pwrite(fd, text, 0)

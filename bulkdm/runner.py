@@ -49,7 +49,7 @@ from bulkdm.runlock import RunLock
 from bulkdm.sandbox import SandboxConfig, running_sandbox
 from bulkdm.secrets import Secret, read_secret
 from bulkdm.settings import ProviderName, RunSettings, Settings, token_env_of
-from bulkdm.timestamps import iso_utc
+from bulkdm.timestamps import iso_utc, local_time
 from bulkdm.waits import next_send_at_s, time_left_s, wait_reason
 
 __all__ = ["ExitCode", "RunOptions", "campaign_provider", "run_campaign"]
@@ -150,7 +150,7 @@ async def _send_through_outages(
             return code
         idle_stops = 0 if report.sent_this_run else idle_stops + 1
         wait_s = min(run.outage_wait_s * 2 ** max(idle_stops - 1, 0), 16 * run.outage_wait_s)
-        at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(time.time() + wait_s))
+        at = local_time(time.time() + wait_s)
         stream.write(f"--until-done: the provider looks down; trying again at {at} (in "
                      f"{format_duration(wait_s)}); Ctrl-C stops\n\n")
         stream.flush()

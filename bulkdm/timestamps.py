@@ -11,12 +11,18 @@ import time
 from datetime import UTC, datetime
 from typing import Final
 
-__all__ = ["iso_utc", "normalize_iso", "now_iso", "parse_iso"]
+__all__ = ["iso_utc", "local_time", "normalize_iso", "now_iso", "parse_iso"]
 
 
 def iso_utc(epoch_s: float) -> str:
     """Unix seconds as ``YYYY-MM-DDTHH:MM:SS.mmmZ`` (UTC; milliseconds truncated)."""
     return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+def local_time(epoch_s: float) -> str:
+    """Unix seconds as the local wall clock, for a person to read: ``2026-12-01 09:12:40 CET``
+    (the zone named: the notes beside it give UTC times)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(epoch_s))
 
 
 def now_iso() -> str:
