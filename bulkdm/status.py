@@ -56,6 +56,10 @@ async def read_status(checkpoint: Checkpoint) -> Status:
         waiting[account] = waiting.get(account, 0) + n
     senders = []
     now_s = time.time()
+    last_run = await checkpoint.last_run()
+    # rows left after a paused run wait for a cap, a rest or a window: no sender is "done"
+    paused = last_run.get("finish_reason") == "paused" and bool(
+        counts[RowState.PENDING.value] + counts[RowState.UNKNOWN.value])
     # every sender the campaign used, also once it is done: one with rows sent and none left
     for account in sorted(set(waiting) | set(records) | set(sent)):
         record = records.get(account)
@@ -64,7 +68,7 @@ async def read_status(checkpoint: Checkpoint) -> Status:
             due_s = max(due_s, record.until_s)
         senders.append(SenderStatus(
             account=account, sent=sent.get(account, 0), waiting=waiting.get(account, 0),
-            state=_sender_state(record, now_s, waiting=waiting.get(account, 0)),
+            state=_sender_state(record, now_s, waiting=waiting.get(account, 0), paused=paused),
             reason=record.reason if record else None,
             next_due_at=iso_utc(due_s) if due_s else None,
         ))
@@ -73,7 +77,7 @@ async def read_status(checkpoint: Checkpoint) -> Status:
         counts=counts, failures_by_code=await checkpoint.failure_counts(),
         skipped_by_reason=await checkpoint.reason_counts(("skipped",)), senders=senders,
         replies=await _replies(checkpoint, counts.get("sent", 0)),
-        last_run=await checkpoint.last_run(),
+        last_run=last_run,
     )
 
 
@@ -115,11 +119,14 @@ def status_text(status: Status) -> str:
     return "\n".join(lines)
 
 
-def _sender_state(record: SenderRecord | None, now_s: float, *, waiting: int) -> str:
+def _sender_state(record: SenderRecord | None, now_s: float, *, waiting: int,
+                  paused: bool) -> str:
+    """out, resting (a rest recorded, rows of its own or not), paused (the last run paused
+    with rows left: each waits for a cap, a rest or a window; see its note), done, or ready."""
     if record is not None and record.state == "out":
         return "out"
-    if not waiting:
-        return "done"
     if record is not None and record.until_s is not None and record.until_s > now_s:
         return "resting"
-    return "ready"
+    if paused:
+        return "paused"
+    return "ready" if waiting else "done"
