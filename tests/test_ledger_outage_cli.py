@@ -9,7 +9,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -62,6 +62,19 @@ async def wait_for_sends(root_url: str, count: int) -> None:
     raise AssertionError(f"fewer than {count} sends in 20 s")
 
 
+@contextlib.asynccontextmanager
+async def ended_at_exit(
+    process: asyncio.subprocess.Process,
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """The process, killed on the way out if it still runs (a test that failed midway)."""
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
 def assert_stopped_by_ledger(done: Done, why: str) -> None:
     assert done.code == 4, done.stdout + done.stderr
     assert "Traceback" not in done.stderr and "asyncpg" not in done.stderr, done.stderr
@@ -82,22 +95,19 @@ async def test_a_hung_postgres_ledger_stops_the_run_within_its_timeout(
     # a hung server (or a cut network) held the run for ever, past Ctrl-C and SIGTERM too
     server, ledger = own_postgres
     async with running_sandbox() as sb:
-        process = await run_until_sent(tmp_path, sb.xquik_url, ledger)
         frozen: list[int] = []
-        try:
-            await wait_for_sends(sb.root_url, 3)
-            frozen = server_pids(server)  # the backends serving the run among them
-            for pid in frozen:
-                os.kill(pid, signal.SIGSTOP)
-            frozen_at = time.monotonic()
-            done = await finish(process, timeout_s=45.0)
-            took_s = time.monotonic() - frozen_at
-        finally:
-            for pid in frozen:
-                os.kill(pid, signal.SIGCONT)
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
+        async with ended_at_exit(await run_until_sent(tmp_path, sb.xquik_url, ledger)) as process:
+            try:
+                await wait_for_sends(sb.root_url, 3)
+                frozen = server_pids(server)  # the backends serving the run among them
+                for pid in frozen:
+                    os.kill(pid, signal.SIGSTOP)
+                frozen_at = time.monotonic()
+                done = await finish(process, timeout_s=45.0)
+                took_s = time.monotonic() - frozen_at
+            finally:
+                for pid in frozen:
+                    os.kill(pid, signal.SIGCONT)
         sent = len(await delivered(sb.root_url))
     assert_stopped_by_ledger(done, "the account ledger is unreachable (no answer within 10s)")
     assert took_s < 30.0, took_s  # the 10 s timeout, and the connection's release after it
@@ -110,17 +120,12 @@ async def test_a_stopped_postgres_ledger_stops_the_run_with_one_line(
 ) -> None:
     # the server stopped mid-run: asyncpg's tracebacks, exit 1, and no 'error:' line
     server, ledger = own_postgres
-    async with running_sandbox() as sb:
-        process = await run_until_sent(tmp_path, sb.xquik_url, ledger)
-        try:
-            await wait_for_sends(sb.root_url, 3)
-            await asyncio.to_thread(server._run, "pg_ctl", "-D", str(server.folder / "data"),
-                                    "-m", "fast", "-w", "stop")
-            done = await finish(process, timeout_s=45.0)
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
+    async with running_sandbox() as sb, ended_at_exit(
+            await run_until_sent(tmp_path, sb.xquik_url, ledger)) as process:
+        await wait_for_sends(sb.root_url, 3)
+        await asyncio.to_thread(server._run, "pg_ctl", "-D", str(server.folder / "data"),
+                                "-m", "fast", "-w", "stop")
+        done = await finish(process, timeout_s=45.0)
     assert_stopped_by_ledger(done, "the account ledger is unreachable")
     resumed = done.stdout.split("To resume: ", 1)[1].splitlines()[0]
     assert "--checkpoint" in resumed and "--out" in resumed
