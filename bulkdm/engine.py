@@ -221,10 +221,11 @@ class Engine:
         #: a request slot stands idle (rate slots are pending until their request leaves:
         #: ratelimit.py)
         self._probing = probe
-        width = 1 if probe else settings.run.concurrency
-        self._slots = asyncio.Semaphore(_CLAIMS_PER_REQUEST * width)
+        # while probing, one row is claimed and sent at a time
+        self._slots = asyncio.Semaphore(
+            1 if probe else _CLAIMS_PER_REQUEST * settings.run.concurrency)
         #: requests in flight: ``[run] concurrency`` (one while probing)
-        self._wire = asyncio.Semaphore(width)
+        self._wire = asyncio.Semaphore(1 if probe else settings.run.concurrency)
         self._key = self._limiter(settings.provider.rates)
         self._senders = {
             a: _Sender(auths[a], self._limiter(s.windows),
@@ -897,7 +898,7 @@ class Engine:
         return [cp.set_sender(account=sender.account, state=SenderState.RESTING,
                               until_s=until_s, reason=why)]
 
-    def _same_error(self, outcome: Outcome) -> None:
+    def _same_error(self, outcome: Outcome, *, send: bool = True) -> None:
         """Every send's answer counts (a success as ``None``), final or not: an outage (5xx,
         cut connections, timeouts), a revoked key or a bad template fails send after send,
         and retrying each row in turn would burn through the list. So does every lookup,
@@ -908,14 +909,16 @@ class Engine:
             return
         self._count_answer(None if outcome.action is Action.DONE
                            else outcome.code or outcome.action.value,
-                           passing=outcome.action in (Action.RETRY, Action.VERIFY))
+                           passing=outcome.action in (Action.RETRY, Action.VERIFY), send=send)
 
-    def _count_answer(self, latest: str | None, *, passing: bool = False) -> None:
+    def _count_answer(self, latest: str | None, *, passing: bool = False,
+                      send: bool = True) -> None:
         """One call's answer for the same-error breaker: ``None`` a success, else its code.
         ``passing``: it came with a retry or a check. Passing errors count as one error, an
-        outage: a 500 here, a 503 or a timeout there is one provider down, not three causes."""
+        outage: a 500 here, a 503 or a timeout there is one provider down, not three causes.
+        While probing, only a send's answer decides (reads may work while sends do not)."""
         down = passing and latest is not None
-        if self._probing:
+        if self._probing and send:
             self._probed(latest if down else None)
             if down:
                 return
@@ -942,10 +945,10 @@ class Engine:
         the full concurrency opens; else the passing error it still gives)."""
         self._probing = False
         if latest is None:
-            extra = self._settings.run.concurrency - 1
-            for _ in range(extra):
+            concurrency = self._settings.run.concurrency
+            for _ in range(concurrency - 1):
                 self._wire.release()
-            for _ in range(_CLAIMS_PER_REQUEST * extra):
+            for _ in range(_CLAIMS_PER_REQUEST * concurrency - 1):
                 self._slots.release()
         elif self._halt is None:
             self._halt = (f"same-error breaker: {latest} again on the first call after the "
@@ -1044,7 +1047,7 @@ class Engine:
     def _call_worked(self, sender: _Sender) -> None:
         """A lookup, upload or read that was answered (a user not found included)."""
         sender.call_succeeded()
-        self._count_answer(None)
+        self._count_answer(None, send=False)
 
     def _call_failed(self, row: RowRecord, sender: _Sender, outcome: Outcome, what: str) -> list[Write]:
         """A lookup, media upload or conversation read for ``row`` that did not succeed, acted
@@ -1058,8 +1061,10 @@ class Engine:
             # the key's reads over the provider's budget: pacing, not the row's failure (the
             # client holds every read back meanwhile); the row waits, its budget untouched
             delay_s = outcome.retry_after_s if outcome.retry_after_s is not None else 1.0
+            sender.note = sender.call_note = (f"{what} throttled ({outcome.code}): waiting, "
+                                              f"next try in {delay_s:g}s")
             return [self._defer(row, row.state, delay_s, outcome)]
-        self._same_error(outcome)
+        self._same_error(outcome, send=False)
         self._call_failures[row.id] += 1
         tries = self._call_failures[row.id]
         if tries >= self._settings.retry.max_attempts:
@@ -1232,7 +1237,8 @@ class Engine:
     async def _resolve_opt_out_names(self) -> None:
         """An opt-out recorded by username only (``optouts --add @name``) must also stop a row
         that gives the person by id: each such name is looked up once and its id kept in the
-        ledger beside it. A lookup that fails is tried again by the next run."""
+        ledger beside it. A name that cannot be looked up (the provider's lookups down or
+        throttled, after the retry budget) stops the run before anything is sent."""
         if self._pool is None or self._stop.is_set():
             return
         pool = self._pool
@@ -1251,13 +1257,25 @@ class Engine:
                                               now_s=self._clock(), said_s=opt_out.at_s)
 
     async def _look_up_name(self, name: str, sender: _Sender) -> str | None:
-        if not self._may_spend(lookups=1):
-            return None
-        outcome = await self._provider.resolve(name, sender.auth)
-        if outcome.action not in (Action.DONE, Action.FAIL_ROW):
-            return None
-        await self._submit(self._user_writes({name: outcome}))
-        return outcome.value if outcome.ok else None
+        outcome = Outcome(action=Action.RETRY, code="stopped")
+        for tries in range(1, self._settings.retry.max_attempts + 1):
+            if self._stop.is_set() or not self._may_spend(lookups=1):
+                return None  # a stop, or the spend cap's own halt
+            outcome = await self._provider.resolve(name, sender.auth)
+            if outcome.action in (Action.DONE, Action.FAIL_ROW):
+                await self._submit(self._user_writes({name: outcome}))
+                return outcome.value if outcome.ok else None
+            if outcome.action is Action.STOP_RUN:
+                break
+            await self._sleep(min(retry_delay_s(tries, self._settings.retry,
+                                                retry_after_s=outcome.retry_after_s), 60.0))
+        if self._halt is None:
+            # a row that gives this person by id would not be known for theirs
+            self._halt = (f"the opt-out of @{name} could not be looked up ({outcome.code}): a row "
+                          "giving this person by id could reach them, so nothing was sent; run "
+                          "again once the provider answers username lookups")
+        self._stop.set()
+        return None
 
     async def _screen_again(self, row: RowRecord) -> bool:
         """False when ``row``'s recipient opted out since its check, if that was more than

@@ -3,6 +3,7 @@ export is a suppression file the planner reads. The real CLI, a real ledger file
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -191,3 +192,23 @@ async def test_an_opt_out_by_username_stops_a_row_that_gives_the_person_by_id(
     assert records[dana]["error"]["code"] == "opted_out"  # type: ignore[index]
     [entry] = orjson.loads(listed.stdout)["opt_outs"]
     assert (entry["user_id"], entry["username"], entry["reason"]) == (dana, "dana_x", "asked")
+
+
+async def test_an_opt_out_by_username_that_cannot_be_looked_up_stops_the_run(
+    tmp_path: Path,
+) -> None:
+    """The provider answers no username lookup (here: nothing listens): the run cannot know
+    @dana_x's id, so a row by id might be hers. It sends nothing, and says why (it sent the
+    rows by id, dana's among them, with no word)."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}/api/v1"
+    added = await bulkdm("optouts", "--sandbox", "--add", "@dana_x", "--reason", "asked")
+    campaign = write_campaign(tmp_path, [{"recipient_id": "4242", "first_name": "D"}],
+                              url=closed)
+    done = await bulkdm("run", str(campaign), "--progress", "none")
+    assert added.code == 0, added.stderr
+    assert done.code == 4, done.stdout + done.stderr
+    assert "the opt-out of @dana_x could not be looked up (connect_failed)" in done.stdout
+    with closing(sqlite3.connect(tmp_path / "camp.bulkdm.sqlite")) as db:
+        assert db.execute("SELECT COUNT(*) FROM attempts").fetchone()[0] == 0  # none tried

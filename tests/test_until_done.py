@@ -13,6 +13,8 @@ from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from bulkdm.rates import Rate
 from bulkdm.sandbox import Faults, SandboxConfig, running_sandbox
 from tests.clikit import (
@@ -148,15 +150,20 @@ def _attempts(folder: Path) -> int:
         return int(db.execute("SELECT COUNT(*) FROM attempts").fetchone()[0])
 
 
-async def test_until_done_waits_out_an_outage_with_one_probe_a_time(tmp_path: Path) -> None:
+@pytest.mark.parametrize("provider", ["xquik", "getxapi"])
+async def test_until_done_waits_out_an_outage_with_one_probe_a_time(
+    tmp_path: Path, provider: str,
+) -> None:
     """Every send answered 5xx: the breaker stops the run, and with --until-done the same
     command starts again after outage_wait, doubled each time. Each start after an outage
-    sends one row (a probe), so a long outage spends one attempt a start, not a sample's.
-    Once the provider is back, every row is sent once."""
+    sends one row (a probe), so a long outage spends one attempt a start, not a sample's;
+    on GetXAPI the conversation reads of the rows in doubt (which work: only sends fail) do
+    not end the probe. Once the provider is back, every row is sent once."""
     rows = [{"recipient_id": str(71_000 + i), "first_name": "x"} for i in range(30)]
     async with running_sandbox(SandboxConfig(faults=Faults(fail_rate=1.0))) as sb:
-        campaign = write_campaign(tmp_path, rows, url=sb.xquik_url, sender_rate="100/1s",
-                                  extra='outage_wait = "500ms"')
+        url = sb.xquik_url if provider == "xquik" else sb.getxapi_url
+        campaign = write_campaign(tmp_path, rows, url=url, provider=provider,
+                                  sender_rate="1000/1s", extra='outage_wait = "500ms"')
         process = await start("run", str(campaign), "--until-done", "--progress", "none")
         seen: list[str] = []
         counts = []
