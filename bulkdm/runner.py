@@ -128,14 +128,14 @@ async def run_campaign(
                     return await _send_through_outages(
                         lambda probe: _send_all(options, live, checkpoint, provider, auths,
                                                 stream, stop, pool, probe=probe),
-                        live.run, stream, stop)
+                        live.run, stream, stop, checkpoint)
         finally:
             await checkpoint.close()
 
 
 async def _send_through_outages(
     send_all: Callable[[bool], Awaitable[tuple[ExitCode, RunReport]]], run: RunSettings,
-    stream: TextIO, stop: asyncio.Event,
+    stream: TextIO, stop: asyncio.Event, checkpoint: Checkpoint,
 ) -> ExitCode:
     """Send; with ``--until-done``, a run the same-error breaker stopped on an outage starts
     again after ``outage_wait_s`` (doubled after each stop that sent nothing), as the same
@@ -150,9 +150,15 @@ async def _send_through_outages(
             return code
         idle_stops = 0 if report.sent_this_run else idle_stops + 1
         wait_s = min(run.outage_wait_s * 2 ** max(idle_stops - 1, 0), 16 * run.outage_wait_s)
-        at = local_time(time.time() + wait_s)
-        stream.write(f"--until-done: the provider looks down; trying again at {at} (in "
-                     f"{format_duration(wait_s)}); Ctrl-C stops\n\n")
+        again_s = time.time() + wait_s
+        # `status` meanwhile: the run is not over, it waits (this process holds the checkpoint)
+        await checkpoint.submit(set_last_run(
+            finish_reason=report.finish_reason.value, ended_at=iso_utc(time.time()),
+            detail=f"{report.detail}; --until-done waits out the outage and tries again at "
+                   f"{iso_utc(again_s)}"))
+        await checkpoint.flush()
+        stream.write(f"--until-done: the provider looks down; trying again at "
+                     f"{local_time(again_s)} (in {format_duration(wait_s)}); Ctrl-C stops\n\n")
         stream.flush()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=wait_s)

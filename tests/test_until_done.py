@@ -190,8 +190,11 @@ async def test_a_stop_while_waiting_out_an_outage_ends_the_run_at_once(tmp_path:
                                   extra='outage_wait = "1h"')
         process = await start("run", str(campaign), "--until-done", "--progress", "none")
         await _outage_line(process, [])
+        status = await bulkdm("status", str(campaign))  # while the run waits
         process.send_signal(signal.SIGINT)
         done = await finish(process, timeout_s=10)
+    assert "--until-done waits out the outage and tries again at " in status.stdout, \
+        status.stdout
     assert done.code == 4, done.stdout + done.stderr
     assert "stopped while waiting for the provider; run the same command to resume" \
         in done.stdout
