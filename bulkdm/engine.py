@@ -931,14 +931,20 @@ class Engine:
         # once the sample is whole, a success cannot trip it where the answer before did not
         # (no code's count grows); the answer that makes it whole is always looked at
         code = None if latest is None and full else breaker.trips(self._recent_codes)
-        if code is not None and self._halt is None:
-            self._outage = code == _OUTAGE
-            what = _outage_codes(self._recent_passing) if self._outage else code
-            self._halt = (f"same-error breaker: {what} on most of the last "
-                          f"{len(self._recent_codes)} calls to the provider; fix the cause (or "
-                          "wait for the provider to recover), then run again")
-            self._halted_by = FinishReason.STOPPED_BY_BREAKER
-            self._stop.set()
+        if code is not None:
+            what = _outage_codes(self._recent_passing) if code == _OUTAGE else code
+            self._trip(f"{what} on most of the last {len(self._recent_codes)} calls to the "
+                       "provider", outage=code == _OUTAGE)
+
+    def _trip(self, why: str, *, outage: bool) -> None:
+        """The same-error breaker stops the run (the first halt's reason is kept)."""
+        if self._halt is not None:
+            return
+        self._halt = (f"same-error breaker: {why}; fix the cause (or wait for the provider to "
+                      "recover), then run again")
+        self._halted_by = FinishReason.STOPPED_BY_BREAKER
+        self._outage = outage
+        self._stop.set()
 
     def _probed(self, latest: str | None) -> None:
         """The probe's answer (``None``: the provider answered, if only to refuse a row, and
@@ -950,13 +956,8 @@ class Engine:
                 self._wire.release()
             for _ in range(_CLAIMS_PER_REQUEST * concurrency - 1):
                 self._slots.release()
-        elif self._halt is None:
-            self._halt = (f"same-error breaker: {latest} again on the first call after the "
-                          "outage; fix the cause (or wait for the provider to recover), then "
-                          "run again")
-            self._halted_by = FinishReason.STOPPED_BY_BREAKER
-            self._outage = True
-            self._stop.set()
+        else:
+            self._trip(f"{latest} again on the first call after the outage", outage=True)
 
     def _finish_sent(self, row: RowRecord, outcome: Outcome, media_id: str | None) -> Write:
         now_iso = _iso(self._clock())  # one clock read and format for both
@@ -1142,12 +1143,16 @@ class Engine:
 
     async def _opted_out_now(self, row: RowRecord) -> bool:
         """Whether the row's recipient is in the shared opt-outs now, whatever the row's state."""
-        if self._pool is None:
-            return False
-        found = await self._pool.ledger.opted_out(
-            self._pool.realm, user_ids=[row.recipient_id] if row.recipient_id else [],
-            usernames=[row.recipient_username] if row.recipient_username else [])
-        return bool(found) and opted_out_entry(row.recipient_id, row.recipient_username, found)
+        return self._pool is not None and bool(await self._opted_out_ids(self._pool, [row]))
+
+    @staticmethod
+    async def _opted_out_ids(pool: AccountPool, rows: Sequence[RowRecord]) -> set[int]:
+        """The ids of ``rows`` whose recipient is in the shared opt-outs (one query)."""
+        found = await pool.ledger.opted_out(
+            pool.realm, user_ids=[r.recipient_id for r in rows if r.recipient_id],
+            usernames=[r.recipient_username for r in rows if r.recipient_username])
+        return {r.id for r in rows
+                if opted_out_entry(r.recipient_id, r.recipient_username, found)} if found else set()
 
     def _opted_out_unsent(self, row: RowRecord) -> Write:
         """A row in doubt whose recipient opted out, its DM not in the conversation. GetXAPI:
@@ -1221,11 +1226,7 @@ class Engine:
             return rows
         now = self._clock()
         pending = [r for r in rows if r.state is RowState.PENDING]
-        found = await self._pool.ledger.opted_out(
-            self._pool.realm, user_ids=[r.recipient_id for r in pending if r.recipient_id],
-            usernames=[r.recipient_username for r in pending if r.recipient_username])
-        gone = {r.id for r in pending
-                if opted_out_entry(r.recipient_id, r.recipient_username, found)} if found else set()
+        gone = await self._opted_out_ids(self._pool, pending)
         self._screened_s.update((r.id, now) for r in pending if r.id not in gone)
         if not gone:
             return rows
