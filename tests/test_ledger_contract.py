@@ -11,7 +11,16 @@ from pathlib import Path
 import pytest
 
 from bulkdm.ledger import Ledger, Realm, account_subject, key_subject, open_ledger
-from bulkdm.ledger.base import LEASE_S, OTHER_HOLDER_MARGIN_S, OUTSTANDING_POLL_S, Ask, window_s
+from bulkdm.ledger.base import (
+    LEASE_S,
+    OTHER_HOLDER_MARGIN_S,
+    OUTSTANDING_POLL_S,
+    TURN_REASON,
+    TURN_S,
+    WAIT_GRACE_S,
+    Ask,
+    window_s,
+)
 from bulkdm.rates import Rate
 
 NOW = 1_800_000_000.0
@@ -130,6 +139,89 @@ async def test_two_processes_competing_for_one_account_never_share_a_slot(connec
 
     counts = await asyncio.gather(grab(one, "one"), grab(two, "two"))
     assert sum(counts) == 7
+
+
+async def _compete(ledgers: dict[str, Ledger], rate: Rate, *, until_s: float,
+                   stop_at: dict[str, float] | None = None) -> dict[str, list[float]]:
+    """Holders that always want one more send of ALICE, each asking when the ledger's last
+    answer said (a second at most for a wait under a minute, as the engine does), sending at once when
+    granted; simulated time from NOW to ``until_s`` (a holder stops asking at ``stop_at``)."""
+    asks = dict.fromkeys(ledgers, NOW)
+    sent: dict[str, list[float]] = {holder: [] for holder in ledgers}
+    for _ in range(20_000):
+        holder, now = min(asks.items(), key=lambda item: (item[1], item[0]))
+        if now >= until_s:
+            return sent
+        if now >= (stop_at or {}).get(holder, until_s):
+            asks[holder] = until_s
+            continue
+        grant = await ledgers[holder].reserve(ALICE, rates=[rate], holder=holder, want=1,
+                                              now_s=now)
+        if grant.ids:
+            await ledgers[holder].settle([(grant.ids[0], now)], [])
+            sent[holder].append(now)
+            asks[holder] = now + 0.001
+        else:
+            assert grant.next_s is not None
+            wait_s = max(grant.next_s - now, 0.001)
+            asks[holder] = now + (wait_s if wait_s > 60.0 else min(wait_s, 1.0))
+    raise AssertionError("the simulation did not reach its end")
+
+
+def _over_limit(times: list[float], rate: Rate) -> int:
+    """Sends that close a window of ``rate`` (with the ledger's margin) holding too many."""
+    times = sorted(times)
+    return sum(1 for i, t in enumerate(times)
+               if sum(1 for u in times[:i + 1] if u > t - window_s(rate)) > rate.count)
+
+
+@pytest.mark.parametrize("rate", [Rate(count=1, period_s=120.0), Rate(count=5, period_s=1.0)],
+                         ids=["1-in-2-minutes", "5-a-second"])
+async def test_campaigns_contending_for_an_account_take_turns(connect: Opener,
+                                                              rate: Rate) -> None:
+    # the holder ahead sees its own sends leave a window the margin before the other does, and
+    # took every slot as it freed: a second campaign on the account sent nothing for hours
+    ledgers = {"a": await connect(), "b": await connect()}
+    span_s = 12 * window_s(rate) if rate.count == 1 else 60.0
+    sent = await _compete(ledgers, rate, until_s=NOW + span_s)
+    counts = {holder: len(times) for holder, times in sent.items()}
+    configured = span_s / window_s(rate) * rate.count
+    assert min(counts.values()) >= 0.3 * sum(counts.values()), counts
+    assert sum(counts.values()) >= 0.95 * configured, (counts, configured)  # turns keep the pace
+    assert _over_limit([t for times in sent.values() for t in times], rate) == 0
+
+
+async def test_a_contender_that_stops_asking_gives_up_its_turns(connect: Opener) -> None:
+    ledgers = {"a": await connect(), "b": await connect()}
+    rate = Rate(count=5, period_s=1.0)
+    stop_s = NOW + 30.0
+    sent = await _compete(ledgers, rate, until_s=NOW + 90.0, stop_at={"b": stop_s})
+    assert sent["b"] and max(sent["b"]) < stop_s
+    # b's last turn holds a's sends back until b has not asked for WAIT_GRACE_S, no longer
+    after = [t for t in sent["a"] if t > stop_s + WAIT_GRACE_S + TURN_S]
+    assert len(after) >= 0.95 * (NOW + 90.0 - stop_s - WAIT_GRACE_S - TURN_S) / window_s(rate) \
+        * rate.count
+    waiting = await ledgers["a"].reserve(ALICE, rates=[Rate(count=1, period_s=1e9)], holder="c",
+                                         want=1, now_s=NOW + 90.0)
+    assert waiting.reason != TURN_REASON  # nobody contends any more
+
+
+async def test_a_turn_refusal_says_when_to_ask_again(connect: Opener) -> None:
+    ledger, other = await connect(), await connect()
+    rate = Rate(count=1, period_s=60.0)
+    first = await ledger.reserve(ALICE, rates=[rate], holder="a", want=1, now_s=NOW)
+    await ledger.settle([(first.ids[0], NOW)], [])
+    # b is refused for a's send: it contends, and asks again when a's send leaves its window
+    late = await other.reserve(ALICE, rates=[rate], holder="b", want=1, now_s=NOW + 1)
+    assert late.ids == () and late.next_s == pytest.approx(
+        NOW + window_s(rate) + OTHER_HOLDER_MARGIN_S)
+    answers = {holder: await ledger.reserve(ALICE, rates=[rate], holder=holder, want=1,
+                                            now_s=NOW + 2) for holder in ("a", "b")}
+    turn = [h for h, g in answers.items() if g.reason != TURN_REASON]
+    assert len(turn) == 1  # one of them has this turn; the other is told to ask when it ends
+    other_answer = answers["b" if turn == ["a"] else "a"]
+    assert other_answer.ids == ()
+    assert NOW + 2 < (other_answer.next_s or 0) <= (NOW + 2) // TURN_S * TURN_S + TURN_S
 
 
 async def test_the_stricter_limits_of_two_campaigns_hold(connect: Opener) -> None:

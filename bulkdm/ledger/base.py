@@ -13,6 +13,13 @@ a settlement (a process killed with ``kill -9``), at the end of its lease: it ma
 so it still counts, and it blocks no one longer than a real send would. A send that never left
 is released and counts for nothing.
 
+When holders **contend** for a subject (one was refused while another's sends filled its window),
+they take **turns** (TURN_S): each turn goes to one of the holders then wanting the subject, the
+same one in every process and host (:func:`turn_refusal`), and the others are refused until it
+ends. Without turns the holder ahead took every slot as it freed, since it sees its own sends
+leave a window the margin before any other holder does: a second campaign on the account sent
+nothing while the first had rows.
+
 Why this is enough: take any window and the last reservation granted for a send inside it. When
 it was granted, every other send of that window had been reserved already, and each counted
 either at its real time (inside that window) or as "now": so the grant saw them all.
@@ -21,7 +28,7 @@ either at its real time (inside that window) or as "now": so the grant saw them 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final, Protocol
@@ -35,6 +42,9 @@ __all__ = [
     "LEASE_S",
     "OPTED_OUT_MESSAGE",
     "REGISTRATION_TTL_S",
+    "TURN_REASON",
+    "TURN_S",
+    "WAIT_GRACE_S",
     "Ask",
     "CampaignLimits",
     "Grant",
@@ -53,9 +63,12 @@ __all__ = [
     "next_try_s",
     "opt_out_entries",
     "opted_out_entry",
+    "others_since_s",
     "rates_text",
     "room",
     "subject_name",
+    "turn_holder",
+    "turn_refusal",
     "window_s",
 ]
 
@@ -69,6 +82,15 @@ OUTSTANDING_POLL_S: Final = 0.2
 #: reach the provider with different delays (a new connection, a loaded machine), and a send
 #: counts from when it left its own process
 OTHER_HOLDER_MARGIN_S: Final = 0.2
+#: while holders contend for a subject, the time is cut into turns this long, each one holder's:
+#: long against the margin (a change of turn costs the next holder the margin once), short
+#: against a campaign's patience
+TURN_S: Final = 10.0
+#: a contending holder that has not asked again this long after the time it was given has
+#: stopped wanting the subject (its run ended, or was killed): it takes no more turns
+WAIT_GRACE_S: Final = 5.0
+#: the reason of a refusal for another holder's turn
+TURN_REASON: Final = f"another campaign's turn (campaigns sharing it take turns of {TURN_S:g}s)"
 
 
 class Realm(StrEnum):
@@ -139,6 +161,36 @@ def next_try_s(now_s: float, binding: Sequence[tuple[Rate, float | None]]) -> fl
     only unsettled reservations fill it, which settle within moments, so ask again soon)."""
     return max(now_s + OUTSTANDING_POLL_S if nth_s is None else nth_s + window_s(rate)
                for rate, nth_s in binding)
+
+
+def turn_holder(holders: Iterable[str], now_s: float) -> str:
+    """Whose turn it is at ``now_s`` among ``holders``: the least hash of (holder, turn). Every
+    process and host gives the same answer, and for every subject the same holders contend for
+    (an account and its API key): their turns line up, and a send needs both."""
+    turn = int(now_s // TURN_S)
+    return min(holders, key=lambda holder: hashlib.blake2b(
+        f"{holder}\0{turn}".encode(), digest_size=8).digest())
+
+
+def turn_refusal(waiting: Mapping[str, float], holder: str, *, now_s: float,
+                 expires_s: float) -> Grant | None:
+    """A refusal for ``holder`` if it is another's turn, among ``holder`` and the holders
+    contending for the subject (``waiting``: each one's next ask, within WAIT_GRACE_S); ask
+    again when the turn ends, or sooner if its holder stops asking."""
+    if not waiting.keys() - {holder}:
+        return None
+    turn = turn_holder([holder, *waiting], now_s)
+    if turn == holder:
+        return None
+    end_s = (now_s // TURN_S + 1) * TURN_S
+    next_s = max(now_s + OUTSTANDING_POLL_S, min(end_s, waiting[turn] + WAIT_GRACE_S))
+    return Grant(ids=(), expires_s=expires_s, next_s=next_s, reason=TURN_REASON)
+
+
+def others_since_s(rates: Sequence[Rate], now_s: float) -> float:
+    """Where the widest of ``rates``' windows ending now starts for another holder's sends
+    (widened by the margin): a refused holder contends with any holder that sent since."""
+    return now_s - max(window_s(r) for r in rates) - OTHER_HOLDER_MARGIN_S
 
 
 def rates_text(rates: Sequence[Rate]) -> str:

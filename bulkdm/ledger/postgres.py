@@ -21,6 +21,7 @@ from bulkdm.ledger.base import (
     LEASE_S,
     OTHER_HOLDER_MARGIN_S,
     REGISTRATION_TTL_S,
+    WAIT_GRACE_S,
     Ask,
     CampaignLimits,
     Grant,
@@ -33,8 +34,10 @@ from bulkdm.ledger.base import (
     encode_rates,
     next_try_s,
     opt_out_entries,
+    others_since_s,
     rates_text,
     room,
+    turn_refusal,
     window_s,
 )
 from bulkdm.rates import Rate
@@ -84,6 +87,10 @@ CREATE TABLE IF NOT EXISTS bulkdm_opt_outs (
 );
 CREATE TABLE IF NOT EXISTS bulkdm_firsts (
     subject TEXT PRIMARY KEY, at_s DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS bulkdm_waiters (
+    subject TEXT NOT NULL, holder TEXT NOT NULL, next_s DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (subject, holder)
 );
 """
 _ADD_OPT_OUT: Final = (
@@ -170,6 +177,8 @@ class PostgresLedger:
                     await conn.execute("SELECT pg_advisory_xact_lock(4242001)")
                     await conn.execute(_SCHEMA)
                 await conn.execute("DELETE FROM bulkdm_reservations WHERE at_s < $1",
+                                   now_s - _KEEP_S)
+                await conn.execute("DELETE FROM bulkdm_waiters WHERE next_s < $1",
                                    now_s - _KEEP_S)
         except _UNREACHABLE as exc:
             await ledger.close()
@@ -370,23 +379,61 @@ async def _reserve(conn: Any, subject: str, rates: tuple[Rate, ...], holder: str
                                "AND until_s > $2", subject, now_s)
     if rest is not None:
         return Grant(ids=(), expires_s=expires_s, next_s=rest[0], reason=f"resting: {rest[1]}")
+    waiting = {r[0]: r[1] for r in await conn.fetch(
+        "SELECT holder, next_s FROM bulkdm_waiters WHERE subject = $1 AND next_s > $2",
+        subject, now_s - WAIT_GRACE_S)}
+    refusal = turn_refusal(waiting, holder, now_s=now_s, expires_s=expires_s)
+    if refusal is not None:
+        await conn.execute(_WAIT, subject, holder, refusal.next_s)
+        return refusal
     rates = effective_rates(rates, *(c.rates for c in await _limits(conn, subject, now_s)))
     counts = [await conn.fetchval(_COUNT, subject, now_s - window_s(r) - OTHER_HOLDER_MARGIN_S,
                                   holder, now_s - window_s(r)) for r in rates]
     granted = room(rates, counts, want)
     if granted == 0:
-        binding = []
-        for rate, count in zip(rates, counts, strict=True):
-            if count >= rate.count:
-                start_s = now_s - window_s(rate)
-                nth = await conn.fetchval(_NTH_SETTLED, holder, OTHER_HOLDER_MARGIN_S, subject,
-                                          start_s - OTHER_HOLDER_MARGIN_S, start_s, now_s,
-                                          rate.count - 1)
-                binding.append((rate, None if nth is None else float(nth)))
-        return Grant(ids=(), expires_s=expires_s, next_s=next_try_s(now_s, binding),
-                     reason=f"{rates_text([r for r, _ in binding])} full")
+        refusal = await _refusal(conn, subject, holder, rates, counts, now_s, expires_s)
+        full = [r for r, n in zip(rates, counts, strict=True) if n >= r.count]
+        if holder in waiting or await _others_in(conn, subject, holder, full, now_s):
+            await conn.execute(_WAIT, subject, holder, refusal.next_s)
+        return refusal
     rows = await conn.fetch(
         "INSERT INTO bulkdm_reservations (subject, holder, reserved_s, at_s) "
         "SELECT $1, $2, $3, $4 FROM generate_series(1, $5) RETURNING id",
         subject, holder, now_s, expires_s, granted)
+    if waiting.keys() - {holder}:  # still contending: it will ask again
+        await conn.execute(_WAIT, subject, holder, now_s)
+    elif holder in waiting:  # no one else wants the subject any more
+        await conn.execute("DELETE FROM bulkdm_waiters WHERE subject = $1 AND holder = $2",
+                           subject, holder)
     return Grant(ids=tuple(int(r[0]) for r in rows), expires_s=expires_s)
+
+
+async def _refusal(conn: Any, subject: str, holder: str, rates: tuple[Rate, ...],
+                   counts: list[int], now_s: float, expires_s: float) -> Grant:
+    """No room: when to ask again, by the windows that are full."""
+    binding = []
+    for rate, count in zip(rates, counts, strict=True):
+        if count >= rate.count:
+            start_s = now_s - window_s(rate)
+            nth = await conn.fetchval(_NTH_SETTLED, holder, OTHER_HOLDER_MARGIN_S, subject,
+                                      start_s - OTHER_HOLDER_MARGIN_S, start_s, now_s,
+                                      rate.count - 1)
+            binding.append((rate, None if nth is None else float(nth)))
+    return Grant(ids=(), expires_s=expires_s, next_s=next_try_s(now_s, binding),
+                 reason=f"{rates_text([r for r, _ in binding])} full")
+
+
+#: ``holder`` contends for ``subject`` and asks again at ``next_s``
+_WAIT: Final = (
+    "INSERT INTO bulkdm_waiters VALUES ($1, $2, $3) "
+    "ON CONFLICT (subject, holder) DO UPDATE SET next_s = excluded.next_s"
+)
+
+
+async def _others_in(conn: Any, subject: str, holder: str, rates: Sequence[Rate],
+                     now_s: float) -> bool:
+    """Whether another holder's sends are in any of ``rates``' windows ending now (the holder
+    was refused for them: it contends with that holder)."""
+    return await conn.fetchval("SELECT EXISTS (SELECT 1 FROM bulkdm_reservations WHERE "
+                               "subject = $1 AND at_s > $2 AND holder != $3)",
+                               subject, others_since_s(rates, now_s), holder) is True

@@ -21,6 +21,7 @@ from bulkdm.ledger.base import (
     LEASE_S,
     OTHER_HOLDER_MARGIN_S,
     REGISTRATION_TTL_S,
+    WAIT_GRACE_S,
     Ask,
     CampaignLimits,
     Grant,
@@ -33,8 +34,10 @@ from bulkdm.ledger.base import (
     encode_rates,
     next_try_s,
     opt_out_entries,
+    others_since_s,
     rates_text,
     room,
+    turn_refusal,
     window_s,
 )
 from bulkdm.rates import Rate
@@ -76,6 +79,11 @@ CREATE TABLE IF NOT EXISTS opt_outs (
 );
 -- each account's first send (its warm-up counts from it); never pruned
 CREATE TABLE IF NOT EXISTS firsts (subject TEXT PRIMARY KEY, at_s REAL NOT NULL);
+-- holders contending for a subject, and when each said it would ask again (base.TURN_S)
+CREATE TABLE IF NOT EXISTS waiters (
+    subject TEXT NOT NULL, holder TEXT NOT NULL, next_s REAL NOT NULL,
+    PRIMARY KEY (subject, holder)
+);
 """
 #: each subject's reservations, however old: a bound on every window's count, kept by triggers
 #: (so a process of an older bulkdm, writing the same file, keeps it too). Made, and filled
@@ -303,6 +311,7 @@ def _wal(db: sqlite3.Connection) -> None:
 
 def _prune(db: sqlite3.Connection, before_s: float) -> None:
     db.execute("DELETE FROM reservations WHERE at_s < ?", (before_s,))
+    db.execute("DELETE FROM waiters WHERE next_s < ?", (before_s,))
 
 
 def _write(db: sqlite3.Connection, sql: str, params: list[tuple[Any, ...]]) -> None:
@@ -362,6 +371,11 @@ def _reserve(db: sqlite3.Connection, subject: str, rates: tuple[Rate, ...], hold
                       (subject, now_s)).fetchone()
     if rest is not None:
         return Grant(ids=(), expires_s=expires_s, next_s=rest[0], reason=f"resting: {rest[1]}")
+    waiting = dict(db.execute(_WAITING, (subject, now_s - WAIT_GRACE_S)).fetchall())
+    refusal = turn_refusal(waiting, holder, now_s=now_s, expires_s=expires_s)
+    if refusal is not None:
+        _wait(db, subject, holder, refusal)
+        return refusal
     rates = effective_rates(rates, *(c.rates for c in _limits(db, subject, now_s)))
     total = db.execute("SELECT n FROM totals WHERE subject = ?", (subject,)).fetchone()
     counts = [_count(db, subject, holder, r, now_s, 0 if total is None else total[0], want)
@@ -370,10 +384,36 @@ def _reserve(db: sqlite3.Connection, subject: str, rates: tuple[Rate, ...], hold
     if granted == 0:
         binding = [(r, _nth_settled(db, subject, holder, r, now_s))
                    for r, n in zip(rates, counts, strict=True) if n >= r.count]
-        return Grant(ids=(), expires_s=expires_s, next_s=next_try_s(now_s, binding),
-                     reason=f"{rates_text([r for r, _ in binding])} full")
+        refusal = Grant(ids=(), expires_s=expires_s, next_s=next_try_s(now_s, binding),
+                        reason=f"{rates_text([r for r, _ in binding])} full")
+        if holder in waiting or _others_in(db, subject, holder, [r for r, _ in binding], now_s):
+            _wait(db, subject, holder, refusal)
+        return refusal
     rows = db.execute(_RESERVE, (granted, subject, holder, now_s, expires_s)).fetchall()
+    if waiting.keys() - {holder}:  # still contending: it will ask again
+        db.execute(_WAIT, (subject, holder, now_s))
+    elif holder in waiting:  # no one else wants the subject any more
+        db.execute("DELETE FROM waiters WHERE subject = ? AND holder = ?", (subject, holder))
     return Grant(ids=tuple(sorted(int(i) for i, in rows)), expires_s=expires_s)
+
+
+#: the holders contending for a subject that will ask again (within the grace)
+_WAITING: Final = "SELECT holder, next_s FROM waiters WHERE subject = ? AND next_s > ?"
+_WAIT: Final = "INSERT OR REPLACE INTO waiters VALUES (?, ?, ?)"
+
+
+def _wait(db: sqlite3.Connection, subject: str, holder: str, refusal: Grant) -> None:
+    """``holder`` contends for ``subject`` and asks again at the refusal's next time."""
+    db.execute(_WAIT, (subject, holder, refusal.next_s))
+
+
+def _others_in(db: sqlite3.Connection, subject: str, holder: str, rates: Sequence[Rate],
+               now_s: float) -> bool:
+    """Whether another holder's sends are in any of ``rates``' windows ending now (the holder
+    was refused for them: it contends with that holder)."""
+    return db.execute("SELECT 1 FROM reservations WHERE subject = ? AND at_s > ? AND holder != ? "
+                      "LIMIT 1", (subject, others_since_s(rates, now_s), holder)).fetchone() \
+        is not None
 
 
 def _count(db: sqlite3.Connection, subject: str, holder: str, rate: Rate, now_s: float,
