@@ -728,6 +728,17 @@ class Checkpoint:
             "SELECT EXISTS (SELECT 1 FROM meta WHERE key = ?)", (_OWNED_REPLIES + path,)
         ) == 1
 
+    async def issued_key(self, key: str) -> bool:
+        """Whether this checkpoint gave a row the idempotency key ``key`` (a handoff record's)."""
+        return await self._scalar(
+            "SELECT EXISTS (SELECT 1 FROM attempts WHERE idempotency_key = ?) "
+            "OR EXISTS (SELECT 1 FROM rows WHERE idempotency_key = ?)", (key, key)) == 1
+
+    async def recorded_reply(self, message_id: str) -> bool:
+        """Whether this checkpoint recorded the answer ``message_id`` (a replies record's)."""
+        return await self._scalar(
+            "SELECT EXISTS (SELECT 1 FROM replies WHERE message_id = ?)", (message_id,)) == 1
+
     async def owned_files(self) -> dict[str, list[str]]:
         """Every file this checkpoint has written or is writing, by kind (``handoff file``,
         ``replies file``): the recorded owners and the cursors' paths."""

@@ -18,6 +18,7 @@ from bulkdm import checkpoint as cp
 from bulkdm.checkpoint import Checkpoint, HandoffCursor
 from bulkdm.errors import CheckpointError, StorageError
 from bulkdm.handoff import HandoffContext, HandoffLog, encode_jsonl, handoff_record, write_atomic
+from bulkdm.ownership import HANDOFF_FILE, moved_here
 
 __all__ = ["Outbox"]
 
@@ -49,6 +50,9 @@ class Outbox:
         context = HandoffContext(campaign=campaign, provider=provider,
                                  source_endpoint=source_endpoint)
         cursor = await checkpoint.handoff_cursor()
+        if cursor.path != str(path) and await _moved_here(checkpoint, path):
+            cursor = HandoffCursor(seq=cursor.seq, offset=cursor.offset, path=str(path))
+            await checkpoint.submit(cp.set_handoff_cursor(cursor))  # it goes on where it was
         same_file = cursor.path == str(path)
         if same_file:
             await checkpoint.submit([cp.own_handoff(str(path))])  # also in older checkpoints
@@ -102,6 +106,11 @@ class Outbox:
 
     async def close(self) -> None:
         await asyncio.to_thread(self._log.close)
+
+
+async def _moved_here(checkpoint: Checkpoint, path: Path) -> bool:
+    return bool(await asyncio.to_thread(_size, path)) and await moved_here(
+        checkpoint, path, kind=HANDOFF_FILE)
 
 
 async def _claim_file(checkpoint: Checkpoint, path: Path) -> None:

@@ -12,9 +12,12 @@ touched, as the handoff file's), or one that is empty or missing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import orjson
 
 from bulkdm import checkpoint as cp
 from bulkdm.checkpoint import HandoffCursor
@@ -24,10 +27,15 @@ from bulkdm.naming import HANDOFF_SUFFIX, beside
 if TYPE_CHECKING:
     from bulkdm.checkpoint import Checkpoint, PlanMeta
 
-__all__ = ["REPLIES_FILE", "claim_replies_file", "own_files", "refuse_own_files"]
+__all__ = ["HANDOFF_FILE", "REPLIES_FILE", "claim_replies_file", "moved_here", "own_files",
+           "refuse_own_files"]
 
+#: what :func:`own_files` calls a handoff file
+HANDOFF_FILE = "handoff file"
 #: what :func:`own_files` calls a replies file (``replies`` passes it to keep its own)
 REPLIES_FILE = "replies file"
+#: how many of a file's first lines :func:`moved_here` reads for a record that tells its writer
+_EVIDENCE_LINES = 1000
 #: ``bulkdm.replies.REPLIES_SUFFIX`` (not imported: that module loads the providers)
 _REPLIES_SUFFIX = ".replies.jsonl"
 
@@ -45,7 +53,7 @@ async def own_files(checkpoint: Checkpoint, meta: PlanMeta | None) -> list[tuple
         own.append(("campaign file", campaign))
         if meta.settings_path:
             own.append(("settings file", Path(meta.settings_path)))
-        own += [("handoff file", beside(campaign, HANDOFF_SUFFIX)),
+        own += [(HANDOFF_FILE, beside(campaign, HANDOFF_SUFFIX)),
                 (REPLIES_FILE, beside(campaign, _REPLIES_SUFFIX))]
     for what, paths in (await checkpoint.owned_files()).items():
         own += [(what, Path(p)) for p in paths]
@@ -82,7 +90,8 @@ async def claim_replies_file(checkpoint: Checkpoint, path: Path) -> Path:
             await checkpoint.submit(cp.set_replies_cursor(
                 HandoffCursor(seq=0, offset=0, path=str(path))))
         return path
-    if await asyncio.to_thread(_size, path):
+    if await asyncio.to_thread(_size, path) and not await moved_here(checkpoint, path,
+                                                                     kind=REPLIES_FILE):
         raise ForeignFileError(
             f"{path} holds records that {checkpoint.path} did not write (another campaign's "
             "replies file, or another file?); it was left as it is. Pass --out with a new file, "
@@ -91,6 +100,36 @@ async def claim_replies_file(checkpoint: Checkpoint, path: Path) -> Path:
     await checkpoint.submit([cp.own_replies(str(path)), *cp.set_replies_cursor(
         HandoffCursor(seq=0, offset=0, path=str(path)))])
     return path
+
+
+async def moved_here(checkpoint: Checkpoint, path: Path, *, kind: str) -> bool:
+    """Whether ``path``, a file this checkpoint did not write there, is one it wrote in another
+    folder (the campaign's folder was moved or copied since): it wrote a ``kind`` file of that
+    name, and the first record in ``path`` that tells its writer is this checkpoint's (a send's
+    idempotency key, which the campaign's identity makes its own; a reply's message id)."""
+    if path.name not in {Path(p).name for p in (await checkpoint.owned_files())[kind]}:
+        return False
+    field = "idempotency_key" if kind == HANDOFF_FILE else "message_id"
+    value = await asyncio.to_thread(_first_value, path, field)
+    if value is None:
+        return False
+    if kind == HANDOFF_FILE:
+        return await checkpoint.issued_key(value)
+    return await checkpoint.recorded_reply(value)
+
+
+def _first_value(path: Path, field: str) -> str | None:
+    """The first string ``field`` of the JSON lines at the start of ``path``."""
+    try:
+        with path.open("rb") as lines:
+            for _, line in zip(range(_EVIDENCE_LINES), lines, strict=False):
+                with contextlib.suppress(orjson.JSONDecodeError):
+                    record = orjson.loads(line)
+                    if isinstance(record, dict) and isinstance(record.get(field), str):
+                        return str(record[field])
+    except OSError:
+        return None
+    return None
 
 
 async def _same_file(recorded: str | None, path: Path) -> bool:

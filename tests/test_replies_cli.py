@@ -362,6 +362,28 @@ async def test_a_stop_answering_a_dm_in_doubt_opts_the_person_out(tmp_path: Path
     assert [o["username"] for o in orjson.loads(listed.stdout)["opt_outs"]] == ["stopper_gil"]
 
 
+async def test_a_campaign_folder_moved_between_runs_goes_on_with_its_own_files(
+        tmp_path: Path) -> None:
+    """The folder moved (or synced to another machine) after a run and a replies sync: the next
+    run and sync take the handoff and replies files they wrote for their own (both refused them
+    as another campaign's, as they were recorded under the old folder)."""
+    active, archive = tmp_path / "active", tmp_path / "archive"
+    active.mkdir()
+    async with running_sandbox(SMALL_PAGES) as sb:
+        campaign = await _sent_and_answered(sb, active, "xquik")
+        first = await bulkdm("replies", str(campaign), "--json")
+        handoff = (active / "camp.handoff.jsonl").read_bytes()
+        active.rename(archive)
+        resumed = await bulkdm("run", str(archive / "camp.jsonl"), "--progress", "none")
+        synced = await bulkdm("replies", str(archive / "camp.jsonl"), "--json")
+    assert first.code == 0 and orjson.loads(first.stdout)["new_replies"] == ANSWERS
+    assert resumed.code == 0, resumed.stdout + resumed.stderr
+    assert (archive / "camp.handoff.jsonl").read_bytes() == handoff
+    assert synced.code == 0, synced.stdout + synced.stderr
+    assert orjson.loads(synced.stdout)["new_replies"] == 0
+    assert len(handoff_lines(archive / "camp.replies.jsonl")) == ANSWERS
+
+
 async def test_replies_of_a_campaign_folder_moved_since_its_run(tmp_path: Path) -> None:
     """The campaign folder archived (moved) after its run: ``replies`` finds the settings and
     writes the replies file beside the campaign where it is now (it looked for the folder the
