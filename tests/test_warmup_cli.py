@@ -32,13 +32,20 @@ async def test_a_new_account_sends_its_first_days_share_and_says_so(tmp_path: Pa
     async with running_sandbox() as sb:
         campaign = _ramped(tmp_path, sb.xquik_url, 5)
         done = await bulkdm("run", str(campaign), "--progress", "none")
+        ramped = await bulkdm("accounts", "--sandbox")
         again = await bulkdm("run", str(campaign), "--progress", "none")
         pool = await bulkdm("accounts", "--sandbox")
         assert len(sb.ledger) == 2  # 20 % of 10 on day 0, across both runs
     assert (done.code, again.code) == (4, 4), done.stdout + done.stderr
     assert "warm-up day 0 of 10: 2/10 a day, until" in done.stdout
+    # the run registered the day's ramped cap as alice's daily window: it is what holds today,
+    # and the ramp is not taken of it again (it said "1/2 today")
+    assert "alice: 2/100 in 100/1s, today 2/2 in 2/1d" in ramped.stdout, ramped.stdout
+    assert "day 0 of 14 (14d from 20%, the default ramp, since its first send" in ramped.stdout
+    assert "): 20% of a campaign's daily cap today;" in ramped.stdout, ramped.stdout
     assert re.search(r"alice: .*\n.*warm-up: day 0 of 14 \(14d from 20%, the default ramp, "
-                     r"since its first send \S+\): 2/10 today; warmup = false stops a "
+                     r"since its first send \S+\): 20% of a campaign's daily cap today; "
+                     r"warmup = false stops a "
                      r"campaign's own ramp \(an established account\), but a ramping "
                      r"campaign's day cap holds for all until its registration is a day old",
                      pool.stdout), pool.stdout

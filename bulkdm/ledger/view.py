@@ -80,7 +80,7 @@ async def _account(ledger: Ledger, subject: str, now_s: float) -> AccountView:
         health=f"{health.state}: {health.reason} (since {_iso(health.at_s)})" if health else None,
         campaigns=tuple(dict.fromkeys(campaign_name(c.campaign) for c in used_by)),
         first_send=_iso(first_s) if first_s is not None else None,
-        warmup=_ramp_text(windows, first_s, now_s))
+        warmup=_ramp_text(first_s, now_s))
 
 
 def pool_text(views: Sequence[AccountView], *, location: str, realm: Realm) -> str:
@@ -137,7 +137,7 @@ async def account_waits(ledger: Ledger, *, realm: Realm, accounts: Mapping[str, 
     return waits
 
 
-def _ramp_text(windows: Sequence[WindowUse], first_s: float | None, now_s: float) -> str:
+def _ramp_text(first_s: float | None, now_s: float) -> str:
     """Where the account is on the default warm-up ramp, on for every campaign that does not
     set its own (or ``warmup = false``)."""
     ramp = DEFAULT_WARMUP
@@ -145,12 +145,13 @@ def _ramp_text(windows: Sequence[WindowUse], first_s: float | None, now_s: float
     if ramp.done(first_s, now_s):
         return f"warmed up ({ramp.days} days {since})"
     day = ramp.day(first_s, now_s)
-    caps = [f"{ramp.cap(w.limit, first_s, now_s)}/{w.limit} today" for w in windows if w.daily]
-    allowed = f": {', '.join(caps)}" if caps else ""
+    # a share, not a count: a ramping campaign registers the day's ramped cap as its daily
+    # window, so the window shown may be ramped already (its share of it was ramped twice)
+    allowed = f"{ramp.fraction(first_s, now_s) * 100:.0f}% of a campaign's daily cap today"
     # on by default; a campaign may set its own ramp, or none for an established account, but
     # a ramping campaign's day cap is a window in the ledger, and every window holds for all
     return (f"warm-up: day {day} of {ramp.days} ({ramp.describe()}, the default ramp, "
-            f"{since}){allowed}; warmup = false stops a campaign's own ramp (an established "
+            f"{since}): {allowed}; warmup = false stops a campaign's own ramp (an established "
             "account), but a ramping campaign's day cap holds for all until its registration "
             "is a day old")
 

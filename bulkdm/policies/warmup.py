@@ -36,13 +36,18 @@ class Warmup:
             return 0
         return max(0, math.floor((now_s - first_send_s) / _DAY_S))
 
-    def cap(self, daily_cap: int, first_send_s: float | None, now_s: float) -> int:
-        """The daily cap on the ramp at ``now_s`` (at least one send a day)."""
+    def fraction(self, first_send_s: float | None, now_s: float) -> float:
+        """The share of the daily cap the ramp allows at ``now_s`` (1.0 once it is done)."""
         day = self.day(first_send_s, now_s)
         if day >= self.days:
+            return 1.0
+        return self.start_fraction + (1.0 - self.start_fraction) * day / self.days
+
+    def cap(self, daily_cap: int, first_send_s: float | None, now_s: float) -> int:
+        """The daily cap on the ramp at ``now_s`` (at least one send a day)."""
+        if self.done(first_send_s, now_s):
             return daily_cap
-        fraction = self.start_fraction + (1.0 - self.start_fraction) * day / self.days
-        return max(1, math.floor(daily_cap * fraction + 1e-9))
+        return max(1, math.floor(daily_cap * self.fraction(first_send_s, now_s) + 1e-9))
 
     def done(self, first_send_s: float | None, now_s: float) -> bool:
         return self.day(first_send_s, now_s) >= self.days
