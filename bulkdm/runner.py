@@ -280,20 +280,17 @@ async def _send_all(
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(_forward_stop(stop, run_stop, done, pool))
             tasks.create_task(outbox.follow(done, run_stop))
-            tasks.create_task(_sync_replies_while_running(
+            replies = tasks.create_task(_sync_replies_while_running(
                 options, settings, checkpoint, provider, auths, pool, done, run_stop, stream))
             counted = checkpoint if options.progress != "none" else None
             tasks.create_task(_show(engine, settings, counted, display, started_s, done))
-            ledger_error = None
+            ledger_error: LedgerError | None = None
             try:
                 report = await _run_with_grace(engine, settings.run, run_stop)
             except LedgerError as exc:
-                report, ledger_error = _stopped_by_ledger(engine, exc), exc
+                ledger_error = exc
             finally:
                 done.set()
-            if ledger_error is None and pool is not None and pool.failure is not None:
-                ledger_error = pool.failure
-                report = _stopped_by_ledger(engine, ledger_error)
     except* BulkdmError as group:
         # a live table ends where it stood (rows left are not read again from a failed store)
         display.close(_snapshot(engine, settings, started_s, {}))
@@ -301,6 +298,11 @@ async def _send_all(
         raise group.exceptions[0] from None
     finally:
         await outbox.close()
+    # the first the ledger failed on: a send's reservation, the pool's writes, a reply's opt-out
+    ledger_error = ledger_error or (pool.failure if pool is not None else None) \
+        or replies.result()
+    if ledger_error is not None:
+        report = _stopped_by_ledger(engine, ledger_error)
     left = _RowsLeft()
     await left.refresh(checkpoint, engine, force=True)
     final = _snapshot(engine, settings, started_s, left.now(engine))
@@ -360,18 +362,20 @@ async def _sync_replies_while_running(
     options: RunOptions, settings: Settings, checkpoint: Checkpoint, provider: Provider,
     auths: dict[str, SenderAuth], pool: AccountPool | None, done: asyncio.Event,
     stop: asyncio.Event, stream: TextIO,
-) -> None:
+) -> LedgerError | None:
     """With ``[replies] sync_every``, read replies that often while the run goes on, and once
-    more when it ends (not when it was stopped): reads only, beside the engine's sends."""
+    more when it ends (not when it was stopped): reads only, beside the engine's sends. A
+    ledger that fails (an opt-out cannot be shared) stops the run as a send's would: it is
+    returned, and the run ends as stopped by the ledger."""
     every_s = settings.replies.sync_every_s
     if every_s <= 0:
-        return
+        return None
     out = beside(options.campaign, REPLIES_SUFFIX)
     while True:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(done.wait(), timeout=every_s)
         if stop.is_set():
-            return
+            return None
         try:
             with replies_lock(checkpoint.path):
                 out = await claim_replies_file(checkpoint, out)
@@ -384,9 +388,14 @@ async def _sync_replies_while_running(
             pass  # `bulkdm replies` is reading them now
         except (ProviderError, ForeignFileError) as exc:  # reading replies never stops the sends
             stream.write(f"note: replies not read: {exc}\n")
-            return
+            return None
+        except LedgerError as exc:
+            # the reply that said STOP is read again by the next sync (the ledger is written
+            # first); sending on meanwhile would hide that opt-outs are not being shared
+            stop.set()
+            return exc
         if done.is_set():
-            return
+            return None
 
 
 async def _run_again_at_s(engine: Engine, checkpoint: Checkpoint) -> float | None:
