@@ -151,21 +151,30 @@ async def _send_through_outages(
         idle_stops = 0 if report.sent_this_run else idle_stops + 1
         wait_s = min(run.outage_wait_s * 2 ** max(idle_stops - 1, 0), 16 * run.outage_wait_s)
         again_s = time.time() + wait_s
-        # `status` meanwhile: the run is not over, it waits (this process holds the checkpoint)
-        await checkpoint.submit(set_last_run(
-            finish_reason=report.finish_reason.value, ended_at=iso_utc(time.time()),
-            detail=f"{report.detail}; --until-done waits out the outage and tries again at "
-                   f"{iso_utc(again_s)}"))
-        await checkpoint.flush()
+        await _record_wait(checkpoint, report, again_s)
         stream.write(f"--until-done: the provider looks down; trying again at "
                      f"{local_time(again_s)} (in {format_duration(wait_s)}); Ctrl-C stops\n\n")
         stream.flush()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=wait_s)
         if stop.is_set():
+            await _record_wait(checkpoint, report, None)
             stream.write("stopped while waiting for the provider; run the same command to "
                          "resume\n")
             return ExitCode.STOPPED
+
+
+async def _record_wait(checkpoint: Checkpoint, report: RunReport, again_s: float | None) -> None:
+    """For `status`: the run is not over, it waits until ``again_s`` (this process holds the
+    checkpoint), and its senders wait for the provider; ``None``: it waits no more (stopped)."""
+    detail = report.detail if again_s is None else (
+        f"{report.detail}; --until-done waits out the outage and tries again at "
+        f"{iso_utc(again_s)}")
+    await checkpoint.submit(set_last_run(
+        finish_reason=report.finish_reason.value, ended_at=iso_utc(time.time()), detail=detail,
+        waits_for=None if again_s is None else "the provider",
+        waits_until=None if again_s is None else iso_utc(again_s)))
+    await checkpoint.flush()
 
 
 @contextlib.asynccontextmanager
