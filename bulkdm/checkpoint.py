@@ -1353,13 +1353,18 @@ def read_replies_until(*, row_id: int, until_at: str, later_at: str | None = Non
                  "VALUES (?, ?, ?)", (row_id, until_at, later_at))
 
 
-def set_last_run(*, finish_reason: str, detail: str | None, ended_at: str) -> list[Write]:
-    """How a run ended, for ``status``: replaces the last one's."""
+def set_last_run(*, finish_reason: str, detail: str | None, ended_at: str,
+                 waits_for: str | None = None, waits_until: str | None = None) -> list[Write]:
+    """How a run ended, for ``status``: replaces the last one's. ``waits_for`` (what does not
+    answer: "the provider") and ``waits_until``: the process waits it out (``--until-done``)
+    and starts again then."""
     sql = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"
-    return [Write("DELETE FROM meta WHERE key = 'run.detail'", ()),
+    optional = {"run.detail": detail, "run.waits_for": waits_for, "run.waits_until": waits_until}
+    return [Write("DELETE FROM meta WHERE key IN ('run.detail', 'run.waits_for', "
+                  "'run.waits_until')", ()),
             Write(sql, ("run.finish_reason", finish_reason)),
             Write(sql, ("run.ended_at", ended_at)),
-            *([Write(sql, ("run.detail", detail))] if detail else [])]
+            *(Write(sql, (key, value)) for key, value in optional.items() if value)]
 
 
 def set_replies_cursor(cursor: HandoffCursor) -> list[Write]:

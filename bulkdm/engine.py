@@ -250,6 +250,8 @@ class Engine:
         #: and whether the same-error breaker tripped on them (an outage)
         self._recent_passing: list[str | None] = []
         self._outage = False
+        #: since when reads are refused as throttled with none answered (None: one was)
+        self._reads_refused_since_s: float | None = None
         self._refusals: dict[str, list[bool]] = {}
         #: what the campaign has been billed for (DM attempts, uploads, lookups), from the
         #: checkpoint at the start, counted before each call in this run
@@ -936,6 +938,24 @@ class Engine:
             self._trip(f"{what} on most of the last {len(self._recent_codes)} calls to the "
                        "provider", outage=code == _OUTAGE)
 
+    def _read_refused(self, sender: _Sender, outcome: Outcome) -> None:
+        """A read refused as throttled. A provider that refuses every read for longer than
+        ``max_read_throttle_s`` is down for this run (it would wait for ever): the same-error
+        breaker stops it as an outage, which ``--until-done`` waits out."""
+        now, since = self._clock(), self._reads_refused_since_s
+        if since is None:
+            self._reads_refused_since_s = now
+            return
+        breaker = self._settings.run.same_error_breaker
+        if breaker.throttled_too_long(since, now):
+            self._trip(f"reads refused as throttled ({outcome.code}) since {_iso(since)}, none "
+                       f"answered (max_read_throttle {breaker.max_read_throttle_s:g}s)",
+                       outage=True)
+        elif breaker.sample > 0:
+            sender.note = sender.call_note = (
+                f"{sender.note}; no read answered since {_iso(since)}, an outage at "
+                f"{_iso(since + breaker.max_read_throttle_s)}")
+
     def _trip(self, why: str, *, outage: bool) -> None:
         """The same-error breaker stops the run (the first halt's reason is kept)."""
         if self._halt is not None:
@@ -1045,12 +1065,15 @@ class Engine:
         return cp.unbind(row_id=row.id, due_s=self._clock() + delay_s, reason=outcome.code,
                          message=outcome.message, expect=_expect(row))
 
-    def _call_worked(self, sender: _Sender) -> None:
+    def _call_worked(self, sender: _Sender, *, read: bool = True) -> None:
         """A lookup, upload or read that was answered (a user not found included)."""
         sender.call_succeeded()
+        if read:
+            self._reads_refused_since_s = None
         self._count_answer(None, send=False)
 
-    def _call_failed(self, row: RowRecord, sender: _Sender, outcome: Outcome, what: str) -> list[Write]:
+    def _call_failed(self, row: RowRecord, sender: _Sender, outcome: Outcome, what: str, *,
+                     read: bool = True) -> list[Write]:
         """A lookup, media upload or conversation read for ``row`` that did not succeed, acted
         on as a send's outcome is: the sender and run actions apply, and retries are bounded by
         ``max_attempts`` (counted per row in this run), then the row ends in a final state."""
@@ -1064,6 +1087,8 @@ class Engine:
             delay_s = outcome.retry_after_s if outcome.retry_after_s is not None else 1.0
             sender.note = sender.call_note = (f"{what} throttled ({outcome.code}): waiting, "
                                               f"next try in {delay_s:g}s")
+            if read:
+                self._read_refused(sender, outcome)
             return [self._defer(row, row.state, delay_s, outcome)]
         self._same_error(outcome, send=False)
         self._call_failures[row.id] += 1
@@ -1369,14 +1394,15 @@ class Engine:
         outcome = await self._provider.upload_media(Path(path), sender.auth, key)
         done = cp.upload_done(path=path, sender=sender.account, at_s=at_s)
         if outcome.ok and outcome.value:
-            self._call_worked(sender)
+            self._call_worked(sender, read=False)
             await self._submit([done, cp.store_media(path=path, sender=sender.account,
                                                      media_id=outcome.value, at_s=self._clock())])
             return outcome.value
         if outcome.action is Action.FAIL_ROW:
             await self._submit([done, self._fail(row, outcome.code, outcome.message)])
         else:
-            await self._submit([done, *self._call_failed(row, sender, outcome, "media upload")])
+            await self._submit([done, *self._call_failed(row, sender, outcome, "media upload",
+                                                         read=False)])
         return None
 
     # -- moving rows off an unusable sender ----------------------------------------------------------

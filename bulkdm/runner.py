@@ -122,50 +122,107 @@ async def run_campaign(
                 # a new plan's invalid rows are shown before anything is sent
                 stream.write(format_report(report) + "\n\n")
             settings = await planned_settings(settings, checkpoint)
-            async with (_provider(settings, options, environ) as (live, provider, auths, key),
-                        _account_pool(live, options, key, environ) as pool):
+            async with _provider(settings, options, environ) as (live, provider, auths, key):
+
+                async def send_all(probe: bool) -> _Sent:
+                    # the ledger opened for each start: after an outage of its server, the
+                    # pool registers again and reads every campaign's sends, as a new run does
+                    async with _account_pool(live, options, key, environ) as pool:
+                        return await _send_all(options, live, checkpoint, provider, auths,
+                                               stream, stop, pool, probe=probe)
+
                 with tuned_collector():
-                    return await _send_through_outages(
-                        lambda probe: _send_all(options, live, checkpoint, provider, auths,
-                                                stream, stop, pool, probe=probe),
-                        live.run, stream, stop, checkpoint)
+                    return await _send_through_outages(send_all, live.run, stream, stop,
+                                                       checkpoint)
         finally:
             await checkpoint.close()
 
 
+#: how a start of the run ended: its exit code, its report, and the ledger error that stopped it
+_Sent = tuple[ExitCode, RunReport, LedgerError | None]
+_PROVIDER: Final = "the provider"
+_LEDGER: Final = "the account ledger"
+#: what the wait line says of each
+_DOWN: Final = {_PROVIDER: "the provider looks down", _LEDGER: "the account ledger is unreachable"}
+
+
 async def _send_through_outages(
-    send_all: Callable[[bool], Awaitable[tuple[ExitCode, RunReport]]], run: RunSettings,
+    send_all: Callable[[bool], Awaitable[_Sent]], run: RunSettings,
     stream: TextIO, stop: asyncio.Event, checkpoint: Checkpoint,
 ) -> ExitCode:
-    """Send; with ``--until-done``, a run the same-error breaker stopped on an outage starts
-    again after ``outage_wait_s`` (doubled after each stop that sent nothing), as the same
-    command run again would: it resumes from the checkpoint, with one send (a probe) until
-    the provider answers."""
+    """Send; with ``--until-done``, a run stopped by an outage (the same-error breaker on
+    the provider's passing errors, or the account ledger's server unreachable) starts again
+    after ``outage_wait_s`` (doubled after each stop that sent nothing), as the same command
+    run again would: it resumes from the checkpoint and the ledger, with one send (a probe)
+    until the provider answers after its outage."""
     idle_stops = 0
-    probe = False
+    probe = started = False
     while True:
-        code, report = await send_all(probe)
-        probe = True
-        if not (run.until_done and report.outage) or stop.is_set():
+        try:
+            code, report, ledger_error = await send_all(probe)
+        except LedgerUnreachableError as exc:
+            if not started:  # at the first start it is a setting to fix (a wrong port, host)
+                raise
+            code, report, ledger_error = ExitCode.STOPPED, _ledger_down(exc), exc
+        started = True
+        down = _waits_for(run, report, ledger_error)
+        if down is None or stop.is_set():
+            if ledger_error is not None:  # as a file that cannot be written is said: one line
+                sys.stderr.write(f"bulkdm: stopped: {report.detail}\n")
             return code
+        probe = report.outage or (probe and not report.sent_this_run)
         idle_stops = 0 if report.sent_this_run else idle_stops + 1
         wait_s = min(run.outage_wait_s * 2 ** max(idle_stops - 1, 0), 16 * run.outage_wait_s)
-        again_s = time.time() + wait_s
-        # `status` meanwhile: the run is not over, it waits (this process holds the checkpoint)
-        await checkpoint.submit(set_last_run(
-            finish_reason=report.finish_reason.value, ended_at=iso_utc(time.time()),
-            detail=f"{report.detail}; --until-done waits out the outage and tries again at "
-                   f"{iso_utc(again_s)}"))
-        await checkpoint.flush()
-        stream.write(f"--until-done: the provider looks down; trying again at "
-                     f"{local_time(again_s)} (in {format_duration(wait_s)}); Ctrl-C stops\n\n")
-        stream.flush()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=wait_s)
-        if stop.is_set():
-            stream.write("stopped while waiting for the provider; run the same command to "
-                         "resume\n")
+        if not await _wait_out(checkpoint, report, down, wait_s, stream, stop):
             return ExitCode.STOPPED
+
+
+def _waits_for(run: RunSettings, report: RunReport, ledger_error: LedgerError | None) -> str | None:
+    """What ``--until-done`` waits out after this stop: the provider, the account ledger, or
+    nothing (the run ends: no flag, or a stop no wait mends, as a ledger that fails answering)."""
+    if not run.until_done:
+        return None
+    if isinstance(ledger_error, LedgerUnreachableError):
+        return _LEDGER
+    return _PROVIDER if report.outage else None
+
+
+def _ledger_down(error: LedgerUnreachableError) -> RunReport:
+    """The report of a start that could not open the ledger again (it sent nothing)."""
+    return RunReport(finish_reason=FinishReason.INTERRUPTED, sent_this_run=0,
+                     detail=f"{error}. Nothing is lost: once the account ledger answers, run "
+                            "the same command to resume")
+
+
+async def _wait_out(checkpoint: Checkpoint, report: RunReport, down: str, wait_s: float,
+                    stream: TextIO, stop: asyncio.Event) -> bool:
+    """Wait ``wait_s`` for ``down`` to answer again; False when a stop ended the wait."""
+    again_s = time.time() + wait_s
+    await _record_wait(checkpoint, report, down, again_s)
+    stream.write(f"--until-done: {_DOWN[down]}; trying again at {local_time(again_s)} "
+                 f"(in {format_duration(wait_s)}); Ctrl-C stops\n\n")
+    stream.flush()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=wait_s)
+    if not stop.is_set():
+        return True
+    await _record_wait(checkpoint, report, down, None)
+    stream.write(f"stopped while waiting for {down}; run the same command to resume\n")
+    return False
+
+
+async def _record_wait(checkpoint: Checkpoint, report: RunReport, down: str,
+                       again_s: float | None) -> None:
+    """For `status`: the run is not over, it waits until ``again_s`` (this process holds the
+    checkpoint), and its senders wait for ``down``; ``None``: it waits no more (stopped)."""
+    detail = report.detail if again_s is None else (
+        f"{report.detail}; --until-done waits out the outage and tries again at "
+        f"{iso_utc(again_s)}")
+    await checkpoint.submit(set_last_run(
+        finish_reason=report.finish_reason.value, ended_at=iso_utc(time.time()), detail=detail,
+        waits_for=None if again_s is None else down,
+        waits_until=None if again_s is None else iso_utc(again_s)))
+    await checkpoint.flush()
 
 
 @contextlib.asynccontextmanager
@@ -259,7 +316,7 @@ async def _send_all(
     options: RunOptions, settings: Settings, checkpoint: Checkpoint, provider: Provider,
     auths: dict[str, SenderAuth], stream: TextIO, stop: asyncio.Event,
     pool: AccountPool | None = None, *, probe: bool = False,
-) -> tuple[ExitCode, RunReport]:
+) -> _Sent:
     # the engine's own stop: a halt it decides (a breaker, the spend cap) ends this run, not the
     # command, which may start again (_send_through_outages); a stop asked for reaches it
     run_stop = asyncio.Event()
@@ -280,20 +337,17 @@ async def _send_all(
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(_forward_stop(stop, run_stop, done, pool))
             tasks.create_task(outbox.follow(done, run_stop))
-            tasks.create_task(_sync_replies_while_running(
+            replies = tasks.create_task(_sync_replies_while_running(
                 options, settings, checkpoint, provider, auths, pool, done, run_stop, stream))
             counted = checkpoint if options.progress != "none" else None
             tasks.create_task(_show(engine, settings, counted, display, started_s, done))
-            ledger_error = None
+            ledger_error: LedgerError | None = None
             try:
                 report = await _run_with_grace(engine, settings.run, run_stop)
             except LedgerError as exc:
-                report, ledger_error = _stopped_by_ledger(engine, exc), exc
+                ledger_error = exc
             finally:
                 done.set()
-            if ledger_error is None and pool is not None and pool.failure is not None:
-                ledger_error = pool.failure
-                report = _stopped_by_ledger(engine, ledger_error)
     except* BulkdmError as group:
         # a live table ends where it stood (rows left are not read again from a failed store)
         display.close(_snapshot(engine, settings, started_s, {}))
@@ -301,6 +355,11 @@ async def _send_all(
         raise group.exceptions[0] from None
     finally:
         await outbox.close()
+    # the first the ledger failed on: a send's reservation, the pool's writes, a reply's opt-out
+    ledger_error = ledger_error or (pool.failure if pool is not None else None) \
+        or replies.result()
+    if ledger_error is not None:
+        report = _stopped_by_ledger(engine, ledger_error)
     left = _RowsLeft()
     await left.refresh(checkpoint, engine, force=True)
     final = _snapshot(engine, settings, started_s, left.now(engine))
@@ -322,9 +381,7 @@ async def _send_all(
     if report.detail:
         stream.write(f"note: {report.detail}\n")
     stream.flush()
-    if ledger_error is not None:  # as a file that cannot be written is said: one line
-        sys.stderr.write(f"bulkdm: stopped: {report.detail}\n")
-    return _exit_code(report, final), report
+    return _exit_code(report, final), report, ledger_error
 
 
 def _stopped_by_ledger(engine: Engine, error: LedgerError) -> RunReport:
@@ -360,18 +417,20 @@ async def _sync_replies_while_running(
     options: RunOptions, settings: Settings, checkpoint: Checkpoint, provider: Provider,
     auths: dict[str, SenderAuth], pool: AccountPool | None, done: asyncio.Event,
     stop: asyncio.Event, stream: TextIO,
-) -> None:
+) -> LedgerError | None:
     """With ``[replies] sync_every``, read replies that often while the run goes on, and once
-    more when it ends (not when it was stopped): reads only, beside the engine's sends."""
+    more when it ends (not when it was stopped): reads only, beside the engine's sends. A
+    ledger that fails (an opt-out cannot be shared) stops the run as a send's would: it is
+    returned, and the run ends as stopped by the ledger."""
     every_s = settings.replies.sync_every_s
     if every_s <= 0:
-        return
+        return None
     out = beside(options.campaign, REPLIES_SUFFIX)
     while True:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(done.wait(), timeout=every_s)
         if stop.is_set():
-            return
+            return None
         try:
             with replies_lock(checkpoint.path):
                 out = await claim_replies_file(checkpoint, out)
@@ -384,9 +443,14 @@ async def _sync_replies_while_running(
             pass  # `bulkdm replies` is reading them now
         except (ProviderError, ForeignFileError) as exc:  # reading replies never stops the sends
             stream.write(f"note: replies not read: {exc}\n")
-            return
+            return None
+        except LedgerError as exc:
+            # the reply that said STOP is read again by the next sync (the ledger is written
+            # first); sending on meanwhile would hide that opt-outs are not being shared
+            stop.set()
+            return exc
         if done.is_set():
-            return
+            return None
 
 
 async def _run_again_at_s(engine: Engine, checkpoint: Checkpoint) -> float | None:

@@ -205,7 +205,9 @@ class RunSettings:
     outage_wait_s: float = 60.0
     #: an account whose recent sends are refused too often rests (every campaign with it)
     refusal_breaker: RefusalBreaker = field(default_factory=RefusalBreaker)
-    #: the run stops when one error is most of its last sends (``sample = 0``: never)
+    #: the run stops when one error is most of its last sends, or reads are refused as
+    #: throttled for longer than ``max_read_throttle_s`` with none answered (``sample = 0``:
+    #: never)
     same_error_breaker: SameErrorBreaker = field(default_factory=SameErrorBreaker)
 
 
@@ -821,7 +823,10 @@ def _run(table: _Table) -> RunSettings:
             cooldown_s=table.duration_s("refusal_cooldown", defaults.refusal_breaker.cooldown_s)),
         same_error_breaker=SameErrorBreaker(
             sample=table.integer("same_error_sample", defaults.same_error_breaker.sample,
-                                 minimum=0)),
+                                 minimum=0),
+            max_read_throttle_s=table.duration_s(
+                "max_read_throttle", defaults.same_error_breaker.max_read_throttle_s,
+                positive=True)),
     )
     table.done()
     return settings

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Final
 
 from bulkdm.checkpoint import Checkpoint, SenderRecord
 from bulkdm.progress import format_duration
@@ -11,6 +12,9 @@ from bulkdm.rows import RowState
 from bulkdm.timestamps import iso_utc, parse_iso
 
 __all__ = ["SenderStatus", "Status", "read_status", "status_text"]
+
+#: a sender's state while an ``--until-done`` run waits out an outage
+_WAITING: Final = "waiting"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -57,20 +61,21 @@ async def read_status(checkpoint: Checkpoint) -> Status:
     senders = []
     now_s = time.time()
     last_run = await checkpoint.last_run()
-    # rows left after a paused run wait for a cap, a rest or a window: no sender is "done"
-    paused = last_run.get("finish_reason") == "paused" and bool(
-        counts[RowState.PENDING.value] + counts[RowState.UNKNOWN.value])
+    held = _held(last_run, now_s, rows_left=bool(
+        counts[RowState.PENDING.value] + counts[RowState.UNKNOWN.value]))
     # every sender the campaign used, also once it is done: one with rows sent and none left
     for account in sorted(set(waiting) | set(records) | set(sent)):
         record = records.get(account)
         due_s = await checkpoint.next_due_s(account)
         if record is not None and record.until_s is not None and due_s is not None:
             due_s = max(due_s, record.until_s)
+        state = _sender_state(record, now_s, waiting=waiting.get(account, 0), held=held)
+        reason = record.reason if record else None
+        if state == _WAITING and held is not None:
+            reason, due_s = held.why, max(due_s or held.until_s, held.until_s)
         senders.append(SenderStatus(
             account=account, sent=sent.get(account, 0), waiting=waiting.get(account, 0),
-            state=_sender_state(record, now_s, waiting=waiting.get(account, 0), paused=paused),
-            reason=record.reason if record else None,
-            next_due_at=iso_utc(due_s) if due_s else None,
+            state=state, reason=reason, next_due_at=iso_utc(due_s) if due_s else None,
         ))
     return Status(
         campaign=meta.campaign if meta else "", provider=meta.provider if meta else "",
@@ -119,14 +124,41 @@ def status_text(status: Status) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Held:
+    """Every sender with rows left holds back: ``state`` says how, until ``until_s``."""
+
+    state: str
+    why: str | None = None
+    until_s: float = 0.0
+
+
+def _held(last_run: dict[str, str], now_s: float, *, rows_left: bool) -> _Held | None:
+    """Rows left after a paused run wait for a cap, a rest or a window: no sender is "done"
+    (paused). While an ``--until-done`` run waits out an outage, its senders wait for what
+    did not answer, until the run tries again (a wait already over: the run went on, or its
+    process is gone; then nothing is held)."""
+    if not rows_left:
+        return None
+    if last_run.get("finish_reason") == "paused":
+        return _Held(state="paused")
+    until = parse_iso(last_run.get("waits_until"))
+    if until is None or until.timestamp() <= now_s:
+        return None
+    return _Held(state=_WAITING, until_s=until.timestamp(),
+                 why=f"for {last_run.get('waits_for', 'the provider')} to answer again; "
+                     f"--until-done tries again at {last_run['waits_until']}")
+
+
 def _sender_state(record: SenderRecord | None, now_s: float, *, waiting: int,
-                  paused: bool) -> str:
+                  held: _Held | None) -> str:
     """out, resting (a rest recorded, rows of its own or not), paused (the last run paused
-    with rows left: each waits for a cap, a rest or a window; see its note), done, or ready."""
+    with rows left: each waits for a cap, a rest or a window; see its note), waiting (an
+    ``--until-done`` run waits out an outage), done, or ready."""
     if record is not None and record.state == "out":
         return "out"
     if record is not None and record.until_s is not None and record.until_s > now_s:
         return "resting"
-    if paused:
-        return "paused"
+    if held is not None:
+        return held.state
     return "ready" if waiting else "done"

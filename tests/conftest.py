@@ -41,12 +41,20 @@ class _PostgresServer:
         self.port = _free_port()
 
     def start(self) -> str:
-        data, log = self.folder / "data", self.folder / "log"
-        self._run("initdb", "-D", str(data), "-A", "trust", "-U", "bulkdm")
+        self._run("initdb", "-D", str(self.folder / "data"), "-A", "trust", "-U", "bulkdm")
+        self.resume()
+        return f"postgresql://bulkdm@127.0.0.1:{self.port}/postgres"
+
+    def halt(self) -> None:
+        """Stop the server, keeping its data for :meth:`resume`."""
+        self._run("pg_ctl", "-D", str(self.folder / "data"), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        """Start the server on its data folder and port (again, after :meth:`halt`)."""
         options = (f"-k {self.folder} -p {self.port} -c listen_addresses=127.0.0.1 "
                    "-c fsync=off -c max_connections=200")
-        self._run("pg_ctl", "-D", str(data), "-l", str(log), "-w", "-o", options, "start")
-        return f"postgresql://bulkdm@127.0.0.1:{self.port}/postgres"
+        self._run("pg_ctl", "-D", str(self.folder / "data"), "-l", str(self.folder / "log"),
+                  "-w", "-o", options, "start")
 
     def stop(self) -> None:
         try:

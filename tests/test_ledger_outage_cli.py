@@ -6,16 +6,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 
+from bulkdm.rates import Rate
 from bulkdm.sandbox import running_sandbox
-from tests.clikit import Done, delivered, env_for, finish, start, write_campaign
+from tests.clikit import (
+    Done,
+    bulkdm,
+    delivered,
+    env_for,
+    finish,
+    start,
+    windows_over,
+    write_campaign,
+)
 from tests.conftest import _PostgresServer
 
 #: trust authentication ignores it: it is here to be masked in every message
@@ -129,3 +142,52 @@ async def test_a_stopped_postgres_ledger_stops_the_run_with_one_line(
     assert_stopped_by_ledger(done, "the account ledger is unreachable")
     resumed = done.stdout.split("To resume: ", 1)[1].splitlines()[0]
     assert "--checkpoint" in resumed and "--out" in resumed
+
+
+@pytest.mark.timeout(120)
+async def test_until_done_waits_out_a_postgres_ledger_stopped_and_started_again(
+    tmp_path: Path, own_postgres: tuple[_PostgresServer, str],
+) -> None:
+    """The ledger's server stops mid-run, and a start while it is still down fails too; with
+    --until-done the run waits (outage_wait) instead of ending, and once the server is back it
+    opens the ledger again and sends the rest: each DM once, no sender window over."""
+    server, ledger = own_postgres
+    rows = [{"recipient_id": str(7100 + i), "first_name": "x"} for i in range(20)]
+    async with running_sandbox() as sb:
+        campaign = write_campaign(tmp_path, rows, url=sb.xquik_url, sender_rate="4/1s",
+                                  extra='outage_wait = "500ms"')
+        env = {**env_for(), "BULKDM_LEDGER": ledger}
+        async with ended_at_exit(await start("run", str(campaign), "--until-done",
+                                             "--progress", "none", env=env)) as process:
+            await wait_for_sends(sb.root_url, 3)
+            await asyncio.to_thread(server.halt)
+            seen: list[str] = []
+            for _ in range(2):  # the stop, then a start that found it still down
+                await _wait_line(process, seen)
+            status = await bulkdm("status", str(campaign), "--json")
+            await asyncio.to_thread(server.resume)
+            done = await finish(process, timeout_s=60.0)
+        delivered = Counter(d.recipient_id for d in sb.ledger)
+        ledger_sends = list(sb.ledger)
+    out = "".join(seen) + done.stdout
+    assert done.code == 0, out + done.stderr
+    assert "bulkdm: stopped:" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert PASSWORD not in out + done.stderr
+    # 500 ms after the stop (it had sent), and after the start that sent nothing
+    assert len(re.findall(r"trying again at \S+ \S+ \S+ \(in 0s\)", "".join(seen))) == 2
+    senders = orjson.loads(status.stdout)["senders"]
+    assert {s["state"] for s in senders} == {"waiting"}, senders
+    assert {s["reason"].split(";")[0] for s in senders} == {
+        "for the account ledger to answer again"}
+    assert delivered == Counter(str(r["recipient_id"]) for r in rows)  # each once
+    assert windows_over(ledger_sends, Rate(count=4, period_s=1.0)) == []
+
+
+async def _wait_line(process: asyncio.subprocess.Process, seen: list[str]) -> None:
+    """Read the run's output up to its next line saying it waits out the ledger's outage."""
+    assert process.stdout is not None
+    wait = "--until-done: the account ledger is unreachable; trying again at"
+    while wait not in (line := (await asyncio.wait_for(process.stdout.readline(), 45)).decode()):
+        assert line, "".join(seen)  # it ended instead
+        seen.append(line)
+    seen.append(line)

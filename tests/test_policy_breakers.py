@@ -26,3 +26,10 @@ def test_the_same_error_breaker_needs_most_of_a_full_sample() -> None:
     assert breaker.trips(["bad_template"] * 7 + [None] * 3) is None
     assert breaker.trips(["a", "b"] * 5) is None
     assert SameErrorBreaker(sample=0).trips(["a"] * 50) is None  # 0 turns it off
+
+
+def test_reads_refused_longer_than_the_limit_are_an_outage() -> None:
+    breaker = SameErrorBreaker(sample=10, max_read_throttle_s=600.0)
+    assert not breaker.throttled_too_long(1000.0, 1600.0)  # exactly the limit: not yet
+    assert breaker.throttled_too_long(1000.0, 1600.5)
+    assert not SameErrorBreaker(sample=0).throttled_too_long(0.0, 1e9)  # 0 turns it off

@@ -7,12 +7,16 @@ from __future__ import annotations
 import csv
 import io
 import signal
+import sqlite3
+from collections import Counter
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 
 import orjson
 import pytest
 
+from bulkdm.ledger import open_ledger
 from bulkdm.rates import Rate
 from bulkdm.replies import replies_lock
 from bulkdm.sandbox import Faults, Sandbox, SandboxConfig, running_sandbox
@@ -400,3 +404,43 @@ async def test_replies_of_a_campaign_folder_moved_since_its_run(tmp_path: Path) 
     assert len(handoff_lines(archive / "camp.replies.jsonl")) == ANSWERS
     assert by_checkpoint.code == 0, by_checkpoint.stdout + by_checkpoint.stderr
     assert not active.exists()
+
+
+async def test_a_ledger_that_cannot_record_an_opt_out_stops_a_run_with_sync_every(
+        tmp_path: Path) -> None:
+    """The run reads replies while it sends; the ledger refuses the STOP's opt-out (a real
+    SQLite error, from a trigger). The error ended the run as a crash of its task group
+    (exit 1, 'error: ...', no summary, no resume command, the last run not recorded); it now
+    stops as any ledger failure does, and the next run, the ledger mended, records the
+    opt-out and sends the rest, each once."""
+    ledger = tmp_path / "ledger.sqlite"
+    await (await open_ledger(str(ledger), now_s=0.0)).close()
+    with closing(sqlite3.connect(ledger)) as db:
+        db.execute("CREATE TRIGGER refuse BEFORE INSERT ON opt_outs BEGIN "
+                   "SELECT RAISE(ABORT, 'opt-outs refused'); END")
+        db.commit()
+    rows = [{"recipient_username": "stopper_bob", "first_name": "B"},
+            *({"recipient_username": f"quiet_{i}", "first_name": "Q"} for i in range(20))]
+    env = {**env_for(), "BULKDM_LEDGER": str(ledger)}
+    async with running_sandbox(SandboxConfig(reply_after_ms=10)) as sb:
+        campaign = write_campaign(tmp_path, rows, url=sb.xquik_url, sender_rate="5/1s",
+                                  extra='\n[replies]\nsync_every = "100ms"\n')
+        stopped = await bulkdm("run", str(campaign), "--progress", "none", env=env)
+        status = await bulkdm("status", str(campaign), "--json")
+        with closing(sqlite3.connect(ledger)) as db:
+            db.execute("DROP TRIGGER refuse")
+            db.commit()
+        resumed = await bulkdm("run", str(campaign), "--progress", "none", env=env)
+        listed = await bulkdm("optouts", "--ledger", str(ledger), "--sandbox", "--json")
+        delivered = Counter(d.recipient_id for d in sb.ledger)
+    assert stopped.code == 4, stopped.stdout + stopped.stderr
+    assert "Traceback" not in stopped.stderr and "error:" not in stopped.stderr, stopped.stderr
+    stops = [line for line in stopped.stderr.splitlines() if line.startswith("bulkdm: stopped: ")]
+    assert len(stops) == 1 and "the account ledger failed: opt-outs refused" in stops[0], stops
+    assert "run the same command to resume" in stops[0]
+    assert "To resume: bulkdm run " in stopped.stdout, stopped.stdout
+    assert orjson.loads(status.stdout)["last_run"]["finish_reason"] == "interrupted"
+    assert resumed.code == 0, resumed.stdout + resumed.stderr
+    assert len(delivered) == len(rows) and set(delivered.values()) == {1}
+    names = {o["username"] for o in orjson.loads(listed.stdout)["opt_outs"]}
+    assert names == {"stopper_bob"}, listed.stdout

@@ -690,6 +690,23 @@ async def test_read_window_limits_lookups_per_key_on_both_providers(
     assert list(gx_limited.body) == ["error"]
 
 
+async def test_read_throttle_refuses_every_read_on_both_providers(
+    session: aiohttp.ClientSession,
+) -> None:
+    throttled = SandboxConfig(faults=Faults(read_throttle_rate=1.0))
+    async with running_sandbox(throttled) as sandbox:
+        xq = [await call(session, "GET", f"{sandbox.xquik_url}/x/users/bob", headers=XQ)
+              for _ in range(3)]
+        gx_url = f"{sandbox.getxapi_url}/twitter/user/info"
+        gx = [await call(session, "GET", gx_url, headers=GX, params={"userName": "bob"})
+              for _ in range(3)]
+        sandbox.reconfigure(SandboxConfig())
+        served = await call(session, "GET", f"{sandbox.xquik_url}/x/users/bob", headers=XQ)
+    assert [(a.status, a.headers["Retry-After"]) for a in xq] == [(429, "1")] * 3
+    assert [a.status for a in gx] == [429] * 3
+    assert served.status == 200
+
+
 async def test_getxapi_sender_window_throttles_that_sender_only(
     session: aiohttp.ClientSession,
 ) -> None:
@@ -1129,6 +1146,8 @@ def test_cli_flags_build_the_config() -> None:
             "0.03",
             "--accept-rate",
             "0.04",
+            "--read-throttle-rate",
+            "0.05",
             "--legacy",
             "--key-rate",
             "120/60s",
@@ -1151,6 +1170,7 @@ def test_cli_flags_build_the_config() -> None:
             drop_rate=0.02,
             rate_limit_rate=0.03,
             accept_rate=0.04,
+            read_throttle_rate=0.05,
             seed=9,
         ),
         legacy=True,

@@ -431,6 +431,7 @@ HUGE = "9" * 400  # a TOML integer past a float's range
         ('[run]\nprogress_interval = "0ms"\n', "run.progress_interval", "more than 0"),
         ('[run]\noutage_wait = "0s"\n', "run.outage_wait", "more than 0"),
         ("[run]\noutage_wait = 1e300\n", "run.outage_wait", "over a year"),
+        ('[run]\nmax_read_throttle = "0s"\n', "run.max_read_throttle", "more than 0"),
         ('[retry]\nsettle_after = "99999999999999999999999d"\n', "retry.settle_after",
          "over a year"),
         (f"[retry]\nbase_delay = {HUGE}\n", "retry.base_delay", "over a year"),

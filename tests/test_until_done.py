@@ -13,6 +13,7 @@ from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
 import pytest
 
 from bulkdm.rates import Rate
@@ -191,10 +192,21 @@ async def test_a_stop_while_waiting_out_an_outage_ends_the_run_at_once(tmp_path:
         process = await start("run", str(campaign), "--until-done", "--progress", "none")
         await _outage_line(process, [])
         status = await bulkdm("status", str(campaign))  # while the run waits
+        waiting = orjson.loads((await bulkdm("status", str(campaign), "--json")).stdout)
         process.send_signal(signal.SIGINT)
         done = await finish(process, timeout_s=10)
+        after = await bulkdm("status", str(campaign))
     assert "--until-done waits out the outage and tries again at " in status.stdout, \
         status.stdout
+    # its senders are not ready: they wait for the provider, until the run tries again
+    assert "ready" not in status.stdout, status.stdout
+    again = waiting["last_run"].get("waits_until")
+    assert {(s["state"], s["next_due_at"]) for s in waiting["senders"]} == {("waiting", again)}
+    assert waiting["last_run"]["waits_for"] == "the provider"
+    assert (f"sender alice: waiting (for the provider to answer again; --until-done tries "
+            f"again at {again})") in status.stdout, status.stdout
+    # stopped, it waits no more
+    assert "waiting" not in after.stdout and "tries again" not in after.stdout, after.stdout
     assert done.code == 4, done.stdout + done.stderr
     assert "stopped while waiting for the provider; run the same command to resume" \
         in done.stdout

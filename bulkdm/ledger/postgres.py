@@ -166,7 +166,10 @@ class PostgresLedger:
         except ValueError as exc:  # asyncpg's reading of the URL; its text may quote the URL
             raise LedgerError(f"{masked_url(url)}: not a PostgreSQL URL the driver can read "
                               "(postgresql://user@host:port/database)") from exc
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except _UNREACHABLE as exc:  # down or cut off: a server that may come back
+            raise LedgerUnreachableError(f"{masked_url(url)}: cannot connect to the account "
+                                         f"ledger: {type(exc).__name__}") from exc
+        except asyncpg.PostgresError as exc:
             raise LedgerError(f"{masked_url(url)}: cannot connect to the account ledger: "
                               f"{type(exc).__name__}") from exc
         ledger = cls(pool, url)

@@ -8,7 +8,9 @@ fail the same way. Pure functions of the recent outcomes; the engine feeds them 
 * The **same-error breaker** watches the answers of the campaign's last ``sample`` calls to the
   provider (every sender's sends, final or not, and its lookups, uploads and reads): when one
   error code is most of them (``share``), the run stops (an outage, a bad template, a bad list)
-  instead of burning through the list.
+  instead of burning through the list. A throttled read (429) is pacing and no error; but reads
+  refused with none answered for ``max_read_throttle_s`` are an outage too: a provider that
+  throttles without end would hold the run for ever.
 """
 
 from __future__ import annotations
@@ -47,6 +49,12 @@ class RefusalBreaker:
 class SameErrorBreaker:
     sample: int = 10
     share: float = 0.8
+    max_read_throttle_s: float = 600.0
+
+    def throttled_too_long(self, refused_since_s: float, now_s: float) -> bool:
+        """True when reads have been refused as throttled, none answered, since
+        ``refused_since_s`` for longer than ``max_read_throttle_s`` (never with ``sample = 0``)."""
+        return self.sample > 0 and now_s - refused_since_s > self.max_read_throttle_s
 
     def trips(self, codes: Sequence[str | None]) -> str | None:
         """The error code that holds ``share`` or more of the last ``sample`` calls (``None``

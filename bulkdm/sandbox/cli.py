@@ -69,6 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--late-rate", type=_probability, default=0.0,
         help="share of GetXAPI sends delivered --late after they arrive, never answered")
     add("--late", type=_milliseconds, default=0.0, help="how late, e.g. 5s")
+    add("--read-throttle-rate", type=_probability, default=0.0,
+        help="share of reads (lookups, polls, histories) answered 429, Retry-After 1s")
     add("--seed", type=int, default=0, help="seed of the fault dice")
     add("--legacy", action="store_true", help="Xquik answers the legacy {messageId, success}")
     add("--key-rate", type=_rate, action="append", default=[], help="per API key, e.g. 120/60s")
@@ -93,6 +95,7 @@ def build_config(args: argparse.Namespace) -> SandboxConfig:
         drop_rate=args.drop_rate,
         late_rate=args.late_rate,
         late_ms=args.late,
+        read_throttle_rate=args.read_throttle_rate,
         seed=args.seed,
     )
     return SandboxConfig(

@@ -39,6 +39,9 @@ class Faults:
     #: delivery and ``drop_rate``)
     late_rate: float = 0
     late_ms: float = 0
+    #: reads (lookups, polls, histories) answered 429 with ``Retry-After: 1`` and not served,
+    #: before the read windows: a provider throttling the key's reads (1.0: every read)
+    read_throttle_rate: float = 0
     #: a 202-accepted Xquik action turns terminal on this poll of ``GET /x/write-actions/{id}``
     accept_polls: int = 1
     #: when above 0, a 202-accepted Xquik DM instead stays pending (dispatching, not yet in any

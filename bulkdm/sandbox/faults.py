@@ -25,6 +25,9 @@ class FaultDice:
     def dropped(self) -> bool:
         return self._roll(self.faults.drop_rate)
 
+    def read_throttled(self) -> bool:
+        return self._roll(self.faults.read_throttle_rate)
+
     def late(self) -> bool:
         return self._roll(self.faults.late_rate)
 

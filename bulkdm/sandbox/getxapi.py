@@ -64,8 +64,9 @@ class GetXapiRoutes:
         api_key = self._api_key(request)
         if api_key is None:
             return _error(401, "Invalid or missing API key")
-        windows = self._state.key_windows if windows_are_writes else self._state.read_windows
-        if windows.admit(api_key) is not None:
+        refused = (self._state.key_windows.admit(api_key) if windows_are_writes
+                   else self._state.read_wait_s(api_key))
+        if refused is not None:
             return _error(429, TOO_MANY_REQUESTS)
         body = await read_json_object(request)
         if body is None:
@@ -278,7 +279,7 @@ class GetXapiRoutes:
         api_key = self._api_key(request)
         if api_key is None:
             return _error(401, "Invalid or missing API key")
-        if self._state.read_windows.admit(api_key) is not None:
+        if self._state.read_wait_s(api_key) is not None:
             return _error(429, TOO_MANY_REQUESTS)
         return None
 

@@ -68,6 +68,13 @@ class SandboxState:
         self.read_windows = SlidingWindows(config.read_rates, self.clock)
         self.credits = Credits(config.credits)
 
+    def read_wait_s(self, api_key: str) -> float | None:
+        """None if a read of ``api_key`` is served (and counted in the read windows); else the
+        seconds until one would be: a throttle the dice drew (1 s), or the read windows'."""
+        if self.dice.read_throttled():
+            return 1.0
+        return self.read_windows.admit(api_key)
+
     def api_key_valid(self, api_key: str) -> bool:
         allowed = self.config.valid_api_keys
         if allowed is not None:

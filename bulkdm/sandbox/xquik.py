@@ -268,7 +268,7 @@ class XquikRoutes:
         api_key = api_key_of(request)
         if not self._state.api_key_valid(api_key):
             return errors.unauthenticated(request_id)
-        wait_s = self._state.read_windows.admit(api_key)
+        wait_s = self._state.read_wait_s(api_key)
         return None if wait_s is None else errors.rate_limited(request_id, wait_s)
 
     async def write_action(self, request: web.Request) -> web.StreamResponse:
