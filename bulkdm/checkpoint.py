@@ -678,8 +678,9 @@ class Checkpoint:
                    "SELECT at_s, done FROM uploads WHERE at_s >= ? ORDER BY 1 DESC LIMIT ?")
             params: tuple[Any, ...] = (since_s, since_s, limit)
         else:
-            sql = ("SELECT at_s, action IS NOT NULL FROM attempts WHERE sender = ? AND at_s >= ? "
-                   "ORDER BY at_s DESC LIMIT ?")
+            # an account is its handle whatever its case: the settings may have changed it
+            sql = ("SELECT at_s, action IS NOT NULL FROM attempts WHERE sender = ? COLLATE NOCASE "
+                   "AND at_s >= ? ORDER BY at_s DESC LIMIT ?")
             params = (sender, since_s, limit)
         return [(float(t), bool(d)) for t, d in await self._all(sql, params)]
 

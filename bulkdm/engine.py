@@ -362,8 +362,9 @@ class Engine:
             for account, sender in self._senders.items():
                 sender.limiter.charge(await self._history(account, sender.limiter, now))
             self._key.charge(await self._history(None, self._key, now))
+        by_handle = {account.casefold(): sender for account, sender in self._senders.items()}
         for record in await self._cp.sender_records():
-            sender_run = self._senders.get(record.account)
+            sender_run = by_handle.get(record.account.casefold())  # the settings may change case
             if sender_run is not None:
                 await self._submit(self._apply_sender_record(sender_run, record, now))
 

@@ -124,6 +124,30 @@ async def test_a_ledger_that_lost_the_campaigns_sends_does_not_reopen_its_day(
     assert Counter(d.sender for d in ledger) == {"s1": 2, "s2": 2}, two.stdout
 
 
+@pytest.mark.parametrize("ledger", ["another file", "off"])
+async def test_a_senders_account_written_in_another_case_keeps_its_day(
+    tmp_path: Path, ledger: str,
+) -> None:
+    """The settings' ``s1`` written ``S1`` (the same handle) and the campaign amended: the
+    day its cap filled stays full, from the checkpoint's sends (the ledger another file, or
+    off). The checkpoint looked the sends up by the name as written, and sent a second day's
+    cap at once."""
+    async with running_sandbox() as sb:
+        capped = campaign(tmp_path / "a", "welcome", 5200, 8, url=sb.xquik_url,
+                          sender_rate="1000/1s", daily_cap=2)
+        one = await bulkdm("run", str(capped), "--progress", "none")
+        settings = capped.with_suffix(".toml")
+        settings.write_text(settings.read_text(encoding="utf-8").replace(
+            'account = "s1"', 'account = "S1"').replace('account = "s2"', 'account = "S2"'),
+            encoding="utf-8")
+        spec = str(tmp_path / "another-ledger.sqlite") if ledger == "another file" else "off"
+        two = await bulkdm("run", str(capped), "--amend", "--progress", "none",
+                           env=pool_env(BULKDM_LEDGER=spec))
+        sent = await delivered(sb.root_url)
+    assert one.code == 4 and two.code == 4, one.stdout + two.stdout + two.stderr  # caps reached
+    assert Counter(d.sender.lower() for d in sent) == {"s1": 2, "s2": 2}, two.stdout
+
+
 async def test_a_resumed_campaign_counts_each_of_its_sends_once(tmp_path: Path) -> None:
     """Its sends are in the ledger and in its checkpoint: counted once, so the rows added to
     the campaign get the rest of the day's cap."""
