@@ -206,7 +206,9 @@ async def _wait_out(checkpoint: Checkpoint, report: RunReport, down: str, wait_s
         await asyncio.wait_for(stop.wait(), timeout=wait_s)
     if not stop.is_set():
         return True
-    await _record_wait(checkpoint, report, down, None)
+    # the command ends on the stop (exit 4), as a run interrupted does: so its record says
+    await _record_wait(checkpoint, replace(report, finish_reason=FinishReason.INTERRUPTED),
+                       down, None)
     stream.write(f"stopped while waiting for {down}; run the same command to resume\n")
     return False
 

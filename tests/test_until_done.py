@@ -205,8 +205,10 @@ async def test_a_stop_while_waiting_out_an_outage_ends_the_run_at_once(tmp_path:
     assert waiting["last_run"]["waits_for"] == "the provider"
     assert (f"sender alice: waiting (for the provider to answer again; --until-done tries "
             f"again at {again})") in status.stdout, status.stdout
-    # stopped, it waits no more
+    # stopped, it waits no more, and the last run ended as the command did: interrupted
+    # (exit 4), not stopped by the breaker (the policy stop's exit 5)
     assert "waiting" not in after.stdout and "tries again" not in after.stdout, after.stdout
+    assert "last run: interrupted" in after.stdout, after.stdout
     assert done.code == 4, done.stdout + done.stderr
     assert "stopped while waiting for the provider; run the same command to resume" \
         in done.stdout
