@@ -801,6 +801,16 @@ class Checkpoint:
                                "COUNT(DISTINCT CASE WHEN opt_out THEN row_id END) FROM replies")
         return int(rows[0][0]), int(rows[0][1]), int(rows[0][2])
 
+    async def sender_waits(self) -> dict[str, tuple[float, str]]:
+        """Each sender's last long wait in a run (:func:`set_sender_wait`): (until, why)."""
+        rows = await self._all("SELECT key, value FROM meta WHERE key LIKE ?",
+                               (_SENDER_WAIT + "%",))
+        waits = {}
+        for key, value in rows:
+            until, _, reason = value.partition(" ")
+            waits[key.removeprefix(_SENDER_WAIT)] = (float(until), reason)
+        return waits
+
     async def last_run(self) -> dict[str, str]:
         """How the last run ended: ``finish_reason``, ``ended_at`` and, if it said why,
         ``detail`` (empty before any run ended)."""
@@ -1366,6 +1376,18 @@ def set_last_run(*, finish_reason: str, detail: str | None, ended_at: str,
             Write(sql, ("run.finish_reason", finish_reason)),
             Write(sql, ("run.ended_at", ended_at)),
             *(Write(sql, (key, value)) for key, value in optional.items() if value)]
+
+
+#: a sender's long wait in a run (a daily cap, a send window): for ``status`` only
+_SENDER_WAIT: Final = "wait."
+
+
+def set_sender_wait(*, account: str, until_s: float, reason: str) -> Write:
+    """``account`` sends nothing before ``until_s`` in a run that waits for it (``reason``):
+    what ``status`` shows meanwhile. Never a rest: a restart reads its windows afresh, so a
+    cap raised in the settings holds at once."""
+    return Write("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                 (_SENDER_WAIT + account, f"{until_s!r} {reason}"))
 
 
 def set_replies_cursor(cursor: HandoffCursor) -> list[Write]:

@@ -40,6 +40,7 @@ from bulkdm.report import estimate_cost
 from bulkdm.rows import RowRecord, RowState
 from bulkdm.settings import DmNotAllowedPolicy, ProviderName, SenderSettings, Settings
 from bulkdm.timestamps import iso_utc as _iso
+from bulkdm.waits import wait_reason
 
 __all__ = ["Engine", "FinishReason", "RunReport", "SenderState"]
 
@@ -768,6 +769,11 @@ class Engine:
         now = self._clock()
         wait_s = max(sender.limiter.next_allowed_s(now), self._key.next_allowed_s(now)) - now
         if _LONG_WAIT_S < wait_s <= self._patience_s:
+            # `status` meanwhile: the sender waits (it read "done", its rows "ready")
+            why = wait_reason(sender.limiter, self._key, now)
+            reason = sender.note or (why.text(now, clock=_iso) if why else "its windows are full")
+            await self._submit([cp.set_sender_wait(account=sender.account, until_s=now + wait_s,
+                                                   reason=reason)])
             await self._sleep(wait_s)
 
     async def _wait_for_pool(self, sender: _Sender, refusal: Refusal) -> bool:

@@ -8,12 +8,13 @@ from typing import Final
 
 from bulkdm.checkpoint import Checkpoint, SenderRecord
 from bulkdm.progress import format_duration
-from bulkdm.rows import RowState
+from bulkdm.rows import UNBOUND, RowState
 from bulkdm.timestamps import iso_utc, parse_iso
 
 __all__ = ["SenderStatus", "Status", "read_status", "status_text"]
 
-#: a sender's state while an ``--until-done`` run waits out an outage
+#: a sender's state while an ``--until-done`` run waits out an outage, or waits for the
+#: sender's windows (a daily cap, a send window) to free
 _WAITING: Final = "waiting"
 
 
@@ -61,18 +62,24 @@ async def read_status(checkpoint: Checkpoint) -> Status:
     senders = []
     now_s = time.time()
     last_run = await checkpoint.last_run()
-    held = _held(last_run, now_s, rows_left=bool(
-        counts[RowState.PENDING.value] + counts[RowState.UNKNOWN.value]))
+    rows_left = bool(counts[RowState.PENDING.value] + counts[RowState.UNKNOWN.value])
+    held = _held(last_run, now_s, rows_left=rows_left)
+    waits = _waits(await checkpoint.sender_waits(), now_s, rows_left=rows_left,
+                   accounts=set(waiting) | set(records) | set(sent),
+                   blocked={a for a, r in records.items() if _sender_state(
+                       r, now_s, waiting=0, held=None) in ("out", "resting")})
     # every sender the campaign used, also once it is done: one with rows sent and none left
     for account in sorted(set(waiting) | set(records) | set(sent)):
         record = records.get(account)
         due_s = await checkpoint.next_due_s(account)
         if record is not None and record.until_s is not None and due_s is not None:
             due_s = max(due_s, record.until_s)
-        state = _sender_state(record, now_s, waiting=waiting.get(account, 0), held=held)
+        state = _sender_state(record, now_s, waiting=waiting.get(account, 0),
+                              held=held or waits.get(account))
         reason = record.reason if record else None
-        if state == _WAITING and held is not None:
-            reason, due_s = held.why, max(due_s or held.until_s, held.until_s)
+        if state == _WAITING:
+            hold = held or waits[account]
+            reason, due_s = hold.why, max(due_s or hold.until_s, hold.until_s)
         senders.append(SenderStatus(
             account=account, sent=sent.get(account, 0), waiting=waiting.get(account, 0),
             state=state, reason=reason, next_due_at=iso_utc(due_s) if due_s else None,
@@ -150,11 +157,29 @@ def _held(last_run: dict[str, str], now_s: float, *, rows_left: bool) -> _Held |
                      f"--until-done tries again at {last_run['waits_until']}")
 
 
+def _waits(recorded: dict[str, tuple[float, str]], now_s: float, *, rows_left: bool,
+           accounts: set[str], blocked: set[str]) -> dict[str, _Held]:
+    """The senders a run waits for (a daily cap, a send window) while rows are left, and the
+    rows bound to none when every other sender waits too, is out or rests (``blocked``):
+    until the first is free."""
+    if not rows_left:
+        return {}
+    held = {account: _Held(state=_WAITING, why=why, until_s=until_s)
+            for account, (until_s, why) in recorded.items() if until_s > now_s}
+    named = accounts - {UNBOUND}
+    if UNBOUND in accounts and held and named <= held.keys() | blocked:
+        first = min(held.values(), key=lambda h: h.until_s)
+        held[UNBOUND] = _Held(state=_WAITING, until_s=first.until_s,
+                              why=f"every sender waits; the first is free at "
+                                  f"{iso_utc(first.until_s)}")
+    return held
+
+
 def _sender_state(record: SenderRecord | None, now_s: float, *, waiting: int,
                   held: _Held | None) -> str:
     """out, resting (a rest recorded, rows of its own or not), paused (the last run paused
     with rows left: each waits for a cap, a rest or a window; see its note), waiting (an
-    ``--until-done`` run waits out an outage), done, or ready."""
+    ``--until-done`` run waits out an outage, or for the sender's windows), done, or ready."""
     if record is not None and record.state == "out":
         return "out"
     if record is not None and record.until_s is not None and record.until_s > now_s:

@@ -24,6 +24,7 @@ from tests.clikit import (
     finish,
     handoff_lines,
     start,
+    wait_for,
     windows_over,
     write_campaign,
 )
@@ -212,3 +213,36 @@ async def test_a_stop_while_waiting_out_an_outage_ends_the_run_at_once(tmp_path:
     assert done.code == 4, done.stdout + done.stderr
     assert "stopped while waiting for the provider; run the same command to resume" \
         in done.stdout
+
+
+async def test_status_while_a_run_sleeps_through_a_full_window_says_its_senders_wait(
+    tmp_path: Path,
+) -> None:
+    """A run that sleeps through its sender's full daily cap: ``status`` said the sender was
+    done and the rows ready, as if nothing held them (QA)."""
+    rows = [{"recipient_id": str(74_000 + i), "first_name": "x"} for i in range(5)]
+    async with running_sandbox() as sb:
+        campaign = write_campaign(tmp_path, rows, url=sb.xquik_url, sender_rate="100/1s")
+        settings = tmp_path / "camp.toml"
+        settings.write_text(settings.read_text().replace(
+            'rate = "100/1s"\n', 'rate = "100/1s"\ndaily_cap = 2\nwarmup = false\n'))
+        process = await start("run", str(campaign), "--until-done", "--progress", "none")
+        await wait_for(lambda: len(sb.ledger) >= 2)
+        status = await bulkdm("status", str(campaign))
+        for _ in range(100):  # the wait is recorded as the sleep starts
+            if "waiting" in status.stdout:
+                break
+            await asyncio.sleep(0.1)
+            status = await bulkdm("status", str(campaign))
+        waiting = orjson.loads((await bulkdm("status", str(campaign), "--json")).stdout)
+        process.send_signal(signal.SIGINT)
+        done = await finish(process, timeout_s=10)
+    assert done.code == 4, done.stdout + done.stderr
+    assert "sender alice: waiting (2/1d window full until 20" in status.stdout, status.stdout
+    assert "sender (any sender): waiting (every sender waits; the first is free at 20" \
+        in status.stdout, status.stdout
+    assert "ready" not in status.stdout and "done" not in status.stdout, status.stdout
+    senders = {s["account"]: s for s in waiting["senders"]}
+    free_s = datetime.fromisoformat(senders["alice"]["next_due_at"]).timestamp()
+    assert 86_000 < free_s - time.time() <= 87_500  # when the first of the two sends leaves
+    assert senders["(any sender)"]["next_due_at"] == senders["alice"]["next_due_at"]
