@@ -29,8 +29,11 @@ SHOWN_WAIT_S: Final = 1.0
 
 
 def clock_time(epoch_s: float) -> str:
-    """``14:02:05``: the local time of day, as a person reads a clock."""
-    return time.strftime("%H:%M:%S", time.localtime(epoch_s))
+    """``14:02:05 CET``: the local time of day with its zone, as a person reads a clock (the
+    notes beside it give UTC times); on another day than today, its date first."""
+    when = time.localtime(epoch_s)
+    today = time.localtime()[:3] == when[:3]
+    return time.strftime("%H:%M:%S %Z" if today else "%Y-%m-%d %H:%M:%S %Z", when)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

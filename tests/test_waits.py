@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+import time
 from pathlib import Path
+
+import pytest
 
 from bulkdm.ratelimit import WindowLimiter
 from bulkdm.rates import Rate, parse_rate
@@ -10,7 +14,7 @@ from bulkdm.report import estimate_duration, spread_unbound
 from bulkdm.rows import UNBOUND
 from bulkdm.sandbox import running_sandbox
 from bulkdm.settings import CampaignSettings, ProviderSettings, SenderSettings, Settings
-from bulkdm.waits import WaitReason, next_send_at_s, time_left_s, wait_reason
+from bulkdm.waits import WaitReason, clock_time, next_send_at_s, time_left_s, wait_reason
 from tests.clikit import bulkdm, write_campaign
 
 ISSUE_RATES = (parse_rate("1/1s"), parse_rate("5/1m"))  # the issue's ["1/1s", "5/1m"]
@@ -146,3 +150,19 @@ def test_a_jittered_gap_is_named_when_it_holds_the_next_send_longest() -> None:
     assert reason.text(6.0, clock=clock) == "jitter: next send until t=9 (3s)"
     paced = wait_reason(sender, key, 1.0, jitter_due_s=3.0)  # the pace holds longer
     assert paced is not None and paced.what == "pace"
+
+
+def test_a_wait_names_its_zone_and_the_day_when_it_is_not_today(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # "until 11:26:13 (23h59m)" beside UTC notes read as UTC, and a day later as today (QA)
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        soon = clock_time(time.time() + 1)
+        later = clock_time(time.time() + 2 * 86400)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert re.fullmatch(r"\d\d:\d\d:\d\d JST", soon), soon
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d JST", later), later
