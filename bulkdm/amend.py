@@ -198,8 +198,12 @@ def _fate(row: _Row, senders: frozenset[str]) -> KeptRow | None:
     if _message_view(record) == _message_view_new(new):
         return None
     row.fate = "kept"
-    return KeptRow(line=new.params[_LINE], identity=identity, state=record.state.value,
-                   change="its recipient, text or media changed in the file")
+    p = new.params
+    # a line now invalid (a sender the settings no longer name) changed no message
+    change = (f"its line is now invalid ({p[_FIELD]}: {p[_REASON]})"
+              if p[_STATE] == RowState.INVALID.value
+              else "its recipient, text or media changed in the file")
+    return KeptRow(line=p[_LINE], identity=identity, state=record.state.value, change=change)
 
 
 def _recipient(username: object, user_id: object) -> str | None:

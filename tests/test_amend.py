@@ -173,3 +173,23 @@ async def test_the_report_counts_a_removed_row_apart(tmp_path: Path) -> None:
     assert report["status"] == "amended"
     assert report["rows"]["read"] == len(sent) and report["rows"]["removed"] == 3 - len(sent)
     assert report["rows"]["skipped"] == 0 and report["invalid_by_reason"] == {}
+
+
+async def test_a_sent_rows_sender_removed_from_the_settings_is_said_as_such(
+    tmp_path: Path,
+) -> None:
+    """A row pinned to s2 was sent; s2 then left the settings: the amend kept the row, saying
+    its recipient, text or media changed, which it had not (QA)."""
+    rows = [{**r, "sender": "s2"} for r in _rows(2, 75_000)] + _rows(2, 75_100)
+    async with running_sandbox() as sb:
+        campaign = write_campaign(tmp_path, rows, url=sb.xquik_url, senders=("s1", "s2"))
+        first = await bulkdm("run", str(campaign), "--progress", "none",
+                             env=env_for(("s1", "s2")))
+        settings = tmp_path / "camp.toml"
+        text = settings.read_text()
+        settings.write_text(text[:text.index('[[senders]]\naccount = "s2"')])
+        amended = await bulkdm("plan", str(campaign), "--amend")
+    assert first.code == 0, first.stdout + first.stderr
+    assert "line 1 (external_id c-0): sent; its line is now invalid (sender: " \
+        in amended.stdout, amended.stdout
+    assert "its recipient, text or media changed" not in amended.stdout, amended.stdout
