@@ -801,6 +801,11 @@ class Checkpoint:
                                "COUNT(DISTINCT CASE WHEN opt_out THEN row_id END) FROM replies")
         return int(rows[0][0]), int(rows[0][1]), int(rows[0][2])
 
+    async def ran_at(self) -> str | None:
+        """Where the checkpoint was last run from (:func:`set_ran_at`)."""
+        rows = await self._all("SELECT value FROM meta WHERE key = ?", (_RAN_AT,))
+        return str(rows[0][0]) if rows else None
+
     async def sender_waits(self) -> dict[str, tuple[float, str]]:
         """Each sender's last long wait in a run (:func:`set_sender_wait`): (until, why)."""
         rows = await self._all("SELECT key, value FROM meta WHERE key LIKE ?",
@@ -1388,6 +1393,26 @@ def set_sender_wait(*, account: str, until_s: float, reason: str) -> Write:
     cap raised in the settings holds at once."""
     return Write("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                  (_SENDER_WAIT + account, f"{until_s!r} {reason}"))
+
+
+#: where the checkpoint was last run from
+_RAN_AT: Final = "checkpoint.ran_at"
+
+
+def set_ran_at(path: str) -> Write:
+    """The checkpoint runs from ``path`` (a copy of its folder finds it there)."""
+    return Write("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (_RAN_AT, path))
+
+
+def campaign_identity(path: Path) -> str | None:
+    """The campaign identity of the checkpoint at ``path`` (read only; None: none there, or
+    not a checkpoint). Blocking: call it off the event loop."""
+    try:
+        with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
+            row = db.execute("SELECT value FROM meta WHERE key = 'plan.campaign_id'").fetchone()
+    except sqlite3.Error:
+        return None
+    return str(row[0]) if row and row[0] else None
 
 
 def set_replies_cursor(cursor: HandoffCursor) -> list[Write]:

@@ -21,21 +21,20 @@ import orjson
 
 from bulkdm import checkpoint as cp
 from bulkdm.checkpoint import HandoffCursor
-from bulkdm.errors import ConfigError, ForeignFileError
+from bulkdm.errors import CheckpointError, ConfigError, ForeignFileError
 from bulkdm.naming import HANDOFF_SUFFIX, beside
 
 if TYPE_CHECKING:
     from bulkdm.checkpoint import Checkpoint, PlanMeta
 
 __all__ = ["HANDOFF_FILE", "REPLIES_FILE", "claim_replies_file", "moved_here", "own_files",
-           "refuse_own_files"]
+           "refuse_a_copy", "refuse_own_files"]
 
 #: what :func:`own_files` calls a handoff file
 HANDOFF_FILE = "handoff file"
 #: what :func:`own_files` calls a replies file (``replies`` passes it to keep its own)
 REPLIES_FILE = "replies file"
-#: how many of a file's first lines :func:`moved_here` reads for a record that tells its writer
-_EVIDENCE_LINES = 1000
+
 #: ``bulkdm.replies.REPLIES_SUFFIX`` (not imported: that module loads the providers)
 _REPLIES_SUFFIX = ".replies.jsonl"
 
@@ -102,6 +101,26 @@ async def claim_replies_file(checkpoint: Checkpoint, path: Path) -> Path:
     return path
 
 
+async def refuse_a_copy(checkpoint: Checkpoint) -> None:
+    """Record that the checkpoint runs from where it is, unless it is a copy of one still where
+    it last ran (the campaign's folder copied, not moved): both would send the rows left.
+
+    :raises CheckpointError: naming both, and what to do.
+    """
+    here = await asyncio.to_thread(checkpoint.path.resolve)
+    ran_at = await checkpoint.ran_at()
+    if ran_at is not None and Path(ran_at) != here:
+        meta = await checkpoint.plan_meta()
+        identity = meta.campaign_id if meta is not None else ""
+        if identity and await asyncio.to_thread(cp.campaign_identity, Path(ran_at)) == identity:
+            raise CheckpointError(
+                f"{checkpoint.path} is a copy of the campaign at {ran_at}, which is still there: "
+                "two copies of one campaign would each send the rows left. Run it in one "
+                "place (move a campaign's folder, do not copy it); to send the file again as "
+                "a new campaign, plan it into a new checkpoint (--checkpoint)")
+    await checkpoint.submit([cp.set_ran_at(str(here))])
+
+
 async def moved_here(checkpoint: Checkpoint, path: Path, *, kind: str) -> bool:
     """Whether ``path``, a file this checkpoint did not write there, is one it wrote in another
     folder (the campaign's folder was moved or copied since): it wrote a ``kind`` file of that
@@ -119,10 +138,11 @@ async def moved_here(checkpoint: Checkpoint, path: Path, *, kind: str) -> bool:
 
 
 def _first_value(path: Path, field: str) -> str | None:
-    """The first string ``field`` of the JSON lines at the start of ``path``."""
+    """The first string ``field`` of the JSON lines of ``path`` (the rows skipped or invalid
+    at the plan, which come first in a handoff file, have no idempotency key)."""
     try:
         with path.open("rb") as lines:
-            for _, line in zip(range(_EVIDENCE_LINES), lines, strict=False):
+            for line in lines:
                 with contextlib.suppress(orjson.JSONDecodeError):
                     record = orjson.loads(line)
                     if isinstance(record, dict) and isinstance(record.get(field), str):

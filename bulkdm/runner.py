@@ -29,7 +29,7 @@ from bulkdm.ledger import AccountPool, campaign_key, ledger_spec, open_ledger, r
 from bulkdm.naming import beside
 from bulkdm.optouts import campaign_realm
 from bulkdm.outbox import Outbox
-from bulkdm.ownership import claim_replies_file
+from bulkdm.ownership import claim_replies_file, refuse_a_copy
 from bulkdm.planner import ensure_plan, planned_settings
 from bulkdm.progress import (
     Progress,
@@ -118,6 +118,7 @@ async def run_campaign(
         try:
             report = await ensure_plan(options.campaign, settings, checkpoint,
                                        delimiter=options.delimiter, amend=options.amend)
+            await refuse_a_copy(checkpoint)  # recorded with the plan (a new one replaces meta)
             if report.status != "unchanged":
                 # a new plan's invalid rows are shown before anything is sent
                 stream.write(format_report(report) + "\n\n")

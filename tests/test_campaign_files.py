@@ -3,11 +3,13 @@ another campaign's checkpoint never rewrites. The real CLI, the sandbox over 127
 
 from __future__ import annotations
 
+import shutil
+from collections import Counter
 from pathlib import Path
 
 from bulkdm.naming import beside, campaign_stem, checkpoint_of
 from bulkdm.sandbox import running_sandbox
-from tests.clikit import bulkdm, handoff_lines, write_campaign
+from tests.clikit import bulkdm, handoff_lines, kill_when, start, write_campaign
 
 
 def _campaign(folder: Path, name: str, rows: list[dict[str, object]], url: str) -> Path:
@@ -110,3 +112,52 @@ async def test_an_empty_campaign_file_stops_a_script_before_run(tmp_path: Path) 
                                 "campaign starts with a header row naming its columns "
                                 "(recipient_username or recipient_id)\n")
     assert header_only.code == 3, header_only.stderr
+
+
+async def test_a_copy_of_a_campaigns_folder_is_refused_while_the_original_is_there(
+    tmp_path: Path,
+) -> None:
+    """A folder copied in the middle of a campaign (after a kill -9), both copies run: each
+    sent the rows left, so those recipients got the DM twice (GetXAPI has no idempotency)."""
+    rows: list[dict[str, object]] = [{"recipient_id": str(68_000 + i), "first_name": "a"}
+                                     for i in range(8)]
+    original, copy = tmp_path / "original", tmp_path / "copy"
+    original.mkdir()
+    async with running_sandbox() as sb:
+        campaign = write_campaign(original, rows, url=sb.getxapi_url, provider="getxapi",
+                                  sender_rate="2/1s")
+        await kill_when(await start("run", str(campaign), "--progress", "none"),
+                        lambda: len(sb.ledger) >= 2)
+        shutil.copytree(original, copy)
+        finished = await bulkdm("run", str(campaign), "--progress", "none")
+        copied = await bulkdm("run", str(copy / "camp.jsonl"), "--progress", "none")
+        delivered = Counter(d.recipient_id for d in sb.ledger)
+    assert finished.code == 0, finished.stdout + finished.stderr
+    assert copied.code == 1, copied.stdout + copied.stderr
+    assert f"is a copy of the campaign at {original.resolve() / 'camp.bulkdm.sqlite'}" \
+        in copied.stderr, copied.stderr
+    assert set(delivered.values()) == {1} and len(delivered) == 8
+
+
+async def test_a_moved_folder_goes_on_when_its_handoff_file_starts_with_many_unsent_rows(
+    tmp_path: Path,
+) -> None:
+    """The rows skipped at the plan come first in the handoff file, with no idempotency key:
+    past a thousand of them the moved folder's own handoff file was refused as another
+    campaign's (QA)."""
+    rows: list[dict[str, object]] = [{"recipient_id": str(69_000 + i), "first_name": "a"}
+                                     for i in range(1_100)]
+    rows.append({"recipient_id": "69999", "first_name": "a", "consent": "opted_in:2026-10-01"})
+    active, archive = tmp_path / "active", tmp_path / "archive"
+    active.mkdir()
+    async with running_sandbox() as sb:
+        campaign = write_campaign(active, rows, url=sb.xquik_url)
+        settings = active / "camp.toml"
+        settings.write_text(settings.read_text().replace(
+            'name = "camp"\n', 'name = "camp"\nrequire_consent = true\n', 1))
+        first = await bulkdm("run", str(campaign), "--progress", "none")
+        active.rename(archive)
+        again = await bulkdm("run", str(archive / "camp.jsonl"), "--progress", "none")
+    assert first.code == 0, first.stdout + first.stderr
+    assert again.code == 0, again.stdout + again.stderr
+    assert len(handoff_lines(archive / "camp.handoff.jsonl")) == 1_101
