@@ -52,6 +52,7 @@ __all__ = [
     "assign_recipient",
     "attempt_result",
     "claim",
+    "count_reads",
     "defer",
     "finish",
     "own_handoff",
@@ -754,14 +755,16 @@ class Checkpoint:
                 found[kind].append(value)
         return {kind: sorted(set(paths)) for kind, paths in found.items()}
 
-    async def spend_counts(self) -> tuple[int, int, int]:
+    async def spend_counts(self) -> tuple[int, int, int, int, int]:
         """What this campaign has been billed for so far: DM attempts (retries and replays
-        included), media uploads and username lookups made."""
+        included), media uploads and username lookups made, and the history pages its reply
+        reads took and the messages those returned."""
         rows = await self._all(
             "SELECT (SELECT COUNT(*) FROM attempts), (SELECT COUNT(*) FROM uploads), "
-            "(SELECT COUNT(*) FROM users)", ())
-        dms, uploads, lookups = rows[0]
-        return int(dms), int(uploads), int(lookups)
+            "(SELECT COUNT(*) FROM users), (SELECT COALESCE(SUM(pages), 0) FROM read_costs), "
+            "(SELECT COALESCE(SUM(results), 0) FROM read_costs)", ())
+        dms, uploads, lookups, pages, results = rows[0]
+        return int(dms), int(uploads), int(lookups), int(pages), int(results)
 
     async def failure_counts(self) -> dict[str, int]:
         return await self.reason_counts(("failed",))
@@ -1352,6 +1355,12 @@ def read_replies_until(*, row_id: int, until_at: str, later_at: str | None = Non
     again then (the answers after it are not the row's)."""
     return Write("INSERT OR REPLACE INTO reply_reads (row_id, until_at, later_at) "
                  "VALUES (?, ?, ?)", (row_id, until_at, later_at))
+
+
+def count_reads(*, pages: int, results: int) -> Write:
+    """Reply reads billed: ``pages`` history pages that returned ``results`` messages."""
+    return Write("UPDATE read_costs SET pages = pages + ?, results = results + ?",
+                 (pages, results))
 
 
 def set_last_run(*, finish_reason: str, detail: str | None, ended_at: str,

@@ -36,14 +36,17 @@ __all__ = [
     "PlanReport",
     "ReadEstimate",
     "RowCounts",
+    "billed_cost",
     "build_report",
     "estimate_cost",
     "estimate_duration",
     "estimate_reads",
     "format_report",
     "human_duration",
+    "read_cost",
     "send_time_s",
     "sender_time_s",
+    "spend_cap_note",
     "spread_unbound",
     "warmup_of",
     "with_account_waits",
@@ -288,6 +291,41 @@ def estimate_cost(
         credits=credits,
         usd=round(usd, 6),
     )
+
+
+def read_cost(settings: Settings, *, pages: int, results: int) -> tuple[int | None, float]:
+    """(credits, dollars) of reply reads: Xquik bills each message a history page returns,
+    GetXAPI each page."""
+    costs = settings.costs
+    if settings.provider.name is ProviderName.XQUIK:
+        credits = results * costs.xquik_history_credits
+        return credits, round(credits * costs.xquik_credit_usd, 6)
+    return None, round(pages * costs.getxapi_page_usd, 6)
+
+
+def billed_cost(settings: Settings, spent: Mapping[str, int]) -> tuple[float, float | None]:
+    """(dollars, credits or None) of what a campaign was billed for: ``spent`` counts its
+    ``dms``, ``uploads``, ``lookups``, and its reply reads' ``read_pages`` and ``read_results``."""
+    calls = estimate_cost(settings, dms=spent.get("dms", 0),
+                          media_uploads=spent.get("uploads", 0), lookups=spent.get("lookups", 0))
+    credits, usd = read_cost(settings, pages=spent.get("read_pages", 0),
+                             results=spent.get("read_results", 0))
+    total = None if calls.credits is None else calls.credits + (credits or 0)
+    return calls.usd + usd, total
+
+
+def spend_cap_note(settings: Settings, spent: Mapping[str, int], what: str) -> str:
+    """Why a run stops at its spend cap before ``what`` (the next DM, a reply read), with the
+    share that reading replies took."""
+    usd, credits = billed_cost(settings, spent)
+    shown = f" ({credits:g} credits)" if credits is not None else ""
+    read_credits, read_usd = read_cost(settings, pages=spent.get("read_pages", 0),
+                                       results=spent.get("read_results", 0))
+    reads = "" if not read_usd and not read_credits else \
+        f", {read_credits:g} credits of it reading replies" if read_credits is not None else \
+        f", ${read_usd:.4f} of it reading replies"
+    return (f"spend cap reached: ${usd:.4f}{shown} spent of "
+            f"{settings.campaign.spend_cap.describe()}{reads}; the next {what} would cross it")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -24,7 +24,7 @@ async def test_a_version_5_checkpoint_gains_the_reply_tables_and_keeps_its_rows(
     _v5(path)
     checkpoint = await Checkpoint.open(path)
     try:
-        assert SCHEMA_VERSION == 8
+        assert SCHEMA_VERSION >= 8
         assert [r.message_id for r in await checkpoint.sent_rows(after_id=0, limit=10)] == ["m-1"]
         assert await checkpoint.reply_counts() == (0, 0, 0)
     finally:
@@ -58,5 +58,23 @@ async def test_an_answer_is_recorded_once_and_in_order(tmp_path: Path) -> None:
         assert await checkpoint.reply_counts() == (2, 1, 1)
         assert await checkpoint.reply_reads([row_id]) == {
             row_id: ReplyRead(until_at="2026-11-30T06:00:02.000Z")}
+    finally:
+        await checkpoint.close()
+
+
+async def test_a_version_8_checkpoint_counts_no_reply_reads_billed_until_some_are(
+        tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    with sqlite3.connect(path) as db:
+        db.executescript("".join(m + ";" for m in MIGRATIONS[:8]) + "PRAGMA user_version = 8;")
+        db.execute("INSERT INTO attempts (row_id, attempt, sender, idempotency_key, at_s) "
+                   "VALUES (1, 1, 'alice', 'k', 1.0)")
+    checkpoint = await Checkpoint.open(path)
+    try:
+        assert await checkpoint.spend_counts() == (1, 0, 0, 0, 0)
+        await checkpoint.submit([cp.count_reads(pages=2, results=7),
+                                 cp.count_reads(pages=1, results=1)])
+        await checkpoint.flush()
+        assert await checkpoint.spend_counts() == (1, 0, 0, 3, 8)
     finally:
         await checkpoint.close()
