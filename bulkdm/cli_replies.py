@@ -37,6 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the replies file (default: NAME.replies.jsonl beside the campaign)")
     parser.add_argument("--dry-run", action="store_true",
                         help="read nothing: say how many conversations a sync reads and its cost")
+    parser.add_argument("--due", action="store_true",
+                        help="read only the conversations a run's sync would read now (a quiet "
+                             "one is read again after a quarter of its DM's age, at least "
+                             "[replies] sync_every, at most a day); default: every one")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
 
 
@@ -121,7 +125,7 @@ async def _sync(checkpoint: Checkpoint, settings: Settings, meta: PlanMeta,
             async with campaign_provider(settings) as (used, provider, auths, _key):
                 report = await sync_replies(checkpoint, used, provider, auths, ledger=ledger,
                                             realm=campaign_realm(used), now_s=time.time,
-                                            budget=budget)
+                                            budget=budget, due_only=args.due)
         finally:
             if ledger is not None:
                 await ledger.close()
@@ -136,7 +140,8 @@ def _said(report: SyncReport, settings: Settings, args: argparse.Namespace, out:
     result = {"conversations": report.conversations, "pages": report.pages,
               "results": report.results, "new_replies": report.new_replies,
               "new_opt_outs": report.opt_outs, "unread": report.unread, "credits": credits,
-              "usd": usd, "replies_file": str(out), "written": added, "spend_cap": capped}
+              "usd": usd, "replies_file": str(out), "written": added, "spend_cap": capped,
+              "not_due": report.not_due}
     # every conversation left unread (the provider unreachable, a long throttle): a script
     # must not take the sync for done; 4 is the CLI's "stopped, the same command goes on"
     read_nothing = bool(report.unread) and report.pages == 0 and capped is None
@@ -148,7 +153,9 @@ def _said(report: SyncReport, settings: Settings, args: argparse.Namespace, out:
             "recorded; run the same command again later")
     else:
         cost = f"{credits} credits (${usd:.4f})" if credits is not None else f"${usd:.4f}"
-        print(f"read {report.conversations} conversations ({report.pages} pages, {cost}): "
+        which = f"{report.conversations} conversations due ({report.not_due} not due yet)" \
+            if args.due else f"all {report.conversations} conversations"
+        print(f"read {which} ({report.pages} pages, {cost}): "
               f"{report.new_replies} new replies, {report.opt_outs} new opt-outs; "
               f"{added} written to {out}")
         unread = {k: v for k, v in report.unread.items() if k != "spend_cap"}

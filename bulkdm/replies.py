@@ -34,6 +34,7 @@ from bulkdm.handoff import HandoffLog, encode_jsonl, reply_record, write_atomic
 from bulkdm.ledger import Ledger, Realm
 from bulkdm.optout import OptOutRules
 from bulkdm.outcomes import Action, Outcome
+from bulkdm.policies.rereads import due
 from bulkdm.providers.base import HistoryMessage, HistoryPage, Provider, SenderAuth
 from bulkdm.report import billed_cost, read_cost, spend_cap_note
 from bulkdm.rows import RowRecord
@@ -73,6 +74,8 @@ class SyncReport:
 
     #: a read the spend cap refused: the sync stopped there
     capped: bool = False
+    #: conversations not read: not due on a run's schedule (``due_only``)
+    not_due: int = 0
 
     def cost(self, settings: Settings) -> tuple[int | None, float]:
         """(credits, dollars) of the reads."""
@@ -135,10 +138,12 @@ async def sync_replies(
     checkpoint: Checkpoint, settings: Settings, provider: Provider,
     auths: Mapping[str, SenderAuth], *, ledger: Ledger | None, realm: Realm,
     sleep: Sleep = asyncio.sleep, now_s: Callable[[], float], budget: ReadBudget | None = None,
+    due_only: bool = False,
 ) -> SyncReport:
-    """Read the conversation of every sent row; record new answers; share opt-outs. What the
-    reads cost is recorded in the checkpoint with each conversation; with a ``budget`` (the
-    spend cap) no page is read that could cross it: the sync stops there (``capped``).
+    """Read the conversation of every sent row (``due_only``: of those due on a run's schedule,
+    :mod:`bulkdm.policies.rereads`); record new answers; share opt-outs. What the reads cost
+    is recorded in the checkpoint with each conversation; with a ``budget`` (the spend cap) no
+    page is read that could cross it: the sync stops there (``capped``).
 
     :raises ProviderError: the provider refuses every read (a bad key, no credits).
     """
@@ -159,25 +164,44 @@ async def sync_replies(
             # the DM cannot be older than its first attempt (its sent_at may be much later:
             # Xquik's completedAt of an action it confirmed late)
             first_s = await checkpoint.first_attempt_s(row.id, row.sender or "")
+            read, read_at_s = reads.get(row.id), now_s()
+            if due_only and not _due(row, read, first_s, settings, read_at_s):
+                report.not_due += 1
+                continue
             pages, results = report.pages, report.results
-            found = await reader.read(auth, row, reads.get(row.id), first_s=first_s)
+            found = await reader.read(auth, row, read, first_s=first_s)
             billed = cp.count_reads(pages=report.pages - pages, results=report.results - results)
             await _record(checkpoint, row, found, rules, ledger, realm, settings, report, now_s,
-                          billed)
+                          billed, read_at_s=read_at_s)
             if report.capped:
                 return report
     return report
 
 
+def _due(row: RowRecord, read: ReplyRead | None, first_s: float | None, settings: Settings,
+         now_s: float) -> bool:
+    """Whether a run's sync reads this conversation now (see :mod:`bulkdm.policies.rereads`)."""
+    sent = parse_iso(row.sent_at)
+    dm_at_s = first_s if first_s is not None else None if sent is None else sent.timestamp()
+    return due(now_s=now_s, dm_at_s=dm_at_s, read_at_s=None if read is None else read.read_at_s,
+               answered=read is not None and read.answered,
+               sync_every_s=settings.replies.sync_every_s)
+
+
 async def _record(checkpoint: Checkpoint, row: RowRecord, found: _Conversation,
                   rules: OptOutRules, ledger: Ledger | None, realm: Realm, settings: Settings,
-                  report: SyncReport, now_s: Callable[[], float], billed: Write) -> None:
+                  report: SyncReport, now_s: Callable[[], float], billed: Write, *,
+                  read_at_s: float) -> None:
     report.conversations += 1
     if found.problem is not None:
         report.unread[found.problem] = report.unread.get(found.problem, 0) + 1
     # what the read cost, with its replies and read mark: a restart's spend cap counts it
     writes = [billed]
+    # an answer not recorded before makes the next sync read the conversation again (the
+    # newest message of the last read is read again: it may be an answer recorded then)
+    answered = False
     for answer in found.answers:
+        answered = answered or not await checkpoint.recorded_reply(answer.message_id)
         opt_out = rules.matches(answer.text)
         if opt_out:
             # the ledger first: a sync killed after it records the reply on its next pass
@@ -190,7 +214,8 @@ async def _record(checkpoint: Checkpoint, row: RowRecord, found: _Conversation,
             await _opt_out(ledger, realm, row, answer, settings, now_s)
     if found.read_until is not None:
         writes.append(cp.read_replies_until(row_id=row.id, until_at=found.read_until,
-                                            later_at=found.later_at))
+                                            later_at=found.later_at, read_at_s=read_at_s,
+                                            answered=answered))
     before = await checkpoint.reply_counts()
     await checkpoint.submit(writes)
     await checkpoint.flush()

@@ -431,7 +431,8 @@ async def _sync_replies_while_running(
     stop: asyncio.Event, stream: TextIO, budget: ReadBudget,
 ) -> LedgerError | None:
     """With ``[replies] sync_every``, read replies that often while the run goes on, and once
-    more when it ends (not when it was stopped): reads only, beside the engine's sends, within
+    more when it ends (not when it was stopped), each conversation when it is due (old quiet
+    ones less often, :mod:`bulkdm.policies.rereads`): reads only, beside the engine's sends, within
     the spend cap they share (``budget``: a read that would cross it stops the run at the cap).
     A ledger that fails (an opt-out cannot be shared) stops the run as a send's would: it is
     returned, and the run ends as stopped by the ledger."""
@@ -450,7 +451,7 @@ async def _sync_replies_while_running(
                 await sync_replies(checkpoint, settings, provider, auths,
                                    ledger=None if pool is None else pool.ledger,
                                    realm=campaign_realm(settings) if pool is None else pool.realm,
-                                   now_s=time.time, budget=budget)
+                                   now_s=time.time, budget=budget, due_only=True)
                 await write_replies_file(checkpoint, out, campaign=settings.campaign.name)
         except CheckpointLockedError:
             pass  # `bulkdm replies` is reading them now
