@@ -15,7 +15,7 @@ Reads cost money: Xquik bills a credit per message its history returns, GetXAPI 
 page (plus one ``dm/list`` page per sender); every read takes the API key's read budget, and a
 ``Retry-After`` is waited out (up to :data:`MAX_WAIT_S` a time). What each conversation's read
 cost is recorded with it (``read_costs``), and the spend cap counts it: a page is read only if
-the most it can cost keeps the campaign within the cap (:class:`ReadBudget`).
+the most it can cost keeps the campaign within the cap (:class:`ReadSpend`).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from bulkdm.runlock import RunLock
 from bulkdm.settings import ProviderName, Settings
 from bulkdm.timestamps import parse_iso
 
-__all__ = ["MAX_PAGES", "MAX_WAIT_S", "REPLIES_SUFFIX", "CappedReads", "ReadBudget", "SyncReport",
+__all__ = ["MAX_PAGES", "MAX_WAIT_S", "REPLIES_SUFFIX", "CappedReads", "ReadSpend", "SyncReport",
            "replies_lock", "reply_records", "sync_replies", "write_replies_file"]
 
 #: the replies file beside the campaign: one ``dm_reply`` handoff record per answer, once
@@ -82,7 +82,7 @@ class SyncReport:
         return read_cost(settings, pages=self.pages, results=self.results)
 
 
-class ReadBudget(Protocol):
+class ReadSpend(Protocol):
     """The spend cap as reply reads see it: each read is counted, at the most it can cost,
     before it is made, and what it did not cost is given back."""
 
@@ -137,7 +137,7 @@ Sleep = Callable[[float], Awaitable[None]]
 async def sync_replies(
     checkpoint: Checkpoint, settings: Settings, provider: Provider,
     auths: Mapping[str, SenderAuth], *, ledger: Ledger | None, realm: Realm,
-    sleep: Sleep = asyncio.sleep, now_s: Callable[[], float], budget: ReadBudget | None = None,
+    sleep: Sleep = asyncio.sleep, now_s: Callable[[], float], budget: ReadSpend | None = None,
     due_only: bool = False,
 ) -> SyncReport:
     """Read the conversation of every sent row (``due_only``: of those due on a run's schedule,
@@ -243,7 +243,7 @@ class _Reader:
     settings: Settings
     report: SyncReport
     sleep: Sleep
-    budget: ReadBudget | None
+    budget: ReadSpend | None
     #: senders whose own id the provider has (GetXAPI asks ``dm/list`` once per sender)
     listed: set[str] = field(default_factory=set)
 

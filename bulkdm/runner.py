@@ -44,7 +44,7 @@ from bulkdm.providers.base import Provider, SenderAuth
 from bulkdm.ratelimit import WindowLimiter
 from bulkdm.replies import (
     REPLIES_SUFFIX,
-    ReadBudget,
+    ReadSpend,
     replies_lock,
     sync_replies,
     write_replies_file,
@@ -428,7 +428,7 @@ async def _forward_stop(stop: asyncio.Event, run_stop: asyncio.Event, done: asyn
 async def _sync_replies_while_running(
     options: RunOptions, settings: Settings, checkpoint: Checkpoint, provider: Provider,
     auths: dict[str, SenderAuth], pool: AccountPool | None, done: asyncio.Event,
-    stop: asyncio.Event, stream: TextIO, budget: ReadBudget,
+    stop: asyncio.Event, stream: TextIO, budget: ReadSpend,
 ) -> LedgerError | None:
     """With ``[replies] sync_every``, read replies that often while the run goes on, and once
     more when it ends (not when it was stopped), each conversation when it is due (old quiet
