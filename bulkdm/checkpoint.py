@@ -52,6 +52,7 @@ __all__ = [
     "assign_recipient",
     "attempt_result",
     "claim",
+    "count_reads",
     "defer",
     "finish",
     "own_handoff",
@@ -211,10 +212,14 @@ class HandoffCursor:
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ReplyRead:
     """How far a sent row's conversation was read: to ``until_at`` (the newest message then
-    seen); ``later_at``: when the sender first wrote again after the row's DM (None: not yet)."""
+    seen); ``later_at``: when the sender first wrote again after the row's DM (None: not yet);
+    ``read_at_s``: when it was last read (None: before bulkdm recorded it), and whether that
+    read found an answer."""
 
     until_at: str
     later_at: str | None = None
+    read_at_s: float | None = None
+    answered: bool = False
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -754,14 +759,16 @@ class Checkpoint:
                 found[kind].append(value)
         return {kind: sorted(set(paths)) for kind, paths in found.items()}
 
-    async def spend_counts(self) -> tuple[int, int, int]:
+    async def spend_counts(self) -> tuple[int, int, int, int, int]:
         """What this campaign has been billed for so far: DM attempts (retries and replays
-        included), media uploads and username lookups made."""
+        included), media uploads and username lookups made, and the history pages its reply
+        reads took and the messages those returned."""
         rows = await self._all(
             "SELECT (SELECT COUNT(*) FROM attempts), (SELECT COUNT(*) FROM uploads), "
-            "(SELECT COUNT(*) FROM users)", ())
-        dms, uploads, lookups = rows[0]
-        return int(dms), int(uploads), int(lookups)
+            "(SELECT COUNT(*) FROM users), (SELECT COALESCE(SUM(pages), 0) FROM read_costs), "
+            "(SELECT COALESCE(SUM(results), 0) FROM read_costs)", ())
+        dms, uploads, lookups, pages, results = rows[0]
+        return int(dms), int(uploads), int(lookups), int(pages), int(results)
 
     async def failure_counts(self) -> dict[str, int]:
         return await self.reason_counts(("failed",))
@@ -781,9 +788,10 @@ class Checkpoint:
         """How far each row's conversation was read whole (the newest message then seen), and
         when the sender first wrote again after the row's DM, if it did."""
         marks = ", ".join("?" * len(row_ids))
-        rows = await self._all(f"SELECT row_id, until_at, later_at FROM reply_reads WHERE "
-                               f"row_id IN ({marks})", tuple(row_ids))
-        return {int(r[0]): ReplyRead(until_at=str(r[1]), later_at=r[2]) for r in rows}
+        rows = await self._all(f"SELECT row_id, until_at, later_at, read_at_s, answered FROM "
+                               f"reply_reads WHERE row_id IN ({marks})", tuple(row_ids))
+        return {int(r[0]): ReplyRead(until_at=str(r[1]), later_at=r[2], read_at_s=r[3],
+                                     answered=bool(r[4])) for r in rows}
 
     async def replies_after(self, seq: int, *, limit: int) -> list[ReplyRecord]:
         """Recorded replies after ``seq``, in order, with their rows."""
@@ -1362,11 +1370,20 @@ def record_reply(*, message_id: str, row_id: int, text: str, received_at: str | 
         (message_id, row_id, text, received_at, int(opt_out)))
 
 
-def read_replies_until(*, row_id: int, until_at: str, later_at: str | None = None) -> Write:
-    """The row's conversation was read whole up to ``until_at``; ``later_at``: the sender wrote
-    again then (the answers after it are not the row's)."""
-    return Write("INSERT OR REPLACE INTO reply_reads (row_id, until_at, later_at) "
-                 "VALUES (?, ?, ?)", (row_id, until_at, later_at))
+def read_replies_until(*, row_id: int, until_at: str, later_at: str | None = None,
+                       read_at_s: float | None = None, answered: bool = False) -> Write:
+    """The row's conversation was read whole up to ``until_at``, at ``read_at_s``, finding an
+    answer or not; ``later_at``: the sender wrote again then (the answers after it are not the
+    row's)."""
+    return Write("INSERT OR REPLACE INTO reply_reads (row_id, until_at, later_at, read_at_s, "
+                 "answered) VALUES (?, ?, ?, ?, ?)",
+                 (row_id, until_at, later_at, read_at_s, int(answered)))
+
+
+def count_reads(*, pages: int, results: int) -> Write:
+    """Reply reads billed: ``pages`` history pages that returned ``results`` messages."""
+    return Write("UPDATE read_costs SET pages = pages + ?, results = results + ?",
+                 (pages, results))
 
 
 def set_last_run(*, finish_reason: str, detail: str | None, ended_at: str,

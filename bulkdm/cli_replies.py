@@ -17,11 +17,14 @@ from bulkdm.settings import Settings, load_settings
 
 if TYPE_CHECKING:  # imported when the command runs: `bulkdm --help` stays light
     from bulkdm.checkpoint import Checkpoint, PlanMeta
+    from bulkdm.replies import SyncReport
 
 __all__ = ["add_arguments", "replies"]
 
 #: ``runner.ExitCode.STOPPED``: nothing could be read, and the same command goes on later
 _EXIT_STOPPED = 4
+#: ``runner.ExitCode.STOPPED_BY_POLICY``: the spend cap stopped the reads
+_EXIT_POLICY = 5
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the replies file (default: NAME.replies.jsonl beside the campaign)")
     parser.add_argument("--dry-run", action="store_true",
                         help="read nothing: say how many conversations a sync reads and its cost")
+    parser.add_argument("--due", action="store_true",
+                        help="read only the conversations a run's sync would read now (a quiet "
+                             "one is read again after a quarter of its DM's age, at least "
+                             "[replies] sync_every, at most a day); default: every one")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
 
 
@@ -95,12 +102,21 @@ async def _sync(checkpoint: Checkpoint, settings: Settings, meta: PlanMeta,
                 args: argparse.Namespace, campaign: Path) -> int:
     from bulkdm.optouts import campaign_realm, open_store
     from bulkdm.ownership import REPLIES_FILE, claim_replies_file, refuse_own_files
-    from bulkdm.replies import REPLIES_SUFFIX, replies_lock, sync_replies, write_replies_file
+    from bulkdm.replies import (
+        REPLIES_SUFFIX,
+        CappedReads,
+        replies_lock,
+        sync_replies,
+        write_replies_file,
+    )
     from bulkdm.runner import campaign_provider
 
     out = args.out or beside(campaign, REPLIES_SUFFIX)
     await refuse_own_files(out, checkpoint, meta, keep=REPLIES_FILE,
                            instead="write replies to another file")
+    # with a spend cap, the reads count with what the campaign's runs spent
+    budget = CappedReads(settings, await checkpoint.spend_counts()) \
+        if settings.campaign.spend_cap.set else None
     with replies_lock(checkpoint.path):
         # before anything is read: a file that is not this campaign's is refused at no cost
         out = await claim_replies_file(checkpoint, out)
@@ -108,19 +124,27 @@ async def _sync(checkpoint: Checkpoint, settings: Settings, meta: PlanMeta,
         try:
             async with campaign_provider(settings) as (used, provider, auths, _key):
                 report = await sync_replies(checkpoint, used, provider, auths, ledger=ledger,
-                                            realm=campaign_realm(used), now_s=time.time)
+                                            realm=campaign_realm(used), now_s=time.time,
+                                            budget=budget, due_only=args.due)
         finally:
             if ledger is not None:
                 await ledger.close()
         added = await write_replies_file(checkpoint, out, campaign=meta.campaign)
+    return _said(report, settings, args, out, added, None if budget is None else budget.note)
+
+
+def _said(report: SyncReport, settings: Settings, args: argparse.Namespace, out: Path,
+          added: int, capped: str | None) -> int:
+    """Print what the sync read and recorded; its exit code."""
     credits, usd = report.cost(settings)
     result = {"conversations": report.conversations, "pages": report.pages,
               "results": report.results, "new_replies": report.new_replies,
               "new_opt_outs": report.opt_outs, "unread": report.unread, "credits": credits,
-              "usd": usd, "replies_file": str(out), "written": added}
+              "usd": usd, "replies_file": str(out), "written": added, "spend_cap": capped,
+              "not_due": report.not_due}
     # every conversation left unread (the provider unreachable, a long throttle): a script
     # must not take the sync for done; 4 is the CLI's "stopped, the same command goes on"
-    read_nothing = bool(report.unread) and report.pages == 0
+    read_nothing = bool(report.unread) and report.pages == 0 and capped is None
     if args.json:
         print(orjson.dumps(result).decode())
     elif read_nothing:
@@ -129,10 +153,17 @@ async def _sync(checkpoint: Checkpoint, settings: Settings, meta: PlanMeta,
             "recorded; run the same command again later")
     else:
         cost = f"{credits} credits (${usd:.4f})" if credits is not None else f"${usd:.4f}"
-        print(f"read {report.conversations} conversations ({report.pages} pages, {cost}): "
+        which = f"{report.conversations} conversations due ({report.not_due} not due yet)" \
+            if args.due else f"all {report.conversations} conversations"
+        print(f"read {which} ({report.pages} pages, {cost}): "
               f"{report.new_replies} new replies, {report.opt_outs} new opt-outs; "
               f"{added} written to {out}")
-        if report.unread:
+        unread = {k: v for k, v in report.unread.items() if k != "spend_cap"}
+        if unread:
             print("not read (run again later): " + ", ".join(
-                f"{code} {n}" for code, n in sorted(report.unread.items())), file=sys.stderr)
+                f"{code} {n}" for code, n in sorted(unread.items())), file=sys.stderr)
+    if capped is not None:
+        # as a run stopped by its spend cap: the same command reads nothing more until it is raised
+        print(f"stopped: {capped}; raise the cap to read the rest", file=sys.stderr)
+        return _EXIT_POLICY
     return _EXIT_STOPPED if read_nothing else 0

@@ -36,7 +36,7 @@ from bulkdm.policies.windows import SendWindow
 from bulkdm.providers.base import DmRequest, Provider, SenderAuth
 from bulkdm.ratelimit import Gate, WindowLimiter
 from bulkdm.rates import Rate
-from bulkdm.report import estimate_cost
+from bulkdm.report import billed_cost, spend_cap_note
 from bulkdm.rows import RowRecord, RowState
 from bulkdm.settings import DmNotAllowedPolicy, ProviderName, SenderSettings, Settings
 from bulkdm.timestamps import iso_utc as _iso
@@ -68,7 +68,9 @@ _LONG_WAIT_S: Final = 60.0
 _WINDOW_MARGIN_S: Final = 1.0
 _OUTSIDE_WINDOW: Final = "outside its send window"
 _WARMING_UP: Final = "warm-up"
-_BILLED: Final = ("dms", "uploads", "lookups")
+#: what the spend cap counts: DM attempts, media uploads, username lookups, and the reply
+#: reads' history pages (GetXAPI's price) and the messages they returned (Xquik's)
+_BILLED: Final = ("dms", "uploads", "lookups", "read_pages", "read_results")
 _DAY_S: Final = 86400.0
 #: the longest single sleep of a sender waiting for its rate slot (the Gate's default is 1 s).
 #: A slot only ever moves later while its sender waits (another send, a rest, a send's real
@@ -850,20 +852,22 @@ class Engine:
             return [*self._sender_problem(row, sender, outcome, unsettled=unsettled), *writes]
         return [*await self._retry_later(row, outcome, unsettled=unsettled), *writes]
 
-    def _within_cap(self, *, dms: int = 0, uploads: int = 0, lookups: int = 0) -> bool:
+    def _within_cap(self, *, dms: int = 0, uploads: int = 0, lookups: int = 0,
+                    read_pages: int = 0, read_results: int = 0) -> bool:
         """Whether these calls, on top of what was spent, keep the campaign within its cap."""
         cap = self._settings.campaign.spend_cap
         if not cap.set:
             return True
-        cost = estimate_cost(self._settings, dms=self._spent["dms"] + dms,
-                             media_uploads=self._spent["uploads"] + uploads,
-                             lookups=self._spent["lookups"] + lookups)
-        return cap.allows(cost.usd, cost.credits)
+        spent = self._spent
+        usd, credits = billed_cost(self._settings, {
+            "dms": spent["dms"] + dms, "uploads": spent["uploads"] + uploads,
+            "lookups": spent["lookups"] + lookups, "read_pages": spent["read_pages"] + read_pages,
+            "read_results": spent["read_results"] + read_results})
+        return cap.allows(usd, credits)
 
     def _may_spend(self, *, dms: int = 0, uploads: int = 0, lookups: int = 0) -> bool:
         """Count a billed call about to be made, if it keeps the campaign within its spend
         cap; else stop the run before it, saying so."""
-        cap = self._settings.campaign.spend_cap
         if self._within_cap(dms=dms, uploads=uploads, lookups=lookups):
             # three increments, not Counter.update with a dict: this runs for every send
             counted = self._spent
@@ -871,17 +875,36 @@ class Engine:
             counted["uploads"] += uploads
             counted["lookups"] += lookups
             return True
+        self._halt_at_cap("DM" if dms else "media upload" if uploads else "username lookup")
+        return False
+
+    def reserve_read(self, *, pages: int, results: int) -> bool:
+        """Count a reply read (``[replies] sync_every``) that costs at most this, before it
+        is made, if it keeps the campaign within its spend cap; else stop the run at the cap,
+        saying that reply reads took the budget. :meth:`release_read` gives back the part the
+        read did not cost."""
+        if not self._within_cap(read_pages=pages, read_results=results):
+            self._halt_at_cap("reply read")
+            return False
+        self._spent["read_pages"] += pages
+        self._spent["read_results"] += results
+        return True
+
+    def release_read(self, *, pages: int, results: int) -> None:
+        """What a reserved reply read did not cost (a shorter page, or none read)."""
+        self._spent["read_pages"] -= pages
+        self._spent["read_results"] -= results
+
+    @property
+    def spend_cap_note(self) -> str | None:
+        """Why the spend cap stopped this run (None: it did not)."""
+        return self._halt if self._halted_by is FinishReason.STOPPED_AT_SPEND_CAP else None
+
+    def _halt_at_cap(self, what: str) -> None:
         if self._halt is None:
-            spent = estimate_cost(self._settings, dms=self._spent["dms"],
-                                  media_uploads=self._spent["uploads"],
-                                  lookups=self._spent["lookups"])
-            credits = f" ({spent.credits:g} credits)" if spent.credits is not None else ""
-            what = "DM" if dms else "media upload" if uploads else "username lookup"
-            self._halt = (f"spend cap reached: ${spent.usd:.4f}{credits} spent of "
-                          f"{cap.describe()}; the next {what} would cross it")
+            self._halt = spend_cap_note(self._settings, self._spent, what)
             self._halted_by = FinishReason.STOPPED_AT_SPEND_CAP
             self._stop.set()
-        return False
 
     def _breakers(self, sender: _Sender, outcome: Outcome) -> list[Write]:
         """A send's answer goes to the breakers: one error on most of the campaign's last sends

@@ -13,7 +13,9 @@ transaction) and records what is missing; what it recorded before is left as it 
 
 Reads cost money: Xquik bills a credit per message its history returns, GetXAPI $0.001 per
 page (plus one ``dm/list`` page per sender); every read takes the API key's read budget, and a
-``Retry-After`` is waited out (up to :data:`MAX_WAIT_S` a time).
+``Retry-After`` is waited out (up to :data:`MAX_WAIT_S` a time). What each conversation's read
+cost is recorded with it (``read_costs``), and the spend cap counts it: a page is read only if
+the most it can cost keeps the campaign within the cap (:class:`ReadSpend`).
 """
 
 from __future__ import annotations
@@ -23,22 +25,25 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
 from bulkdm import checkpoint as cp
-from bulkdm.checkpoint import Checkpoint, HandoffCursor, ReplyRead
+from bulkdm.checkpoint import Checkpoint, HandoffCursor, ReplyRead, Write
 from bulkdm.errors import ProviderError
 from bulkdm.handoff import HandoffLog, encode_jsonl, reply_record, write_atomic
 from bulkdm.ledger import Ledger, Realm
 from bulkdm.optout import OptOutRules
 from bulkdm.outcomes import Action, Outcome
+from bulkdm.policies.rereads import due
 from bulkdm.providers.base import HistoryMessage, HistoryPage, Provider, SenderAuth
+from bulkdm.report import billed_cost, read_cost, spend_cap_note
 from bulkdm.rows import RowRecord
 from bulkdm.runlock import RunLock
 from bulkdm.settings import ProviderName, Settings
 from bulkdm.timestamps import parse_iso
 
-__all__ = ["MAX_PAGES", "MAX_WAIT_S", "REPLIES_SUFFIX", "SyncReport", "replies_lock",
-           "reply_records", "sync_replies", "write_replies_file"]
+__all__ = ["MAX_PAGES", "MAX_WAIT_S", "REPLIES_SUFFIX", "CappedReads", "ReadSpend", "SyncReport",
+           "replies_lock", "reply_records", "sync_replies", "write_replies_file"]
 
 #: the replies file beside the campaign: one ``dm_reply`` handoff record per answer, once
 REPLIES_SUFFIX = ".replies.jsonl"
@@ -49,6 +54,8 @@ MAX_PAGES = 50
 MAX_WAIT_S = 60.0
 #: tries of one page when the provider says try again
 _TRIES = 5
+#: the most messages an Xquik history page returns (each billed)
+_XQUIK_PAGE_MAX = 20
 _ROWS_PAGE = 200
 
 
@@ -65,13 +72,52 @@ class SyncReport:
     #: conversations that could not be read, by reason code
     unread: dict[str, int] = field(default_factory=dict)
 
+    #: a read the spend cap refused: the sync stopped there
+    capped: bool = False
+    #: conversations not read: not due on a run's schedule (``due_only``)
+    not_due: int = 0
+
     def cost(self, settings: Settings) -> tuple[int | None, float]:
         """(credits, dollars) of the reads."""
-        costs = settings.costs
-        if settings.provider.name is ProviderName.XQUIK:
-            credits = self.results * costs.xquik_history_credits
-            return credits, round(credits * costs.xquik_credit_usd, 6)
-        return None, round(self.pages * costs.getxapi_page_usd, 6)
+        return read_cost(settings, pages=self.pages, results=self.results)
+
+
+class ReadSpend(Protocol):
+    """The spend cap as reply reads see it: each read is counted, at the most it can cost,
+    before it is made, and what it did not cost is given back."""
+
+    def reserve_read(self, *, pages: int, results: int) -> bool:
+        """Count a read that costs at most this, if it keeps the campaign within its cap."""
+        ...
+
+    def release_read(self, *, pages: int, results: int) -> None:
+        """Give back what a reserved read did not cost."""
+        ...
+
+
+class CappedReads:
+    """The spend cap of ``bulkdm replies``: what the checkpoint says the campaign spent (its
+    runs' DMs, uploads, lookups and reply reads), plus this sync's reads."""
+
+    def __init__(self, settings: Settings, spent: tuple[int, int, int, int, int]) -> None:
+        self._settings = settings
+        self._spent = dict(zip(("dms", "uploads", "lookups", "read_pages", "read_results"),
+                               spent, strict=True))
+        #: why the cap stopped the reads (None: it did not)
+        self.note: str | None = None
+
+    def reserve_read(self, *, pages: int, results: int) -> bool:
+        more = {**self._spent, "read_pages": self._spent["read_pages"] + pages,
+                "read_results": self._spent["read_results"] + results}
+        if not self._settings.campaign.spend_cap.allows(*billed_cost(self._settings, more)):
+            self.note = self.note or spend_cap_note(self._settings, self._spent, "reply read")
+            return False
+        self._spent = more
+        return True
+
+    def release_read(self, *, pages: int, results: int) -> None:
+        self._spent["read_pages"] -= pages
+        self._spent["read_results"] -= results
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -91,13 +137,19 @@ Sleep = Callable[[float], Awaitable[None]]
 async def sync_replies(
     checkpoint: Checkpoint, settings: Settings, provider: Provider,
     auths: Mapping[str, SenderAuth], *, ledger: Ledger | None, realm: Realm,
-    sleep: Sleep = asyncio.sleep, now_s: Callable[[], float],
+    sleep: Sleep = asyncio.sleep, now_s: Callable[[], float], budget: ReadSpend | None = None,
+    due_only: bool = False,
 ) -> SyncReport:
-    """Read the conversation of every sent row; record new answers; share opt-outs.
+    """Read the conversation of every sent row (``due_only``: of those due on a run's schedule,
+    :mod:`bulkdm.policies.rereads`); record new answers; share opt-outs. What the reads cost
+    is recorded in the checkpoint with each conversation; with a ``budget`` (the spend cap) no
+    page is read that could cross it: the sync stops there (``capped``).
 
     :raises ProviderError: the provider refuses every read (a bad key, no credits).
     """
     report = SyncReport()
+    reader = _Reader(provider=provider, settings=settings, report=report, sleep=sleep,
+                     budget=budget)
     rules = OptOutRules(settings.replies.opt_out)
     after_id = 0
     while rows := await checkpoint.sent_rows(after_id=after_id, limit=_ROWS_PAGE):
@@ -112,20 +164,44 @@ async def sync_replies(
             # the DM cannot be older than its first attempt (its sent_at may be much later:
             # Xquik's completedAt of an action it confirmed late)
             first_s = await checkpoint.first_attempt_s(row.id, row.sender or "")
-            found = await _read(provider, auth, row, reads.get(row.id), settings, report, sleep,
-                                first_s=first_s)
-            await _record(checkpoint, row, found, rules, ledger, realm, settings, report, now_s)
+            read, read_at_s = reads.get(row.id), now_s()
+            if due_only and not _due(row, read, first_s, settings, read_at_s):
+                report.not_due += 1
+                continue
+            pages, results = report.pages, report.results
+            found = await reader.read(auth, row, read, first_s=first_s)
+            billed = cp.count_reads(pages=report.pages - pages, results=report.results - results)
+            await _record(checkpoint, row, found, rules, ledger, realm, settings, report, now_s,
+                          billed, read_at_s=read_at_s)
+            if report.capped:
+                return report
     return report
+
+
+def _due(row: RowRecord, read: ReplyRead | None, first_s: float | None, settings: Settings,
+         now_s: float) -> bool:
+    """Whether a run's sync reads this conversation now (see :mod:`bulkdm.policies.rereads`)."""
+    sent = parse_iso(row.sent_at)
+    dm_at_s = first_s if first_s is not None else None if sent is None else sent.timestamp()
+    return due(now_s=now_s, dm_at_s=dm_at_s, read_at_s=None if read is None else read.read_at_s,
+               answered=read is not None and read.answered,
+               sync_every_s=settings.replies.sync_every_s)
 
 
 async def _record(checkpoint: Checkpoint, row: RowRecord, found: _Conversation,
                   rules: OptOutRules, ledger: Ledger | None, realm: Realm, settings: Settings,
-                  report: SyncReport, now_s: Callable[[], float]) -> None:
+                  report: SyncReport, now_s: Callable[[], float], billed: Write, *,
+                  read_at_s: float) -> None:
     report.conversations += 1
     if found.problem is not None:
         report.unread[found.problem] = report.unread.get(found.problem, 0) + 1
-    writes = []
+    # what the read cost, with its replies and read mark: a restart's spend cap counts it
+    writes = [billed]
+    # an answer not recorded before makes the next sync read the conversation again (the
+    # newest message of the last read is read again: it may be an answer recorded then)
+    answered = False
     for answer in found.answers:
+        answered = answered or not await checkpoint.recorded_reply(answer.message_id)
         opt_out = rules.matches(answer.text)
         if opt_out:
             # the ledger first: a sync killed after it records the reply on its next pass
@@ -138,14 +214,14 @@ async def _record(checkpoint: Checkpoint, row: RowRecord, found: _Conversation,
             await _opt_out(ledger, realm, row, answer, settings, now_s)
     if found.read_until is not None:
         writes.append(cp.read_replies_until(row_id=row.id, until_at=found.read_until,
-                                            later_at=found.later_at))
-    if writes:
-        before = await checkpoint.reply_counts()
-        await checkpoint.submit(writes)
-        await checkpoint.flush()
-        after = await checkpoint.reply_counts()
-        report.new_replies += after[0] - before[0]
-        report.opt_outs += after[2] - before[2]
+                                            later_at=found.later_at, read_at_s=read_at_s,
+                                            answered=answered))
+    before = await checkpoint.reply_counts()
+    await checkpoint.submit(writes)
+    await checkpoint.flush()
+    after = await checkpoint.reply_counts()
+    report.new_replies += after[0] - before[0]
+    report.opt_outs += after[2] - before[2]
 
 
 async def _opt_out(ledger: Ledger | None, realm: Realm, row: RowRecord, answer: HistoryMessage,
@@ -159,30 +235,82 @@ async def _opt_out(ledger: Ledger | None, realm: Realm, row: RowRecord, answer: 
                              now_s=now_s(), said_s=None if said is None else said.timestamp())
 
 
-async def _read(provider: Provider, auth: SenderAuth, row: RowRecord, read: ReplyRead | None,
-                settings: Settings, report: SyncReport, sleep: Sleep, *,
-                first_s: float | None) -> _Conversation:
-    """The recipient's messages after the DM, newest first, reading no further than needed.
-    Those after a later message of the sender (another campaign's DM, an agent's) answer that
-    message: they come back apart (``later``), for the opt-out rules only."""
-    floor = _floor(row, first_s, settings.retry.clock_skew_s)
-    known = parse_iso(read.until_at) if read is not None else None
-    walk = _Walk(later_at=read.later_at if read is not None else None)
-    newest: str | None = None
-    cursor: str | None = None
-    for _ in range(MAX_PAGES):
-        page = await _page(provider, auth, row, cursor, report, sleep)
-        if isinstance(page, Outcome):
-            return walk.conversation(None, problem=page.code or page.action.value)
-        for message in page.messages:
-            newest = newest or message.created_at
-            if _reached(message, row, floor, known):
+@dataclass(kw_only=True, slots=True)
+class _Reader:
+    """Reads conversations page by page, each page within the spend cap's ``budget``."""
+
+    provider: Provider
+    settings: Settings
+    report: SyncReport
+    sleep: Sleep
+    budget: ReadSpend | None
+    #: senders whose own id the provider has (GetXAPI asks ``dm/list`` once per sender)
+    listed: set[str] = field(default_factory=set)
+
+    async def read(self, auth: SenderAuth, row: RowRecord, read: ReplyRead | None, *,
+                   first_s: float | None) -> _Conversation:
+        """The recipient's messages after the DM, newest first, reading no further than
+        needed. Those after a later message of the sender (another campaign's DM, an agent's)
+        answer that message: they come back apart (``later``), for the opt-out rules only."""
+        floor = _floor(row, first_s, self.settings.retry.clock_skew_s)
+        known = parse_iso(read.until_at) if read is not None else None
+        walk = _Walk(later_at=read.later_at if read is not None else None)
+        newest: str | None = None
+        cursor: str | None = None
+        for _ in range(MAX_PAGES):
+            page = await self._page(auth, row, cursor)
+            if isinstance(page, Outcome):
+                return walk.conversation(None, problem=page.code or page.action.value)
+            for message in page.messages:
+                newest = newest or message.created_at
+                if _reached(message, row, floor, known):
+                    return walk.conversation(newest or _until(read))
+                walk.see(message, row)
+            if page.cursor is None:  # the start of the conversation
                 return walk.conversation(newest or _until(read))
-            walk.see(message, row)
-        if page.cursor is None:  # the start of the conversation
-            return walk.conversation(newest or _until(read))
-        cursor = page.cursor
-    return walk.conversation(None, problem="history_too_long")
+            cursor = page.cursor
+        return walk.conversation(None, problem="history_too_long")
+
+    async def _page(self, auth: SenderAuth, row: RowRecord,
+                    cursor: str | None) -> HistoryPage | Outcome:
+        outcome: Outcome | None = None
+        for _ in range(_TRIES):
+            page = await self._billed_page(auth, row, cursor)
+            if isinstance(page, HistoryPage):
+                return page
+            outcome = page
+            if page.action is Action.STOP_RUN:
+                raise ProviderError(f"reading replies: {page.message or page.code}")
+            if page.action not in (Action.RETRY, Action.REST_SENDER):
+                return page
+            wait_s = page.retry_after_s if page.retry_after_s is not None else 1.0
+            if wait_s > MAX_WAIT_S:
+                return page
+            await self.sleep(wait_s)
+        assert outcome is not None
+        return outcome
+
+    async def _billed_page(self, auth: SenderAuth, row: RowRecord,
+                           cursor: str | None) -> HistoryPage | Outcome:
+        """One page, counted against the budget at the most it can cost before it is read
+        (a full page on Xquik; on GetXAPI, a sender's first read also lists its
+        conversations), and at what it cost once read."""
+        most = (1, _XQUIK_PAGE_MAX) if self.settings.provider.name is ProviderName.XQUIK \
+            else (1 if auth.account in self.listed else 2, 0)
+        budget = self.budget
+        if budget is not None and not budget.reserve_read(pages=most[0], results=most[1]):
+            self.report.capped = True
+            return Outcome(action=Action.FAIL_ROW, code="spend_cap")
+        page = await self.provider.history_page(auth, row.recipient_id or "", cursor)
+        pages, results = (page.pages, len(page.messages)) if isinstance(page, HistoryPage) \
+            else (0, 0)
+        if budget is not None:
+            budget.release_read(pages=most[0] - pages, results=most[1] - results)
+        if isinstance(page, HistoryPage):
+            self.listed.add(auth.account)
+            self.report.pages += pages
+            self.report.results += results
+        return page
 
 
 def _until(read: ReplyRead | None) -> str | None:
@@ -233,28 +361,6 @@ def _reached(message: HistoryMessage, row: RowRecord, floor: datetime | None,
     if created is None:
         return False
     return (floor is not None and created < floor) or (known is not None and created < known)
-
-
-async def _page(provider: Provider, auth: SenderAuth, row: RowRecord, cursor: str | None,
-                report: SyncReport, sleep: Sleep) -> HistoryPage | Outcome:
-    outcome: Outcome | None = None
-    for _ in range(_TRIES):
-        page = await provider.history_page(auth, row.recipient_id or "", cursor)
-        if isinstance(page, HistoryPage):
-            report.pages += page.pages
-            report.results += len(page.messages)
-            return page
-        outcome = page
-        if page.action is Action.STOP_RUN:
-            raise ProviderError(f"reading replies: {page.message or page.code}")
-        if page.action not in (Action.RETRY, Action.REST_SENDER):
-            return page
-        wait_s = page.retry_after_s if page.retry_after_s is not None else 1.0
-        if wait_s > MAX_WAIT_S:
-            return page
-        await sleep(wait_s)
-    assert outcome is not None
-    return outcome
 
 
 def replies_lock(checkpoint_path: Path) -> RunLock:

@@ -20,6 +20,7 @@ from bulkdm.ledger import ENV_VAR as LEDGER_ENV_VAR
 from bulkdm.ledger import ledger_spec
 from bulkdm.policies import windowed_duration_s
 from bulkdm.policies.jitter import Jitter
+from bulkdm.policies.rereads import run_reads
 from bulkdm.policies.warmup import Warmup, ramp_days
 from bulkdm.rates import Rate
 from bulkdm.rows import UNBOUND
@@ -36,14 +37,17 @@ __all__ = [
     "PlanReport",
     "ReadEstimate",
     "RowCounts",
+    "billed_cost",
     "build_report",
     "estimate_cost",
     "estimate_duration",
     "estimate_reads",
     "format_report",
     "human_duration",
+    "read_cost",
     "send_time_s",
     "sender_time_s",
+    "spend_cap_note",
     "spread_unbound",
     "warmup_of",
     "with_account_waits",
@@ -290,11 +294,48 @@ def estimate_cost(
     )
 
 
+def read_cost(settings: Settings, *, pages: int, results: int) -> tuple[int | None, float]:
+    """(credits, dollars) of reply reads: Xquik bills each message a history page returns,
+    GetXAPI each page."""
+    costs = settings.costs
+    if settings.provider.name is ProviderName.XQUIK:
+        credits = results * costs.xquik_history_credits
+        return credits, round(credits * costs.xquik_credit_usd, 6)
+    return None, round(pages * costs.getxapi_page_usd, 6)
+
+
+def billed_cost(settings: Settings, spent: Mapping[str, int]) -> tuple[float, float | None]:
+    """(dollars, credits or None) of what a campaign was billed for: ``spent`` counts its
+    ``dms``, ``uploads``, ``lookups``, and its reply reads' ``read_pages`` and ``read_results``."""
+    calls = estimate_cost(settings, dms=spent.get("dms", 0),
+                          media_uploads=spent.get("uploads", 0), lookups=spent.get("lookups", 0))
+    credits, usd = read_cost(settings, pages=spent.get("read_pages", 0),
+                             results=spent.get("read_results", 0))
+    total = None if calls.credits is None else calls.credits + (credits or 0)
+    return calls.usd + usd, total
+
+
+def spend_cap_note(settings: Settings, spent: Mapping[str, int], what: str) -> str:
+    """Why a run stops at its spend cap before ``what`` (the next DM, a reply read), with the
+    share that reading replies took."""
+    usd, credits = billed_cost(settings, spent)
+    shown = f" ({credits:g} credits)" if credits is not None else ""
+    read_credits, read_usd = read_cost(settings, pages=spent.get("read_pages", 0),
+                                       results=spent.get("read_results", 0))
+    reads = "" if not read_usd and not read_credits else \
+        f", {read_credits:g} credits of it reading replies" if read_credits is not None else \
+        f", ${read_usd:.4f} of it reading replies"
+    return (f"spend cap reached: ${usd:.4f}{shown} spent of "
+            f"{settings.campaign.spend_cap.describe()}{reads}; the next {what} would cross it")
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ReadEstimate:
     """What reading the replies of ``conversations`` sent DMs costs: at least one page each
     (GetXAPI: plus a ``dm/list`` page per sender), and on Xquik a credit per message returned,
-    from one (the DM alone) to a full page."""
+    from one (the DM alone) to a full page. ``run``: what a run's syncs (``[replies]
+    sync_every``) read over ``over_s``, each conversation when it is due
+    (:mod:`bulkdm.policies.rereads`): its ``conversations`` are their reads."""
 
     conversations: int
     pages: int
@@ -304,22 +345,49 @@ class ReadEstimate:
     credits_high: int | None
     usd_low: float
     usd_high: float
+    run: ReadEstimate | None = None
+    sync_every_s: float = 0.0
+    over_s: float = 0.0
 
     def to_dict(self) -> dict[str, object]:
-        return {k: getattr(self, k) for k in self.__slots__}
+        found: dict[str, object] = {k: getattr(self, k) for k in self.__slots__ if k != "run"}
+        found["run"] = None if self.run is None else self.run.to_dict()
+        return found
 
     def text(self) -> str:
+        said = f"reading replies of {self.conversations} DMs: {self._cost()} a sync"
+        if self.run is None:
+            return said
+        run = self.run
+        cost = (f"{run.credits_low}-{run.credits_high} credits "
+                f"(${run.usd_low:.4f}-${run.usd_high:.4f})") if run.credits_low is not None \
+            else f"${run.usd_low:.4f}"
+        return (f"{said}\n{'':16}the run's syncs (every {human_duration(self.sync_every_s)}, "
+                f"over about {human_duration(self.over_s)}, old quiet conversations less often): "
+                f"about {run.conversations} conversation reads, {cost}")
+
+    def _cost(self) -> str:
         if self.credits_low is not None:
-            return (f"reading replies of {self.conversations} DMs: about {self.pages} history "
-                    f"pages, {self.credits_low}-{self.credits_high} credits "
-                    f"(${self.usd_low:.4f}-${self.usd_high:.4f}) a sync")
-        return (f"reading replies of {self.conversations} DMs: about {self.pages} pages, "
-                f"${self.usd_low:.4f} a sync")
+            return (f"about {self.pages} history pages, {self.credits_low}-{self.credits_high} "
+                    f"credits (${self.usd_low:.4f}-${self.usd_high:.4f})")
+        return f"about {self.pages} pages, ${self.usd_low:.4f}"
 
 
 def estimate_reads(settings: Settings, *, conversations: int, senders: int,
-                   page_size: int = 20) -> ReadEstimate:
-    """The cost of one sync over ``conversations`` sent DMs of ``senders`` accounts."""
+                   page_size: int = 20, run_s: float | None = None) -> ReadEstimate:
+    """The cost of one sync over ``conversations`` sent DMs of ``senders`` accounts; with
+    ``run_s`` (the run's estimated duration) and ``[replies] sync_every``, of the run's syncs."""
+    one = _one_sync(settings, conversations=conversations, senders=senders, page_size=page_size)
+    every_s = settings.replies.sync_every_s
+    if run_s is None or every_s <= 0:
+        return one
+    reads = run_reads(conversations=conversations, sync_every_s=every_s, run_s=run_s)
+    return replace(one, sync_every_s=every_s, over_s=run_s, run=_one_sync(
+        settings, conversations=reads, senders=senders, page_size=page_size))
+
+
+def _one_sync(settings: Settings, *, conversations: int, senders: int,
+              page_size: int) -> ReadEstimate:
     costs = settings.costs
     if settings.provider.name is ProviderName.XQUIK:
         low, high = conversations, conversations * page_size
@@ -459,6 +527,7 @@ async def build_report(
     cost = estimate_cost(
         settings, dms=pending, media_uploads=media_uploads, lookups=lookups
     )
+    duration = estimate_duration(settings, senders)
     return PlanReport(
         status=status,
         campaign=meta.campaign if meta else settings.campaign.name,
@@ -482,9 +551,9 @@ async def build_report(
         cost=cost,
         notes=(_pacing_notes(settings) + _warmup_notes(settings, {}, time.time())
                + _spend_notes(settings, cost)),
-        duration=estimate_duration(settings, senders),
+        duration=duration,
         reply_reads=estimate_reads(settings, conversations=pending + states.get("sent", 0),
-                                   senders=len(settings.senders)),
+                                   senders=len(settings.senders), run_s=duration.seconds),
         invalid_rows=tuple(
             InvalidRow(line=r.line, field=r.field, reason=r.reason, message=r.message)
             for r in invalid_rows
@@ -503,9 +572,13 @@ async def with_account_waits(
     senders = spread_unbound(settings, counts, waits)
     first_sends = first_sends or {}
     notes = tuple(n for n in report.notes if not n.startswith(_WARMUP_NOTE))
+    duration = estimate_duration(settings, counts, first_wait_s=waits, first_sends=first_sends)
+    reads = report.reply_reads
+    if reads is not None:  # the run's syncs go on as long as the run
+        reads = estimate_reads(settings, conversations=reads.conversations,
+                               senders=len(settings.senders), run_s=duration.seconds)
     return replace(report, senders={s.account: senders.get(s.account, 0) for s in settings.senders},
-                   duration=estimate_duration(settings, counts, first_wait_s=waits,
-                                              first_sends=first_sends),
+                   duration=duration, reply_reads=reads,
                    notes=_warmup_notes(settings, first_sends, time.time()) + notes)
 
 

@@ -42,7 +42,13 @@ from bulkdm.progress import (
 from bulkdm.providers import open_provider
 from bulkdm.providers.base import Provider, SenderAuth
 from bulkdm.ratelimit import WindowLimiter
-from bulkdm.replies import REPLIES_SUFFIX, replies_lock, sync_replies, write_replies_file
+from bulkdm.replies import (
+    REPLIES_SUFFIX,
+    ReadSpend,
+    replies_lock,
+    sync_replies,
+    write_replies_file,
+)
 from bulkdm.report import format_report
 from bulkdm.rows import UNBOUND, RowState
 from bulkdm.runlock import RunLock
@@ -341,7 +347,8 @@ async def _send_all(
             tasks.create_task(_forward_stop(stop, run_stop, done, pool))
             tasks.create_task(outbox.follow(done, run_stop))
             replies = tasks.create_task(_sync_replies_while_running(
-                options, settings, checkpoint, provider, auths, pool, done, run_stop, stream))
+                options, settings, checkpoint, provider, auths, pool, done, run_stop, stream,
+                engine))
             counted = checkpoint if options.progress != "none" else None
             tasks.create_task(_show(engine, settings, counted, display, started_s, done))
             ledger_error: LedgerError | None = None
@@ -363,6 +370,9 @@ async def _send_all(
         or replies.result()
     if ledger_error is not None:
         report = _stopped_by_ledger(engine, ledger_error)
+    elif engine.spend_cap_note is not None:  # the last sync's reads, after the sends ended
+        report = replace(report, finish_reason=FinishReason.STOPPED_AT_SPEND_CAP,
+                         detail=engine.spend_cap_note)
     left = _RowsLeft()
     await left.refresh(checkpoint, engine, force=True)
     final = _snapshot(engine, settings, started_s, left.now(engine))
@@ -419,11 +429,13 @@ async def _forward_stop(stop: asyncio.Event, run_stop: asyncio.Event, done: asyn
 async def _sync_replies_while_running(
     options: RunOptions, settings: Settings, checkpoint: Checkpoint, provider: Provider,
     auths: dict[str, SenderAuth], pool: AccountPool | None, done: asyncio.Event,
-    stop: asyncio.Event, stream: TextIO,
+    stop: asyncio.Event, stream: TextIO, budget: ReadSpend,
 ) -> LedgerError | None:
     """With ``[replies] sync_every``, read replies that often while the run goes on, and once
-    more when it ends (not when it was stopped): reads only, beside the engine's sends. A
-    ledger that fails (an opt-out cannot be shared) stops the run as a send's would: it is
+    more when it ends (not when it was stopped), each conversation when it is due (old quiet
+    ones less often, :mod:`bulkdm.policies.rereads`): reads only, beside the engine's sends, within
+    the spend cap they share (``budget``: a read that would cross it stops the run at the cap).
+    A ledger that fails (an opt-out cannot be shared) stops the run as a send's would: it is
     returned, and the run ends as stopped by the ledger."""
     every_s = settings.replies.sync_every_s
     if every_s <= 0:
@@ -440,7 +452,7 @@ async def _sync_replies_while_running(
                 await sync_replies(checkpoint, settings, provider, auths,
                                    ledger=None if pool is None else pool.ledger,
                                    realm=campaign_realm(settings) if pool is None else pool.realm,
-                                   now_s=time.time)
+                                   now_s=time.time, budget=budget, due_only=True)
                 await write_replies_file(checkpoint, out, campaign=settings.campaign.name)
         except CheckpointLockedError:
             pass  # `bulkdm replies` is reading them now

@@ -142,7 +142,23 @@ _V8_LATER_MESSAGE: Final = """
 ALTER TABLE reply_reads ADD COLUMN later_at TEXT;
 """
 
+#: v9 (reply reads count against the spend cap): what reading replies has been billed so far,
+#: in one row: history pages (GetXAPI's price) and the messages they returned (Xquik's), so a
+#: restart counts them with the DMs, uploads and lookups
+_V9_READ_COSTS: Final = """
+CREATE TABLE read_costs (pages INTEGER NOT NULL, results INTEGER NOT NULL);
+INSERT INTO read_costs (pages, results) VALUES (0, 0);
+"""
+
+#: v10 (a run's syncs read old conversations less often): when each conversation was last read
+#: (``read_at_s``; NULL: before this version, so due) and whether that read found an answer
+_V10_READ_AT: Final = """
+ALTER TABLE reply_reads ADD COLUMN read_at_s REAL;
+ALTER TABLE reply_reads ADD COLUMN answered INTEGER NOT NULL DEFAULT 0;
+"""
+
 MIGRATIONS: Final = (
     _V1, _V2, _V3, _V4_ORIGINAL, _V5_UPLOADS, _V6_BOUND_BY_CLAIM, _V7_REPLIES, _V8_LATER_MESSAGE,
+    _V9_READ_COSTS, _V10_READ_AT,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)

@@ -62,7 +62,7 @@ async def test_the_readmes_replies_and_opt_outs_block_runs_as_written(tmp_path: 
     planned = re.search(r"reading replies of (\d+) DMs", dry_run)
     assert planned is not None and int(planned[1]) > 0, dry_run
     # the run's DMs, each conversation read once (the example has no one who answers)
-    assert f"read {planned[1]} conversations" in replies and "0 new opt-outs" in replies, replies
+    assert f"read all {planned[1]} conversations" in replies and "0 new opt-outs" in replies, replies
     assert listed.startswith("0 opt-outs in "), listed
     assert "opted out: @someone" in added and "lifted 1 opt-out entry for @someone" in removed
     assert exported.startswith("wrote 0 opt-outs to do-not-contact.txt"), exported

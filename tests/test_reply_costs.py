@@ -9,7 +9,13 @@ import orjson
 
 from bulkdm.replies import SyncReport
 from bulkdm.report import estimate_reads
-from bulkdm.settings import CampaignSettings, ProviderName, ProviderSettings, Settings
+from bulkdm.settings import (
+    CampaignSettings,
+    ProviderName,
+    ProviderSettings,
+    RepliesSettings,
+    Settings,
+)
 from tests.clikit import bulkdm, write_campaign
 
 XQUIK = Settings(campaign=CampaignSettings(name="c"))
@@ -37,3 +43,27 @@ async def test_plan_reports_what_a_sync_of_replies_costs(tmp_path: Path) -> None
     assert orjson.loads(planned.stdout)["reply_reads"]["credits_low"] == 3
     text = await bulkdm("plan", str(campaign))
     assert "replies         reading replies of 3 DMs" in text.stdout
+
+
+def test_the_estimate_counts_a_runs_syncs_over_its_duration_on_the_schedule() -> None:
+    syncing = replace(XQUIK, replies=RepliesSettings(sync_every_s=600))
+    estimate = estimate_reads(syncing, conversations=3000, senders=1, run_s=6 * 86400)
+    assert estimate.run is not None
+    reads = estimate.run.conversations
+    assert 3000 < reads < 90_000  # every sync reading every sent DM: about 1.3 million
+    assert (estimate.run.credits_low, estimate.run.credits_high) == (reads, 20 * reads)
+    assert estimate_reads(XQUIK, conversations=3000, senders=1, run_s=6 * 86400).run is None
+
+
+async def test_plan_reports_what_the_runs_syncs_cost(tmp_path: Path) -> None:
+    rows = [{"recipient_id": str(100 + i), "first_name": "x"} for i in range(30)]
+    campaign = write_campaign(tmp_path, rows, url="http://127.0.0.1:9", sender_rate="10/1h",
+                              extra='\n[replies]\nsync_every = "10m"\n')
+    planned = orjson.loads((await bulkdm("plan", str(campaign), "--json")).stdout)
+    run = planned["reply_reads"]["run"]
+    assert planned["reply_reads"]["sync_every_s"] == 600
+    assert planned["reply_reads"]["over_s"] == planned["duration"]["seconds"]
+    assert run["conversations"] > 30 and run["credits_low"] == run["conversations"]
+    text = (await bulkdm("plan", str(campaign))).stdout
+    assert (f"the run's syncs (every 10m, over about {planned['duration']['human']}, old quiet "
+            f"conversations less often): about {run['conversations']} conversation reads") in text

@@ -16,6 +16,7 @@ import pytest
 from bulkdm.rates import Rate
 from bulkdm.sandbox import Delivery, Faults, Sandbox, SandboxConfig, derive_user_id, running_sandbox
 from bulkdm.sandbox.cli import build_config, parse_args
+from bulkdm.sandbox.ledger import pair_key
 from bulkdm.sandbox.limits import SlidingWindows
 
 XQ = {"x-api-key": "xq_test"}
@@ -362,6 +363,8 @@ async def test_xquik_history_pages_newest_first_in_pages_of_20(
         if not page.body["has_next_page"]:
             break
     assert [len(p["messages"]) for p in pages] == [20, 20, 5]
+    # what a provider bills: every page served, by conversation (dave's was never read)
+    assert sandbox.history_reads == {pair_key(derive_user_id("alice"), user_id): 3}
     assert [p["has_next_page"] for p in pages] == [True, True, False]
     assert pages[-1]["next_cursor"] == ""
     texts = [m["text"] for p in pages for m in p["messages"]]
@@ -1051,6 +1054,9 @@ async def test_getxapi_conversation_pages_one_thread_newest_first(
     assert texts == [f"m{n}" for n in reversed(range(25))]
     assert page1.body["users"][peer]["userName"] == "peer"
     assert page1.body["messages"][0]["conversationId"] == conversation_id
+    assert sandbox.history_reads == {pair_key(derive_user_id("alice"), peer): 2}
+    sandbox.reset()
+    assert not sandbox.history_reads
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -66,6 +67,12 @@ class Sandbox:
     def uploads(self) -> dict[str, str]:
         """Every media upload accepted: its media id and the public URL history shows."""
         return self._state.media_urls
+
+    @property
+    def history_reads(self) -> Counter[tuple[str, str]]:
+        """History pages served (Xquik's history, GetXAPI's ``dm/conversation``) per
+        conversation, by its two user ids, lower first."""
+        return self._state.history_reads
 
     @property
     def directory(self) -> Directory:

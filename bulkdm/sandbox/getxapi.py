@@ -199,7 +199,7 @@ class GetXapiRoutes:
         pair = _conversation_pair(body.get("conversation_id"), user_id)
         if isinstance(pair, web.Response):
             return pair
-        page = _page(self._state.ledger.conversation(*pair), body,
+        page = _page(self._state.history_page(*pair), body,
                      self._state.config.history_page_size)
         if page is None:
             return _error(400, "Invalid cursor")

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 
 from bulkdm.sandbox.actions import ActionStore
 from bulkdm.sandbox.config import SandboxConfig
 from bulkdm.sandbox.directory import Directory
 from bulkdm.sandbox.faults import FaultDice
 from bulkdm.sandbox.ids import IdSource
-from bulkdm.sandbox.ledger import Delivery, Ledger
+from bulkdm.sandbox.ledger import Delivery, Entry, Ledger, pair_key
 from bulkdm.sandbox.limits import Credits, SlidingWindows
 from bulkdm.sandbox.people import answers_of
 
@@ -35,6 +36,9 @@ class SandboxState:
         self.ids = IdSource()
         #: media id -> public URL, for history's ``mediaUrl``
         self.media_urls: dict[str, str] = {}
+        #: history pages served per conversation (its two user ids, lower first): what a
+        #: provider bills reading replies for
+        self.history_reads: Counter[tuple[str, str]] = Counter()
         self.config = config
         self._restart_limits()
 
@@ -58,6 +62,7 @@ class SandboxState:
         self.ledger.clear()
         self.actions.clear()
         self.media_urls.clear()
+        self.history_reads.clear()
         self._restart_limits()
 
     def _restart_limits(self) -> None:
@@ -74,6 +79,11 @@ class SandboxState:
         if self.dice.read_throttled():
             return 1.0
         return self.read_windows.admit(api_key)
+
+    def history_page(self, user_a: str, user_b: str) -> Sequence[Entry]:
+        """The conversation of two users, counted as one history page served."""
+        self.history_reads[pair_key(user_a, user_b)] += 1
+        return self.ledger.conversation(user_a, user_b)
 
     def api_key_valid(self, api_key: str) -> bool:
         allowed = self.config.valid_api_keys

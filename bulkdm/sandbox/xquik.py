@@ -350,7 +350,7 @@ class XquikRoutes:
             return refusal
         state = self._state
         account_id = state.directory.sender_id(request.query["account"])
-        entries = state.ledger.conversation(account_id, request.match_info["userId"])
+        entries = state.history_page(account_id, request.match_info["userId"])
         page = page_newest_first(entries, request.query.get("cursor"),
                                  min(HISTORY_PAGE_SIZE, state.config.history_page_size))
         if page is None:
