@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import socket
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Final, Self
 from bulkdm.errors import CheckpointLockedError
 from bulkdm.timestamps import local_time
 
-__all__ = ["RunLock"]
+__all__ = ["RunLock", "maybe_running"]
 
 #: opens of a lock file removed under us before we give up (each needs a holder to exit)
 _MAX_TRIES: Final = 100
@@ -81,3 +82,29 @@ class RunLock:
                 os.unlink(self.path)
             os.close(self._fd)  # releases the lock
             self._fd = None
+
+
+def maybe_running(checkpoint: Path) -> bool:
+    """Whether a process may hold ``checkpoint``'s run lock now, without taking it (a reader
+    that took it, even for a moment, could make a run starting then fail as locked): False
+    when no lock file is there, or its holder on this host is gone (``kill -9`` leaves the
+    file); True when it lives, or runs on another host."""
+    path = checkpoint.with_name(checkpoint.name + ".lock")
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    match = _HOLDER.match(text)
+    if match is None or match["host"] != socket.gethostname():
+        return True
+    try:
+        os.kill(int(match["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it lives, as another user
+        return True
+    return True
+
+
+#: what a holder writes in the lock file (see RunLock.__enter__)
+_HOLDER: Final = re.compile(r"pid (?P<pid>\d+) on (?P<host>\S+) since ")

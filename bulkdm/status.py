@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Final
@@ -9,6 +10,7 @@ from typing import Final
 from bulkdm.checkpoint import Checkpoint, SenderRecord
 from bulkdm.progress import format_duration
 from bulkdm.rows import UNBOUND, RowState
+from bulkdm.runlock import maybe_running
 from bulkdm.timestamps import iso_utc, parse_iso
 
 __all__ = ["SenderStatus", "Status", "read_status", "status_text"]
@@ -63,7 +65,10 @@ async def read_status(checkpoint: Checkpoint) -> Status:
     now_s = time.time()
     last_run = await checkpoint.last_run()
     rows_left = bool(counts[RowState.PENDING.value] + counts[RowState.UNKNOWN.value])
-    held = _held(last_run, now_s, rows_left=rows_left)
+    running = await asyncio.to_thread(maybe_running, checkpoint.path)
+    if "waits_until" in last_run and not running:
+        last_run = _gone(last_run)
+    held = _held(last_run, now_s, rows_left=rows_left, running=running)
     waits = _waits(await checkpoint.sender_waits(), now_s, rows_left=rows_left,
                    accounts=set(waiting) | set(records) | set(sent),
                    blocked={a for a, r in records.items() if _sender_state(
@@ -140,7 +145,17 @@ class _Held:
     until_s: float = 0.0
 
 
-def _held(last_run: dict[str, str], now_s: float, *, rows_left: bool) -> _Held | None:
+def _gone(last_run: dict[str, str]) -> dict[str, str]:
+    """The last run as recorded by an ``--until-done`` run waiting out an outage whose process
+    is gone (``kill -9``): it tries nothing again."""
+    kept = {k: v for k, v in last_run.items() if k not in ("waits_for", "waits_until")}
+    detail = last_run.get("detail", "").split("; --until-done waits out")[0]
+    return kept | {"detail": f"{detail}; the --until-done run that waited is gone: run the "
+                             "same command to resume"}
+
+
+def _held(last_run: dict[str, str], now_s: float, *, rows_left: bool,
+          running: bool) -> _Held | None:
     """Rows left after a paused run wait for a cap, a rest or a window: no sender is "done"
     (paused). While an ``--until-done`` run waits out an outage, its senders wait for what
     did not answer, until the run tries again (a wait already over: the run went on, or its
@@ -150,7 +165,7 @@ def _held(last_run: dict[str, str], now_s: float, *, rows_left: bool) -> _Held |
     if last_run.get("finish_reason") == "paused":
         return _Held(state="paused")
     until = parse_iso(last_run.get("waits_until"))
-    if until is None or until.timestamp() <= now_s:
+    if until is None or until.timestamp() <= now_s or not running:
         return None
     return _Held(state=_WAITING, until_s=until.timestamp(),
                  why=f"for {last_run.get('waits_for', 'the provider')} to answer again; "

@@ -246,3 +246,25 @@ async def test_status_while_a_run_sleeps_through_a_full_window_says_its_senders_
     free_s = datetime.fromisoformat(senders["alice"]["next_due_at"]).timestamp()
     assert 86_000 < free_s - time.time() <= 87_500  # when the first of the two sends leaves
     assert senders["(any sender)"]["next_due_at"] == senders["alice"]["next_due_at"]
+
+
+async def test_status_after_an_until_done_run_killed_while_waiting_out_an_outage(
+    tmp_path: Path,
+) -> None:
+    """``kill -9`` while the run waits out an outage: status said its senders waited and the
+    run would try again at a time, with no process left to do it (QA)."""
+    rows = [{"recipient_id": str(76_000 + i), "first_name": "x"} for i in range(6)]
+    async with running_sandbox(SandboxConfig(faults=Faults(fail_rate=1.0))) as sb:
+        campaign = write_campaign(tmp_path, rows, url=sb.xquik_url, sender_rate="100/1s",
+                                  extra='outage_wait = "1h"')
+        process = await start("run", str(campaign), "--until-done", "--progress", "none")
+        await _outage_line(process, [])
+        process.kill()
+        await finish(process, timeout_s=10)
+        status = await bulkdm("status", str(campaign))
+        as_json = orjson.loads((await bulkdm("status", str(campaign), "--json")).stdout)
+    assert "waiting" not in status.stdout and "tries again at" not in status.stdout, \
+        status.stdout
+    assert "the --until-done run that waited is gone: run the same command to resume" \
+        in status.stdout, status.stdout
+    assert "waits_until" not in as_json["last_run"], as_json["last_run"]
