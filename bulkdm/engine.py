@@ -135,6 +135,10 @@ class _Sender:
         self.free_at_s: float | None = None
         #: the shared ledger's reservations for the slot just taken (None: no ledger)
         self.ticket: Ticket | None = None
+        #: the ledger's last refusal (another campaign's turn, or its sends filling a window)
+        #: and until when: shown while it holds
+        self.pool_note: str | None = None
+        self.pool_until_s = 0.0
         self.idle = asyncio.Event()
         self.idle.set()
 
@@ -674,7 +678,7 @@ class Engine:
             await self._share_ramp(self._pool, sender, cap)
             answer = await self._pool.ticket(sender.account)
             if isinstance(answer, Ticket):
-                sender.ticket = answer
+                sender.ticket, sender.pool_until_s = answer, 0.0
                 return self._drew(sender, at_s)
             self._give_back(sender, at_s)
             if not await self._wait_for_pool(sender, answer):
@@ -788,6 +792,8 @@ class Engine:
             return False
         if refusal.reason.startswith("resting"):
             sender.limiter.rest_until(refusal.next_s)
+        sender.pool_note = f"{refusal.reason} (all campaigns)"
+        sender.pool_until_s = refusal.next_s
         wait_s = refusal.next_s - now
         # a long wait (a daily cap of all campaigns) is one sleep; a short one asks again in a
         # second, as another campaign may release its reservation

@@ -56,7 +56,7 @@ from bulkdm.sandbox import SandboxConfig, running_sandbox
 from bulkdm.secrets import Secret, read_secret
 from bulkdm.settings import ProviderName, RunSettings, Settings, token_env_of
 from bulkdm.timestamps import iso_utc, local_time
-from bulkdm.waits import next_send_at_s, time_left_s, wait_reason
+from bulkdm.waits import clock_time, next_send_at_s, time_left_s, wait_reason
 
 __all__ = ["ExitCode", "RunOptions", "campaign_provider", "run_campaign"]
 
@@ -79,6 +79,8 @@ class _SenderLike(Protocol):
     note: str | None
     sent: int
     limiter: WindowLimiter
+    pool_note: str | None
+    pool_until_s: float
 
 
 class ExitCode(IntEnum):
@@ -594,15 +596,20 @@ def _sender_view(engine: Engine, sender: _SenderLike, now_s: float) -> SenderVie
                           next_slot_in_s=None, note=sender.note)
     reason = wait_reason(sender.limiter, engine.api_key_limiter, now_s,
                          jitter_due_s=engine.jitter_due_s(sender.account))
+    pooled = sender.pool_until_s > now_s  # the shared ledger holds it back
     if sender.limiter.is_resting(now_s):
         state = "resting"
-    elif state == "ready" and reason is not None:
+    elif state == "ready" and (reason is not None or pooled):
         state = "waiting"
     note = sender.note
+    if note is None and pooled and state != "done":
+        note = f"{sender.pool_note} until {clock_time(sender.pool_until_s)}"
     if note is None and reason is not None and state != "done":
         note = reason.text(now_s)
+    next_s = max(engine.next_slot_in_s(sender.account),
+                 sender.pool_until_s - now_s if pooled else 0.0)
     return SenderView(account=sender.account, state=state, sent=sender.sent,
-                      next_slot_in_s=max(0.0, engine.next_slot_in_s(sender.account)), note=note)
+                      next_slot_in_s=max(0.0, next_s), note=note)
 
 
 def _resume_command(options: RunOptions) -> str:

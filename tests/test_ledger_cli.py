@@ -312,3 +312,26 @@ async def test_a_retry_after_on_the_api_key_holds_across_a_kill(tmp_path: Path) 
     after = [at for at, _ in _attempts(checkpoint) if at >= restarted_s]
     # the key's rest ends when the first DM leaves the provider's 10 s window (whole seconds)
     assert after and min(after) >= first_delivery_s + 9.9, (after, first_delivery_s)
+
+
+async def test_a_campaign_waiting_for_anothers_turn_says_so(tmp_path: Path) -> None:
+    """Two campaigns taking turns on one account: the one waiting showed its sender 'ready',
+    with no progress and no word of why (QA)."""
+    paths = []
+    async with running_sandbox() as sb:
+        for folder, first_id in (("a", 7000), ("b", 7100)):
+            (tmp_path / folder).mkdir()
+            rows = [{"recipient_id": str(first_id + i), "first_name": "x"} for i in range(6)]
+            path = write_campaign(tmp_path / folder, rows, url=sb.xquik_url, senders=("s1",),
+                                  sender_rate="1/1s", extra='progress_interval = "100ms"')
+            paths.append(path)
+        processes = [await start("run", str(p), "--progress", "plain", env=pool_env())
+                     for p in paths]
+        done = [await finish(p, timeout_s=60) for p in processes]
+        ledger = await delivered(sb.root_url)
+    assert [d.code for d in done] == [0, 0], [d.stdout + d.stderr for d in done]
+    assert len(ledger) == 12
+    waited = [line for d in done for line in d.stdout.splitlines()
+              if "(s1: another campaign's turn (campaigns sharing it take turns of 10s) (all "
+                 "campaigns) until " in line]
+    assert waited and all("senders: 1 waiting" in line for line in waited), done[0].stdout
