@@ -129,6 +129,7 @@ def _plan_arguments(parser: argparse.ArgumentParser) -> None:
 async def _plan(args: argparse.Namespace) -> int:
     # imported here so `bulkdm --help` does not load SQLite and the planner
     from bulkdm.checkpoint import Checkpoint
+    from bulkdm.ownership import refuse_a_copy
     from bulkdm.planner import ensure_plan, planned_settings
     from bulkdm.report import format_report, with_account_waits
     from bulkdm.runlock import RunLock
@@ -141,6 +142,8 @@ async def _plan(args: argparse.Namespace) -> int:
         try:
             report = await ensure_plan(args.campaign, settings, checkpoint, amend=args.amend,
                                        errors_limit=None if args.errors else 20)
+            # where it was planned: a copy of the folder made before its first run is one
+            await refuse_a_copy(checkpoint)
             # with the plan's identity: the ledger tells this campaign from one of its name
             notes, waits, first_sends = await _pool_view(
                 await planned_settings(settings, checkpoint))

@@ -161,3 +161,21 @@ async def test_a_moved_folder_goes_on_when_its_handoff_file_starts_with_many_uns
     assert first.code == 0, first.stdout + first.stderr
     assert again.code == 0, again.stdout + again.stderr
     assert len(handoff_lines(archive / "camp.handoff.jsonl")) == 1_101
+
+
+async def test_a_copy_made_after_the_plan_and_before_any_run_is_refused(tmp_path: Path) -> None:
+    """Planned, then the folder copied: both copies would send every row."""
+    rows: list[dict[str, object]] = [{"recipient_id": str(68_500 + i), "first_name": "a"}
+                                     for i in range(3)]
+    original, copy = tmp_path / "original", tmp_path / "copy"
+    original.mkdir()
+    async with running_sandbox() as sb:
+        campaign = write_campaign(original, rows, url=sb.xquik_url)
+        planned = await bulkdm("plan", str(campaign))
+        shutil.copytree(original, copy)
+        copied = await bulkdm("run", str(copy / "camp.jsonl"), "--progress", "none")
+        first = await bulkdm("run", str(campaign), "--progress", "none")
+        delivered = Counter(d.recipient_id for d in sb.ledger)
+    assert planned.code == 0 and first.code == 0, planned.stdout + first.stdout + first.stderr
+    assert copied.code == 1 and "is a copy of the campaign at" in copied.stderr, copied.stderr
+    assert set(delivered.values()) == {1} and len(delivered) == 3
