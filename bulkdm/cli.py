@@ -18,7 +18,7 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -29,6 +29,7 @@ from bulkdm import cli_optouts, cli_replies
 from bulkdm.errors import BulkdmError, CheckpointError, ConfigError, StorageError
 from bulkdm.loops import loop_factory
 from bulkdm.naming import CHECKPOINT_SUFFIX, HANDOFF_SUFFIX, beside, checkpoint_of
+from bulkdm.rates import Rate
 from bulkdm.sandbox import cli as sandbox_cli
 from bulkdm.settings import COMMAND_LINE, Settings, load_settings
 
@@ -145,12 +146,12 @@ async def _plan(args: argparse.Namespace) -> int:
             # where it was planned: a copy of the folder made before its first run is one
             await refuse_a_copy(checkpoint)
             # with the plan's identity: the ledger tells this campaign from one of its name
-            notes, waits, first_sends = await _pool_view(
-                await planned_settings(settings, checkpoint))
-            if waits:  # the duration counts what each account can still send, by the ledger,
-                # and where each is on its warm-up ramp
-                report = await with_account_waits(report, checkpoint, settings, waits,
-                                                  first_sends)
+            view = await _pool_view(await planned_settings(settings, checkpoint))
+            notes = view.notes
+            if view.waits:  # the duration counts what each account can still send, by the
+                # ledger, every campaign's windows, and where each is on its warm-up ramp
+                report = await with_account_waits(report, checkpoint, settings, view.waits,
+                                                  view.first_sends, rates=view.rates)
         finally:
             await checkpoint.close()
     if args.json:
@@ -164,19 +165,27 @@ async def _plan(args: argparse.Namespace) -> int:
     return 0 if report.rows.valid else 3
 
 
-async def _pool_view(
-    settings: Settings,
-) -> tuple[list[str], dict[str, float], dict[str, float]]:
-    """Where another campaign sets other limits for one of this campaign's accounts, how long
-    each account waits before it may send (every campaign's sends, its rest), and each
-    account's first send (where its warm-up ramp counts from)."""
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _PoolView:
+    """What the ledger tells a plan: where another campaign sets other limits for one of this
+    campaign's accounts (``notes``), how long each account waits before it may send (every
+    campaign's sends, its rest), each account's first send (where its warm-up ramp counts
+    from), and each account's windows under a day as every campaign set them."""
+
+    notes: list[str] = field(default_factory=list)
+    waits: dict[str, float] = field(default_factory=dict)
+    first_sends: dict[str, float] = field(default_factory=dict)
+    rates: dict[str, tuple[Rate, ...]] = field(default_factory=dict)
+
+
+async def _pool_view(settings: Settings) -> _PoolView:
     from bulkdm.ledger import account_subject, campaign_key, ledger_spec, open_ledger, realm_for
-    from bulkdm.ledger.view import account_waits, limit_notes
+    from bulkdm.ledger.view import account_waits, limit_notes, stricter_rates
 
     spec = ledger_spec(settings.accounts.ledger)
     if spec is None or (not spec.startswith("postgres")
                         and not await asyncio.to_thread(os.path.isfile, spec)):
-        return [], {}, {}  # no ledger yet: no other campaign to disagree with, nothing used
+        return _PoolView()  # no ledger yet: no other campaign to disagree with, nothing used
     ledger = await open_ledger(spec, now_s=time.time())
     realm = realm_for(settings.provider.base_url, sandbox=False)
     accounts = {s.account: s.windows for s in settings.senders}
@@ -185,9 +194,11 @@ async def _pool_view(
             ledger, realm=realm, now_s=time.time(), accounts=accounts,
             campaign=campaign_key(settings.campaign.name, settings.campaign.campaign_id))
         firsts = {a: await ledger.first_send(account_subject(realm, a)) for a in accounts}
-        return notes, await account_waits(ledger, realm=realm, accounts=accounts,
-                                          now_s=time.time()), \
-            {a: t for a, t in firsts.items() if t is not None}
+        return _PoolView(
+            notes=notes, first_sends={a: t for a, t in firsts.items() if t is not None},
+            waits=await account_waits(ledger, realm=realm, accounts=accounts, now_s=time.time()),
+            rates=await stricter_rates(ledger, realm=realm, accounts=accounts,
+                                       now_s=time.time()))
     finally:
         await ledger.close()
 

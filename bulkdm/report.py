@@ -563,11 +563,16 @@ async def build_report(
 
 async def with_account_waits(
     report: PlanReport, checkpoint: Checkpoint, settings: Settings, waits: Mapping[str, float],
-    first_sends: Mapping[str, float] | None = None,
+    first_sends: Mapping[str, float] | None = None, *,
+    rates: Mapping[str, tuple[Rate, ...]] | None = None,
 ) -> PlanReport:
     """``report`` with its duration (and its rows per sender) counting how long each account
-    waits before it may send (``waits``: from the account pool's ledger) and where each is on
-    its warm-up ramp (``first_sends``: each account's first send in the ledger)."""
+    waits before it may send (``waits``: from the account pool's ledger), where each is on its
+    warm-up ramp (``first_sends``: each account's first send in the ledger), and each
+    account's windows as every campaign set them (``rates``: the stricter hold)."""
+    if rates:
+        settings = replace(settings, senders=tuple(
+            replace(s, rates=rates.get(s.account) or s.rates) for s in settings.senders))
     counts = await checkpoint.sender_counts()
     senders = spread_unbound(settings, counts, waits)
     first_sends = first_sends or {}

@@ -335,3 +335,20 @@ async def test_a_campaign_waiting_for_anothers_turn_says_so(tmp_path: Path) -> N
               if "(s1: another campaign's turn (campaigns sharing it take turns of 10s) (all "
                  "campaigns) until " in line]
     assert waited and all("senders: 1 waiting" in line for line in waited), done[0].stdout
+
+
+async def test_plans_estimate_keeps_another_campaigns_stricter_window(tmp_path: Path) -> None:
+    """Another campaign set 1/5s for the accounts: every window holds for all, so the plan's
+    time is that pace's, not this campaign's own 100/1s (it said a second for 40 rows)."""
+    async with running_sandbox() as sb:
+        strict = campaign(tmp_path / "a", "welcome", 7200, 2, url=sb.xquik_url,
+                          sender_rate="1/5s")
+        loose = campaign(tmp_path / "b", "support", 7300, 40, url=sb.xquik_url,
+                         sender_rate="100/1s")
+        ran = await bulkdm("run", str(strict), "--progress", "none")
+        planned = await bulkdm("plan", str(loose), "--json")
+    assert ran.code == 0, ran.stdout + ran.stderr
+    report = orjson.loads(planned.stdout)
+    # 20 rows a sender at one per 5.1 s (the guard), less what fits at once
+    assert 90 <= report["duration"]["seconds"] <= 110, report["duration"]
+    assert any("the stricter wins" in note for note in report["account_limits"])

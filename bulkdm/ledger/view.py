@@ -21,7 +21,8 @@ from bulkdm.policies.warmup import DEFAULT_WARMUP
 from bulkdm.ratelimit import WindowLimiter
 from bulkdm.rates import Rate
 
-__all__ = ["AccountView", "WindowUse", "account_waits", "limit_notes", "pool_text", "read_pool"]
+__all__ = ["AccountView", "WindowUse", "account_waits", "limit_notes", "pool_text", "read_pool",
+           "stricter_rates"]
 
 #: campaigns shown as having used an account: those that registered it within this time
 _USED_WITHIN_S: Final = 8 * 86400.0
@@ -117,6 +118,20 @@ async def limit_notes(ledger: Ledger, *, realm: Realm, campaign: str,
                          f"every window holds for all of them, so the stricter wins: "
                          f"{rates_text(kept)}")
     return notes
+
+
+async def stricter_rates(ledger: Ledger, *, realm: Realm, accounts: Mapping[str, Sequence[Rate]],
+                         now_s: float) -> dict[str, tuple[Rate, ...]]:
+    """Each account's windows under a day as every campaign registered them (the stricter of
+    each period kept, this campaign's ``accounts`` among them): what a plan's duration takes.
+    Daily windows are left out: a ramping campaign registers its day's ramped cap, which the
+    estimate's own ramp would cut again."""
+    stricter = {}
+    for account, mine in accounts.items():
+        subject = account_subject(realm, account)
+        others = [c.rates for c in await ledger.limits(subject, now_s=now_s)]
+        stricter[account] = tuple(r for r in effective_rates(mine, *others) if r.period_s < _DAY_S)
+    return stricter
 
 
 async def account_waits(ledger: Ledger, *, realm: Realm, accounts: Mapping[str, Sequence[Rate]],
