@@ -809,6 +809,11 @@ class Checkpoint:
                                "COUNT(DISTINCT CASE WHEN opt_out THEN row_id END) FROM replies")
         return int(rows[0][0]), int(rows[0][1]), int(rows[0][2])
 
+    async def key_rest_until_s(self) -> float | None:
+        """Until when the API key rests (:func:`set_key_rest`; None: it never did)."""
+        rows = await self._all("SELECT value FROM meta WHERE key = ?", (_KEY_REST,))
+        return float(str(rows[0][0]).partition(" ")[0]) if rows else None
+
     async def ran_at(self) -> str | None:
         """Where the checkpoint was last run from (:func:`set_ran_at`)."""
         rows = await self._all("SELECT value FROM meta WHERE key = ?", (_RAN_AT,))
@@ -1410,6 +1415,16 @@ def set_sender_wait(*, account: str, until_s: float, reason: str) -> Write:
     cap raised in the settings holds at once."""
     return Write("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                  (_SENDER_WAIT + account, f"{until_s!r} {reason}"))
+
+
+#: a Retry-After on the API key, kept when no account ledger keeps it
+_KEY_REST: Final = "key.rest"
+
+
+def set_key_rest(*, until_s: float, reason: str) -> Write:
+    """No send with the API key before ``until_s`` (a Retry-After): a restart waits it out."""
+    return Write("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                 (_KEY_REST, f"{until_s!r} {reason}"))
 
 
 #: where the checkpoint was last run from

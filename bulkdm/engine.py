@@ -369,6 +369,9 @@ class Engine:
             for account, sender in self._senders.items():
                 sender.limiter.charge(await self._history(account, sender.limiter, now))
             self._key.charge(await self._history(None, self._key, now))
+            key_rest_s = await self._cp.key_rest_until_s()  # a Retry-After it answered
+            if key_rest_s is not None and key_rest_s > now:
+                self._key.rest_until(key_rest_s)
         by_handle = {account.casefold(): sender for account, sender in self._senders.items()}
         for record in await self._cp.sender_records():
             sender_run = by_handle.get(record.account.casefold())  # the settings may change case
@@ -1144,14 +1147,21 @@ class Engine:
         it stays unknown, never unbound nor sent under another key, and once out of attempts
         the conversation settles it (_settle_unknown), never a plain failure a retry file
         would send again."""
+        rested: list[Write] = []
         if outcome.code in _THROTTLE_CODES and outcome.retry_after_s:
             until_s = self._clock() + outcome.retry_after_s
             self._key.rest_until(until_s)
+            reason = f"{outcome.code} (Retry-After)"
             if self._pool is not None:  # every campaign, process and restart on the key:
                 # in the ledger before the checkpoint records the refusal (a kill between the
                 # two then still finds the rest)
-                await self._pool.rest_now(None, until_s=until_s,
-                                          reason=f"{outcome.code} (Retry-After)")
+                await self._pool.rest_now(None, until_s=until_s, reason=reason)
+            else:  # a restart of this campaign, with the refusal it answered
+                rested.append(cp.set_key_rest(until_s=until_s, reason=reason))
+        return [*rested, *await self._retry_row(row, outcome, unsettled=unsettled)]
+
+    async def _retry_row(self, row: RowRecord, outcome: Outcome, *,
+                         unsettled: bool) -> list[Write]:
         failures = await self._failures(row)
         delay_s = retry_delay_s(failures, self._settings.retry, retry_after_s=outcome.retry_after_s)
         if outcome.action is Action.VERIFY:

@@ -285,12 +285,15 @@ def _attempts(checkpoint: Path) -> list[tuple[float, str | None]]:
         return []
 
 
-async def test_a_retry_after_on_the_api_key_holds_across_a_kill(tmp_path: Path) -> None:
+@pytest.mark.parametrize("ledger", ["on", "off"])
+async def test_a_retry_after_on_the_api_key_holds_across_a_kill(tmp_path: Path,
+                                                                 ledger: str) -> None:
     """The provider's key allows 2 DMs in 10 s, the settings say 3 in 2 s: the third is
     answered 429 with a Retry-After until the first leaves the provider's window. The run is
     killed while it waits; the same command, started at once, waits out the rest of it (the
-    ledger keeps the key's rest), where it sent as its own 2 s window allowed, and was refused
-    again."""
+    ledger keeps the key's rest; without one, the checkpoint), where it sent as its own 2 s
+    window allowed, and was refused again."""
+    env = pool_env() if ledger == "on" else pool_env(BULKDM_LEDGER="off")
     async with running_sandbox(SandboxConfig(key_rates=(Rate(count=2, period_s=10.0),))) as sb:
         folder = tmp_path / "a"
         capped = campaign(folder, "welcome", 9700, 6, url=sb.xquik_url, sender_rate="100/1s")
@@ -299,13 +302,13 @@ async def test_a_retry_after_on_the_api_key_holds_across_a_kill(tmp_path: Path) 
             'rate = "100000/1s"', 'rate = "3/2s"'), encoding="utf-8")
         checkpoint = folder / "camp.bulkdm.sqlite"
         killed = await kill_when(await start("run", str(capped), "--progress", "none",
-                                             env=pool_env()),
+                                             env=env),
                                  lambda: any(c == "rate_limit_exceeded"
                                              for _, c in _attempts(checkpoint)))
         restarted_s = time.time()
         # the rows not tried yet are due at once: only the key's rest holds them back
         again = await kill_when(await start("run", str(capped), "--progress", "none",
-                                            env=pool_env()),
+                                            env=env),
                                 lambda: any(at >= restarted_s for at, _ in _attempts(checkpoint)))
         first_delivery_s = min(d.at_s for d in await delivered(sb.root_url))
     assert killed.code == again.code == -9, killed.stdout + killed.stderr + again.stderr
