@@ -1417,6 +1417,20 @@ def set_sender_wait(*, account: str, until_s: float, reason: str) -> Write:
                  (_SENDER_WAIT + account, f"{until_s!r} {reason}"))
 
 
+#: every table that names a sender, and its column (a sender is its handle, any case)
+_SENDER_COLUMNS: Final = (("rows", "sender"), ("attempts", "sender"), ("media", "sender"),
+                          ("uploads", "sender"), ("senders", "account"))
+
+
+def respell_senders(accounts: Iterable[str]) -> list[Write]:
+    """Each of ``accounts`` as the settings spell it, wherever the checkpoint holds it in
+    another case (``dora_x`` now written ``DORA_X``): its rows, attempts, media, uploads and
+    records are its own again, for every lookup by name (replies, claims, status)."""
+    return [Write(f"UPDATE OR REPLACE {table} SET {column} = ? WHERE {column} = ? "
+                  f"COLLATE NOCASE AND {column} != ?", (account, account, account))
+            for account in accounts for table, column in _SENDER_COLUMNS]
+
+
 #: a Retry-After on the API key, kept when no account ledger keeps it
 _KEY_REST: Final = "key.rest"
 

@@ -129,7 +129,7 @@ def _plan_arguments(parser: argparse.ArgumentParser) -> None:
 
 async def _plan(args: argparse.Namespace) -> int:
     # imported here so `bulkdm --help` does not load SQLite and the planner
-    from bulkdm.checkpoint import Checkpoint
+    from bulkdm.checkpoint import Checkpoint, respell_senders
     from bulkdm.ownership import refuse_a_copy
     from bulkdm.planner import ensure_plan, planned_settings
     from bulkdm.report import format_report, with_account_waits
@@ -145,6 +145,7 @@ async def _plan(args: argparse.Namespace) -> int:
                                        errors_limit=None if args.errors else 20)
             # where it was planned: a copy of the folder made before its first run is one
             await refuse_a_copy(checkpoint)
+            await checkpoint.submit(respell_senders(s.account for s in settings.senders))
             # with the plan's identity: the ledger tells this campaign from one of its name
             view = await _pool_view(await planned_settings(settings, checkpoint))
             notes = view.notes

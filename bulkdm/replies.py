@@ -148,6 +148,8 @@ async def sync_replies(
     :raises ProviderError: the provider refuses every read (a bad key, no credits).
     """
     report = SyncReport()
+    # rows sent under another case of the account's name (the settings respelled it)
+    await checkpoint.submit(cp.respell_senders(auths))
     reader = _Reader(provider=provider, settings=settings, report=report, sleep=sleep,
                      budget=budget)
     rules = OptOutRules(settings.replies.opt_out)

@@ -14,7 +14,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Final, Protocol, TextIO
 
-from bulkdm.checkpoint import Checkpoint, set_last_run
+from bulkdm.checkpoint import Checkpoint, respell_senders, set_last_run
 from bulkdm.collector import tuned_collector
 from bulkdm.engine import Engine, FinishReason, RunReport, SenderState
 from bulkdm.errors import (
@@ -127,6 +127,7 @@ async def run_campaign(
             report = await ensure_plan(options.campaign, settings, checkpoint,
                                        delimiter=options.delimiter, amend=options.amend)
             await refuse_a_copy(checkpoint)  # recorded with the plan (a new one replaces meta)
+            await checkpoint.submit(respell_senders(s.account for s in settings.senders))
             if report.status != "unchanged":
                 # a new plan's invalid rows are shown before anything is sent
                 stream.write(format_report(report) + "\n\n")

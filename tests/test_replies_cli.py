@@ -366,6 +366,27 @@ async def test_a_stop_answering_a_dm_in_doubt_opts_the_person_out(tmp_path: Path
     assert [o["username"] for o in orjson.loads(listed.stdout)["opt_outs"]] == ["stopper_gil"]
 
 
+async def test_replies_after_the_settings_respell_the_senders_account(tmp_path: Path) -> None:
+    """The settings' ``alice`` written ``ALICE`` (the same handle; the amend kept every row):
+    replies read no conversation ('sender_not_configured', exit 4) and the STOPs were never
+    recorded (QA)."""
+    async with running_sandbox(SMALL_PAGES) as sb:
+        campaign = await _sent_and_answered(sb, tmp_path, "xquik")
+        settings = tmp_path / "camp.toml"
+        settings.write_text(settings.read_text().replace('account = "alice"',
+                                                         'account = "ALICE"'))
+        amended = await bulkdm("plan", str(campaign), "--amend")
+        synced = await bulkdm("replies", str(campaign), "--json")
+        status = await bulkdm("status", str(campaign))
+    assert amended.code == 0, amended.stdout + amended.stderr
+    assert synced.code == 0, synced.stdout + synced.stderr
+    result = orjson.loads(synced.stdout)
+    assert result["new_replies"] == ANSWERS and result["new_opt_outs"] == 2, result
+    # one account, one line
+    assert "sender ALICE:" in status.stdout and "sender alice:" not in status.stdout, \
+        status.stdout
+
+
 async def test_a_campaign_folder_moved_between_runs_goes_on_with_its_own_files(
         tmp_path: Path) -> None:
     """The folder moved (or synced to another machine) after a run and a replies sync: the next
