@@ -1409,6 +1409,14 @@ def set_last_run(*, finish_reason: str, detail: str | None, ended_at: str,
 _SENDER_WAIT: Final = "wait."
 
 
+def clear_sender_waits(account: str | None = None) -> Write:
+    """Forget the long waits recorded for ``account`` (None: every sender's): it waits no
+    more, or a new run reads its windows afresh (a cap raised since)."""
+    if account is None:
+        return Write("DELETE FROM meta WHERE key LIKE ?", (_SENDER_WAIT + "%",))
+    return Write("DELETE FROM meta WHERE key = ?", (_SENDER_WAIT + account,))
+
+
 def set_sender_wait(*, account: str, until_s: float, reason: str) -> Write:
     """``account`` sends nothing before ``until_s`` in a run that waits for it (``reason``):
     what ``status`` shows meanwhile. Never a rest: a restart reads its windows afresh, so a

@@ -359,7 +359,8 @@ class Engine:
 
     async def _restore(self) -> None:
         now = self._clock()
-        await self._submit([cp.unsettle_in_flight(settle_after_s=self._settle_after_s)])
+        await self._submit([cp.unsettle_in_flight(settle_after_s=self._settle_after_s),
+                            cp.clear_sender_waits()])
         self.counts.update(await self._cp.state_counts())
         self._spent.update(dict(zip(_BILLED, await self._cp.spend_counts(), strict=True)))
         if self._pool is not None:
@@ -784,6 +785,7 @@ class Engine:
             await self._submit([cp.set_sender_wait(account=sender.account, until_s=now + wait_s,
                                                    reason=reason)])
             await self._sleep(wait_s)
+            await self._submit([cp.clear_sender_waits(sender.account)])
 
     async def _wait_for_pool(self, sender: _Sender, refusal: Refusal) -> bool:
         """Wait (a second at most before asking again: others may release) for the ledger's

@@ -69,7 +69,7 @@ async def read_status(checkpoint: Checkpoint) -> Status:
     if "waits_until" in last_run and not running:
         last_run = _gone(last_run)
     held = _held(last_run, now_s, rows_left=rows_left, running=running)
-    waits = _waits(await checkpoint.sender_waits(), now_s, rows_left=rows_left,
+    waits = _waits(await checkpoint.sender_waits(), now_s, rows_left=rows_left, running=running,
                    accounts=set(waiting) | set(records) | set(sent),
                    blocked={a for a, r in records.items() if _sender_state(
                        r, now_s, waiting=0, held=None) in ("out", "resting")})
@@ -173,20 +173,22 @@ def _held(last_run: dict[str, str], now_s: float, *, rows_left: bool,
 
 
 def _waits(recorded: dict[str, tuple[float, str]], now_s: float, *, rows_left: bool,
-           accounts: set[str], blocked: set[str]) -> dict[str, _Held]:
+           running: bool, accounts: set[str], blocked: set[str]) -> dict[str, _Held]:
     """The senders a run waits for (a daily cap, a send window) while rows are left, and the
     rows bound to none when every other sender waits too, is out or rests (``blocked``):
     until the first is free."""
     if not rows_left:
         return {}
-    held = {account: _Held(state=_WAITING, why=why, until_s=until_s)
+    # a run killed while it slept: the window still holds, but no run waits for it
+    gone = "" if running else "; no run waits for it now: run the same command to resume"
+    held = {account: _Held(state=_WAITING, why=why + gone, until_s=until_s)
             for account, (until_s, why) in recorded.items() if until_s > now_s}
     named = accounts - {UNBOUND}
     if UNBOUND in accounts and held and named <= held.keys() | blocked:
         first = min(held.values(), key=lambda h: h.until_s)
         held[UNBOUND] = _Held(state=_WAITING, until_s=first.until_s,
                               why=f"every sender waits; the first is free at "
-                                  f"{iso_utc(first.until_s)}")
+                                  f"{iso_utc(first.until_s)}{gone}")
     return held
 
 
