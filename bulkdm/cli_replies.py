@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -109,15 +110,19 @@ async def _sync(checkpoint: Checkpoint, settings: Settings, meta: PlanMeta,
         sync_replies,
         write_replies_file,
     )
+    from bulkdm.runlock import RunLock
     from bulkdm.runner import campaign_provider
 
     out = args.out or beside(campaign, REPLIES_SUFFIX)
     await refuse_own_files(out, checkpoint, meta, keep=REPLIES_FILE,
                            instead="write replies to another file")
-    # with a spend cap, the reads count with what the campaign's runs spent
-    budget = CappedReads(settings, await checkpoint.spend_counts()) \
-        if settings.campaign.spend_cap.set else None
-    with replies_lock(checkpoint.path):
+    capped = settings.campaign.spend_cap.set
+    # with a spend cap, the reads count with what the campaign's runs spent, and no run
+    # spends meanwhile (each would count against the cap without seeing the other's spending:
+    # a run's own syncs read within it): the run's lock is held, or the command is refused
+    with RunLock(checkpoint.path) if capped else contextlib.nullcontext(), \
+            replies_lock(checkpoint.path):
+        budget = CappedReads(settings, await checkpoint.spend_counts()) if capped else None
         # before anything is read: a file that is not this campaign's is refused at no cost
         out = await claim_replies_file(checkpoint, out)
         ledger = await open_store(settings)

@@ -3,12 +3,13 @@ checkpoint, so a restart keeps counting."""
 
 from __future__ import annotations
 
+import signal
 import sqlite3
 from contextlib import closing
 from pathlib import Path
 
 from bulkdm.sandbox import Faults, SandboxConfig, running_sandbox
-from tests.clikit import bulkdm, env_for, finish, handoff_lines, start, write_campaign
+from tests.clikit import bulkdm, env_for, finish, handoff_lines, start, wait_for, write_campaign
 
 ROWS = [{"recipient_id": str(95_000 + i), "first_name": "x"} for i in range(10)]
 
@@ -136,3 +137,21 @@ async def test_replies_reads_within_the_campaigns_cap_and_stops_before_crossing_
     assert _read_costs(tmp_path) == (3, 2)  # pages, and the messages they held (the DMs)
     assert conversations_read == 2
     assert again.code == 5 and _read_costs(tmp_path) == (3, 2)  # nothing more was read
+
+
+async def test_replies_with_a_spend_cap_does_not_spend_beside_a_run(tmp_path: Path) -> None:
+    """``replies`` beside a run of a capped campaign: each counted against the cap without
+    seeing the other's spending, and together they spent past it (QA: 233 credits of 200).
+    With a cap, ``replies`` holds the run's lock: refused while a run sends."""
+    async with running_sandbox() as sb:
+        campaign = _capped(tmp_path, sb.xquik_url, "max_credits = 1000")
+        settings = tmp_path / "camp.toml"
+        settings.write_text(settings.read_text().replace('rate = "100/1s"', 'rate = "1/1s"'))
+        running = await start("run", str(campaign), "--progress", "none", env=env_for())
+        await wait_for(lambda: len(sb.ledger) >= 1)
+        beside = await bulkdm("replies", str(campaign), env=env_for())
+        running.send_signal(signal.SIGINT)
+        await finish(running, timeout_s=15)
+    assert beside.code == 1, beside.stdout + beside.stderr
+    assert "is in use by another run" in beside.stderr, beside.stderr
+    assert _read_costs(tmp_path) == (0, 0)  # it read nothing
