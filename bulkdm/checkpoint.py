@@ -814,6 +814,12 @@ class Checkpoint:
         rows = await self._all("SELECT value FROM meta WHERE key = ?", (_KEY_REST,))
         return float(str(rows[0][0]).partition(" ")[0]) if rows else None
 
+    async def run_tokens(self) -> set[str]:
+        """The campaign's tokens this checkpoint holds (:func:`set_run_tokens`), or none."""
+        marks = ", ".join("?" * len(_RUN_TOKENS))
+        rows = await self._all(f"SELECT value FROM meta WHERE key IN ({marks})", _RUN_TOKENS)
+        return {str(value) for value, in rows}
+
     async def ran_at(self) -> str | None:
         """Where the checkpoint was last run from (:func:`set_ran_at`)."""
         rows = await self._all("SELECT value FROM meta WHERE key = ?", (_RAN_AT,))
@@ -1451,6 +1457,17 @@ def set_key_rest(*, until_s: float, reason: str) -> Write:
 
 #: where the checkpoint was last run from
 _RAN_AT: Final = "checkpoint.ran_at"
+#: the token this checkpoint holds in the account ledger for its campaign, and the ledger's
+#: token it took it from (see ownership.claim_the_campaign)
+_RUN_TOKENS: Final = ("checkpoint.token", "checkpoint.token_before")
+
+
+def set_run_tokens(*, token: str, before: str | None) -> list[Write]:
+    """The checkpoint takes the campaign's ``token`` in the ledger, from ``before``."""
+    sql = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"
+    return [Write("DELETE FROM meta WHERE key = ?", (_RUN_TOKENS[1],)),
+            Write(sql, (_RUN_TOKENS[0], token)),
+            *([Write(sql, (_RUN_TOKENS[1], before))] if before is not None else [])]
 
 
 def set_ran_at(path: str) -> Write:

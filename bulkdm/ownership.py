@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,9 +27,10 @@ from bulkdm.naming import HANDOFF_SUFFIX, beside
 
 if TYPE_CHECKING:
     from bulkdm.checkpoint import Checkpoint, PlanMeta
+    from bulkdm.ledger import Ledger
 
-__all__ = ["HANDOFF_FILE", "REPLIES_FILE", "claim_replies_file", "moved_here", "own_files",
-           "refuse_a_copy", "refuse_own_files"]
+__all__ = ["HANDOFF_FILE", "REPLIES_FILE", "claim_replies_file", "claim_the_campaign",
+           "moved_here", "own_files", "refuse_a_copy", "refuse_own_files"]
 
 #: what :func:`own_files` calls a handoff file
 HANDOFF_FILE = "handoff file"
@@ -119,6 +121,37 @@ async def refuse_a_copy(checkpoint: Checkpoint) -> None:
                 "place (move a campaign's folder, do not copy it); to send the file again as "
                 "a new campaign, plan it into a new checkpoint (--checkpoint)")
     await checkpoint.submit([cp.set_ran_at(str(here))])
+
+
+async def claim_the_campaign(checkpoint: Checkpoint, ledger: Ledger, *, now_s: float) -> None:
+    """Take the campaign's token in the account ledger, unless another checkpoint of the
+    campaign (a copy of this one) took it since this one last did: the ledger keeps the token
+    of the checkpoint that ran last, and each run passes it on. A copy whose original was
+    renamed or synced elsewhere is refused so (the local check, :func:`refuse_a_copy`, finds
+    no original). The new token is in the checkpoint before the ledger: a kill between the
+    two leaves the ledger's, which the checkpoint still accepts.
+
+    :raises CheckpointError: a copy ran since, or started at the same moment.
+    """
+    meta = await checkpoint.plan_meta()
+    if meta is None or not meta.campaign_id:
+        return
+    current = await ledger.run_token(meta.campaign_id)
+    if current is not None and current not in await checkpoint.run_tokens():
+        raise CheckpointError(
+            f"{checkpoint.path} is a copy of campaign {meta.campaign} that another copy has "
+            f"run since (the account ledger {ledger.location} says so): two copies of one "
+            "campaign would each send the rows left. Run the copy that ran last (move a "
+            "campaign's folder, do not copy it); to send the file again as a new campaign, "
+            "plan it into a new checkpoint (--checkpoint)")
+    token = secrets.token_hex(8)
+    await checkpoint.submit(cp.set_run_tokens(token=token, before=current))
+    await checkpoint.flush()
+    if not await ledger.pass_run(meta.campaign_id, from_token=current, to_token=token,
+                                 now_s=now_s):
+        raise CheckpointError(
+            f"{checkpoint.path}: another copy of campaign {meta.campaign} started at the same "
+            "moment; run one copy of a campaign at a time")
 
 
 async def moved_here(checkpoint: Checkpoint, path: Path, *, kind: str) -> bool:

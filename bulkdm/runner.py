@@ -27,9 +27,9 @@ from bulkdm.errors import (
 )
 from bulkdm.ledger import AccountPool, campaign_key, ledger_spec, open_ledger, realm_for
 from bulkdm.naming import beside
-from bulkdm.optouts import campaign_realm
+from bulkdm.optouts import campaign_realm, open_store
 from bulkdm.outbox import Outbox
-from bulkdm.ownership import claim_replies_file, refuse_a_copy
+from bulkdm.ownership import claim_replies_file, claim_the_campaign, refuse_a_copy
 from bulkdm.planner import ensure_plan, planned_settings
 from bulkdm.progress import (
     Progress,
@@ -128,6 +128,7 @@ async def run_campaign(
                                        delimiter=options.delimiter, amend=options.amend)
             await refuse_a_copy(checkpoint)  # recorded with the plan (a new one replaces meta)
             await checkpoint.submit(respell_senders(s.account for s in settings.senders))
+            await _claim_the_campaign(checkpoint, settings, environ)
             if report.status != "unchanged":
                 # a new plan's invalid rows are shown before anything is sent
                 stream.write(format_report(report) + "\n\n")
@@ -146,6 +147,17 @@ async def run_campaign(
                                                        checkpoint)
         finally:
             await checkpoint.close()
+
+
+async def _claim_the_campaign(checkpoint: Checkpoint, settings: Settings,
+                              environ: Mapping[str, str] | None) -> None:
+    """This checkpoint runs the campaign, by the account ledger (off: the local check only)."""
+    ledger = await open_store(settings, environ)
+    if ledger is not None:
+        try:
+            await claim_the_campaign(checkpoint, ledger, now_s=time.time())
+        finally:
+            await ledger.close()
 
 
 #: how a start of the run ended: its exit code, its report, and the ledger error that stopped it

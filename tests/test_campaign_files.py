@@ -179,3 +179,29 @@ async def test_a_copy_made_after_the_plan_and_before_any_run_is_refused(tmp_path
     assert planned.code == 0 and first.code == 0, planned.stdout + first.stdout + first.stderr
     assert copied.code == 1 and "is a copy of the campaign at" in copied.stderr, copied.stderr
     assert set(delivered.values()) == {1} and len(delivered) == 3
+
+
+async def test_a_copy_whose_original_was_renamed_is_refused_once_the_other_ran(
+    tmp_path: Path,
+) -> None:
+    """Copied mid-campaign, then the original renamed (archived): no original at its old
+    place, so both copies went on and each sent the rows left (QA). The account ledger keeps
+    which checkpoint of the campaign ran last; the other copy is refused."""
+    rows: list[dict[str, object]] = [{"recipient_id": str(68_700 + i), "first_name": "a"}
+                                     for i in range(8)]
+    original, copy, archived = tmp_path / "original", tmp_path / "copy", tmp_path / "archived"
+    original.mkdir()
+    async with running_sandbox() as sb:
+        campaign = write_campaign(original, rows, url=sb.getxapi_url, provider="getxapi",
+                                  sender_rate="2/1s")
+        await kill_when(await start("run", str(campaign), "--progress", "none"),
+                        lambda: len(sb.ledger) >= 2)
+        shutil.copytree(original, copy)
+        original.rename(archived)
+        first = await bulkdm("run", str(copy / "camp.jsonl"), "--progress", "none")
+        second = await bulkdm("run", str(archived / "camp.jsonl"), "--progress", "none")
+        delivered = Counter(d.recipient_id for d in sb.ledger)
+    assert first.code == 0, first.stdout + first.stderr
+    assert second.code == 1, second.stdout + second.stderr
+    assert "that another copy has run since" in second.stderr, second.stderr
+    assert set(delivered.values()) == {1} and len(delivered) == 8

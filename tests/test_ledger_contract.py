@@ -432,3 +432,16 @@ async def test_a_sqlite_ledger_from_before_the_totals_counts_what_it_holds(
             "SELECT COUNT(*) FROM reservations").fetchall() == [(7,)]
     finally:
         check.close()
+
+
+async def test_the_campaigns_token_passes_only_from_the_token_it_holds(connect: Opener) -> None:
+    one, two = await connect(), await connect()
+    assert await one.run_token("c1") is None
+    assert await one.pass_run("c1", from_token=None, to_token="t1", now_s=NOW)
+    # a second checkpoint that read "none" too loses: the first passed it meanwhile
+    assert not await two.pass_run("c1", from_token=None, to_token="x1", now_s=NOW)
+    assert await two.run_token("c1") == "t1"
+    assert await two.pass_run("c1", from_token="t1", to_token="t2", now_s=NOW + 1)
+    assert not await one.pass_run("c1", from_token="t1", to_token="t3", now_s=NOW + 2)
+    assert await one.run_token("c1") == "t2" and await one.run_token("c2") is None
+    assert not await one.pass_run("c2", from_token="t2", to_token="t4", now_s=NOW)

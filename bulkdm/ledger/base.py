@@ -357,5 +357,13 @@ class Ledger(Protocol):
     async def opt_outs(self, realm: Realm) -> list[OptOut]:
         """Every standing opt-out of ``realm``, oldest first."""
 
+    async def run_token(self, campaign_id: str) -> str | None:
+        """The token of the campaign's checkpoint that ran last (None: none ran with a token)."""
+
+    async def pass_run(self, campaign_id: str, *, from_token: str | None, to_token: str,
+                       now_s: float) -> bool:
+        """Make ``to_token`` the campaign's, if its token is still ``from_token`` (None: it has
+        none); False when another checkpoint of the campaign took it meanwhile."""
+
     async def close(self) -> None:
         """Close the connection (reservations stay)."""
