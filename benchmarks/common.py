@@ -13,12 +13,14 @@ import itertools
 import os
 import shutil
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -283,12 +285,19 @@ def plan_checkpoint(campaign: Path, settings: Path, checkpoint: Path, *,
 
 
 def copy_checkpoint(source: Path, target: Path) -> None:
-    """A fresh copy of a planned checkpoint (the plan is closed, so it is one file)."""
+    """A fresh copy of a planned checkpoint (the plan is closed, so it is one file), made a
+    campaign of its own: bulkdm refuses a copy of a campaign's checkpoint while the original
+    is there (both would send the rows left), so the copy gets a new identity and forgets
+    where the plan was made."""
     for suffix in ("", "-wal", "-shm"):
         stale = Path(str(target) + suffix)
         if stale.exists():
             stale.unlink()
     shutil.copyfile(source, target)
+    with contextlib.closing(sqlite3.connect(target)) as db, db:
+        db.execute("DELETE FROM meta WHERE key LIKE 'checkpoint.%'")
+        db.execute("UPDATE meta SET value = ? WHERE key = 'plan.campaign_id'",
+                   (uuid.uuid4().hex,))
 
 
 def windows_over(times_s: Sequence[float], count: int, period_s: float) -> int:
