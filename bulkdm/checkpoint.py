@@ -472,10 +472,11 @@ class Checkpoint:
     async def _replace_plan(
         self, meta_of: PlanMeta | Callable[[], PlanMeta], batches: Iterable[Sequence[PlanRow]]
     ) -> None:
-        # the handoff file stays this checkpoint's; the next run writes it again from the start
+        # the handoff file stays this checkpoint's; the next run writes it again from the start;
+        # where it runs from and its token in the ledger stay too (it is the same checkpoint)
         for statement in (
             "DELETE FROM rows", "DELETE FROM attempts",
-            "DELETE FROM meta WHERE key NOT LIKE 'handoff.%'",
+            "DELETE FROM meta WHERE key NOT LIKE 'handoff.%' AND key NOT LIKE 'checkpoint.%'",
             "UPDATE meta SET value = '0' WHERE key IN ('handoff.seq', 'handoff.offset')",
         ):
             await self._db.execute(statement)

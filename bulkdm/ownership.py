@@ -136,7 +136,10 @@ async def claim_the_campaign(checkpoint: Checkpoint, ledger: Ledger, *, now_s: f
     meta = await checkpoint.plan_meta()
     if meta is None or not meta.campaign_id:
         return
-    current = await ledger.run_token(meta.campaign_id)
+    # by its file's name too: a retry campaign keeps the identity (its keys) in a checkpoint
+    # of its own name, while a copy keeps the name
+    lineage = f"{meta.campaign_id}/{checkpoint.path.name}"
+    current = await ledger.run_token(lineage)
     if current is not None and current not in await checkpoint.run_tokens():
         raise CheckpointError(
             f"{checkpoint.path} is a copy of campaign {meta.campaign} that another copy has "
@@ -147,8 +150,7 @@ async def claim_the_campaign(checkpoint: Checkpoint, ledger: Ledger, *, now_s: f
     token = secrets.token_hex(8)
     await checkpoint.submit(cp.set_run_tokens(token=token, before=current))
     await checkpoint.flush()
-    if not await ledger.pass_run(meta.campaign_id, from_token=current, to_token=token,
-                                 now_s=now_s):
+    if not await ledger.pass_run(lineage, from_token=current, to_token=token, now_s=now_s):
         raise CheckpointError(
             f"{checkpoint.path}: another copy of campaign {meta.campaign} started at the same "
             "moment; run one copy of a campaign at a time")

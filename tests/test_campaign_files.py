@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 from bulkdm.naming import beside, campaign_stem, checkpoint_of
-from bulkdm.sandbox import running_sandbox
+from bulkdm.sandbox import Sandbox, running_sandbox
 from tests.clikit import bulkdm, handoff_lines, kill_when, start, write_campaign
 
 
@@ -114,21 +114,29 @@ async def test_an_empty_campaign_file_stops_a_script_before_run(tmp_path: Path) 
     assert header_only.code == 3, header_only.stderr
 
 
+async def _copied_mid_campaign(sb: Sandbox, original: Path, copy: Path, *,
+                               first_id: int) -> Path:
+    """A GetXAPI campaign of 8 rows in ``original`` (a folder), killed after 2 DMs, and its
+    folder copied to ``copy``: the campaign file in ``original``."""
+    rows: list[dict[str, object]] = [{"recipient_id": str(first_id + i), "first_name": "a"}
+                                     for i in range(8)]
+    campaign = write_campaign(original, rows, url=sb.getxapi_url, provider="getxapi",
+                              sender_rate="2/1s")
+    await kill_when(await start("run", str(campaign), "--progress", "none"),
+                    lambda: len(sb.ledger) >= 2)
+    shutil.copytree(original, copy)
+    return campaign
+
+
 async def test_a_copy_of_a_campaigns_folder_is_refused_while_the_original_is_there(
     tmp_path: Path,
 ) -> None:
     """A folder copied in the middle of a campaign (after a kill -9), both copies run: each
     sent the rows left, so those recipients got the DM twice (GetXAPI has no idempotency)."""
-    rows: list[dict[str, object]] = [{"recipient_id": str(68_000 + i), "first_name": "a"}
-                                     for i in range(8)]
     original, copy = tmp_path / "original", tmp_path / "copy"
     original.mkdir()
     async with running_sandbox() as sb:
-        campaign = write_campaign(original, rows, url=sb.getxapi_url, provider="getxapi",
-                                  sender_rate="2/1s")
-        await kill_when(await start("run", str(campaign), "--progress", "none"),
-                        lambda: len(sb.ledger) >= 2)
-        shutil.copytree(original, copy)
+        campaign = await _copied_mid_campaign(sb, original, copy, first_id=68_000)
         finished = await bulkdm("run", str(campaign), "--progress", "none")
         copied = await bulkdm("run", str(copy / "camp.jsonl"), "--progress", "none")
         delivered = Counter(d.recipient_id for d in sb.ledger)
@@ -187,16 +195,10 @@ async def test_a_copy_whose_original_was_renamed_is_refused_once_the_other_ran(
     """Copied mid-campaign, then the original renamed (archived): no original at its old
     place, so both copies went on and each sent the rows left (QA). The account ledger keeps
     which checkpoint of the campaign ran last; the other copy is refused."""
-    rows: list[dict[str, object]] = [{"recipient_id": str(68_700 + i), "first_name": "a"}
-                                     for i in range(8)]
     original, copy, archived = tmp_path / "original", tmp_path / "copy", tmp_path / "archived"
     original.mkdir()
     async with running_sandbox() as sb:
-        campaign = write_campaign(original, rows, url=sb.getxapi_url, provider="getxapi",
-                                  sender_rate="2/1s")
-        await kill_when(await start("run", str(campaign), "--progress", "none"),
-                        lambda: len(sb.ledger) >= 2)
-        shutil.copytree(original, copy)
+        await _copied_mid_campaign(sb, original, copy, first_id=68_700)
         original.rename(archived)
         first = await bulkdm("run", str(copy / "camp.jsonl"), "--progress", "none")
         second = await bulkdm("run", str(archived / "camp.jsonl"), "--progress", "none")

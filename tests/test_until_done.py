@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from bulkdm.rates import Rate
-from bulkdm.sandbox import Faults, SandboxConfig, running_sandbox
+from bulkdm.sandbox import Faults, Sandbox, SandboxConfig, running_sandbox
 from tests.clikit import (
     bulkdm,
     env_for,
@@ -185,13 +185,21 @@ async def test_until_done_waits_out_an_outage_with_one_probe_a_time(
     assert {r["send_status"] for r in handoff_lines(tmp_path / "camp.handoff.jsonl")} == {"sent"}
 
 
+async def _waiting_out_an_outage(folder: Path, sb: Sandbox, *, first_id: int,
+                                 rows: int) -> tuple[Path, asyncio.subprocess.Process]:
+    """``run --until-done`` of ``rows`` rows on a sandbox whose every answer fails, once it
+    waits out the outage (an hour): the campaign file, and the running process."""
+    people = [{"recipient_id": str(first_id + i), "first_name": "x"} for i in range(rows)]
+    campaign = write_campaign(folder, people, url=sb.xquik_url, sender_rate="100/1s",
+                              extra='outage_wait = "1h"')
+    process = await start("run", str(campaign), "--until-done", "--progress", "none")
+    await _outage_line(process, [])
+    return campaign, process
+
+
 async def test_a_stop_while_waiting_out_an_outage_ends_the_run_at_once(tmp_path: Path) -> None:
-    rows = [{"recipient_id": str(72_000 + i), "first_name": "x"} for i in range(30)]
     async with running_sandbox(SandboxConfig(faults=Faults(fail_rate=1.0))) as sb:
-        campaign = write_campaign(tmp_path, rows, url=sb.xquik_url, sender_rate="100/1s",
-                                  extra='outage_wait = "1h"')
-        process = await start("run", str(campaign), "--until-done", "--progress", "none")
-        await _outage_line(process, [])
+        campaign, process = await _waiting_out_an_outage(tmp_path, sb, first_id=72_000, rows=30)
         status = await bulkdm("status", str(campaign))  # while the run waits
         waiting = orjson.loads((await bulkdm("status", str(campaign), "--json")).stdout)
         process.send_signal(signal.SIGINT)
@@ -265,12 +273,8 @@ async def test_status_after_an_until_done_run_killed_while_waiting_out_an_outage
 ) -> None:
     """``kill -9`` while the run waits out an outage: status said its senders waited and the
     run would try again at a time, with no process left to do it (QA)."""
-    rows = [{"recipient_id": str(76_000 + i), "first_name": "x"} for i in range(6)]
     async with running_sandbox(SandboxConfig(faults=Faults(fail_rate=1.0))) as sb:
-        campaign = write_campaign(tmp_path, rows, url=sb.xquik_url, sender_rate="100/1s",
-                                  extra='outage_wait = "1h"')
-        process = await start("run", str(campaign), "--until-done", "--progress", "none")
-        await _outage_line(process, [])
+        campaign, process = await _waiting_out_an_outage(tmp_path, sb, first_id=76_000, rows=6)
         process.kill()
         await finish(process, timeout_s=10)
         status = await bulkdm("status", str(campaign))

@@ -357,13 +357,14 @@ class Ledger(Protocol):
     async def opt_outs(self, realm: Realm) -> list[OptOut]:
         """Every standing opt-out of ``realm``, oldest first."""
 
-    async def run_token(self, campaign_id: str) -> str | None:
-        """The token of the campaign's checkpoint that ran last (None: none ran with a token)."""
+    async def run_token(self, lineage: str) -> str | None:
+        """The token of the checkpoint that ran ``lineage`` (a campaign's identity and its
+        checkpoint's file name) last (None: none ran with a token)."""
 
-    async def pass_run(self, campaign_id: str, *, from_token: str | None, to_token: str,
+    async def pass_run(self, lineage: str, *, from_token: str | None, to_token: str,
                        now_s: float) -> bool:
-        """Make ``to_token`` the campaign's, if its token is still ``from_token`` (None: it has
-        none); False when another checkpoint of the campaign took it meanwhile."""
+        """Make ``to_token`` the token of ``lineage``, if it is still ``from_token`` (None: it
+        has none); False when another checkpoint took it meanwhile."""
 
     async def close(self) -> None:
         """Close the connection (reservations stay)."""

@@ -89,7 +89,7 @@ CREATE TABLE IF NOT EXISTS bulkdm_firsts (
     subject TEXT PRIMARY KEY, at_s DOUBLE PRECISION NOT NULL
 );
 CREATE TABLE IF NOT EXISTS bulkdm_runs (
-    campaign_id TEXT PRIMARY KEY, token TEXT NOT NULL, at_s DOUBLE PRECISION NOT NULL
+    lineage TEXT PRIMARY KEY, token TEXT NOT NULL, at_s DOUBLE PRECISION NOT NULL
 );
 CREATE TABLE IF NOT EXISTS bulkdm_waiters (
     subject TEXT NOT NULL, holder TEXT NOT NULL, next_s DOUBLE PRECISION NOT NULL,
@@ -118,11 +118,11 @@ _SET_REST: Final = (
     "WHERE excluded.until_s > bulkdm_rests.until_s OR bulkdm_rests.until_s <= excluded.at_s"
 )
 _FIRST_RUN: Final = (
-    "INSERT INTO bulkdm_runs VALUES ($1, $2, $3) ON CONFLICT (campaign_id) DO NOTHING "
+    "INSERT INTO bulkdm_runs VALUES ($1, $2, $3) ON CONFLICT (lineage) DO NOTHING "
     "RETURNING 1"
 )
 _NEXT_RUN: Final = (
-    "UPDATE bulkdm_runs SET token = $2, at_s = $3 WHERE campaign_id = $1 AND token = $4 "
+    "UPDATE bulkdm_runs SET token = $2, at_s = $3 WHERE lineage = $1 AND token = $4 "
     "RETURNING 1"
 )
 _COUNT: Final = (
@@ -333,18 +333,17 @@ class PostgresLedger:
         return [OptOut(user_id=r[0], username=r[1], reason=r[2], source=r[3], at_s=r[4])
                 for r in rows]
 
-    async def run_token(self, campaign_id: str) -> str | None:
-        rows = await self._fetch("SELECT token FROM bulkdm_runs WHERE campaign_id = $1",
-                                 campaign_id)
+    async def run_token(self, lineage: str) -> str | None:
+        rows = await self._fetch("SELECT token FROM bulkdm_runs WHERE lineage = $1", lineage)
         return str(rows[0][0]) if rows else None
 
-    async def pass_run(self, campaign_id: str, *, from_token: str | None, to_token: str,
+    async def pass_run(self, lineage: str, *, from_token: str | None, to_token: str,
                        now_s: float) -> bool:
         # one statement: a row inserted only if there is none, or moved on only from the token
         # it holds; two checkpoints passing it at once, one wins
         sql = (_FIRST_RUN if from_token is None else _NEXT_RUN)
-        args = (campaign_id, to_token, now_s) if from_token is None else \
-            (campaign_id, to_token, now_s, from_token)
+        args = (lineage, to_token, now_s) if from_token is None else \
+            (lineage, to_token, now_s, from_token)
         return bool(await self._fetch(sql, *args))
 
     async def subjects(self, *, realm: Realm, kind: str = "account") -> list[str]:

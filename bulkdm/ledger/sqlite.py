@@ -79,10 +79,10 @@ CREATE TABLE IF NOT EXISTS opt_outs (
 );
 -- each account's first send (its warm-up counts from it); never pruned
 CREATE TABLE IF NOT EXISTS firsts (subject TEXT PRIMARY KEY, at_s REAL NOT NULL);
--- each campaign's (by its identity) checkpoint that ran last: a copy of the checkpoint that
--- did not is refused (two copies would each send the rows left)
+-- the token of the checkpoint of each campaign (its identity and file name) that ran last: a
+-- copy of the checkpoint that did not is refused (two copies would each send the rows left)
 CREATE TABLE IF NOT EXISTS runs (
-    campaign_id TEXT PRIMARY KEY, token TEXT NOT NULL, at_s REAL NOT NULL
+    lineage TEXT PRIMARY KEY, token TEXT NOT NULL, at_s REAL NOT NULL
 );
 -- holders contending for a subject, and when each said it would ask again (base.TURN_S)
 CREATE TABLE IF NOT EXISTS waiters (
@@ -241,14 +241,14 @@ class SqliteLedger:
         return [OptOut(user_id=r[0], username=r[1], reason=r[2], source=r[3], at_s=r[4])
                 for r in rows]
 
-    async def run_token(self, campaign_id: str) -> str | None:
-        rows = await self._call(_fetch, "SELECT token FROM runs WHERE campaign_id = ?",
-                                (campaign_id,))
+    async def run_token(self, lineage: str) -> str | None:
+        rows = await self._call(_fetch, "SELECT token FROM runs WHERE lineage = ?",
+                                (lineage,))
         return str(rows[0][0]) if rows else None
 
-    async def pass_run(self, campaign_id: str, *, from_token: str | None, to_token: str,
+    async def pass_run(self, lineage: str, *, from_token: str | None, to_token: str,
                        now_s: float) -> bool:
-        return await self._call(_in_transaction, _pass_run, campaign_id, from_token, to_token,
+        return await self._call(_in_transaction, _pass_run, lineage, from_token, to_token,
                                 now_s)
 
     async def subjects(self, *, realm: Realm, kind: str = "account") -> list[str]:
@@ -280,12 +280,12 @@ _OPT_OUTS: Final = (
 )
 
 
-def _pass_run(db: sqlite3.Connection, campaign_id: str, from_token: str | None, to_token: str,
+def _pass_run(db: sqlite3.Connection, lineage: str, from_token: str | None, to_token: str,
               now_s: float) -> bool:
-    row = db.execute("SELECT token FROM runs WHERE campaign_id = ?", (campaign_id,)).fetchone()
+    row = db.execute("SELECT token FROM runs WHERE lineage = ?", (lineage,)).fetchone()
     if (row[0] if row else None) != from_token:
         return False
-    db.execute("INSERT OR REPLACE INTO runs VALUES (?, ?, ?)", (campaign_id, to_token, now_s))
+    db.execute("INSERT OR REPLACE INTO runs VALUES (?, ?, ?)", (lineage, to_token, now_s))
     return True
 
 
