@@ -1440,10 +1440,19 @@ _SENDER_COLUMNS: Final = (("rows", "sender"), ("attempts", "sender"), ("media", 
 def respell_senders(accounts: Iterable[str]) -> list[Write]:
     """Each of ``accounts`` as the settings spell it, wherever the checkpoint holds it in
     another case (``dora_x`` now written ``DORA_X``): its rows, attempts, media, uploads and
-    records are its own again, for every lookup by name (replies, claims, status)."""
-    return [Write(f"UPDATE OR REPLACE {table} SET {column} = ? WHERE {column} = ? "
-                  f"COLLATE NOCASE AND {column} != ?", (account, account, account))
-            for account in accounts for table, column in _SENDER_COLUMNS]
+    records are its own again, for every lookup by name (replies, claims, status). One pass
+    over each table, whatever the number of accounts (a handle is ASCII: ``lower`` folds it)."""
+    spelled = "SELECT account FROM temp.spelled"
+    return [
+        Write("CREATE TEMP TABLE IF NOT EXISTS spelled (folded TEXT PRIMARY KEY, account TEXT)",
+              ()),
+        Write("DELETE FROM temp.spelled", ()),
+        *(Write("INSERT OR REPLACE INTO temp.spelled VALUES (?, ?)", (account.lower(), account))
+          for account in accounts),
+        *(Write(f"UPDATE OR REPLACE {table} SET {column} = (SELECT account FROM temp.spelled "
+                f"WHERE folded = lower({table}.{column})) WHERE lower({column}) IN "
+                f"(SELECT folded FROM temp.spelled) AND {column} NOT IN ({spelled})", ())
+          for table, column in _SENDER_COLUMNS)]
 
 
 #: a Retry-After on the API key, kept when no account ledger keeps it

@@ -145,7 +145,8 @@ async def _plan(args: argparse.Namespace) -> int:
                                        errors_limit=None if args.errors else 20)
             # where it was planned: a copy of the folder made before its first run is one
             await refuse_a_copy(checkpoint)
-            await checkpoint.submit(respell_senders(s.account for s in settings.senders))
+            if args.amend:  # the settings may spell an account in another case now
+                await checkpoint.submit(respell_senders(s.account for s in settings.senders))
             # with the plan's identity: the ledger tells this campaign from one of its name
             view = await _pool_view(await planned_settings(settings, checkpoint))
             notes = view.notes

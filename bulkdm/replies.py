@@ -148,8 +148,8 @@ async def sync_replies(
     :raises ProviderError: the provider refuses every read (a bad key, no credits).
     """
     report = SyncReport()
-    # rows sent under another case of the account's name (the settings respelled it)
-    await checkpoint.submit(cp.respell_senders(auths))
+    # an account is its handle whatever its case (the settings may have respelled it)
+    by_handle = {account.casefold(): auth for account, auth in auths.items()}
     reader = _Reader(provider=provider, settings=settings, report=report, sleep=sleep,
                      budget=budget)
     rules = OptOutRules(settings.replies.opt_out)
@@ -158,7 +158,7 @@ async def sync_replies(
         after_id = rows[-1].id
         reads = await checkpoint.reply_reads([r.id for r in rows])
         for row in rows:
-            auth = auths.get(row.sender or "")
+            auth = by_handle.get((row.sender or "").casefold())
             if auth is None:
                 report.unread["sender_not_configured"] = \
                     report.unread.get("sender_not_configured", 0) + 1

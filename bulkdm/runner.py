@@ -127,7 +127,8 @@ async def run_campaign(
             report = await ensure_plan(options.campaign, settings, checkpoint,
                                        delimiter=options.delimiter, amend=options.amend)
             await refuse_a_copy(checkpoint)  # recorded with the plan (a new one replaces meta)
-            await checkpoint.submit(respell_senders(s.account for s in settings.senders))
+            if options.amend:  # the settings may spell an account in another case now
+                await checkpoint.submit(respell_senders(s.account for s in settings.senders))
             await _claim_the_campaign(checkpoint, settings, environ)
             if report.status != "unchanged":
                 # a new plan's invalid rows are shown before anything is sent
