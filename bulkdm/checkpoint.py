@@ -812,8 +812,8 @@ class Checkpoint:
 
     async def key_rest_until_s(self) -> float | None:
         """Until when the API key rests (:func:`set_key_rest`; None: it never did)."""
-        rows = await self._all("SELECT value FROM meta WHERE key = ?", (_KEY_REST,))
-        return float(str(rows[0][0]).partition(" ")[0]) if rows else None
+        value = await self._meta_value(_KEY_REST)
+        return None if value is None else float(value.partition(" ")[0])
 
     async def run_tokens(self) -> set[str]:
         """The campaign's tokens this checkpoint holds (:func:`set_run_tokens`), or none."""
@@ -823,7 +823,10 @@ class Checkpoint:
 
     async def ran_at(self) -> str | None:
         """Where the checkpoint was last run from (:func:`set_ran_at`)."""
-        rows = await self._all("SELECT value FROM meta WHERE key = ?", (_RAN_AT,))
+        return await self._meta_value(_RAN_AT)
+
+    async def _meta_value(self, key: str) -> str | None:
+        rows = await self._all("SELECT value FROM meta WHERE key = ?", (key,))
         return str(rows[0][0]) if rows else None
 
     async def sender_waits(self) -> dict[str, tuple[float, str]]:
@@ -1428,8 +1431,7 @@ def set_sender_wait(*, account: str, until_s: float, reason: str) -> Write:
     """``account`` sends nothing before ``until_s`` in a run that waits for it (``reason``):
     what ``status`` shows meanwhile. Never a rest: a restart reads its windows afresh, so a
     cap raised in the settings holds at once."""
-    return Write("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                 (_SENDER_WAIT + account, f"{until_s!r} {reason}"))
+    return _set_meta(_SENDER_WAIT + account, f"{until_s!r} {reason}")
 
 
 #: every table that names a sender, and its column (a sender is its handle, any case)
@@ -1461,8 +1463,7 @@ _KEY_REST: Final = "key.rest"
 
 def set_key_rest(*, until_s: float, reason: str) -> Write:
     """No send with the API key before ``until_s`` (a Retry-After): a restart waits it out."""
-    return Write("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                 (_KEY_REST, f"{until_s!r} {reason}"))
+    return _set_meta(_KEY_REST, f"{until_s!r} {reason}")
 
 
 #: where the checkpoint was last run from
@@ -1474,15 +1475,14 @@ _RUN_TOKENS: Final = ("checkpoint.token", "checkpoint.token_before")
 
 def set_run_tokens(*, token: str, before: str | None) -> list[Write]:
     """The checkpoint takes the campaign's ``token`` in the ledger, from ``before``."""
-    sql = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"
     return [Write("DELETE FROM meta WHERE key = ?", (_RUN_TOKENS[1],)),
-            Write(sql, (_RUN_TOKENS[0], token)),
-            *([Write(sql, (_RUN_TOKENS[1], before))] if before is not None else [])]
+            _set_meta(_RUN_TOKENS[0], token),
+            *([_set_meta(_RUN_TOKENS[1], before)] if before is not None else [])]
 
 
 def set_ran_at(path: str) -> Write:
     """The checkpoint runs from ``path`` (a copy of its folder finds it there)."""
-    return Write("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (_RAN_AT, path))
+    return _set_meta(_RAN_AT, path)
 
 
 def campaign_identity(path: Path) -> str | None:
@@ -1494,6 +1494,10 @@ def campaign_identity(path: Path) -> str | None:
     except sqlite3.Error:
         return None
     return str(row[0]) if row and row[0] else None
+
+
+def _set_meta(key: str, value: str) -> Write:
+    return Write("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
 
 def set_replies_cursor(cursor: HandoffCursor) -> list[Write]:
