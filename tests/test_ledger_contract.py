@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from bulkdm.ledger.base import (
     LEASE_S,
     OTHER_HOLDER_MARGIN_S,
     OUTSTANDING_POLL_S,
+    SETTLE_SPREAD_S,
     TURN_REASON,
     TURN_S,
     WAIT_GRACE_S,
@@ -360,6 +362,48 @@ async def test_one_settlement_of_several_accounts_keeps_each_ones_earliest_send(
     assert await ledger.history(bob, since_s=NOW - 1, now_s=NOW + 5) == [NOW + 2, NOW + 4]
 
 
+async def test_a_grants_sends_count_each_at_its_time_unless_moments_apart(
+    connect: Opener,
+) -> None:
+    # a grant is one row, and its sends settled together a row a group: sends within
+    # SETTLE_SPREAD_S of each other count at the latest of them (the safe side), others apart
+    ledger = await connect()
+    rate = Rate(count=3, period_s=10.0)
+    grant = await ledger.reserve(ALICE, rates=[rate], holder="a", want=3, now_s=NOW)
+    close_s = NOW + SETTLE_SPREAD_S / 2
+    await ledger.settle([(grant.ids[2], NOW + 4), (grant.ids[0], NOW), (grant.ids[1], close_s)],
+                        [])
+    assert await ledger.history(ALICE, since_s=NOW - 1, now_s=NOW + 5) == [
+        close_s, close_s, NOW + 4]
+    assert await ledger.first_send(ALICE) == NOW  # the real first send
+    refused = await ledger.reserve(ALICE, rates=[rate], holder="a", want=1, now_s=NOW + 5)
+    assert refused.next_s == pytest.approx(close_s + window_s(rate))
+    # the group leaves the window as two sends; the one four seconds later still counts
+    two = await ledger.reserve(ALICE, rates=[rate], holder="a", want=3,
+                               now_s=close_s + window_s(rate) + 0.001)
+    assert len(two.ids) == 2
+
+
+async def test_a_grant_settled_over_several_settlements_holds_what_is_left(
+    connect: Opener,
+) -> None:
+    ledger = await connect()
+    day = Rate(count=6, period_s=86400.0)
+    grant = await ledger.reserve(ALICE, rates=[day], holder="a", want=4, now_s=NOW)
+    await ledger.settle([(grant.ids[0], NOW + 1)], [])
+    await ledger.settle([], [grant.ids[3]])
+    # one sent, two still held (counted "now"), one released: room for three of six, however
+    # the ledger counts (a total kept short of the truth would grant four)
+    assert await ledger.history(ALICE, since_s=NOW - 1, now_s=NOW + 2) == [
+        NOW + 1, NOW + 2, NOW + 2]
+    more = await ledger.reserve(ALICE, rates=[day], holder="a", want=4, now_s=NOW + 2)
+    assert len(more.ids) == 3
+    await ledger.settle([(grant.ids[1], NOW + 3)], [grant.ids[2], *more.ids])
+    assert await ledger.history(ALICE, since_s=NOW - 1, now_s=NOW + 4) == [NOW + 1, NOW + 3]
+    assert len((await ledger.reserve(ALICE, rates=[day], holder="a", want=9,
+                                     now_s=NOW + 4)).ids) == 4
+
+
 async def test_a_group_of_reservations_is_granted_as_one_after_another(connect: Opener) -> None:
     ledger = await connect()
     bob = account_subject(Realm.LIVE, "bob")
@@ -411,7 +455,7 @@ async def test_a_sqlite_ledger_from_before_the_totals_counts_what_it_holds(
     await ledger.settle([(i, NOW) for i in first.ids], [])
     await ledger.close()
     old = sqlite3.connect(path, isolation_level=None)  # as a ledger of an earlier bulkdm
-    old.executescript("DROP TRIGGER totals_insert; DROP TRIGGER totals_delete; DROP TABLE totals;")
+    old.execute("DROP TABLE totals")
     old.close()
     ledger = await open_ledger(str(path), now_s=NOW + 1)
     try:
@@ -420,7 +464,7 @@ async def test_a_sqlite_ledger_from_before_the_totals_counts_what_it_holds(
                                          now_s=NOW + 1)).ids) == 2  # filled in from the file
         seven = [Rate(count=7, period_s=86400.0)]
         third = await ledger.reserve(ALICE, rates=seven, holder="b", want=3, now_s=NOW + 2)
-        assert len(third.ids) == 1  # the trigger counted the two before
+        assert len(third.ids) == 1  # the total counted the two before
         await ledger.settle([], third.ids)
         assert len((await ledger.reserve(ALICE, rates=seven, holder="b", want=3,
                                          now_s=NOW + 3)).ids) == 1
@@ -429,7 +473,7 @@ async def test_a_sqlite_ledger_from_before_the_totals_counts_what_it_holds(
     check = sqlite3.connect(path)
     try:
         assert check.execute("SELECT n FROM totals").fetchall() == check.execute(
-            "SELECT COUNT(*) FROM reservations").fetchall() == [(7,)]
+            "SELECT SUM(units) FROM reservations").fetchall() == [(7,)]
     finally:
         check.close()
 
@@ -445,3 +489,64 @@ async def test_the_campaigns_token_passes_only_from_the_token_it_holds(connect: 
     assert not await one.pass_run("c1", from_token="t1", to_token="t3", now_s=NOW + 2)
     assert await one.run_token("c1") == "t2" and await one.run_token("c2") is None
     assert not await one.pass_run("c2", from_token="t2", to_token="t4", now_s=NOW)
+
+
+#: the reservations table of a bulkdm that wrote a row a reservation
+_ROW_A_RESERVATION = {
+    "sqlite": ("CREATE TABLE reservations (id INTEGER PRIMARY KEY, subject TEXT NOT NULL, "
+               "holder TEXT NOT NULL, reserved_s REAL NOT NULL, at_s REAL NOT NULL, "
+               "sent INTEGER NOT NULL DEFAULT 0); CREATE INDEX reservations_window ON "
+               "reservations (subject, at_s, holder, sent); CREATE TABLE totals (subject TEXT "
+               "PRIMARY KEY, n INTEGER NOT NULL); CREATE TRIGGER totals_insert AFTER INSERT ON "
+               "reservations BEGIN INSERT INTO totals VALUES (new.subject, 1) ON CONFLICT "
+               "(subject) DO UPDATE SET n = n + 1; END;"),
+    "postgres": ("CREATE TABLE bulkdm_reservations (id BIGSERIAL PRIMARY KEY, subject TEXT NOT "
+                 "NULL, holder TEXT NOT NULL, reserved_s DOUBLE PRECISION NOT NULL, at_s DOUBLE "
+                 "PRECISION NOT NULL, sent BOOLEAN NOT NULL DEFAULT FALSE);"),
+}
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_a_ledger_of_a_row_a_reservation_is_upgraded_and_counts_what_it_holds(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path,
+) -> None:
+    spec = str(tmp_path / "ledger.sqlite") if backend == "sqlite" else \
+        request.getfixturevalue("postgres_db")
+    table = "reservations" if backend == "sqlite" else "bulkdm_reservations"
+    sent = "1" if backend == "sqlite" else "TRUE"
+    _sql(backend, spec, _ROW_A_RESERVATION[backend] + "".join(
+        f"INSERT INTO {table} (subject, holder, reserved_s, at_s, sent) VALUES "
+        f"('{ALICE}', 'old', {NOW - 9}, {at_s}, {flag});"
+        for at_s, flag in [(NOW - 2, sent), (NOW - 1, sent), (NOW + LEASE_S, "0" if
+                                                             backend == "sqlite" else "FALSE")]))
+    ledger = await open_ledger(spec, now_s=NOW)
+    try:
+        # two sent and one a killed process held: each of the old rows is one send
+        assert await ledger.history(ALICE, since_s=NOW - 9, now_s=NOW) == [NOW - 2, NOW - 1, NOW]
+        day = Rate(count=5, period_s=86400.0)
+        assert len((await ledger.reserve(ALICE, rates=[day], holder="b", want=5,
+                                         now_s=NOW)).ids) == 2
+    finally:
+        await ledger.close()
+    # a process of that bulkdm still running fails at its next reservation, rather than
+    # counting a grant of many as one send
+    with pytest.raises(AssertionError, match="reserved_s"):
+        _sql(backend, spec, f"INSERT INTO {table} (subject, holder, reserved_s, at_s) "
+                            f"VALUES ('{ALICE}', 'old', {NOW}, {NOW + LEASE_S});")
+
+
+def _sql(backend: str, spec: str, script: str) -> None:
+    """Run ``script`` on the ledger as another program would (an AssertionError with the
+    database's message if it fails)."""
+    if backend == "sqlite":
+        db = sqlite3.connect(spec, isolation_level=None)
+        try:
+            db.executescript(script)
+        except sqlite3.Error as exc:
+            raise AssertionError(str(exc)) from exc
+        finally:
+            db.close()
+        return
+    done = subprocess.run(["psql", spec, "-q", "-v", "ON_ERROR_STOP=1", "-c", script],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr

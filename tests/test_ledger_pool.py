@@ -12,7 +12,7 @@ import pytest
 from bulkdm.errors import LedgerError
 from bulkdm.ledger import AccountPool, Realm, Refusal, Ticket, account_subject, open_ledger
 from bulkdm.ledger.base import LEASE_S, Ask, Grant
-from bulkdm.ledger.pool import GROUP
+from bulkdm.ledger.pool import BATCH, GROUP
 from bulkdm.ledger.sqlite import SqliteLedger
 from bulkdm.rates import Rate
 
@@ -30,7 +30,7 @@ async def test_tickets_come_from_one_batch_and_only_sent_ones_remain(tmp_path: P
         assert all(isinstance(t, Ticket) for t in tickets)
         alice = account_subject(Realm.LIVE, "alice")
         # one batch reserved ahead, all counting as "now" until settled
-        assert len(await ledger.history(alice, since_s=NOW - 1, now_s=NOW)) == 64
+        assert len(await ledger.history(alice, since_s=NOW - 1, now_s=NOW)) == BATCH
         first, second, third = (t for t in tickets if isinstance(t, Ticket))
         first.sent(NOW + 0.5)
         second.release()
@@ -87,7 +87,7 @@ async def test_a_daily_cap_bounds_how_many_are_reserved_ahead(tmp_path: Path) ->
             clock=lambda: NOW)
         assert isinstance(await pool.ticket("alice"), Ticket)
         held = await ledger.history(pool.subject("alice"), since_s=NOW - 1, now_s=NOW)
-        assert len(held) == 500 // 16  # a kill -9 now would cost the day 31 sends, not 64
+        assert len(held) == 500 // 16  # a kill -9 now would cost the day 31 sends, not 256
         await pool.close()
     finally:
         await ledger.close()
@@ -100,17 +100,18 @@ async def test_the_next_batch_is_reserved_before_this_one_runs_out(tmp_path: Pat
                                       accounts={"alice": FAST}, key_rates=FAST,
                                       clock=lambda: NOW)
         alice = pool.subject("alice")
-        for _ in range(48):
+        used = BATCH - BATCH // 4
+        for _ in range(used):
             assert isinstance(await pool.ticket("alice"), Ticket)
-        # 16 left of 64: the next 64 are on their way, without a send waiting for them
+        # a quarter of the batch left: the next batch is on its way, without a send waiting
         for _ in range(400):  # the ledger's thread answers within moments
-            if len(await ledger.history(alice, since_s=NOW - 1, now_s=NOW)) == 128:
+            if len(await ledger.history(alice, since_s=NOW - 1, now_s=NOW)) == 2 * BATCH:
                 break
             await asyncio.sleep(0.005)
-        assert len(await ledger.history(alice, since_s=NOW - 1, now_s=NOW)) == 128
+        assert len(await ledger.history(alice, since_s=NOW - 1, now_s=NOW)) == 2 * BATCH
         await pool.close()
-        # the 80 never handed out are released; the 48 tickets, never settled, still count
-        assert len(await ledger.history(alice, since_s=NOW - 1, now_s=NOW)) == 48
+        # those never handed out are released; the tickets, never settled, still count
+        assert len(await ledger.history(alice, since_s=NOW - 1, now_s=NOW)) == used
     finally:
         await ledger.close()
 
@@ -198,9 +199,9 @@ class HeldBackLedger(SqliteLedger):
 
 async def test_senders_waiting_for_the_keys_next_batch_all_get_it_when_it_comes(
         tmp_path: Path) -> None:
-    """The API key's batch (64) runs out under 100 senders asking at once: the ones waiting for
-    the next batch wake together when it comes, not one per turn of the event loop (as behind
-    a lock, with the concurrency slot held all the while)."""
+    """The API key's batch (64: a sixteenth of its 1,024 a second) runs out under 100 senders
+    asking at once: the ones waiting for the next batch wake together when it comes, not one
+    per turn of the event loop (as behind a lock, with the concurrency slot held all along)."""
     ledger = await HeldBackLedger.open(tmp_path / "l.sqlite", now_s=NOW)
     assert isinstance(ledger, HeldBackLedger)
     ledger.key, ledger.hold_at = "", 2  # the key's second batch waits
@@ -208,7 +209,8 @@ async def test_senders_waiting_for_the_keys_next_batch_all_get_it_when_it_comes(
     accounts = {f"s{n}": FAST for n in range(100)}
     try:
         pool = await AccountPool.open(ledger, realm=Realm.LIVE, campaign="c", api_key="k",
-                                      accounts=accounts, key_rates=FAST, clock=lambda: NOW)
+                                      accounts=accounts, key_rates=(Rate(count=1024, period_s=1.0),),
+                                      clock=lambda: NOW)
         ledger.key = pool.subject(None)
         tickets = [asyncio.create_task(pool.ticket(a)) for a in accounts]
         await asyncio.wait_for(ledger.holding.wait(), timeout=10.0)

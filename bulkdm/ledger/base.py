@@ -7,9 +7,11 @@ The realm (``live`` or ``sandbox``) keeps sandbox runs off real accounts' budget
 Every send holds a **reservation** in the ledger before its intent commits in the checkpoint.
 A reservation is granted only if one more send *now* fits every window that any campaign
 configured for the subject (the stricter limits hold), counting every campaign's and every
-process's sends (another process's a little longer: OTHER_HOLDER_MARGIN_S). Until it is settled, a reservation counts as a send at the moment anyone looks
-(it may leave at any time); once settled, at its real send time; once its lease is over without
-a settlement (a process killed with ``kill -9``), at the end of its lease: it may have been sent,
+process's sends (another process's a little longer: OTHER_HOLDER_MARGIN_S). Until it is
+settled, a reservation counts as a send at the moment anyone looks (it may leave at any time);
+once settled, at its real send time (sends of one grant settled together within
+SETTLE_SPREAD_S count at the latest of their times); once its lease is over without a
+settlement (a process killed with ``kill -9``), at the end of its lease: it may have been sent,
 so it still counts, and it blocks no one longer than a real send would. A send that never left
 is released and counts for nothing.
 
@@ -39,9 +41,11 @@ from bulkdm.ratelimit import default_guard_s
 from bulkdm.rates import Rate
 
 __all__ = [
+    "BATCH_IDS",
     "LEASE_S",
     "OPTED_OUT_MESSAGE",
     "REGISTRATION_TTL_S",
+    "SETTLE_SPREAD_S",
     "TURN_REASON",
     "TURN_S",
     "WAIT_GRACE_S",
@@ -53,7 +57,9 @@ __all__ = [
     "OptOut",
     "Realm",
     "Rest",
+    "Settlement",
     "account_subject",
+    "batch_of",
     "campaign_key",
     "campaign_name",
     "decode_rates",
@@ -66,9 +72,11 @@ __all__ = [
     "others_since_s",
     "rates_text",
     "room",
+    "settlements",
     "subject_name",
     "turn_holder",
     "turn_refusal",
+    "unit_ids",
     "window_s",
 ]
 
@@ -89,6 +97,13 @@ TURN_S: Final = 10.0
 #: a contending holder that has not asked again this long after the time it was given has
 #: stopped wanting the subject (its run ended, or was killed): it takes no more turns
 WAIT_GRACE_S: Final = 5.0
+#: a grant is one row of the ledger (a batch), its reservations numbered within it: a
+#: reservation's id is its batch's id times this, plus its place in the batch. (A row a
+#: reservation, inserted, indexed and settled one by one, was most of the ledger's cost.)
+BATCH_IDS: Final = 1 << 16
+#: sends of one batch settled together are written as one row at the latest of their times (the
+#: safe side: each counts a little late) when they are at most this far apart
+SETTLE_SPREAD_S: Final = 0.01
 #: the reason of a refusal for another holder's turn
 TURN_REASON: Final = f"another campaign's turn (campaigns sharing it take turns of {TURN_S:g}s)"
 
@@ -216,6 +231,58 @@ class Grant:
     expires_s: float
     next_s: float | None = None
     reason: str | None = None
+
+
+def unit_ids(batch: int, count: int) -> tuple[int, ...]:
+    """The ids of a batch's ``count`` reservations (``count`` under BATCH_IDS)."""
+    return tuple(range(batch * BATCH_IDS, batch * BATCH_IDS + count))
+
+
+def batch_of(unit: int) -> int:
+    """The ledger row (batch) of a reservation's id."""
+    return unit // BATCH_IDS
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Settlement:
+    """What a settlement does to one batch: ``used`` of its reservations are no longer held
+    (sent, or ``released``: never sent); ``sends`` are the rows to write for the sent ones,
+    (time, how many), and ``first_s`` the earliest real send time among them (None: none)."""
+
+    batch: int
+    used: int
+    released: int
+    sends: tuple[tuple[float, int], ...]
+    first_s: float | None
+
+
+def settlements(sent: Iterable[tuple[int, float]], released: Iterable[int]) -> list[Settlement]:
+    """Reservations' send times and releases, grouped by batch; the sends of a batch within
+    SETTLE_SPREAD_S of each other become one row at the latest of their times."""
+    times: dict[int, list[float]] = {}
+    used: dict[int, int] = {}
+    for unit, at_s in sent:
+        times.setdefault(batch_of(unit), []).append(at_s)
+    for unit in released:
+        used[batch_of(unit)] = used.get(batch_of(unit), 0) + 1
+    found = []
+    for batch in sorted(times.keys() | used.keys()):
+        at = sorted(times.get(batch, ()))
+        found.append(Settlement(batch=batch, used=used.get(batch, 0) + len(at),
+                                released=used.get(batch, 0),
+                                sends=_spread_groups(at), first_s=at[0] if at else None))
+    return found
+
+
+def _spread_groups(times: Sequence[float]) -> tuple[tuple[float, int], ...]:
+    # sorted times in runs no wider than SETTLE_SPREAD_S: (each run's last time, its length)
+    groups: list[tuple[float, int]] = []
+    start = 0
+    for i in range(1, len(times) + 1):
+        if i == len(times) or times[i] - times[start] > SETTLE_SPREAD_S:
+            groups.append((times[i - 1], i - start))
+            start = i
+    return tuple(groups)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

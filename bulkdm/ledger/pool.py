@@ -37,8 +37,9 @@ from bulkdm.rates import Rate
 
 __all__ = ["AccountPool", "Refusal", "Ticket"]
 
-#: reservations asked for at once, at most (fewer when fewer fit now or the pace is slow)
-BATCH: Final = 64
+#: reservations asked for at once, at most (fewer when fewer fit now or the pace is slow); a
+#: grant is one row of the ledger however many it holds
+BATCH: Final = 256
 #: reservations asked for at once in one transaction, at most (one commit, one fsync for
 #: them all; a slow account's reservation is one send, so a group is that many sends)
 GROUP: Final = 16

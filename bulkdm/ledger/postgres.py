@@ -18,6 +18,7 @@ import asyncpg
 
 from bulkdm.errors import LedgerError, LedgerUnreachableError
 from bulkdm.ledger.base import (
+    BATCH_IDS,
     LEASE_S,
     OTHER_HOLDER_MARGIN_S,
     REGISTRATION_TTL_S,
@@ -37,7 +38,9 @@ from bulkdm.ledger.base import (
     others_since_s,
     rates_text,
     room,
+    settlements,
     turn_refusal,
+    unit_ids,
     window_s,
 )
 from bulkdm.rates import Rate
@@ -59,13 +62,16 @@ logging.getLogger("asyncpg").addHandler(logging.NullHandler())
 logging.getLogger("asyncpg").propagate = False
 _KEEP_S: Final = 8 * 86400.0
 _SCHEMA: Final = """
+-- a row a grant (``units`` reservations, base.BATCH_IDS), and a row for its sends settled
+-- together (base.SETTLE_SPREAD_S)
 CREATE TABLE IF NOT EXISTS bulkdm_reservations (
     id BIGSERIAL PRIMARY KEY,
     subject TEXT NOT NULL,
     holder TEXT NOT NULL,
-    reserved_s DOUBLE PRECISION NOT NULL,
+    granted_s DOUBLE PRECISION NOT NULL,
     at_s DOUBLE PRECISION NOT NULL,
-    sent BOOLEAN NOT NULL DEFAULT FALSE
+    sent BOOLEAN NOT NULL DEFAULT FALSE,
+    units INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS bulkdm_reservations_subject_at ON bulkdm_reservations (subject, at_s);
 CREATE TABLE IF NOT EXISTS bulkdm_limits (
@@ -106,11 +112,29 @@ _ADD_OPT_OUT: Final = (
     # an opt-out said before its removal (an old answer read again) stays lifted
     "WHERE bulkdm_opt_outs.removed_s IS NULL OR bulkdm_opt_outs.removed_s <= excluded.at_s"
 )
-#: each account's first send, the earliest of its sent reservations (its warm-up counts from it)
+#: a ledger of a bulkdm that wrote a row a reservation, made a row a grant: each of its rows is
+#: one reservation. The column that bulkdm inserts is renamed, so that a process of it still
+#: running fails at its next reservation (it would count a grant's row as one send).
+_BATCH_ROWS: Final = (
+    "ALTER TABLE bulkdm_reservations RENAME COLUMN reserved_s TO granted_s",
+    "ALTER TABLE bulkdm_reservations ADD COLUMN units INTEGER NOT NULL DEFAULT 1",
+)
+#: (when, how many, the grant): sends of a grant
+_SENT: Final = (
+    "INSERT INTO bulkdm_reservations (subject, holder, granted_s, at_s, sent, units) "
+    "SELECT subject, holder, granted_s, $1, TRUE, $2 FROM bulkdm_reservations "
+    "WHERE id = $3 AND NOT sent"
+)
+#: (when, the grant): its account's first send (its warm-up counts from it), if earlier than
+#: what it has (or it has none)
 _FIRSTS: Final = (
-    "INSERT INTO bulkdm_firsts SELECT subject, MIN(at_s) FROM bulkdm_reservations "
-    "WHERE id = ANY($1) GROUP BY subject ON CONFLICT (subject) DO UPDATE SET at_s = "
+    "INSERT INTO bulkdm_firsts SELECT subject, $1 FROM bulkdm_reservations "
+    "WHERE id = $2 AND NOT sent ON CONFLICT (subject) DO UPDATE SET at_s = "
     "excluded.at_s WHERE excluded.at_s < bulkdm_firsts.at_s"
+)
+#: (how many, the grant): reservations of a grant sent or released
+_USED: Final = (
+    "UPDATE bulkdm_reservations SET units = GREATEST(units - $1, 0) WHERE id = $2 AND NOT sent"
 )
 _SET_REST: Final = (
     "INSERT INTO bulkdm_rests VALUES ($1, $2, $3, $4) ON CONFLICT (subject) DO UPDATE SET "
@@ -126,13 +150,17 @@ _NEXT_RUN: Final = (
     "RETURNING 1"
 )
 _COUNT: Final = (
-    "SELECT COUNT(*) FROM bulkdm_reservations WHERE subject = $1 AND at_s > $2 "
+    "SELECT COALESCE(SUM(units), 0) FROM bulkdm_reservations WHERE subject = $1 AND at_s > $2 "
     "AND (holder != $3 OR at_s > $4)"
 )
+#: when the window's ``count``-th newest settled send leaves it (the rows newest first, each
+#: with the sends from it to the newest)
 _NTH_SETTLED: Final = (
-    "SELECT at_s + CASE WHEN holder = $1 THEN 0 ELSE $2 END AS until_s "
-    "FROM bulkdm_reservations WHERE subject = $3 AND at_s > $4 AND (holder != $1 OR at_s > $5) "
-    "AND (sent OR at_s <= $6) ORDER BY until_s DESC LIMIT 1 OFFSET $7"
+    "SELECT until_s FROM (SELECT until_s, SUM(units) OVER (ORDER BY until_s DESC "
+    "ROWS UNBOUNDED PRECEDING) AS newer FROM (SELECT at_s + CASE WHEN holder = $1 THEN 0 "
+    "ELSE $2 END AS until_s, units FROM bulkdm_reservations WHERE subject = $3 AND at_s > $4 "
+    "AND (holder != $1 OR at_s > $5) AND (sent OR at_s <= $6)) AS rows) AS counted "
+    "WHERE newer >= $7 ORDER BY until_s DESC LIMIT 1"
 )
 
 
@@ -190,6 +218,7 @@ class PostgresLedger:
                 async with conn.transaction():
                     await conn.execute("SELECT pg_advisory_xact_lock(4242001)")
                     await conn.execute(_SCHEMA)
+                    await _batch_rows(conn)
                 await conn.execute("DELETE FROM bulkdm_reservations WHERE at_s < $1",
                                    now_s - _KEEP_S)
                 await conn.execute("DELETE FROM bulkdm_waiters WHERE next_s < $1",
@@ -253,21 +282,27 @@ class PostgresLedger:
                         for a in asks]
 
     async def settle(self, sent: Sequence[tuple[int, float]], released: Sequence[int]) -> None:
+        done = settlements(sent, released)
+        if not done:
+            return
         with self._translated():
             async with self._pool.acquire() as conn, conn.transaction():
-                if sent:
-                    await conn.executemany(
-                        "UPDATE bulkdm_reservations SET at_s = $2, sent = TRUE WHERE id = $1",
-                        list(sent))
-                    await conn.execute(_FIRSTS, [rid for rid, _ in sent])
-                if released:
-                    await conn.execute("DELETE FROM bulkdm_reservations WHERE id = ANY($1)",
-                                       list(released))
+                # a row for each group of a grant's sends (it copies the grant's subject and
+                # holder, so it is written before the grant's row may go), then what is left
+                sends = [(at_s, n, s.batch) for s in done for at_s, n in s.sends]
+                if sends:
+                    await conn.executemany(_SENT, sends)
+                    await conn.executemany(_FIRSTS, [(s.first_s, s.batch) for s in done
+                                                     if s.first_s is not None])
+                await conn.executemany(_USED, [(s.used, s.batch) for s in done])
+                await conn.execute("DELETE FROM bulkdm_reservations WHERE id = ANY($1) "
+                                   "AND units <= 0", [s.batch for s in done])
 
     async def history(self, subject: str, *, since_s: float, now_s: float) -> list[float]:
-        rows = await self._fetch("SELECT at_s, sent FROM bulkdm_reservations WHERE subject = $1 "
-                                 "AND at_s >= $2 ORDER BY at_s", subject, since_s)
-        return [r[0] if r[1] else min(r[0], now_s) for r in rows]
+        rows = await self._fetch("SELECT at_s, sent, units FROM bulkdm_reservations "
+                                 "WHERE subject = $1 AND at_s >= $2 ORDER BY at_s",
+                                 subject, since_s)
+        return [r[0] if r[1] else min(r[0], now_s) for r in rows for _ in range(r[2])]
 
     async def first_send(self, subject: str) -> float | None:
         rows = await self._fetch("SELECT at_s FROM bulkdm_firsts WHERE subject = $1", subject)
@@ -383,6 +418,14 @@ def _unreachable(location: str, exc: BaseException) -> LedgerUnreachableError:
     return LedgerUnreachableError(f"{location}: the account ledger is unreachable ({why})")
 
 
+async def _batch_rows(conn: Any) -> None:
+    if await conn.fetchval(
+            "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
+            "AND table_name = 'bulkdm_reservations' AND column_name = 'units'") is None:
+        for statement in _BATCH_ROWS:
+            await conn.execute(statement)
+
+
 async def _limits(conn: Any, subject: str, now_s: float,
                   ttl_s: float = REGISTRATION_TTL_S) -> list[CampaignLimits]:
     return (await _limits_of(conn, [subject], now_s, ttl_s))[subject]
@@ -416,23 +459,22 @@ async def _reserve(conn: Any, subject: str, rates: tuple[Rate, ...], holder: str
     rates = effective_rates(rates, *(c.rates for c in await _limits(conn, subject, now_s)))
     counts = [await conn.fetchval(_COUNT, subject, now_s - window_s(r) - OTHER_HOLDER_MARGIN_S,
                                   holder, now_s - window_s(r)) for r in rates]
-    granted = room(rates, counts, want)
+    granted = room(rates, counts, min(want, BATCH_IDS))
     if granted == 0:
         refusal = await _refusal(conn, subject, holder, rates, counts, now_s, expires_s)
         full = [r for r, n in zip(rates, counts, strict=True) if n >= r.count]
         if holder in waiting or await _others_in(conn, subject, holder, full, now_s):
             await conn.execute(_WAIT, subject, holder, refusal.next_s)
         return refusal
-    rows = await conn.fetch(
-        "INSERT INTO bulkdm_reservations (subject, holder, reserved_s, at_s) "
-        "SELECT $1, $2, $3, $4 FROM generate_series(1, $5) RETURNING id",
-        subject, holder, now_s, expires_s, granted)
+    batch = await conn.fetchval(
+        "INSERT INTO bulkdm_reservations (subject, holder, granted_s, at_s, units) "
+        "VALUES ($1, $2, $3, $4, $5) RETURNING id", subject, holder, now_s, expires_s, granted)
     if waiting.keys() - {holder}:  # still contending: it will ask again
         await conn.execute(_WAIT, subject, holder, now_s)
     elif holder in waiting:  # no one else wants the subject any more
         await conn.execute("DELETE FROM bulkdm_waiters WHERE subject = $1 AND holder = $2",
                            subject, holder)
-    return Grant(ids=tuple(int(r[0]) for r in rows), expires_s=expires_s)
+    return Grant(ids=unit_ids(int(batch), granted), expires_s=expires_s)
 
 
 async def _refusal(conn: Any, subject: str, holder: str, rates: tuple[Rate, ...],
@@ -444,7 +486,7 @@ async def _refusal(conn: Any, subject: str, holder: str, rates: tuple[Rate, ...]
             start_s = now_s - window_s(rate)
             nth = await conn.fetchval(_NTH_SETTLED, holder, OTHER_HOLDER_MARGIN_S, subject,
                                       start_s - OTHER_HOLDER_MARGIN_S, start_s, now_s,
-                                      rate.count - 1)
+                                      rate.count)
             binding.append((rate, None if nth is None else float(nth)))
     return Grant(ids=(), expires_s=expires_s, next_s=next_try_s(now_s, binding),
                  reason=f"{rates_text([r for r, _ in binding])} full")

@@ -18,6 +18,7 @@ import aiosqlite
 
 from bulkdm.errors import LedgerError
 from bulkdm.ledger.base import (
+    BATCH_IDS,
     LEASE_S,
     OTHER_HOLDER_MARGIN_S,
     REGISTRATION_TTL_S,
@@ -37,7 +38,9 @@ from bulkdm.ledger.base import (
     others_since_s,
     rates_text,
     room,
+    settlements,
     turn_refusal,
+    unit_ids,
     window_s,
 )
 from bulkdm.rates import Rate
@@ -48,19 +51,18 @@ _T = TypeVar("_T")
 #: reservations older than this can no longer matter to any window anyone configures
 _KEEP_S: Final = 8 * 86400.0
 _SCHEMA: Final = """
+-- a row a grant (``units`` reservations, base.BATCH_IDS), and a row for its sends settled
+-- together (base.SETTLE_SPREAD_S)
 CREATE TABLE IF NOT EXISTS reservations (
     id INTEGER PRIMARY KEY,
     subject TEXT NOT NULL,
     holder TEXT NOT NULL,
-    reserved_s REAL NOT NULL,
-    -- sent: when the request left; not yet settled: when its lease ends
+    granted_s REAL NOT NULL,
+    -- sent: when the requests left; not yet settled: when the lease ends
     at_s REAL NOT NULL,
-    sent INTEGER NOT NULL DEFAULT 0
+    sent INTEGER NOT NULL DEFAULT 0,
+    units INTEGER NOT NULL DEFAULT 1
 );
--- covers the window queries (a count over a busy key's window read every row of it from
--- the table for its holder: about 1 ms a reservation batch at 2,000 sends/s)
-CREATE INDEX IF NOT EXISTS reservations_window ON reservations (subject, at_s, holder, sent);
-DROP INDEX IF EXISTS reservations_subject_at;
 CREATE TABLE IF NOT EXISTS limits (
     subject TEXT NOT NULL, campaign TEXT NOT NULL, rates TEXT NOT NULL, updated_s REAL NOT NULL,
     PRIMARY KEY (subject, campaign)
@@ -90,26 +92,48 @@ CREATE TABLE IF NOT EXISTS waiters (
     PRIMARY KEY (subject, holder)
 );
 """
-#: each subject's reservations, however old: a bound on every window's count, kept by triggers
-#: (so a process of an older bulkdm, writing the same file, keeps it too). Made, and filled
-#: from the reservations, in the transaction that first finds it missing.
+#: each subject's reservations, however old: a bound on every window's count (never under it:
+#: a grant adds to it, a release and the pruning take from it). Made, and filled from the
+#: reservations, in the transaction that first finds it missing.
 _TOTALS: Final = (
     "CREATE TABLE totals (subject TEXT PRIMARY KEY, n INTEGER NOT NULL)",
-    "INSERT INTO totals SELECT subject, COUNT(*) FROM reservations GROUP BY subject",
-    ("CREATE TRIGGER totals_insert AFTER INSERT ON reservations BEGIN INSERT INTO totals "
-     "VALUES (new.subject, 1) ON CONFLICT (subject) DO UPDATE SET n = n + 1; END"),
-    ("CREATE TRIGGER totals_delete AFTER DELETE ON reservations BEGIN "
-     "UPDATE totals SET n = n - 1 WHERE subject = old.subject; END"),
+    "INSERT INTO totals SELECT subject, SUM(units) FROM reservations GROUP BY subject",
+)
+_ADD_TOTAL: Final = (
+    "INSERT INTO totals VALUES (?, ?) ON CONFLICT (subject) DO UPDATE SET n = n + excluded.n"
+)
+#: a ledger of a bulkdm that wrote a row a reservation, made a row a grant: each of its rows is
+#: one reservation. The column that bulkdm inserts is renamed, so that a process of it still
+#: running fails at its next reservation (it would count a grant's row as one send); its
+#: releases and pruning leave the totals over the truth, the safe side.
+_BATCH_ROWS: Final = (
+    "ALTER TABLE reservations RENAME COLUMN reserved_s TO granted_s",
+    "ALTER TABLE reservations ADD COLUMN units INTEGER NOT NULL DEFAULT 1",
+)
+_INDEXES: Final = (
+    # covers the window queries (a count over a busy key's window read every row of it from
+    # the table for its holder: about 1 ms a reservation batch at 2,000 sends/s)
+    ("CREATE INDEX IF NOT EXISTS reservations_units ON reservations "
+     "(subject, at_s, holder, sent, units)"),
+    "DROP INDEX IF EXISTS reservations_window",
+    "DROP INDEX IF EXISTS reservations_subject_at",
+    # the totals were kept by triggers, a write of them a reservation
+    "DROP TRIGGER IF EXISTS totals_insert",
+    "DROP TRIGGER IF EXISTS totals_delete",
 )
 #: sends in a window ending now: this holder's in the window, others' in it widened by a margin
 _COUNT: Final = (
-    "SELECT COUNT(*) FROM reservations WHERE subject = ? AND at_s > ? "
+    "SELECT COALESCE(SUM(units), 0) FROM reservations WHERE subject = ? AND at_s > ? "
     "AND (holder != ? OR at_s > ?)"
 )
+#: when the window's ``count``-th newest settled send leaves it (the rows newest first, each
+#: with the sends from it to the newest)
 _NTH_SETTLED: Final = (
-    "SELECT at_s + CASE WHEN holder = ? THEN 0 ELSE ? END AS until_s FROM reservations "
-    "WHERE subject = ? AND at_s > ? AND (holder != ? OR at_s > ?) AND (sent = 1 OR at_s <= ?) "
-    "ORDER BY until_s DESC LIMIT 1 OFFSET ?"
+    "SELECT until_s FROM (SELECT until_s, SUM(units) OVER (ORDER BY until_s DESC "
+    "ROWS UNBOUNDED PRECEDING) AS newer FROM (SELECT at_s + CASE WHEN holder = ? THEN 0 "
+    "ELSE ? END AS until_s, units FROM reservations WHERE subject = ? AND at_s > ? "
+    "AND (holder != ? OR at_s > ?) AND (sent = 1 OR at_s <= ?))) "
+    "WHERE newer >= ? ORDER BY until_s DESC LIMIT 1"
 )
 
 
@@ -179,9 +203,9 @@ class SqliteLedger:
         await self._call(_in_transaction, _settle, list(sent), list(released))
 
     async def history(self, subject: str, *, since_s: float, now_s: float) -> list[float]:
-        rows = await self._call(_fetch, "SELECT at_s, sent FROM reservations "
+        rows = await self._call(_fetch, "SELECT at_s, sent, units FROM reservations "
                                 "WHERE subject = ? AND at_s >= ? ORDER BY at_s", (subject, since_s))
-        return [at if sent else min(at, now_s) for at, sent in rows]
+        return [at if sent else min(at, now_s) for at, sent, units in rows for _ in range(units)]
 
     async def first_send(self, subject: str) -> float | None:
         rows = await self._call(_fetch, "SELECT at_s FROM firsts WHERE subject = ?", (subject,))
@@ -307,8 +331,15 @@ def _prepare(db: sqlite3.Connection, now_s: float) -> None:
     db.execute("PRAGMA synchronous = FULL")  # a reservation outlives a power cut
     # one transaction (one fsync) for the schema and the pruning
     db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
+    _in_transaction(db, _batch_rows)
     _in_transaction(db, _add_totals)
     _in_transaction(db, _prune, now_s - _KEEP_S)
+
+
+def _batch_rows(db: sqlite3.Connection) -> None:
+    columns = {row[1] for row in db.execute("PRAGMA table_info(reservations)")}
+    for statement in (*(() if "units" in columns else _BATCH_ROWS), *_INDEXES):
+        db.execute(statement)
 
 
 def _add_totals(db: sqlite3.Connection) -> None:
@@ -334,6 +365,8 @@ def _wal(db: sqlite3.Connection) -> None:
 
 
 def _prune(db: sqlite3.Connection, before_s: float) -> None:
+    db.execute("UPDATE totals SET n = n - (SELECT COALESCE(SUM(units), 0) FROM reservations "
+               "WHERE subject = totals.subject AND at_s < ?)", (before_s,))
     db.execute("DELETE FROM reservations WHERE at_s < ?", (before_s,))
     db.execute("DELETE FROM waiters WHERE next_s < ?", (before_s,))
 
@@ -404,7 +437,7 @@ def _reserve(db: sqlite3.Connection, subject: str, rates: tuple[Rate, ...], hold
     total = db.execute("SELECT n FROM totals WHERE subject = ?", (subject,)).fetchone()
     counts = [_count(db, subject, holder, r, now_s, 0 if total is None else total[0], want)
               for r in rates]
-    granted = room(rates, counts, want)
+    granted = room(rates, counts, min(want, BATCH_IDS))
     if granted == 0:
         binding = [(r, _nth_settled(db, subject, holder, r, now_s))
                    for r, n in zip(rates, counts, strict=True) if n >= r.count]
@@ -413,12 +446,13 @@ def _reserve(db: sqlite3.Connection, subject: str, rates: tuple[Rate, ...], hold
         if holder in waiting or _others_in(db, subject, holder, [r for r, _ in binding], now_s):
             _wait(db, subject, holder, refusal)
         return refusal
-    rows = db.execute(_RESERVE, (granted, subject, holder, now_s, expires_s)).fetchall()
+    batch = db.execute(_RESERVE, (subject, holder, now_s, expires_s, granted)).fetchone()[0]
+    db.execute(_ADD_TOTAL, (subject, granted))
     if waiting.keys() - {holder}:  # still contending: it will ask again
         db.execute(_WAIT, (subject, holder, now_s))
     elif holder in waiting:  # no one else wants the subject any more
         db.execute("DELETE FROM waiters WHERE subject = ? AND holder = ?", (subject, holder))
-    return Grant(ids=tuple(sorted(int(i) for i, in rows)), expires_s=expires_s)
+    return Grant(ids=unit_ids(int(batch), granted), expires_s=expires_s)
 
 
 #: the holders contending for a subject that will ask again (within the grace)
@@ -452,11 +486,9 @@ def _count(db: sqlite3.Connection, subject: str, holder: str, rate: Rate, now_s:
                                    start_s)).fetchone()[0])
 
 
-#: ``count`` reservations of one subject in one statement (one INSERT a reservation was a
-#: statement each, each a trip out of and back into Python)
+#: a grant of ``units`` reservations: one row
 _RESERVE: Final = (
-    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
-    "INSERT INTO reservations (subject, holder, reserved_s, at_s) SELECT ?, ?, ?, ? FROM n "
+    "INSERT INTO reservations (subject, holder, granted_s, at_s, units) VALUES (?, ?, ?, ?, ?) "
     "RETURNING id"
 )
 
@@ -471,42 +503,33 @@ def _nth_settled(db: sqlite3.Connection, subject: str, holder: str, rate: Rate,
     start_s = now_s - window_s(rate)
     row = db.execute(_NTH_SETTLED, (holder, OTHER_HOLDER_MARGIN_S, subject,
                                     start_s - OTHER_HOLDER_MARGIN_S, holder, start_s, now_s,
-                                    rate.count - 1)).fetchone()
+                                    rate.count)).fetchone()
     return None if row is None else float(row[0])
 
 
 def _settle(db: sqlite3.Connection, sent: list[tuple[int, float]], released: list[int]) -> None:
-    # a statement per chunk of settlements, not per settlement (a settlement is a send)
-    for values in _chunks(sent, 2):
-        db.execute(_SENT, values)
-        db.execute(_FIRSTS, values)
-    for values in _chunks([(rid,) for rid in released], 1):
-        db.execute(_RELEASED, values)
+    # a row for each group of a grant's sends (it copies the grant's subject and holder, so it
+    # is written before the grant's row may go), then what is left of each grant
+    done = settlements(sent, released)
+    db.executemany(_SENT, [(at_s, n, s.batch) for s in done for at_s, n in s.sends])
+    db.executemany(_FIRSTS, [(s.first_s, s.batch) for s in done if s.first_s is not None])
+    db.executemany(_RELEASED, [(s.released, s.batch) for s in done if s.released])
+    db.executemany(_USED, [(s.used, s.batch) for s in done])
+    db.executemany("DELETE FROM reservations WHERE id = ? AND units <= 0",
+                   [(s.batch,) for s in done])
 
 
-#: settlements one statement takes; a shorter chunk is padded with NULL ids, which match none
-_CHUNK: Final = 64
-
-
-def _chunks(rows: Sequence[tuple[Any, ...]], width: int) -> Iterator[list[Any]]:
-    for start in range(0, len(rows), _CHUNK):
-        chunk = rows[start:start + _CHUNK]
-        yield [*(v for row in chunk for v in row), *[None] * (width * (_CHUNK - len(chunk)))]
-
-
-def _values(width: int) -> str:
-    # a VALUES list of _CHUNK rows of width parameters, as a subquery
-    row = "(" + ", ".join("?" * width) + ")"
-    return "(VALUES " + ", ".join([row] * _CHUNK) + ")"
-
-
-#: (id, when it was sent)
-_SENT: Final = (f"UPDATE reservations SET at_s = v.column2, sent = 1 FROM {_values(2)} AS v "
-                "WHERE reservations.id = v.column1")
-#: each subject's earliest send of the chunk, if earlier than what it has (or it has none)
+#: (when, how many, the grant): sends of a grant
+_SENT: Final = ("INSERT INTO reservations (subject, holder, granted_s, at_s, sent, units) "
+                "SELECT subject, holder, granted_s, ?, 1, ? FROM reservations "
+                "WHERE id = ? AND sent = 0")
+#: (when, the grant): its subject's first send, if earlier than what it has (or it has none)
 _FIRSTS: Final = (
-    f"INSERT INTO firsts SELECT subject, MIN(at_s) FROM reservations WHERE id IN "
-    f"(SELECT column1 FROM {_values(2)}) GROUP BY subject "
+    "INSERT INTO firsts SELECT subject, ? FROM reservations WHERE id = ? AND sent = 0 "
     "ON CONFLICT (subject) DO UPDATE SET at_s = excluded.at_s WHERE excluded.at_s < firsts.at_s"
 )
-_RELEASED: Final = f"DELETE FROM reservations WHERE id IN (SELECT column1 FROM {_values(1)})"
+#: (how many, the grant): reservations of a grant released, taken from its subject's total
+_RELEASED: Final = ("UPDATE totals SET n = n - ? WHERE subject = "
+                    "(SELECT subject FROM reservations WHERE id = ? AND sent = 0)")
+#: (how many, the grant): reservations of a grant sent or released
+_USED: Final = "UPDATE reservations SET units = MAX(units - ?, 0) WHERE id = ? AND sent = 0"
