@@ -331,21 +331,18 @@ def _prepare(db: sqlite3.Connection, now_s: float) -> None:
     db.execute("PRAGMA synchronous = FULL")  # a reservation outlives a power cut
     # one transaction (one fsync) for the schema and the pruning
     db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
-    _in_transaction(db, _batch_rows)
-    _in_transaction(db, _add_totals)
+    _in_transaction(db, _upgrade)
     _in_transaction(db, _prune, now_s - _KEEP_S)
 
 
-def _batch_rows(db: sqlite3.Connection) -> None:
+def _upgrade(db: sqlite3.Connection) -> None:
+    """What a ledger of an earlier bulkdm lacks: a row a grant, the indexes, the totals."""
     columns = {row[1] for row in db.execute("PRAGMA table_info(reservations)")}
-    for statement in (*(() if "units" in columns else _BATCH_ROWS), *_INDEXES):
-        db.execute(statement)
-
-
-def _add_totals(db: sqlite3.Connection) -> None:
+    statements = [*(() if "units" in columns else _BATCH_ROWS), *_INDEXES]
     if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'totals'").fetchone() is None:
-        for statement in _TOTALS:  # one by one: executescript would commit first
-            db.execute(statement)
+        statements += _TOTALS
+    for statement in statements:  # one by one: executescript would commit first
+        db.execute(statement)
 
 
 def _wal(db: sqlite3.Connection) -> None:
