@@ -290,7 +290,8 @@ async def _account_pool(
     if spec is None:
         yield None
         return
-    ledger = await open_ledger(spec, now_s=time.time())
+    # the run reserves: a ledger of an earlier bulkdm is upgraded (a row a grant)
+    ledger = await open_ledger(spec, now_s=time.time(), upgrade=True)
     try:
         pool = await AccountPool.open(
             ledger, realm=realm_for(settings.provider.base_url, sandbox=options.sandbox),

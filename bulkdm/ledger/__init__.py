@@ -90,8 +90,10 @@ def ledger_spec(configured: str | None, environ: Mapping[str, str] | None = None
     return None if spec.lower() == _OFF else spec
 
 
-async def open_ledger(spec: str, *, now_s: float) -> Ledger:
-    """The ledger ``spec`` names (see :func:`ledger_spec`).
+async def open_ledger(spec: str, *, now_s: float, upgrade: bool = False) -> Ledger:
+    """The ledger ``spec`` names (see :func:`ledger_spec`). A ledger of an earlier bulkdm is
+    upgraded only with ``upgrade`` (a run's, which reserves: that bulkdm's runs on it then stop
+    at their next reservation); other commands read it as it is.
 
     :raises ConfigError: a PostgreSQL URL without the ``postgres`` extra installed.
     :raises LedgerError: the ledger cannot be opened.
@@ -102,10 +104,10 @@ async def open_ledger(spec: str, *, now_s: float) -> Ledger:
         except ImportError as exc:
             raise ConfigError("a PostgreSQL ledger needs asyncpg: pip install 'bulkdm[postgres]'",
                               key="accounts.ledger") from exc
-        return await PostgresLedger.open(spec, now_s=now_s)
+        return await PostgresLedger.open(spec, now_s=now_s, upgrade=upgrade)
     from bulkdm.ledger.sqlite import SqliteLedger
 
-    return await SqliteLedger.open(_sqlite_path(spec), now_s=now_s)
+    return await SqliteLedger.open(_sqlite_path(spec), now_s=now_s, upgrade=upgrade)
 
 
 def _sqlite_path(spec: str) -> Path:

@@ -194,10 +194,16 @@ class PostgresLedger:
     def __init__(self, pool: Any, url: str) -> None:
         self._pool = _DeadlinePool(pool)
         self.location = masked_url(url)
+        #: each reservation row's count: its units, or 1 in a ledger of an earlier bulkdm
+        #: opened without upgrading it
+        self._units = "units"
 
     @classmethod
-    async def open(cls, url: str, *, now_s: float) -> PostgresLedger:
-        """Connect to ``url`` (``postgresql://user:password@host:port/db``), creating the tables."""
+    async def open(cls, url: str, *, now_s: float, upgrade: bool = False) -> PostgresLedger:
+        """Connect to ``url`` (``postgresql://user:password@host:port/db``), creating the tables.
+        A ledger of an earlier bulkdm (a row a reservation) is upgraded only with ``upgrade``
+        (a run's: the earlier bulkdm's runs on it stop at their next reservation); otherwise
+        it is read as it is."""
         try:
             pool = await asyncpg.create_pool(url, min_size=1, max_size=4,
                                              timeout=COMMAND_TIMEOUT_S,
@@ -214,15 +220,8 @@ class PostgresLedger:
         ledger = cls(pool, url)
         try:
             async with ledger._pool.acquire() as conn:
-                # one schema creation at a time, when several hosts start at once
-                async with conn.transaction():
-                    await conn.execute("SELECT pg_advisory_xact_lock(4242001)")
-                    await conn.execute(_SCHEMA)
-                    await _batch_rows(conn)
-                await conn.execute("DELETE FROM bulkdm_reservations WHERE at_s < $1",
-                                   now_s - _KEEP_S)
-                await conn.execute("DELETE FROM bulkdm_waiters WHERE next_s < $1",
-                                   now_s - _KEEP_S)
+                if not await _prepare(conn, now_s, upgrade):
+                    ledger._units = "1"
         except _UNREACHABLE as exc:
             await ledger.close()
             raise _unreachable(ledger.location, exc) from exc
@@ -299,7 +298,7 @@ class PostgresLedger:
                                    "AND units <= 0", [s.batch for s in done])
 
     async def history(self, subject: str, *, since_s: float, now_s: float) -> list[float]:
-        rows = await self._fetch("SELECT at_s, sent, units FROM bulkdm_reservations "
+        rows = await self._fetch(f"SELECT at_s, sent, {self._units} FROM bulkdm_reservations "
                                  "WHERE subject = $1 AND at_s >= $2 ORDER BY at_s",
                                  subject, since_s)
         return [r[0] if r[1] else min(r[0], now_s) for r in rows for _ in range(r[2])]
@@ -418,12 +417,22 @@ def _unreachable(location: str, exc: BaseException) -> LedgerUnreachableError:
     return LedgerUnreachableError(f"{location}: the account ledger is unreachable ({why})")
 
 
-async def _batch_rows(conn: Any) -> None:
-    if await conn.fetchval(
+async def _prepare(conn: Any, now_s: float, upgrade: bool) -> bool:
+    """The schema and the pruning; False: the ledger is an earlier bulkdm's, left as it is (not
+    ``upgrade``), and its reservations were not pruned."""
+    async with conn.transaction():  # one schema creation at a time, when hosts start at once
+        await conn.execute("SELECT pg_advisory_xact_lock(4242001)")
+        await conn.execute(_SCHEMA)
+        current = await conn.fetchval(
             "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
-            "AND table_name = 'bulkdm_reservations' AND column_name = 'units'") is None:
-        for statement in _BATCH_ROWS:
-            await conn.execute(statement)
+            "AND table_name = 'bulkdm_reservations' AND column_name = 'units'") is not None
+        if not current and upgrade:
+            for statement in _BATCH_ROWS:
+                await conn.execute(statement)
+    if current or upgrade:
+        await conn.execute("DELETE FROM bulkdm_reservations WHERE at_s < $1", now_s - _KEEP_S)
+    await conn.execute("DELETE FROM bulkdm_waiters WHERE next_s < $1", now_s - _KEEP_S)
+    return current or upgrade
 
 
 async def _limits(conn: Any, subject: str, now_s: float,

@@ -121,6 +121,18 @@ _INDEXES: Final = (
     "DROP TRIGGER IF EXISTS totals_insert",
     "DROP TRIGGER IF EXISTS totals_delete",
 )
+#: the last grant's id, so that none is given twice: a row's id is one more than the largest
+#: in the table, and the largest may go (a grant used up, the pruning), when a stale settlement
+#: of its process (paused for days) would take another holder's grant for its own
+_GRANT_IDS: Final = (
+    "CREATE TABLE IF NOT EXISTS grant_ids (n INTEGER NOT NULL)",
+    ("INSERT INTO grant_ids SELECT COALESCE(MAX(id), 0) FROM reservations "
+     "WHERE NOT EXISTS (SELECT 1 FROM grant_ids)"),
+)
+_NEXT_GRANT_ID: Final = (
+    "UPDATE grant_ids SET n = MAX(n, (SELECT COALESCE(MAX(id), 0) FROM reservations)) + 1 "
+    "RETURNING n"
+)
 #: sends in a window ending now: this holder's in the window, others' in it widened by a margin
 _COUNT: Final = (
     "SELECT COALESCE(SUM(units), 0) FROM reservations WHERE subject = ? AND at_s > ? "
@@ -144,10 +156,15 @@ class SqliteLedger:
         self._db = db
         self.path = path
         self.location = str(path)
+        #: each reservation row's count: its units, or 1 in a ledger of an earlier bulkdm
+        #: opened without upgrading it
+        self._units = "units"
 
     @classmethod
-    async def open(cls, path: Path, *, now_s: float) -> SqliteLedger:
-        """Open (creating it and its folder) the ledger at ``path``."""
+    async def open(cls, path: Path, *, now_s: float, upgrade: bool = False) -> SqliteLedger:
+        """Open (creating it and its folder) the ledger at ``path``. A ledger of an earlier
+        bulkdm (a row a reservation) is upgraded only with ``upgrade`` (a run's: the earlier
+        bulkdm's runs on it stop at their next reservation); otherwise it is read as it is."""
         try:
             await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
             db = await aiosqlite.connect(path, isolation_level=None)
@@ -155,7 +172,8 @@ class SqliteLedger:
             raise LedgerError(f"{path}: cannot open the account ledger: {exc}") from exc
         ledger = cls(db, path)
         try:
-            await ledger._call(_prepare, now_s)
+            if not await ledger._call(_prepare, now_s, upgrade):
+                ledger._units = "1"
         except LedgerError:
             await db.close()
             raise
@@ -203,7 +221,7 @@ class SqliteLedger:
         await self._call(_in_transaction, _settle, list(sent), list(released))
 
     async def history(self, subject: str, *, since_s: float, now_s: float) -> list[float]:
-        rows = await self._call(_fetch, "SELECT at_s, sent, units FROM reservations "
+        rows = await self._call(_fetch, f"SELECT at_s, sent, {self._units} FROM reservations "
                                 "WHERE subject = ? AND at_s >= ? ORDER BY at_s", (subject, since_s))
         return [at if sent else min(at, now_s) for at, sent, units in rows for _ in range(units)]
 
@@ -325,24 +343,31 @@ def _remove_opt_out(db: sqlite3.Connection, realm: str, user_id: str | None,
 _BUSY_S: Final = 30.0
 
 
-def _prepare(db: sqlite3.Connection, now_s: float) -> None:
+def _prepare(db: sqlite3.Connection, now_s: float, upgrade: bool) -> bool:
+    """The connection's settings, the schema and the pruning; False: the ledger is an earlier
+    bulkdm's, left as it is (not ``upgrade``), and nothing was pruned."""
     db.execute(f"PRAGMA busy_timeout = {int(_BUSY_S * 1000)}")
     _wal(db)
     db.execute("PRAGMA synchronous = FULL")  # a reservation outlives a power cut
-    # one transaction (one fsync) for the schema and the pruning
     db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
-    _in_transaction(db, _upgrade)
+    if not _in_transaction(db, _upgrade, upgrade):
+        return False
     _in_transaction(db, _prune, now_s - _KEEP_S)
+    return True
 
 
-def _upgrade(db: sqlite3.Connection) -> None:
-    """What a ledger of an earlier bulkdm lacks: a row a grant, the indexes, the totals."""
+def _upgrade(db: sqlite3.Connection, upgrade: bool) -> bool:
+    """What a ledger of an earlier bulkdm lacks: a row a grant, the indexes, the totals, the
+    grants' ids (False: it is one, and not to ``upgrade``)."""
     columns = {row[1] for row in db.execute("PRAGMA table_info(reservations)")}
-    statements = [*(() if "units" in columns else _BATCH_ROWS), *_INDEXES]
+    if "units" not in columns and not upgrade:
+        return False
+    statements = [*(() if "units" in columns else _BATCH_ROWS), *_INDEXES, *_GRANT_IDS]
     if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'totals'").fetchone() is None:
         statements += _TOTALS
     for statement in statements:  # one by one: executescript would commit first
         db.execute(statement)
+    return True
 
 
 def _wal(db: sqlite3.Connection) -> None:
@@ -443,7 +468,8 @@ def _reserve(db: sqlite3.Connection, subject: str, rates: tuple[Rate, ...], hold
         if holder in waiting or _others_in(db, subject, holder, [r for r, _ in binding], now_s):
             _wait(db, subject, holder, refusal)
         return refusal
-    batch = db.execute(_RESERVE, (subject, holder, now_s, expires_s, granted)).fetchone()[0]
+    batch = db.execute(_NEXT_GRANT_ID).fetchone()[0]
+    db.execute(_RESERVE, (batch, subject, holder, now_s, expires_s, granted))
     db.execute(_ADD_TOTAL, (subject, granted))
     if waiting.keys() - {holder}:  # still contending: it will ask again
         db.execute(_WAIT, (subject, holder, now_s))
@@ -485,8 +511,8 @@ def _count(db: sqlite3.Connection, subject: str, holder: str, rate: Rate, now_s:
 
 #: a grant of ``units`` reservations: one row
 _RESERVE: Final = (
-    "INSERT INTO reservations (subject, holder, granted_s, at_s, units) VALUES (?, ?, ?, ?, ?) "
-    "RETURNING id"
+    "INSERT INTO reservations (id, subject, holder, granted_s, at_s, units) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
 )
 
 
