@@ -260,16 +260,15 @@ def settlements(sent: Iterable[tuple[int, float]], released: Iterable[int]) -> l
     """Reservations' send times and releases, grouped by batch; the sends of a batch within
     SETTLE_SPREAD_S of each other become one row at the latest of their times."""
     times: dict[int, list[float]] = {}
-    used: dict[int, int] = {}
+    freed: dict[int, int] = {}
     for unit, at_s in sent:
         times.setdefault(batch_of(unit), []).append(at_s)
     for unit in released:
-        used[batch_of(unit)] = used.get(batch_of(unit), 0) + 1
+        freed[batch_of(unit)] = freed.get(batch_of(unit), 0) + 1
     found = []
-    for batch in sorted(times.keys() | used.keys()):
-        at = sorted(times.get(batch, ()))
-        found.append(Settlement(batch=batch, used=used.get(batch, 0) + len(at),
-                                released=used.get(batch, 0),
+    for batch in sorted(times.keys() | freed.keys()):
+        at, n_freed = sorted(times.get(batch, ())), freed.get(batch, 0)
+        found.append(Settlement(batch=batch, used=n_freed + len(at), released=n_freed,
                                 sends=_spread_groups(at), first_s=at[0] if at else None))
     return found
 
