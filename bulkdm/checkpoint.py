@@ -650,6 +650,15 @@ class Checkpoint:
         )
         return [_record(r) for r in await self._all(sql, (sender, *states, after_id, limit))]
 
+    async def sent_as(self, row_id: int, key: str) -> str | None:
+        """The account as the row's first attempt under ``key`` named it (None: no attempt
+        under it, or one made before bulkdm kept it): a replay must name it the same, however
+        the settings spell it now."""
+        rows = await self._all(
+            "SELECT sent_as FROM attempts WHERE row_id = ? AND idempotency_key = ? "
+            "ORDER BY attempt LIMIT 1", (row_id, key))
+        return str(rows[0][0]) if rows and rows[0][0] is not None else None
+
     async def senders_tried(self, row_id: int) -> list[str]:
         return [str(r[0]) for r in await self._all(
             "SELECT DISTINCT sender FROM attempts WHERE row_id = ?", (row_id,)
@@ -1224,9 +1233,9 @@ def claim(
             moves=(expect.state.value, RowState.SENDING.value),
         ),
         Write(
-            "INSERT INTO attempts (row_id, attempt, sender, idempotency_key, at_s) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (row_id, attempt, sender, key, at_s),
+            "INSERT INTO attempts (row_id, attempt, sender, idempotency_key, at_s, sent_as) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (row_id, attempt, sender, key, at_s, sender),
         ),
     ]
 

@@ -16,7 +16,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Final
@@ -630,6 +630,11 @@ class Engine:
                else (row.idempotency_key or "").partition("-r")[0])
         if row.key_rotation:
             key = f"{key}-r{row.key_rotation}"
+        auth = sender.auth
+        if row.attempts:  # a key sent before names its account as its first request did
+            spelled = await self._cp.sent_as(row.id, key)
+            if spelled is not None and spelled != auth.account:
+                auth = replace(auth, account=spelled)
         # conditional on the row as this loop read it: a row moved meanwhile (its sender dropped
         # while this loop waited for a slot) is refused, and a refused claim is not sent
         intent = cp.claim(row_id=row.id, attempt=attempt, sender=sender.account, key=key,
@@ -647,7 +652,7 @@ class Engine:
         )
         # the sender goes on to its next row while this one's intent commits (grouped with
         # others); the request itself waits for that commit
-        task = asyncio.create_task(self._send(claimed, sender, media_id, intent,
+        task = asyncio.create_task(self._send(claimed, sender, auth, media_id, intent,
                                               replay=row.state is RowState.UNKNOWN,
                                               ticket=ticket, unbound=unbound))
         self._tasks.add(task)
@@ -808,11 +813,12 @@ class Engine:
     # -- a send and what follows ---------------------------------------------------------------
 
     async def _send(
-        self, row: RowRecord, sender: _Sender, media_id: str | None, intent: list[Write], *,
-        replay: bool, ticket: Ticket | None = None, unbound: bool = False,
+        self, row: RowRecord, sender: _Sender, auth: SenderAuth, media_id: str | None,
+        intent: list[Write], *, replay: bool, ticket: Ticket | None = None,
+        unbound: bool = False,
     ) -> None:
         sent = _SentAt(row.claimed_at_s or 0.0, (self._key, sender.limiter), ticket)
-        request = DmRequest(recipient_id=row.recipient_id or "", sender=sender.auth,
+        request = DmRequest(recipient_id=row.recipient_id or "", sender=auth,
                             text=row.text or "", idempotency_key=row.idempotency_key or "",
                             media_id=media_id, on_sent=sent.move)
         try:

@@ -157,8 +157,13 @@ ALTER TABLE reply_reads ADD COLUMN read_at_s REAL;
 ALTER TABLE reply_reads ADD COLUMN answered INTEGER NOT NULL DEFAULT 0;
 """
 
+#: v11 (a sender's handle respelled in the settings): the account as each attempt's request
+#: named it, kept as it was when ``sender`` takes the settings' new spelling: a replay under
+#: the same key must name it the same (Xquik answers a key reused with another account 409)
+_V11_SENT_AS: Final = "ALTER TABLE attempts ADD COLUMN sent_as TEXT;"
+
 MIGRATIONS: Final = (
     _V1, _V2, _V3, _V4_ORIGINAL, _V5_UPLOADS, _V6_BOUND_BY_CLAIM, _V7_REPLIES, _V8_LATER_MESSAGE,
-    _V9_READ_COSTS, _V10_READ_AT,
+    _V9_READ_COSTS, _V10_READ_AT, _V11_SENT_AS,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)

@@ -14,11 +14,23 @@ import pytest
 from bulkdm import checkpoint as cp
 from bulkdm.checkpoint import Checkpoint, Expect, Finish
 from bulkdm.engine import FinishReason
+from bulkdm.outcomes import Action
+from bulkdm.providers import DmRequest, SenderAuth, open_provider
 from bulkdm.rates import Rate
 from bulkdm.rows import RowState
 from bulkdm.sandbox import Faults, SandboxConfig, running_sandbox
-from bulkdm.settings import ProviderName
-from tests.clikit import Done, bulkdm, env_for, finish, handoff_lines, start, write_campaign
+from bulkdm.secrets import Secret
+from bulkdm.settings import ProviderName, ProviderSettings
+from tests.clikit import (
+    API_KEY,
+    Done,
+    bulkdm,
+    env_for,
+    finish,
+    handoff_lines,
+    start,
+    write_campaign,
+)
 from tests.enginekit import open_engine, planned, settings_for, states, write_plan
 
 
@@ -305,6 +317,47 @@ async def test_rows_in_doubt_of_a_sender_removed_from_the_settings_say_how_to_se
     assert done.code == 4, done.stdout + done.stderr
     assert ("  3 of them were sent by s_b, which the settings no longer name: add s_b back to "
             "settle them (no other account sends them)") in done.stdout.splitlines()
+
+
+async def test_a_row_in_doubt_is_replayed_naming_its_account_as_its_first_request_did(
+    tmp_path: Path,
+) -> None:
+    # a run died with bob's first DM delivered and its answer lost; then the settings spelled
+    # the account Bob (a handle is case-insensitive). The replay named the account as the
+    # settings did, under a key whose first request named it bob: Xquik answers a key reused
+    # for another request 409, and every run stopped there with the campaign's rows unsent (QA)
+    rows = [{"recipient_id": str(68_000 + i), "first_name": "x", "sender": "bob"}
+            for i in range(4)]
+    async with running_sandbox() as sb:
+        campaign = write_campaign(tmp_path, rows, url=sb.xquik_url, senders=("bob",))
+        assert (await bulkdm("plan", str(campaign))).code == 0
+        path = campaign.with_suffix(".bulkdm.sqlite")
+        await in_flight(path, "bob")
+        await _deliver_first_row(path, sb.xquik_url, account="bob")
+        _set(campaign, 'account = "bob"', 'account = "Bob"')
+        done = await bulkdm("run", str(campaign), "--amend", "--progress", "none")
+        delivered = Counter(d.recipient_id for d in sb.ledger)
+    assert done.code == 0, done.stdout + done.stderr
+    assert delivered == Counter(r["recipient_id"] for r in rows)  # each once, none lost
+    assert {state for state, _ in (await states(path)).values()} == {"sent"}
+
+
+async def _deliver_first_row(path: Path, url: str, *, account: str) -> None:
+    """The request of row 1's claim, as it left before its run died (the answer never read)."""
+    checkpoint = await Checkpoint.open(path)
+    try:
+        [row] = await checkpoint.rows_by_ids([1])
+    finally:
+        await checkpoint.close()
+    provider = await open_provider(ProviderSettings(name=ProviderName.XQUIK, base_url=url),
+                                   Secret(API_KEY), concurrency=1)
+    try:
+        outcome = await provider.send(DmRequest(
+            recipient_id=row.recipient_id or "", sender=SenderAuth(account=account),
+            text=row.text or "", idempotency_key=row.idempotency_key or ""))
+    finally:
+        await provider.aclose()
+    assert outcome.action is Action.DONE, outcome
 
 
 async def in_flight(path: Path, sender: str) -> None:
