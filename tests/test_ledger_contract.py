@@ -346,6 +346,34 @@ async def test_the_first_send_is_kept_past_pruning_and_only_an_earlier_one_repla
     assert await reopened.first_send(ALICE) == NOW + 2
 
 
+async def test_sends_are_kept_as_long_as_the_longest_window_a_campaign_registered(
+    connect: Opener,
+) -> None:
+    # every open prunes the sends no window can count: they were kept 8 days whatever the
+    # windows, and a campaign's 30-day cap forgot its sends after 8 (QA: 2 of 2/30d sent, and
+    # 2 more granted on day 9)
+    day, bob = 86400.0, account_subject(Realm.LIVE, "bob")
+    monthly = [Rate(count=2, period_s=30 * day)]
+    ledger = await connect()
+    await ledger.register(ALICE, campaign="monthly", rates=monthly, now_s=NOW)
+    await ledger.register(bob, campaign="daily", rates=[Rate(count=5, period_s=day)], now_s=NOW)
+    sent = []
+    for subject in (ALICE, bob):
+        grant = await ledger.reserve(subject, rates=monthly, holder="a", want=2, now_s=NOW)
+        sent += [(i, NOW + 1) for i in grant.ids]
+    await ledger.settle(sent, [])
+    later = NOW + 9 * day
+    reopened = await connect(later)  # opening prunes
+    assert await reopened.history(ALICE, since_s=0, now_s=later) == [NOW + 1, NOW + 1]
+    refused = await reopened.reserve(ALICE, rates=monthly, holder="b", want=1, now_s=later)
+    assert refused.ids == () and refused.next_s is not None and refused.next_s > NOW + 30 * day
+    # 30 days and a day on, the pruning takes them (and bob's with them: one horizon for all)
+    gone = NOW + 32 * day
+    last = await connect(gone)
+    assert await last.history(ALICE, since_s=0, now_s=gone) == []
+    assert await last.history(bob, since_s=0, now_s=gone) == []
+
+
 async def test_one_settlement_of_several_accounts_keeps_each_ones_earliest_send(
     connect: Opener,
 ) -> None:

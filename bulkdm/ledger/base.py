@@ -42,6 +42,7 @@ from bulkdm.rates import Rate
 
 __all__ = [
     "BATCH_IDS",
+    "KEEP_S",
     "LEASE_S",
     "OPTED_OUT_MESSAGE",
     "REGISTRATION_TTL_S",
@@ -65,6 +66,7 @@ __all__ = [
     "decode_rates",
     "effective_rates",
     "encode_rates",
+    "kept_s",
     "key_subject",
     "next_try_s",
     "opt_out_entries",
@@ -104,6 +106,10 @@ BATCH_IDS: Final = 1 << 16
 #: sends of one batch settled together are written as one row at the latest of their times (the
 #: safe side: each counts a little late) when they are at most this far apart
 SETTLE_SPREAD_S: Final = 0.01
+#: sends are kept this long at least (a week's window and a day); longer when a campaign
+#: registered a longer window (:func:`kept_s`)
+KEEP_S: Final = 8 * 86400.0
+_DAY_S: Final = 86400.0
 #: the reason of a refusal for another holder's turn
 TURN_REASON: Final = f"another campaign's turn (campaigns sharing it take turns of {TURN_S:g}s)"
 
@@ -215,6 +221,16 @@ def rates_text(rates: Sequence[Rate]) -> str:
 def encode_rates(rates: Sequence[Rate]) -> str:
     """``rates`` as both ledgers store a campaign's windows: ``[[count, period_s], ...]``."""
     return orjson.dumps([[r.count, r.period_s] for r in rates]).decode()
+
+
+def kept_s(registered: Iterable[str]) -> float:
+    """How long sends are kept before the pruning takes them: ``KEEP_S``, or the longest window
+    any campaign registered (``registered``: the limits as stored, expired ones included: the
+    campaign may run again) with a day more. A window longer than what was kept counts what is
+    there: a campaign's first run with a 30-day window finds 8 days of the account's sends."""
+    longest_s = max((window_s(r) for stored in registered for r in decode_rates(stored)),
+                    default=0.0)
+    return max(KEEP_S, longest_s + _DAY_S)
 
 
 def decode_rates(stored: str) -> tuple[Rate, ...]:

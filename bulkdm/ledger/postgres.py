@@ -19,6 +19,7 @@ import asyncpg
 from bulkdm.errors import LedgerError, LedgerUnreachableError
 from bulkdm.ledger.base import (
     BATCH_IDS,
+    KEEP_S,
     LEASE_S,
     OTHER_HOLDER_MARGIN_S,
     REGISTRATION_TTL_S,
@@ -33,6 +34,7 @@ from bulkdm.ledger.base import (
     decode_rates,
     effective_rates,
     encode_rates,
+    kept_s,
     next_try_s,
     opt_out_entries,
     others_since_s,
@@ -60,7 +62,6 @@ _UNREACHABLE: Final = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnecti
 # LedgerError, and a run that recovers says nothing
 logging.getLogger("asyncpg").addHandler(logging.NullHandler())
 logging.getLogger("asyncpg").propagate = False
-_KEEP_S: Final = 8 * 86400.0
 _SCHEMA: Final = """
 -- a row a grant (``units`` reservations, base.BATCH_IDS), and a row for its sends settled
 -- together (base.SETTLE_SPREAD_S)
@@ -429,9 +430,12 @@ async def _prepare(conn: Any, now_s: float, upgrade: bool) -> bool:
         if not current and upgrade:
             for statement in _BATCH_ROWS:
                 await conn.execute(statement)
+    # the sends no window anyone registered can count any more
+    registered = await conn.fetch("SELECT DISTINCT rates FROM bulkdm_limits")
+    before_s = now_s - kept_s(r["rates"] for r in registered)
     if current or upgrade:
-        await conn.execute("DELETE FROM bulkdm_reservations WHERE at_s < $1", now_s - _KEEP_S)
-    await conn.execute("DELETE FROM bulkdm_waiters WHERE next_s < $1", now_s - _KEEP_S)
+        await conn.execute("DELETE FROM bulkdm_reservations WHERE at_s < $1", before_s)
+    await conn.execute("DELETE FROM bulkdm_waiters WHERE next_s < $1", now_s - KEEP_S)
     return current or upgrade
 
 

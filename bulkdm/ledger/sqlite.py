@@ -19,6 +19,7 @@ import aiosqlite
 from bulkdm.errors import LedgerError
 from bulkdm.ledger.base import (
     BATCH_IDS,
+    KEEP_S,
     LEASE_S,
     OTHER_HOLDER_MARGIN_S,
     REGISTRATION_TTL_S,
@@ -33,6 +34,7 @@ from bulkdm.ledger.base import (
     decode_rates,
     effective_rates,
     encode_rates,
+    kept_s,
     next_try_s,
     opt_out_entries,
     others_since_s,
@@ -48,8 +50,6 @@ from bulkdm.rates import Rate
 __all__ = ["SqliteLedger"]
 
 _T = TypeVar("_T")
-#: reservations older than this can no longer matter to any window anyone configures
-_KEEP_S: Final = 8 * 86400.0
 _SCHEMA: Final = """
 -- a row a grant (``units`` reservations, base.BATCH_IDS), and a row for its sends settled
 -- together (base.SETTLE_SPREAD_S)
@@ -352,7 +352,7 @@ def _prepare(db: sqlite3.Connection, now_s: float, upgrade: bool) -> bool:
     db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
     if not _in_transaction(db, _upgrade, upgrade):
         return False
-    _in_transaction(db, _prune, now_s - _KEEP_S)
+    _in_transaction(db, _prune, now_s)
     return True
 
 
@@ -386,11 +386,13 @@ def _wal(db: sqlite3.Connection) -> None:
         time.sleep(0.005)  # on the connection's own thread: no event loop waits
 
 
-def _prune(db: sqlite3.Connection, before_s: float) -> None:
+def _prune(db: sqlite3.Connection, now_s: float) -> None:
+    # the sends no window anyone registered can count any more
+    before_s = now_s - kept_s(r for (r,) in db.execute("SELECT DISTINCT rates FROM limits"))
     db.execute("UPDATE totals SET n = n - (SELECT COALESCE(SUM(units), 0) FROM reservations "
                "WHERE subject = totals.subject AND at_s < ?)", (before_s,))
     db.execute("DELETE FROM reservations WHERE at_s < ?", (before_s,))
-    db.execute("DELETE FROM waiters WHERE next_s < ?", (before_s,))
+    db.execute("DELETE FROM waiters WHERE next_s < ?", (now_s - KEEP_S,))
 
 
 def _write(db: sqlite3.Connection, sql: str, params: list[tuple[Any, ...]]) -> None:
