@@ -59,6 +59,23 @@ async def test_a_full_window_gives_a_refusal_with_its_reason(tmp_path: Path) -> 
         await ledger.close()
 
 
+async def test_tickets_asked_at_once_for_one_account_each_get_their_own(tmp_path: Path) -> None:
+    # both waited for the account's batch of one, then for the key's, and both took from the
+    # account's batch after it: the second found it empty (IndexError) (QA)
+    ledger = await open_ledger(str(tmp_path / "l.sqlite"), now_s=NOW)
+    try:
+        pool = await AccountPool.open(ledger, realm=Realm.LIVE, campaign="c", api_key="k",
+                                      accounts={"alice": (Rate(count=2, period_s=10.0),)},
+                                      key_rates=FAST, clock=lambda: NOW)
+        first, second = await asyncio.gather(pool.ticket("alice"), pool.ticket("alice"))
+        assert isinstance(first, Ticket) and isinstance(second, Ticket)
+        assert first.ids[0] != second.ids[0] and first.ids[1] != second.ids[1]
+        assert isinstance(await pool.ticket("alice"), Refusal)  # the two are the window's 2
+        await pool.close()
+    finally:
+        await ledger.close()
+
+
 async def test_a_campaign_opened_later_with_stricter_limits_binds_the_first(tmp_path: Path) -> None:
     ledger = await open_ledger(str(tmp_path / "l.sqlite"), now_s=NOW)
     try:

@@ -255,7 +255,9 @@ class AccountPool:
         self._register_again_if_due()
         subject = self.subject(account)
         mine, key = self._held.get(subject), self._held.get(self._key)
-        if mine is None or key is None or not (self._usable(mine) and self._usable(key)):
+        # both looked at again after any wait, and taken with none between: while it waited
+        # for the key's batch, the account's may have gone stale or to another ticket
+        while mine is None or key is None or not (self._usable(mine) and self._usable(key)):
             for name in (subject, self._key):
                 refusal = await self._ensure(name)
                 if refusal is not None:
