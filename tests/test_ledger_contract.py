@@ -374,6 +374,25 @@ async def test_sends_are_kept_as_long_as_the_longest_window_a_campaign_registere
     assert await last.history(bob, since_s=0, now_s=gone) == []
 
 
+async def test_a_settlement_naming_more_of_a_grant_than_it_holds_keeps_the_windows(
+    connect: Opener,
+) -> None:
+    # a caller's mistake (an id released twice, or one past the grant): SQLite took the whole
+    # release from the subject's total, which fell under the truth for good, and the count's
+    # shortcut (total + want within the window) granted past a daily cap of 4: 6 (QA)
+    day = [Rate(count=4, period_s=86400.0)]
+    ledger = await connect()
+    granted = 0
+    for step in range(1, 7):
+        grant = await ledger.reserve(ALICE, rates=day, holder="a", want=1, now_s=NOW + step)
+        if grant.ids:
+            granted += 1
+            [unit] = grant.ids
+            await ledger.settle([(unit, NOW + step)], [unit, unit + 1])
+    assert granted == 4
+    assert len(await ledger.history(ALICE, since_s=NOW, now_s=NOW + 7)) == 4
+
+
 async def test_one_settlement_of_several_accounts_keeps_each_ones_earliest_send(
     connect: Opener,
 ) -> None:

@@ -538,7 +538,11 @@ def _settle(db: sqlite3.Connection, sent: list[tuple[int, float]], released: lis
     done = settlements(sent, released)
     db.executemany(_SENT, [(at_s, n, s.batch) for s in done for at_s, n in s.sends])
     db.executemany(_FIRSTS, [(s.first_s, s.batch) for s in done if s.first_s is not None])
-    db.executemany(_RELEASED, [(s.released, s.batch) for s in done if s.released])
+    # a grant's sends and releases beyond what it holds (a caller's mistake: an id twice, or
+    # another holder's) take from the total no more than the grant's rows lose; one send of a
+    # grant of at least one leaves its subject's total as it was
+    db.executemany(_TOTAL_USED, [(s.used, s.used - s.released, s.batch, s.batch) for s in done
+                                 if s.released or s.used > 1])
     db.executemany(_USED, [(s.used, s.batch) for s in done])
     db.executemany("DELETE FROM reservations WHERE id = ? AND units <= 0",
                    [(s.batch,) for s in done])
@@ -553,8 +557,12 @@ _FIRSTS: Final = (
     "INSERT INTO firsts SELECT subject, ? FROM reservations WHERE id = ? AND sent = 0 "
     "ON CONFLICT (subject) DO UPDATE SET at_s = excluded.at_s WHERE excluded.at_s < firsts.at_s"
 )
-#: (how many, the grant): reservations of a grant released, taken from its subject's total
-_RELEASED: Final = ("UPDATE totals SET n = n - ? WHERE subject = "
-                    "(SELECT subject FROM reservations WHERE id = ? AND sent = 0)")
+#: (used, of them sent, the grant, the grant): its subject's total less what the grant's rows
+#: lose (a release: one; a send: none, its row takes the unit), before the grant gives them up
+_TOTAL_USED: Final = (
+    "UPDATE totals SET n = n + (SELECT MAX(units - ?, 0) - units + ? FROM reservations "
+    "WHERE id = ? AND sent = 0) WHERE subject = "
+    "(SELECT subject FROM reservations WHERE id = ? AND sent = 0)"
+)
 #: (how many, the grant): reservations of a grant sent or released
 _USED: Final = "UPDATE reservations SET units = MAX(units - ?, 0) WHERE id = ? AND sent = 0"
