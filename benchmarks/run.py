@@ -38,7 +38,7 @@ from benchmarks.common import Section, settle_disk
 
 FULL = {
     "overhead": OverheadSizes(rows=50_000, senders=16, concurrency=64, reps=2,
-                              latency_rows=20_000, one_sender_rows=10_000),
+                              latency_rows=20_000, one_sender_rows=10_000, ledger_pairs=3),
     "pace": PaceSizes(senders=50, duration_s=60.0, concurrency=64, jitter_rows=1_000),
     "scale": ScaleSizes(plan_rows=1_000_000, small_rows=10_000, large_rows=1_000_000),
     "pool": PoolSizes(senders=2_000, duration_s=60.0, concurrency=512, wait_senders=10_000,
