@@ -345,6 +345,8 @@ class Engine:
             if self._stop.is_set() or not await self._work_left():
                 break
         await self._drain()
+        if not self._stop.is_set():  # ended by itself: paused, or every row done
+            await self._submit(self._paused_waits())
         await self._cp.flush()
         # the counts as the checkpoint holds them: a username resolved to a recipient another
         # line has skipped its row in SQL, where no write says so (the summary said "pending")
@@ -475,6 +477,21 @@ class Engine:
             return None
         at_s, account = min(free)
         return f"nothing can be sent before {_iso(at_s)}, when {account} is free again"
+
+    # what each account resting past the run waits for, until when: status shows it once the
+    # run has paused (it read "next now"); the next run forgets it (_restore)
+    def _paused_waits(self) -> list[Write]:
+        now = self._clock()
+        writes = []
+        for sender in self._senders.values():
+            if not sender.usable or sender.free_at_s is None or sender.free_at_s <= now:
+                continue
+            why = wait_reason(sender.limiter, self._key, now)
+            reason = (why.text(now, clock=_iso) if why and why.until_s >= sender.free_at_s
+                      else sender.note or "its windows are full")
+            writes.append(cp.set_sender_wait(account=sender.account, until_s=sender.free_at_s,
+                                             reason=reason))
+        return writes
 
     def _waiting_note(self) -> str | None:
         notes = [f"{s.account}: {s.note}" for s in self._senders.values()

@@ -69,7 +69,9 @@ async def read_status(checkpoint: Checkpoint) -> Status:
     if "waits_until" in last_run and not running:
         last_run = _gone(last_run)
     held = _held(last_run, now_s, rows_left=rows_left, running=running)
-    waits = _waits(await checkpoint.sender_waits(), now_s, rows_left=rows_left, running=running,
+    # a paused run's waits say when to run again; "no run waits for it" would add nothing
+    waits = _waits(await checkpoint.sender_waits(), now_s, rows_left=rows_left,
+                   running=running or last_run.get("finish_reason") == "paused",
                    accounts=set(waiting) | set(records) | set(sent),
                    blocked={a for a, r in records.items() if _sender_state(
                        r, now_s, waiting=0, held=None) in ("out", "resting")})
@@ -82,8 +84,8 @@ async def read_status(checkpoint: Checkpoint) -> Status:
         state = _sender_state(record, now_s, waiting=waiting.get(account, 0),
                               held=held or waits.get(account))
         reason = record.reason if record else None
-        if state == _WAITING:
-            hold = held or waits[account]
+        hold = waits.get(account) if state == "paused" else held or waits.get(account)
+        if state in (_WAITING, "paused") and hold is not None:
             reason, due_s = hold.why, max(due_s or hold.until_s, hold.until_s)
         senders.append(SenderStatus(
             account=account, sent=sent.get(account, 0), waiting=waiting.get(account, 0),

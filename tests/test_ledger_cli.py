@@ -87,8 +87,11 @@ async def test_two_campaigns_in_a_row_keep_the_daily_cap_together(tmp_path: Path
         ledger = await delivered(sb.root_url)
     assert one.code == 4 and two.code == 4, one.stdout + two.stdout  # paused: caps reached
     # rows are left, each sender at its cap: none is "done", the rows are not "ready"
-    assert "sender s1: paused, 2 sent, 0 left" in status.stdout, status.stdout
-    assert "sender (any sender): paused, 0 sent, 2 left" in status.stdout, status.stdout
+    # and each says why and when it is free again: the day's cap, not "next now"
+    assert re.search(r"sender s1: paused \(2/1d window full until [^)]*\(1d00h\)\), 2 sent, 0 left, "
+                     r"next in (23h59m|1d00h)", status.stdout), status.stdout
+    assert re.search(r"sender \(any sender\): paused \(every sender waits; [^)]*\), 0 sent, 2 left, "
+                     r"next in (23h59m|1d00h)", status.stdout), status.stdout
     assert Counter(d.sender for d in ledger) == {"s1": 2, "s2": 2}
     assert all(len([d for d in ledger if d.sender == s and d.recipient_id.startswith("4")]) == 0
                for s in SENDERS)

@@ -284,3 +284,37 @@ async def test_status_after_an_until_done_run_killed_while_waiting_out_an_outage
     assert "the --until-done run that waited is gone: run the same command to resume" \
         in status.stdout, status.stdout
     assert "waits_until" not in as_json["last_run"], as_json["last_run"]
+
+
+async def test_status_after_a_run_paused_on_a_full_cap_says_when_its_sender_is_free(
+    tmp_path: Path,
+) -> None:
+    """A run that paused on its sender's daily cap: ``status`` said the sender's next send was
+    "now", though nothing can leave before its window frees (QA)."""
+    # three rows of alice's own (two sent, one left: its next read "now") and one for anyone
+    rows = [{"recipient_id": str(78_000 + i), "first_name": "x", "sender": "alice"}
+            for i in range(3)] + [{"recipient_id": "78003", "first_name": "x"}]
+    async with running_sandbox() as sb:
+        campaign = write_campaign(tmp_path, rows, url=sb.xquik_url, sender_rate="100/1s")
+        settings = tmp_path / "camp.toml"
+        settings.write_text(settings.read_text().replace(
+            'rate = "100/1s"\n', 'rate = "100/1s"\ndaily_cap = 2\nwarmup = false\n'))
+        paused = await bulkdm("run", str(campaign), "--progress", "none")
+        status = await bulkdm("status", str(campaign))
+        as_json = orjson.loads((await bulkdm("status", str(campaign), "--json")).stdout)
+        # the cap raised: the next run sends the rest, and status waits for nothing
+        settings.write_text(settings.read_text().replace("daily_cap = 2", "daily_cap = 100"))
+        done = await bulkdm("run", str(campaign), "--amend", "--progress", "none")
+        after = await bulkdm("status", str(campaign))
+    assert paused.code == 4, paused.stdout + paused.stderr
+    assert done.code == 0, done.stdout + done.stderr
+    assert "sender alice: paused (2/1d window full until 20" in status.stdout, status.stdout
+    assert "next now" not in status.stdout, status.stdout
+    assert re.search(r"alice: paused \(2/1d window full until .*\), 2 sent, 1 left, "
+                     r"next in (23h59m|1d00h)", status.stdout), status.stdout
+    assert re.search(r"\(any sender\): paused \(every sender waits; the first is free at "
+                     r"20.*\), 0 sent, 1 left, next in (23h59m|1d00h)", status.stdout), status.stdout
+    (alice,) = [s for s in as_json["senders"] if s["account"] == "alice"]
+    free_s = datetime.fromisoformat(alice["next_due_at"]).timestamp()
+    assert 86_000 < free_s - time.time() <= 87_500  # when the first of the two sends leaves
+    assert "paused" not in after.stdout and "sender alice: done" in after.stdout, after.stdout
