@@ -12,6 +12,7 @@ import csv
 import hashlib
 import io
 import itertools
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
@@ -41,6 +42,7 @@ __all__ = [
 MAX_LINE_BYTES: Final = 1 << 20
 _BOM: Final = b"\xef\xbb\xbf"
 _BACKSLASH: Final = ord("\\")  # no escape in a line, so no \u0000 escape either
+_BLANKS: Final = b" \t\r"  # JSON's blanks within a line
 _READ_CHUNK: Final = 1 << 16
 #: a JSONL file is split into lines this much at a time (about a thousand rows)
 _JSONL_CHUNK: Final = 1 << 17
@@ -254,7 +256,7 @@ def _jsonl_batches(stream: BinaryIO, file: str) -> Iterator[list[RawRow | RowErr
                     value = loads(raw)
                 except orjson.JSONDecodeError:
                     value = None  # _json_record says why
-                if value.__class__ is dict:
+                if value.__class__ is dict and _no_key_twice(raw, value):
                     append(RawRow(line, cast(dict[str, object], value)))
                     continue
             append(_json_record(raw, file, line, ended=index <= last))
@@ -291,6 +293,16 @@ def _json_record(raw: bytes, file: str, line: int, *, ended: bool) -> RawRow | R
             message=f"each line must be a JSON object, not {type(value).__name__}",
             raw=raw.decode("utf-8", "replace").rstrip("\r\n"),
         )
+    repeated = None if _no_key_twice(raw, value) else _repeated_key(raw)
+    if repeated is not None:
+        return RowError(
+            file=file,
+            line=line,
+            field=repeated,
+            reason="repeated_key",
+            message=f"the key {repeated!r} is given more than once in one object; JSON keeps "
+                    "only the last, so remove the others",
+        )
     if _BACKSLASH not in raw or b"\\u0000" not in raw:  # a raw NUL was refused above
         return RawRow(line, value)
     for key, item in value.items():
@@ -303,6 +315,30 @@ def _json_record(raw: bytes, file: str, line: int, *, ended: bool) -> RawRow | R
                 message=f"{key!r} holds a NUL character (\\u0000); remove it",
             )
     return RawRow(line=line, fields=value)
+
+
+def _no_key_twice(raw: bytes, value: dict[str, object]) -> bool:
+    # each key in the text ends in `":` once blanks are gone (and a `\"` in a string adds
+    # one): no more of them than keys read means none came twice
+    return raw.translate(None, _BLANKS).count(b'":') == len(value)
+
+
+def _repeated_key(raw: bytes) -> str | None:
+    # orjson keeps the last of a repeated key in silence; json shows every pair (slower: only
+    # lines _no_key_twice cannot vouch for come here)
+    repeated: list[str] = []
+
+    def pairs(items: list[tuple[str, object]]) -> dict[str, object]:
+        keys = [key for key, _ in items]
+        if len(set(keys)) < len(keys):
+            repeated.append(next(k for i, k in enumerate(keys) if k in keys[:i]))
+        return dict(items)
+
+    try:
+        json.loads(raw, object_pairs_hook=pairs)
+    except (ValueError, RecursionError):  # orjson read it; only json's own limits say no
+        return None
+    return repeated[0] if repeated else None
 
 
 def _as_read(raw: bytes, exc: orjson.JSONDecodeError) -> orjson.JSONDecodeError:

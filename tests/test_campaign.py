@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import tracemalloc
 from pathlib import Path
 
@@ -76,6 +77,44 @@ def test_bad_jsonl_lines_are_row_errors_and_reading_goes_on(
     assert isinstance(bad, RowError)
     assert (bad.line, bad.field, bad.reason) == (1, field, reason)
     assert good == RawRow(line=2, fields={"recipient_id": "1"})
+
+
+@pytest.mark.parametrize(
+    ("line", "field"),
+    [
+        (b'{"recipient_id": "1", "first_name": "Ana", "first_name": "Bo"}', "first_name"),
+        (b'{"recipient_id" : "1", "recipient_id": "2"}', "recipient_id"),  # spaced key
+        (b'{"recipient_id":"1",\t"recipient_id"\t:"2"}', "recipient_id"),
+        (b'{"recipient_id": "1", "text": "say \\"hi\\"", "text": "x"}', "text"),  # escapes
+        (b'{"recipient_id": "1", "vars": {"a": 1, "a": 2}}', "a"),  # in a nested object
+    ],
+)
+def test_a_key_given_twice_is_a_row_error_not_the_last_value_kept(
+    tmp_path: Path, line: bytes, field: str
+) -> None:
+    # orjson (and JSON itself) keep the last value in silence: the row's first one was lost
+    path = write(tmp_path / "c.jsonl", line + b'\n{"recipient_id": "1"}\n')
+    bad, good = read_all(path)
+    assert isinstance(bad, RowError), bad
+    assert (bad.line, bad.field, bad.reason) == (1, field, "repeated_key")
+    assert f"{field!r} is given more than once" in bad.message
+    assert good == RawRow(line=2, fields={"recipient_id": "1"})
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"recipient_id": "1", "consent": "opted_in:2026-10-01", "link": "https://x.com/a"},
+        {"recipient_id": "1", "vars": {"plan": "Pro", "seats": 3}},
+        {"recipient_id": "1", "text": 'he said "a": "b"\nbye'},
+    ],
+)
+def test_rows_with_colons_nesting_or_escapes_in_their_values_are_read_whole(
+    tmp_path: Path, fields: dict[str, object]
+) -> None:
+    for text in (orjson.dumps(fields), json.dumps(fields, separators=(",", " : ")).encode()):
+        path = write(tmp_path / "c.jsonl", text + b"\n")
+        assert read_all(path) == [RawRow(line=1, fields=fields)]
 
 
 def test_an_over_long_line_is_a_row_error_and_the_next_line_is_read(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ from bulkdm.template import Template, TemplateProblem, compile_template, render
 PROPERTY = settings(max_examples=60, deadline=None, database=None,
                     derandomize=bool(os.environ.get("CI")),
                     suppress_health_check=[HealthCheck.too_slow])
-ROW_REASONS = {"nul_byte", "invalid_utf8", "invalid_json", "not_an_object", "line_too_long",
+ROW_REASONS = {"nul_byte", "invalid_utf8", "invalid_json", "not_an_object", "line_too_long", "repeated_key",
                "bad_csv", "wrong_field_count"}
 HEADER = ("recipient_username", "text", "first_name")
 SETTINGS = Settings(campaign=CampaignSettings(name="p", template="Hi {first_name}"),
