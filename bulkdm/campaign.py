@@ -13,7 +13,7 @@ import hashlib
 import io
 import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -43,6 +43,10 @@ MAX_LINE_BYTES: Final = 1 << 20
 _BOM: Final = b"\xef\xbb\xbf"
 _BACKSLASH: Final = ord("\\")  # no escape in a line, so no \u0000 escape either
 _BLANKS: Final = b" \t\r"  # JSON's blanks within a line
+#: what marks a bad byte in a line read again to name its field: NUL, and what "replace" puts
+#: for bytes that are not UTF-8
+_NUL: Final = "\x00"
+_REPLACED: Final = "\ufffd"
 _READ_CHUNK: Final = 1 << 16
 #: a JSONL file is split into lines this much at a time (about a thousand rows)
 _JSONL_CHUNK: Final = 1 << 17
@@ -276,7 +280,7 @@ def _json_record(raw: bytes, file: str, line: int, *, ended: bool) -> RawRow | R
         return RowError(
             file=file,
             line=line,
-            field=None,
+            field=_jsonl_field_holding(raw.replace(b"\x00", b"\\u0000"), _NUL),
             reason="nul_byte",
             message="the line holds a NUL byte; remove it",
         )
@@ -357,7 +361,7 @@ def _json_problem(raw: bytes, file: str, line: int, exc: orjson.JSONDecodeError)
         return RowError(
             file=file,
             line=line,
-            field=None,
+            field=_jsonl_field_holding(raw, _REPLACED),
             reason="invalid_utf8",
             message=f"not UTF-8 at byte {bad.start + 1}; save the file as UTF-8",
         )
@@ -369,6 +373,20 @@ def _json_problem(raw: bytes, file: str, line: int, exc: orjson.JSONDecodeError)
         message=f"malformed JSON at character {exc.pos + 1}: {exc.msg}",
         raw=text.rstrip("\r\n"),
     )
+
+
+def _jsonl_field_holding(raw: bytes, mark: str) -> str | None:
+    # the line read again with its bad bytes made marks, to name the field they are in
+    try:
+        value = orjson.loads(raw.decode("utf-8", "replace"))
+    except orjson.JSONDecodeError:
+        return None
+    return _field_holding(value, mark) if isinstance(value, dict) else None
+
+
+def _field_holding(fields: Mapping[str, object], mark: str) -> str | None:
+    return next((key for key, item in fields.items()
+                 if mark in key or isinstance(item, str) and mark in item), None)
 
 
 def _too_long(file: str, line: int) -> RowError:
@@ -527,7 +545,10 @@ def _csv_record(
 ) -> RawRow | RowError | None:
     if problems:
         at, reason, message = problems[0]
-        return RowError(file=file, line=at, field=None, reason=reason, message=message)
+        cells = dict(zip(header, record, strict=True)) if len(record) == len(header) else {}
+        mark = {"nul_byte": _NUL, "invalid_utf8": _REPLACED}.get(reason)
+        field = _field_holding(cells, mark) if mark else None
+        return RowError(file=file, line=at, field=field, reason=reason, message=message)
     if not record or record == [""]:
         return None  # a blank line
     if len(record) != len(header):

@@ -62,9 +62,11 @@ def test_a_19_digit_json_number_stays_exact(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("line", "reason", "field"),
     [
-        (b'{"text": "a\x00b"}', "nul_byte", None),
+        (b'{"text": "a\x00b"}', "nul_byte", "text"),
         (b'{"text": "a\\u0000b"}', "nul_byte", "text"),
-        (b'{"text": "caf\xe9"}', "invalid_utf8", None),
+        (b'{"text": "caf\xe9"}', "invalid_utf8", "text"),
+        (b'{"recipient_id": "1", "first_name": "Zo\xeb"}', "invalid_utf8", "first_name"),
+        (b'{"text": "caf\xe9"', "invalid_utf8", None),  # and not JSON: no field to name
         (b'["not", "an", "object"]', "not_an_object", None),
         (b"42", "not_an_object", None),
     ],
@@ -286,11 +288,12 @@ def test_bad_csv_records_are_row_errors_and_the_rest_is_read(tmp_path: Path) -> 
         b'eve,"two\nlines"\n',
     )
     items = read_all(path)
-    assert [(i.line, i.reason) for i in items if isinstance(i, RowError)] == [
-        (2, "invalid_utf8"),
-        (3, "nul_byte"),
-        (4, "wrong_field_count"),
-        (6, "line_too_long"),
+    # a bad byte's error names its column (it said "-"), as a bad value's does
+    assert [(i.line, i.reason, i.field) for i in items if isinstance(i, RowError)] == [
+        (2, "invalid_utf8", "text"),
+        (3, "nul_byte", "text"),
+        (4, "wrong_field_count", None),
+        (6, "line_too_long", None),
     ]
     assert items[-1] == RawRow(line=7, fields={"recipient_username": "eve", "text": "two\nlines"})
 
