@@ -40,9 +40,14 @@ async def test_a_jittered_sender_spreads_its_gaps_and_keeps_every_limit(tmp_path
     assert "alice: jitter 100%" in plan.stdout, plan.stdout
     assert len(ledger) == 2 * ROWS
     alice, bob = _gaps(ledger, "alice"), _gaps(ledger, "bob")
-    # never sooner than the limiter allows, jitter or not (0.6 of the pace: stamping slack)
+    # never sooner than the limiter allows, jitter or not. The stamps are the sandbox's, taken
+    # on arrival: one request held up on a loaded machine lands close to the next (CI saw one
+    # gap under 0.6 of the pace). A jitter that let sends leave before the limiter's slot would
+    # make about 9 of 31 gaps that short (u < -0.4); one or none by chance: p < 0.001.
     assert windows_over(ledger, RATE) == []
-    assert windows_over(ledger, Rate(count=1, period_s=PACE_S * 0.6)) == []
+    short = {who: sum(1 for gap in _gaps(ledger, who) if gap < PACE_S * 0.6)
+             for who in ("alice", "bob")}
+    assert max(short.values()) <= 1, (short, alice, bob)
     # without jitter the gaps are even: the pace
     assert statistics.median(bob) < PACE_S * 1.1, bob
     # with 100 %, a gap is the pace times 1 + u (u in [-1, 1], clamped at 0): over 1.25 times
