@@ -18,6 +18,9 @@ __all__ = ["SenderStatus", "Status", "read_status", "status_text"]
 #: a sender's state while an ``--until-done`` run waits out an outage, or waits for the
 #: sender's windows (a daily cap, a send window) to free
 _WAITING: Final = "waiting"
+#: states in which a sender sends nothing until the user acts: out (broken: its first call in
+#: the next run tries again), removed (the settings no longer name it; its rows are in doubt)
+_NO_SENDS: Final = ("out", "removed")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -74,7 +77,7 @@ async def read_status(checkpoint: Checkpoint) -> Status:
                    running=running or last_run.get("finish_reason") == "paused",
                    accounts=set(waiting) | set(records) | set(sent),
                    blocked={a for a, r in records.items() if _sender_state(
-                       r, now_s, waiting=0, held=None) in ("out", "resting")})
+                       r, now_s, waiting=0, held=None) in (*_NO_SENDS, "resting")})
     # every sender the campaign used, also once it is done: one with rows sent and none left
     for account in sorted(set(waiting) | set(records) | set(sent)):
         record = records.get(account)
@@ -82,11 +85,13 @@ async def read_status(checkpoint: Checkpoint) -> Status:
         if record is not None and record.until_s is not None and due_s is not None:
             due_s = max(due_s, record.until_s)
         state = _sender_state(record, now_s, waiting=waiting.get(account, 0),
-                              held=held or waits.get(account))
+                              held=held or waits.get(account), unbound=waiting.get(UNBOUND, 0))
         reason = record.reason if record else None
         hold = waits.get(account) if state == "paused" else held or waits.get(account)
         if state in (_WAITING, "paused") and hold is not None:
             reason, due_s = hold.why, max(due_s or hold.until_s, hold.until_s)
+        if state in _NO_SENDS:
+            due_s = None  # its rows wait for it to be fixed or named again, not for a time
         senders.append(SenderStatus(
             account=account, sent=sent.get(account, 0), waiting=waiting.get(account, 0),
             state=state, reason=reason, next_due_at=iso_utc(due_s) if due_s else None,
@@ -195,14 +200,15 @@ def _waits(recorded: dict[str, tuple[float, str]], now_s: float, *, rows_left: b
 
 
 def _sender_state(record: SenderRecord | None, now_s: float, *, waiting: int,
-                  held: _Held | None) -> str:
-    """out, resting (a rest recorded, rows of its own or not), paused (the last run paused
-    with rows left: each waits for a cap, a rest or a window; see its note), waiting (an
-    ``--until-done`` run waits out an outage, or for the sender's windows), done, or ready."""
-    if record is not None and record.state == "out":
-        return "out"
+                  held: _Held | None, unbound: int = 0) -> str:
+    """out, removed, resting (a rest recorded, rows of its own or not), paused (the last run
+    paused with rows left: each waits for a cap, a rest or a window; see its note), waiting (an
+    ``--until-done`` run waits out an outage, or for the sender's windows), done (nothing left
+    that it could send: ``unbound`` rows are any sender's), or ready."""
+    if record is not None and record.state in _NO_SENDS:
+        return record.state
     if record is not None and record.until_s is not None and record.until_s > now_s:
         return "resting"
-    if held is not None:
+    if held is not None and (held.state != "paused" or waiting or unbound):
         return held.state
     return "ready" if waiting else "done"

@@ -309,14 +309,29 @@ async def test_rows_in_doubt_of_a_sender_removed_from_the_settings_say_how_to_se
         assert (await bulkdm("plan", str(campaign))).code == 0
         await in_flight(campaign.with_suffix(".bulkdm.sqlite"), "s_b")
         settings = tmp_path / "camp.toml"
-        settings.write_text(settings.read_text().replace(
-            '[[senders]]\naccount = "s_b"\nrate = "1000/1s"\n', ""))
+        both = settings.read_text()
+        settings.write_text(both.replace('[[senders]]\naccount = "s_b"\nrate = "1000/1s"\n', ""))
         done = await bulkdm("run", str(campaign), "--amend", "--progress", "none")
         delivered = [d.recipient_id for d in sb.ledger]
+        status = await bulkdm("status", str(campaign))
+        settings.write_text(both)  # s_b named again: its run settles its rows
+        again = await bulkdm("run", str(campaign), "--amend", "--progress", "none")
+        status_again = await bulkdm("status", str(campaign))
+        delivered_again = Counter(d.recipient_id for d in sb.ledger)
     assert sorted(delivered) == ["67000", "67001", "67002"]  # s_b's never sent by s_a
     assert done.code == 4, done.stdout + done.stderr
     assert ("  3 of them were sent by s_b, which the settings no longer name: add s_b back to "
             "settle them (no other account sends them)") in done.stdout.splitlines()
+    # status said "paused, next now" of s_b, which no run would send, and "paused" of s_a,
+    # which had nothing left (QA)
+    assert status.stdout.splitlines()[-2:] == [
+        "  sender s_a: done, 3 sent, 0 left",
+        ("  sender s_b: removed (the settings no longer name it: add it back to settle its 3 "
+         "row(s) in doubt), 0 sent, 3 left")], status.stdout
+    assert again.code == 0, again.stdout + again.stderr
+    assert delivered_again == Counter(str(67_000 + i) for i in range(6))
+    assert status_again.stdout.splitlines()[-1] == "  sender s_b: done, 3 sent, 0 left", \
+        status_again.stdout
 
 
 async def test_a_row_in_doubt_is_replayed_naming_its_account_as_its_first_request_did(
