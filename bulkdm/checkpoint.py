@@ -14,7 +14,7 @@ import functools
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field, fields
 from enum import Enum
@@ -1337,6 +1337,25 @@ def set_sender(*, account: str, state: str, until_s: float | None, reason: str |
         "INSERT OR REPLACE INTO senders (account, state, until_s, reason) VALUES (?, ?, ?, ?)",
         (account, state, until_s, reason),
     )
+
+
+#: the recorded state of an account the settings no longer name while rows it sent are in
+#: doubt: only its own key and conversation can settle them (what ``status`` shows of it)
+REMOVED: Final = "removed"
+
+
+def mark_removed(in_doubt: Mapping[str, int]) -> list[Write]:
+    """The accounts of ``in_doubt`` (its rows in doubt, by account) left the settings."""
+    return [set_sender(account=account, state=REMOVED, until_s=None,
+                       reason=f"the settings no longer name it: add it back to settle its "
+                              f"{n} row(s) in doubt")
+            for account, n in in_doubt.items()]
+
+
+def unmark_removed(accounts: Iterable[str]) -> list[Write]:
+    """``accounts`` are in the settings (in any case): none of them reads removed."""
+    return [Write("DELETE FROM senders WHERE state = ? AND account = ? COLLATE NOCASE",
+                  (REMOVED, account)) for account in accounts]
 
 
 def reassign(*, row_id: int, sender: str, key: str, from_sender: str | None) -> Write:

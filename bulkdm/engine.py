@@ -99,9 +99,6 @@ class SenderState(StrEnum):
     RESTING = "resting"
     OUT = "out"
     DONE = "done"
-    #: recorded at a run's end for an account the settings no longer name whose rows are in
-    #: doubt: only its own key and conversation can settle them
-    REMOVED = "removed"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -436,7 +433,7 @@ class Engine:
             sender.note = sender.call_note = f"out in an earlier run ({record.reason}); trying again"
             return [cp.set_sender(account=sender.account, state=SenderState.READY, until_s=None,
                                   reason=None)]
-        if record.state == SenderState.REMOVED:  # named again: it settles its rows first
+        if record.state == cp.REMOVED:  # named again: it settles its rows first
             return [cp.set_sender(account=sender.account, state=SenderState.READY, until_s=None,
                                   reason=None)]
         if record.until_s is not None and record.until_s > now_s:

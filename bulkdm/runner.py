@@ -14,7 +14,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Final, Protocol, TextIO
 
-from bulkdm.checkpoint import Checkpoint, Write, respell_senders, set_last_run, set_sender
+from bulkdm.checkpoint import Checkpoint, mark_removed, respell_senders, set_last_run
 from bulkdm.collector import tuned_collector
 from bulkdm.engine import Engine, FinishReason, RunReport, SenderState
 from bulkdm.errors import (
@@ -400,7 +400,7 @@ async def _send_all(
     unnamed = await _in_doubt_unnamed(checkpoint, settings)
     await checkpoint.submit([*set_last_run(finish_reason=report.finish_reason.value,
                                            detail=report.detail, ended_at=iso_utc(time.time())),
-                             *_removed_senders(unnamed)])
+                             *mark_removed(unnamed)])  # what status says of them
     await checkpoint.flush()
     failures = await checkpoint.failure_counts()
     again_s = await _run_again_at_s(engine, checkpoint) \
@@ -507,14 +507,6 @@ async def _in_doubt_unnamed(checkpoint: Checkpoint, settings: Settings) -> dict[
             if account != UNBOUND and account.casefold() not in named:
                 found[account] = found.get(account, 0) + n
     return found
-
-
-def _removed_senders(unnamed: dict[str, int]) -> list[Write]:
-    # what `status` says of them: no run sends for them, and their rows wait for them
-    return [set_sender(account=account, state=SenderState.REMOVED, until_s=None,
-                       reason=f"the settings no longer name it: add it back to settle its "
-                              f"{n} row(s) in doubt")
-            for account, n in unnamed.items()]
 
 
 def _not_before(due_s: float | None, free_s: float | None) -> float | None:

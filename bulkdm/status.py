@@ -7,7 +7,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Final
 
-from bulkdm.checkpoint import Checkpoint, SenderRecord
+from bulkdm.checkpoint import REMOVED, Checkpoint, SenderRecord
 from bulkdm.progress import format_duration
 from bulkdm.rows import UNBOUND, RowState
 from bulkdm.runlock import maybe_running
@@ -20,7 +20,7 @@ __all__ = ["SenderStatus", "Status", "read_status", "status_text"]
 _WAITING: Final = "waiting"
 #: states in which a sender sends nothing until the user acts: out (broken: its first call in
 #: the next run tries again), removed (the settings no longer name it; its rows are in doubt)
-_NO_SENDS: Final = ("out", "removed")
+_NO_SENDS: Final = ("out", REMOVED)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -28,7 +28,7 @@ class SenderStatus:
     account: str
     #: rows this sender delivered, over every run of the campaign
     sent: int
-    #: rows left to it (pending, or unknown and to be settled)
+    #: rows left to it (pending, in flight, or in doubt and to be settled)
     waiting: int
     state: str
     reason: str | None
@@ -62,8 +62,9 @@ async def read_status(checkpoint: Checkpoint) -> Status:
     records = {r.account: r for r in await checkpoint.sender_records()}
     sent = await checkpoint.sender_counts("sent")
     waiting = await checkpoint.sender_counts("pending")
-    for account, n in (await checkpoint.sender_counts("unknown")).items():
-        waiting[account] = waiting.get(account, 0) + n
+    for state in ("sending", "unknown"):  # in flight, or in doubt after a kill: not done
+        for account, n in (await checkpoint.sender_counts(state)).items():
+            waiting[account] = waiting.get(account, 0) + n
     senders = []
     now_s = time.time()
     last_run = await checkpoint.last_run()

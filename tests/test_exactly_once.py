@@ -334,6 +334,34 @@ async def test_rows_in_doubt_of_a_sender_removed_from_the_settings_say_how_to_se
         status_again.stdout
 
 
+async def test_an_amend_alone_that_drops_or_names_again_a_sender_with_rows_in_doubt_shows_in_status(
+    tmp_path: Path,
+) -> None:
+    # the run's end recorded the removed sender; `plan --amend` alone left status saying
+    # "ready, next now" of rows no run would send, and, once the sender was named again by
+    # an amend, "removed" of a sender the next run would use (QA)
+    async with running_sandbox() as sb:
+        rows = [{"recipient_id": str(67_100 + i), "first_name": "x",
+                 "sender": "s_a" if i < 2 else "s_b"} for i in range(4)]
+        campaign = write_campaign(tmp_path, rows, url=sb.xquik_url, senders=("s_a", "s_b"))
+        assert (await bulkdm("plan", str(campaign))).code == 0
+        await in_flight(campaign.with_suffix(".bulkdm.sqlite"), "s_b")
+        settings = tmp_path / "camp.toml"
+        both = settings.read_text()
+        settings.write_text(both.replace('[[senders]]\naccount = "s_b"\nrate = "1000/1s"\n', ""))
+        dropped = await bulkdm("plan", str(campaign), "--amend")
+        status = await bulkdm("status", str(campaign))
+        settings.write_text(both.replace('account = "s_b"', 'account = "S_B"'))  # any case
+        named = await bulkdm("plan", str(campaign), "--amend")
+        status_named = await bulkdm("status", str(campaign))
+    assert dropped.code == 0 and named.code == 0, dropped.stderr + named.stderr
+    assert ("  sender s_b: removed (the settings no longer name it: add it back to settle its 2 "
+            "row(s) in doubt), 0 sent, 2 left") in status.stdout.splitlines(), status.stdout
+    # the amend respells its rows as the settings now do; a run settles them first
+    assert "  sender S_B: ready, 0 sent, 2 left" in status_named.stdout.splitlines(), \
+        status_named.stdout
+
+
 async def test_a_row_in_doubt_is_replayed_naming_its_account_as_its_first_request_did(
     tmp_path: Path,
 ) -> None:
