@@ -303,14 +303,8 @@ async def test_rows_in_doubt_of_a_sender_removed_from_the_settings_say_how_to_se
     # can be settled only by its own key and conversation, so every later run paused on them
     # and said only "the next run settles them", which no run ever did
     async with running_sandbox() as sb:
-        rows = [{"recipient_id": str(67_000 + i), "first_name": "x",
-                 "sender": "s_a" if i < 3 else "s_b"} for i in range(6)]
-        campaign = write_campaign(tmp_path, rows, url=sb.xquik_url, senders=("s_a", "s_b"))
-        assert (await bulkdm("plan", str(campaign))).code == 0
-        await in_flight(campaign.with_suffix(".bulkdm.sqlite"), "s_b")
-        settings = tmp_path / "camp.toml"
-        both = settings.read_text()
-        settings.write_text(both.replace('[[senders]]\naccount = "s_b"\nrate = "1000/1s"\n', ""))
+        campaign, settings, both = await _s_b_dropped_in_flight(tmp_path, sb.xquik_url,
+                                                                first_id=67_000, each=3)
         done = await bulkdm("run", str(campaign), "--amend", "--progress", "none")
         delivered = [d.recipient_id for d in sb.ledger]
         status = await bulkdm("status", str(campaign))
@@ -341,14 +335,8 @@ async def test_an_amend_alone_that_drops_or_names_again_a_sender_with_rows_in_do
     # "ready, next now" of rows no run would send, and, once the sender was named again by
     # an amend, "removed" of a sender the next run would use (QA)
     async with running_sandbox() as sb:
-        rows = [{"recipient_id": str(67_100 + i), "first_name": "x",
-                 "sender": "s_a" if i < 2 else "s_b"} for i in range(4)]
-        campaign = write_campaign(tmp_path, rows, url=sb.xquik_url, senders=("s_a", "s_b"))
-        assert (await bulkdm("plan", str(campaign))).code == 0
-        await in_flight(campaign.with_suffix(".bulkdm.sqlite"), "s_b")
-        settings = tmp_path / "camp.toml"
-        both = settings.read_text()
-        settings.write_text(both.replace('[[senders]]\naccount = "s_b"\nrate = "1000/1s"\n', ""))
+        campaign, settings, both = await _s_b_dropped_in_flight(tmp_path, sb.xquik_url,
+                                                                first_id=67_100, each=2)
         dropped = await bulkdm("plan", str(campaign), "--amend")
         status = await bulkdm("status", str(campaign))
         settings.write_text(both.replace('account = "s_b"', 'account = "S_B"'))  # any case
@@ -360,6 +348,22 @@ async def test_an_amend_alone_that_drops_or_names_again_a_sender_with_rows_in_do
     # the amend respells its rows as the settings now do; a run settles them first
     assert "  sender S_B: ready, 0 sent, 2 left" in status_named.stdout.splitlines(), \
         status_named.stdout
+
+
+async def _s_b_dropped_in_flight(tmp_path: Path, url: str, *, first_id: int,
+                                 each: int) -> tuple[Path, Path, str]:
+    # a planned campaign, `each` rows pinned to s_a and as many to s_b, whose s_b rows a run
+    # left in flight, then s_b taken out of the settings: the campaign, its settings file and
+    # the settings' text with both senders
+    rows = [{"recipient_id": str(first_id + i), "first_name": "x",
+             "sender": "s_a" if i < each else "s_b"} for i in range(2 * each)]
+    campaign = write_campaign(tmp_path, rows, url=url, senders=("s_a", "s_b"))
+    assert (await bulkdm("plan", str(campaign))).code == 0
+    await in_flight(campaign.with_suffix(".bulkdm.sqlite"), "s_b")
+    settings = tmp_path / "camp.toml"
+    both = settings.read_text()
+    settings.write_text(both.replace('[[senders]]\naccount = "s_b"\nrate = "1000/1s"\n', ""))
+    return campaign, settings, both
 
 
 async def test_a_row_in_doubt_is_replayed_naming_its_account_as_its_first_request_did(
