@@ -18,7 +18,6 @@ The diff is a pure function of the old rows and the new plan (:func:`diff_plan`)
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -374,19 +373,12 @@ async def amend_checkpoint(
     rows, summary = diff_plan(old, list(planned), senders=senders)
     writes, rewritten = _writes(rows, checkpoint, meta.created_at)
     writes += cp.set_plan_meta(meta)
-    writes += _sender_records(old, senders)
+    # what `status` says of a sender the settings no longer name while rows it sent are in
+    # doubt (the amend leaves those rows as they are), as a run's end records it
+    writes += [*cp.unmark_removed(senders),
+               *cp.mark_removed(await checkpoint.in_doubt_unnamed(senders))]
     if rewritten:
         cursor = await checkpoint.handoff_cursor()
         writes += cp.set_handoff_cursor(HandoffCursor(seq=0, offset=0, path=cursor.path))
     await checkpoint.submit(writes)
     return summary
-
-
-def _sender_records(old: Sequence[RowRecord], senders: frozenset[str]) -> list[Write]:
-    # what `status` says of a sender the settings no longer name while rows it sent are in
-    # doubt (removed, until it is named again), as a run's end records it
-    named = {account.casefold() for account in senders}
-    in_doubt = Counter(row.sender for row in old
-                       if row.sender is not None and row.sender.casefold() not in named
-                       and row.state in (RowState.UNKNOWN, RowState.SENDING))
-    return [*cp.unmark_removed(senders), *cp.mark_removed(in_doubt)]

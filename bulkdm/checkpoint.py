@@ -553,6 +553,14 @@ class Checkpoint:
         sql = "SELECT sender, COUNT(*) FROM rows WHERE state = ? GROUP BY sender"
         return {UNBOUND if k is None else str(k): v for k, v in await self._all(sql, (state,))}
 
+    async def in_doubt_unnamed(self, named: Iterable[str]) -> dict[str, int]:
+        """Rows that may have been delivered (sending, unknown) by accounts not in ``named``
+        (in any case), by account: only their own key and conversation can settle them."""
+        kept = {account.casefold() for account in named}
+        sql = ("SELECT sender, COUNT(*) FROM rows WHERE state IN ('sending', 'unknown') "
+               "AND sender IS NOT NULL GROUP BY sender")
+        return {str(k): v for k, v in await self._all(sql, ()) if str(k).casefold() not in kept}
+
     async def plan_totals(self, *, senders: int) -> PlanTotals:
         """The pending rows, the lookups they need, and at most how many uploads: one per
         picture and sender (a media id is the account's own), and a row bound to no sender

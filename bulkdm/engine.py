@@ -431,9 +431,7 @@ class Engine:
             # sends, settling its own unknown rows first; one still broken is dropped again by
             # its first call
             sender.note = sender.call_note = f"out in an earlier run ({record.reason}); trying again"
-            return [cp.set_sender(account=sender.account, state=SenderState.READY, until_s=None,
-                                  reason=None)]
-        if record.state == cp.REMOVED:  # named again: it settles its rows first
+        if record.state in (SenderState.OUT, cp.REMOVED):  # removed: named again, it settles
             return [cp.set_sender(account=sender.account, state=SenderState.READY, until_s=None,
                                   reason=None)]
         if record.until_s is not None and record.until_s > now_s:

@@ -50,7 +50,7 @@ from bulkdm.replies import (
     write_replies_file,
 )
 from bulkdm.report import format_report
-from bulkdm.rows import UNBOUND, RowState
+from bulkdm.rows import UNBOUND
 from bulkdm.runlock import RunLock
 from bulkdm.sandbox import SandboxConfig, running_sandbox
 from bulkdm.secrets import Secret, read_secret
@@ -397,7 +397,7 @@ async def _send_all(
     # a write failed while in-flight sends outlived the grace: still a storage stop, not a pause
     checkpoint.raise_if_failed()
     # how it ended, for `status` (and its --json)
-    unnamed = await _in_doubt_unnamed(checkpoint, settings)
+    unnamed = await checkpoint.in_doubt_unnamed(s.account for s in settings.senders)
     await checkpoint.submit([*set_last_run(finish_reason=report.finish_reason.value,
                                            detail=report.detail, ended_at=iso_utc(time.time())),
                              *mark_removed(unnamed)])  # what status says of them
@@ -496,17 +496,6 @@ async def _run_again_at_s(engine: Engine, checkpoint: Checkpoint) -> float | Non
                                                  unbound_s), s.free_at_s))
                for s in engine.senders if s.usable]
     return next_send_at_s(senders, engine.api_key_limiter, time.time())
-
-
-async def _in_doubt_unnamed(checkpoint: Checkpoint, settings: Settings) -> dict[str, int]:
-    """Rows that may have been delivered, of accounts the settings no longer name: by account."""
-    named = {s.account.casefold() for s in settings.senders}
-    found: dict[str, int] = {}
-    for state in (RowState.UNKNOWN, RowState.SENDING):
-        for account, n in (await checkpoint.sender_counts(state.value)).items():
-            if account != UNBOUND and account.casefold() not in named:
-                found[account] = found.get(account, 0) + n
-    return found
 
 
 def _not_before(due_s: float | None, free_s: float | None) -> float | None:
