@@ -21,6 +21,7 @@ from bulkdm.ledger.base import (
     TURN_S,
     WAIT_GRACE_S,
     Ask,
+    turn_holder,
     window_s,
 )
 from bulkdm.rates import Rate
@@ -485,6 +486,38 @@ async def test_a_group_of_reservations_is_granted_as_one_after_another(connect: 
     other = await connect()  # another process sees the whole group
     assert len(await other.history(ALICE, since_s=NOW - 1, now_s=NOW)) == 3
     assert len(await other.history(bob, since_s=NOW - 1, now_s=NOW)) == 1
+
+
+async def test_each_ask_of_a_group_gets_its_own_answer_and_its_wait_is_written(
+    connect: Opener,
+) -> None:
+    # a group decides every ask before it writes its grants and waiters: each grant, rest and
+    # refusal must reach its own ask, and the refused holder's wait must reach the ledger
+    ledger, other = await connect(), await connect()
+    bob, carol, dave = (account_subject(Realm.LIVE, name) for name in ("bob", "carol", "dave"))
+    one = Rate(count=1, period_s=60.0)
+    taken = await other.reserve(ALICE, rates=[one], holder="b", want=1, now_s=NOW)
+    await other.settle([(taken.ids[0], NOW)], [])
+    await other.set_rest(carol, until_s=NOW + 600, reason="http_429", now_s=NOW)
+    grants = await ledger.reserve_many(
+        [Ask(subject=bob, rates=(PER_10S,), want=1), Ask(subject=ALICE, rates=(one,), want=1),
+         Ask(subject=carol, rates=(PER_10S,), want=1), Ask(subject=dave, rates=(PER_10S,), want=2)],
+        holder="a", now_s=NOW + 1)
+    assert [len(g.ids) for g in grants] == [1, 0, 0, 2]
+    assert grants[1].reason == f"{one} full"
+    assert grants[1].next_s == pytest.approx(NOW + window_s(one) + OTHER_HOLDER_MARGIN_S)
+    assert (grants[2].reason, grants[2].next_s) == ("resting: http_429", NOW + 600)
+    await ledger.settle([(grants[0].ids[0], NOW + 1)], released=list(grants[3].ids))
+    assert len(await other.history(bob, since_s=NOW, now_s=NOW + 2)) == 1
+    assert await other.history(dave, since_s=NOW, now_s=NOW + 2) == []
+    assert await other.history(carol, since_s=NOW, now_s=NOW + 2) == []
+    # a contends for ALICE now: in a turn of a's, b is refused though the window has room
+    turns = [t for t in (NOW + 2 + k * TURN_S for k in range(6))
+             if turn_holder(["a", "b"], t) == "a"]
+    assert turns
+    refused = await other.reserve(ALICE, rates=[Rate(count=9, period_s=1.0)], holder="b",
+                                  want=1, now_s=turns[0])
+    assert (refused.ids, refused.reason) == ((), TURN_REASON)
 
 
 async def test_a_new_sqlite_ledger_opened_while_another_process_writes_it_waits(

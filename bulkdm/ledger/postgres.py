@@ -18,7 +18,6 @@ import asyncpg
 
 from bulkdm.errors import LedgerError, LedgerUnreachableError
 from bulkdm.ledger.base import (
-    BATCH_IDS,
     KEEP_S,
     LEASE_S,
     OTHER_HOLDER_MARGIN_S,
@@ -32,19 +31,14 @@ from bulkdm.ledger.base import (
     Realm,
     Rest,
     decode_rates,
-    effective_rates,
     encode_rates,
     kept_s,
-    next_try_s,
     opt_out_entries,
     others_since_s,
-    rates_text,
-    room,
     settlements,
-    turn_refusal,
-    unit_ids,
     window_s,
 )
+from bulkdm.ledger.groups import Known, counted_rates, fit, grants, opening, refusal
 from bulkdm.rates import Rate
 from bulkdm.secrets import masked_url
 
@@ -149,10 +143,6 @@ _FIRST_RUN: Final = (
 _NEXT_RUN: Final = (
     "UPDATE bulkdm_runs SET token = $2, at_s = $3 WHERE lineage = $1 AND token = $4 "
     "RETURNING 1"
-)
-_COUNT: Final = (
-    "SELECT COALESCE(SUM(units), 0) FROM bulkdm_reservations WHERE subject = $1 AND at_s > $2 "
-    "AND (holder != $3 OR at_s > $4)"
 )
 #: when the window's ``count``-th newest settled send leaves it (the rows newest first, each
 #: with the sends from it to the newest)
@@ -262,24 +252,22 @@ class PostgresLedger:
 
     async def reserve(self, subject: str, *, rates: Sequence[Rate], holder: str, want: int,
                       now_s: float, lease_s: float = LEASE_S) -> Grant:
-        with self._translated():
-            async with self._pool.acquire() as conn, conn.transaction():
-                # the subject's lock, held to the end of the transaction
-                await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                                   subject)
-                return await _reserve(conn, subject, tuple(rates), holder, want, now_s, lease_s)
+        grants = await self.reserve_many([Ask(subject=subject, rates=tuple(rates), want=want)],
+                                         holder=holder, now_s=now_s, lease_s=lease_s)
+        return grants[0]
 
     async def reserve_many(self, asks: Sequence[Ask], *, holder: str, now_s: float,
                            lease_s: float = LEASE_S) -> list[Grant]:
+        subjects = sorted({a.subject for a in asks})
         with self._translated():
             async with self._pool.acquire() as conn, conn.transaction():
-                # every subject's lock, in one order for everyone: two groups never wait for
-                # each other in a cycle
-                for subject in sorted({a.subject for a in asks}):
-                    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                                       subject)
-                return [await _reserve(conn, a.subject, a.rates, holder, a.want, now_s, lease_s)
-                        for a in asks]
+                # every subject's lock, held to the end of the transaction, in one order for
+                # everyone: two groups never wait for each other in a cycle (one trip: the
+                # driver sends the statements together)
+                await conn.executemany("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                                       [(s,) for s in subjects])
+                return await _reserve_many(conn, list(asks), subjects, holder, now_s,
+                                           now_s + lease_s)
 
     async def settle(self, sent: Sequence[tuple[int, float]], released: Sequence[int]) -> None:
         done = settlements(sent, released)
@@ -455,54 +443,90 @@ async def _limits_of(conn: Any, subjects: list[str], now_s: float,
     return found
 
 
-async def _reserve(conn: Any, subject: str, rates: tuple[Rate, ...], holder: str, want: int,
-                   now_s: float, lease_s: float) -> Grant:
-    expires_s = now_s + lease_s
-    rest = await conn.fetchrow("SELECT until_s, reason FROM bulkdm_rests WHERE subject = $1 "
-                               "AND until_s > $2", subject, now_s)
-    if rest is not None:
-        return Grant(ids=(), expires_s=expires_s, next_s=rest[0], reason=f"resting: {rest[1]}")
-    waiting = {r[0]: r[1] for r in await conn.fetch(
-        "SELECT holder, next_s FROM bulkdm_waiters WHERE subject = $1 AND next_s > $2",
-        subject, now_s - WAIT_GRACE_S)}
-    refusal = turn_refusal(waiting, holder, now_s=now_s, expires_s=expires_s)
-    if refusal is not None:
-        await conn.execute(_WAIT, subject, holder, refusal.next_s)
-        return refusal
-    rates = effective_rates(rates, *(c.rates for c in await _limits(conn, subject, now_s)))
-    counts = [await conn.fetchval(_COUNT, subject, now_s - window_s(r) - OTHER_HOLDER_MARGIN_S,
-                                  holder, now_s - window_s(r)) for r in rates]
-    granted = room(rates, counts, min(want, BATCH_IDS))
-    if granted == 0:
-        refusal = await _refusal(conn, subject, holder, rates, counts, now_s, expires_s)
-        full = [r for r, n in zip(rates, counts, strict=True) if n >= r.count]
-        if holder in waiting or await _others_in(conn, subject, holder, full, now_s):
-            await conn.execute(_WAIT, subject, holder, refusal.next_s)
-        return refusal
-    batch = await conn.fetchval(
-        "INSERT INTO bulkdm_reservations (subject, holder, granted_s, at_s, units) "
-        "VALUES ($1, $2, $3, $4, $5) RETURNING id", subject, holder, now_s, expires_s, granted)
-    if waiting.keys() - {holder}:  # still contending: it will ask again
-        await conn.execute(_WAIT, subject, holder, now_s)
-    elif holder in waiting:  # no one else wants the subject any more
-        await conn.execute("DELETE FROM bulkdm_waiters WHERE subject = $1 AND holder = $2",
-                           subject, holder)
-    return Grant(ids=unit_ids(int(batch), granted), expires_s=expires_s)
+async def _reserve_many(conn: Any, asks: list[Ask], subjects: list[str], holder: str,
+                        now_s: float, expires_s: float) -> list[Grant]:
+    known = await _known(conn, subjects, now_s)
+    decided = [await _decide(conn, known, a, holder, now_s, expires_s) for a in asks]
+    batches: list[int] = []
+    if known.grants:
+        # the ids first: rows inserted together come back in no promised order
+        batches = [r[0] for r in await conn.fetch(_NEXT_IDS, len(known.grants))]
+        await conn.executemany(_RESERVE, [(batch, subject, holder, now_s, expires_s, n) for
+                                          batch, (subject, n) in zip(batches, known.grants,
+                                                                     strict=True)])
+    waits = [(s, h, t) for (s, h), t in known.waits.items() if t is not None]
+    if waits:  # a trip to the server each, where the group has them
+        await conn.executemany(_WAIT, waits)
+    if gone := [key for key, t in known.waits.items() if t is None]:
+        await conn.executemany("DELETE FROM bulkdm_waiters WHERE subject = $1 AND holder = $2",
+                               gone)
+    return grants(decided, batches, expires_s=expires_s)
 
 
-async def _refusal(conn: Any, subject: str, holder: str, rates: tuple[Rate, ...],
-                   counts: list[int], now_s: float, expires_s: float) -> Grant:
-    """No room: when to ask again, by the windows that are full."""
-    binding = []
-    for rate, count in zip(rates, counts, strict=True):
-        if count >= rate.count:
-            start_s = now_s - window_s(rate)
-            nth = await conn.fetchval(_NTH_SETTLED, holder, OTHER_HOLDER_MARGIN_S, subject,
-                                      start_s - OTHER_HOLDER_MARGIN_S, start_s, now_s,
-                                      rate.count)
-            binding.append((rate, None if nth is None else float(nth)))
-    return Grant(ids=(), expires_s=expires_s, next_s=next_try_s(now_s, binding),
-                 reason=f"{rates_text([r for r, _ in binding])} full")
+#: (how many): that many new reservation ids
+_NEXT_IDS: Final = (
+    "SELECT nextval(pg_get_serial_sequence('bulkdm_reservations', 'id')) "
+    "FROM generate_series(1, $1)"
+)
+#: a grant of ``units`` reservations: one row
+_RESERVE: Final = (
+    "INSERT INTO bulkdm_reservations (id, subject, holder, granted_s, at_s, units) "
+    "VALUES ($1, $2, $3, $4, $5, $6)"
+)
+
+
+async def _known(conn: Any, subjects: list[str], now_s: float) -> Known:
+    known = Known(rests={}, waiting={s: {} for s in subjects},
+                  limits=await _limits_of(conn, subjects, now_s))
+    for r in await conn.fetch("SELECT subject, until_s, reason FROM bulkdm_rests "
+                              "WHERE subject = ANY($1::text[]) AND until_s > $2", subjects, now_s):
+        known.rests[r[0]] = (r[1], r[2])
+    for r in await conn.fetch("SELECT subject, holder, next_s FROM bulkdm_waiters WHERE "
+                              "subject = ANY($1::text[]) AND next_s > $2", subjects,
+                              now_s - WAIT_GRACE_S):
+        known.waiting[r[0]][r[1]] = r[2]
+    return known
+
+
+async def _decide(conn: Any, known: Known, ask: Ask, holder: str, now_s: float,
+                  expires_s: float) -> Grant | int:
+    # a refusal, or how many units of ``ask`` are granted (groups.py)
+    rates = opening(known, ask, holder, now_s=now_s, expires_s=expires_s)
+    if isinstance(rates, Grant):
+        return rates
+    counts = await _counts(conn, ask.subject, holder, counted_rates(known, ask, rates), now_s)
+    full = fit(known, ask, holder, rates, counts, now_s=now_s)
+    if isinstance(full, int):
+        return full
+    binding = [(r, await _nth_settled(conn, ask.subject, holder, r, now_s)) for r in full]
+    contends = holder in known.waiting[ask.subject] \
+        or await _others_in(conn, ask.subject, holder, full, now_s)
+    return refusal(known, ask, holder, binding, contends=contends, now_s=now_s,
+                   expires_s=expires_s)
+
+
+async def _counts(conn: Any, subject: str, holder: str, rates: Sequence[Rate],
+                  now_s: float) -> tuple[int, ...]:
+    # the sends in each rate's window ending now (this holder's in the window, others' in it
+    # widened by a margin), in one scan
+    if not rates:
+        return ()
+    starts = [now_s - window_s(r) for r in rates]
+    sums = ", ".join(f"COALESCE(SUM(units) FILTER (WHERE at_s > ${2 * i + 4} AND "
+                     f"(holder != $2 OR at_s > ${2 * i + 5})), 0)" for i in range(len(starts)))
+    row = await conn.fetchrow(
+        f"SELECT {sums} FROM bulkdm_reservations WHERE subject = $1 AND at_s > $3",
+        subject, holder, min(starts) - OTHER_HOLDER_MARGIN_S,
+        *[p for start_s in starts for p in (start_s - OTHER_HOLDER_MARGIN_S, start_s)])
+    return tuple(int(n) for n in row)
+
+
+async def _nth_settled(conn: Any, subject: str, holder: str, rate: Rate,
+                       now_s: float) -> float | None:
+    start_s = now_s - window_s(rate)
+    nth = await conn.fetchval(_NTH_SETTLED, holder, OTHER_HOLDER_MARGIN_S, subject,
+                              start_s - OTHER_HOLDER_MARGIN_S, start_s, now_s, rate.count)
+    return None if nth is None else float(nth)
 
 
 #: ``holder`` contends for ``subject`` and asks again at ``next_s``

@@ -11,7 +11,6 @@ import asyncio
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -19,7 +18,6 @@ import aiosqlite
 
 from bulkdm.errors import LedgerError
 from bulkdm.ledger.base import (
-    BATCH_IDS,
     KEEP_S,
     LEASE_S,
     OTHER_HOLDER_MARGIN_S,
@@ -33,19 +31,14 @@ from bulkdm.ledger.base import (
     Realm,
     Rest,
     decode_rates,
-    effective_rates,
     encode_rates,
     kept_s,
-    next_try_s,
     opt_out_entries,
     others_since_s,
-    rates_text,
-    room,
     settlements,
-    turn_refusal,
-    unit_ids,
     window_s,
 )
+from bulkdm.ledger.groups import Known, counted_rates, fit, grants, opening, refusal
 from bulkdm.rates import Rate
 
 __all__ = ["SqliteLedger"]
@@ -443,40 +436,28 @@ def _in_lists(values: Sequence[str]) -> Iterator[tuple[Sequence[str], str]]:
         yield chunk, ", ".join("?" * len(chunk))
 
 
-@dataclass(slots=True)
-class _Known:
-    # what a group of reservations reads of its subjects once, kept true by its own writes
-    rests: dict[str, tuple[float, str]]
-    waiting: dict[str, dict[str, float]]
-    limits: dict[str, list[CampaignLimits]]
-    #: each subject's total, with the group's grants
-    totals: dict[str, int]
-    #: the units the group granted each subject: rows written at its end
-    granted: dict[str, int] = field(default_factory=dict)
-
-
 def _reserve_many(db: sqlite3.Connection, asks: list[Ask], holder: str, now_s: float,
                   lease_s: float) -> list[Grant]:
-    # a statement per subject for its window counts, the rest once per group: nine statements
-    # an ask were 84 us of the ledger thread each at 1,000 sends/s (benchmarks/README.md)
     known = _known(db, list(dict.fromkeys(a.subject for a in asks)), now_s)
     expires_s = now_s + lease_s
     decided = [_decide(db, known, a, holder, now_s, expires_s) for a in asks]
-    units = [(a.subject, d) for a, d in zip(asks, decided, strict=True) if isinstance(d, int)]
-    if not units:
-        return [d for d in decided if isinstance(d, Grant)]
-    first = int(db.execute(_NEXT_GRANT_IDS, (len(units),)).fetchone()[0]) - len(units) + 1
-    db.executemany(_RESERVE, [(first + i, subject, holder, now_s, expires_s, n)
-                              for i, (subject, n) in enumerate(units)])
-    db.executemany(_ADD_TOTAL, list(known.granted.items()))
-    batches = iter(range(first, first + len(units)))
-    return [d if isinstance(d, Grant) else Grant(ids=unit_ids(next(batches), d),
-                                                 expires_s=expires_s) for d in decided]
+    first = 0
+    if known.grants:
+        first = int(db.execute(_NEXT_GRANT_IDS, (len(known.grants),)).fetchone()[0]) \
+            - len(known.grants) + 1
+        db.executemany(_RESERVE, [(first + i, subject, holder, now_s, expires_s, n)
+                                  for i, (subject, n) in enumerate(known.grants)])
+        db.executemany(_ADD_TOTAL, list(known.granted.items()))
+    db.executemany(_WAIT, [(s, h, t) for (s, h), t in known.waits.items() if t is not None])
+    db.executemany("DELETE FROM waiters WHERE subject = ? AND holder = ?",
+                   [key for key, t in known.waits.items() if t is None])
+    return grants(decided, range(first, first + len(known.grants)), expires_s=expires_s)
 
 
-def _known(db: sqlite3.Connection, subjects: list[str], now_s: float) -> _Known:
-    known = _Known(rests={}, waiting={s: {} for s in subjects},
-                   limits=_limits_of(db, subjects, now_s), totals=dict.fromkeys(subjects, 0))
+def _known(db: sqlite3.Connection, subjects: list[str], now_s: float) -> Known:
+    totals = dict.fromkeys(subjects, 0)
+    known = Known(rests={}, waiting={s: {} for s in subjects},
+                  limits=_limits_of(db, subjects, now_s), totals=totals)
     for chunk, marks in _in_lists(subjects):
         for subject, until_s, reason in db.execute(
                 f"SELECT subject, until_s, reason FROM rests WHERE until_s > ? "
@@ -486,53 +467,29 @@ def _known(db: sqlite3.Connection, subjects: list[str], now_s: float) -> _Known:
                 f"SELECT subject, holder, next_s FROM waiters WHERE next_s > ? "
                 f"AND subject IN ({marks})", (now_s - WAIT_GRACE_S, *chunk)):
             known.waiting[subject][holder] = next_s
-        known.totals.update(db.execute(f"SELECT subject, n FROM totals WHERE subject IN ({marks})",
-                                       chunk).fetchall())
+        totals.update(db.execute(f"SELECT subject, n FROM totals WHERE subject IN ({marks})",
+                                 chunk).fetchall())
     return known
 
 
-def _decide(db: sqlite3.Connection, known: _Known, ask: Ask, holder: str, now_s: float,
+def _decide(db: sqlite3.Connection, known: Known, ask: Ask, holder: str, now_s: float,
             expires_s: float) -> Grant | int:
-    # a refusal, or how many units of ``ask`` are granted (their row is the group's to write)
-    subject = ask.subject
-    rest = known.rests.get(subject)
-    if rest is not None:
-        return Grant(ids=(), expires_s=expires_s, next_s=rest[0], reason=f"resting: {rest[1]}")
-    waiting = known.waiting[subject]
-    refusal = turn_refusal(waiting, holder, now_s=now_s, expires_s=expires_s)
-    if refusal is not None:
-        _wait(db, known, subject, holder, refusal.next_s)
-        return refusal
-    rates = effective_rates(ask.rates, *(c.rates for c in known.limits[subject]))
-    counts = _counts(db, known, subject, holder, rates, now_s, ask.want)
-    granted = room(rates, counts, min(ask.want, BATCH_IDS))
-    if granted == 0:
-        binding = [(r, _nth_settled(db, subject, holder, r, now_s))
-                   for r, n in zip(rates, counts, strict=True) if n >= r.count]
-        refusal = Grant(ids=(), expires_s=expires_s, next_s=next_try_s(now_s, binding),
-                        reason=f"{rates_text([r for r, _ in binding])} full")
-        if holder in waiting or _others_in(db, subject, holder, [r for r, _ in binding], now_s):
-            _wait(db, known, subject, holder, refusal.next_s)
-        return refusal
-    known.totals[subject] += granted
-    known.granted[subject] = known.granted.get(subject, 0) + granted
-    if waiting.keys() - {holder}:  # still contending: it will ask again
-        _wait(db, known, subject, holder, now_s)
-    elif holder in waiting:  # no one else wants the subject any more
-        db.execute("DELETE FROM waiters WHERE subject = ? AND holder = ?", (subject, holder))
-        del waiting[holder]
-    return granted
+    # a refusal, or how many units of ``ask`` are granted (groups.py)
+    rates = opening(known, ask, holder, now_s=now_s, expires_s=expires_s)
+    if isinstance(rates, Grant):
+        return rates
+    counts = _counts(db, ask.subject, holder, counted_rates(known, ask, rates), now_s)
+    full = fit(known, ask, holder, rates, counts, now_s=now_s)
+    if isinstance(full, int):
+        return full
+    binding = [(r, _nth_settled(db, ask.subject, holder, r, now_s)) for r in full]
+    contends = holder in known.waiting[ask.subject] \
+        or _others_in(db, ask.subject, holder, full, now_s)
+    return refusal(known, ask, holder, binding, contends=contends, now_s=now_s,
+                   expires_s=expires_s)
 
 
 _WAIT: Final = "INSERT OR REPLACE INTO waiters VALUES (?, ?, ?)"
-
-
-def _wait(db: sqlite3.Connection, known: _Known, subject: str, holder: str,
-          next_s: float | None) -> None:
-    # ``holder`` contends for ``subject`` and asks again at ``next_s`` (a refusal's: it has one)
-    assert next_s is not None
-    db.execute(_WAIT, (subject, holder, next_s))
-    known.waiting[subject][holder] = next_s
 
 
 def _others_in(db: sqlite3.Connection, subject: str, holder: str, rates: Sequence[Rate],
@@ -544,22 +501,16 @@ def _others_in(db: sqlite3.Connection, subject: str, holder: str, rates: Sequenc
         is not None
 
 
-def _counts(db: sqlite3.Connection, known: _Known, subject: str, holder: str,
-            rates: Sequence[Rate], now_s: float, want: int) -> list[int]:
-    # the sends in each rate's window ending now (this holder's in the window, others' in it
-    # widened by a margin, and the group's grants, not yet written), or all of the subject's
-    # (its total) when even that leaves room for ``want``: counting a window reads each of its
-    # reservations, and a day's window of a busy account is thousands. One scan for them all.
-    total = known.totals[subject]
-    starts = [now_s - window_s(r) for r in rates if total + want > r.count]
-    if not starts:
-        return [total] * len(rates)
+def _counts(db: sqlite3.Connection, subject: str, holder: str, rates: Sequence[Rate],
+            now_s: float) -> tuple[int, ...]:
+    # the sends in each rate's window ending now, in one scan
+    if not rates:
+        return ()
+    starts = [now_s - window_s(r) for r in rates]
     sums = ", ".join([_WINDOW_SUM] * len(starts))
     params = [p for start_s in starts for p in (start_s - OTHER_HOLDER_MARGIN_S, holder, start_s)]
-    row = db.execute(f"SELECT {sums} FROM reservations WHERE subject = ? AND at_s > ?",
-                     (*params, subject, min(starts) - OTHER_HOLDER_MARGIN_S)).fetchone()
-    counted = iter(int(n) + known.granted.get(subject, 0) for n in row)
-    return [total if total + want <= r.count else next(counted) for r in rates]
+    return tuple(db.execute(f"SELECT {sums} FROM reservations WHERE subject = ? AND at_s > ?",
+                            (*params, subject, min(starts) - OTHER_HOLDER_MARGIN_S)).fetchone())
 
 
 #: (the window's start less the margin, the holder, the start): the sends in a window ending
