@@ -27,7 +27,7 @@ from bulkdm.ledger.base import (
 )
 from bulkdm.rates import Rate
 
-__all__ = ["Known", "counted_rates", "fit", "grants", "opening", "refusal"]
+__all__ = ["Known", "counted_rates", "fit", "grants", "opening", "refusal", "windows"]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -62,7 +62,7 @@ class Known:
 def opening(known: Known, ask: Ask, holder: str, *, now_s: float,
             expires_s: float) -> Grant | tuple[Rate, ...]:
     """A refusal before any window is counted (the subject rests; another holder's turn), or
-    the windows to count: every campaign's for the subject, the strictest of each period."""
+    the ask's :func:`windows`."""
     rest = known.rests.get(ask.subject)
     if rest is not None:
         return Grant(ids=(), expires_s=expires_s, next_s=rest[0], reason=f"resting: {rest[1]}")
@@ -70,6 +70,12 @@ def opening(known: Known, ask: Ask, holder: str, *, now_s: float,
     if refused is not None:
         known.wait(ask.subject, holder, refused.next_s)
         return refused
+    return windows(known, ask)
+
+
+def windows(known: Known, ask: Ask) -> tuple[Rate, ...]:
+    """The windows an ask must fit: every campaign's for its subject, the strictest of each
+    period."""
     return effective_rates(ask.rates, *(c.rates for c in known.limits[ask.subject]))
 
 

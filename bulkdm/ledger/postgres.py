@@ -38,7 +38,15 @@ from bulkdm.ledger.base import (
     settlements,
     window_s,
 )
-from bulkdm.ledger.groups import Known, counted_rates, fit, grants, opening, refusal
+from bulkdm.ledger.groups import (
+    Known,
+    counted_rates,
+    fit,
+    grants,
+    opening,
+    refusal,
+    windows,
+)
 from bulkdm.rates import Rate
 from bulkdm.secrets import masked_url
 
@@ -196,7 +204,7 @@ class PostgresLedger:
         (a run's: the earlier bulkdm's runs on it stop at their next reservation); otherwise
         it is read as it is."""
         try:
-            pool = await asyncpg.create_pool(url, min_size=1, max_size=4,
+            pool = await asyncpg.create_pool(url, min_size=1, max_size=4, reset=_kept,
                                              timeout=COMMAND_TIMEOUT_S,
                                              command_timeout=COMMAND_TIMEOUT_S)
         except ValueError as exc:  # asyncpg's reading of the URL; its text may quote the URL
@@ -398,6 +406,13 @@ class PostgresLedger:
                 return list(await conn.fetch(sql, *args))
 
 
+async def _kept(conn: Any) -> None:
+    # a connection goes back to the pool as it is (the driver rolls back a transaction left
+    # open): the ledger sets no session state and takes its locks for a transaction only, and
+    # the driver's reset query was one more trip to the server each use
+    del conn
+
+
 def _unreachable(location: str, exc: BaseException) -> LedgerUnreachableError:
     if isinstance(exc, TimeoutError):
         why = f"no answer within {COMMAND_TIMEOUT_S:g}s"
@@ -446,7 +461,9 @@ async def _limits_of(conn: Any, subjects: list[str], now_s: float,
 async def _reserve_many(conn: Any, asks: list[Ask], subjects: list[str], holder: str,
                         now_s: float, expires_s: float) -> list[Grant]:
     known = await _known(conn, subjects, now_s)
-    decided = [await _decide(conn, known, a, holder, now_s, expires_s) for a in asks]
+    counts = await _counts(conn, known, asks, holder, now_s)
+    decided = [await _decide(conn, known, a, holder, now_s, expires_s, n)
+               for a, n in zip(asks, counts, strict=True)]
     batches: list[int] = []
     if known.grants:
         # the ids first: rows inserted together come back in no promised order
@@ -489,12 +506,11 @@ async def _known(conn: Any, subjects: list[str], now_s: float) -> Known:
 
 
 async def _decide(conn: Any, known: Known, ask: Ask, holder: str, now_s: float,
-                  expires_s: float) -> Grant | int:
-    # a refusal, or how many units of ``ask`` are granted (groups.py)
+                  expires_s: float, counts: list[int]) -> Grant | int:
+    # a refusal, or how many units of ``ask`` are granted (groups.py), given its windows' counts
     rates = opening(known, ask, holder, now_s=now_s, expires_s=expires_s)
     if isinstance(rates, Grant):
         return rates
-    counts = await _counts(conn, ask.subject, holder, counted_rates(known, ask, rates), now_s)
     full = fit(known, ask, holder, rates, counts, now_s=now_s)
     if isinstance(full, int):
         return full
@@ -505,20 +521,26 @@ async def _decide(conn: Any, known: Known, ask: Ask, holder: str, now_s: float,
                    expires_s=expires_s)
 
 
-async def _counts(conn: Any, subject: str, holder: str, rates: Sequence[Rate],
-                  now_s: float) -> tuple[int, ...]:
-    # the sends in each rate's window ending now (this holder's in the window, others' in it
-    # widened by a margin), in one scan
-    if not rates:
-        return ()
-    starts = [now_s - window_s(r) for r in rates]
-    sums = ", ".join(f"COALESCE(SUM(units) FILTER (WHERE at_s > ${2 * i + 4} AND "
-                     f"(holder != $2 OR at_s > ${2 * i + 5})), 0)" for i in range(len(starts)))
-    row = await conn.fetchrow(
-        f"SELECT {sums} FROM bulkdm_reservations WHERE subject = $1 AND at_s > $3",
-        subject, holder, min(starts) - OTHER_HOLDER_MARGIN_S,
-        *[p for start_s in starts for p in (start_s - OTHER_HOLDER_MARGIN_S, start_s)])
-    return tuple(int(n) for n in row)
+async def _counts(conn: Any, known: Known, asks: list[Ask], holder: str,
+                  now_s: float) -> list[list[int]]:
+    # the sends in each window of each ask ending now, in one statement: the group writes
+    # nothing before its end, so a count read first is the count when its ask is decided
+    rates = [counted_rates(known, a, windows(known, a)) for a in asks]
+    subjects = [a.subject for a, ask_rates in zip(asks, rates, strict=True) for _ in ask_rates]
+    starts = [now_s - window_s(r) for ask_rates in rates for r in ask_rates]
+    found = iter(r[0] for r in await conn.fetch(
+        _COUNTS, holder, subjects, [s - OTHER_HOLDER_MARGIN_S for s in starts], starts))
+    return [[next(found) for _ in ask_rates] for ask_rates in rates]
+
+
+#: (the holder, each window's subject, its start less the margin, its start): the sends in each
+#: window ending now, this holder's in the window, others' in it widened by a margin, in order
+_COUNTS: Final = (
+    "SELECT COALESCE(SUM(r.units) FILTER (WHERE r.holder != $1 OR r.at_s > w.start_s), 0) "
+    "FROM unnest($2::text[], $3::float8[], $4::float8[]) WITH ORDINALITY "
+    "AS w(subject, since_s, start_s, n) LEFT JOIN bulkdm_reservations r "
+    "ON r.subject = w.subject AND r.at_s > w.since_s GROUP BY w.n ORDER BY w.n"
+)
 
 
 async def _nth_settled(conn: Any, subject: str, holder: str, rate: Rate,
