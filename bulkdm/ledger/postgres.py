@@ -204,7 +204,7 @@ class PostgresLedger:
         (a run's: the earlier bulkdm's runs on it stop at their next reservation); otherwise
         it is read as it is."""
         try:
-            pool = await asyncpg.create_pool(url, min_size=1, max_size=4, reset=_kept,
+            pool = await asyncpg.create_pool(url, min_size=1, max_size=4,
                                              timeout=COMMAND_TIMEOUT_S,
                                              command_timeout=COMMAND_TIMEOUT_S)
         except ValueError as exc:  # asyncpg's reading of the URL; its text may quote the URL
@@ -404,13 +404,6 @@ class PostgresLedger:
         with self._translated():
             async with self._pool.acquire() as conn:
                 return list(await conn.fetch(sql, *args))
-
-
-async def _kept(conn: Any) -> None:
-    # a connection goes back to the pool as it is (the driver rolls back a transaction left
-    # open): the ledger sets no session state and takes its locks for a transaction only, and
-    # the driver's reset query was one more trip to the server each use
-    del conn
 
 
 def _unreachable(location: str, exc: BaseException) -> LedgerUnreachableError:
