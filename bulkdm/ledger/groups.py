@@ -4,8 +4,8 @@ by the group's own decisions, and each window's count of sends; the backend read
 writes what the group decided (:class:`Known`), in the group's one transaction.
 
 A reservation per statement, nine statements an ask, held a pool of 2,000 senders back
-(benchmarks/README.md); a group now reads a subject's windows in one statement and writes its
-grants and waiters in one each.
+(benchmarks/README.md); a group now counts an ask's windows in one statement at most and writes
+its grants and waiters in one each.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ class Known:
     #: each subject's holders that will ask again (within WAIT_GRACE_S), and when
     waiting: dict[str, dict[str, float]]
     limits: dict[str, list[CampaignLimits]]
-    #: each subject's units of all its reservations kept, with the group's grants (a bound on
-    #: every window's count), where the backend keeps one
+    #: each subject's units of all its reservations kept, as read (with the group's grants, a
+    #: bound on every window's count: :meth:`total`), where the backend keeps one
     totals: dict[str, int] | None = None
     #: the units the group granted each subject (their rows are written at its end)
     granted: dict[str, int] = field(default_factory=dict)
@@ -57,6 +57,13 @@ class Known:
             self.waiting[subject].pop(holder, None)
         else:
             self.waiting[subject][holder] = next_s
+
+    def total(self, subject: str) -> int | None:
+        """The units of all of ``subject``'s reservations, the group's grants with them (None:
+        the backend keeps no totals)."""
+        if self.totals is None:
+            return None
+        return self.totals.get(subject, 0) + self.granted.get(subject, 0)
 
 
 def opening(known: Known, ask: Ask, holder: str, *, now_s: float,
@@ -83,10 +90,14 @@ def counted_rates(known: Known, ask: Ask, rates: Sequence[Rate]) -> list[Rate]:
     """Of ``rates``, those whose windows the backend counts: the others have room for the ask
     even with every reservation of the subject kept (its total): counting a window reads each
     of its reservations, and a day's window of a busy account is thousands."""
-    if known.totals is None:
-        return list(rates)
-    total = known.totals.get(ask.subject, 0)
-    return [r for r in rates if total + ask.want > r.count]
+    total = known.total(ask.subject)
+    return [r for r in rates if _bound(total, ask.want, r) is None]
+
+
+def _bound(total: int | None, want: int, rate: Rate) -> int | None:
+    # the subject's total, as the count of ``rate``'s window, if even that leaves room for
+    # ``want``; None: the window is counted
+    return total if total is not None and total + want <= rate.count else None
 
 
 def fit(known: Known, ask: Ask, holder: str, rates: Sequence[Rate], counts: Iterable[int],
@@ -96,16 +107,14 @@ def fit(known: Known, ask: Ask, holder: str, rates: Sequence[Rate], counts: Iter
     subject = ask.subject
     counted = iter(counts)
     pending = known.granted.get(subject, 0)
-    total = None if known.totals is None else known.totals.get(subject, 0)
-    filled = [total if total is not None and total + ask.want <= r.count
-              else next(counted) + pending for r in rates]
+    total = known.total(subject)
+    filled = [next(counted) + pending if (bound := _bound(total, ask.want, r)) is None else bound
+              for r in rates]
     granted = room(rates, filled, min(ask.want, BATCH_IDS))
     if granted == 0:
         return [r for r, n in zip(rates, filled, strict=True) if n >= r.count]
     known.granted[subject] = pending + granted
     known.grants.append((subject, granted))
-    if known.totals is not None:
-        known.totals[subject] = known.totals.get(subject, 0) + granted
     waiting = known.waiting[subject]
     if waiting.keys() - {holder}:  # still contending: it will ask again
         known.wait(subject, holder, now_s)
